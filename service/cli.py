@@ -1,0 +1,83 @@
+"""`seqserve` console script: train, serve, and look at a model repository."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from service.server import serve
+    from service.settings import Settings
+
+    overrides = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "model_repository": args.model_repository,
+            "workers": args.workers,
+            "log_level": args.log_level,
+        }.items()
+        if value is not None
+    }
+    serve(Settings(**overrides))
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from service.repository import scan_repository
+
+    listing = [
+        {"name": entry.name, "version": entry.version, "path": str(entry.path)}
+        for entry in scan_repository(args.model_repository)
+    ]
+    print(json.dumps(listing, indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    try:
+        from training.cli import run
+    except ImportError as exc:  # the slim serving image has no torch
+        print(f"training needs the [train] extra (torch): {exc}", file=sys.stderr)
+        return 2
+    return run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="seqserve", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="start the HTTP service (settings also from SEQSERVE_*)")
+    serve.add_argument("--host", help="bind address (SEQSERVE_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (SEQSERVE_PORT, default 8000)")
+    serve.add_argument("--model-repository", help="model repository (SEQSERVE_MODEL_REPOSITORY)")
+    serve.add_argument("--workers", type=int, help="worker processes (SEQSERVE_WORKERS)")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(func=_serve)
+
+    models = sub.add_parser("models", help="list the models and versions in a repository")
+    models.add_argument("--model-repository", default="model_repository")
+    models.set_defaults(func=_models)
+
+    train = sub.add_parser("train", help="train LSTM/GRU models on a CSV and export them to the repository")
+    try:
+        from training.cli import add_arguments
+    except ImportError:
+        pass
+    else:
+        add_arguments(train)
+    train.set_defaults(func=_train)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

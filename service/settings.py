@@ -1,0 +1,49 @@
+"""One settings object for the whole service, read once from SEQSERVE_* and passed in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEQSERVE_", extra="ignore")
+
+    # Network
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    workers: int = Field(1, ge=1, description="uvicorn worker processes; >1 needs a shared session store")
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Models
+    model_repository: Path = Path("model_repository")
+    version_policy: Literal["all", "latest"] = "all"
+    latest_versions: int = Field(1, ge=1, description="how many newest versions to load when policy is latest")
+    provider: Literal["auto", "cpu", "cuda"] = "auto"
+    intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads (0: ORT default)")
+    inter_op_threads: int = Field(1, ge=0)
+    reload_interval_seconds: float = Field(0.0, ge=0, description="poll the repository; 0 disables")
+
+    # Sessions
+    session_store: str = Field("memory", description="'memory' or a redis:// URL")
+    session_ttl_seconds: float = Field(3600.0, gt=0)
+    max_session_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)
+    max_sessions: int = Field(100_000, ge=1, description="per process, memory store; LRU eviction beyond")
+
+    # Request limits
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)
+    max_steps_per_request: int = Field(10_000, ge=1)
+    max_batch_size: int = Field(256, ge=1)
+    max_bulk_sessions: int = Field(1024, ge=1)
+
+    # Dynamic batching
+    batching: bool = True
+    batch_max_delay_us: int = Field(500, ge=0)
+    batch_max_size: int = Field(256, ge=1)
+
+    # Security
+    api_key: str | None = Field(None, description="required on admin endpoints when set")
+    cors_origins: list[str] = Field(default_factory=list)
