@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import warnings
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -137,10 +136,7 @@ def check_parity(
     worst = 0.0
     for batch, steps in cases:
         x = (rng.standard_normal((batch, steps, config.input_size)) * std + mean).astype(np.float32)
-        state = [
-            (0.5 * rng.standard_normal(config.state_shape(batch))).astype(np.float32)
-            for _ in config.state_names
-        ]
+        state = [(0.5 * rng.standard_normal(config.state_shape(batch))).astype(np.float32) for _ in config.state_names]
         with torch.no_grad():
             y, new_state = model(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state))
         expected = [y.numpy(), *(s.numpy() for s in new_state)]

@@ -32,9 +32,7 @@ class LayerWeights:
     b_hh: np.ndarray
 
 
-def lstm_cell(
-    x: np.ndarray, h: np.ndarray, c: np.ndarray, w: LayerWeights
-) -> tuple[np.ndarray, np.ndarray]:
+def lstm_cell(x: np.ndarray, h: np.ndarray, c: np.ndarray, w: LayerWeights) -> tuple[np.ndarray, np.ndarray]:
     """One LSTM step for a batch: x [B, in], h and c [B, H]."""
     hidden = h.shape[-1]
     gates_x = x @ w.w_ih.T + w.b_ih

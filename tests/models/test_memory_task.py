@@ -64,8 +64,6 @@ def test_lstm_learns_the_memory_task(tmp_path):
     state = [np.zeros(cfg.state_shape(500), np.float32) for _ in cfg.state_names]
     outs = []
     for t in range(x.shape[1]):
-        out, *state = sess.run(
-            output_names(cfg), dict(zip(input_names(cfg), [x[:, t : t + 1], *state], strict=True))
-        )
+        out, *state = sess.run(output_names(cfg), dict(zip(input_names(cfg), [x[:, t : t + 1], *state], strict=True)))
         outs.append(out)
     np.testing.assert_allclose(np.concatenate(outs, axis=1), pred.numpy(), atol=1e-5)
