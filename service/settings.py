@@ -47,3 +47,6 @@ class Settings(BaseSettings):
     # Security
     api_key: str | None = Field(None, description="required on admin endpoints when set")
     cors_origins: list[str] = Field(default_factory=list)
+
+    # Benchmarking
+    noop_route: bool = Field(False, description="expose POST /v1/noop, the benchmark floor")

@@ -1,0 +1,1 @@
+"""HTTP and WebSocket routes. Everything below this package is testable without a server."""

@@ -1,0 +1,85 @@
+"""Model listing and stateless prediction."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+from fastapi import APIRouter, Request, Response
+
+from service.api.body import check_object, json_response_bytes, optional_int, read_json
+from service.api.deps import services
+from service.api.schemas import ErrorBody, ModelInfo, ModelList, PredictRequest, PredictResponse
+from service.errors import InvalidInput
+from service.runtime import parse_batch, parse_state
+
+router = APIRouter(tags=["models"])
+ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
+PREDICT_FIELDS = frozenset({"inputs", "version", "state", "return_state"})
+
+
+def _model_info(request: Request, name: str) -> dict:
+    registry = services(request).registry
+    versions = [registry.get(name, v).describe() for v in registry.versions(name)]
+    return {"name": name, "latest": versions[-1]["version"], "versions": versions}
+
+
+@router.get("/v1/models", response_model=ModelList)
+async def list_models(request: Request) -> Response:
+    registry = services(request).registry
+    body = {"models": [_model_info(request, name) for name in registry.names()]}
+    return Response(json_response_bytes(body), media_type="application/json")
+
+
+@router.get("/v1/models/{name}", response_model=ModelInfo, responses={404: {"model": ErrorBody}})
+async def get_model(name: str, request: Request) -> Response:
+    return Response(json_response_bytes(_model_info(request, name)), media_type="application/json")
+
+
+@router.post(
+    "/v1/models/{name}/predict",
+    response_model=PredictResponse,
+    responses=ERRORS,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+        }
+    },
+)
+async def predict(name: str, request: Request) -> Response:
+    """Stateless: run whole sequences from a given (default zero) state."""
+    svc = services(request)
+    body = check_object(await read_json(request), PREDICT_FIELDS)
+    model = svc.registry.get(name, optional_int(body, "version", 1))
+    settings = svc.settings
+    sequences = parse_batch(body.get("inputs"), model.config, settings.max_batch_size, settings.max_steps_per_request)
+    batch = len(sequences)
+    return_state = body.get("return_state", False)
+    if not isinstance(return_state, bool):
+        raise InvalidInput("return_state must be true or false", field="return_state")
+    if body.get("state") is not None:
+        state = parse_state(body["state"], model.config, batch)
+    else:
+        state = model.zero_state(batch)
+
+    # Equal lengths go through the batcher as one call; ragged batches as one call per sequence.
+    batcher = svc.batcher_for(model)
+    lengths = {seq.shape[0] for seq in sequences}
+    if len(lengths) == 1:
+        outputs, new_state = await batcher.run(np.stack(sequences), state)
+        per_seq = list(outputs)
+        final = new_state
+    else:
+        results = await asyncio.gather(
+            *(batcher.run(seq[None], tuple(s[:, i : i + 1] for s in state)) for i, seq in enumerate(sequences))
+        )
+        per_seq = [out[0] for out, _ in results]
+        final = tuple(np.concatenate([st[k] for _, st in results], axis=1) for k in range(len(state)))
+    response: dict = {"model": model.name, "version": model.version, "outputs": per_seq}
+    if return_state:
+        response["state"] = dict(zip(model.config.state_names, final, strict=True))
+    return Response(json_response_bytes(response), media_type="application/json")
+
+
+__all__ = ["PredictRequest", "router"]

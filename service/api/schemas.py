@@ -1,0 +1,128 @@
+"""Request and response shapes, for the OpenAPI document and for clients reading it.
+
+Hot-path bodies are parsed with orjson and validated with numpy (service/runtime.py), not by
+these models; the routes declare them so /docs and the OpenAPI schema describe the API truly.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Steps = list[list[float]]
+
+
+class ErrorBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    error: str = Field(description="what is wrong, in words")
+    code: str = Field(description="stable machine-readable code, e.g. session_not_found")
+
+
+class StateShape(BaseModel):
+    h: list[int]
+    c: list[int] | None = None
+
+
+class ModelVersion(BaseModel):
+    name: str
+    version: int
+    cell: str
+    head: str
+    num_layers: int
+    hidden_size: int
+    input_size: int
+    output_size: int
+    horizon: int
+    features: list[str]
+    outputs: list[str]
+    state: dict[str, list[int]]
+    provider: str
+    created: str | None = None
+    metrics: dict | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    latest: int
+    versions: list[ModelVersion]
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class PredictRequest(BaseModel):
+    inputs: list[Steps] = Field(description="[batch][time][features], raw units; lengths may differ")
+    version: int | None = Field(None, description="default: the latest version")
+    state: dict[str, list[list[list[float]]]] | None = Field(
+        None, description="initial state, {'h': [layers][batch][hidden], 'c': ... for LSTM}; default zeros"
+    )
+    return_state: bool = False
+
+
+class PredictResponse(BaseModel):
+    model: str
+    version: int
+    outputs: list[Steps] = Field(description="[batch][time][outputs], raw units (logits for classifiers)")
+    state: dict[str, list[list[list[float]]]] | None = None
+
+
+class CreateSessionRequest(BaseModel):
+    version: int | None = None
+    ttl_seconds: float | None = Field(None, gt=0, description="idle time-to-live")
+    state: dict[str, list[list[float]]] | None = Field(
+        None, description="resume from a state exported elsewhere: {'h': [layers][hidden], 'c': ...}"
+    )
+
+
+class ForkRequest(BaseModel):
+    ttl_seconds: float | None = Field(None, gt=0)
+
+
+class SessionInfo(BaseModel):
+    session_id: str
+    model: str
+    version: int
+    position: int
+    created_at: float
+    expires_at: float
+    ttl_seconds: float
+    state: dict[str, list[list[float]]] | None = None
+
+
+class StepRequest(BaseModel):
+    inputs: Steps = Field(description="[time][features], one or more steps in raw units")
+    position: int | None = Field(
+        None, ge=0, description="steps the client believes were applied; enables retry-safety and ordering checks"
+    )
+
+
+class StepResponse(BaseModel):
+    session_id: str
+    model: str
+    version: int
+    position: int
+    outputs: Steps
+
+
+class BulkStep(BaseModel):
+    session_id: str
+    inputs: Steps
+    position: int | None = Field(None, ge=0)
+
+
+class BulkStepRequest(BaseModel):
+    steps: list[BulkStep]
+
+
+class BulkStepResult(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    session_id: str
+    position: int | None = None
+    outputs: Steps | None = None
+    status: int = 200
+    error: str | None = None
+    code: str | None = None
+
+
+class BulkStepResponse(BaseModel):
+    results: list[BulkStepResult]

@@ -1,0 +1,157 @@
+"""Streaming sessions over REST: create, step, inspect, fork, delete, and bulk steps."""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from fastapi import APIRouter, Request, Response
+
+from service.api.body import check_object, json_response_bytes, optional_int, read_json
+from service.api.deps import services
+from service.api.schemas import (
+    BulkStepResponse,
+    ErrorBody,
+    SessionInfo,
+    StepResponse,
+)
+from service.errors import InvalidInput, LimitExceeded, ServiceError
+from service.sessions.base import SessionRecord
+
+router = APIRouter(tags=["sessions"])
+CREATE_FIELDS = frozenset({"version", "ttl_seconds", "state"})
+STEP_FIELDS = frozenset({"inputs", "position"})
+FORK_FIELDS = frozenset({"ttl_seconds"})
+
+
+def body_schema(name: str) -> dict:
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def optional_body_schema(name: str) -> dict:
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": ref}}}}
+
+
+def errors(*codes: int) -> dict:
+    return {code: {"model": ErrorBody} for code in codes}
+
+
+def session_info(record: SessionRecord, include_state: bool = False) -> dict:
+    info = {
+        "session_id": record.session_id,
+        "model": record.model,
+        "version": record.version,
+        "position": record.position,
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "ttl_seconds": record.ttl_seconds,
+    }
+    if include_state:
+        names = ("h", "c")[: len(record.state)]
+        info["state"] = dict(zip(names, record.state, strict=True))
+    return info
+
+
+def _json(data: dict | bytes, status: int = 200) -> Response:
+    content = data if isinstance(data, bytes) else json_response_bytes(data)
+    return Response(content, status_code=status, media_type="application/json")
+
+
+async def _optional_body(request: Request, allowed: frozenset[str]) -> dict:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    return check_object(await read_json(request), allowed)
+
+
+@router.post(
+    "/v1/models/{name}/sessions",
+    status_code=201,
+    response_model=SessionInfo,
+    responses=errors(400, 404, 422, 429, 503),
+    openapi_extra=optional_body_schema("CreateSessionRequest"),
+)
+async def create_session(name: str, request: Request) -> Response:
+    body = await _optional_body(request, CREATE_FIELDS)
+    record = await services(request).manager.create(
+        name, optional_int(body, "version", 1), body.get("ttl_seconds"), body.get("state")
+    )
+    return _json(session_info(record), 201)
+
+
+@router.post(
+    "/v1/sessions/{session_id}/steps",
+    response_model=StepResponse,
+    responses=errors(400, 404, 409, 410, 413, 422, 503),
+    openapi_extra=body_schema("StepRequest"),
+)
+async def step_session(session_id: str, request: Request) -> Response:
+    body = check_object(await read_json(request), STEP_FIELDS)
+    if "inputs" not in body:
+        raise InvalidInput("inputs is required: [time][features]", field="inputs")
+    return _json(await services(request).manager.step(session_id, body["inputs"], body.get("position")))
+
+
+@router.get("/v1/sessions/{session_id}", response_model=SessionInfo, responses=errors(404, 410, 503))
+async def get_session(session_id: str, request: Request, include_state: bool = False) -> Response:
+    record = await services(request).manager.get(session_id)
+    return _json(session_info(record, include_state))
+
+
+@router.post(
+    "/v1/sessions/{session_id}/fork",
+    status_code=201,
+    response_model=SessionInfo,
+    responses=errors(400, 404, 410, 422, 429, 503),
+    openapi_extra=optional_body_schema("ForkRequest"),
+)
+async def fork_session(session_id: str, request: Request) -> Response:
+    body = await _optional_body(request, FORK_FIELDS)
+    record = await services(request).manager.fork(session_id, body.get("ttl_seconds"))
+    return _json(session_info(record), 201)
+
+
+@router.delete("/v1/sessions/{session_id}", status_code=204, responses=errors(404, 503))
+async def delete_session(session_id: str, request: Request) -> Response:
+    from service.errors import SessionNotFound
+
+    if not await services(request).manager.delete(session_id):
+        raise SessionNotFound(f"session '{session_id}' does not exist", session_id=session_id)
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/models/{name}/sessions/steps",
+    response_model=BulkStepResponse,
+    responses=errors(400, 404, 413, 422),
+    openapi_extra=body_schema("BulkStepRequest"),
+)
+async def bulk_steps(name: str, request: Request) -> Response:
+    """Step many sessions of one model in one request; each gets its own result or error.
+    The steps run concurrently, so the batcher stacks them into few ONNX Runtime calls."""
+    svc = services(request)
+    svc.registry.get(name)  # unknown model: 404 for the whole request
+    body = check_object(await read_json(request), frozenset({"steps"}))
+    entries = body.get("steps")
+    if not isinstance(entries, list):
+        raise InvalidInput("steps must be an array of {session_id, inputs, position?}", field="steps")
+    limit = svc.settings.max_bulk_sessions
+    if len(entries) > limit:
+        raise LimitExceeded(
+            f"steps has {len(entries)} entries; at most {limit}", field="steps", limit="max_bulk_sessions", max=limit
+        )
+
+    async def one(entry: object) -> bytes:
+        session_id = entry.get("session_id") if isinstance(entry, dict) else None
+        try:
+            if not isinstance(session_id, str):
+                raise InvalidInput("each entry needs a session_id string", field="session_id")
+            check_object(entry, frozenset({"session_id", "inputs", "position"}), "each entry")
+            return await svc.manager.step(session_id, entry.get("inputs"), entry.get("position"), model=name)
+        except ServiceError as exc:
+            return orjson.dumps({"session_id": session_id, "status": exc.status, **exc.body()})
+
+    results = await asyncio.gather(*(one(e) for e in entries))
+    return _json(b'{"results":[' + b",".join(results) + b"]}")

@@ -1,0 +1,158 @@
+"""create_app(settings): the FastAPI application and the services it is built from.
+
+Start-up (lifespan) loads every model in the repository, warms each ONNX Runtime session,
+opens the session store, and builds one batcher per model version. Shutdown stops taking
+work, lets in-flight requests finish (uvicorn), then closes the store and the worker threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from service.api import errors as api_errors
+from service.api import health, models, schemas, sessions, stream
+from service.api.middleware import RequestMiddleware
+from service.batching import Batcher
+from service.metrics import Metrics
+from service.registry import LoadedModel, ModelRegistry
+from service.sessions.base import SessionStore
+from service.sessions.manager import SessionManager
+from service.settings import Settings
+
+log = logging.getLogger("seqserve.app")
+
+BODY_MODELS = (
+    schemas.PredictRequest,
+    schemas.CreateSessionRequest,
+    schemas.ForkRequest,
+    schemas.StepRequest,
+    schemas.BulkStepRequest,
+)
+
+
+def make_store(settings: Settings) -> SessionStore:
+    if settings.session_store == "memory":
+        from service.sessions.memory import MemorySessionStore
+
+        return MemorySessionStore(settings.max_sessions)
+    if settings.session_store.startswith(("redis://", "rediss://", "unix://")):
+        from service.sessions.redis import RedisSessionStore
+
+        return RedisSessionStore(settings.session_store)
+    raise ValueError(f"SEQSERVE_SESSION_STORE must be 'memory' or a redis:// URL, got {settings.session_store!r}")
+
+
+@dataclass
+class Services:
+    """Everything a request needs, built once at start-up and reached via app.state."""
+
+    settings: Settings
+    metrics: Metrics
+    registry: ModelRegistry
+    store: SessionStore
+    executor: ThreadPoolExecutor
+    manager: SessionManager = field(init=False)
+    batchers: dict[str, Batcher] = field(default_factory=dict)
+    started_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.manager = SessionManager(
+            self.settings,
+            self.registry,
+            self.store,
+            self.batcher_for,
+            on_steps=lambda key, n: self.metrics.steps.labels(key).inc(n),
+        )
+
+    def batcher_for(self, model: LoadedModel) -> Batcher:
+        batcher = self.batchers.get(model.key)
+        if batcher is None or batcher.model is not model:
+            s = self.settings
+            batcher = self.batchers[model.key] = Batcher(
+                model,
+                self.executor,
+                enabled=s.batching,
+                max_size=s.batch_max_size,
+                max_delay_s=s.batch_max_delay_us / 1e6,
+                observe=self.metrics.observer(model.key),
+            )
+        return batcher
+
+
+def build_services(settings: Settings, metrics: Metrics) -> Services:
+    registry = ModelRegistry(settings)
+    registry.load_all()
+    store = make_store(settings)
+    metrics.watch_sessions(store.stats)
+    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ort")
+    svc = Services(settings, metrics, registry, store, executor)
+    for model in registry:
+        svc.batcher_for(model)
+    return svc
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = build_services(settings, metrics)
+        app.state.services = svc
+        await svc.store.start()
+        log.info(
+            "ready: %d model version(s) from %s, session store %s",
+            len(svc.registry),
+            settings.model_repository,
+            svc.store.kind,
+        )
+        try:
+            yield
+        finally:
+            await svc.store.close()
+            svc.executor.shutdown(wait=True)
+            log.info("stopped")
+
+    app = FastAPI(
+        title="seqserve",
+        version="0.1.0",
+        description="Stateful serving of LSTM/GRU sequence models: stateless predictions, streaming "
+        "sessions that carry h/c between requests, and the KServe V2 / Triton protocol.",
+        lifespan=lifespan,
+    )
+    api_errors.install(app)
+    for router in (health.router, models.router, sessions.router, stream.router):
+        app.include_router(router)
+    if settings.noop_route:
+        app.include_router(health.noop_router)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"])
+    app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    _document_bodies(app)
+    return app
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Routes parse bodies themselves (orjson + numpy); put their schemas into OpenAPI."""
+    original = app.openapi
+
+    def openapi() -> dict:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for model in BODY_MODELS:
+            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components[model.__name__] = body
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

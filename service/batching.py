@@ -1,0 +1,125 @@
+"""Dynamic batching: concurrent requests for one model version become one ONNX Runtime call.
+
+A recurrent step for one stream is tiny (tens of microseconds), so the fixed cost of a call
+dominates; stacking the states of many streams into one call multiplies throughput. Requests
+are grouped by sequence length (the exported graph takes no per-row lengths). While one call
+runs in the worker thread, new requests queue and go out together in the next call, so at low
+load nothing waits and at high load batches grow by themselves; `max_delay` adds an optional
+wait for more company. Results are exact: each row of a batched call is independent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.registry import LoadedModel
+
+Result = tuple[np.ndarray, tuple[np.ndarray, ...]]
+
+
+@dataclass(slots=True)
+class _Item:
+    inputs: np.ndarray  # [B, T, F]
+    state: tuple[np.ndarray, ...]  # [L, B, H] each
+    future: asyncio.Future[Result]
+
+
+def run_stacked(model: LoadedModel, items: list[_Item]) -> list[Result]:
+    """One ORT call for several requests of equal length; blocking, runs in the worker thread."""
+    if len(items) == 1:
+        return [model.run(items[0].inputs, items[0].state)]
+    inputs = np.concatenate([it.inputs for it in items], axis=0)
+    states = tuple(np.concatenate([it.state[k] for it in items], axis=1) for k in range(len(items[0].state)))
+    outputs, new_state = model.run(inputs, states)
+    results: list[Result] = []
+    row = 0
+    for it in items:
+        rows = slice(row, row + it.inputs.shape[0])
+        results.append((outputs[rows], tuple(s[:, rows] for s in new_state)))
+        row = rows.stop
+    return results
+
+
+class Batcher:
+    def __init__(
+        self,
+        model: LoadedModel,
+        executor: Executor,
+        *,
+        enabled: bool = True,
+        max_size: int = 256,
+        max_delay_s: float = 0.0,
+        observe: Callable[[int, float], None] | None = None,
+    ) -> None:
+        self.model = model
+        self.executor = executor
+        self.enabled = enabled
+        self.max_size = max_size
+        self.max_delay_s = max_delay_s
+        self.observe = observe  # (rows in call, seconds) -> metrics
+        self._pending: dict[int, list[_Item]] = {}
+        self._rows = 0
+        self._draining = False
+        self._task: asyncio.Task[None] | None = None  # referenced so it is not collected mid-drain
+
+    async def run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> Result:
+        loop = asyncio.get_running_loop()
+        if not self.enabled:
+            return await loop.run_in_executor(self.executor, self._timed, [_Item(inputs, state, None)])  # type: ignore[arg-type]
+        future: asyncio.Future[Result] = loop.create_future()
+        self._pending.setdefault(inputs.shape[1], []).append(_Item(inputs, state, future))
+        self._rows += inputs.shape[0]
+        if not self._draining:
+            self._draining = True
+            self._task = loop.create_task(self._drain())
+        return await future
+
+    def _timed(self, items: list[_Item]) -> Result:
+        return self._execute(items)[0]
+
+    def _execute(self, items: list[_Item]) -> list[Result]:
+        start = time.perf_counter()
+        results = run_stacked(self.model, items)
+        if self.observe is not None:
+            self.observe(sum(it.inputs.shape[0] for it in items), time.perf_counter() - start)
+        return results
+
+    def _take(self) -> list[_Item]:
+        """The oldest length group, up to max_size rows (a single larger request goes alone)."""
+        length = next(iter(self._pending))
+        group = self._pending[length]
+        taken, rows = [], 0
+        while group and (not taken or rows + group[0].inputs.shape[0] <= self.max_size):
+            item = group.pop(0)
+            taken.append(item)
+            rows += item.inputs.shape[0]
+        if not group:
+            del self._pending[length]
+        self._rows -= rows
+        return taken
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                if self.max_delay_s > 0 and self._rows < self.max_size:
+                    await asyncio.sleep(self.max_delay_s)
+                items = self._take()
+                try:
+                    results = await loop.run_in_executor(self.executor, self._execute, items)
+                except Exception as exc:  # hand the failure to every waiter, keep draining
+                    for it in items:
+                        if not it.future.done():
+                            it.future.set_exception(exc)
+                    continue
+                for it, result in zip(items, results, strict=True):
+                    if not it.future.done():  # a cancelled request no longer wants it
+                        it.future.set_result(result)
+        finally:
+            self._draining = False

@@ -1,0 +1,70 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one test process)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _SessionCollector(Collector):
+    """Reads the store's counters at scrape time instead of updating gauges on every request."""
+
+    def __init__(self, read: Callable[[], dict[str, float]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.read()
+        yield GaugeMetricFamily("seqserve_sessions_active", "Sessions held by this process's store", stats["active"])
+        yield CounterMetricFamily("seqserve_sessions_evicted", "Sessions evicted (LRU)", stats["evicted"])
+        yield CounterMetricFamily("seqserve_sessions_expired", "Sessions expired (idle TTL)", stats["expired"])
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "seqserve_requests", "HTTP requests", ["route", "method", "status", "model"], registry=self.registry
+        )
+        self.latency = Histogram(
+            "seqserve_request_seconds",
+            "HTTP request latency",
+            ["route", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ort_seconds = Histogram(
+            "seqserve_onnxruntime_seconds",
+            "Time in ONNX Runtime per call",
+            ["model"],
+            buckets=(0.00002, 0.00005, 0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.25),
+            registry=self.registry,
+        )
+        self.batch_rows = Histogram(
+            "seqserve_batch_rows",
+            "Sequences per ONNX Runtime call",
+            ["model"],
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+            registry=self.registry,
+        )
+        self.steps = Counter("seqserve_steps", "Time steps applied to sessions", ["model"], registry=self.registry)
+
+    def watch_sessions(self, read: Callable[[], dict[str, float]]) -> None:
+        self.registry.register(_SessionCollector(read))
+
+    def observer(self, model_key: str) -> Callable[[int, float], None]:
+        ort = self.ort_seconds.labels(model_key)
+        rows = self.batch_rows.labels(model_key)
+
+        def observe(batch_rows: int, seconds: float) -> None:
+            ort.observe(seconds)
+            rows.observe(batch_rows)
+
+        return observe
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

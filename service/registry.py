@@ -1,0 +1,189 @@
+"""The loaded models: one ONNX Runtime session per (model, version) in the repository.
+
+The ONNX file describes itself (models.config in its metadata), so loading needs nothing else.
+Execution provider by setting: `auto` takes CUDA when the installed onnxruntime offers it and
+it initialises, else CPU, and says which in the log and in each model's description.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from models.config import METADATA_KEY, ConfigError, ModelConfig
+from service.errors import ModelNotFound, VersionNotFound
+from service.repository import RepositoryEntry, scan_repository
+from service.settings import Settings
+
+log = logging.getLogger("seqserve.registry")
+
+CUDA = "CUDAExecutionProvider"
+CPU = "CPUExecutionProvider"
+
+
+class ModelLoadError(RuntimeError):
+    """A repository entry that cannot be served (corrupt file, missing metadata)."""
+
+
+def choose_providers(setting: str) -> list[str]:
+    available = ort.get_available_providers()
+    if setting == "cpu":
+        return [CPU]
+    if setting == "cuda":
+        if CUDA not in available:
+            raise ModelLoadError(f"provider 'cuda' requested but onnxruntime offers only {available}")
+        return [CUDA, CPU]
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    version: int
+    config: ModelConfig
+    path: Path
+    session: ort.InferenceSession
+    provider: str
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.input_names = ["input", *(f"{s}0" for s in self.config.state_names)]
+        self.output_names = ["output", *(f"{s}n" for s in self.config.state_names)]
+        self.state_bytes = len(self.config.state_names) * self.config.num_layers * self.config.hidden_size * 4
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
+        return tuple(np.zeros(self.config.state_shape(batch), np.float32) for _ in self.config.state_names)
+
+    def run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """inputs [B, T, F] float32, state [L, B, H] each -> (outputs [B, T, O], new state).
+
+        Blocking: callers run it off the event loop (see service/batching.py)."""
+        feeds = {"input": inputs}
+        for name, array in zip(self.input_names[1:], state, strict=True):
+            feeds[name] = array
+        outputs, *new_state = self.session.run(self.output_names, feeds)
+        return outputs, tuple(new_state)
+
+    def describe(self) -> dict[str, Any]:
+        cfg = self.config
+        return {
+            "name": self.name,
+            "version": self.version,
+            "cell": cfg.cell,
+            "head": cfg.head,
+            "num_layers": cfg.num_layers,
+            "hidden_size": cfg.hidden_size,
+            "input_size": cfg.input_size,
+            "output_size": cfg.output_size,
+            "horizon": cfg.horizon,
+            "features": list(cfg.feature_names),
+            "outputs": list(cfg.output_names),
+            "state": {name: [cfg.num_layers, cfg.hidden_size] for name in cfg.state_names},
+            "provider": self.provider,
+            "created": self.manifest.get("created"),
+            "metrics": self.manifest.get("metrics"),
+        }
+
+
+def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = settings.intra_op_threads
+    options.inter_op_num_threads = settings.inter_op_threads
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    providers = choose_providers(settings.provider)
+    try:
+        session = ort.InferenceSession(str(entry.model_path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        raise ModelLoadError(f"{entry.name} v{entry.version}: cannot load {entry.model_path.name}: {exc}") from exc
+    if providers[0] == CUDA and session.get_providers()[0] != CUDA:
+        log.warning("CUDA could not initialise for %s v%s; falling back to CPU", entry.name, entry.version)
+    meta = session.get_modelmeta().custom_metadata_map
+    if METADATA_KEY not in meta:
+        raise ModelLoadError(f"{entry.name} v{entry.version}: no {METADATA_KEY} metadata; not a seqserve export")
+    try:
+        config = ModelConfig.from_json(meta[METADATA_KEY])
+    except ConfigError as exc:
+        raise ModelLoadError(f"{entry.name} v{entry.version}: {exc}") from exc
+    expected = ["input", *(f"{s}0" for s in config.state_names)]
+    if [i.name for i in session.get_inputs()] != expected:
+        raise ModelLoadError(f"{entry.name} v{entry.version}: graph inputs are not {expected}")
+    model = LoadedModel(
+        entry.name, entry.version, config, entry.path, session, session.get_providers()[0], entry.manifest()
+    )
+    # Warm up: the first run allocates; do it here, not on a client's request.
+    model.run(np.zeros((1, 1, config.input_size), np.float32), model.zero_state(1))
+    return model
+
+
+class ModelRegistry:
+    """name -> version -> LoadedModel; the latest version serves when none is asked for."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._models: dict[str, dict[int, LoadedModel]] = {}
+        self.errors: dict[str, str] = {}
+
+    def load_all(self) -> None:
+        entries = scan_repository(self.settings.model_repository)
+        if self.settings.version_policy == "latest":
+            by_name: dict[str, list[RepositoryEntry]] = {}
+            for entry in entries:
+                by_name.setdefault(entry.name, []).append(entry)
+            entries = [e for group in by_name.values() for e in group[-self.settings.latest_versions :]]
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: RepositoryEntry) -> LoadedModel | None:
+        try:
+            model = load_model(entry, self.settings)
+        except ModelLoadError as exc:
+            self.errors[f"{entry.name}/{entry.version}"] = str(exc)
+            log.error("refusing model: %s", exc)
+            return None
+        self._models.setdefault(entry.name, {})[entry.version] = model
+        log.info("loaded %s v%d (%s, provider %s)", entry.name, entry.version, model.config.cell, model.provider)
+        return model
+
+    def remove(self, name: str, version: int) -> None:
+        versions = self._models.get(name, {})
+        versions.pop(version, None)
+        if not versions:
+            self._models.pop(name, None)
+
+    def get(self, name: str, version: int | None = None) -> LoadedModel:
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelNotFound(f"model '{name}' is not loaded", model=name)
+        if version is None:
+            return versions[max(versions)]
+        model = versions.get(version)
+        if model is None:
+            raise VersionNotFound(f"model '{name}' has no version {version}", model=name, versions=sorted(versions))
+        return model
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def versions(self, name: str) -> list[int]:
+        if name not in self._models:
+            raise ModelNotFound(f"model '{name}' is not loaded", model=name)
+        return sorted(self._models[name])
+
+    def __iter__(self) -> Iterator[LoadedModel]:
+        for name in sorted(self._models):
+            for version in sorted(self._models[name]):
+                yield self._models[name][version]
+
+    def __len__(self) -> int:
+        return sum(len(v) for v in self._models.values())

@@ -1,0 +1,103 @@
+"""Turning client JSON into the arrays a model takes, and checking them, with numpy.
+
+Validation is done on whole arrays, not per float in Python: one np.asarray call converts
+and shape-checks a request, and the error names what is wrong (ragged rows, wrong feature
+count, non-finite values) in the client's terms.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from models.config import ModelConfig
+from service.errors import InvalidInput, LimitExceeded
+
+
+def _as_array(value: Any, what: str) -> np.ndarray:
+    if not isinstance(value, list):
+        raise InvalidInput(f"{what} must be a JSON array of numbers", field=what)
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        raise InvalidInput(f"{what} is ragged: every row must have the same length", field=what) from None
+    if array.dtype.kind not in "fiu":
+        if array.dtype.kind == "b" or array.dtype == object:
+            raise InvalidInput(f"{what} must hold only numbers", field=what)
+        raise InvalidInput(f"{what} must hold only numbers (found {array.dtype.kind!r} values)", field=what)
+    with np.errstate(over="ignore"):
+        array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidInput(f"{what} holds NaN, infinite or out-of-range values", field=what)
+    return array
+
+
+def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "inputs") -> np.ndarray:
+    """[time][features] -> float32 [T, F]."""
+    if isinstance(value, list) and len(value) > max_steps:
+        raise LimitExceeded(
+            f"{what} has {len(value)} steps; at most {max_steps} per request",
+            field=what,
+            limit="max_steps_per_request",
+            max=max_steps,
+        )
+    array = _as_array(value, what)
+    if array.ndim != 2 or array.shape[0] == 0:
+        raise InvalidInput(
+            f"{what} must be a non-empty [time][features] array; got shape {list(array.shape)}",
+            field=what,
+        )
+    check_features(array.shape[1], config, what)
+    return np.ascontiguousarray(array)
+
+
+def check_features(count: int, config: ModelConfig, what: str) -> None:
+    if count != config.input_size:
+        raise InvalidInput(
+            f"{what}: each step needs {config.input_size} features {list(config.feature_names)}, got {count}",
+            field=what,
+            expected=config.input_size,
+        )
+
+
+def parse_batch(value: Any, config: ModelConfig, max_batch: int, max_steps: int) -> list[np.ndarray]:
+    """[batch][time][features] -> list of [T_i, F]; sequences may differ in length."""
+    if not isinstance(value, list) or not value:
+        raise InvalidInput("inputs must be a non-empty [batch][time][features] array", field="inputs")
+    if len(value) > max_batch:
+        raise LimitExceeded(
+            f"inputs has {len(value)} sequences; at most {max_batch} per request",
+            field="inputs",
+            limit="max_batch_size",
+            max=max_batch,
+        )
+    return [parse_steps(seq, config, max_steps, f"inputs[{i}]") for i, seq in enumerate(value)]
+
+
+def parse_state(value: Any, config: ModelConfig, batch: int | None) -> tuple[np.ndarray, ...]:
+    """{"h": [L][H] or [L][B][H], "c": ...} -> tuple of float32 [L, B, H] (B = 1 for sessions)."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"state must be an object with keys {list(config.state_names)}", field="state")
+    unknown = set(value) - set(config.state_names)
+    if unknown:
+        raise InvalidInput(
+            f"state has unknown keys {sorted(unknown)}; a {config.cell} takes {list(config.state_names)}",
+            field="state",
+        )
+    arrays = []
+    for name in config.state_names:
+        if name not in value:
+            raise InvalidInput(f"state.{name} is missing; a {config.cell} needs {list(config.state_names)}")
+        array = _as_array(value[name], f"state.{name}")
+        if batch is None:
+            expected: tuple[int, ...] = (config.num_layers, config.hidden_size)
+            if array.shape != expected:
+                raise InvalidInput(f"state.{name} must have shape {list(expected)}, got {list(array.shape)}")
+            array = array[:, None, :]
+        else:
+            expected = (config.num_layers, batch, config.hidden_size)
+            if array.shape != expected:
+                raise InvalidInput(f"state.{name} must have shape {list(expected)}, got {list(array.shape)}")
+        arrays.append(np.ascontiguousarray(array))
+    return tuple(arrays)

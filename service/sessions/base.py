@@ -1,0 +1,82 @@
+"""What a session is, and the small interface every session store implements.
+
+A store keeps, per session: the pinned model version, the position (steps applied so far),
+the recurrent state (float32 [layers, hidden] per state tensor), an idle TTL, and the last
+response for retry-safety. `save` is a check-and-set on the position so that two writers
+(two requests, two replicas) can never both apply a step on the same old state.
+"""
+
+from __future__ import annotations
+
+import abc
+import secrets
+from dataclasses import dataclass
+
+import numpy as np
+
+
+def new_session_id() -> str:
+    """128 random bits, URL-safe: unguessable and not enumerable."""
+    return secrets.token_urlsafe(16)
+
+
+@dataclass(slots=True)
+class LastStep:
+    """The most recent applied request: replayed verbatim if the client retries it."""
+
+    position_before: int
+    digest: bytes  # hash of the request's inputs
+    response: bytes  # the JSON body that was returned
+
+
+@dataclass(slots=True)
+class SessionRecord:
+    session_id: str
+    model: str
+    version: int
+    position: int
+    state: tuple[np.ndarray, ...]  # each float32 [layers, hidden]
+    ttl_seconds: float
+    expires_at: float  # wall-clock epoch seconds
+    created_at: float
+    last: LastStep | None = None
+
+
+class SessionStore(abc.ABC):
+    """Async so that a networked store (Redis) fits behind the same calls."""
+
+    kind: str = "abstract"
+
+    @abc.abstractmethod
+    async def create(self, record: SessionRecord) -> None: ...
+
+    @abc.abstractmethod
+    async def load(self, session_id: str) -> SessionRecord:
+        """The record, with its idle expiry refreshed. Raises SessionNotFound/SessionExpired."""
+
+    @abc.abstractmethod
+    async def save(self, record: SessionRecord, expected_position: int) -> None:
+        """Write position, state, expiry and last step, only if the stored position is still
+        `expected_position`; otherwise raise PositionConflict with the stored position."""
+
+    @abc.abstractmethod
+    async def delete(self, session_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    async def count(self) -> int: ...
+
+    async def list_ids(self, limit: int = 1000) -> list[str]:
+        return []
+
+    def stats(self) -> dict[str, float]:
+        """Counters for /metrics, read synchronously at scrape time."""
+        return {"active": 0, "evicted": 0, "expired": 0}
+
+    async def ping(self) -> None:  # noqa: B027 - optional hook
+        """Raise StoreUnavailable when the store cannot be reached."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Background work (expiry sweeps, connections)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and background tasks."""

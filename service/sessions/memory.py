@@ -1,0 +1,206 @@
+"""The in-process session store: the default, and the fastest.
+
+Recurrent state lives in preallocated float32 blocks indexed by a slot (StatePool), not in a
+numpy array per session: a million idle sessions cost little more than their raw h/c bytes,
+and reading or writing a state is one row copy. Sessions expire after an idle TTL (a heap of
+deadlines, swept every second, plus a check on access) and the least recently used session is
+evicted when the configured maximum is reached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import time
+from collections import OrderedDict
+
+import numpy as np
+
+from service.errors import PositionConflict, SessionExpired, SessionNotFound
+from service.sessions.base import LastStep, SessionRecord, SessionStore
+
+BLOCK = 1024
+TOMBSTONES = 10_000
+
+
+class StatePool:
+    """Fixed-size slots of shape [states, layers, hidden], allocated a block at a time."""
+
+    def __init__(self, states: int, layers: int, hidden: int) -> None:
+        self.shape = (states, layers, hidden)
+        self._blocks: list[np.ndarray] = []
+        self._free: list[int] = []
+
+    def allocate(self) -> int:
+        if not self._free:
+            base = len(self._blocks) * BLOCK
+            self._blocks.append(np.empty((BLOCK, *self.shape), np.float32))
+            self._free.extend(range(base + BLOCK - 1, base - 1, -1))
+        return self._free.pop()
+
+    def release(self, slot: int) -> None:
+        self._free.append(slot)
+
+    def row(self, slot: int) -> np.ndarray:
+        return self._blocks[slot // BLOCK][slot % BLOCK]
+
+    def write(self, slot: int, state: tuple[np.ndarray, ...]) -> None:
+        row = self.row(slot)
+        for k, array in enumerate(state):
+            row[k] = array
+
+    def read(self, slot: int) -> tuple[np.ndarray, ...]:
+        row = self.row(slot).copy()
+        return tuple(row[k] for k in range(self.shape[0]))
+
+
+class _Entry:
+    __slots__ = ("created_at", "expires_at", "last", "model", "pool", "position", "slot", "ttl", "version")
+
+    def __init__(self, record: SessionRecord, pool: StatePool, slot: int) -> None:
+        self.model = record.model
+        self.version = record.version
+        self.position = record.position
+        self.ttl = record.ttl_seconds
+        self.expires_at = record.expires_at
+        self.created_at = record.created_at
+        self.last: LastStep | None = record.last
+        self.pool = pool
+        self.slot = slot
+
+
+class MemorySessionStore(SessionStore):
+    kind = "memory"
+
+    def __init__(self, max_sessions: int, sweep_interval: float = 1.0) -> None:
+        self.max_sessions = max_sessions
+        self.sweep_interval = sweep_interval
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._pools: dict[tuple[int, int, int], StatePool] = {}
+        self._deadlines: list[tuple[float, str]] = []
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self._sweeper: asyncio.Task[None] | None = None
+        self.evictions = 0
+        self.expirations = 0
+
+    # -- interface
+
+    async def create(self, record: SessionRecord) -> None:
+        while len(self._entries) >= self.max_sessions:
+            oldest = next(iter(self._entries))
+            self._remove(oldest)
+            self.evictions += 1
+        states = record.state
+        key = (len(states), *states[0].shape)
+        pool = self._pools.get(key)
+        if pool is None:
+            pool = self._pools[key] = StatePool(*key)
+        slot = pool.allocate()
+        pool.write(slot, states)
+        self._entries[record.session_id] = _Entry(record, pool, slot)
+        heapq.heappush(self._deadlines, (record.expires_at, record.session_id))
+
+    async def load(self, session_id: str) -> SessionRecord:
+        entry = self._live_entry(session_id)
+        entry.expires_at = time.time() + entry.ttl
+        self._entries.move_to_end(session_id)
+        return SessionRecord(
+            session_id,
+            entry.model,
+            entry.version,
+            entry.position,
+            entry.pool.read(entry.slot),
+            entry.ttl,
+            entry.expires_at,
+            entry.created_at,
+            entry.last,
+        )
+
+    async def save(self, record: SessionRecord, expected_position: int) -> None:
+        entry = self._live_entry(record.session_id)
+        if entry.position != expected_position:
+            raise PositionConflict(
+                f"session is at position {entry.position}, not {expected_position}",
+                position=entry.position,
+            )
+        entry.pool.write(entry.slot, record.state)
+        entry.position = record.position
+        entry.last = record.last
+        entry.ttl = record.ttl_seconds
+        entry.expires_at = time.time() + entry.ttl
+        self._entries.move_to_end(record.session_id)
+
+    async def delete(self, session_id: str) -> bool:
+        if session_id not in self._entries:
+            return False
+        self._remove(session_id)
+        return True
+
+    async def count(self) -> int:
+        return len(self._entries)
+
+    async def list_ids(self, limit: int = 1000) -> list[str]:
+        return list(self._entries)[-limit:]
+
+    def stats(self) -> dict[str, float]:
+        return {"active": len(self._entries), "evicted": self.evictions, "expired": self.expirations}
+
+    async def start(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = asyncio.create_task(self._sweep_forever())
+
+    async def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+            self._sweeper = None
+
+    # -- internals
+
+    def _live_entry(self, session_id: str) -> _Entry:
+        entry = self._entries.get(session_id)
+        if entry is None:
+            if session_id in self._tombstones:
+                raise SessionExpired(f"session '{session_id}' expired", session_id=session_id)
+            raise SessionNotFound(f"session '{session_id}' does not exist", session_id=session_id)
+        if entry.expires_at <= time.time():
+            self._expire(session_id)
+            raise SessionExpired(f"session '{session_id}' expired", session_id=session_id)
+        return entry
+
+    def _remove(self, session_id: str) -> None:
+        entry = self._entries.pop(session_id)
+        entry.pool.release(entry.slot)
+
+    def _expire(self, session_id: str) -> None:
+        self._remove(session_id)
+        self.expirations += 1
+        self._tombstones[session_id] = None
+        if len(self._tombstones) > TOMBSTONES:
+            self._tombstones.popitem(last=False)
+
+    def sweep(self, now: float | None = None) -> int:
+        """Expire every session whose idle deadline has passed; returns how many."""
+        now = time.time() if now is None else now
+        expired = 0
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, session_id = heapq.heappop(self._deadlines)
+            entry = self._entries.get(session_id)
+            if entry is None:
+                continue
+            if entry.expires_at <= now:
+                self._expire(session_id)
+                expired += 1
+            else:  # touched since: one heap entry per session, re-armed at its new deadline
+                heapq.heappush(self._deadlines, (entry.expires_at, session_id))
+        if len(self._deadlines) > 2 * len(self._entries) + BLOCK:  # deleted/evicted leftovers
+            self._deadlines = [(e.expires_at, sid) for sid, e in self._entries.items()]
+            heapq.heapify(self._deadlines)
+        return expired
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval)
+            self.sweep()
