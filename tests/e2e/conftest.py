@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.models import make_repository
+from tests.support.servers import ServiceProcess
+
+
+@pytest.fixture(scope="session")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repository(tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="module")
+def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """One real uvicorn process per test module, with small limits so limit errors are cheap."""
+    env = {
+        "SEQSERVE_MAX_STEPS_PER_REQUEST": "500",
+        "SEQSERVE_MAX_BATCH_SIZE": "16",
+        "SEQSERVE_MAX_BODY_BYTES": "2000000",
+    }
+    with ServiceProcess(repository, tmp_path_factory.mktemp("logs"), env) as proc:
+        yield proc
+
+
+@pytest.fixture
+def client(server: ServiceProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        yield c

@@ -1,0 +1,110 @@
+"""Real server processes for end-to-end tests: the service under uvicorn (started exactly as
+`seqserve serve` starts it), redis-server and nginx. Each binds a free loopback port and is
+stopped (and its log shown on failure) when the test is done."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require(binary: str) -> str:
+    """A system binary the test needs: under CI its absence is a failure, not a skip."""
+    path = shutil.which(binary) or next(
+        (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.path.exists(p)), None
+    )
+    if path is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{binary} is not installed (make test installs it)")
+        pytest.skip(f"{binary} is not installed")
+    return path
+
+
+def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, log: Path | None = None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text() if log else ''}")
+        try:
+            if predicate():
+                return
+        except (httpx.HTTPError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{what} not ready after {timeout}s:\n{log.read_text() if log else ''}")
+
+
+class ServiceProcess:
+    """`python -m service.cli serve` on a loopback port, with SEQSERVE_* settings."""
+
+    def __init__(self, repository: Path, workdir: Path, env: Mapping[str, str] | None = None, port: int | None = None):
+        self.repository = repository
+        self.port = port or free_port()
+        self.log_path = workdir / f"service-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "SEQSERVE_HOST": "127.0.0.1",
+            "SEQSERVE_PORT": str(self.port),
+            "SEQSERVE_MODEL_REPOSITORY": str(repository),
+            **(env or {}),
+        }
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServiceProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service.cli", "serve"], env=self.env, stdout=log, stderr=log, cwd=ROOT
+        )
+        wait_for(
+            lambda: httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200,
+            timeout,
+            "service",
+            self.proc,
+            self.log_path,
+        )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def __enter__(self) -> ServiceProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
