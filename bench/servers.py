@@ -1,0 +1,168 @@
+"""Start and stop the servers under test as separate processes, and time their start-up."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+MODEL_NAME = "bench"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def service_available() -> bool:
+    """True once the service's server module exists (it is being written alongside)."""
+    try:
+        return importlib.util.find_spec("service.server") is not None
+    except ImportError:
+        return False
+
+
+def export_bench_model(repository: Path, name: str = MODEL_NAME) -> Path:
+    """The benchmark model, a 2-layer 64-hidden LSTM on 4 features, as <repo>/<name>/1/model.onnx."""
+    from models.config import ModelConfig
+    from models.export import export_onnx
+    from models.recurrent import RecurrentModel
+
+    path = Path(repository) / name / "1" / "model.onnx"
+    if not path.is_file():
+        config = ModelConfig(cell="lstm", input_size=4, hidden_size=64, num_layers=2, output_size=1)
+        export_onnx(RecurrentModel(config), path)
+    return path
+
+
+def _seqserve_cmd() -> list[str]:
+    exe = Path(sys.executable).with_name("seqserve")
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-m", "service.cli"]
+
+
+@dataclass
+class Server:
+    label: str
+    kind: str  # service | naive
+    cmd: list[str]
+    env: dict[str, str]
+    port: int
+    proc: subprocess.Popen | None = None
+    started_at: float = 0.0
+    ready_s: float | None = None
+    first_answer_s: float | None = None
+    log_path: Path | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, log_dir: Path, ready_timeout: float = 120.0) -> Server:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{self.label}.log"
+        log = self.log_path.open("wb")
+        self.started_at = time.perf_counter()
+        self.proc = subprocess.Popen(
+            self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+        )
+        log.close()
+        deadline = self.started_at + ready_timeout
+        with httpx.Client(timeout=2.0) as client:
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{self.label} exited with {self.proc.returncode}: {self.tail_log()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(f"{self.url}/v2/health/ready").status_code == 200:
+                        break
+                if time.perf_counter() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"{self.label} not ready after {ready_timeout}s: {self.tail_log()}")
+                time.sleep(0.01)
+            self.ready_s = time.perf_counter() - self.started_at
+            self._first_request(client)
+            self.first_answer_s = time.perf_counter() - self.started_at
+        return self
+
+    def _first_request(self, client: httpx.Client) -> None:
+        """The first answered request a client would make: a session and its first step."""
+        step = {"inputs": [[0.1, 0.2, 0.3, 0.4]]}
+        if self.kind == "naive":
+            resp = client.post(f"{self.url}/step", json=step, timeout=30)
+        elif self.kind == "floor":
+            resp = client.post(f"{self.url}/v1/noop", json=step, timeout=30)
+        else:
+            created = client.post(f"{self.url}/v1/models/{MODEL_NAME}/sessions", json={}, timeout=30)
+            created.raise_for_status()
+            sid = created.json()["session_id"]
+            resp = client.post(f"{self.url}/v1/sessions/{sid}/steps", json={**step, "position": 0}, timeout=30)
+        resp.raise_for_status()
+
+    def rss_bytes(self) -> int:
+        return rss_of(self.proc.pid) if self.proc else 0
+
+    def tail_log(self, chars: int = 2000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:] if self.log_path else ""
+        except OSError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def rss_of(pid: int) -> int:
+    """Resident set size of a process, in bytes (Linux /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def service_server(
+    label: str, repository: Path, *, batching: bool = True, noop: bool = False, env: dict | None = None
+) -> Server:
+    port = free_port()
+    cmd = [*_seqserve_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd += ["--model-repository", str(repository), "--log-level", "warning"]
+    full_env = {
+        **os.environ,
+        "SEQSERVE_BATCHING": "true" if batching else "false",
+        "SEQSERVE_NOOP_ROUTE": "true" if noop else "false",
+        **(env or {}),
+    }
+    return Server(label, "floor" if noop else "service", cmd, full_env, port)
+
+
+def naive_server(label: str, model_path: Path, *, floor: bool = False) -> Server:
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.naive_server", "--model", str(model_path), "--port", str(port)]
+    return Server(label, "floor" if floor else "naive", cmd, dict(os.environ), port)
