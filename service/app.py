@@ -18,7 +18,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import errors as api_errors
-from service.api import health, models, schemas, sessions, stream
+from service.api import health, models, schemas, sessions, stream, v2
 from service.api.middleware import RequestMiddleware
 from service.batching import Batcher
 from service.metrics import Metrics
@@ -129,7 +129,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    for router in (health.router, models.router, sessions.router, stream.router):
+    for router in (health.router, models.router, sessions.router, stream.router, v2.router):
         app.include_router(router)
     if settings.noop_route:
         app.include_router(health.noop_router)

@@ -7,6 +7,7 @@ count, non-finite values) in the client's terms.
 
 from __future__ import annotations
 
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,8 @@ def _as_array(value: Any, what: str) -> np.ndarray:
         if array.dtype.kind == "b" or array.dtype == object:
             raise InvalidInput(f"{what} must hold only numbers", field=what)
         raise InvalidInput(f"{what} must hold only numbers (found {array.dtype.kind!r} values)", field=what)
+    if _holds_bool(value, array.ndim):
+        raise InvalidInput(f"{what} must hold only numbers (found true/false)", field=what)
     with np.errstate(over="ignore"):
         array = array.astype(np.float32)
     if not np.isfinite(array).all():
@@ -33,11 +36,20 @@ def _as_array(value: Any, what: str) -> np.ndarray:
     return array
 
 
+def _holds_bool(value: list, depth: int) -> bool:
+    """numpy reads true/false as 1/0 when mixed with numbers; JSON booleans are not readings.
+    One C-level pass over the (already shape-checked) nested lists, ~30 ns per value."""
+    flat: Any = value
+    for _ in range(depth - 1):
+        flat = chain.from_iterable(flat)
+    return bool in set(map(type, flat))
+
+
 def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "inputs") -> np.ndarray:
     """[time][features] -> float32 [T, F]."""
     if isinstance(value, list) and len(value) > max_steps:
         raise LimitExceeded(
-            f"{what} has {len(value)} steps; at most {max_steps} per request",
+            f"{what} has {len(value)} steps; at most {max_steps} per request (max_steps_per_request)",
             field=what,
             limit="max_steps_per_request",
             max=max_steps,
@@ -67,7 +79,7 @@ def parse_batch(value: Any, config: ModelConfig, max_batch: int, max_steps: int)
         raise InvalidInput("inputs must be a non-empty [batch][time][features] array", field="inputs")
     if len(value) > max_batch:
         raise LimitExceeded(
-            f"inputs has {len(value)} sequences; at most {max_batch} per request",
+            f"inputs has {len(value)} sequences; at most {max_batch} per request (max_batch_size)",
             field="inputs",
             limit="max_batch_size",
             max=max_batch,

@@ -1,0 +1,57 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from service.errors import InvalidInput, LimitExceeded
+from service.runtime import parse_batch, parse_state, parse_steps
+from tests.support.models import make_config
+
+CFG = make_config("lstm", layers=2, hidden=4)
+
+
+def test_parse_steps_gives_float32_contiguous():
+    arr = parse_steps([[1, 2, 3], [4.5, 5, 6]], CFG, 10)
+    assert arr.dtype == np.float32 and arr.shape == (2, 3) and arr.flags.c_contiguous
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ([[1, 2]], "3 features"),
+        ([[1, 2, 3], [1, 2]], "ragged"),
+        ([], "non-empty"),
+        ([[["a"]]], "numbers"),
+        ([[1, 2, None]], "numbers"),
+        ([[1, 2, True]], "true/false"),
+        ([[1e39, 0, 0]], "infinite"),
+        ([[float("nan"), 0, 0]], "NaN"),
+        ("x", "JSON array"),
+    ],
+)
+def test_parse_steps_rejects(value, message):
+    with pytest.raises(InvalidInput, match=message):
+        parse_steps(value, CFG, 10)
+
+
+def test_step_limit():
+    with pytest.raises(LimitExceeded) as err:
+        parse_steps([[1, 2, 3]] * 11, CFG, 10)
+    assert err.value.details["limit"] == "max_steps_per_request"
+
+
+def test_parse_batch_allows_ragged_sequences_and_limits_batch():
+    seqs = parse_batch([[[1, 2, 3]], [[1, 2, 3], [4, 5, 6]]], CFG, max_batch=2, max_steps=10)
+    assert [s.shape for s in seqs] == [(1, 3), (2, 3)]
+    with pytest.raises(LimitExceeded, match="max_batch_size"):
+        parse_batch([[[1, 2, 3]]] * 3, CFG, max_batch=2, max_steps=10)
+
+
+def test_parse_state_shapes():
+    h = np.zeros((2, 4)).tolist()
+    state = parse_state({"h": h, "c": h}, CFG, None)
+    assert [s.shape for s in state] == [(2, 1, 4), (2, 1, 4)]
+    with pytest.raises(InvalidInput, match=r"state\.c is missing"):
+        parse_state({"h": h}, CFG, None)
+    with pytest.raises(InvalidInput, match="shape"):
+        parse_state({"h": h, "c": h}, CFG, 3)
