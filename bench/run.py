@@ -169,7 +169,8 @@ def render_markdown(report: dict) -> str:
         f"{env['date']}, commit `{env['commit']}`, {env['cpus']} CPUs ({env['cpu_model']}), "
         f"Python {env['python']}, ONNX Runtime {env['onnxruntime']}, {env['wrk']}.",
         f"Model: 2-layer 64-hidden LSTM, 4 features. Each load: {report['warmup_s']} s warm-up "
-        f"(own sessions) + {report['duration_s']} s measured, closed loop, one step per request in order.",
+        f"(own sessions) + {report['duration_s']} s measured, closed loop, one step per request in order; "
+        f"{report['rounds']} round(s), median round shown.",
         f"Command: `{report['command']}`",
         "",
         "## Throughput and latency",
@@ -226,6 +227,77 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _run_server(
+    server: Server,
+    jobs: list[tuple[str, int]],
+    args: argparse.Namespace,
+    log_dir: Path,
+    rows: list[dict],
+    startup: list[dict],
+    notes: list[str],
+    round_no: int,
+) -> None:
+    _log(f"starting {server.label}")
+    try:
+        server.start(log_dir)
+    except RuntimeError as exc:
+        _log(f"{server.label}: did not start: {exc}")
+        startup.append({"server": server.label, "failed": str(exc)[:300], "round": round_no})
+        for mode, n in jobs:
+            row = _row(server.label, None, mode=mode, streams=n, error="server did not start")
+            rows.append({**row, "round": round_no})
+        return
+    try:
+        startup.append(
+            {
+                "server": server.label,
+                "ready_s": server.ready_s,
+                "first_answer_s": server.first_answer_s,
+                "rss_after_start_mb": server.rss_bytes() / 2**20,
+                "round": round_no,
+            }
+        )
+        _log(f"{server.label}: ready {server.ready_s:.2f}s, first answer {server.first_answer_s:.2f}s")
+        for mode, n in jobs:
+            rows.append({**_load(server, mode, n, args), "round": round_no})
+        if server.proc and server.proc.poll() is not None:
+            notes.append(f"{server.label} exited during the run: {server.tail_log(300)}")
+    finally:
+        server.stop()
+
+
+def _merge_rounds(rows: list[dict]) -> list[dict]:
+    """One row per (server, mode, streams): the round with the median stream-steps/s (its own
+    latencies, so each figure was measured together), errors summed over every round."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["server"], r["mode"], r["streams"]), []).append(r)
+    merged = []
+    for group in groups.values():
+        ok = sorted((r for r in group if "failed" not in r), key=lambda r: r["steps_per_s"])
+        if not ok:
+            merged.append(group[0])
+            continue
+        row = dict(ok[(len(ok) - 1) // 2])
+        row["errors"] = sum(r["errors"] for r in ok)
+        row["rounds_steps_per_s"] = [round(r["steps_per_s"], 1) for r in group if "failed" not in r]
+        row["failed_rounds"] = len(group) - len(ok)
+        merged.append(row)
+    return merged
+
+
+def _merge_startup(entries: list[dict]) -> list[dict]:
+    groups: dict[str, list[dict]] = {}
+    for e in entries:
+        groups.setdefault(e["server"], []).append(e)
+    merged = []
+    for server, group in groups.items():
+        ok = sorted((e for e in group if "failed" not in e), key=lambda e: e["first_answer_s"])
+        merged.append(dict(ok[(len(ok) - 1) // 2]) if ok else group[0])
+        merged[-1]["server"] = server
+    return merged
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="seqserve side-by-side benchmark")
     parser.add_argument("--quick", action="store_true", help="short smoke run (2 s loads, 0.5 s warm-up)")
@@ -235,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per load (default 2)")
     parser.add_argument("--bulk-connections", default="1,2", help="bulk: concurrent connections, 256 sessions each")
     parser.add_argument("--ws-procs", type=int, default=1, help="WebSocket client processes")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat the whole plan; report the median round")
     parser.add_argument("--no-service", action="store_true", help="naive baseline and bench floor only")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)
     args = parser.parse_args(argv)
@@ -262,38 +335,20 @@ def main(argv: list[str] | None = None) -> int:
         repo = Path(tmp) / "repository"
         _log("exporting the benchmark model")
         model_path = export_bench_model(repo)
-        for server, jobs in _plan(args, repo, model_path):
-            _log(f"starting {server.label}")
-            try:
-                server.start(Path(tmp) / "logs")
-            except RuntimeError as exc:
-                _log(f"{server.label}: did not start: {exc}")
-                startup.append({"server": server.label, "failed": str(exc)[:300]})
-                for mode, n in jobs:
-                    rows.append(_row(server.label, None, mode=mode, streams=n, error="server did not start"))
-                continue
-            try:
-                startup.append(
-                    {
-                        "server": server.label,
-                        "ready_s": server.ready_s,
-                        "first_answer_s": server.first_answer_s,
-                        "rss_after_start_mb": server.rss_bytes() / 2**20,
-                    }
-                )
-                _log(f"{server.label}: ready {server.ready_s:.2f}s, first answer {server.first_answer_s:.2f}s")
-                for mode, n in jobs:
-                    rows.append(_load(server, mode, n, args))
-                if server.proc and server.proc.poll() is not None:
-                    notes.append(f"{server.label} exited during the run: {server.tail_log(300)}")
-            finally:
-                server.stop()
+        for round_no in range(1, args.rounds + 1):
+            if args.rounds > 1:
+                _log(f"round {round_no}/{args.rounds}")
+            for server, jobs in _plan(args, repo, model_path):
+                _run_server(server, jobs, args, Path(tmp) / "logs", rows, startup, notes, round_no)
+    rows = _merge_rounds(rows)
+    startup = _merge_startup(startup)
     _annotate(rows)
     report = {
         "environment": _environment(),
         "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
+        "rounds": args.rounds,
         "rows": rows,
         "startup": startup,
         "notes": notes,
