@@ -19,6 +19,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from service.api import errors as api_errors
 from service.api import health, models, schemas, sessions, stream, v2
+from service.api.fastpath import StepFastPath
 from service.api.middleware import RequestMiddleware
 from service.batching import Batcher
 from service.metrics import Metrics
@@ -82,6 +83,7 @@ class Services:
                 enabled=s.batching,
                 max_size=s.batch_max_size,
                 max_delay_s=s.batch_max_delay_us / 1e6,
+                inline_max_cost=s.inline_max_cost,
                 observe=self.metrics.observer(model.key),
             )
         return batcher
@@ -136,6 +138,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"])
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    if settings.fast_path:
+        app.add_middleware(StepFastPath, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     _document_bodies(app)
     return app
 

@@ -55,6 +55,7 @@ class Batcher:
         enabled: bool = True,
         max_size: int = 256,
         max_delay_s: float = 0.0,
+        inline_max_cost: int = 0,
         observe: Callable[[int, float], None] | None = None,
     ) -> None:
         self.model = model
@@ -62,6 +63,7 @@ class Batcher:
         self.enabled = enabled
         self.max_size = max_size
         self.max_delay_s = max_delay_s
+        self.inline_max_cost = inline_max_cost  # rows x steps run on the event loop itself
         self.observe = observe  # (rows in call, seconds) -> metrics
         self._pending: dict[int, list[_Item]] = {}
         self._rows = 0
@@ -71,7 +73,10 @@ class Batcher:
     async def run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> Result:
         loop = asyncio.get_running_loop()
         if not self.enabled:
-            return await loop.run_in_executor(self.executor, self._timed, [_Item(inputs, state, None)])  # type: ignore[arg-type]
+            items = [_Item(inputs, state, None)]  # type: ignore[arg-type]
+            if self._inline(items):
+                return self._execute(items)[0]
+            return (await loop.run_in_executor(self.executor, self._execute, items))[0]
         future: asyncio.Future[Result] = loop.create_future()
         self._pending.setdefault(inputs.shape[1], []).append(_Item(inputs, state, future))
         self._rows += inputs.shape[0]
@@ -80,8 +85,12 @@ class Batcher:
             self._task = loop.create_task(self._drain())
         return await future
 
-    def _timed(self, items: list[_Item]) -> Result:
-        return self._execute(items)[0]
+    def _inline(self, items: list[_Item]) -> bool:
+        """A call this small costs less than the hop to a worker thread and back (tens of
+        microseconds), so it runs right here; anything larger goes to the worker thread so
+        the event loop keeps serving while ONNX Runtime works."""
+        cost = sum(it.inputs.shape[0] * it.inputs.shape[1] for it in items)
+        return cost <= self.inline_max_cost
 
     def _execute(self, items: list[_Item]) -> list[Result]:
         start = time.perf_counter()
@@ -112,7 +121,10 @@ class Batcher:
                     await asyncio.sleep(self.max_delay_s)
                 items = self._take()
                 try:
-                    results = await loop.run_in_executor(self.executor, self._execute, items)
+                    if self._inline(items):
+                        results = self._execute(items)
+                    else:
+                        results = await loop.run_in_executor(self.executor, self._execute, items)
                 except Exception as exc:  # hand the failure to every waiter, keep draining
                     for it in items:
                         if not it.future.done():

@@ -41,8 +41,14 @@ class Settings(BaseSettings):
 
     # Dynamic batching
     batching: bool = True
-    batch_max_delay_us: int = Field(500, ge=0)
+    batch_max_delay_us: int = Field(
+        0, ge=0, description="extra wait for company before a call; 0: batch whatever queued meanwhile"
+    )
     batch_max_size: int = Field(256, ge=1)
+    fast_path: bool = Field(True, description="answer session steps before FastAPI routing (same handler)")
+    inline_max_cost: int = Field(
+        512, ge=0, description="calls of at most this many rows x steps run on the event loop, not a thread"
+    )
 
     # Security
     api_key: str | None = Field(None, description="required on admin endpoints when set")

@@ -11,7 +11,10 @@ from service.errors import InvalidInput, MalformedJSON
 
 
 async def read_json(request: Request) -> Any:
-    raw = await request.body()
+    return parse_json(await request.body())
+
+
+def parse_json(raw: bytes) -> Any:
     if not raw:
         raise MalformedJSON("request body is empty; expected a JSON object")
     try:

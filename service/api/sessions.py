@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from service.api.body import check_object, json_response_bytes, optional_int, read_json
+from service.api.body import check_object, json_response_bytes, optional_int, parse_json, read_json
 from service.api.deps import services
 from service.api.schemas import (
     BulkStepResponse,
@@ -17,6 +18,9 @@ from service.api.schemas import (
 )
 from service.errors import InvalidInput, LimitExceeded, ServiceError
 from service.sessions.base import SessionRecord
+
+if TYPE_CHECKING:
+    from service.app import Services
 
 router = APIRouter(tags=["sessions"])
 CREATE_FIELDS = frozenset({"version", "ttl_seconds", "state"})
@@ -88,10 +92,16 @@ async def create_session(name: str, request: Request) -> Response:
     openapi_extra=body_schema("StepRequest"),
 )
 async def step_session(session_id: str, request: Request) -> Response:
-    body = check_object(await read_json(request), STEP_FIELDS)
+    # Normally answered by service/api/fastpath.py before routing; same code either way.
+    return _json(await apply_steps(services(request), session_id, await request.body()))
+
+
+async def apply_steps(svc: Services, session_id: str, raw: bytes) -> bytes:
+    """The step endpoint's whole job, from raw body to response body."""
+    body = check_object(parse_json(raw), STEP_FIELDS)
     if "inputs" not in body:
         raise InvalidInput("inputs is required: [time][features]", field="inputs")
-    return _json(await services(request).manager.step(session_id, body["inputs"], body.get("position")))
+    return await svc.manager.step(session_id, body["inputs"], body.get("position"))
 
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, responses=errors(404, 410, 503))
