@@ -90,8 +90,15 @@ class SessionManager:
         return float(ttl)
 
     async def create(
-        self, name: str, version: int | None = None, ttl: float | None = None, state: Any = None
+        self,
+        name: str,
+        version: int | None = None,
+        ttl: float | None = None,
+        state: Any = None,
+        session_id: str | None = None,
     ) -> SessionRecord:
+        """A new session at position 0. `session_id`, when given (e.g. a V2 sequence id), names
+        it instead of a random id, and replaces any session already under that id."""
         model = self.registry.get(name, version)
         ttl_s = self._ttl(ttl)
         if state is None:
@@ -99,8 +106,15 @@ class SessionManager:
         else:
             arrays = tuple(s[:, 0, :] for s in parse_state(state, model.config, None))
         now = time.time()
-        record = SessionRecord(new_session_id(), model.name, model.version, 0, arrays, ttl_s, now + ttl_s, now)
-        await self.store.create(record)
+        record = SessionRecord(
+            session_id or new_session_id(), model.name, model.version, 0, arrays, ttl_s, now + ttl_s, now
+        )
+        if session_id is None:
+            await self.store.create(record)
+            return record
+        async with self._locks.hold(session_id):  # after steps already queued on the old session
+            await self.store.delete(session_id)
+            await self.store.create(record)
         return record
 
     async def get(self, session_id: str) -> SessionRecord:

@@ -1,0 +1,81 @@
+"""Unit tests behind the V2 routes: sessions under a given id (what a V2 sequence is), and the
+request parsing helpers in service/api/v2.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from service.api import v2
+from service.app import build_services
+from service.errors import BadRequest
+from service.metrics import Metrics
+from service.settings import Settings
+from tests.support.models import make_repository
+
+
+@pytest.fixture(scope="module")
+def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_repository(tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture
+async def services(repository: Path):
+    svc = build_services(Settings(model_repository=repository), Metrics())
+    await svc.store.start()
+    yield svc
+    await svc.store.close()
+    svc.executor.shutdown(wait=True)
+
+
+async def test_create_with_given_id_replaces_the_old_session(services) -> None:
+    manager = services.manager
+    first = await manager.create("gru", session_id="v2:gru:1")
+    assert first.session_id == "v2:gru:1"
+    body = orjson.loads(await manager.step("v2:gru:1", [[20.0, 500.0, 12.0]] * 3))
+    assert body["position"] == 3
+    again = await manager.create("gru", 1, session_id="v2:gru:1")  # a restart: back to zero
+    assert again.position == 0
+    record = await manager.get("v2:gru:1")
+    assert record.position == 0 and all(not s.any() for s in record.state)
+    assert await services.store.count() == 1
+    random = await manager.create("gru")
+    assert random.session_id != "v2:gru:1" and len(random.session_id) >= 20
+
+
+def test_sequence_parameters() -> None:
+    assert v2._sequence({}) == (None, False, False)
+    assert v2._sequence({"sequence_id": 0}) == (None, False, False)
+    assert v2._sequence({"sequence_id": 5, "sequence_start": True}) == ("5", True, False)
+    assert v2._sequence({"sequence_id": "abc", "sequence_end": True}) == ("abc", False, True)
+    for bad in (
+        {"sequence_start": True},
+        {"sequence_id": -1},
+        {"sequence_id": 2**64},
+        {"sequence_id": 1.5},
+        {"sequence_id": True},
+        {"sequence_id": "x" * 200},
+        {"sequence_id": 3, "sequence_end": "yes"},
+    ):
+        with pytest.raises(BadRequest):
+            v2._sequence(bad)
+
+
+async def test_decode_inputs(services) -> None:
+    model = services.registry.get("lstm")
+    x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
+    spec = {"name": "input", "shape": [1, 2, 3], "datatype": "FP32", "data": x.ravel().tolist()}
+    arrays = v2._decode_inputs([spec], b"", model, 16, 100)
+    np.testing.assert_array_equal(arrays["input"], x)
+    binary = {**{k: v for k, v in spec.items() if k != "data"}, "parameters": {"binary_data_size": 24}}
+    arrays = v2._decode_inputs([binary], x.tobytes(), model, 16, 100)
+    np.testing.assert_array_equal(arrays["input"], x)
+    with pytest.raises(BadRequest, match="2 steps; at most 1"):
+        v2._decode_inputs([spec], b"", model, 16, 1)
+    with pytest.raises(BadRequest, match="batch 1; at most 0"):
+        v2._decode_inputs([spec], b"", model, 0, 100)
+    with pytest.raises(BadRequest, match="no input claims"):
+        v2._decode_inputs([binary], x.tobytes() + b"1234", model, 16, 100)
