@@ -1,0 +1,109 @@
+"""docker-compose.yml, checked structurally with pyyaml (no Docker engine runs in the tests)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.deploy.conftest import REPO
+
+REPLICAS = ("seqserve-1", "seqserve-2")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+def env(service: dict[str, Any]) -> dict[str, str]:
+    value = service.get("environment", {})
+    if isinstance(value, list):
+        value = dict(item.split("=", 1) for item in value)
+    return {k: str(v) for k, v in value.items()}
+
+
+def test_services_present(compose: dict[str, Any]) -> None:
+    assert {"redis", *REPLICAS, "nginx", "train", "seqserve-gpu"} <= set(compose["services"])
+    assert {"models", "redis-data"} <= set(compose["volumes"])
+
+
+def test_redis_append_only_on_a_named_volume(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert str(redis["image"]).startswith("redis:7")
+    assert "redis-data:/data" in redis["volumes"]
+    conf_mounts = [v for v in redis["volumes"] if v.startswith("./service/deploy/redis.conf:")]
+    assert conf_mounts, "redis.conf from the repo"
+    target = conf_mounts[0].split(":")[1]
+    assert target in redis["command"]
+    conf = (REPO / "service/deploy/redis.conf").read_text().splitlines()
+    assert "appendonly yes" in conf
+    assert "ports" not in redis, "redis stays on the compose network"
+    assert redis["healthcheck"]["test"][-1] == "ping"
+
+
+def test_replicas_share_redis_and_models(compose: dict[str, Any]) -> None:
+    for name in REPLICAS:
+        service = compose["services"][name]
+        assert env(service)["SEQSERVE_SESSION_STORE"] == "redis://redis:6379/0"
+        assert env(service)["SEQSERVE_HOST"] == "0.0.0.0"
+        assert service["build"]["target"] == "serve"
+        assert "models:/models:ro" in service["volumes"]
+        assert service["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert "/opt/seqserve/healthcheck.py" in service["healthcheck"]["test"]
+        assert "ports" not in service, "replicas are reached through nginx only"
+        assert "profiles" not in service
+    assert compose["services"]["seqserve-1"] == compose["services"]["seqserve-2"]
+
+
+def test_nginx_fronts_the_replicas_with_the_repo_config(compose: dict[str, Any]) -> None:
+    nginx = compose["services"]["nginx"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in nginx["volumes"]}
+    assert mounts["./service/deploy/nginx.conf"] == "/etc/nginx/nginx.conf"
+    # The included files sit next to nginx.conf (relative includes).
+    assert mounts["./service/deploy/upstreams.conf"] == "/etc/nginx/upstreams.conf"
+    assert mounts["./service/deploy/listen.conf"] == "/etc/nginx/listen.conf"
+    for source in mounts:
+        assert (REPO / source).is_file(), source
+    assert set(nginx["depends_on"]) == set(REPLICAS)
+    assert all(dep["condition"] == "service_healthy" for dep in nginx["depends_on"].values())
+    assert any(str(p).endswith(":80") for p in nginx["ports"])
+    assert "healthcheck" in nginx
+    upstreams = (REPO / "service/deploy/upstreams.conf").read_text()
+    for name in REPLICAS:
+        assert f"server {name}:8000" in upstreams
+
+
+def test_train_is_a_one_shot_profile_writing_the_models_volume(compose: dict[str, Any]) -> None:
+    train = compose["services"]["train"]
+    assert train["profiles"] == ["train"]
+    assert train["build"]["target"] == "train"
+    assert "models:/models" in train["volumes"]
+    assert "/models" in train["command"]
+    assert train.get("restart", "no") == "no"
+
+
+def test_gpu_profile_reserves_an_nvidia_device(compose: dict[str, Any]) -> None:
+    gpu = compose["services"]["seqserve-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["build"]["args"]["VARIANT"] == "gpu"
+    assert gpu["image"] != compose["services"]["seqserve-1"]["image"]
+    assert env(gpu)["SEQSERVE_PROVIDER"] == "cuda"
+    assert env(gpu)["SEQSERVE_SESSION_STORE"] == "redis://redis:6379/0"
+    (device,) = gpu["deploy"]["resources"]["reservations"]["devices"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+
+
+def test_every_long_running_service_has_a_healthcheck(compose: dict[str, Any]) -> None:
+    for name, service in compose["services"].items():
+        if name != "train":
+            assert service.get("healthcheck", {}).get("test"), name
+
+
+def test_build_contexts_exist(compose: dict[str, Any]) -> None:
+    for service in compose["services"].values():
+        if "build" in service:
+            assert (REPO / service["build"]["context"] / "Dockerfile").is_file()
+            assert Path(service["build"]["context"]) == Path(".")

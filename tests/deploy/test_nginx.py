@@ -1,0 +1,205 @@
+"""service/deploy/nginx.conf, run for real by nginx in front of stub replicas on loopback.
+
+Checks the behaviour the config promises: `nginx -t` on both the compose upstreams and the test
+rendering, round-robin over the replicas, keep-alive to upstreams, retries only where safe (GET
+and stateless predict are re-sent to the next replica, a session step that reached a failing
+replica is not), WebSocket upgrade headers on /stream, the 8 MiB body limit.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from tests.deploy.conftest import free_port, require_tool
+from tests.deploy.nginx_topology import DEPLOY, check_config, rendered_nginx_dir, start_nginx
+
+MiB = 1024 * 1024
+
+
+@dataclass
+class Stub:
+    """A fake replica: answers JSON describing the request, or drops the connection."""
+
+    name: str
+    drop: bool = False  # close the connection without answering (a crashed replica)
+    hits: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    server: ThreadingHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.server_address[1]
+
+    def start(self) -> Stub:
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                if length:
+                    self.rfile.read(length)
+                stub.hits.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                if stub.drop:
+                    self.close_connection = True
+                    return
+                body = json.dumps({"replica": stub.name, "path": self.path, "received": length}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+
+@pytest.fixture
+def nginx() -> str:
+    return require_tool("nginx", "apt-get install nginx")
+
+
+def request(port: int, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        response = conn.getresponse()
+        data = response.read()
+        return response.status, data
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def topology(nginx: str, tmp_path: Path) -> Iterator[tuple[int, Stub, Stub]]:
+    """nginx on a free port in front of stub replicas a (answers) and b (set .drop to break it)."""
+    a, b = Stub("a").start(), Stub("b").start()
+    port = free_port()
+    try:
+        with start_nginx(nginx, tmp_path / "nginx", port, [a.port, b.port]):
+            yield port, a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_nginx_t_accepts_the_compose_and_the_test_rendering(nginx: str, tmp_path: Path) -> None:
+    # Test rendering: the repo's nginx.conf unchanged plus loopback listen/upstreams.
+    result = check_config(nginx, rendered_nginx_dir(tmp_path / "local", free_port(), [free_port(), free_port()]))
+    assert result.returncode == 0, result.stderr
+    # Compose rendering: the repo's own listen.conf/upstreams.conf. `nginx -t` resolves upstream
+    # host names and seqserve-N only exist on the compose network, so those (and only those) are
+    # mapped to 127.0.0.1 for the check.
+    compose_dir = tmp_path / "compose"
+    compose_dir.mkdir()
+    for name in ("nginx.conf", "listen.conf"):
+        (compose_dir / name).write_text((DEPLOY / name).read_text())
+    upstreams = (DEPLOY / "upstreams.conf").read_text()
+    servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", upstreams, re.M)
+    assert servers == [("seqserve-1", "8000"), ("seqserve-2", "8000")]
+    (compose_dir / "upstreams.conf").write_text(re.sub(r"seqserve-\d+:", "127.0.0.1:", upstreams))
+    result = check_config(nginx, compose_dir / "nginx.conf")
+    assert result.returncode == 0, result.stderr
+    assert "listen 80;" in (DEPLOY / "listen.conf").read_text()
+
+
+def test_config_text_has_the_promised_directives() -> None:
+    text = (DEPLOY / "nginx.conf").read_text()
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    assert "client_max_body_size 8m;" in code
+    assert re.search(r"upstream seqserve \{[^}]*include upstreams\.conf;[^}]*keepalive \d+;", code, re.S)
+    for balancing in ("ip_hash", "hash ", "sticky", "least_conn"):
+        assert balancing not in code, f"{balancing}: replicas must be plain round-robin"
+    # non_idempotent appears exactly once: on the stateless predict location.
+    assert code.count("non_idempotent") == 1
+    predict = re.search(r"location ~ \^/v1/models/\[\^/\]\+/predict\$ \{([^}]*)\}", code)
+    assert predict and "non_idempotent" in predict.group(1)
+    stream = re.search(r"location ~ \^/v1/sessions/\[\^/\]\+/stream\$ \{([^}]*)\}", code)
+    assert stream and "Upgrade $http_upgrade" in stream.group(1) and "$connection_upgrade" in stream.group(1)
+
+
+def test_round_robin_over_both_replicas_with_keepalive(topology: tuple[int, Stub, Stub]) -> None:
+    port, a, b = topology
+    replicas = [json.loads(request(port, "GET", "/v1/models")[1])["replica"] for _ in range(20)]
+    # Each nginx worker process keeps its own round-robin position (worker_processes auto), so
+    # the split is even per worker, not strictly alternating overall.
+    assert replicas.count("a") >= 6 and replicas.count("b") >= 6, replicas
+    for _, _, headers in a.hits + b.hits:
+        assert headers.get("connection", "") != "close"  # keep-alive to the upstreams
+        assert headers.get("x-request-id") and headers.get("x-forwarded-for") == "127.0.0.1"
+
+
+def test_predict_and_get_are_retried_on_the_other_replica(topology: tuple[int, Stub, Stub]) -> None:
+    port, _, b = topology
+    b.drop = True
+    body = json.dumps({"inputs": [[[1.0]]]}).encode()
+    for _ in range(4):
+        status, data = request(port, "POST", "/v1/models/demo/predict", body)
+        assert status == 200 and json.loads(data)["replica"] == "a"
+        status, data = request(port, "GET", "/v2/health/ready")
+        assert status == 200 and json.loads(data)["replica"] == "a"
+    assert b.hits, "the broken replica was never tried"
+
+
+def test_session_steps_that_reached_a_replica_are_not_resent(topology: tuple[int, Stub, Stub]) -> None:
+    port, a, b = topology
+    b.drop = True
+    body = json.dumps({"inputs": [[1.0]], "position": 0}).encode()
+    statuses = [request(port, "POST", "/v1/sessions/s1/steps", body)[0] for _ in range(4)]
+    steps_on_b = [hit for hit in b.hits if hit[1] == "/v1/sessions/s1/steps"]
+    steps_on_a = [hit for hit in a.hits if hit[1] == "/v1/sessions/s1/steps"]
+    assert steps_on_b, "the broken replica was never tried"
+    # Every step that went to the broken replica came back as 502 and was applied nowhere else.
+    assert statuses.count(502) == len(steps_on_b), statuses
+    assert statuses.count(200) == len(steps_on_a) == 4 - len(steps_on_b)
+
+
+def test_post_that_never_reached_a_replica_fails_over(nginx: str, tmp_path: Path) -> None:
+    a = Stub("a").start()
+    dead = free_port()  # nothing listens: connection refused, the request was never sent
+    port = free_port()
+    try:
+        with start_nginx(nginx, tmp_path / "nginx", port, [a.port, dead]):
+            for _ in range(4):
+                status, data = request(port, "POST", "/v1/sessions/s1/steps", b'{"inputs": [[1.0]]}')
+                assert status == 200 and json.loads(data)["replica"] == "a"
+    finally:
+        a.stop()
+
+
+def test_websocket_upgrade_headers_on_stream(topology: tuple[int, Stub, Stub]) -> None:
+    port, a, b = topology
+    request(port, "GET", "/v1/sessions/s1/stream", headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    (hit,) = [h for h in a.hits + b.hits if h[1] == "/v1/sessions/s1/stream"]
+    assert hit[2].get("upgrade") == "websocket"
+    assert hit[2].get("connection", "").lower() == "upgrade"
+
+
+def test_body_limit_matches_the_service(topology: tuple[int, Stub, Stub]) -> None:
+    port, _, _ = topology
+    status, data = request(port, "POST", "/v1/models/demo/predict", b"0" * (8 * MiB - 1024))
+    assert status == 200 and json.loads(data)["received"] == 8 * MiB - 1024
+    status, _ = request(port, "POST", "/v1/models/demo/predict", b"0" * (8 * MiB + 1))
+    assert status == 413
