@@ -1,0 +1,374 @@
+"""The shared session store: Redis, so that any replica can serve any step of any session.
+
+Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...` on the URL):
+
+    PREFIX s:{ID}   hash, expires after the idle TTL (PEXPIRE on every load and save):
+        model, version, position, ttl_ms, created_at,
+        shape     "states,layers,hidden"
+        state     raw little-endian float32 bytes of every state tensor, concatenated
+        last_before, last_digest, last_response   the last applied step, for retry replay
+    PREFIX x:{ID}   expiry marker, expires `tombstone_seconds` after the hash: when the hash is
+                    gone but the marker is not, the session *expired* (410), else it never
+                    existed or was deleted (404). (The braces are a hash tag: both keys of a
+                    session live in the same cluster slot.)
+
+Every operation is one round trip. load, save and create are Lua scripts (EVALSHA, falling
+back to EVAL, which also caches the script, when the server does not know it, e.g. after a
+restart):
+  - load: HGETALL + PEXPIRE of both keys, or a code saying "expired" / "not found".
+  - save: check-and-set on the position. It writes only if the stored position is the
+    expected one; otherwise it returns the stored position (PositionConflict). A save that was
+    already applied (same position before/after and the same input digest: its reply was lost
+    and it is re-sent) is reported as done, not as a conflict, so re-sending is safe.
+  - create: writes only if the key does not exist (a retry of the same create is recognised
+    by its created_at); an existing id is never overwritten.
+
+Errors: connection errors, timeouts, a server that is loading its data, read-only or out of
+memory become StoreUnavailable (503, code session_store_unavailable). The client uses short
+socket timeouts and no library-level retries; this module retries once, and only on a
+connection error (never on a timeout) and only for operations that are safe to repeat
+(reads, and the idempotent scripts above). The connection pool reconnects by itself, so the
+service recovers without a restart when Redis comes back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import numpy as np
+import redis.asyncio as aioredis
+from redis import exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from service.errors import PositionConflict, ServiceError, SessionExpired, SessionNotFound, StoreUnavailable
+from service.sessions.base import LastStep, SessionRecord, SessionStore
+
+log = logging.getLogger("seqserve.sessions.redis")
+T = TypeVar("T")
+
+DEFAULT_PREFIX = "seqserve:"
+STATE_DTYPE = np.dtype("<f4")
+
+# KEYS: hash, marker. ARGV: tombstone_ms.
+# Returns the hash as a flat list, or 1 (no such session) / 2 (expired).
+LOAD = """
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+  return 1
+end
+local ttl = 0
+for i = 1, #h, 2 do
+  if h[i] == 'ttl_ms' then ttl = tonumber(h[i + 1]) end
+end
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[1], ttl)
+  redis.call('PEXPIRE', KEYS[2], ttl + tonumber(ARGV[1]))
+end
+return h
+"""
+
+# KEYS: hash, marker. ARGV: expected, position, state, ttl_ms, tombstone_ms,
+#       has_last ('1'/'0'), last_before, last_digest, last_response.
+# Returns {1, position} written (or already written), {0, stored} conflict, {-1} not found,
+# {-2} expired.
+SAVE = """
+local cur = redis.call('HGET', KEYS[1], 'position')
+if not cur then
+  if redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end
+  return {-1}
+end
+if tonumber(cur) ~= tonumber(ARGV[1]) then
+  if ARGV[6] == '1' and tonumber(cur) == tonumber(ARGV[2])
+      and redis.call('HGET', KEYS[1], 'last_before') == ARGV[7]
+      and redis.call('HGET', KEYS[1], 'last_digest') == ARGV[8] then
+    return {1, tonumber(cur)}
+  end
+  return {0, tonumber(cur)}
+end
+redis.call('HSET', KEYS[1], 'position', ARGV[2], 'state', ARGV[3], 'ttl_ms', ARGV[4])
+if ARGV[6] == '1' then
+  redis.call('HSET', KEYS[1], 'last_before', ARGV[7], 'last_digest', ARGV[8], 'last_response', ARGV[9])
+else
+  redis.call('HDEL', KEYS[1], 'last_before', 'last_digest', 'last_response')
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
+return {1, tonumber(ARGV[2])}
+"""
+
+# KEYS: hash, marker. ARGV: ttl_ms, tombstone_ms, created_at, then field/value pairs.
+# Returns 1 created (or this very create was already applied), 0 the id exists.
+CREATE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if redis.call('HGET', KEYS[1], 'created_at') == ARGV[3] then return 1 end
+  return 0
+end
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+return 1
+"""
+
+
+class SessionExists(ServiceError):
+    """A new session's id is already taken (128 random bits: should never happen)."""
+
+    status, code = 409, "session_exists"
+
+
+class _Script:
+    """EVALSHA, falling back to EVAL (which caches the script) when the server lacks it."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    async def __call__(self, client: aioredis.Redis, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except rex.NoScriptError:
+            return await client.eval(self.source, len(keys), *keys, *args)
+
+
+def split_url(url: str) -> tuple[str, str | None]:
+    """Take our own `prefix` query parameter off a redis:// URL (redis-py does not know it)."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefix = next((v for k, v in query if k == "prefix"), None)
+    rest = urlencode([(k, v) for k, v in query if k != "prefix"])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisSessionStore(SessionStore):
+    kind = "redis"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        prefix: str | None = None,
+        socket_timeout: float = 1.0,
+        connect_timeout: float = 0.5,
+        health_check_interval: float = 5.0,
+        tombstone_seconds: float = 24 * 3600.0,
+        stats_interval: float = 30.0,
+    ) -> None:
+        url, url_prefix = split_url(url)
+        self.prefix = prefix or url_prefix or DEFAULT_PREFIX
+        self.tombstone_ms = _ms(tombstone_seconds)
+        self.stats_interval = stats_interval
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=connect_timeout,
+            health_check_interval=health_check_interval,
+            retry=Retry(NoBackoff(), 0),  # no hidden re-sends: retries are decided below
+            retry_on_error=[],
+            decode_responses=False,
+        )
+        self._load, self._save, self._create = _Script(LOAD), _Script(SAVE), _Script(CREATE)
+        self._active = 0
+        self._unavailable_since: float | None = None
+        self._refresher: asyncio.Task[None] | None = None
+
+    # -- keys
+
+    def _hash_key(self, session_id: str) -> str:
+        return f"{self.prefix}s:{{{session_id}}}"
+
+    def _marker_key(self, session_id: str) -> str:
+        return f"{self.prefix}x:{{{session_id}}}"
+
+    def _keys(self, session_id: str) -> list[str]:
+        return [self._hash_key(session_id), self._marker_key(session_id)]
+
+    # -- error mapping
+
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]], retry: bool = True) -> T:
+        """Run one Redis operation; connection problems become StoreUnavailable (503).
+        `retry`: re-send once after a connection error (only for operations safe to repeat)."""
+        attempts = 2 if retry else 1
+        for attempt in range(attempts):
+            try:
+                result = await fn()
+            except (TimeoutError, rex.TimeoutError) as exc:  # before OSError: a subclass
+                raise self._unavailable(what, exc) from None
+            except (rex.ConnectionError, OSError) as exc:  # includes BusyLoadingError
+                if attempt + 1 < attempts:
+                    continue
+                raise self._unavailable(what, exc) from None
+            except (rex.ReadOnlyError, rex.OutOfMemoryError) as exc:
+                raise self._unavailable(what, exc, "refused the write") from None
+            except rex.ResponseError as exc:
+                if str(exc).startswith(("MISCONF", "LOADING", "MASTERDOWN")):
+                    raise self._unavailable(what, exc, "refused the write") from None
+                raise
+            if self._unavailable_since is not None:
+                log.warning(
+                    "session store (redis) reachable again after %.1fs", time.monotonic() - self._unavailable_since
+                )
+                self._unavailable_since = None
+            return result
+        raise AssertionError("unreachable")
+
+    def _unavailable(self, what: str, exc: BaseException, how: str = "unreachable") -> StoreUnavailable:
+        detail = str(exc) or type(exc).__name__
+        if self._unavailable_since is None:
+            self._unavailable_since = time.monotonic()
+            log.warning("session store (redis) %s during %s: %s", how, what, detail)
+        return StoreUnavailable(f"session store (redis) {how}: {detail}")
+
+    # -- encoding
+
+    @staticmethod
+    def _encode_state(state: tuple[np.ndarray, ...]) -> tuple[bytes, str]:
+        arrays = [np.ascontiguousarray(s, dtype=STATE_DTYPE) for s in state]
+        layers, hidden = arrays[0].shape
+        return b"".join(a.tobytes() for a in arrays), f"{len(arrays)},{layers},{hidden}"
+
+    def _decode(self, session_id: str, flat: list[bytes]) -> SessionRecord:
+        h = dict(zip(flat[::2], flat[1::2], strict=True))
+        shape = tuple(int(x) for x in h[b"shape"].split(b","))
+        block = np.frombuffer(h[b"state"], STATE_DTYPE).reshape(shape).astype(np.float32)  # a writable copy
+        ttl = int(h[b"ttl_ms"]) / 1000.0
+        last = None
+        if b"last_before" in h:
+            last = LastStep(int(h[b"last_before"]), h[b"last_digest"], h[b"last_response"])
+        return SessionRecord(
+            session_id,
+            h[b"model"].decode(),
+            int(h[b"version"]),
+            int(h[b"position"]),
+            tuple(block[k] for k in range(shape[0])),
+            ttl,
+            time.time() + ttl,
+            float(h[b"created_at"]),
+            last,
+        )
+
+    @staticmethod
+    def _missing(session_id: str, code: int) -> ServiceError:
+        if code == 2:
+            return SessionExpired(f"session '{session_id}' expired", session_id=session_id)
+        return SessionNotFound(f"session '{session_id}' does not exist", session_id=session_id)
+
+    # -- interface
+
+    async def create(self, record: SessionRecord) -> None:
+        state, shape = self._encode_state(record.state)
+        ttl_ms = _ms(record.ttl_seconds)
+        created_at = repr(float(record.created_at))
+        fields: list[Any] = [
+            "model", record.model, "version", record.version, "position", record.position,
+            "ttl_ms", ttl_ms, "created_at", created_at, "shape", shape, "state", state,
+        ]  # fmt: skip
+        if record.last is not None:
+            fields += [
+                "last_before", record.last.position_before,
+                "last_digest", record.last.digest,
+                "last_response", record.last.response,
+            ]  # fmt: skip
+        args = [ttl_ms, self.tombstone_ms, created_at, *fields]
+        keys = self._keys(record.session_id)
+        created = await self._call("create", lambda: self._create(self._redis, keys, args))
+        if not created:
+            raise SessionExists(f"session id '{record.session_id}' is already taken", session_id=record.session_id)
+        self._active += 1
+
+    async def load(self, session_id: str) -> SessionRecord:
+        keys = self._keys(session_id)
+        result = await self._call("load", lambda: self._load(self._redis, keys, [self.tombstone_ms]))
+        if isinstance(result, int):
+            raise self._missing(session_id, result)
+        return self._decode(session_id, result)
+
+    async def save(self, record: SessionRecord, expected_position: int) -> None:
+        state, _ = self._encode_state(record.state)
+        last = record.last
+        args: list[Any] = [
+            expected_position, record.position, state, _ms(record.ttl_seconds), self.tombstone_ms,
+            "1" if last else "0",
+            last.position_before if last else "", last.digest if last else b"", last.response if last else b"",
+        ]  # fmt: skip
+        keys = self._keys(record.session_id)
+        # Safe to re-send after a connection error: a re-sent save that was applied is
+        # recognised by the script (same before/after position and digest) and reported done.
+        result = await self._call("save", lambda: self._save(self._redis, keys, args), retry=last is not None)
+        code = int(result[0])
+        if code < 0:
+            raise self._missing(record.session_id, -code)
+        if code == 0:
+            stored = int(result[1])
+            raise PositionConflict(
+                f"session is at position {stored}, not {expected_position}",
+                position=stored,
+            )
+        record.expires_at = time.time() + record.ttl_seconds
+
+    async def delete(self, session_id: str) -> bool:
+        # Not re-sent: a lost reply to an applied DEL would turn into "did not exist".
+        removed = await self._call("delete", lambda: self._redis.delete(*self._keys(session_id)), retry=False)
+        return bool(removed)
+
+    async def count(self) -> int:
+        async def scan() -> int:
+            n = 0
+            async for _ in self._redis.scan_iter(match=f"{self.prefix}s:*", count=1000):
+                n += 1
+            return n
+
+        self._active = await self._call("count", scan)
+        return self._active
+
+    async def list_ids(self, limit: int = 1000) -> list[str]:
+        start = len(self.prefix) + 3  # after "s:{"
+
+        async def scan() -> list[str]:
+            ids: list[str] = []
+            async for key in self._redis.scan_iter(match=f"{self.prefix}s:*", count=1000):
+                ids.append(key.decode()[start:-1])
+                if len(ids) >= limit:
+                    break
+            return ids
+
+        return await self._call("list_ids", scan)
+
+    def stats(self) -> dict[str, float]:
+        """`active`: sessions in Redis under this prefix, as of the last count() (refreshed
+        every `stats_interval` seconds). Evictions and expiries happen inside Redis (there
+        are no evictions with maxmemory-policy noeviction): Redis's INFO reports them."""
+        return {"active": self._active, "evicted": 0, "expired": 0}
+
+    async def ping(self) -> None:
+        await self._call("ping", self._redis.ping)
+
+    async def start(self) -> None:
+        if self._refresher is None and self.stats_interval > 0:
+            self._refresher = asyncio.create_task(self._refresh_forever())
+
+    async def close(self) -> None:
+        if self._refresher is not None:
+            self._refresher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._refresher
+            self._refresher = None
+        await self._redis.aclose()
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            with contextlib.suppress(StoreUnavailable):
+                await self.count()
+            await asyncio.sleep(self.stats_interval)

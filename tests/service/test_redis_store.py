@@ -1,0 +1,343 @@
+"""RedisSessionStore against a real redis-server (tests/support/redis.py): exact state bytes,
+check-and-set, idle expiry, retry records, and what happens when Redis goes away and returns."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import redis
+
+from service.errors import PositionConflict, SessionExpired, SessionNotFound, StoreUnavailable
+from service.sessions.base import LastStep, SessionRecord, new_session_id
+from service.sessions.redis import RedisSessionStore, SessionExists, split_url
+from tests.support.redis import RedisProcess
+from tests.support.servers import free_port
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    with RedisProcess(tmp_path_factory.mktemp("redis")) as proc:
+        yield proc
+
+
+@pytest.fixture
+def own_server(tmp_path: Path) -> Iterator[RedisProcess]:
+    """A redis-server this test may stop, kill and restart."""
+    proc = RedisProcess(tmp_path / "redis").start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def prefix() -> str:
+    return f"t{uuid.uuid4().hex[:8]}:"
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def store_for(url: str, prefix: str, **kwargs) -> RedisSessionStore:
+    return RedisSessionStore(url, prefix=prefix, stats_interval=0, **kwargs)
+
+
+def make_record(
+    ttl: float = 60.0, states: int = 2, layers: int = 2, hidden: int = 16, seed: int = 0, **kwargs
+) -> SessionRecord:
+    rng = np.random.default_rng(seed)
+    state = tuple(rng.standard_normal((layers, hidden)).astype(np.float32) for _ in range(states))
+    now = time.time()
+    fields = dict(
+        model="lstm", version=2, position=0, state=state, ttl_seconds=ttl, expires_at=now + ttl, created_at=now
+    )
+    fields.update(kwargs)
+    return SessionRecord(new_session_id(), **fields)
+
+
+def same_bytes(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool:
+    return len(a) == len(b) and all(
+        x.dtype == y.dtype and x.tobytes() == y.tobytes() for x, y in zip(a, b, strict=True)
+    )
+
+
+def test_create_load_round_trip_exact_bytes(server: RedisProcess, prefix: str) -> None:
+    record = make_record()
+    # Values that a text encoding would mangle: -0.0, denormals, inf, NaN with a payload.
+    special = np.array([-0.0, 1e-45, np.inf, -np.inf], np.float32)
+    record.state[0][0, :4] = special
+    record.state[0].view(np.uint32)[1, 0] = 0x7FC0_1234
+    gru = make_record(states=1, layers=3, hidden=5, seed=1)
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(record)
+            await store.create(gru)
+            return await store.load(record.session_id), await store.load(gru.session_id)
+        finally:
+            await store.close()
+
+    loaded, loaded_gru = run(go())
+    assert same_bytes(loaded.state, record.state)
+    assert all(s.shape == (2, 16) and s.dtype == np.float32 and s.flags.writeable for s in loaded.state)
+    assert (loaded.model, loaded.version, loaded.position, loaded.ttl_seconds) == ("lstm", 2, 0, 60.0)
+    assert loaded.created_at == record.created_at
+    assert loaded.expires_at == pytest.approx(time.time() + 60, abs=2)
+    assert loaded.last is None
+    assert same_bytes(loaded_gru.state, gru.state) and loaded_gru.state[0].shape == (3, 5)
+
+    # Compact: raw float32 bytes, nothing else of size.
+    raw = redis.Redis.from_url(server.url).hgetall(f"{prefix}s:{{{record.session_id}}}")
+    assert len(raw[b"state"]) == 2 * 2 * 16 * 4
+    assert raw[b"shape"] == b"2,2,16"
+
+
+def test_save_round_trip_with_last_step(server: RedisProcess, prefix: str) -> None:
+    record = make_record()
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(record)
+            loaded = await store.load(record.session_id)
+            loaded.state = tuple(s + 1 for s in loaded.state)
+            loaded.position = 7
+            loaded.last = LastStep(0, b"\x00\xffdigest\r\n", b'{"outputs":[[1.0]]}')
+            await store.save(loaded, expected_position=0)
+            return loaded, await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    saved, again = run(go())
+    assert again.position == 7
+    assert same_bytes(again.state, saved.state)
+    assert again.last == LastStep(0, b"\x00\xffdigest\r\n", b'{"outputs":[[1.0]]}')
+
+
+def test_check_and_set_conflict_and_idempotent_resend(server: RedisProcess, prefix: str) -> None:
+    record = make_record()
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(record)
+            first = await store.load(record.session_id)
+            second = await store.load(record.session_id)
+            first.position, first.last = 3, LastStep(0, b"a" * 16, b"r1")
+            first.state = tuple(s * 2 for s in first.state)
+            await store.save(first, expected_position=0)
+            # The same save sent again (its reply was lost): done, not a conflict, not re-applied.
+            await store.save(first, expected_position=0)
+            # A different step computed from the same old state: refused with the stored position.
+            second.position, second.last = 5, LastStep(0, b"b" * 16, b"r2")
+            with pytest.raises(PositionConflict) as conflict:
+                await store.save(second, expected_position=0)
+            # Same inputs but a different resulting position is a conflict too.
+            second.position, second.last = 4, LastStep(0, b"a" * 16, b"r1")
+            with pytest.raises(PositionConflict):
+                await store.save(second, expected_position=0)
+            return first, conflict.value, await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    first, conflict, final = run(go())
+    assert conflict.details["position"] == 3 and conflict.status == 409
+    assert final.position == 3 and final.last.response == b"r1"
+    assert same_bytes(final.state, first.state)
+
+
+def test_create_never_overwrites(server: RedisProcess, prefix: str) -> None:
+    record = make_record(seed=1)
+    other = make_record(seed=2)
+    other.session_id = record.session_id
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(record)
+            await store.create(record)  # the same create re-sent: recognised, no error
+            with pytest.raises(SessionExists):
+                await store.create(other)
+            return await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    assert same_bytes(run(go()).state, record.state)
+
+
+def test_not_found_delete_count_list(server: RedisProcess, prefix: str) -> None:
+    records = [make_record(seed=i) for i in range(5)]
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            with pytest.raises(SessionNotFound):
+                await store.load("nope")
+            with pytest.raises(SessionNotFound):
+                await store.save(records[0], expected_position=0)
+            for r in records:
+                await store.create(r)
+            assert await store.count() == 5
+            assert store.stats() == {"active": 5, "evicted": 0, "expired": 0}
+            assert sorted(await store.list_ids()) == sorted(r.session_id for r in records)
+            assert len(await store.list_ids(limit=2)) == 2
+            assert await store.delete(records[0].session_id) is True
+            assert await store.delete(records[0].session_id) is False
+            with pytest.raises(SessionNotFound):  # deleted, not expired
+                await store.load(records[0].session_id)
+            assert await store.count() == 4
+            await store.ping()
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_idle_ttl_is_redis_expiry_refreshed_on_access(server: RedisProcess, prefix: str) -> None:
+    short = make_record(ttl=0.3)
+    kept = make_record(ttl=0.6)
+    raw = redis.Redis.from_url(server.url)
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(short)
+            await store.create(kept)
+            assert 0 < raw.pttl(f"{prefix}s:{{{short.session_id}}}") <= 300
+            for _ in range(4):  # 4 x 0.25 s > 0.6 s: alive only because every load refreshes it
+                await asyncio.sleep(0.25)
+                record = await store.load(kept.session_id)
+            record.position, record.last = 1, LastStep(0, b"d", b"r")
+            await store.save(record, 0)
+            assert raw.pttl(f"{prefix}s:{{{kept.session_id}}}") > 400
+            with pytest.raises(SessionExpired):
+                await store.load(short.session_id)
+            short.position = 1
+            with pytest.raises(SessionExpired):
+                await store.save(short, 0)
+            assert await store.delete(short.session_id) is True  # the expiry marker
+            with pytest.raises(SessionNotFound):
+                await store.load(short.session_id)
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_prefix_from_url(server: RedisProcess, prefix: str) -> None:
+    assert split_url("redis://h:1/0?prefix=a:b:&socket_keepalive=true") == (
+        "redis://h:1/0?socket_keepalive=true",
+        "a:b:",
+    )
+    assert split_url("redis://h:1/2") == ("redis://h:1/2", None)
+    record = make_record()
+
+    async def go():
+        store = RedisSessionStore(f"{server.url}?prefix={prefix}", stats_interval=0)
+        try:
+            await store.create(record)
+        finally:
+            await store.close()
+
+    run(go())
+    assert redis.Redis.from_url(server.url).exists(f"{prefix}s:{{{record.session_id}}}")
+
+
+def test_unreachable_is_store_unavailable() -> None:
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    record = make_record()
+
+    async def go():
+        store = store_for(url, "x:")
+        try:
+            for call in (
+                store.ping(),
+                store.create(record),
+                store.load(record.session_id),
+                store.save(record, 0),
+                store.delete(record.session_id),
+                store.count(),
+                store.list_ids(),
+            ):
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable) as err:
+                    await call
+                assert time.monotonic() - started < 2
+                assert err.value.status == 503 and err.value.code == "session_store_unavailable"
+                assert err.value.message.startswith("session store (redis) unreachable: ")
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_recovers_after_restart_and_aof_keeps_data(own_server: RedisProcess, prefix: str) -> None:
+    record = make_record()
+
+    async def go():
+        store = store_for(own_server.url, prefix)
+        try:
+            await store.create(record)
+            loaded = await store.load(record.session_id)
+            loaded.position, loaded.last = 2, LastStep(0, b"d" * 16, b"resp")
+            loaded.state = tuple(s - 3 for s in loaded.state)
+            await store.save(loaded, 0)
+
+            own_server.kill()  # a crash: only the append-only file survives
+            with pytest.raises(StoreUnavailable):
+                await store.load(record.session_id)
+            with pytest.raises(StoreUnavailable):
+                await store.ping()
+            own_server.start()
+
+            # The same store object (pooled connections were to the dead server) just works.
+            await store.ping()
+            after = await store.load(record.session_id)
+            assert after.position == 2 and after.last == LastStep(0, b"d" * 16, b"resp")
+            assert same_bytes(after.state, loaded.state)
+            after.position = 3
+            await store.save(after, 2)
+
+            own_server.restart()  # a clean restart, without a request in between
+            assert (await store.load(record.session_id)).position == 3
+        finally:
+            await store.close()
+
+    run(go())
+
+
+def test_timeout_is_unavailable_and_resend_is_not_applied_twice(own_server: RedisProcess, prefix: str) -> None:
+    """A frozen Redis: the save times out (503) and is not re-sent by the client library; it
+    may still be applied when Redis resumes. Re-sending it then must not apply it twice."""
+    record = make_record()
+
+    async def go():
+        store = store_for(own_server.url, prefix, socket_timeout=0.3)
+        try:
+            await store.create(record)
+            step = await store.load(record.session_id)
+            step.position, step.last = 4, LastStep(0, b"s" * 16, b"r")
+            step.state = tuple(s + 10 for s in step.state)
+            os.kill(own_server.proc.pid, signal.SIGSTOP)
+            try:
+                started = time.monotonic()
+                with pytest.raises(StoreUnavailable):
+                    await store.save(step, 0)
+                assert time.monotonic() - started < 1.5
+            finally:
+                os.kill(own_server.proc.pid, signal.SIGCONT)
+            await store.save(step, 0)  # the client's retry, same expected position
+            final = await store.load(record.session_id)
+            assert final.position == 4 and same_bytes(final.state, step.state)
+        finally:
+            await store.close()
+
+    run(go())
