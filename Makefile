@@ -7,7 +7,11 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPOSITORY ?= model_repository
 DEFAULT_MODEL ?= electricity
-SYSTEM_PACKAGES := redis-server nginx
+# Real components the tests start: redis-server, nginx (scale-out topology), podman + runc +
+# debootstrap (builds and runs the serving image against a local stand-in base), nsenter, curl,
+# wrk (benchmark smoke test).
+SYSTEM_PACKAGES := redis-server nginx podman runc debootstrap util-linux curl wrk
+SYSTEM_COMMANDS := redis-server nginx podman runc debootstrap nsenter curl wrk
 
 .PHONY: run test lint install system-deps train-default serve clean bench
 
@@ -25,7 +29,9 @@ $(STAMP): pyproject.toml
 # Real components the end-to-end tests start: installed from Debian when missing.
 system-deps:
 	@missing=""; \
-	for cmd in redis-server nginx; do command -v $$cmd >/dev/null 2>&1 || missing="$$missing $$cmd"; done; \
+	for cmd in $(SYSTEM_COMMANDS); do \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$cmd"; \
+	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \

@@ -58,6 +58,12 @@ class PositionConflict(ServiceError):
     status, code = 409, "position_conflict"
 
 
+class SessionExists(ServiceError):
+    """A new session's id is already taken (random ids: only given ids can collide)."""
+
+    status, code = 409, "session_exists"
+
+
 class PayloadTooLarge(ServiceError):
     status, code = 413, "payload_too_large"
 

@@ -48,7 +48,9 @@ class SessionStore(abc.ABC):
     kind: str = "abstract"
 
     @abc.abstractmethod
-    async def create(self, record: SessionRecord) -> None: ...
+    async def create(self, record: SessionRecord, replace: bool = False) -> None:
+        """Store a new session. An id already taken is refused, unless `replace`, which swaps
+        the old session for this one in one atomic operation (V2 sequence restarts)."""
 
     @abc.abstractmethod
     async def load(self, session_id: str) -> SessionRecord:

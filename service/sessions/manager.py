@@ -30,6 +30,7 @@ from service.sessions.base import LastStep, SessionRecord, SessionStore, new_ses
 from service.settings import Settings
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
+CAS_ATTEMPTS = 3
 
 
 def digest(inputs: np.ndarray) -> bytes:
@@ -113,8 +114,7 @@ class SessionManager:
             await self.store.create(record)
             return record
         async with self._locks.hold(session_id):  # after steps already queued on the old session
-            await self.store.delete(session_id)
-            await self.store.create(record)
+            await self.store.create(record, replace=True)
         return record
 
     async def get(self, session_id: str) -> SessionRecord:
@@ -148,37 +148,48 @@ class SessionManager:
         if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
             raise InvalidInput("position must be a non-negative integer", field="position")
         async with self._locks.hold(session_id):
-            record = await self.store.load(session_id)
-            if model is not None and record.model != model:
-                raise InvalidInput(f"session '{session_id}' belongs to model '{record.model}', not '{model}'")
-            loaded = self.registry.get(record.model, record.version)
-            steps = parse_steps(inputs, loaded.config, self.settings.max_steps_per_request)
-            key = digest(steps)
-            if position is not None and position != record.position:
-                last = record.last
-                if last is not None and position == last.position_before and key == last.digest:
-                    return last.response
-                raise PositionConflict(
-                    f"position {position} does not match the session's position {record.position}",
-                    position=record.position,
-                )
-            state = tuple(s[:, None, :] for s in record.state)
-            outputs, new_state = await self.batcher_for(loaded).run(steps[None], state)
-            before = record.position
-            record.position = before + steps.shape[0]
-            response = orjson.dumps(
-                {
-                    "session_id": session_id,
-                    "model": record.model,
-                    "version": record.version,
-                    "position": record.position,
-                    "outputs": outputs[0],
-                },
-                option=JSON_OPTS,
+            for attempt in range(CAS_ATTEMPTS):
+                try:
+                    return await self._apply(session_id, inputs, position, model)
+                except PositionConflict:
+                    # Another replica wrote this session between our load and save. A client
+                    # that stated no position asked for "append"; recompute on the new state.
+                    if position is not None or attempt == CAS_ATTEMPTS - 1:
+                        raise
+        raise AssertionError("unreachable")
+
+    async def _apply(self, session_id: str, inputs: Any, position: int | None, model: str | None) -> bytes:
+        record = await self.store.load(session_id)
+        if model is not None and record.model != model:
+            raise InvalidInput(f"session '{session_id}' belongs to model '{record.model}', not '{model}'")
+        loaded = self.registry.get(record.model, record.version)
+        steps = parse_steps(inputs, loaded.config, self.settings.max_steps_per_request)
+        key = digest(steps)
+        if position is not None and position != record.position:
+            last = record.last
+            if last is not None and position == last.position_before and key == last.digest:
+                return last.response
+            raise PositionConflict(
+                f"position {position} does not match the session's position {record.position}",
+                position=record.position,
             )
-            record.state = tuple(s[:, 0, :] for s in new_state)
-            record.last = LastStep(before, key, response)
-            await self.store.save(record, expected_position=before)
-            if self.on_steps is not None:
-                self.on_steps(loaded.key, steps.shape[0])
-            return response
+        state = tuple(s[:, None, :] for s in record.state)
+        outputs, new_state = await self.batcher_for(loaded).run(steps[None], state)
+        before = record.position
+        record.position = before + steps.shape[0]
+        response = orjson.dumps(
+            {
+                "session_id": session_id,
+                "model": record.model,
+                "version": record.version,
+                "position": record.position,
+                "outputs": outputs[0],
+            },
+            option=JSON_OPTS,
+        )
+        record.state = tuple(s[:, 0, :] for s in new_state)
+        record.last = LastStep(before, key, response)
+        await self.store.save(record, expected_position=before)
+        if self.on_steps is not None:
+            self.on_steps(loaded.key, steps.shape[0])
+        return response

@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from service.errors import PositionConflict, SessionExpired, SessionNotFound
+from service.errors import PositionConflict, SessionExists, SessionExpired, SessionNotFound
 from service.sessions.base import LastStep, SessionRecord, SessionStore
 
 BLOCK = 1024
@@ -86,7 +86,11 @@ class MemorySessionStore(SessionStore):
 
     # -- interface
 
-    async def create(self, record: SessionRecord) -> None:
+    async def create(self, record: SessionRecord, replace: bool = False) -> None:
+        if record.session_id in self._entries:
+            if not replace:
+                raise SessionExists(f"session id '{record.session_id}' is already taken", session_id=record.session_id)
+            self._remove(record.session_id)
         while len(self._entries) >= self.max_sessions:
             oldest = next(iter(self._entries))
             self._remove(oldest)

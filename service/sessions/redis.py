@@ -48,7 +48,14 @@ from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from service.errors import PositionConflict, ServiceError, SessionExpired, SessionNotFound, StoreUnavailable
+from service.errors import (
+    PositionConflict,
+    ServiceError,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+    StoreUnavailable,
+)
 from service.sessions.base import LastStep, SessionRecord, SessionStore
 
 log = logging.getLogger("seqserve.sessions.redis")
@@ -105,24 +112,20 @@ redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
 return {1, tonumber(ARGV[2])}
 """
 
-# KEYS: hash, marker. ARGV: ttl_ms, tombstone_ms, created_at, then field/value pairs.
-# Returns 1 created (or this very create was already applied), 0 the id exists.
+# KEYS: hash, marker. ARGV: ttl_ms, tombstone_ms, created_at, replace ("1"/"0"), then
+# field/value pairs. Returns 1 created (or this very create was already applied), 0 the id exists.
+# With replace, an existing session under the id is swapped for the new one atomically.
 CREATE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'created_at') == ARGV[3] then return 1 end
-  return 0
+  if ARGV[4] ~= '1' then return 0 end
+  redis.call('DEL', KEYS[1])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('HSET', KEYS[1], unpack(ARGV, 5))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
 return 1
 """
-
-
-class SessionExists(ServiceError):
-    """A new session's id is already taken (128 random bits: should never happen)."""
-
-    status, code = 409, "session_exists"
 
 
 class _Script:
@@ -267,7 +270,7 @@ class RedisSessionStore(SessionStore):
 
     # -- interface
 
-    async def create(self, record: SessionRecord) -> None:
+    async def create(self, record: SessionRecord, replace: bool = False) -> None:
         state, shape = self._encode_state(record.state)
         ttl_ms = _ms(record.ttl_seconds)
         created_at = repr(float(record.created_at))
@@ -281,7 +284,7 @@ class RedisSessionStore(SessionStore):
                 "last_digest", record.last.digest,
                 "last_response", record.last.response,
             ]  # fmt: skip
-        args = [ttl_ms, self.tombstone_ms, created_at, *fields]
+        args = [ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", *fields]
         keys = self._keys(record.session_id)
         created = await self._call("create", lambda: self._create(self._redis, keys, args))
         if not created:
