@@ -7,6 +7,8 @@ work, lets in-flight requests finish (uvicorn), then closes the store and the wo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -17,13 +19,14 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from service.api import admin, health, models, schemas, sessions, stream, v2
 from service.api import errors as api_errors
-from service.api import health, models, schemas, sessions, stream, v2
 from service.api.fastpath import StepFastPath
 from service.api.middleware import RequestMiddleware
 from service.batching import Batcher
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry
+from service.reloader import poll_forever
 from service.sessions.base import SessionStore
 from service.sessions.manager import SessionManager
 from service.settings import Settings
@@ -63,6 +66,7 @@ class Services:
     manager: SessionManager = field(init=False)
     batchers: dict[str, Batcher] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
+    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         self.manager = SessionManager(
@@ -110,6 +114,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc = build_services(settings, metrics)
         app.state.services = svc
         await svc.store.start()
+        poller = None
+        if settings.reload_interval_seconds > 0:
+            poller = asyncio.create_task(poll_forever(svc, settings.reload_interval_seconds))
         log.info(
             "ready: %d model version(s) from %s, session store %s",
             len(svc.registry),
@@ -119,6 +126,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            # uvicorn has stopped accepting and finished in-flight requests (their store writes
+            # are awaited inside them); now close the store and the worker threads.
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             await svc.store.close()
             svc.executor.shutdown(wait=True)
             log.info("stopped")
@@ -131,7 +144,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    for router in (health.router, models.router, sessions.router, stream.router, v2.router):
+    for router in (health.router, models.router, sessions.router, stream.router, v2.router, admin.router):
         app.include_router(router)
     if settings.noop_route:
         app.include_router(health.noop_router)

@@ -105,7 +105,8 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     try:
         session = ort.InferenceSession(str(entry.model_path), options, providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-        raise ModelLoadError(f"{entry.name} v{entry.version}: cannot load {entry.model_path.name}: {exc}") from exc
+        reason = str(exc).replace(str(entry.model_path), "model.onnx")  # no server paths in reports
+        raise ModelLoadError(f"{entry.name} v{entry.version}: cannot load model.onnx: {reason}") from exc
     if providers[0] == CUDA and session.get_providers()[0] != CUDA:
         log.warning("CUDA could not initialise for %s v%s; falling back to CPU", entry.name, entry.version)
     meta = session.get_modelmeta().custom_metadata_map
@@ -133,27 +134,55 @@ class ModelRegistry:
         self.settings = settings
         self._models: dict[str, dict[int, LoadedModel]] = {}
         self.errors: dict[str, str] = {}
+        self._failed: dict[str, int] = {}  # "name/version" -> mtime of the file that failed
 
-    def load_all(self) -> None:
+    def wanted(self) -> list[RepositoryEntry]:
+        """The repository's entries that the version policy says should be served."""
         entries = scan_repository(self.settings.model_repository)
         if self.settings.version_policy == "latest":
             by_name: dict[str, list[RepositoryEntry]] = {}
             for entry in entries:
                 by_name.setdefault(entry.name, []).append(entry)
             entries = [e for group in by_name.values() for e in group[-self.settings.latest_versions :]]
-        for entry in entries:
+        return entries
+
+    def load_all(self) -> None:
+        for entry in self.wanted():
             self.add(entry)
 
-    def add(self, entry: RepositoryEntry) -> LoadedModel | None:
+    def try_load(self, entry: RepositoryEntry) -> tuple[LoadedModel | None, str | None]:
+        """Load without registering (safe off the event loop): (model, None), or (None, why)
+        for a broken file, which is logged once and remembered by its modification time so
+        polling does not retry it until it changes ((None, None) while it is unchanged)."""
+        key = f"{entry.name}/{entry.version}"
         try:
-            model = load_model(entry, self.settings)
+            stamp = entry.model_path.stat().st_mtime_ns
+        except OSError:
+            stamp = 0
+        if self._failed.get(key) == stamp:
+            return None, None
+        try:
+            return load_model(entry, self.settings), None
         except ModelLoadError as exc:
-            self.errors[f"{entry.name}/{entry.version}"] = str(exc)
+            self.errors[key] = str(exc)
+            self._failed[key] = stamp
             log.error("refusing model: %s", exc)
-            return None
-        self._models.setdefault(entry.name, {})[entry.version] = model
-        log.info("loaded %s v%d (%s, provider %s)", entry.name, entry.version, model.config.cell, model.provider)
+            return None, str(exc)
+
+    def register(self, model: LoadedModel) -> None:
+        self._models.setdefault(model.name, {})[model.version] = model
+        self.errors.pop(model.key, None)
+        self._failed.pop(model.key, None)
+        log.info("loaded %s v%d (%s, provider %s)", model.name, model.version, model.config.cell, model.provider)
+
+    def add(self, entry: RepositoryEntry) -> LoadedModel | None:
+        model, _ = self.try_load(entry)
+        if model is not None:
+            self.register(model)
         return model
+
+    def has(self, name: str, version: int) -> bool:
+        return version in self._models.get(name, {})
 
     def remove(self, name: str, version: int) -> None:
         versions = self._models.get(name, {})

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     session_ttl_seconds: float = Field(3600.0, gt=0)
     max_session_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     max_sessions: int = Field(100_000, ge=1, description="per process, memory store; LRU eviction beyond")
+    max_sessions_per_model: int = Field(0, ge=0, description="sessions one model may hold; 0: no limit; 429 beyond")
 
     # Request limits
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024)

@@ -70,6 +70,14 @@ class SessionStore(abc.ABC):
     async def list_ids(self, limit: int = 1000) -> list[str]:
         return []
 
+    async def usage(self) -> dict[tuple[str, int], int]:
+        """Sessions per (model, version), counted now: decides when a version may be unloaded."""
+        return {}
+
+    def model_sessions(self, model: str) -> int:
+        """Sessions of one model, for the per-model limit; cheap (may be a recent count)."""
+        return 0
+
     def stats(self) -> dict[str, float]:
         """Counters for /metrics, read synchronously at scrape time."""
         return {"active": 0, "evicted": 0, "expired": 0}

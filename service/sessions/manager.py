@@ -23,7 +23,7 @@ import numpy as np
 import orjson
 
 from service.batching import Batcher
-from service.errors import InvalidInput, LimitExceeded, PositionConflict
+from service.errors import InvalidInput, LimitExceeded, PositionConflict, TooManySessions
 from service.registry import LoadedModel, ModelRegistry
 from service.runtime import parse_state, parse_steps
 from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id
@@ -90,6 +90,15 @@ class SessionManager:
             )
         return float(ttl)
 
+    def _check_quota(self, model: str) -> None:
+        limit = self.settings.max_sessions_per_model
+        if limit and self.store.model_sessions(model) >= limit:
+            raise TooManySessions(
+                f"model '{model}' already holds {limit} sessions; delete some or wait for them to expire",
+                limit="max_sessions_per_model",
+                max=limit,
+            )
+
     async def create(
         self,
         name: str,
@@ -102,6 +111,7 @@ class SessionManager:
         it instead of a random id, and replaces any session already under that id."""
         model = self.registry.get(name, version)
         ttl_s = self._ttl(ttl)
+        self._check_quota(model.name)
         if state is None:
             arrays = tuple(s[:, 0, :] for s in model.zero_state(1))
         else:
@@ -124,6 +134,7 @@ class SessionManager:
         async with self._locks.hold(session_id):
             source = await self.store.load(session_id)
         ttl_s = source.ttl_seconds if ttl is None else self._ttl(ttl)
+        self._check_quota(source.model)
         now = time.time()
         record = SessionRecord(
             new_session_id(),

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import heapq
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 
 import numpy as np
 
@@ -81,6 +81,7 @@ class MemorySessionStore(SessionStore):
         self._deadlines: list[tuple[float, str]] = []
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
+        self._usage: Counter[tuple[str, int]] = Counter()
         self.evictions = 0
         self.expirations = 0
 
@@ -103,6 +104,7 @@ class MemorySessionStore(SessionStore):
         slot = pool.allocate()
         pool.write(slot, states)
         self._entries[record.session_id] = _Entry(record, pool, slot)
+        self._usage[(record.model, record.version)] += 1
         heapq.heappush(self._deadlines, (record.expires_at, record.session_id))
 
     async def load(self, session_id: str) -> SessionRecord:
@@ -147,6 +149,12 @@ class MemorySessionStore(SessionStore):
     async def list_ids(self, limit: int = 1000) -> list[str]:
         return list(self._entries)[-limit:]
 
+    async def usage(self) -> dict[tuple[str, int], int]:
+        return dict(self._usage)
+
+    def model_sessions(self, model: str) -> int:
+        return sum(n for (name, _), n in self._usage.items() if name == model)
+
     def stats(self) -> dict[str, float]:
         return {"active": len(self._entries), "evicted": self.evictions, "expired": self.expirations}
 
@@ -177,6 +185,10 @@ class MemorySessionStore(SessionStore):
     def _remove(self, session_id: str) -> None:
         entry = self._entries.pop(session_id)
         entry.pool.release(entry.slot)
+        key = (entry.model, entry.version)
+        self._usage[key] -= 1
+        if not self._usage[key]:
+            del self._usage[key]
 
     def _expire(self, session_id: str) -> None:
         self._remove(session_id)

@@ -184,6 +184,8 @@ class RedisSessionStore(SessionStore):
         )
         self._load, self._save, self._create = _Script(LOAD), _Script(SAVE), _Script(CREATE)
         self._active = 0
+        self._usage: dict[tuple[str, int], int] = {}
+        self._created_since: dict[str, int] = {}
         self._unavailable_since: float | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -290,6 +292,7 @@ class RedisSessionStore(SessionStore):
         if not created:
             raise SessionExists(f"session id '{record.session_id}' is already taken", session_id=record.session_id)
         self._active += 1
+        self._created_since[record.model] = self._created_since.get(record.model, 0) + 1
 
     async def load(self, session_id: str) -> SessionRecord:
         keys = self._keys(session_id)
@@ -349,6 +352,44 @@ class RedisSessionStore(SessionStore):
 
         return await self._call("list_ids", scan)
 
+    async def usage(self) -> dict[tuple[str, int], int]:
+        """SCAN plus pipelined HMGETs: O(sessions), so it runs on reloads and every
+        `stats_interval` seconds, never per request."""
+
+        async def scan() -> dict[tuple[str, int], int]:
+            counts: dict[tuple[str, int], int] = {}
+            keys: list[bytes] = []
+
+            async def tally() -> None:
+                pipe = self._redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hmget(key, "model", "version")
+                for model, version in await pipe.execute():
+                    if model is not None and version is not None:
+                        k = (model.decode(), int(version))
+                        counts[k] = counts.get(k, 0) + 1
+                keys.clear()
+
+            async for key in self._redis.scan_iter(match=f"{self.prefix}s:*", count=1000):
+                keys.append(key)
+                if len(keys) >= 1000:
+                    await tally()
+            if keys:
+                await tally()
+            return counts
+
+        counts = await self._call("usage", scan)
+        self._usage = counts
+        self._created_since = {}
+        self._active = sum(counts.values())
+        return counts
+
+    def model_sessions(self, model: str) -> int:
+        """The last usage() count plus this process's creates since: approximate across
+        replicas by up to `stats_interval` seconds of other replicas' creates."""
+        counted = sum(n for (name, _), n in self._usage.items() if name == model)
+        return counted + self._created_since.get(model, 0)
+
     def stats(self) -> dict[str, float]:
         """`active`: sessions in Redis under this prefix, as of the last count() (refreshed
         every `stats_interval` seconds). Evictions and expiries happen inside Redis (there
@@ -373,5 +414,5 @@ class RedisSessionStore(SessionStore):
     async def _refresh_forever(self) -> None:
         while True:
             with contextlib.suppress(StoreUnavailable):
-                await self.count()
+                await self.usage()
             await asyncio.sleep(self.stats_interval)

@@ -1,0 +1,83 @@
+"""Hot reload: new versions dropped into the model repository are served without a restart.
+
+A reload compares what the repository (under the version policy) wants served with what is
+loaded. New versions are loaded in a worker thread (ONNX Runtime session creation takes tens
+of milliseconds) and then registered on the event loop, so requests never see a half-built
+model; in-flight requests keep the LoadedModel they hold. A version that is no longer wanted
+is unloaded only once no session is pinned to it; a broken file is refused with a log line
+and the previous versions keep serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from service.errors import ServiceError
+
+if TYPE_CHECKING:
+    from service.app import Services
+
+log = logging.getLogger("seqserve.reload")
+
+
+@dataclass
+class ReloadReport:
+    loaded: list[str] = field(default_factory=list)
+    unloaded: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # unwanted but still pinned by sessions
+    failed: dict[str, str] = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return {"loaded": self.loaded, "unloaded": self.unloaded, "kept": self.kept, "failed": self.failed}
+
+
+async def reload(svc: Services) -> ReloadReport:
+    async with svc.reload_lock:
+        report = ReloadReport()
+        registry = svc.registry
+        loop = asyncio.get_running_loop()
+        wanted = await loop.run_in_executor(svc.executor, registry.wanted)
+        wanted_keys = {(e.name, e.version) for e in wanted}
+        for entry in wanted:
+            if registry.has(entry.name, entry.version):
+                continue
+            model, error = await loop.run_in_executor(svc.executor, registry.try_load, entry)
+            if model is None:
+                if error is not None:
+                    report.failed[f"{entry.name}/{entry.version}"] = error
+                continue
+            registry.register(model)
+            svc.batcher_for(model)
+            report.loaded.append(model.key)
+
+        stale = [m for m in registry if (m.name, m.version) not in wanted_keys]
+        if stale:
+            try:
+                in_use = await svc.store.usage()
+            except ServiceError as exc:  # store down: unload nothing rather than guess
+                log.warning("reload: cannot count sessions (%s); keeping %d stale versions", exc.message, len(stale))
+                report.kept.extend(m.key for m in stale)
+                return report
+            for model in stale:
+                if in_use.get((model.name, model.version), 0):
+                    report.kept.append(model.key)
+                    continue
+                registry.remove(model.name, model.version)
+                svc.batchers.pop(model.key, None)
+                report.unloaded.append(model.key)
+                log.info("unloaded %s", model.key)
+        if report.loaded or report.unloaded or report.failed:
+            log.info("reload: %s", report.as_dict())
+        return report
+
+
+async def poll_forever(svc: Services, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await reload(svc)
+        except Exception:  # a poll must never die; the next one tries again
+            log.exception("reload poll failed")
