@@ -1,0 +1,197 @@
+"""`seqserve train`: flags, presets and --config files resolved into one `RunSettings`.
+
+Precedence, lowest first: built-in defaults < --preset < --config FILE (JSON) < explicit flags.
+Every flag therefore defaults to None here and gets its real default in `resolve`, so we can tell
+what the user typed from what they did not.
+
+This module imports neither torch nor pandas at import time: service/cli.py imports it to build
+its parser, and `seqserve serve` must stay quick (and work in the slim image without torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class RunSettings:
+    """The resolved training request; recorded verbatim in each manifest as `training_args`."""
+
+    data: str = ""
+    task: str = "forecast"
+    target: list[str] = field(default_factory=list)
+    features: list[str] = field(default_factory=list)
+    horizon: int = 1
+    label: str = ""
+    sequence_id: str = ""
+    split_column: str = ""
+    cell: str = "lstm"
+    layers: int = 1
+    hidden: int = 32
+    dropout: float = 0.0
+    window: int = 48
+    epochs: int = 60
+    batch_size: int = 16
+    lr: float = 3e-3
+    weight_decay: float = 1e-4
+    patience: int = 10
+    seed: int = 0
+    threads: int = 1
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    season: int | None = None
+    repository: str = "model_repository"
+    name: str = ""
+    preset: str = ""
+    quiet: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+FIELD_NAMES = {f.name for f in fields(RunSettings)}
+
+
+def _comma_list(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `train` flags to `parser` (defaults are applied later, see module docstring)."""
+    data = parser.add_argument_group("data")
+    data.add_argument("--data", metavar="FILE", help="CSV (or .parquet) file; rows in time order")
+    data.add_argument("--task", choices=["forecast", "classify"], help="default: forecast")
+    data.add_argument(
+        "--target",
+        action="append",
+        metavar="COL",
+        help="forecast target column (repeatable, or comma separated)",
+    )
+    data.add_argument(
+        "--features", metavar="COL,...", help="input columns (default: the targets; classify: all numeric)"
+    )
+    data.add_argument("--horizon", type=int, metavar="N", help="forecast the next N steps (default 1)")
+    data.add_argument("--label", metavar="COL", help="classify: class label column (read at each sequence's last row)")
+    data.add_argument("--sequence-id", metavar="COL", help="classify: column identifying each sequence")
+    data.add_argument(
+        "--split-column", metavar="COL", help="classify: column with train/validation/test per sequence (optional)"
+    )
+    data.add_argument("--val-fraction", type=float, metavar="X", help="validation share (default 0.15)")
+    data.add_argument("--test-fraction", type=float, metavar="X", help="test share (default 0.15)")
+    data.add_argument("--season", type=int, metavar="N", help="season length for the seasonal-naive baseline")
+
+    model = parser.add_argument_group("model and training")
+    model.add_argument("--cell", choices=["lstm", "gru", "both"], help="default lstm; both trains and compares two")
+    model.add_argument("--layers", type=int, metavar="N", help="recurrent layers (default 1)")
+    model.add_argument("--hidden", type=int, metavar="N", help="hidden size (default 32)")
+    model.add_argument("--dropout", type=float, metavar="X", help="dropout between layers (default 0)")
+    model.add_argument("--window", type=int, metavar="N", help="truncated-BPTT chunk length (default 48)")
+    model.add_argument("--epochs", type=int, metavar="N", help="maximum epochs (default 60)")
+    model.add_argument("--batch-size", type=int, metavar="N", help="parallel streams / sequences per step (16)")
+    model.add_argument("--lr", type=float, metavar="X", help="AdamW learning rate (default 0.003)")
+    model.add_argument("--weight-decay", type=float, metavar="X", help="AdamW weight decay (default 1e-4)")
+    model.add_argument("--patience", type=int, metavar="N", help="early-stopping patience in epochs (default 10)")
+    model.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
+    model.add_argument(
+        "--threads", type=int, metavar="N", help="CPU threads for torch (default 1: small RNNs gain nothing from more)"
+    )
+
+    out = parser.add_argument_group("output")
+    out.add_argument("--repository", metavar="DIR", help="model repository (default model_repository)")
+    out.add_argument("--name", metavar="NAME", help="model name (default: the data file's stem)")
+    out.add_argument("--preset", metavar="NAME", help="settings for a bundled dataset: electricity, vowels, ...")
+    out.add_argument("--config", metavar="FILE", help="JSON object of flag values (keys like the flags)")
+    out.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+
+
+def _load_config(path: str) -> dict[str, Any]:
+    from training.data import TrainingError
+
+    try:
+        raw = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise TrainingError(f"config file not found: {path}") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise TrainingError(f"cannot read config file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise TrainingError(f"config file {path} must hold a JSON object of flag values")
+    return {key.replace("-", "_"): value for key, value in raw.items()}
+
+
+def _normalise(values: dict[str, Any], source: str) -> dict[str, Any]:
+    from training.data import TrainingError
+
+    unknown = sorted(set(values) - FIELD_NAMES - {"config"})
+    if unknown:
+        raise TrainingError(f"unknown setting(s) {unknown} in {source}")
+    out = dict(values)
+    out.pop("config", None)
+    for key in ("target", "features"):
+        value = out.get(key)
+        if isinstance(value, str):
+            out[key] = _comma_list(value)
+        elif isinstance(value, list):
+            out[key] = [part for item in value for part in _comma_list(str(item))]
+    return out
+
+
+def resolve(args: argparse.Namespace) -> RunSettings:
+    """Defaults < preset < config file < explicit flags."""
+    from training.data import TrainingError
+    from training.presets import preset
+
+    given = {k: v for k, v in vars(args).items() if k in FIELD_NAMES | {"config"} and v is not None}
+    config = _normalise(_load_config(given["config"]), given["config"]) if given.get("config") else {}
+    preset_name = given.get("preset") or config.get("preset")
+    merged: dict[str, Any] = {}
+    if preset_name:
+        merged.update(_normalise(preset(preset_name), f"preset {preset_name}"))
+        merged["preset"] = preset_name
+    merged.update(config)
+    merged.update(_normalise(given, "flags"))
+    settings = RunSettings(**merged)
+    if not settings.data:
+        raise TrainingError("no data: give --data FILE (or --preset NAME)")
+    if not settings.name:
+        settings.name = Path(settings.data).stem
+    from service.repository import NAME_PATTERN
+
+    suffixed = f"{settings.name}-lstm" if settings.cell == "both" else settings.name
+    if not NAME_PATTERN.match(suffixed):
+        raise TrainingError(f"invalid model name {settings.name!r}: use letters, digits, '_', '.', '-' (max 64)")
+    if settings.task == "forecast" and not settings.target:
+        raise TrainingError("forecasting needs --target COL")
+    if settings.task == "classify" and (not settings.label or not settings.sequence_id):
+        raise TrainingError("classification needs --label COL and --sequence-id COL")
+    if settings.task not in ("forecast", "classify"):
+        raise TrainingError(f"--task must be forecast or classify, not {settings.task!r}")
+    if settings.cell not in ("lstm", "gru", "both"):
+        raise TrainingError(f"--cell must be lstm, gru or both, not {settings.cell!r}")
+    for key in ("layers", "hidden", "window", "epochs", "batch_size", "horizon", "patience", "threads"):
+        if int(getattr(settings, key)) < 1:
+            raise TrainingError(f"--{key.replace('_', '-')} must be a positive integer")
+    if not 0 < settings.val_fraction < 1 or not 0 < settings.test_fraction < 1:
+        raise TrainingError("--val-fraction and --test-fraction must be between 0 and 1")
+    if settings.val_fraction + settings.test_fraction >= 0.9:
+        raise TrainingError("--val-fraction + --test-fraction leave too little training data")
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point for `seqserve train`: 0 on success, 2 with a one-line error otherwise."""
+    from training.data import TrainingError
+
+    try:
+        settings = resolve(args)
+        from training.pipeline import train_and_publish
+
+        train_and_publish(settings)
+    except TrainingError as exc:
+        print(f"seqserve train: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,370 @@
+"""From resolved settings to published repository entries: load, train, evaluate, export, write.
+
+Everything that can fail on bad input (reading, columns, sizes, training) happens before the
+repository is touched; the export and its ONNX-Runtime parity check run inside the temporary
+entry directory, so a failed export leaves nothing behind either.
+
+`--cell both` trains an LSTM and a GRU on the same data and split, publishes them as
+`<name>-lstm` and `<name>-gru` (separate models, so the service can serve both side by side),
+and prints a comparison table.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.config import ModelConfig
+from training.cli import RunSettings
+from training.data import (
+    ClassifyData,
+    ForecastData,
+    TrainingError,
+    file_sha256,
+    load_table,
+    prepare_classify,
+    prepare_forecast,
+)
+
+
+@dataclass
+class Outcome:
+    """One trained model with everything the manifest and the comparison table need."""
+
+    cell: str
+    model: Any  # RecurrentModel
+    history: Any  # loop.History
+    metrics: dict[str, Any]
+    plots: dict[str, Any] = field(default_factory=dict)  # plot name -> callable(path)
+    name: str = ""
+    version: int = 0
+    path: Path | None = None
+    inference_us_per_step: float = 0.0
+    parity_error: float = 0.0
+
+
+def _log(settings: RunSettings, message: str) -> None:
+    print(message, flush=True)
+
+
+def _headline(outcome: Outcome, task: str) -> str:
+    m = outcome.metrics
+    if task == "forecast":
+        return f"MASE {m['streaming']['mase']:.3f} (naive {m['naive']['mase']:.3f})"
+    return f"accuracy {m['model']['accuracy']:.3f} (majority {m['majority']['accuracy']:.3f})"
+
+
+def train_and_publish(settings: RunSettings) -> list[Outcome]:
+    import torch
+
+    from models.recurrent import RecurrentModel
+    from training import loop
+
+    path = Path(settings.data)
+    frame = load_table(path)
+    fingerprint = file_sha256(path)
+
+    def report(message: str) -> None:
+        _log(settings, f"data: {message}")
+
+    data: ForecastData | ClassifyData
+    if settings.task == "forecast":
+        features = settings.features or settings.target
+        data = prepare_forecast(
+            frame,
+            settings.target,
+            features,
+            horizon=settings.horizon,
+            window=settings.window,
+            val_fraction=settings.val_fraction,
+            test_fraction=settings.test_fraction,
+            report=report,
+        )
+        _log(
+            settings,
+            f"data: {len(frame)} rows -> {len(data.train)} train / {len(data.val)} validation / "
+            f"{len(data.test)} test pairs (chronological), {len(features)} feature(s) -> "
+            f"{len(data.output_names)} output(s)",
+        )
+    else:
+        data = prepare_classify(
+            frame,
+            settings.label,
+            settings.sequence_id,
+            settings.features,
+            split_column=settings.split_column or None,
+            val_fraction=settings.val_fraction,
+            test_fraction=settings.test_fraction,
+            seed=settings.seed,
+            report=report,
+        )
+        _log(
+            settings,
+            f"data: {len(data.train.labels)} train / {len(data.val.labels)} validation / "
+            f"{len(data.test.labels)} test sequences, {len(data.feature_names)} features, "
+            f"{len(data.classes)} classes",
+        )
+
+    device = loop.pick_device()
+    cells = ["lstm", "gru"] if settings.cell == "both" else [settings.cell]
+    outcomes: list[Outcome] = []
+    for cell in cells:
+        loop.seed_everything(settings.seed, settings.threads)
+        config = _model_config(settings, data, cell)
+        model = RecurrentModel(config).to(device)
+        train_settings = loop.TrainSettings(
+            epochs=settings.epochs,
+            batch_size=settings.batch_size,
+            lr=settings.lr,
+            weight_decay=settings.weight_decay,
+            patience=settings.patience,
+            window=settings.window,
+            seed=settings.seed,
+            progress=not settings.quiet,
+        )
+        if isinstance(data, ForecastData):
+            history = loop.train_forecast(model, data, train_settings)
+            outcome = _evaluate_forecast(model, data, settings, history, cell)
+        else:
+            history = loop.train_classify(model, data, train_settings)
+            outcome = _evaluate_classify(model, data, history, cell)
+        if not all(np.isfinite(history.val_loss)):
+            raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
+        model.cpu()
+        outcomes.append(outcome)
+        _log(
+            settings,
+            f"{cell}: {history.seconds:.1f}s, best epoch {history.best_epoch}, {_headline(outcome, settings.task)}",
+        )
+
+    for outcome in outcomes:
+        name = f"{settings.name}-{outcome.cell}" if settings.cell == "both" else settings.name
+        _publish(outcome, name, settings, data, fingerprint, torch.__version__)
+        _log(settings, f"wrote {outcome.path} ({_headline(outcome, settings.task)})")
+    if len(outcomes) > 1:
+        print(comparison_table(outcomes, settings.task))
+    return outcomes
+
+
+def _model_config(settings: RunSettings, data: ForecastData | ClassifyData, cell: str) -> ModelConfig:
+    if isinstance(data, ForecastData):
+        return ModelConfig(
+            cell=cell,  # type: ignore[arg-type]
+            input_size=len(data.feature_names),
+            hidden_size=settings.hidden,
+            output_size=len(data.output_names),
+            num_layers=settings.layers,
+            head="regression",
+            dropout=settings.dropout,
+            features=data.feature_names,
+            outputs=data.output_names,
+            horizon=data.horizon,
+            normalization=data.normalization,
+            extra={"task": "forecast", "targets": list(data.target_names), "window": settings.window},
+        )
+    return ModelConfig(
+        cell=cell,  # type: ignore[arg-type]
+        input_size=len(data.feature_names),
+        hidden_size=settings.hidden,
+        output_size=len(data.classes),
+        num_layers=settings.layers,
+        head="classification",
+        dropout=settings.dropout,
+        features=data.feature_names,
+        outputs=data.classes,
+        horizon=1,
+        normalization=data.normalization,
+        extra={"task": "classify", "label": settings.label, "label_at": "last step of each sequence"},
+    )
+
+
+def _evaluate_forecast(model: Any, data: ForecastData, settings: RunSettings, history: Any, cell: str) -> Outcome:
+    from training import evaluate, loop, plots
+
+    windowed = loop.predict_windowed(model, data, data.test, settings.window)
+    streaming = loop.predict_streaming(model, data, data.test)
+    metrics = evaluate.forecast_report(data, {"windowed": windowed, "streaming": streaming}, settings.season)
+    metrics["windowed"]["window"] = settings.window
+    actual = data.y[data.test]
+    series = {
+        f"{cell} streaming": streaming[:, 0],
+        f"{cell} windowed": windowed[:, 0],
+        "naive": evaluate.naive_forecast(data, data.test)[:, 0],
+    }
+    out0 = data.output_names[0]
+    outcome = Outcome(cell, model, history, metrics)
+    outcome.plots = {
+        "loss.png": lambda p: plots.loss_curves(history, p, f"{cell.upper()} loss (best epoch {history.best_epoch})"),
+        "forecast.png": lambda p: plots.forecast_vs_actual(
+            actual[:, 0], series, p, f"{out0} on the test split (first {min(len(actual), 336)} steps)"
+        ),
+    }
+    return outcome
+
+
+def _evaluate_classify(model: Any, data: ClassifyData, history: Any, cell: str) -> Outcome:
+    from training import evaluate, loop, plots
+
+    pred = loop.predict_classes(model, data.test)
+    metrics = evaluate.classify_report(pred, data.test.labels, data.train.labels, data.classes)
+    matrix = np.asarray(metrics["confusion_matrix"])
+    outcome = Outcome(cell, model, history, metrics)
+    outcome.plots = {
+        "loss.png": lambda p: plots.loss_curves(history, p, f"{cell.upper()} loss (best epoch {history.best_epoch})"),
+        "confusion.png": lambda p: plots.confusion(matrix, data.classes, p, f"{cell.upper()} test confusion matrix"),
+    }
+    return outcome
+
+
+def measure_step_latency(model_path: Path, config: ModelConfig, steps: int = 200) -> float:
+    """Median microseconds for one streaming step (batch 1, length 1) in ONNX Runtime."""
+    import onnxruntime as ort
+
+    from models.export import input_names, output_names
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    x = np.zeros((1, 1, config.input_size), dtype=np.float32)
+    state = [np.zeros(config.state_shape(1), dtype=np.float32) for _ in config.state_names]
+    times = []
+    for i in range(steps + 10):
+        start = time.perf_counter()
+        result = session.run(output_names(config), dict(zip(input_names(config), [x, *state], strict=True)))
+        if i >= 10:
+            times.append(time.perf_counter() - start)
+        state = result[1:]
+    return float(np.median(times) * 1e6)
+
+
+def _publish(
+    outcome: Outcome,
+    name: str,
+    settings: RunSettings,
+    data: ForecastData | ClassifyData,
+    fingerprint: str,
+    torch_version: str,
+) -> None:
+    import onnx
+    import onnxruntime
+
+    from models.config import METADATA_KEY
+    from models.export import ExportError, export_onnx
+    from training.repository import publish
+
+    model = outcome.model
+    config: ModelConfig = model.config
+
+    def build(directory: Path) -> dict[str, Any]:
+        model_path = directory / "model.onnx"
+        try:
+            outcome.parity_error = export_onnx(
+                model,
+                model_path,
+                metadata={"seqserve.name": name, "seqserve.data_sha256": fingerprint, "seqserve.task": settings.task},
+            )
+        except ExportError as exc:
+            raise TrainingError(f"export of {name} failed its parity check: {exc}") from exc
+        outcome.inference_us_per_step = measure_step_latency(model_path, config)
+        for filename, draw in outcome.plots.items():
+            draw(directory / filename)
+        history = outcome.history
+        if isinstance(data, ForecastData):
+            split = {"train_pairs": len(data.train), "val_pairs": len(data.val), "test_pairs": len(data.test)}
+            rows = len(data.features)
+        else:
+            split = {
+                "train_sequences": len(data.train.labels),
+                "val_sequences": len(data.val.labels),
+                "test_sequences": len(data.test.labels),
+            }
+            rows = int(sum(len(s.ids) for s in (data.train, data.val, data.test)))
+        return {
+            "name": name,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "task": settings.task,
+            "config": config.to_dict(),
+            "config_key": METADATA_KEY,
+            "features": list(config.feature_names),
+            "outputs": list(config.output_names),
+            "normalization": config.to_dict()["normalization"],
+            "metrics": outcome.metrics,
+            "training": {
+                "seconds": round(history.seconds, 3),
+                "epochs_run": len(history.train_loss),
+                "best_epoch": history.best_epoch,
+                "stopped_early": history.stopped_early,
+                "train_loss": history.train_loss,
+                "val_loss": history.val_loss,
+                "parameters": model.num_parameters(),
+                "inference_us_per_step": round(outcome.inference_us_per_step, 2),
+                "onnx_parity_max_abs_error": outcome.parity_error,
+            },
+            "data": {
+                "path": str(Path(settings.data).resolve()),
+                "sha256": fingerprint,
+                "rows": rows,
+                "missing_values_filled": data.filled,
+                "missing_value_policy": "linear interpolation (edges: nearest value); refused above 20% per column",
+                "split": split,
+            },
+            "versions": {
+                "torch": torch_version,
+                "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__,
+                "python": platform.python_version(),
+            },
+            "training_args": settings.to_dict(),
+            "files": ["model.onnx", "manifest.json", *outcome.plots],
+        }
+
+    outcome.name = name
+    outcome.version, outcome.path = publish(settings.repository, name, build)
+
+
+def comparison_table(outcomes: list[Outcome], task: str) -> str:
+    """The LSTM vs GRU table `--cell both` prints: error, size, training and inference time."""
+    if task == "forecast":
+        header = ["cell", "MAE stream", "MASE stream", "MASE window", "params", "train s", "µs/step"]
+        rows = [
+            [
+                o.cell,
+                f"{o.metrics['streaming']['mae']:.4g}",
+                f"{o.metrics['streaming']['mase']:.3f}",
+                f"{o.metrics['windowed']['mase']:.3f}",
+                str(o.model.num_parameters()),
+                f"{o.history.seconds:.1f}",
+                f"{o.inference_us_per_step:.0f}",
+            ]
+            for o in outcomes
+        ]
+        naive = outcomes[0].metrics["naive"]
+        rows.append(["naive", f"{naive['mae']:.4g}", f"{naive['mase']:.3f}", f"{naive['mase']:.3f}", "-", "-", "-"])
+        for key, value in outcomes[0].metrics.items():
+            if key.startswith("seasonal_naive"):
+                rows.append([key, f"{value['mae']:.4g}", f"{value['mase']:.3f}", f"{value['mase']:.3f}", "-", "-", "-"])
+    else:
+        header = ["cell", "accuracy", "macro-F1", "params", "train s", "µs/step"]
+        rows = [
+            [
+                o.cell,
+                f"{o.metrics['model']['accuracy']:.3f}",
+                f"{o.metrics['model']['macro_f1']:.3f}",
+                str(o.model.num_parameters()),
+                f"{o.history.seconds:.1f}",
+                f"{o.inference_us_per_step:.0f}",
+            ]
+            for o in outcomes
+        ]
+        maj = outcomes[0].metrics["majority"]
+        rows.append(["majority", f"{maj['accuracy']:.3f}", f"{maj['macro_f1']:.3f}", "-", "-", "-"])
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
