@@ -95,6 +95,14 @@ class LoadedModel:
         }
 
 
+def _session(entry: RepositoryEntry, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+    try:
+        return ort.InferenceSession(str(entry.model_path), options, providers=providers)
+    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
+        reason = str(exc).replace(str(entry.model_path), "model.onnx")  # no server paths in reports
+        raise ModelLoadError(f"{entry.name} v{entry.version}: cannot load model.onnx: {reason}") from exc
+
+
 def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
@@ -103,11 +111,15 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     options.log_severity_level = 3
     providers = choose_providers(settings.provider)
     try:
-        session = ort.InferenceSession(str(entry.model_path), options, providers=providers)
-    except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
-        reason = str(exc).replace(str(entry.model_path), "model.onnx")  # no server paths in reports
-        raise ModelLoadError(f"{entry.name} v{entry.version}: cannot load model.onnx: {reason}") from exc
+        session = _session(entry, options, providers)
+    except ModelLoadError:
+        if settings.provider != "auto" or providers == [CPU]:
+            raise
+        log.warning("CUDA could not initialise for %s v%s; falling back to CPU", entry.name, entry.version)
+        session = _session(entry, options, [CPU])
     if providers[0] == CUDA and session.get_providers()[0] != CUDA:
+        if settings.provider == "cuda":
+            raise ModelLoadError(f"{entry.name} v{entry.version}: provider 'cuda' requested but CUDA did not initialise")
         log.warning("CUDA could not initialise for %s v%s; falling back to CPU", entry.name, entry.version)
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:

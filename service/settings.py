@@ -48,7 +48,7 @@ class Settings(BaseSettings):
     batch_max_size: int = Field(256, ge=1)
     fast_path: bool = Field(True, description="answer session steps before FastAPI routing (same handler)")
     inline_max_cost: int = Field(
-        512, ge=0, description="calls of at most this many rows x steps run on the event loop, not a thread"
+        128, ge=0, description="calls of at most this many rows x steps run on the event loop, not a thread"
     )
 
     # Security
