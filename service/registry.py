@@ -119,7 +119,9 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
         session = _session(entry, options, [CPU])
     if providers[0] == CUDA and session.get_providers()[0] != CUDA:
         if settings.provider == "cuda":
-            raise ModelLoadError(f"{entry.name} v{entry.version}: provider 'cuda' requested but CUDA did not initialise")
+            raise ModelLoadError(
+                f"{entry.name} v{entry.version}: provider 'cuda' requested but CUDA did not initialise"
+            )
         log.warning("CUDA could not initialise for %s v%s; falling back to CPU", entry.name, entry.version)
     meta = session.get_modelmeta().custom_metadata_map
     if METADATA_KEY not in meta:
