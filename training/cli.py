@@ -140,13 +140,57 @@ def _normalise(values: dict[str, Any], source: str) -> dict[str, Any]:
     return out
 
 
+_TYPES: dict[str, type] = {
+    "horizon": int,
+    "layers": int,
+    "hidden": int,
+    "window": int,
+    "epochs": int,
+    "batch_size": int,
+    "patience": int,
+    "seed": int,
+    "threads": int,
+    "season": int,
+    "dropout": float,
+    "lr": float,
+    "weight_decay": float,
+    "val_fraction": float,
+    "test_fraction": float,
+    "quiet": bool,
+}
+
+
+def _coerce(values: dict[str, Any]) -> dict[str, Any]:
+    """Config-file values arrive as JSON: check each has the type its flag would give."""
+    from training.data import TrainingError
+
+    out = dict(values)
+    for key, value in values.items():
+        kind = _TYPES.get(key)
+        if value is None or kind is None:
+            if kind is None and key not in ("target", "features") and not isinstance(value, str):
+                raise TrainingError(f"setting {key!r} must be a string, got {value!r}")
+            continue
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise TrainingError(f"setting {key!r} must be true or false, got {value!r}")
+            continue
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if kind is int:
+            ok = ok and float(value).is_integer()
+        if not ok:
+            raise TrainingError(f"setting {key!r} must be {'an integer' if kind is int else 'a number'}, got {value!r}")
+        out[key] = kind(value)
+    return out
+
+
 def resolve(args: argparse.Namespace) -> RunSettings:
     """Defaults < preset < config file < explicit flags."""
     from training.data import TrainingError
     from training.presets import preset
 
     given = {k: v for k, v in vars(args).items() if k in FIELD_NAMES | {"config"} and v is not None}
-    config = _normalise(_load_config(given["config"]), given["config"]) if given.get("config") else {}
+    config = _coerce(_normalise(_load_config(given["config"]), given["config"])) if given.get("config") else {}
     preset_name = given.get("preset") or config.get("preset")
     merged: dict[str, Any] = {}
     if preset_name:
@@ -154,7 +198,7 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         merged["preset"] = preset_name
     merged.update(config)
     merged.update(_normalise(given, "flags"))
-    settings = RunSettings(**merged)
+    settings = RunSettings(**_coerce(merged))
     if not settings.data:
         raise TrainingError("no data: give --data FILE (or --preset NAME)")
     if not settings.name:
@@ -184,6 +228,7 @@ def resolve(args: argparse.Namespace) -> RunSettings:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point for `seqserve train`: 0 on success, 2 with a one-line error otherwise."""
+    from models.config import ConfigError
     from training.data import TrainingError
 
     try:
@@ -191,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         from training.pipeline import train_and_publish
 
         train_and_publish(settings)
-    except TrainingError as exc:
+    except (TrainingError, ConfigError) as exc:
         print(f"seqserve train: error: {exc}", file=sys.stderr)
         return 2
     return 0

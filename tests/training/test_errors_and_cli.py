@@ -40,6 +40,9 @@ def _bad_csvs(tmp_path: Path) -> dict[str, Path]:
     vowels.loc[42, "speaker"] = float("nan")
     files["nan_label"] = tmp_path / "nan_label.csv"
     vowels.to_csv(files["nan_label"], index=False)
+    typed = tmp_path / "typed_config.json"
+    typed.write_text(json.dumps({"data": str(SUNSPOTS), "target": "sunactivity", "epochs": "ten"}))
+    files["typed"] = typed
     config = tmp_path / "bad_config.json"
     config.write_text(json.dumps({"data": str(SUNSPOTS), "target": "sunactivity", "learning_rate": 1}))
     files["config"] = config
@@ -60,6 +63,11 @@ CASES = {
         "label column 'speaker' has 1 missing value(s)",
     ),
     "unknown config key": (["--config", "{config}"], "unknown setting(s) ['learning_rate']"),
+    "config value type": (["--config", "{typed}"], "setting 'epochs' must be an integer, got 'ten'"),
+    "bad dropout": (
+        ["--data", str(SUNSPOTS), "--target", "sunactivity", "--layers", "2", "--dropout", "1.5"],
+        "dropout must be in [0, 1)",
+    ),
     "no target": (["--data", str(SUNSPOTS)], "forecasting needs --target"),
     "bad name": (["--data", str(SUNSPOTS), "--target", "sunactivity", "--name", "../evil"], "invalid model name"),
     "unknown preset": (["--preset", "nope"], "unknown preset 'nope'"),
