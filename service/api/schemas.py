@@ -116,7 +116,7 @@ class BulkStepRequest(BaseModel):
 
 class BulkStepResult(BaseModel):
     model_config = ConfigDict(extra="allow")
-    session_id: str
+    session_id: str | None = Field(description="the entry's session_id; null when the entry had no session_id string")
     position: int | None = None
     outputs: Steps | None = None
     status: int = 200

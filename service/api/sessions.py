@@ -17,7 +17,7 @@ from service.api.schemas import (
     StepResponse,
 )
 from service.errors import InvalidInput, LimitExceeded, ServiceError
-from service.sessions.base import SessionRecord
+from service.sessions.base import SessionRecord, shown
 
 if TYPE_CHECKING:
     from service.app import Services
@@ -128,7 +128,7 @@ async def delete_session(session_id: str, request: Request) -> Response:
     from service.errors import SessionNotFound
 
     if not await services(request).manager.delete(session_id):
-        raise SessionNotFound(f"session '{session_id}' does not exist", session_id=session_id)
+        raise SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
     return Response(status_code=204)
 
 

@@ -15,6 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def shown(session_id: str) -> str:
+    """A session id as echoed in an error: clients control it, so bound what comes back."""
+    return session_id if len(session_id) <= 64 else session_id[:64] + "..."
+
+
 def new_session_id() -> str:
     """128 random bits, URL-safe: unguessable and not enumerable."""
     return secrets.token_urlsafe(16)

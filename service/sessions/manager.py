@@ -26,7 +26,7 @@ from service.batching import Batcher
 from service.errors import InvalidInput, LimitExceeded, PositionConflict, TooManySessions
 from service.registry import LoadedModel, ModelRegistry
 from service.runtime import parse_state, parse_steps
-from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id
+from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id, shown
 from service.settings import Settings
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -172,7 +172,7 @@ class SessionManager:
     async def _apply(self, session_id: str, inputs: Any, position: int | None, model: str | None) -> bytes:
         record = await self.store.load(session_id)
         if model is not None and record.model != model:
-            raise InvalidInput(f"session '{session_id}' belongs to model '{record.model}', not '{model}'")
+            raise InvalidInput(f"session '{shown(session_id)}' belongs to model '{record.model}', not '{model}'")
         loaded = self.registry.get(record.model, record.version)
         steps = parse_steps(inputs, loaded.config, self.settings.max_steps_per_request)
         key = digest(steps)

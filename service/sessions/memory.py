@@ -18,7 +18,7 @@ from collections import Counter, OrderedDict
 import numpy as np
 
 from service.errors import PositionConflict, SessionExists, SessionExpired, SessionNotFound
-from service.sessions.base import LastStep, SessionRecord, SessionStore
+from service.sessions.base import LastStep, SessionRecord, SessionStore, shown
 
 BLOCK = 1024
 TOMBSTONES = 10_000
@@ -175,11 +175,11 @@ class MemorySessionStore(SessionStore):
         entry = self._entries.get(session_id)
         if entry is None:
             if session_id in self._tombstones:
-                raise SessionExpired(f"session '{session_id}' expired", session_id=session_id)
-            raise SessionNotFound(f"session '{session_id}' does not exist", session_id=session_id)
+                raise SessionExpired(f"session '{shown(session_id)}' expired", session_id=shown(session_id))
+            raise SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
         if entry.expires_at <= time.time():
             self._expire(session_id)
-            raise SessionExpired(f"session '{session_id}' expired", session_id=session_id)
+            raise SessionExpired(f"session '{shown(session_id)}' expired", session_id=shown(session_id))
         return entry
 
     def _remove(self, session_id: str) -> None:

@@ -56,7 +56,7 @@ from service.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from service.sessions.base import LastStep, SessionRecord, SessionStore
+from service.sessions.base import LastStep, SessionRecord, SessionStore, shown
 
 log = logging.getLogger("seqserve.sessions.redis")
 T = TypeVar("T")
@@ -267,8 +267,8 @@ class RedisSessionStore(SessionStore):
     @staticmethod
     def _missing(session_id: str, code: int) -> ServiceError:
         if code == 2:
-            return SessionExpired(f"session '{session_id}' expired", session_id=session_id)
-        return SessionNotFound(f"session '{session_id}' does not exist", session_id=session_id)
+            return SessionExpired(f"session '{shown(session_id)}' expired", session_id=shown(session_id))
+        return SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
 
     # -- interface
 
