@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from starlette.types import ASGIApp
 
 from service.api import admin, health, models, schemas, sessions, stream, v2
 from service.api import errors as api_errors
@@ -151,10 +152,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"])
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
-    if settings.fast_path:
-        app.add_middleware(StepFastPath, metrics=metrics, max_body_bytes=settings.max_body_bytes)
+    app.state.metrics = metrics
     _document_bodies(app)
     return app
+
+
+def create_asgi(settings: Settings | None = None) -> ASGIApp:
+    """What uvicorn serves: the app, with the step fast path in front of everything (even
+    Starlette's own middleware) unless SEQSERVE_FAST_PATH=false."""
+    settings = settings or Settings()
+    app = create_app(settings)
+    if not settings.fast_path:
+        return app
+    return StepFastPath(app, app.state.metrics, settings.max_body_bytes)
 
 
 def _document_bodies(app: FastAPI) -> None:

@@ -6,13 +6,14 @@ import os
 
 import uvicorn
 
-from service.app import create_app
+from service.app import create_asgi
 from service.logs import configure
+from service.protocol import CoalescingHttpToolsProtocol
 from service.settings import Settings
 
 
 def app_from_env():  # uvicorn factory for multi-worker mode: each worker reads SEQSERVE_*
-    return create_app(Settings())
+    return create_asgi(Settings())
 
 
 def serve(settings: Settings) -> None:
@@ -22,7 +23,7 @@ def serve(settings: Settings) -> None:
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": False,  # one line per request costs more than the request; errors are logged
-        "http": "httptools",
+        "http": CoalescingHttpToolsProtocol,
         "loop": "uvloop",
         "timeout_graceful_shutdown": 30,
         "log_config": None,
@@ -36,4 +37,4 @@ def serve(settings: Settings) -> None:
                 os.environ[f"SEQSERVE_{name.upper()}"] = str(value)
         uvicorn.run("service.server:app_from_env", factory=True, workers=settings.workers, **common)
     else:
-        uvicorn.run(create_app(settings), **common)
+        uvicorn.run(create_asgi(settings), **common)

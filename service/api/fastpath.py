@@ -10,11 +10,13 @@ and errors are identical; the route stays declared for the OpenAPI document.
 
 from __future__ import annotations
 
-import secrets
+import itertools
+import os
 import time
 
 import orjson
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from service.api.sessions import apply_steps
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
@@ -27,8 +29,14 @@ JSON = (b"content-type", b"application/json")
 
 
 class StepFastPath:
-    def __init__(self, app: ASGIApp, metrics: Metrics, max_body_bytes: int) -> None:
+    """Wraps the FastAPI app: `app.state.services` is read per request (set at start-up)."""
+
+    def __init__(self, app: Starlette, metrics: Metrics, max_body_bytes: int) -> None:
         self.app = app
+        self.state = app.state
+        # Request ids: a per-process random prefix and a counter; unique without a syscall.
+        prefix = os.urandom(4).hex().encode()
+        self._ids = (b"%s%x" % (prefix, n) for n in itertools.count())
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.latency = metrics.latency.labels(ROUTE, "")
@@ -53,14 +61,15 @@ class StepFastPath:
         for key, value in scope["headers"]:
             if key == b"x-request-id":
                 rid = value[:64]
-        rid = rid or secrets.token_hex(8).encode()
+        rid = rid or next(self._ids)
         try:
             raw = await self._read_body(receive)
-            body = await apply_steps(scope["app"].state.services, session_id, raw)
+            body = await apply_steps(self.state.services, session_id, raw)
             status = 200
         except ServiceError as exc:
             status, body = exc.status, orjson.dumps(exc.body())
-        await send({"type": "http.response.start", "status": status, "headers": [JSON, (b"x-request-id", rid)]})
+        headers = [JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", rid)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         if status == 200:
             self.ok.inc()
