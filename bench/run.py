@@ -53,6 +53,12 @@ def _environment() -> dict:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
+    try:
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "service", "models"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.split("\n")
+    except OSError:
+        dirty = []
     wrk = wrk_path()
     wrk_version = ""
     if wrk:
@@ -61,6 +67,7 @@ def _environment() -> dict:
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         "commit": commit,
+        "uncommitted_service_files": [line.strip() for line in dirty if line.strip()],
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "python": platform.python_version(),
@@ -166,10 +173,11 @@ def _fmt(x: float | None, digits: int = 2) -> str:
 
 def render_markdown(report: dict) -> str:
     env = report["environment"]
+    dirty = " + uncommitted service/models changes" if env.get("uncommitted_service_files") else ""
     lines = [
         "# seqserve benchmark",
         "",
-        f"{env['date']}, commit `{env['commit']}`, {env['cpus']} CPUs ({env['cpu_model']}), "
+        f"{env['date']}, commit `{env['commit']}`{dirty}, {env['cpus']} CPUs ({env['cpu_model']}), "
         f"Python {env['python']}, ONNX Runtime {env['onnxruntime']}, {env['wrk']}.",
         f"Model: 2-layer 64-hidden LSTM, 4 features. Each load: {report['warmup_s']} s warm-up "
         f"(own sessions) + {report['duration_s']} s measured, closed loop, one step per request in order; "
@@ -330,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         print("wrk not found: apt-get install wrk", file=sys.stderr)
         return 2
 
+    environment = _environment()  # at the start: the code that was measured
     rows: list[dict] = []
     startup: list[dict] = []
     notes: list[str] = [
@@ -349,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     startup = _merge_startup(startup)
     _annotate(rows)
     report = {
-        "environment": _environment(),
+        "environment": environment,
         "command": " ".join(["python -m bench.run", *(argv if argv is not None else sys.argv[1:])]),
         "duration_s": args.duration,
         "warmup_s": args.warmup,
