@@ -38,6 +38,29 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from service.repository import scan_repository
+
+    try:
+        from models.verify import verify_file
+    except ImportError as exc:
+        print(f"verify needs the [train] extra (onnx): {exc}", file=sys.stderr)
+        return 2
+    entries = [e for e in scan_repository(args.model_repository) if args.name in (None, e.name)]
+    if not entries:
+        print(f"no models in {args.model_repository}", file=sys.stderr)
+        return 2
+    failures = 0
+    for entry in entries:
+        verdict = verify_file(entry.model_path)
+        failures += not verdict.ok
+        print(
+            f"{'ok  ' if verdict.ok else 'FAIL'} {entry.name} v{entry.version}: max |ORT - NumPy| "
+            f"{verdict.max_error:.3g} whole, {verdict.streamed_error:.3g} streamed (tolerance {verdict.tolerance:.3g})"
+        )
+    return 1 if failures else 0
+
+
 def _train(args: argparse.Namespace) -> int:
     try:
         from training.cli import run
@@ -62,6 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list the models and versions in a repository")
     models.add_argument("--model-repository", default="model_repository")
     models.set_defaults(func=_models)
+
+    verify = sub.add_parser(
+        "verify", help="check every served file against the NumPy cell equations (whole and streamed)"
+    )
+    verify.add_argument("--model-repository", default="model_repository")
+    verify.add_argument("--name", help="only this model")
+    verify.set_defaults(func=_verify)
 
     train = sub.add_parser("train", help="train LSTM/GRU models on a CSV and export them to the repository")
     try:
