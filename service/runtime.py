@@ -15,6 +15,8 @@ import numpy as np
 from models.config import ModelConfig
 from service.errors import InvalidInput, LimitExceeded
 
+F32_MAX = float(np.finfo(np.float32).max)
+
 
 def _as_array(value: Any, what: str) -> np.ndarray:
     if not isinstance(value, list):
@@ -29,11 +31,11 @@ def _as_array(value: Any, what: str) -> np.ndarray:
         raise InvalidInput(f"{what} must hold only numbers (found {array.dtype.kind!r} values)", field=what)
     if _holds_bool(value, array.ndim):
         raise InvalidInput(f"{what} must hold only numbers (found true/false)", field=what)
-    with np.errstate(over="ignore"):
-        array = array.astype(np.float32)
-    if not np.isfinite(array).all():
+    # Range-check before the cast (float32 overflow would turn into inf with a warning);
+    # cheaper than a np.errstate context on every request.
+    if array.dtype.kind == "f" and array.size and not (np.isfinite(array).all() and np.abs(array).max() <= F32_MAX):
         raise InvalidInput(f"{what} holds NaN, infinite or out-of-range values", field=what)
-    return array
+    return array.astype(np.float32)
 
 
 def _holds_bool(value: list, depth: int) -> bool:

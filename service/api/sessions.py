@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import TYPE_CHECKING
 
-import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import check_object, json_response_bytes, optional_int, parse_json, read_json
@@ -16,7 +14,7 @@ from service.api.schemas import (
     SessionInfo,
     StepResponse,
 )
-from service.errors import InvalidInput, LimitExceeded, ServiceError
+from service.errors import InvalidInput, LimitExceeded
 from service.sessions.base import SessionRecord, shown
 
 if TYPE_CHECKING:
@@ -139,8 +137,8 @@ async def delete_session(session_id: str, request: Request) -> Response:
     openapi_extra=body_schema("BulkStepRequest"),
 )
 async def bulk_steps(name: str, request: Request) -> Response:
-    """Step many sessions of one model in one request; each gets its own result or error.
-    The steps run concurrently, so the batcher stacks them into few ONNX Runtime calls."""
+    """Step many sessions of one model in one request; each gets its own result or error,
+    in request order. Equal-length steps of one version go out as one ONNX Runtime call."""
     svc = services(request)
     svc.registry.get(name)  # unknown model: 404 for the whole request
     body = check_object(await read_json(request), frozenset({"steps"}))
@@ -153,15 +151,5 @@ async def bulk_steps(name: str, request: Request) -> Response:
             f"steps has {len(entries)} entries; at most {limit}", field="steps", limit="max_bulk_sessions", max=limit
         )
 
-    async def one(entry: object) -> bytes:
-        session_id = entry.get("session_id") if isinstance(entry, dict) else None
-        try:
-            if not isinstance(session_id, str):
-                raise InvalidInput("each entry needs a session_id string", field="session_id")
-            check_object(entry, frozenset({"session_id", "inputs", "position"}), "each entry")
-            return await svc.manager.step(session_id, entry.get("inputs"), entry.get("position"), model=name)
-        except ServiceError as exc:
-            return orjson.dumps({"session_id": session_id, "status": exc.status, **exc.body()})
-
-    results = await asyncio.gather(*(one(e) for e in entries))
+    results = await svc.manager.step_many(name, entries)
     return _json(b'{"results":[' + b",".join(results) + b"]}")

@@ -9,10 +9,13 @@ response for retry-safety. `save` is a check-and-set on the position so that two
 from __future__ import annotations
 
 import abc
+import asyncio
 import secrets
 from dataclasses import dataclass
 
 import numpy as np
+
+from service.errors import ServiceError
 
 
 def shown(session_id: str) -> str:
@@ -69,6 +72,16 @@ class SessionStore(abc.ABC):
     @abc.abstractmethod
     async def delete(self, session_id: str) -> bool: ...
 
+    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
+        """Bulk steps: every record, or the error that loading it raised, in order."""
+        results = await asyncio.gather(*(self.load(sid) for sid in session_ids), return_exceptions=True)
+        return [_domain(r) for r in results]
+
+    async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        """Bulk steps: save(record, expected_position) for each; None or the error, in order."""
+        results = await asyncio.gather(*(self.save(r, p) for r, p in items), return_exceptions=True)
+        return [None if r is None else _domain(r) for r in results]
+
     @abc.abstractmethod
     async def count(self) -> int: ...
 
@@ -95,3 +108,10 @@ class SessionStore(abc.ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections and background tasks."""
+
+
+def _domain(result: object) -> object:
+    """Domain errors are per-item answers; anything else is a bug and propagates."""
+    if isinstance(result, BaseException) and not isinstance(result, ServiceError):
+        raise result
+    return result

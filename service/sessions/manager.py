@@ -17,13 +17,14 @@ import hashlib
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
 from service.batching import Batcher
-from service.errors import InvalidInput, LimitExceeded, PositionConflict, TooManySessions
+from service.errors import InvalidInput, LimitExceeded, PositionConflict, ServiceError, TooManySessions
 from service.registry import LoadedModel, ModelRegistry
 from service.runtime import parse_state, parse_steps
 from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id, shown
@@ -31,6 +32,7 @@ from service.settings import Settings
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 CAS_ATTEMPTS = 3
+BULK_FIELDS = frozenset({"session_id", "inputs", "position"})
 
 
 def digest(inputs: np.ndarray) -> bytes:
@@ -43,21 +45,35 @@ class _KeyedLocks:
     def __init__(self) -> None:
         self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    @asynccontextmanager
-    async def hold(self, key: str) -> AsyncIterator[None]:
+    async def acquire(self, key: str) -> None:
         lock, users = self._locks.get(key, (None, 0))
         if lock is None:
             lock = asyncio.Lock()
         self._locks[key] = (lock, users + 1)
         try:
-            async with lock:
-                yield
+            await lock.acquire()
+        except BaseException:  # cancelled while waiting: no longer a user
+            self._forget(key)
+            raise
+
+    def release(self, key: str) -> None:
+        self._locks[key][0].release()
+        self._forget(key)
+
+    def _forget(self, key: str) -> None:
+        lock, users = self._locks[key]
+        if users == 1:
+            del self._locks[key]
+        else:
+            self._locks[key] = (lock, users - 1)
+
+    @asynccontextmanager
+    async def hold(self, key: str) -> AsyncIterator[None]:
+        await self.acquire(key)
+        try:
+            yield
         finally:
-            lock, users = self._locks[key]
-            if users == 1:
-                del self._locks[key]
-            else:
-                self._locks[key] = (lock, users - 1)
+            self.release(key)
 
 
 class SessionManager:
@@ -156,8 +172,7 @@ class SessionManager:
     async def step(self, session_id: str, inputs: Any, position: Any = None, model: str | None = None) -> bytes:
         """Apply steps; returns the JSON response body (bytes, kept for replay).
         `model`, when given, must be the session's model (bulk steps are per model)."""
-        if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
-            raise InvalidInput("position must be a non-negative integer", field="position")
+        _check_position(position)
         async with self._locks.hold(session_id):
             for attempt in range(CAS_ATTEMPTS):
                 try:
@@ -171,36 +186,171 @@ class SessionManager:
 
     async def _apply(self, session_id: str, inputs: Any, position: int | None, model: str | None) -> bytes:
         record = await self.store.load(session_id)
+        loaded, steps, key, replay = self._prepare(record, inputs, position, model)
+        if replay is not None:
+            return replay
+        state = tuple(s[:, None, :] for s in record.state)
+        outputs, new_state = await self.batcher_for(loaded).run(steps[None], state)
+        before = record.position
+        response = self._advance(record, steps, key, outputs[0], tuple(s[:, 0, :] for s in new_state))
+        await self.store.save(record, expected_position=before)
+        if self.on_steps is not None:
+            self.on_steps(loaded.key, steps.shape[0])
+        return response
+
+    def _prepare(
+        self, record: SessionRecord, inputs: Any, position: int | None, model: str | None
+    ) -> tuple[LoadedModel, np.ndarray, bytes, bytes | None]:
+        """Validate a step request against its session: (model, steps, digest, replay), where
+        `replay` is the stored response when this is a retry of the last applied request."""
         if model is not None and record.model != model:
-            raise InvalidInput(f"session '{shown(session_id)}' belongs to model '{record.model}', not '{model}'")
+            raise InvalidInput(f"session '{shown(record.session_id)}' belongs to model '{record.model}', not '{model}'")
         loaded = self.registry.get(record.model, record.version)
         steps = parse_steps(inputs, loaded.config, self.settings.max_steps_per_request)
         key = digest(steps)
         if position is not None and position != record.position:
             last = record.last
             if last is not None and position == last.position_before and key == last.digest:
-                return last.response
+                return loaded, steps, key, last.response
             raise PositionConflict(
                 f"position {position} does not match the session's position {record.position}",
                 position=record.position,
             )
-        state = tuple(s[:, None, :] for s in record.state)
-        outputs, new_state = await self.batcher_for(loaded).run(steps[None], state)
+        return loaded, steps, key, None
+
+    @staticmethod
+    def _advance(
+        record: SessionRecord, steps: np.ndarray, key: bytes, outputs: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> bytes:
+        """Move the record past `steps` (not yet saved) and return the response body."""
         before = record.position
         record.position = before + steps.shape[0]
         response = orjson.dumps(
             {
-                "session_id": session_id,
+                "session_id": record.session_id,
                 "model": record.model,
                 "version": record.version,
                 "position": record.position,
-                "outputs": outputs[0],
+                "outputs": outputs,
             },
             option=JSON_OPTS,
         )
-        record.state = tuple(s[:, 0, :] for s in new_state)
+        record.state = state
         record.last = LastStep(before, key, response)
-        await self.store.save(record, expected_position=before)
-        if self.on_steps is not None:
-            self.on_steps(loaded.key, steps.shape[0])
         return response
+
+    async def step_many(self, model: str, entries: list[Any]) -> list[bytes]:
+        """Bulk: one step request per entry ({session_id, inputs, position?}), all for `model`.
+
+        The per-session work a single step repeats (a task, a lock round, a batcher hop, a
+        store round trip) is done once for the whole request here: sessions are locked in a
+        global order (no deadlock with another bulk request), loaded together, validated one
+        by one, stacked per (version, length) into one ONNX Runtime call each, and saved
+        together. Each entry gets its own response body or error body, in request order.
+        Entries repeating a session id in the same request are applied after the others,
+        one at a time, in request order."""
+        results: list[bytes | None] = [None] * len(entries)
+        plan: list[_Work] = []
+        later: list[_Work] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(entries):
+            session_id = entry.get("session_id") if isinstance(entry, dict) else None
+            try:
+                if not isinstance(session_id, str):
+                    session_id = None  # echo only ids, not whatever stood in their place
+                    raise InvalidInput("each entry needs a session_id string", field="session_id")
+                unknown = set(entry) - BULK_FIELDS
+                if unknown:
+                    raise InvalidInput(f"entry has unknown fields {sorted(unknown)}; allowed: {sorted(BULK_FIELDS)}")
+                _check_position(entry.get("position"))
+            except ServiceError as exc:
+                results[i] = _error_body(session_id, exc)
+                continue
+            work = _Work(i, session_id, entry.get("inputs"), entry.get("position"))
+            (later if session_id in seen else plan).append(work)
+            seen.add(session_id)
+
+        locked = sorted({w.session_id for w in plan})
+        for sid in locked:
+            await self._locks.acquire(sid)
+        try:
+            groups: dict[tuple[str, int], list[_Work]] = {}
+            records = await self.store.load_many([w.session_id for w in plan])
+            for work, record in zip(plan, records, strict=True):
+                try:
+                    if isinstance(record, ServiceError):
+                        raise record
+                    work.record = record
+                    work.loaded, work.steps, work.key, replay = self._prepare(record, work.inputs, work.position, model)
+                except ServiceError as exc:
+                    results[work.index] = _error_body(work.session_id, exc)
+                    continue
+                if replay is not None:
+                    results[work.index] = replay
+                else:
+                    groups.setdefault((work.loaded.key, work.steps.shape[0]), []).append(work)
+            retries = await asyncio.gather(*(self._run_group(items, results) for items in groups.values()))
+        finally:
+            for sid in locked:
+                self._locks.release(sid)
+
+        # Position-less entries that lost a race with another replica, and repeated ids.
+        for work in sorted([w for group in retries for w in group] + later, key=lambda w: w.index):
+            try:
+                results[work.index] = await self.step(work.session_id, work.inputs, work.position, model=model)
+            except ServiceError as exc:
+                results[work.index] = _error_body(work.session_id, exc)
+        return [r if r is not None else b"null" for r in results]
+
+    async def _run_group(self, items: list[_Work], results: list[bytes | None]) -> list[_Work]:
+        """One ORT call for equal-length steps of one version; returns entries to retry."""
+        loaded = items[0].loaded
+        inputs = np.stack([w.steps for w in items])
+        n_states = len(items[0].record.state)
+        state = tuple(np.stack([w.record.state[k] for w in items], axis=1) for k in range(n_states))
+        try:
+            outputs, new_state = await self.batcher_for(loaded).run(inputs, state)
+        except ServiceError as exc:
+            for w in items:
+                results[w.index] = _error_body(w.session_id, exc)
+            return []
+        for row, w in enumerate(items):
+            w.before = w.record.position
+            row_state = tuple(s[:, row] for s in new_state)
+            results[w.index] = self._advance(w.record, w.steps, w.key, outputs[row], row_state)
+        errors = await self.store.save_many([(w.record, w.before) for w in items])
+        applied, retry = 0, []
+        for w, error in zip(items, errors, strict=True):
+            if error is None:
+                applied += w.steps.shape[0]
+            elif isinstance(error, PositionConflict) and w.position is None:
+                retry.append(w)  # another replica wrote first: recompute via the single path
+            else:
+                results[w.index] = _error_body(w.session_id, error)
+        if self.on_steps is not None and applied:
+            self.on_steps(loaded.key, applied)
+        return retry
+
+
+@dataclass(slots=True)
+class _Work:
+    """One bulk entry on its way through step_many."""
+
+    index: int
+    session_id: str
+    inputs: Any
+    position: int | None
+    record: SessionRecord = None  # type: ignore[assignment]
+    loaded: LoadedModel = None  # type: ignore[assignment]
+    steps: np.ndarray = None  # type: ignore[assignment]
+    key: bytes = b""
+    before: int = 0
+
+
+def _check_position(position: Any) -> None:
+    if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
+        raise InvalidInput("position must be a non-negative integer", field="position")
+
+
+def _error_body(session_id: Any, exc: ServiceError) -> bytes:
+    return orjson.dumps({"session_id": session_id, "status": exc.status, **exc.body()})

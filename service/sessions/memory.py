@@ -17,7 +17,7 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
-from service.errors import PositionConflict, SessionExists, SessionExpired, SessionNotFound
+from service.errors import PositionConflict, ServiceError, SessionExists, SessionExpired, SessionNotFound
 from service.sessions.base import LastStep, SessionRecord, SessionStore, shown
 
 BLOCK = 1024
@@ -136,6 +136,25 @@ class MemorySessionStore(SessionStore):
         entry.ttl = record.ttl_seconds
         entry.expires_at = time.time() + entry.ttl
         self._entries.move_to_end(record.session_id)
+
+    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
+        results: list[SessionRecord | ServiceError] = []
+        for sid in session_ids:  # no I/O: a plain loop beats a task per session
+            try:
+                results.append(await self.load(sid))
+            except ServiceError as exc:
+                results.append(exc)
+        return results
+
+    async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        results: list[ServiceError | None] = []
+        for record, expected in items:
+            try:
+                await self.save(record, expected)
+                results.append(None)
+            except ServiceError as exc:
+                results.append(exc)
+        return results
 
     async def delete(self, session_id: str) -> bool:
         if session_id not in self._entries:

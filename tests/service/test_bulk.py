@@ -1,0 +1,76 @@
+"""Bulk steps (SessionManager.step_many) equal the same steps sent one by one."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import orjson
+
+from service.app import Services
+from service.metrics import Metrics
+from service.sessions.memory import MemorySessionStore
+from service.settings import Settings
+from tests.support.models import raw_inputs
+
+
+def services(repository, registry) -> Services:
+    settings = Settings(model_repository=repository)
+    return Services(settings, Metrics(), registry, MemorySessionStore(1000), ThreadPoolExecutor(1))
+
+
+async def test_bulk_equals_single_steps(repository, registry):
+    bulk, single = services(repository, registry), services(repository, registry)
+    rng = np.random.default_rng(0)
+    # Two versions and two lengths, so several stacked calls; one session appears twice.
+    versions = [1, 2, 2, 1, 2]
+    a = [(await bulk.manager.create("lstm", v)).session_id for v in versions]
+    b = [(await single.manager.create("lstm", v)).session_id for v in versions]
+    xs = [raw_inputs(rng, n).astype(np.float32).tolist() for n in (1, 1, 3, 3, 1)]
+    extra = raw_inputs(rng, 2).astype(np.float32).tolist()
+    entries = [{"session_id": sid, "inputs": x} for sid, x in zip(a, xs, strict=True)]
+    entries.append({"session_id": a[0], "inputs": extra, "position": 1})  # after its first entry
+    got = [orjson.loads(r) for r in await bulk.manager.step_many("lstm", entries)]
+    want = [orjson.loads(await single.manager.step(sid, x)) for sid, x in zip(b, xs, strict=True)]
+    want.append(orjson.loads(await single.manager.step(b[0], extra, 1)))
+    for g, w in zip(got, want, strict=True):
+        assert g["position"] == w["position"] and g["version"] == w["version"]
+        np.testing.assert_allclose(g["outputs"], w["outputs"], atol=1e-4)
+    for sa, sb in zip(a, b, strict=True):
+        ra, rb = await bulk.store.load(sa), await single.store.load(sb)
+        assert ra.position == rb.position
+        for x, y in zip(ra.state, rb.state, strict=True):
+            np.testing.assert_allclose(x, y, atol=1e-6)
+
+
+async def test_bulk_errors_are_per_entry_and_change_nothing(repository, registry):
+    svc = services(repository, registry)
+    good = (await svc.manager.create("gru")).session_id
+    other = (await svc.manager.create("lstm")).session_id
+    before = await svc.store.load(good)
+    step = [[20.0, 500.0, 12.0]]
+    entries = [
+        {"session_id": good, "inputs": [[1.0, 2.0]]},  # wrong feature count
+        {"session_id": good, "inputs": step, "position": 5},  # conflict
+        {"session_id": other, "inputs": step},  # another model's session
+        {"session_id": "nope", "inputs": step},
+        {"session_id": 7, "inputs": step},
+        {"inputs": step},
+        "not an object",
+        {"session_id": good, "inputs": step, "extra": 1},
+    ]
+    results = [orjson.loads(r) for r in await svc.manager.step_many("gru", entries)]
+    assert [r["status"] for r in results] == [422, 409, 422, 404, 422, 422, 422, 422]
+    assert results[1]["position"] == 0 and results[4]["session_id"] is None
+    after = await svc.store.load(good)
+    assert after.position == before.position == 0
+    np.testing.assert_array_equal(after.state[0], before.state[0])
+
+
+async def test_bulk_retry_replays(repository, registry):
+    svc = services(repository, registry)
+    sid = (await svc.manager.create("gru")).session_id
+    entries = [{"session_id": sid, "inputs": [[20.0, 500.0, 12.0]], "position": 0}]
+    first = await svc.manager.step_many("gru", entries)
+    again = await svc.manager.step_many("gru", entries)
+    assert first == again and (await svc.store.load(sid)).position == 1
