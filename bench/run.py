@@ -53,6 +53,7 @@ def _environment() -> dict:
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
+    commit = os.environ.get("BENCH_COMMIT", commit)  # a snapshot without .git (git archive) names its commit
     try:
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "service", "models"], cwd=ROOT, capture_output=True, text=True

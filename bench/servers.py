@@ -47,9 +47,8 @@ def export_bench_model(repository: Path, name: str = MODEL_NAME) -> Path:
 
 
 def _seqserve_cmd() -> list[str]:
-    exe = Path(sys.executable).with_name("seqserve")
-    if exe.exists():
-        return [str(exe)]
+    """`seqserve` as `python -m service.cli` run in ROOT: the service measured is the one in this
+    checkout next to bench/ (also from an exported snapshot), whatever the editable install points at."""
     return [sys.executable, "-m", "service.cli"]
 
 
