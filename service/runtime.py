@@ -18,7 +18,7 @@ from service.errors import InvalidInput, LimitExceeded
 F32_MAX = float(np.finfo(np.float32).max)
 
 
-def _as_array(value: Any, what: str) -> np.ndarray:
+def as_array(value: Any, what: str) -> np.ndarray:
     if not isinstance(value, list):
         raise InvalidInput(f"{what} must be a JSON array of numbers", field=what)
     try:
@@ -56,7 +56,7 @@ def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "in
             limit="max_steps_per_request",
             max=max_steps,
         )
-    array = _as_array(value, what)
+    array = as_array(value, what)
     if array.ndim != 2 or array.shape[0] == 0:
         raise InvalidInput(
             f"{what} must be a non-empty [time][features] array; got shape {list(array.shape)}",
@@ -103,7 +103,7 @@ def parse_state(value: Any, config: ModelConfig, batch: int | None) -> tuple[np.
     for name in config.state_names:
         if name not in value:
             raise InvalidInput(f"state.{name} is missing; a {config.cell} needs {list(config.state_names)}")
-        array = _as_array(value[name], f"state.{name}")
+        array = as_array(value[name], f"state.{name}")
         if batch is None:
             expected: tuple[int, ...] = (config.num_layers, config.hidden_size)
             if array.shape != expected:

@@ -51,8 +51,7 @@ class StatePool:
             row[k] = array
 
     def read(self, slot: int) -> tuple[np.ndarray, ...]:
-        row = self.row(slot).copy()
-        return tuple(row[k] for k in range(self.shape[0]))
+        return tuple(self.row(slot).copy())  # views of one fresh copy, one per state tensor
 
 
 class _Entry:
