@@ -51,7 +51,8 @@ class StatePool:
             row[k] = array
 
     def read(self, slot: int) -> tuple[np.ndarray, ...]:
-        return tuple(self.row(slot).copy())  # views of one fresh copy, one per state tensor
+        copy = self.row(slot).copy()  # one fresh copy; a view per state tensor (indexing beats tuple())
+        return (copy[0],) if self.shape[0] == 1 else (copy[0], copy[1])
 
 
 class _Entry:
