@@ -22,7 +22,7 @@ from starlette.types import ASGIApp
 
 from service.api import admin, health, models, schemas, sessions, stream, v2
 from service.api import errors as api_errors
-from service.api.fastpath import StepFastPath
+from service.api.fastpath import FastPath
 from service.api.middleware import RequestMiddleware
 from service.batching import Batcher
 from service.metrics import Metrics
@@ -164,7 +164,7 @@ def create_asgi(settings: Settings | None = None) -> ASGIApp:
     app = create_app(settings)
     if not settings.fast_path:
         return app
-    return StepFastPath(app, app.state.metrics, settings.max_body_bytes)
+    return FastPath(app, app.state.metrics, settings.max_body_bytes)
 
 
 def _document_bodies(app: FastAPI) -> None:

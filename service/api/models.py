@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import numpy as np
 from fastapi import APIRouter, Request, Response
 
-from service.api.body import check_object, json_response_bytes, optional_int, read_json
+from service.api.body import check_object, json_response_bytes, optional_int, parse_json
 from service.api.deps import services
-from service.api.schemas import ErrorBody, ModelInfo, ModelList, PredictRequest, PredictResponse
+from service.api.schemas import ErrorBody, ModelInfo, ModelList, PredictRequest, PredictResponse, body_schema
 from service.errors import InvalidInput
 from service.runtime import parse_batch, parse_state
+
+if TYPE_CHECKING:
+    from service.app import Services
 
 router = APIRouter(tags=["models"])
 ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
@@ -40,17 +44,17 @@ async def get_model(name: str, request: Request) -> Response:
     "/v1/models/{name}/predict",
     response_model=PredictResponse,
     responses=ERRORS,
-    openapi_extra={
-        "requestBody": {
-            "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
-        }
-    },
+    openapi_extra=body_schema("PredictRequest"),
 )
 async def predict(name: str, request: Request) -> Response:
-    """Stateless: run whole sequences from a given (default zero) state."""
-    svc = services(request)
-    body = check_object(await read_json(request), PREDICT_FIELDS)
+    # Normally answered by service/api/fastpath.py before routing; same code either way.
+    body = await run_predict(services(request), name, await request.body())
+    return Response(body, media_type="application/json")
+
+
+async def run_predict(svc: Services, name: str, raw: bytes) -> bytes:
+    """Stateless: run whole sequences from a given (default zero) state; raw body in, body out."""
+    body = check_object(parse_json(raw), PREDICT_FIELDS)
     model = svc.registry.get(name, optional_int(body, "version", 1))
     settings = svc.settings
     sequences = parse_batch(body.get("inputs"), model.config, settings.max_batch_size, settings.max_steps_per_request)
@@ -67,9 +71,8 @@ async def predict(name: str, request: Request) -> Response:
     batcher = svc.batcher_for(model)
     lengths = {seq.shape[0] for seq in sequences}
     if len(lengths) == 1:
-        outputs, new_state = await batcher.run(np.stack(sequences), state)
+        outputs, final = await batcher.run(sequences[0][None] if batch == 1 else np.stack(sequences), state)
         per_seq = list(outputs)
-        final = new_state
     else:
         results = await asyncio.gather(
             *(batcher.run(seq[None], tuple(s[:, i : i + 1] for s in state)) for i, seq in enumerate(sequences))
@@ -79,7 +82,7 @@ async def predict(name: str, request: Request) -> Response:
     response: dict = {"model": model.name, "version": model.version, "outputs": per_seq}
     if return_state:
         response["state"] = dict(zip(model.config.state_names, final, strict=True))
-    return Response(json_response_bytes(response), media_type="application/json")
+    return json_response_bytes(response)
 
 
 __all__ = ["PredictRequest", "router"]

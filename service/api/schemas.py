@@ -11,6 +11,16 @@ from pydantic import BaseModel, ConfigDict, Field
 Steps = list[list[float]]
 
 
+def body_schema(name: str) -> dict:
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
+
+
+def optional_body_schema(name: str) -> dict:
+    ref = {"$ref": f"#/components/schemas/{name}"}
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": ref}}}}
+
+
 class ErrorBody(BaseModel):
     model_config = ConfigDict(extra="allow")
     error: str = Field(description="what is wrong, in words")

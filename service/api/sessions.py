@@ -13,6 +13,8 @@ from service.api.schemas import (
     ErrorBody,
     SessionInfo,
     StepResponse,
+    body_schema,
+    optional_body_schema,
 )
 from service.errors import InvalidInput, LimitExceeded
 from service.sessions.base import SessionRecord, shown
@@ -24,16 +26,6 @@ router = APIRouter(tags=["sessions"])
 CREATE_FIELDS = frozenset({"version", "ttl_seconds", "state"})
 STEP_FIELDS = frozenset({"inputs", "position"})
 FORK_FIELDS = frozenset({"ttl_seconds"})
-
-
-def body_schema(name: str) -> dict:
-    ref = {"$ref": f"#/components/schemas/{name}"}
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": ref}}}}
-
-
-def optional_body_schema(name: str) -> dict:
-    ref = {"$ref": f"#/components/schemas/{name}"}
-    return {"requestBody": {"required": False, "content": {"application/json": {"schema": ref}}}}
 
 
 def errors(*codes: int) -> dict:
