@@ -54,7 +54,7 @@ test: $(STAMP) system-deps
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(PY) -m bench.run
+	$(PY) -m bench.run --rounds 2
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
