@@ -2,7 +2,8 @@
 
 1. 64 concurrent streams for ~8 s (asyncio + httpx.AsyncClient, 64 connections): zero errors;
    every response's position is the previous one plus the chunk sent (nothing lost, nothing
-   applied twice); each session's final position equals the steps sent; for a few sampled
+   applied twice); no stream starves (the slowest gets at least a quarter of the average
+   share); each session's final position equals the steps sent; for a few sampled
    streams the final state equals ONE stateless predict over that stream's whole input.
 2. Memory flat after expiry: a server with SEQSERVE_SESSION_TTL_SECONDS=2 takes ~20,000 session
    creations (wrk, a few seconds); once they expire and are swept, seqserve_sessions_active is
@@ -86,6 +87,9 @@ def test_64_concurrent_streams_lose_nothing_and_apply_nothing_twice(load_server:
     total = sum(len(h) for _, h, _ in results)
     print(f"{STREAMS} streams, {total} steps in {DURATION}s")
     assert all(len(h) > 0 for _, h, _ in results), "a stream made no progress"
+    # No stream starves: the slowest gets at least a quarter of the average share.
+    counts = [len(h) for _, h, _ in results]
+    assert min(counts) >= 0.25 * total / STREAMS, (min(counts), total / STREAMS)
 
     with httpx.Client(base_url=load_server.url, timeout=60) as c:
         for sid, history, _ in results:
