@@ -274,7 +274,9 @@ def test_concurrent_steps_through_both_replicas_apply_exactly_once(topo: Topolog
     refused = sum(n for _, n in results)
     print(f"applied {len(applied)}, refused {refused}")
     assert len(applied) + refused == 2 * per_client
-    assert all(steps for steps, _ in results), "each client should get some steps in"
+    # The two clients really contended: a refusal was seen, or both got steps in. (Which client
+    # wins each race is timing; one may win them all, and that is still exactly-once.)
+    assert refused > 0 or all(steps for steps, _ in results), "the clients never overlapped"
     position = 0
     for before, after, _, _ in applied:  # one chain: no gaps, no step applied on a stale state
         assert before == position, [(b, a) for b, a, _, _ in applied]
