@@ -13,6 +13,7 @@ document.
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,10 @@ from starlette.types import Receive, Scope, Send
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
+from service.logs import set_request_id
 from service.metrics import Metrics
+
+log = logging.getLogger("seqserve.http")
 
 SESSIONS, STEPS = "/v1/sessions/", "/steps"
 MODELS, PREDICT = "/v1/models/", "/predict"
@@ -94,13 +98,19 @@ class FastPath:
         headers = [JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", rid)]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+        elapsed = time.perf_counter() - start
         if status == 200 and route == STEP_ROUTE:
             counter, latency = self.step_ok  # pre-bound: the hottest label lookups
         else:
             counter = self.metrics.requests.labels(route, "POST", str(status), model)
             latency = self.metrics.latency.labels(route, model)
         counter.inc()
-        latency.observe(time.perf_counter() - start)
+        latency.observe(elapsed)
+        if status >= 400:  # as RequestMiddleware does for everything else
+            set_request_id(rid.decode("latin-1"))
+            ms = round(elapsed * 1000, 3)
+            extra = {"method": "POST", "path": scope["path"], "status": status, "duration_ms": ms}
+            log.info("request failed", extra=extra)
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks = []
