@@ -162,7 +162,9 @@ def create_asgi(settings: Settings | None = None) -> ASGIApp:
     Starlette's own middleware) unless SEQSERVE_FAST_PATH=false."""
     settings = settings or Settings()
     app = create_app(settings)
-    if not settings.fast_path:
+    if not settings.fast_path or settings.cors_origins:
+        # CORS headers come from Starlette's middleware, which the fast path skips: with CORS
+        # configured, browsers' requests take the ordinary (slightly slower) route.
         return app
     return FastPath(app, app.state.metrics, settings.max_body_bytes)
 
