@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import json
 import math
 import multiprocessing as mp
@@ -198,7 +199,9 @@ def _http_load(
 # -- WebSocket ------------------------------------------------------------------------------------
 
 
-def _ws_worker(ws_base: str, ids: list[str], features: int, start_at: float, measure_at: float, end_at: float, q):
+def _ws_worker(
+    ws_base: str, ids: list[str], features: int, start_at: float, measure_at: float, end_at: float, q, window: int = 1
+):
     import orjson
     from websockets.asyncio.client import connect
 
@@ -233,9 +236,54 @@ def _ws_worker(ws_base: str, ids: list[str], features: int, start_at: float, mea
         except Exception:
             counts["errors"] += 1
 
+    async def pipelined(sid: str) -> None:
+        """Up to `window` steps in flight: a device sending readings as they come, reading the
+        replies as they arrive (in order, positions checked); latency is send -> reply."""
+        position = 0
+        sent: collections.deque[float] = collections.deque()
+        slots = asyncio.Semaphore(window)
+        try:
+            async with connect(f"{ws_base}/v1/sessions/{sid}/stream", compression=None, max_size=None) as ws:
+
+                async def send() -> None:
+                    while time.perf_counter() < end_at:
+                        await slots.acquire()
+                        sent.append(time.perf_counter())
+                        await ws.send(message)
+
+                sender = asyncio.create_task(send())
+                try:
+                    while True:
+                        remaining = end_at - time.perf_counter()
+                        if remaining <= 0:
+                            return
+                        try:
+                            reply = orjson.loads(await asyncio.wait_for(ws.recv(), remaining + 1))
+                        except TimeoutError:
+                            return
+                        t1 = time.perf_counter()
+                        t0 = sent.popleft()
+                        slots.release()
+                        ok = "outputs" in reply and "error" not in reply and reply.get("position") == position + 1
+                        if ok:
+                            position += 1
+                        if t0 < measure_at:
+                            continue
+                        if t1 > end_at:
+                            return
+                        if ok:
+                            counts["steps"] += 1
+                            latencies.append(t1 - t0)
+                        else:
+                            counts["errors"] += 1
+                finally:
+                    sender.cancel()
+        except Exception:
+            counts["errors"] += 1
+
     async def main() -> None:
         await asyncio.sleep(max(0.0, start_at - time.perf_counter()))
-        await asyncio.gather(*(stream(s) for s in ids))
+        await asyncio.gather(*((stream if window == 1 else pipelined)(s) for s in ids))
 
     asyncio.run(main())
     q.put((counts["steps"], counts["errors"], latencies))
@@ -248,7 +296,9 @@ def _percentile(sorted_values: list[float], pct: float) -> float:
     return sorted_values[k]
 
 
-def _ws_load(url: str, streams: int, duration: float, warmup: float, model: str, features: int, procs: int):
+def _ws_load(
+    url: str, streams: int, duration: float, warmup: float, model: str, features: int, procs: int, window: int = 1
+):
     ids = create_sessions(url, model, streams)
     ws_base = "ws" + url[len("http") :]
     procs = max(1, min(procs, streams))
@@ -259,7 +309,7 @@ def _ws_load(url: str, streams: int, duration: float, warmup: float, model: str,
     measure_at = start_at + warmup
     end_at = measure_at + duration
     workers = [
-        ctx.Process(target=_ws_worker, args=(ws_base, ids[i::procs], features, start_at, measure_at, end_at, q))
+        ctx.Process(target=_ws_worker, args=(ws_base, ids[i::procs], features, start_at, measure_at, end_at, q, window))
         for i in range(procs)
     ]
     for w in workers:
@@ -283,8 +333,8 @@ def _ws_load(url: str, streams: int, duration: float, warmup: float, model: str,
         p99_ms=_percentile(lat, 99) * 1000,
         max_ms=(lat[-1] * 1000) if lat else 0.0,
         errors=errors,
-        client=f"python-websockets x{procs}",
-        detail={"processes": procs},
+        client=f"python-websockets x{procs}" + (f", window {window}" if window > 1 else ""),
+        detail={"processes": procs, "window": window},
     )
 
 
@@ -305,6 +355,7 @@ def run_load(
     lstm: bool = True,
     bulk: int = DEFAULT_BULK,
     ws_procs: int = 1,
+    ws_window: int = 1,
 ) -> LoadResult:
     """Run one load and return its result; raises LoadError when it cannot run at all."""
     url = url.rstrip("/")
@@ -312,7 +363,7 @@ def run_load(
     if mode not in MODES:
         raise LoadError(f"unknown mode {mode!r}")
     if mode == "ws":
-        return _ws_load(url, streams, duration, warmup, model, features, ws_procs)
+        return _ws_load(url, streams, duration, warmup, model, features, ws_procs, ws_window)
     return _http_load(
         url, mode, streams, duration, warmup, model, bulk, features=features, layers=layers, hidden=hidden, lstm=lstm
     )
@@ -332,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gru", action="store_true", help="naive mode: no c state")
     parser.add_argument("--bulk", type=int, default=DEFAULT_BULK, help="sessions per bulk request")
     parser.add_argument("--ws-procs", type=int, default=1, help="client processes for ws mode")
+    parser.add_argument(
+        "--ws-window", type=int, default=1, help="ws mode: steps in flight per stream (1: wait for each reply)"
+    )
     args = parser.parse_args(argv)
     result = run_load(
         args.url,
@@ -346,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         lstm=not args.gru,
         bulk=args.bulk,
         ws_procs=args.ws_procs,
+        ws_window=args.ws_window,
     )
     print(json.dumps(result.to_dict(), indent=2))
     return 0 if result.errors == 0 and result.stream_steps > 0 else 1

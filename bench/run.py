@@ -90,7 +90,7 @@ def _cpu_model() -> str:
 def _row(server: str, result: LoadResult | None, *, mode: str, streams: int, error: str = "") -> dict:
     if result is None:
         return {"server": server, "mode": mode, "streams": streams, "failed": error}
-    row = {"server": server, **result.to_dict()}
+    row = {"server": server, **result.to_dict(), "mode": mode}
     row.pop("detail", None)
     row["connections"] = result.detail.get("connections", result.streams)
     return row
@@ -100,8 +100,11 @@ def _load(server: Server, mode: str, streams: int, args: argparse.Namespace, **k
     label = f"{server.label} {mode} x{streams}"
     load1 = os.getloadavg()[0]
     _log(f"{label}: {args.warmup}s warm-up + {args.duration}s")
+    if mode == "ws-pipelined":  # WebSocket with args.ws_window steps in flight per stream
+        kw = {**kw, "ws_window": args.ws_window}
     try:
-        result = run_load(server.url, mode, streams, args.duration, args.warmup, ws_procs=args.ws_procs, **kw)
+        load_mode = "ws" if mode == "ws-pipelined" else mode
+        result = run_load(server.url, load_mode, streams, args.duration, args.warmup, ws_procs=args.ws_procs, **kw)
     except (LoadError, OSError, RuntimeError, KeyError, ValueError) as exc:
         _log(f"{label}: FAILED {exc}")
         return _row(server.label, None, mode=mode, streams=streams, error=str(exc)[:300])
@@ -127,6 +130,7 @@ def _plan(args: argparse.Namespace, repo: Path, model_path: Path) -> list[tuple[
             jobs += [("predict", n) for n in args.streams]
         if "ws" in scen:
             jobs += [("ws", n) for n in args.streams]
+            jobs += [("ws-pipelined", n) for n in args.streams]
         if "bulk" in scen:
             jobs += [("bulk", c) for c in args.bulk_connections]
         plan.append((service_server("service-batching", repo, batching=True), jobs))
@@ -206,11 +210,11 @@ def render_markdown(report: dict) -> str:
             f"| {_fmt(r['p99_ms'])} | {r['errors']} | {_fmt(r.get('vs_naive'))}x | {_fmt(r.get('vs_floor'))}x "
             f"| {r.get('load1_before', 0):.2f} |"
         )
-    ws = [r for r in report["rows"] if r.get("mode") == "ws" and "steps_per_s" in r]
+    ws = [r for r in report["rows"] if r.get("mode") in ("ws", "ws-pipelined") and "steps_per_s" in r]
     if ws:
         lines += ["", "## WebSocket vs HTTP per-step, same streams", ""]
-        lines += ["| server | streams | HTTP steps/s | WS steps/s | WS/HTTP | HTTP p99 ms | WS p99 ms |"]
-        lines += ["| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += ["| server | WS mode | streams | HTTP steps/s | WS steps/s | WS/HTTP | HTTP p99 ms | WS p99 ms |"]
+        lines += ["| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for w in ws:
             h = next(
                 (
@@ -223,7 +227,8 @@ def render_markdown(report: dict) -> str:
             if h is None or "steps_per_s" not in h:
                 continue
             lines.append(
-                f"| {w['server']} | {w['streams']} | {_fmt(h['steps_per_s'], 0)} | {_fmt(w['steps_per_s'], 0)} "
+                f"| {w['server']} | {w['mode']} | {w['streams']} | {_fmt(h['steps_per_s'], 0)} "
+                f"| {_fmt(w['steps_per_s'], 0)} "
                 f"| {_fmt(_ratio(w['steps_per_s'], h['steps_per_s']))}x | {_fmt(h['p99_ms'])} | {_fmt(w['p99_ms'])} |"
             )
         lines += [
@@ -321,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=None, help="warm-up seconds per load (default 2)")
     parser.add_argument("--bulk-connections", default="1,2", help="bulk: concurrent connections, 256 sessions each")
     parser.add_argument("--ws-procs", type=int, default=1, help="WebSocket client processes")
+    parser.add_argument(
+        "--ws-window", type=int, default=16, help="ws-pipelined: steps in flight per stream (replies read as they come)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="repeat the whole plan; report the best round")
     parser.add_argument("--no-service", action="store_true", help="naive baseline and bench floor only")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR)

@@ -3,9 +3,19 @@
 Same semantics and errors as POST /v1/sessions/{id}/steps: each text message is a StepRequest
 ({"inputs": [[...]], "position"?: n}); each reply is the StepResponse, or an error body with
 its HTTP-equivalent `status`. An error leaves the session and the connection as they were.
+
+A client may send its next messages without waiting for replies (readings as they arrive).
+Messages already waiting when the server turns to the connection are answered together by
+SessionManager.step_stream: one model call over their concatenated steps when they are all
+valid and in sequence, one by one otherwise, with replies identical either way and in order.
+Reading stops while WINDOW messages wait, so a fast sender is slowed by TCP, not buffered.
 """
 
 from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -16,10 +26,27 @@ from service.errors import InvalidInput, MalformedJSON, ServiceError
 
 router = APIRouter(tags=["sessions"])
 STEP_FIELDS = frozenset({"inputs", "position"})
+WINDOW = 64
 
 
 def _error(exc: ServiceError) -> bytes:
     return orjson.dumps({"status": exc.status, **exc.body()})
+
+
+def _request(message: dict[str, Any], max_bytes: int) -> tuple[Any, Any]:
+    raw = message.get("text")
+    if raw is None:
+        raw = message.get("bytes") or b""
+    if len(raw) > max_bytes:
+        raise InvalidInput(f"message of {len(raw)} bytes exceeds {max_bytes}", limit="max_body_bytes")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"message is not valid JSON: {exc}") from None
+    body = check_object(body, STEP_FIELDS, "message")
+    if "inputs" not in body:
+        raise InvalidInput("inputs is required: [time][features]", field="inputs")
+    return body["inputs"], body.get("position")
 
 
 @router.websocket("/v1/sessions/{session_id}/stream")
@@ -33,27 +60,72 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         await websocket.close(code=4000 + exc.status)
         return
     max_bytes = svc.settings.max_body_bytes
+    waiting: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WINDOW)
+
+    async def read() -> None:
+        try:
+            while True:
+                message = await websocket.receive()
+                await waiting.put(message)
+                if message["type"] == "websocket.disconnect":
+                    return
+        except (WebSocketDisconnect, RuntimeError):
+            await waiting.put({"type": "websocket.disconnect"})
+
+    reader = asyncio.create_task(read())
     try:
         while True:
-            message = await websocket.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-            raw = message.get("text")
-            if raw is None:
-                raw = message.get("bytes") or b""
-            try:
-                if len(raw) > max_bytes:
-                    raise InvalidInput(f"message of {len(raw)} bytes exceeds {max_bytes}", limit="max_body_bytes")
+            messages = [await waiting.get()]
+            while not waiting.empty():
+                messages.append(waiting.get_nowait())
+            closing = any(m["type"] == "websocket.disconnect" for m in messages)
+            messages = [m for m in messages if m["type"] == "websocket.receive"]
+            # Parse every message; invalid ones get their error in place, in order.
+            replies: list[bytes | None] = [None] * len(messages)
+            requests: list[tuple[Any, Any]] = []
+            slots: list[int] = []
+            for i, message in enumerate(messages):
                 try:
-                    body = orjson.loads(raw)
-                except orjson.JSONDecodeError as exc:
-                    raise MalformedJSON(f"message is not valid JSON: {exc}") from None
-                body = check_object(body, STEP_FIELDS, "message")
-                if "inputs" not in body:
-                    raise InvalidInput("inputs is required: [time][features]", field="inputs")
-                reply = await svc.manager.step(session_id, body["inputs"], body.get("position"))
-            except ServiceError as exc:
-                reply = _error(exc)
-            await websocket.send_text(reply.decode())
+                    requests.append(_request(message, max_bytes))
+                    slots.append(i)
+                except ServiceError as exc:
+                    replies[i] = _error(exc)
+            if requests:
+                # Runs of valid messages between invalid ones keep their order.
+                results = await _answer_in_order(svc, session_id, requests, slots, replies)
+                for i, result in results:
+                    replies[i] = result
+            for reply in replies:
+                await websocket.send_text(reply.decode())  # type: ignore[union-attr]
+            if closing:
+                return
     except WebSocketDisconnect:
         return
+    finally:
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await reader
+
+
+async def _answer_in_order(
+    svc: Any, session_id: str, requests: list[tuple[Any, Any]], slots: list[int], replies: list[bytes | None]
+) -> list[tuple[int, bytes]]:
+    """Apply the valid messages in arrival order: consecutive ones (no invalid message
+    between them) go to step_stream together."""
+    out: list[tuple[int, bytes]] = []
+    run: list[int] = []
+
+    async def flush() -> None:
+        if not run:
+            return
+        results = await svc.manager.step_stream(session_id, [requests[k] for k in run])
+        for k, result in zip(run, results, strict=True):
+            out.append((slots[k], _error(result) if isinstance(result, ServiceError) else result))
+        run.clear()
+
+    for k in range(len(requests)):
+        if run and slots[k] != slots[run[-1]] + 1:  # an invalid message sits between
+            await flush()
+        run.append(k)
+    await flush()
+    return out

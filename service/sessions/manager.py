@@ -249,6 +249,57 @@ class SessionManager:
         record.last = LastStep(before, key, response)
         return response
 
+    async def step_stream(self, session_id: str, requests: list[tuple[Any, Any]]) -> list[bytes | ServiceError]:
+        """Several step requests of one session that arrived together (a WebSocket client that
+        does not wait for each reply), answered in order exactly as one-by-one `step` calls
+        would answer them. When they are all valid and in sequence they are applied as one
+        ORT call over the concatenated steps and one store write; otherwise one by one."""
+        if len(requests) > 1:
+            merged = await self._apply_run(session_id, requests)
+            if merged is not None:
+                return list(merged)
+        results: list[bytes | ServiceError] = []
+        for inputs, position in requests:
+            try:
+                results.append(await self.step(session_id, inputs, position))
+            except ServiceError as exc:
+                results.append(exc)
+        return results
+
+    async def _apply_run(self, session_id: str, requests: list[tuple[Any, Any]]) -> list[bytes | ServiceError] | None:
+        """The merged path of step_stream, or None (nothing applied) when any request needs the
+        one-by-one path: an error to report, a retry to replay, a conflict, a lost race."""
+        async with self._locks.hold(session_id):
+            try:
+                record = await self.store.load(session_id)
+                loaded = self.registry.get(record.model, record.version)
+                parts, position = [], record.position
+                for inputs, stated in requests:
+                    if stated is not None and stated != position:
+                        return None
+                    steps = parse_steps(inputs, loaded.config, self.settings.max_steps_per_request)
+                    parts.append(steps)
+                    position += steps.shape[0]
+            except ServiceError:
+                return None
+            state = tuple(s[:, None, :] for s in record.state)
+            outputs, new_state = await self.batcher_for(loaded).run(np.concatenate(parts)[None], state)
+            start, offset, responses = record.position, 0, []
+            for steps in parts:
+                rows = outputs[0, offset : offset + steps.shape[0]]
+                offset += steps.shape[0]
+                responses.append(self._advance(record, steps, digest(steps), rows, record.state))
+            record.state = tuple(s[:, 0, :] for s in new_state)
+            try:
+                await self.store.save(record, expected_position=start)
+            except PositionConflict:  # another replica wrote first: nothing saved, go one by one
+                return None
+            except ServiceError as exc:  # store down: the write may or may not have landed, so
+                return [exc] * len(requests)  # report it as a single step would, never re-apply
+            if self.on_steps is not None:
+                self.on_steps(loaded.key, offset)
+            return responses
+
     async def step_many(self, model: str, entries: list[Any]) -> list[bytes]:
         """Bulk: one step request per entry ({session_id, inputs, position?}), all for `model`.
 
