@@ -331,10 +331,11 @@ class SessionManager:
             (later if session_id in seen else plan).append(work)
             seen.add(session_id)
 
-        locked = sorted({w.session_id for w in plan})
-        for sid in locked:
-            await self._locks.acquire(sid)
+        locked: list[str] = []
         try:
+            for sid in sorted({w.session_id for w in plan}):
+                await self._locks.acquire(sid)
+                locked.append(sid)  # only what is held is released, even if cancelled midway
             groups: dict[tuple[str, int], list[_Work]] = {}
             records = await self.store.load_many([w.session_id for w in plan])
             together = self._parse_together([w.inputs for w in plan])

@@ -74,3 +74,22 @@ async def test_bulk_retry_replays(repository, registry):
     first = await svc.manager.step_many("gru", entries)
     again = await svc.manager.step_many("gru", entries)
     assert first == again and (await svc.store.load(sid)).position == 1
+
+
+async def test_cancelled_bulk_request_releases_the_locks_it_took(repository, registry):
+    import asyncio
+
+    svc = services(repository, registry)
+    a, b = sorted([(await svc.manager.create("gru")).session_id for _ in range(2)])
+    step = [[20.0, 500.0, 12.0]]
+    await svc.manager._locks.acquire(b)  # another request holds b
+    bulk = asyncio.create_task(
+        svc.manager.step_many("gru", [{"session_id": a, "inputs": step}, {"session_id": b, "inputs": step}])
+    )
+    await asyncio.sleep(0.05)  # bulk holds a and waits for b
+    bulk.cancel()
+    await asyncio.gather(bulk, return_exceptions=True)
+    svc.manager._locks.release(b)
+    # a was released on cancellation: a step on it goes straight through.
+    reply = await asyncio.wait_for(svc.manager.step(a, step), timeout=2)
+    assert orjson.loads(reply)["position"] == 1
