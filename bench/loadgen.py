@@ -210,6 +210,22 @@ def _ws_worker(
     latencies: list[float] = []
     counts = {"steps": 0, "errors": 0}
 
+    def account(reply: dict, t0: float, t1: float, position: int) -> tuple[int, bool]:
+        """Check one reply against the stream's position and count it in the measured
+        window; returns the new position and whether the stream is done."""
+        ok = "outputs" in reply and "error" not in reply and reply.get("position") == position + 1
+        position += ok
+        if t0 < measure_at:
+            return position, False
+        if t1 > end_at:
+            return position, True
+        if ok:
+            counts["steps"] += 1
+            latencies.append(t1 - t0)
+        else:
+            counts["errors"] += 1
+        return position, False
+
     async def stream(sid: str) -> None:
         position = 0  # the session's position, checked against every reply
         try:
@@ -220,19 +236,9 @@ def _ws_worker(
                         return
                     await ws.send(message)
                     reply = orjson.loads(await ws.recv())
-                    t1 = time.perf_counter()
-                    ok = "outputs" in reply and "error" not in reply and reply.get("position") == position + 1
-                    if ok:
-                        position += 1
-                    if t0 < measure_at:
-                        continue
-                    if t1 > end_at:
+                    position, done = account(reply, t0, time.perf_counter(), position)
+                    if done:
                         return
-                    if ok:
-                        counts["steps"] += 1
-                        latencies.append(t1 - t0)
-                    else:
-                        counts["errors"] += 1
         except Exception:
             counts["errors"] += 1
 
@@ -262,20 +268,10 @@ def _ws_worker(
                         except TimeoutError:
                             return
                         t1 = time.perf_counter()
-                        t0 = sent.popleft()
                         slots.release()
-                        ok = "outputs" in reply and "error" not in reply and reply.get("position") == position + 1
-                        if ok:
-                            position += 1
-                        if t0 < measure_at:
-                            continue
-                        if t1 > end_at:
+                        position, done = account(reply, sent.popleft(), t1, position)
+                        if done:
                             return
-                        if ok:
-                            counts["steps"] += 1
-                            latencies.append(t1 - t0)
-                        else:
-                            counts["errors"] += 1
                 finally:
                     sender.cancel()
         except Exception:
