@@ -14,18 +14,13 @@ async def read_json(request: Request) -> Any:
     return parse_json(await request.body())
 
 
-def parse_json(raw: bytes) -> Any:
+def parse_json(raw: bytes | str, what: str = "request body") -> Any:
     if not raw:
-        raise MalformedJSON("request body is empty; expected a JSON object")
+        raise MalformedJSON(f"{what} is empty; expected a JSON object")
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"request body is not valid JSON: {exc}") from None
-
-
-async def read_object(request: Request, allowed: frozenset[str]) -> dict[str, Any]:
-    body = await read_json(request)
-    return check_object(body, allowed)
+        raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
 
 
 def check_object(body: Any, allowed: frozenset[str], what: str = "request body") -> dict[str, Any]:

@@ -12,9 +12,6 @@ document.
 
 from __future__ import annotations
 
-import itertools
-import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -23,13 +20,12 @@ import orjson
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from service.api.middleware import log_failure, request_id_of
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.logs import set_request_id
 from service.metrics import Metrics
-
-log = logging.getLogger("seqserve.http")
 
 SESSIONS, STEPS = "/v1/sessions/", "/steps"
 MODELS, PREDICT = "/v1/models/", "/predict"
@@ -53,9 +49,6 @@ class FastPath:
     def __init__(self, app: Starlette, metrics: Metrics, max_body_bytes: int) -> None:
         self.app = app
         self.state = app.state
-        # Request ids: a per-process random prefix and a counter; unique without a syscall.
-        prefix = os.urandom(4).hex().encode()
-        self._ids = (b"%s%x" % (prefix, n) for n in itertools.count())
         self.max_body_bytes = max_body_bytes
         self.metrics = metrics
         self.step_ok = (metrics.requests.labels(STEP_ROUTE, "POST", "200", ""), metrics.latency.labels(STEP_ROUTE, ""))
@@ -84,11 +77,7 @@ class FastPath:
         arg: str,
     ) -> None:
         start = time.perf_counter()
-        rid = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                rid = value[:64]
-        rid = rid or next(self._ids)
+        rid = request_id_of(scope)
         try:
             raw = await self._read_body(receive)
             body = await handler(self.state.services, arg, raw)
@@ -108,9 +97,7 @@ class FastPath:
         latency.observe(elapsed)
         if status >= 400:  # as RequestMiddleware does for everything else
             set_request_id(rid.decode("latin-1"))
-            ms = round(elapsed * 1000, 3)
-            extra = {"method": "POST", "path": scope["path"], "status": status, "duration_ms": ms}
-            log.info("request failed", extra=extra)
+            log_failure(scope, status, elapsed)
 
     async def _read_body(self, receive: Receive) -> bytes:
         chunks = []

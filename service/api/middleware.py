@@ -4,8 +4,9 @@ Pure ASGI (no BaseHTTPMiddleware) keeps the per-request cost to a few microsecon
 
 from __future__ import annotations
 
+import itertools
 import logging
-import secrets
+import os
 import time
 from typing import Any
 
@@ -17,6 +18,24 @@ from service.logs import set_request_id
 from service.metrics import Metrics
 
 log = logging.getLogger("seqserve.http")
+
+# Request ids: a per-process random prefix and a counter; unique without a syscall per request.
+_PREFIX = os.urandom(4).hex().encode()
+_COUNTER = itertools.count()
+
+
+def request_id_of(scope: Scope) -> bytes:
+    """The client's X-Request-ID (bounded), or a fresh one."""
+    for key, value in scope["headers"]:
+        if key == b"x-request-id":
+            return value[:64]
+    return b"%s%x" % (_PREFIX, next(_COUNTER))
+
+
+def log_failure(scope: Scope, status: int, elapsed: float) -> None:
+    """One log line per error response (successes are not logged: a line costs more than a step)."""
+    extra = {"method": scope["method"], "path": scope["path"], "status": status}
+    log.info("request failed", extra={**extra, "duration_ms": round(elapsed * 1000, 3)})
 
 
 class _TooLarge(PayloadTooLarge):
@@ -34,15 +53,9 @@ class RequestMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        rid = None
-        length = None
-        for key, value in scope["headers"]:
-            if key == b"x-request-id":
-                rid = value.decode("latin-1")[:64]
-            elif key == b"content-length":
-                length = value
-        rid = rid or secrets.token_hex(8)
-        set_request_id(rid)
+        rid = request_id_of(scope)
+        length = next((value for key, value in scope["headers"] if key == b"content-length"), None)
+        set_request_id(rid.decode("latin-1"))
         status = 500
         limit = self.max_body_bytes
 
@@ -70,7 +83,7 @@ class RequestMiddleware:
             if message["type"] == "http.response.start":
                 started = True
                 status = message["status"]
-                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode())]
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", rid)]
             await send(message)
 
         try:
@@ -82,15 +95,13 @@ class RequestMiddleware:
         finally:
             self._record(scope, status, start)
 
-    async def _too_large(self, send: Send, rid: str, limit: int) -> None:
-        body = orjson.dumps(
-            {"error": f"request body exceeds {limit} bytes", "code": "payload_too_large", "limit": "max_body_bytes"}
-        )
+    async def _too_large(self, send: Send, rid: bytes, limit: int) -> None:
+        body = orjson.dumps(PayloadTooLarge(f"request body exceeds {limit} bytes", limit="max_body_bytes").body())
         await send(
             {
                 "type": "http.response.start",
                 "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid.encode())],
+                "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid)],
             }
         )
         await send({"type": "http.response.body", "body": body})
@@ -103,12 +114,4 @@ class RequestMiddleware:
         self.metrics.requests.labels(template, scope["method"], str(status), model).inc()
         self.metrics.latency.labels(template, model).observe(elapsed)
         if status >= 400:
-            log.info(
-                "request failed",
-                extra={
-                    "method": scope["method"],
-                    "path": scope["path"],
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
+            log_failure(scope, status, elapsed)

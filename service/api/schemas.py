@@ -27,11 +27,6 @@ class ErrorBody(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. session_not_found")
 
 
-class StateShape(BaseModel):
-    h: list[int]
-    c: list[int] | None = None
-
-
 class ModelVersion(BaseModel):
     name: str
     version: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
@@ -16,7 +16,7 @@ from service.api.schemas import (
     body_schema,
     optional_body_schema,
 )
-from service.errors import InvalidInput, LimitExceeded
+from service.errors import InvalidInput, LimitExceeded, SessionNotFound
 from service.sessions.base import SessionRecord, shown
 
 if TYPE_CHECKING:
@@ -88,10 +88,16 @@ async def step_session(session_id: str, request: Request) -> Response:
 
 async def apply_steps(svc: Services, session_id: str, raw: bytes) -> bytes:
     """The step endpoint's whole job, from raw body to response body."""
-    body = check_object(parse_json(raw), STEP_FIELDS)
+    inputs, position = parse_step_request(raw)
+    return await svc.manager.step(session_id, inputs, position)
+
+
+def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[Any, Any]:
+    """A StepRequest's (inputs, position), as the steps route and the WebSocket stream read it."""
+    body = check_object(parse_json(raw, what), STEP_FIELDS, what)
     if "inputs" not in body:
         raise InvalidInput("inputs is required: [time][features]", field="inputs")
-    return await svc.manager.step(session_id, body["inputs"], body.get("position"))
+    return body["inputs"], body.get("position")
 
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, responses=errors(404, 410, 503))
@@ -115,8 +121,6 @@ async def fork_session(session_id: str, request: Request) -> Response:
 
 @router.delete("/v1/sessions/{session_id}", status_code=204, responses=errors(404, 503))
 async def delete_session(session_id: str, request: Request) -> Response:
-    from service.errors import SessionNotFound
-
     if not await services(request).manager.delete(session_id):
         raise SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
     return Response(status_code=204)

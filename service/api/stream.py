@@ -20,12 +20,11 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from service.api.body import check_object
 from service.api.deps import services
-from service.errors import InvalidInput, MalformedJSON, ServiceError
+from service.api.sessions import parse_step_request
+from service.errors import InvalidInput, ServiceError
 
 router = APIRouter(tags=["sessions"])
-STEP_FIELDS = frozenset({"inputs", "position"})
 WINDOW = 64
 
 
@@ -39,14 +38,7 @@ def _request(message: dict[str, Any], max_bytes: int) -> tuple[Any, Any]:
         raw = message.get("bytes") or b""
     if len(raw) > max_bytes:
         raise InvalidInput(f"message of {len(raw)} bytes exceeds {max_bytes}", limit="max_body_bytes")
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"message is not valid JSON: {exc}") from None
-    body = check_object(body, STEP_FIELDS, "message")
-    if "inputs" not in body:
-        raise InvalidInput("inputs is required: [time][features]", field="inputs")
-    return body["inputs"], body.get("position")
+    return parse_step_request(raw, "message")
 
 
 @router.websocket("/v1/sessions/{session_id}/stream")
