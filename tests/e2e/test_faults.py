@@ -21,7 +21,6 @@ Not duplicated from tests/e2e/test_scaleout.py (replica SIGKILL, Redis crash/res
 
 from __future__ import annotations
 
-import concurrent.futures
 import shutil
 import signal
 import threading
@@ -35,9 +34,8 @@ import numpy as np
 import pytest
 
 from tests.support.models import export_model, raw_inputs
-from tests.support.nginx import NginxProcess
-from tests.support.redis import RedisProcess
 from tests.support.servers import ServiceProcess
+from tests.support.topology import Topology, compose_topology
 
 pytestmark = pytest.mark.e2e
 
@@ -45,44 +43,13 @@ RETRY_FOR = 30.0
 ATOL = 2e-4
 
 
-@dataclass
-class Topology:
-    repository: Path
-    redis: RedisProcess
-    replicas: list[ServiceProcess]
-    nginx: NginxProcess
-
-    def ensure_up(self) -> None:
-        if self.redis.proc is not None and self.redis.running:
-            self.redis.proc.send_signal(signal.SIGCONT)  # in case a test left it paused
-        else:
-            self.redis.start()
-        for replica in self.replicas:
-            if replica.proc is None or replica.proc.poll() is not None:
-                replica.start()
-
-
 @pytest.fixture(scope="module")
 def topology(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
     root = tmp_path_factory.mktemp("faults")
     repo = root / "repository"
     shutil.copytree(repository, repo)
-    redis = RedisProcess(root / "redis").start()
-    env = {"SEQSERVE_SESSION_STORE": redis.url, "SEQSERVE_LOG_LEVEL": "warning"}
-    replicas = [ServiceProcess(repo, root, env) for _ in range(2)]
-    nginx = NginxProcess(root / "nginx", [r.port for r in replicas])
-    try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda r: r.start(), replicas))
-        nginx.start()
-        yield Topology(repo, redis, replicas, nginx)
-    finally:
-        nginx.stop()
-        for replica in replicas:
-            replica.stop()
-        if redis.proc is not None and redis.running:
-            redis.proc.send_signal(signal.SIGCONT)
-        redis.stop()
+    with compose_topology(repo, root, {"SEQSERVE_LOG_LEVEL": "warning"}) as topo:
+        yield topo
 
 
 @pytest.fixture

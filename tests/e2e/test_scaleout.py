@@ -15,7 +15,6 @@ import re
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -23,9 +22,8 @@ import numpy as np
 import pytest
 
 from tests.support.models import raw_inputs
-from tests.support.nginx import NginxProcess
-from tests.support.redis import RedisProcess
 from tests.support.servers import ServiceProcess
+from tests.support.topology import Topology, compose_topology
 
 pytestmark = pytest.mark.e2e
 
@@ -33,37 +31,11 @@ MODEL = "lstm"  # h and c; the latest version (2)
 RETRY_FOR = 30.0  # seconds a client keeps retrying one step across failures
 
 
-@dataclass
-class Topology:
-    redis: RedisProcess
-    replicas: list[ServiceProcess]
-    nginx: NginxProcess
-
-    def ensure_up(self) -> None:
-        if not self.redis.running:
-            self.redis.start()
-        for replica in self.replicas:
-            if replica.proc is None or replica.proc.poll() is not None:
-                replica.start()
-
-
 @pytest.fixture(scope="module")
 def topology(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
-    root = tmp_path_factory.mktemp("scaleout")
-    redis = RedisProcess(root / "redis").start()
-    env = {"SEQSERVE_SESSION_STORE": redis.url, "SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
-    replicas = [ServiceProcess(repository, root, env) for _ in range(2)]
-    nginx = NginxProcess(root / "nginx", [r.port for r in replicas])
-    try:
-        with concurrent.futures.ThreadPoolExecutor(2) as pool:  # start both replicas at once
-            list(pool.map(lambda r: r.start(), replicas))
-        nginx.start()
-        yield Topology(redis, replicas, nginx)
-    finally:
-        nginx.stop()
-        for replica in replicas:
-            replica.stop()
-        redis.stop()
+    env = {"SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
+    with compose_topology(repository, tmp_path_factory.mktemp("scaleout"), env) as topo:
+        yield topo
 
 
 @pytest.fixture
