@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
+import numpy as np
+
 Cell = Literal["lstm", "gru"]
 Head = Literal["regression", "classification"]
 
@@ -39,6 +41,38 @@ class Normalization:
 
 
 @dataclass(frozen=True)
+class StateSpec:
+    """One recurrent state tensor of the graph: input `<name>0`, output `<name>n`, float32 of
+    shape [rows, batch, width]. h and c are [num_layers, batch, hidden]; a forecaster's own
+    history of raw readings is e.g. [1, batch, K]. Stores keep [rows, width] per session."""
+
+    name: str  # graph input "<name>0", output "<name>n"; also the key in state export/import
+    rows: int  # axis 0 (layers for h/c, 1 for a history ring)
+    width: int  # axis 2 (hidden size for h/c, ring length for a history)
+    doc: str = ""  # what the tensor holds, shown by the manifest and /v1/models
+    fill: float = 0.0  # every element of a fresh session's tensor (before any reading)
+
+
+@dataclass(frozen=True)
+class Clock:
+    """How a client's `start_time` (the time of a session's first reading) sets the phase state,
+    so the graph knows the time of day / week without the client computing features.
+
+    phase = floor((start_time - epoch) / period_seconds) mod cycle, written into every element
+    of state `state` of a fresh session; without a start_time the state keeps its `fill`
+    (which the graph reads as "phase unknown")."""
+
+    state: str  # name of the StateSpec holding the phase
+    period_seconds: float  # sampling period learned from --time-column at training
+    epoch: float  # unix time (seconds) of a reading whose phase is 0
+    cycle: int  # the phase wraps at this many readings (the longest season)
+
+    def phase(self, start_time: float) -> float:
+        steps = int((start_time - self.epoch) // self.period_seconds)
+        return float(steps % self.cycle)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild the network and to call it correctly.
 
@@ -58,6 +92,10 @@ class ModelConfig:
     horizon: int = 1
     normalization: Normalization | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # State tensors beyond the cell's h (and c), in graph order after them (e.g. a history ring).
+    extra_states: tuple[StateSpec, ...] = ()
+    # How `start_time` initialises a phase state; None when the model has no notion of time.
+    clock: Clock | None = None
 
     def __post_init__(self) -> None:
         if self.cell not in ("lstm", "gru"):
@@ -74,6 +112,13 @@ class ModelConfig:
             raise ConfigError(f"{len(self.features)} feature names for input_size {self.input_size}")
         if self.outputs and len(self.outputs) != self.output_size:
             raise ConfigError(f"{len(self.outputs)} output names for output_size {self.output_size}")
+        names = [s.name for s in self.state_specs]
+        if len(set(names)) != len(names) or any(not n.isidentifier() for n in names):
+            raise ConfigError(f"state names must be distinct identifiers, got {names}")
+        if any(s.rows < 1 or s.width < 1 for s in self.extra_states):
+            raise ConfigError("every state tensor needs rows >= 1 and width >= 1")
+        if self.clock is not None and self.clock.state not in names:
+            raise ConfigError(f"clock state {self.clock.state!r} is not one of {names}")
         norm = self.normalization
         if norm is not None:
             if len(norm.input_mean) != self.input_size or len(norm.input_std) != self.input_size:
@@ -92,12 +137,34 @@ class ModelConfig:
         return self.outputs or tuple(f"y{i}" for i in range(self.output_size))
 
     @property
+    def state_specs(self) -> tuple[StateSpec, ...]:
+        """Every state tensor, in the order the ONNX graph takes them: h (, c), then extras."""
+        cell = ("h", "c") if self.cell == "lstm" else ("h",)
+        own = tuple(StateSpec(n, self.num_layers, self.hidden_size, f"{self.cell.upper()} {n} per layer") for n in cell)
+        return own + self.extra_states
+
+    @property
     def state_names(self) -> tuple[str, ...]:
         """Names of the recurrent state tensors, in the order the ONNX graph takes them."""
-        return ("h", "c") if self.cell == "lstm" else ("h",)
+        return tuple(s.name for s in self.state_specs)
 
     def state_shape(self, batch: int) -> tuple[int, int, int]:
+        """Shape of the cell's h/c tensors; see state_shapes for every tensor."""
         return (self.num_layers, batch, self.hidden_size)
+
+    def state_shapes(self, batch: int) -> tuple[tuple[int, int, int], ...]:
+        return tuple((s.rows, batch, s.width) for s in self.state_specs)
+
+    def initial_state(self, batch: int, start_time: float | None = None) -> tuple[np.ndarray, ...]:
+        """A fresh session's state, float32 [rows, batch, width] each; `start_time` (unix
+        seconds of the first reading) sets the clock's phase state when the model has one."""
+        out = []
+        for spec in self.state_specs:
+            value = spec.fill
+            if self.clock is not None and start_time is not None and spec.name == self.clock.state:
+                value = self.clock.phase(start_time)
+            out.append(np.full((spec.rows, batch, spec.width), value, np.float32))
+        return tuple(out)
 
     def with_normalization(self, normalization: Normalization | None) -> ModelConfig:
         return replace(self, normalization=normalization)
@@ -114,6 +181,9 @@ class ModelConfig:
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
         data = dict(data)
         data.pop("format_version", None)
+        data["extra_states"] = tuple(StateSpec(**spec) for spec in data.get("extra_states", ()))
+        if data.get("clock") is not None:
+            data["clock"] = Clock(**data["clock"])
         norm = data.get("normalization")
         if norm is not None:
             data["normalization"] = Normalization(**{k: tuple(v) for k, v in norm.items()})
