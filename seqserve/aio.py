@@ -1,0 +1,520 @@
+"""The asyncio client: AsyncClient and AsyncSession. The blocking Client in
+seqserve.client runs these on a private event loop, so both behave identically.
+
+Exactly-once stepping, in short. A session object never has more than one unacknowledged
+REST request (an asyncio lock serialises `step` calls), and every request carries `position`,
+the number of steps this object saw acknowledged. The service keeps the last applied request
+of each session replayable: the identical request sent again is answered from its record,
+never applied twice. So:
+
+- transport error / timeout / 502 / 504: send the identical request again;
+- 409 whose position is ours plus this request's steps: our request was applied and its reply
+  lost (e.g. a retry raced the original on another replica); the identical request again
+  fetches the recorded reply;
+- any other 409: someone else moved the session; raise PositionConflict (nothing skipped);
+- 404 / 410: raise SessionLost carrying the position and the readings not applied, or with
+  ``recreate=True`` create a new session from the last exported state, re-apply the readings
+  acknowledged since then, and carry on;
+- 429 / 503: bounded backoff with jitter, then the same request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+import httpx
+import numpy as np
+import orjson
+
+from seqserve._protocol import RETRY_STATUSES, Attempts, RetryPolicy, as_batch, as_steps, body_of, error_of
+from seqserve.errors import (
+    NotFound,
+    PositionConflict,
+    ProtocolError,
+    SeqserveError,
+    SessionLost,
+)
+
+DEFAULT_TIMEOUT = 10.0
+CHECKPOINT_EVERY = 1000
+
+
+def _auth_headers(api_key: str | None, auth_header: str) -> dict[str, str]:
+    if api_key is None:
+        return {}
+    if auth_header.lower() == "x-api-key":
+        return {"X-API-Key": api_key}
+    return {"Authorization": f"Bearer {api_key}"}
+
+
+class AsyncClient:
+    """A seqserve service over HTTP and WebSocket, for asyncio code.
+
+    Example::
+
+        async with AsyncClient("http://127.0.0.1:8000", api_key="...") as client:
+            print(await client.models())
+            async with client.session("electricity") as session:
+                out = await session.step([[22262.0], [21756.0]])
+
+    `api_key` is sent as ``Authorization: Bearer <key>`` (or ``X-API-Key`` with
+    ``auth_header="x-api-key"``) on every request and on the WebSocket handshake.
+    `transport` replaces httpx's network transport (tests use httpx.MockTransport)."""
+
+    def __init__(
+        self,
+        base_url: str = "http://127.0.0.1:8000",
+        api_key: str | None = None,
+        *,
+        auth_header: str = "authorization",
+        timeout: float = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.headers = _auth_headers(api_key, auth_header)
+        self.timeout = timeout
+        self.retry = retry or RetryPolicy()
+        self.http = httpx.AsyncClient(
+            base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
+        )
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def request(
+        self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None
+    ) -> Any:
+        """One call with the retry policy for transport errors and 429/502/503/504; the decoded
+        JSON answer, or the typed error. Used for everything but session steps."""
+        content = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        attempts = Attempts(self.retry)
+        while True:
+            try:
+                response = await self.http.request(method, path, content=content, params=params)
+            except httpx.TransportError as exc:
+                await attempts.wait(exc)
+                continue
+            if response.status_code < 300:
+                return body_of(response) if response.content else None
+            error = error_of(response)
+            if response.status_code in RETRY_STATUSES:
+                await attempts.wait(error)
+                continue
+            raise error
+
+    # Models and stateless prediction
+
+    async def models(self) -> list[dict[str, Any]]:
+        """Every served model: ``[{"name", "latest", "versions": [...]}]``."""
+        return (await self.request("GET", "/v1/models"))["models"]
+
+    async def model(self, name: str) -> dict[str, Any]:
+        """One model: its versions with features, outputs, state shapes and training metrics."""
+        return await self.request("GET", f"/v1/models/{name}")
+
+    async def predict(
+        self,
+        name: str,
+        inputs: Any,
+        version: int | None = None,
+        return_state: bool = False,
+        state: Mapping[str, Any] | None = None,
+    ) -> Any:
+        """Stateless: whole sequences from a given (default initial) state.
+
+        `inputs` is [time][features] (array, list or DataFrame), [batch][time][features], or a
+        list of sequences of different lengths. The outputs come back in the same form
+        (a DataFrame with the model's output names for a DataFrame). With `return_state`,
+        returns ``(outputs, state)`` where state maps names to [rows][batch][width] arrays.
+
+        Example: ``y = await client.predict("electricity", np.array([[22262.0], [21756.0]]))``
+        """
+        sequences, form = as_batch(inputs)
+        body: dict[str, Any] = {"inputs": [s.tolist() for s in sequences], "return_state": return_state}
+        if version is not None:
+            body["version"] = version
+        if state is not None:
+            body["state"] = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in state.items()}
+        answer = await self.request("POST", f"/v1/models/{name}/predict", body)
+        outputs = [np.asarray(o, dtype=np.float32) for o in answer["outputs"]]
+        result: Any = outputs[0] if form == "one" else (np.stack(outputs) if form == "batch" else outputs)
+        if form == "one" and _is_dataframe(inputs):
+            import pandas as pd
+
+            versions = (await self.model(name))["versions"]
+            info = next((v for v in versions if v["version"] == answer["version"]), versions[-1])
+            result = pd.DataFrame(outputs[0], index=inputs.index, columns=info["outputs"])
+        if return_state:
+            return result, {k: np.asarray(v, dtype=np.float32) for k, v in answer["state"].items()}
+        return result
+
+    # Sessions
+
+    def session(
+        self,
+        name: str,
+        version: int | None = None,
+        ttl: float | None = None,
+        state: Mapping[str, Any] | None = None,
+        *,
+        recreate: bool = False,
+        checkpoint_every: int = CHECKPOINT_EVERY,
+        **create: Any,
+    ) -> _SessionOpener:
+        """A new streaming session; await it, or use it as ``async with``, which deletes the
+        session on exit.
+
+        `state` resumes from exported state ({name: [rows][width]}). `recreate=True` makes the
+        session survive expiry and loss: it exports its state every `checkpoint_every`
+        acknowledged steps and, when the service answers 404/410, creates a new session from
+        that state and re-applies the readings since. Further keyword arguments go into the
+        create request as they are (e.g. ``start_time="2014-01-06T00:00:00Z"``).
+
+        Example::
+
+            session = await client.session("electricity", ttl=600)
+            y = await session.step([[22262.0]])
+        """
+        return _SessionOpener(self, name, version, ttl, state, recreate, checkpoint_every, create)
+
+    async def _create(
+        self,
+        name: str,
+        version: int | None,
+        ttl: float | None,
+        state: Mapping[str, Any] | None,
+        extra: Mapping[str, Any],
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = dict(extra)
+        if version is not None:
+            body["version"] = version
+        if ttl is not None:
+            body["ttl_seconds"] = ttl
+        if state is not None:
+            body["state"] = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in state.items()}
+        # A create whose reply is lost and is sent again leaves one unused session behind; it
+        # expires after its TTL. Nothing else about a create can be applied twice.
+        return await self.request("POST", f"/v1/models/{name}/sessions", body)
+
+    async def step_many(self, steps: Mapping[AsyncSession, Any]) -> dict[AsyncSession, np.ndarray]:
+        """Step many sessions in one request per model over the bulk endpoint.
+
+        Each session's readings are applied exactly once with the same rules as
+        `AsyncSession.step`: entries whose reply was unclear (a whole-request transport error,
+        a 409 that our own lost reply explains, 429/503) are finished by that session's own
+        `step`, which resends the identical entry. Sessions must not be stepped concurrently
+        by other calls meanwhile. Raises BulkStepError (with the results that succeeded) when
+        some entries failed for good.
+
+        Example: ``outs = await client.step_many({s1: [[1.0]], s2: [[2.0]]})``"""
+        by_model: dict[str, list[tuple[AsyncSession, np.ndarray]]] = {}
+        for session, readings in steps.items():
+            by_model.setdefault(session.model, []).append((session, as_steps(readings, session.features)))
+        results: dict[AsyncSession, np.ndarray] = {}
+        errors: dict[AsyncSession, SeqserveError] = {}
+        for model, entries in by_model.items():
+            await self._bulk(model, entries, results, errors)
+        if errors:
+            raise BulkStepError(f"{len(errors)} of {len(steps)} session(s) failed", results=results, errors=errors)
+        return results
+
+    async def _bulk(
+        self,
+        model: str,
+        entries: list[tuple[AsyncSession, np.ndarray]],
+        results: dict[AsyncSession, np.ndarray],
+        errors: dict[AsyncSession, SeqserveError],
+    ) -> None:
+        body = {
+            "steps": [
+                {"session_id": s.session_id, "inputs": x.tolist(), "position": s.position - s._base} for s, x in entries
+            ]
+        }
+        try:
+            answer = await self.request("POST", f"/v1/models/{model}/sessions/steps", body)
+            replies: list[Any] = answer["results"]
+        except SeqserveError:
+            replies = [None] * len(entries)  # unclear as a whole: each session finishes its own
+        for (session, x), reply in zip(entries, replies, strict=True):
+            try:
+                if isinstance(reply, dict) and "outputs" in reply:
+                    results[session] = session._accept(x, reply)
+                    continue
+                if isinstance(reply, dict) and reply.get("status") not in (None, 409, *RETRY_STATUSES):
+                    error = _error_from_entry(reply)
+                    if not isinstance(error, SessionLost) or not session.recreate:
+                        raise session._annotate(error, x)
+                results[session] = await session.step(x)  # resend the identical entry, alone
+            except SeqserveError as exc:
+                errors[session] = exc
+
+
+def _error_from_entry(reply: dict[str, Any]) -> SeqserveError:
+    from seqserve.errors import error_from_body
+
+    status = reply.get("status")
+    return error_from_body(status if isinstance(status, int) else 500, reply)
+
+
+def _is_dataframe(value: Any) -> bool:
+    try:
+        import pandas as pd
+    except ImportError:
+        return False
+    return isinstance(value, pd.DataFrame)
+
+
+class BulkStepError(SeqserveError):
+    """Some entries of `step_many` failed for good. `results` holds the outputs of those that
+    succeeded (applied exactly once), `errors` the typed error of each that failed."""
+
+    def __init__(self, message: str, *, results: dict[Any, np.ndarray], errors: dict[Any, SeqserveError]) -> None:
+        super().__init__(message)
+        self.results = results
+        self.errors = errors
+
+
+class _SessionOpener:
+    """What `AsyncClient.session()` returns: awaitable (the session) and an async context
+    manager (the session, deleted on exit)."""
+
+    def __init__(self, client: AsyncClient, *args: Any) -> None:
+        self.client = client
+        self.args = args
+        self.session: AsyncSession | None = None
+
+    async def open(self) -> AsyncSession:
+        name, version, ttl, state, recreate, checkpoint_every, create = self.args
+        info = await self.client._create(name, version, ttl, state, create)
+        session = AsyncSession(self.client, info, recreate=recreate, checkpoint_every=checkpoint_every)
+        session._create_args = (ttl, create)
+        if recreate:
+            await session.export_state()  # the state to recreate from, known from position 0
+        return session
+
+    def __await__(self) -> Generator[Any, None, AsyncSession]:
+        return self.open().__await__()
+
+    async def __aenter__(self) -> AsyncSession:
+        self.session = await self.open()
+        return self.session
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self.session is not None:
+            await self.session.close()
+
+
+class AsyncSession:
+    """One streaming session. `position` counts the steps this object has seen
+    acknowledged, over the whole life of the stream (a recreated session continues it).
+
+    Not for concurrent use by several writers: that is what the position check refuses."""
+
+    def __init__(
+        self, client: AsyncClient, info: Mapping[str, Any], *, recreate: bool = False, checkpoint_every: int = 1000
+    ) -> None:
+        self.client = client
+        self.session_id: str = info["session_id"]
+        self.model: str = info["model"]
+        self.version: int = info["version"]
+        self.position: int = info.get("position", 0)
+        self.recreate = recreate
+        self.checkpoint_every = max(1, checkpoint_every)
+        self.features: int | None = None
+        self._base = 0  # logical position at which the current server-side session started
+        self._lock = asyncio.Lock()
+        self._checkpoint: tuple[int, dict[str, np.ndarray]] | None = None
+        self._journal: list[np.ndarray] = []  # acknowledged readings since the checkpoint
+        self._upcoming: tuple[int, dict[str, np.ndarray]] | None = None  # a checkpoint ahead of acks
+        self._create_args: tuple[float | None, Mapping[str, Any]] = (None, {})
+        self.recreated = 0
+
+    def __repr__(self) -> str:
+        return f"<AsyncSession {self.session_id[:8]}… {self.model} v{self.version} at {self.position}>"
+
+    @property
+    def _path(self) -> str:
+        return f"/v1/sessions/{self.session_id}"
+
+    async def __aenter__(self) -> AsyncSession:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def step(self, readings: Any) -> np.ndarray:
+        """Apply readings ([time][features], one reading, or a number) and return exactly
+        their outputs, [time][outputs]. Retries and resynchronises as the module says; the
+        readings are applied exactly once or an error says why not.
+
+        Example: ``y = await session.step([[22262.0], [21756.0]])  # y.shape == (2, 1)``"""
+        steps = as_steps(readings, self.features)
+        async with self._lock:
+            outputs = await self._apply(steps)
+            await self._after_ack()
+            return outputs
+
+    async def _apply(self, steps: np.ndarray) -> np.ndarray:
+        attempts = Attempts(self.client.retry)
+        replays = 0
+        while True:
+            body = orjson.dumps(
+                {"inputs": steps, "position": self.position - self._base}, option=orjson.OPT_SERIALIZE_NUMPY
+            )
+            try:
+                response = await self.client.http.post(f"{self._path}/steps", content=body)
+            except httpx.TransportError as exc:
+                await attempts.wait(exc)  # the identical request again: applied once either way
+                continue
+            if response.status_code == 200:
+                return self._accept(steps, body_of(response))
+            error = error_of(response)
+            if isinstance(error, PositionConflict):
+                if error.server_position == self.position - self._base + len(steps) and replays < 2:
+                    replays += 1  # ours was applied, its reply lost: the same request fetches it
+                    continue
+                raise self._annotate(error, steps)
+            if isinstance(error, SessionLost):
+                if self.recreate:
+                    await self._recreate()
+                    continue
+                raise self._annotate(error, steps)
+            if response.status_code in RETRY_STATUSES:
+                await attempts.wait(error)
+                continue
+            raise self._annotate(error, steps)
+
+    def _accept(self, steps: np.ndarray, reply: Mapping[str, Any]) -> np.ndarray:
+        """A step reply for `steps`: check it is the one expected, move the position on."""
+        expected = self.position - self._base + len(steps)
+        if reply.get("position") != expected:
+            raise ProtocolError(f"step reply says position {reply.get('position')}, expected {expected}")
+        outputs = np.asarray(reply["outputs"], dtype=np.float32)
+        self.position += len(steps)
+        if self._checkpoint is not None:
+            self._journal.append(steps)
+        return outputs
+
+    def _annotate(self, error: SeqserveError, pending: np.ndarray | None) -> SeqserveError:
+        if isinstance(error, SessionLost):
+            error.session_id, error.position, error.pending = self.session_id, self.position, pending
+        if isinstance(error, PositionConflict):
+            error.client_position = self.position - self._base
+        return error
+
+    async def _after_ack(self) -> None:
+        if self._checkpoint is not None and self.position - self._checkpoint[0] >= self.checkpoint_every:
+            await self.export_state()
+
+    async def export_state(self) -> dict[str, np.ndarray]:
+        """The session's state now, {name: [rows][width]} (feed it to
+        ``client.session(name, state=...)`` to continue the stream elsewhere). Also the point
+        a ``recreate=True`` session or a stream recovers from."""
+        position, state = await self._read_state()
+        self._adopt_checkpoint(position, state)
+        return state
+
+    async def _read_state(self) -> tuple[int, dict[str, np.ndarray]]:
+        """(logical position, state) as the server holds them, read together."""
+        info = await self.client.request("GET", self._path, params={"include_state": "true"})
+        return self._base + info["position"], {k: np.asarray(v, dtype=np.float32) for k, v in info["state"].items()}
+
+    def _adopt_checkpoint(self, position: int, state: dict[str, np.ndarray]) -> bool:
+        """Make (position, state) the point to recover from, keeping the acknowledged readings
+        after it. False when it lies ahead of what is acknowledged (adopt it later); True when
+        adopted or of no use (older than the current one)."""
+        if position > self.position:
+            return False
+        if self._checkpoint is None:
+            if position == self.position:
+                self._checkpoint, self._journal = (position, state), []
+            return True
+        start = self._checkpoint[0]
+        if position < start:
+            return True
+        rest = np.concatenate(self._journal)[position - start :] if self._journal else None
+        self._journal = [rest] if rest is not None and len(rest) else []
+        self._checkpoint = (position, state)
+        return True
+
+    async def info(self) -> dict[str, Any]:
+        """The server's view: position, version, expiry (no state)."""
+        return await self.client.request("GET", self._path)
+
+    async def _recreate(self) -> None:
+        """A new server-side session from the last checkpoint, brought up to `position` by
+        re-applying the acknowledged readings since (their outputs are already known)."""
+        if self._checkpoint is None:
+            raise SessionLost("session lost before any state was exported; cannot recreate", status=410)
+        start, state = self._checkpoint
+        ttl, extra = self._create_args
+        extra = {k: v for k, v in extra.items() if k != "start_time"}  # the state carries the clock
+        info = await self.client._create(self.model, self.version, ttl, state, extra)
+        self.session_id, self._base, self.recreated = info["session_id"], start, self.recreated + 1
+        journal, self._journal, self._upcoming = self._journal, [], None
+        self.position = start
+        if journal:
+            await self._apply(np.concatenate(journal))
+
+    async def fork(self, ttl: float | None = None) -> AsyncSession:
+        """A new session starting from a copy of this one's state (what-if runs); it has
+        this session's position and recovery settings."""
+        async with self._lock:
+            info = await self.client.request("POST", f"{self._path}/fork", {} if ttl is None else {"ttl_seconds": ttl})
+            child = AsyncSession(self.client, info, recreate=self.recreate, checkpoint_every=self.checkpoint_every)
+            child._base = self._base
+            child.position = self._base + info["position"]
+            child.features = self.features
+            child._create_args = (ttl, self._create_args[1])
+            child._checkpoint = self._checkpoint
+            child._journal = list(self._journal)
+            return child
+
+    async def close(self) -> None:
+        """Delete the session (a session already gone counts as deleted)."""
+        with contextlib.suppress(SessionLost, NotFound):
+            await self.client.request("DELETE", self._path)
+
+    def stream(self, readings: Iterable[Any] | AsyncIterable[Any], window: int = 16) -> AsyncIterator[np.ndarray]:
+        """Send readings over the WebSocket without waiting for each reply (up to `window`
+        unanswered messages) and yield each message's outputs in order. Each item is one
+        message: a reading (1-D, yields [outputs]) or several ([time][features], yields
+        [time][outputs]). A dropped connection is reopened and the stream resumes at the
+        right position: nothing applied twice, nothing skipped.
+
+        Example::
+
+            async for y in session.stream(readings, window=16):
+                print(y)
+        """
+        from seqserve._stream import stream_session
+
+        return stream_session(self, readings, window)
+
+    async def _recompute(self, steps: np.ndarray) -> np.ndarray:
+        """Outputs for `steps`, which the server applied right after `position` but whose
+        replies were lost: a stateless predict from the checkpoint over the journal and
+        `steps` (equal to the session's own outputs: stream == whole sequence)."""
+        assert self._checkpoint is not None
+        _start, state = self._checkpoint
+        inputs = np.concatenate([*self._journal, steps]) if self._journal else steps
+        body = {
+            "inputs": [inputs],
+            "version": self.version,
+            "state": {k: v[:, None, :] for k, v in state.items()},
+        }
+        answer = await self.client.request("POST", f"/v1/models/{self.model}/predict", body)
+        return np.asarray(answer["outputs"][0], dtype=np.float32)[len(inputs) - len(steps) :]

@@ -1,0 +1,25 @@
+"""The client is usable on a machine without the server: importing it pulls in neither torch
+nor the server's packages (checked in a fresh interpreter, where nothing is preloaded)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from tests.support.servers import ROOT
+
+
+def test_import_needs_no_server_or_training_packages():
+    code = (
+        "import sys, seqserve, seqserve.client, seqserve.aio\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'service', 'models', 'training',"
+        " 'fastapi', 'onnxruntime', 'uvicorn', 'redis', 'pandas'})\n"
+        "print(','.join(bad))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == ""
+
+
+def test_py_typed_marker_ships():
+    assert (ROOT / "seqserve" / "py.typed").is_file()
