@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, writing each small response with one send instead of two.
+"""uvicorn's httptools protocol, writing each small response with one send instead of two, and
+bounded: header size, header-read time and open connections (BoundedHttpToolsProtocol).
 
 uvicorn writes a response's status line and headers as soon as the app sends
 `http.response.start`, and the body on `http.response.body`: two send() system calls and,
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
@@ -59,3 +61,123 @@ class _CoalescingTransport:
 class CoalescingHttpToolsProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(_CoalescingTransport(transport))  # type: ignore[arg-type]
+
+
+class Limits:
+    """Per-connection limits, set once per process from Settings (`configure`) before uvicorn
+    builds protocols; class attributes because uvicorn constructs the protocol itself."""
+
+    max_header_bytes = 64 * 1024
+    header_timeout = 10.0
+    max_connections = 2048
+
+
+def configure(max_header_bytes: int, header_timeout: float, max_connections: int) -> None:
+    Limits.max_header_bytes = max_header_bytes
+    Limits.header_timeout = header_timeout
+    Limits.max_connections = max_connections
+
+
+def _refusal(status: int, phrase: bytes, code: str, message: str) -> bytes:
+    body = orjson.dumps({"error": message, "code": code})
+    return b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
+        status,
+        phrase,
+        len(body),
+        body,
+    )
+
+
+class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
+    """Limits uvicorn's httptools protocol does not have.
+
+    - Header size: httptools buffers a header of any size (and concatenates it piecewise, so
+      a 64 MiB header costs seconds of CPU); bytes are counted before they reach the parser
+      and a request whose header block exceeds `max_header_bytes` is answered 431 and closed.
+      Counting is per read, so the limit holds to within one socket read (at most 256 KiB).
+    - Header-read timeout: a connection that opens, or starts a request, and does not
+      finish its headers within `header_timeout` seconds is closed (408 if it sent
+      anything). Idle keep-alive connections are closed by uvicorn's `timeout_keep_alive`.
+    - Connection limit: beyond `max_connections` open connections (HTTP and WebSocket) a
+      new one is answered 503 and closed, before it costs a request task.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reading_headers = True
+        self._header_bytes = 0
+        self._tail = b""
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._refused = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > Limits.max_connections:
+            self.logger.warning("connection refused: %d connections open (max_connections)", len(self.connections) - 1)
+            self._refuse(_refusal(503, b"Service Unavailable", "too_many_connections", "too many open connections"))
+            return
+        self._arm_header_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_header_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._reading_headers and not self._headers_fit(data):
+            self.logger.warning("request refused: header block over %d bytes", Limits.max_header_bytes)
+            message = f"request headers exceed {Limits.max_header_bytes} bytes"
+            self._refuse(_refusal(431, b"Request Header Fields Too Large", "headers_too_large", message))
+            return
+        super().data_received(data)
+        if self._reading_headers and self._header_bytes and self._header_timer is None:
+            self._arm_header_timer()  # a request has started and its headers are not complete
+
+    def _headers_fit(self, data: bytes) -> bool:
+        budget = Limits.max_header_bytes - self._header_bytes
+        if len(data) <= budget:
+            self._header_bytes += len(data)
+            self._tail = data[-3:]
+            return True
+        # Over budget only if the header block does not end within it (the same read may
+        # carry the end of the headers and then a large body).
+        end = (self._tail + data).find(b"\r\n\r\n")
+        return end != -1 and end + 4 - len(self._tail) <= budget
+
+    def on_headers_complete(self) -> None:
+        self._reading_headers = False
+        self._header_bytes = 0
+        self._tail = b""
+        self._cancel_header_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._reading_headers = True  # whatever arrives next is the next request's headers
+
+    def _arm_header_timer(self) -> None:
+        self._cancel_header_timer()
+        self._header_timer = self.loop.call_later(Limits.header_timeout, self._header_timeout)
+
+    def _cancel_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _header_timeout(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing() or not self._reading_headers:
+            return
+        if self._header_bytes:
+            message = f"request headers not received within {Limits.header_timeout:g} s"
+            self._refuse(_refusal(408, b"Request Timeout", "header_timeout", message))
+        else:
+            self._refused = True
+            self.transport.close()
+
+    def _refuse(self, response: bytes) -> None:
+        self._refused = True
+        self._cancel_header_timer()
+        self.transport.write(response)
+        self.transport.close()

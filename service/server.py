@@ -6,24 +6,36 @@ import os
 
 import uvicorn
 
+from service import protocol
 from service.app import create_asgi
 from service.logs import configure
-from service.protocol import CoalescingHttpToolsProtocol
 from service.settings import Settings
 
 
 def app_from_env():  # uvicorn factory for multi-worker mode: each worker reads SEQSERVE_*
-    return create_asgi(Settings())
+    settings = Settings()
+    configure_limits(settings)
+    return create_asgi(settings)
+
+
+def configure_limits(settings: Settings) -> None:
+    """The connection limits our protocol enforces (per process: each worker calls this)."""
+    protocol.configure(settings.max_header_bytes, settings.header_timeout_seconds, settings.max_connections)
 
 
 def serve(settings: Settings) -> None:
     configure(settings.log_level)
+    configure_limits(settings)
     common = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": False,  # one line per request costs more than the request; errors are logged
-        "http": CoalescingHttpToolsProtocol,
+        "http": protocol.BoundedHttpToolsProtocol,
+        "timeout_keep_alive": settings.keep_alive_timeout_seconds,
+        "h11_max_incomplete_event_size": settings.max_header_bytes,  # only if h11 were chosen
+        "ws_max_size": settings.ws_max_message_bytes,
+        "ws_max_queue": settings.ws_max_queue,
         "loop": "uvloop",
         "timeout_graceful_shutdown": 30,
         "log_config": None,

@@ -40,6 +40,25 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(256, ge=1)
     max_bulk_sessions: int = Field(1024, ge=1)
 
+    # Bounded work per request and per connection (safe defaults; see docs/operations.md)
+    max_chunk_elements: int = Field(
+        32_768,
+        ge=1,
+        description="rows x steps per ONNX Runtime call; longer work runs in time chunks carrying the state, "
+        "so peak memory follows this setting, not the request",
+    )
+    ort_cpu_arena: bool = Field(
+        False, description="ONNX Runtime's CPU memory arena keeps its peak for the process's life; off: freed"
+    )
+    max_header_bytes: int = Field(64 * 1024, ge=1024, description="request header block; 431 beyond")
+    header_timeout_seconds: float = Field(
+        10.0, gt=0, description="a connection must finish a request's headers within this; closed otherwise"
+    )
+    keep_alive_timeout_seconds: float = Field(5.0, gt=0, description="idle keep-alive connections are closed")
+    max_connections: int = Field(2048, ge=1, description="open connections (HTTP + WebSocket); 503 beyond")
+    ws_max_message_bytes: int = Field(1024 * 1024, ge=1024, description="WebSocket message size; closed 1009 beyond")
+    ws_max_queue: int = Field(16, ge=1, description="WebSocket messages read ahead of the application")
+
     # Dynamic batching
     batching: bool = True
     batch_max_delay_us: int = Field(

@@ -8,7 +8,8 @@ A client may send its next messages without waiting for replies (readings as the
 Messages already waiting when the server turns to the connection are answered together by
 SessionManager.step_stream: one model call over their concatenated steps when they are all
 valid and in sequence, one by one otherwise, with replies identical either way and in order.
-Reading stops while WINDOW messages wait, so a fast sender is slowed by TCP, not buffered.
+Reading stops while `ws_max_queue` messages wait, so a fast sender is slowed by TCP, not buffered
+(each message is at most `ws_max_message_bytes`, enforced by the server before it is read).
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from service.api.sessions import parse_step_request
 from service.errors import InvalidInput, ServiceError
 
 router = APIRouter(tags=["sessions"])
-WINDOW = 64
 
 
 def _error(exc: ServiceError) -> bytes:
@@ -52,7 +52,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         await websocket.close(code=4000 + exc.status)
         return
     max_bytes = svc.settings.max_body_bytes
-    waiting: asyncio.Queue[dict[str, Any]] = asyncio.Queue(WINDOW)
+    waiting: asyncio.Queue[dict[str, Any]] = asyncio.Queue(svc.settings.ws_max_queue)
 
     async def read() -> None:
         try:
