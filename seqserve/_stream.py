@@ -166,6 +166,7 @@ async def stream_session(
                     why = exc.error if isinstance(exc, _Resync) else exc
                     if not isinstance(why, SessionLost):
                         await attempts.wait(why)
+                    session.stats["reconnects"] += 1
                     for message, outputs in await _resync(session, pending):
                         yield message.shaped(outputs)
                     continue
@@ -203,6 +204,7 @@ async def _resync(session: AsyncSession, pending: deque[_Message]) -> list[tuple
     if not applied:
         return []
     outputs = await session._recompute(np.concatenate([m.steps for m in applied]))
+    session.stats["recomputed"] += len(outputs)
     results, offset = [], 0
     for message in applied:
         rows = outputs[offset : offset + len(message.steps)]

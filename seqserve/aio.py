@@ -341,6 +341,9 @@ class AsyncSession:
         self._upcoming: tuple[int, dict[str, np.ndarray]] | None = None  # a checkpoint ahead of acks
         self._create_args: tuple[float | None, Mapping[str, Any]] = (None, {})
         self.recreated = 0
+        # What recovery took so far: requests sent again, 409s our own lost reply explained,
+        # WebSocket reconnections, steps whose outputs were recomputed after lost replies.
+        self.stats = {"resent": 0, "conflicts_resolved": 0, "reconnects": 0, "recomputed": 0}
 
     def __repr__(self) -> str:
         return f"<AsyncSession {self.session_id[:8]}… {self.model} v{self.version} at {self.position}>"
@@ -378,6 +381,7 @@ class AsyncSession:
                 response = await self.client.http.post(f"{self._path}/steps", content=body)
             except httpx.TransportError as exc:
                 await attempts.wait(exc)  # the identical request again: applied once either way
+                self.stats["resent"] += 1
                 continue
             if response.status_code == 200:
                 return self._accept(steps, body_of(response))
@@ -385,6 +389,7 @@ class AsyncSession:
             if isinstance(error, PositionConflict):
                 if error.server_position == self.position - self._base + len(steps) and replays < 2:
                     replays += 1  # ours was applied, its reply lost: the same request fetches it
+                    self.stats["conflicts_resolved"] += 1
                     continue
                 raise self._annotate(error, steps)
             if isinstance(error, SessionLost):
@@ -394,6 +399,7 @@ class AsyncSession:
                 raise self._annotate(error, steps)
             if response.status_code in RETRY_STATUSES:
                 await attempts.wait(error)
+                self.stats["resent"] += 1
                 continue
             raise self._annotate(error, steps)
 

@@ -189,6 +189,11 @@ class Session:
     def version(self) -> int:
         return self.aio.version
 
+    @property
+    def stats(self) -> dict[str, int]:
+        """What recovery took so far (resent requests, reconnects, recomputed steps...)."""
+        return self.aio.stats
+
     def step(self, readings: Any) -> np.ndarray:
         """Apply readings exactly once and return their outputs [time][outputs].
 

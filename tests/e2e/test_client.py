@@ -1,0 +1,110 @@
+"""The Python client against one real server: predict, sessions (step, fork, export, close),
+bulk, the WebSocket stream, and recreate after a real expiry, each compared with a
+stateless predict of the same readings."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqserve import AsyncClient, Client, InvalidInput, ModelNotFound, SessionExpired, SessionNotFound
+from tests.support.models import raw_inputs
+
+pytestmark = pytest.mark.e2e
+
+
+def close(a, b) -> None:
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * max(1.0, float(np.abs(b).max())))
+
+
+@pytest.fixture
+def api(server):
+    with Client(server.url) as c:
+        yield c
+
+
+def test_models_and_predict_forms(api):
+    names = [m["name"] for m in api.models()]
+    assert names == ["gru", "lstm"]
+    assert api.model("lstm")["latest"] == 2
+    x = raw_inputs(np.random.default_rng(1), 7).astype(np.float32)
+    one = api.predict("lstm", x)
+    assert one.shape == (7, 2)
+    batch = api.predict("lstm", np.stack([x, x]))
+    assert batch.shape == (2, 7, 2)
+    close(batch[1], one)
+    ragged = api.predict("lstm", [x, x[:3]])
+    close(ragged[1], one[:3])  # same start state: a prefix gives the prefix's outputs
+    frame = pd.DataFrame(x, columns=["temp", "load", "hour"], index=pd.RangeIndex(10, 17))
+    out = api.predict("lstm", frame)
+    assert list(out.columns) == ["y@t+1", "y@t+2"] and list(out.index) == list(range(10, 17))
+    outputs, state = api.predict("lstm", x, version=1, return_state=True)
+    assert outputs.shape == (7, 2)
+    assert set(state) == {"h", "c"} and state["h"].shape == (2, 1, 16)
+    with pytest.raises(ModelNotFound):
+        api.predict("nope", x)
+    with pytest.raises(InvalidInput):
+        api.predict("lstm", x[:, :2])
+
+
+def test_session_step_fork_export_close(api):
+    x = raw_inputs(np.random.default_rng(2), 12).astype(np.float32)
+    whole = api.predict("gru", x)
+    with api.session("gru") as session:
+        first = session.step(x[:5])
+        fork = session.fork()
+        state = session.export_state()
+        rest = session.step(x[5:])
+        close(np.concatenate([first, rest]), whole)
+        assert session.position == 12
+        close(fork.step(x[5:]), whole[5:])  # the fork continues from the same state
+        moved = api.session("gru", state=state)  # exported state resumes elsewhere
+        close(moved.step(x[5:]), whole[5:])
+        moved.close()
+        fork.close()
+    with pytest.raises(SessionNotFound):  # the context manager deleted it
+        session.info()
+
+
+def test_bulk_step_many(api):
+    rng = np.random.default_rng(3)
+    xs = [raw_inputs(rng, 4).astype(np.float32) for _ in range(3)]
+    sessions = [api.session("lstm") for _ in xs]
+    out = api.step_many({s: x[:2] for s, x in zip(sessions, xs, strict=True)})
+    out2 = api.step_many({s: x[2:] for s, x in zip(sessions, xs, strict=True)})
+    for s, x in zip(sessions, xs, strict=True):
+        close(np.concatenate([out[s], out2[s]]), api.predict("lstm", x))
+        assert s.position == 4
+
+
+def test_recreate_after_a_real_expiry(api):
+    x = raw_inputs(np.random.default_rng(4), 10).astype(np.float32)
+    whole = api.predict("lstm", x)
+    session = api.session("lstm", ttl=1.0, recreate=True, checkpoint_every=4)
+    outputs = [session.step(x[i : i + 1]) for i in range(6)]  # checkpoint at 4, 5 and 6 after it
+    time.sleep(2.2)
+    outputs.append(session.step(x[6:]))
+    assert session.aio.recreated == 1 and session.position == 10
+    close(np.concatenate(outputs), whole)
+    plain = api.session("lstm", ttl=1.0)
+    plain.step(x[:2])
+    time.sleep(2.2)
+    with pytest.raises((SessionExpired, SessionNotFound)) as caught:
+        plain.step(x[2:4])
+    assert caught.value.position == 2
+    np.testing.assert_array_equal(caught.value.pending, x[2:4])
+
+
+async def test_async_stream_in_chunks(server):
+    x = raw_inputs(np.random.default_rng(5), 40).astype(np.float32)
+    async with AsyncClient(server.url) as client:
+        whole = await client.predict("lstm", x)
+        async with client.session("lstm") as session:
+            head = await session.step(x[:3])
+            chunks = [x[i : i + 5] for i in range(3, 40, 5)]
+            streamed = [y async for y in session.stream(chunks, window=4)]
+            close(np.concatenate([head, *streamed]), whole)
+            assert session.position == 40 and (await session.info())["position"] == 40

@@ -1,0 +1,118 @@
+"""The Python client through a lossy network: a proxy that drops requests and replies at
+random sits between the client and nginx, which balances two replicas sharing redis-server.
+The client streams the bundled electricity series (4,032 half-hourly readings) through one
+session, over REST (chunks of random sizes) and over the pipelined WebSocket; its outputs
+must equal one stateless predict of the whole series and the session must end exactly at
+the number of readings: nothing applied twice, nothing skipped."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import torch
+
+from models.config import ModelConfig, Normalization
+from models.export import export_onnx
+from models.recurrent import RecurrentModel
+from seqserve import Client, RetryPolicy
+from tests.support.chaos_proxy import ChaosProxy
+from tests.support.topology import Topology, compose_topology
+
+pytestmark = pytest.mark.e2e
+
+SERIES = Path(__file__).resolve().parents[2] / "training/datasets/electricity_halfhourly/electricity_halfhourly.csv"
+PATIENT = RetryPolicy(attempts=60, base=0.01, cap=0.2, deadline=60.0)
+
+
+def electricity() -> np.ndarray:
+    with SERIES.open() as f:
+        return np.array([[float(row["demand_mw"])] for row in csv.DictReader(f)], dtype=np.float32)
+
+
+def export_demand_model(repository: Path) -> None:
+    """A small LSTM in the electricity model's shape (one reading in, next one out). Its weights
+    are random: this test is about the protocol, and every output depends on all earlier ones."""
+    torch.manual_seed(7)
+    config = ModelConfig(
+        cell="lstm",
+        input_size=1,
+        hidden_size=16,
+        output_size=1,
+        features=("demand_mw",),
+        outputs=("demand_mw@t+1",),
+        normalization=Normalization((25000.0,), (4000.0,), (25000.0,), (4000.0,)),
+    )
+    export_onnx(RecurrentModel(config).eval(), repository / "demand" / "1" / "model.onnx")
+
+
+@pytest.fixture(scope="module")
+def topology(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+    repository = tmp_path_factory.mktemp("chaos-repo")
+    export_demand_model(repository)
+    with compose_topology(repository, tmp_path_factory.mktemp("chaos"), {"SEQSERVE_LOG_LEVEL": "warning"}) as topo:
+        yield topo
+
+
+@pytest.fixture(scope="module")
+def series() -> np.ndarray:
+    return electricity()
+
+
+@pytest.fixture(scope="module")
+def whole(topology: Topology, series: np.ndarray) -> np.ndarray:
+    """The reference: one stateless predict of the whole series, straight to a replica."""
+    r = httpx.post(
+        f"{topology.replicas[0].url}/v1/models/demand/predict", json={"inputs": [series.tolist()]}, timeout=60
+    )
+    assert r.status_code == 200, r.text
+    return np.asarray(r.json()["outputs"][0], dtype=np.float32)
+
+
+def final_position(topology: Topology, session_id: str) -> int:
+    r = httpx.get(f"{topology.replicas[1].url}/v1/sessions/{session_id}", timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["position"]
+
+
+def assert_same(outputs: np.ndarray, whole: np.ndarray) -> None:
+    assert outputs.shape == whole.shape
+    np.testing.assert_allclose(outputs, whole, rtol=0, atol=1e-5 * max(1.0, float(np.abs(whole).max())))
+
+
+def test_rest_steps_through_a_lossy_network(topology, series, whole):
+    rng = np.random.default_rng(3)
+    sizes = rng.integers(1, 13, size=len(series))
+    proxy = ChaosProxy(topology.nginx.port, seed=11, drop_request=0.02, drop_reply=0.04)
+    with proxy, Client(proxy.url, retry=PATIENT) as client:
+        session = client.session("demand")
+        outputs, t = [], 0
+        for n in sizes:
+            if t >= len(series):
+                break
+            outputs.append(session.step(series[t : t + n]))
+            t += int(n)
+        assert session.position == len(series)
+        proxy.enabled = False
+        assert final_position(topology, session.session_id) == len(series)
+    assert proxy.faults["reply_dropped"] >= 10 and proxy.faults["request_dropped"] >= 5, proxy.faults
+    assert session.stats["resent"] >= 10, session.stats
+    assert_same(np.concatenate(outputs), whole)
+
+
+def test_pipelined_websocket_stream_through_a_lossy_network(topology, series, whole):
+    proxy = ChaosProxy(topology.nginx.port, seed=5, drop_request=0.005, drop_reply=0.02)
+    with proxy, Client(proxy.url, retry=PATIENT) as client:
+        session = client.session("demand", checkpoint_every=500)
+        outputs = list(session.stream(series, window=16))  # one reading per message
+        assert session.position == len(series)
+        proxy.enabled = False
+        assert final_position(topology, session.session_id) == len(series)
+    assert proxy.faults["reply_dropped"] >= 10, proxy.faults
+    # replies of applied messages were lost, and their outputs recovered, not re-applied
+    assert session.stats["reconnects"] >= 10 and session.stats["recomputed"] > 0, session.stats
+    assert_same(np.stack(outputs), whole)
