@@ -1,7 +1,10 @@
 """torch -> ONNX with the recurrent state as explicit graph inputs and outputs, then proof.
 
-Graph signature (dynamic batch and time):
-    input [B, T, F], h0 [L, B, H] (, c0 [L, B, H])  ->  output [B, T, O], hn [L, B, H] (, cn)
+Graph signature (dynamic batch and time), states in `config.state_specs` order:
+    input [B, T, F], h0 [L, B, H] (, c0 [L, B, H]) (, ring0 ...)  ->  output [B, T, O], hn (, cn) (, ringn ...)
+
+Any module with a `.config` (ModelConfig), `init_state(batch)` and `forward(x, state)` exports:
+the plain RecurrentModel and the history-state Forecaster alike.
 
 The legacy TorchScript exporter (dynamo=False) emits one native ONNX LSTM/GRU node per layer,
 which ONNX Runtime runs as a fused kernel. Every export is checked before it is accepted:
@@ -21,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import METADATA_KEY, ModelConfig
-from models.recurrent import RecurrentModel
+from models.reference import tolerance
 
 OPSET = 17
 DEFAULT_PARITY_CASES: tuple[tuple[int, int], ...] = ((1, 1), (3, 1), (1, 17), (4, 64), (2, 257))
@@ -42,7 +45,7 @@ def output_names(config: ModelConfig) -> list[str]:
 class _FlatSignature(nn.Module):
     """The exporter wants positional tensors in and a flat tuple out."""
 
-    def __init__(self, model: RecurrentModel) -> None:
+    def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
 
@@ -51,13 +54,8 @@ class _FlatSignature(nn.Module):
         return (y, *new_state)
 
 
-def tolerance(reference: np.ndarray) -> float:
-    """float32 tolerance relative to the output scale (raw units can be in the thousands)."""
-    return 1e-5 * max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
-
-
 def export_onnx(
-    model: RecurrentModel,
+    model: nn.Module,
     path: str | Path,
     *,
     metadata: Mapping[str, str] | None = None,
@@ -67,7 +65,7 @@ def export_onnx(
     """Export `model` to `path` and verify it; returns the worst parity error seen."""
     import onnx
 
-    config = model.config
+    config: ModelConfig = model.config  # type: ignore[assignment]
     model = model.eval().cpu()
     example_batch, example_len = 2, 3  # >= 2 each, or the exporter fixes those axes
     x = torch.randn(example_batch, example_len, config.input_size)
@@ -81,10 +79,11 @@ def export_onnx(
     buffer = io.BytesIO()
     # The exporter warns about fixed batch sizes for RNNs; our states are graph inputs with a
     # dynamic batch axis, which is the remedy it suggests, and parity below proves it.
+    wrapper = _FlatSignature(model).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            _FlatSignature(model),
+            wrapper,
             (x, *state),
             buffer,
             input_names=input_names(config),
@@ -94,6 +93,9 @@ def export_onnx(
             do_constant_folding=True,
             dynamo=False,
         )
+    # The exporter restores the wrapper's training mode afterwards; parity must run in eval
+    # mode (dropout off), as served.
+    model.eval()
     proto = onnx.load_from_string(buffer.getvalue())
     entries = {METADATA_KEY: config.to_json(), **(metadata or {})}
     for key, value in entries.items():
@@ -117,8 +119,29 @@ def export_onnx(
     return worst
 
 
+def random_state(model: nn.Module, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """States to check parity from: the model's own plausible ones when it defines them."""
+    own = getattr(model, "random_state", None)
+    if own is not None:
+        return own(batch, rng)
+    shapes = model.config.state_shapes(batch)  # type: ignore[union-attr,operator]
+    return [(0.5 * rng.standard_normal(shape)).astype(np.float32) for shape in shapes]
+
+
+def random_input(model: nn.Module, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+    """Raw readings around the data's level and spread, as the model will see them."""
+    own = getattr(model, "random_input", None)
+    if own is not None:
+        return own(batch, steps, rng)
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    norm = config.normalization
+    mean = np.asarray(norm.input_mean) if norm else 0.0
+    std = np.asarray(norm.input_std) if norm else 1.0
+    return (rng.standard_normal((batch, steps, config.input_size)) * std + mean).astype(np.float32)
+
+
 def check_parity(
-    model: RecurrentModel,
+    model: nn.Module,
     onnx_model: bytes | str | Path,
     cases: Iterable[tuple[int, int]] = DEFAULT_PARITY_CASES,
     seed: int = 0,
@@ -128,15 +151,13 @@ def check_parity(
 
     source = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
     session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    config = model.config
+    config: ModelConfig = model.config  # type: ignore[assignment]
+    model.eval()
     rng = np.random.default_rng(seed)
-    norm = config.normalization
-    mean = np.asarray(norm.input_mean) if norm else 0.0
-    std = np.asarray(norm.input_std) if norm else 1.0
     worst = 0.0
     for batch, steps in cases:
-        x = (rng.standard_normal((batch, steps, config.input_size)) * std + mean).astype(np.float32)
-        state = [(0.5 * rng.standard_normal(config.state_shape(batch))).astype(np.float32) for _ in config.state_names]
+        x = random_input(model, batch, steps, rng)
+        state = random_state(model, batch, rng)
         with torch.no_grad():
             y, new_state = model(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state))
         expected = [y.numpy(), *(s.numpy() for s in new_state)]

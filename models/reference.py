@@ -19,6 +19,15 @@ import numpy as np
 
 from models.config import METADATA_KEY, ModelConfig
 
+RELATIVE_TOLERANCE = 1e-4
+
+
+def tolerance(reference: np.ndarray) -> float:
+    """float32 tolerance relative to the tensor's scale (raw units can be in the thousands):
+    float32 graphs round differently from each other and from float64, and over hundreds of
+    steps that adds up to ~1e-5 of the scale; a wrong graph is off by far more."""
+    return RELATIVE_TOLERANCE * max(1.0, float(np.max(np.abs(reference))) if reference.size else 1.0)
+
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-x))
@@ -175,3 +184,219 @@ def _onnx_to_torch_gates(op: str, w: np.ndarray, r: np.ndarray, b: np.ndarray, h
 
     b_ih, b_hh = b[: gates * hidden], b[gates * hidden :]
     return LayerWeights(reorder(w), reorder(r), reorder(b_ih), reorder(b_hh))
+
+
+# ------------------------------------------------------------------------- history forecaster
+
+
+@dataclass
+class ForecasterReference:
+    """The history-state forecaster (models/forecaster.py) one reading at a time, in float64,
+    from its spec: a Python ring, a counter and a phase, features written out per step, the cell
+    equations above, then the analog head. Shares no code with the vectorised torch graph."""
+
+    config: ModelConfig
+    layers: list[LayerWeights]
+    head_w: np.ndarray  # [head_outputs, hidden]
+    head_b: np.ndarray
+
+    @property
+    def spec(self) -> Any:
+        from models.forecast_spec import ForecastSpec
+
+        return ForecastSpec.from_dict(self.config.extra["forecaster"])
+
+    def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
+        return tuple(s.astype(np.float64) for s in self.config.initial_state(batch))
+
+    def run(
+        self, x: np.ndarray, state: tuple[np.ndarray, ...] | None = None
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        cfg, spec = self.config, self.spec
+        x = np.asarray(x, dtype=np.float64)
+        batch, steps, _ = x.shape
+        state = self.zero_state(batch) if state is None else tuple(np.array(s, np.float64) for s in state)
+        lstm = cfg.cell == "lstm"
+        cells = 2 if lstm else 1
+        h = [state[0][layer].copy() for layer in range(cfg.num_layers)]
+        c = [state[1][layer].copy() for layer in range(cfg.num_layers)] if lstm else []
+        rings = [list(state[cells][0, b]) for b in range(batch)]
+        counts = [float(state[cells + 1][0, b, 0]) for b in range(batch)]
+        phases = [float(state[cells + 2][0, b, 0]) for b in range(batch)] if spec.cycle else [-1.0] * batch
+        out = np.zeros((batch, steps, spec.horizon))
+        for t in range(steps):
+            inputs, extras = [], []
+            for b in range(batch):
+                rnn_in, extra = self._step_features(spec, x[b, t], rings[b], counts[b], phases[b])
+                inputs.append(rnn_in)
+                extras.append(extra)
+                rings[b] = [*rings[b][1:], x[b, t, spec.target_index]]
+                counts[b] = min(counts[b] + 1, spec.ring + 1)
+                if spec.cycle and phases[b] >= 0:
+                    phases[b] = (phases[b] + 1) % spec.cycle
+            inp = np.array(inputs)
+            for layer, weights in enumerate(self.layers):
+                if lstm:
+                    h[layer], c[layer] = lstm_cell(inp, h[layer], c[layer], weights)
+                else:
+                    h[layer] = gru_cell(inp, h[layer], weights)
+                inp = h[layer]
+            coef = (inp @ self.head_w.T + self.head_b).reshape(batch, spec.horizon, len(spec.columns) + 1)
+            for b, (base, columns, wscale) in enumerate(extras):
+                residual = coef[b, :, 0] + (coef[b, :, 1:] * columns).sum(axis=1)
+                out[b, t] = base + np.asarray(spec.scale) * wscale * residual
+        final = [np.stack(h)] + ([np.stack(c)] if lstm else [])
+        final.append(np.array(rings)[None])
+        final.append(np.array(counts)[None, :, None])
+        if spec.cycle:
+            final.append(np.array(phases)[None, :, None])
+        return out, tuple(final)
+
+    @staticmethod
+    def _step_features(
+        spec: Any, reading: np.ndarray, ring: list[float], count: float, phase: float
+    ) -> tuple[list[float], tuple[np.ndarray, np.ndarray, float]]:
+        K = spec.ring
+        y_t = float(reading[spec.target_index])
+        history = [*ring, y_t]  # history[K - L] is y_{t-L}
+        seen = min(count + 1, K + 1)
+
+        def y(lag: int) -> float:
+            return history[K - lag]
+
+        def available(lag: int) -> bool:
+            return seen >= lag + 1
+
+        dy = y_t - y(1) if available(1) else 0.0
+        features = [dy / spec.dy_std]
+        if spec.seasons:
+            s0 = spec.short_season
+            e = dy - (y(s0) - y(s0 + 1)) if available(s0 + 1) else 0.0
+            features += [e / spec.e_std, 1.0 if available(spec.seasons[-1]) else 0.0]
+        level, wscale = spec.level_mean, 1.0
+        if spec.transform == "revin":
+            real = int(min(seen, K))
+            window = (np.array(history[K + 1 - real :]) - spec.level_mean) / spec.level_std
+            level = spec.level_mean + spec.level_std * window.mean()
+            wscale = spec.level_std * float(np.sqrt(window.var() + 1e-2**2))
+            features.append((y_t - level) / wscale)
+        elif spec.transform == "none":
+            features.append((y_t - spec.level_mean) / spec.level_std)
+        if spec.cycle:
+            known = phase >= 0
+            nxt = (phase + 1) % spec.cycle if known else 0.0
+            features.append(0.0 if known else 1.0)
+            for s in spec.seasons:
+                for j in range(1, spec.harmonics + 1):
+                    angle = 2.0 * np.pi * j * nxt / s
+                    features += [np.sin(angle) if known else 0.0, np.cos(angle) if known else 0.0]
+            if spec.blocks:
+                block = int((nxt % spec.seasons[-1]) // spec.seasons[0])
+                features += [1.0 if known and i == block else 0.0 for i in range(spec.blocks)]
+        for i, col in enumerate(spec.other_features):
+            features.append((float(reading[col]) - spec.feature_mean[i]) / spec.feature_std[i])
+
+        base = np.zeros(spec.horizon)
+        columns = np.zeros((spec.horizon, len(spec.columns)))
+        for k in range(1, spec.horizon + 1):
+            if spec.transform in ("none", "revin"):
+                value = level
+            else:
+                value = y_t
+                if spec.transform in ("seasonal", "seasonal_diff"):
+                    for s in spec.seasons:  # shortest first: the longest available season wins
+                        if available(s):
+                            m = -(-k // s)
+                            value = y(m * s - k) + (m * (y_t - y(s)) if spec.transform == "seasonal_diff" else 0.0)
+            base[k - 1] = value
+            for j, (kind, lag) in enumerate(spec.columns):
+                std = spec.column_std[k - 1][j] if spec.column_std else 1.0
+                if kind == "lead" and lag >= k and available(lag):
+                    raw = y(lag - k) - y(lag)
+                elif kind == "gap" and available(lag):
+                    raw = y_t - y(lag)
+                elif kind == "level":
+                    raw = y_t - level
+                else:
+                    continue
+                columns[k - 1, j] = raw / std / wscale if std > 0 else 0.0
+        return features, (base, columns, wscale)
+
+    @classmethod
+    def from_torch(cls, model: Any) -> ForecasterReference:
+        params = {k: v.detach().cpu().double().numpy() for k, v in model.state_dict().items()}
+        layers = [
+            LayerWeights(
+                params[f"rnn.weight_ih_l{k}"],
+                params[f"rnn.weight_hh_l{k}"],
+                params[f"rnn.bias_ih_l{k}"],
+                params[f"rnn.bias_hh_l{k}"],
+            )
+            for k in range(model.config.num_layers)
+        ]
+        return cls(model.config, layers, params["head.weight"], params["head.bias"])
+
+    @classmethod
+    def from_onnx(cls, path: str | Path) -> ForecasterReference:
+        """Weights from the graph: the native LSTM/GRU nodes and the head, found by its shape
+        [hidden, horizon * (columns + 1)] (a MatMul) and its bias (an Add)."""
+        import onnx
+        from onnx import numpy_helper
+
+        from models.forecast_spec import ForecastSpec
+
+        proto = onnx.load(str(path))
+        meta = {p.key: p.value for p in proto.metadata_props}
+        config = ModelConfig.from_json(meta[METADATA_KEY])
+        spec = ForecastSpec.from_dict(config.extra["forecaster"])
+        constants = _graph_constants(proto, numpy_helper)
+        hidden, width = config.hidden_size, spec.head_outputs
+        layers: list[LayerWeights] = []
+        head_w = head_b = None
+        for node in proto.graph.node:
+            if node.op_type in ("LSTM", "GRU"):
+                w, r, b = (constants[name][0] for name in node.input[1:4])
+                layers.append(_onnx_to_torch_gates(node.op_type, w, r, b, hidden))
+            elif node.op_type in ("MatMul", "Gemm") and layers and head_w is None:
+                name = node.input[1]
+                if name in constants and constants[name].shape == (hidden, width):
+                    head_w = constants[name].T
+                    if node.op_type == "Gemm" and len(node.input) > 2:
+                        head_b = constants[node.input[2]]
+            elif node.op_type == "Add" and head_w is not None and head_b is None:
+                for name in node.input:
+                    if name in constants and constants[name].shape == (width,):
+                        head_b = constants[name]
+        if len(layers) != config.num_layers or head_w is None or head_b is None:
+            raise ValueError(f"{path}: graph does not hold {config.num_layers} {config.cell} layers and a head")
+        return cls(config, layers, head_w, head_b)
+
+
+def _graph_constants(proto: Any, numpy_helper: Any) -> dict[str, np.ndarray]:
+    constants: dict[str, np.ndarray] = {
+        t.name: numpy_helper.to_array(t).astype(np.float64) for t in proto.graph.initializer
+    }
+    for node in proto.graph.node:
+        if node.op_type == "Constant":
+            for attr in node.attribute:
+                if attr.name == "value":
+                    constants[node.output[0]] = numpy_helper.to_array(attr.t).astype(np.float64)
+    return constants
+
+
+def load_reference(path: str | Path) -> ReferenceModel | ForecasterReference:
+    """The right reference for an exported file: forecaster or plain recurrent model."""
+    import onnx
+
+    meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    config = ModelConfig.from_json(meta[METADATA_KEY])
+    if config.extra.get("forecaster"):
+        return ForecasterReference.from_onnx(path)
+    return ReferenceModel.from_onnx(path)
+
+
+def reference_for(model: Any) -> ReferenceModel | ForecasterReference:
+    """The reference of a torch model (forecaster or plain)."""
+    if model.config.extra.get("forecaster"):
+        return ForecasterReference.from_torch(model)
+    return ReferenceModel.from_torch(model)

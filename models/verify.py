@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from models.config import ModelConfig
-from models.reference import ReferenceModel
+from models.reference import load_reference
+from models.reference import tolerance as relative_tolerance
 
 
 @dataclass
@@ -39,20 +40,20 @@ def _inputs(config: ModelConfig, batch: int, steps: int, rng: np.random.Generato
 def verify_file(path: str | Path, steps: int = 64, batch: int = 3, seed: int = 0) -> Verdict:
     import onnxruntime as ort
 
-    reference = ReferenceModel.from_onnx(path)
+    reference = load_reference(path)
     config = reference.config
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     inputs = ["input", *(f"{s}0" for s in config.state_names)]
     outputs = ["output", *(f"{s}n" for s in config.state_names)]
     x = _inputs(config, batch, steps, np.random.default_rng(seed))
-    zero = [np.zeros(config.state_shape(batch), np.float32) for _ in config.state_names]
+    zero = list(config.initial_state(batch))
     want, _ = reference.run(x)
     got = session.run(outputs, dict(zip(inputs, [x, *zero], strict=True)))[0]
     state, streamed = zero, []
     for t in range(steps):
         y, *state = session.run(outputs, dict(zip(inputs, [x[:, t : t + 1], *state], strict=True)))
         streamed.append(y)
-    tolerance = 1e-5 * max(1.0, float(np.abs(want).max()))
+    tolerance = relative_tolerance(want)
     return Verdict(
         Path(path),
         float(np.abs(got - want).max()),

@@ -1,0 +1,155 @@
+"""What a history-state forecaster computes, as plain data: lags, seasons, transform, constants.
+
+The spec lives in `ModelConfig.extra["forecaster"]`, so the exported file describes its own
+feature construction and the NumPy reference (models/reference.py) can rebuild it without torch.
+Pure Python/NumPy: the serving image may import it.
+
+Terms (y is the target's raw reading, t the reading just received):
+- ring: the last K readings before y_t, a state tensor [1, B, K]; `lag(L)` is y_{t-L}, L <= K.
+- count: readings seen so far, capped at K + 1; lag L is *available* when count >= L + 1.
+- phase: position of the *next* reading within `cycle` (the seasons' least common multiple);
+  -1 means unknown (no start_time given), and stays -1.
+- transform: the baseline the network corrects, per lead k (all in raw units):
+    none           the training mean (the network sees levels; for series without trend)
+    diff           y_t (last value)
+    seasonal       y_{t+k-mS} (seasonal naive, S the longest season available)
+    seasonal_diff  y_{t+k-mS} + m (y_t - y_{t-S}) ("last season's value plus this season's change")
+    revin          the mean of the last K readings seen (per-window level); residual scale = their std
+  While the ring is filling up, seasons whose lags are not yet available are skipped, shortest
+  last, ending at the last value: the first K steps answer from what the session has seen.
+- analog columns, per lead k and lag L: the lead change y_{t+k-L} - y_{t-L} (only for L >= k)
+  and the gap y_t - y_{t-L}. The network outputs one weight per column and a bias per lead;
+  forecast_k = base_k + scale_k * (bias_k + sum_c w_kc * column_kc / column_std_kc).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+TRANSFORMS = ("none", "diff", "seasonal", "seasonal_diff", "revin")
+SHORT_LAGS = (1, 2, 3)
+MAX_BLOCKS = 14  # one-hot "day of week" style blocks when long/short season ratio is this or less
+HARMONICS = 2
+MAX_CYCLE = 100_000
+
+
+class SpecError(ValueError):
+    """Settings that cannot make a forecaster (the message names the problem)."""
+
+
+@dataclass(frozen=True)
+class ForecastSpec:
+    target_index: int  # which input column is the target
+    num_features: int  # input columns in all
+    horizon: int
+    seasons: tuple[int, ...]  # ascending, each >= 2
+    transform: str
+    ring: int  # K
+    lags: tuple[int, ...]  # analog lags, ascending
+    cycle: int  # phase wraps here; 0 = no phase state (no clock)
+    blocks: int  # one-hot blocks of the longest season (0 = none)
+    harmonics: int
+    # Constants fitted on the training block (1.0 until fitted).
+    level_mean: float = 0.0
+    level_std: float = 1.0
+    dy_std: float = 1.0
+    e_std: float = 1.0
+    scale: tuple[float, ...] = ()  # per lead: std of the residual over the baseline
+    column_std: tuple[tuple[float, ...], ...] = ()  # [horizon][columns]
+    feature_mean: tuple[float, ...] = ()  # for the non-target inputs
+    feature_std: tuple[float, ...] = ()
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def other_features(self) -> tuple[int, ...]:
+        return tuple(i for i in range(self.num_features) if i != self.target_index)
+
+    @property
+    def short_season(self) -> int:
+        return self.seasons[0] if self.seasons else 0
+
+    @property
+    def columns(self) -> tuple[tuple[str, int], ...]:
+        """(kind, lag) of each analog column, the same list for every lead; a lead column
+        with L < k refers to the future and is held at zero (its column_std is 0)."""
+        cols: list[tuple[str, int]] = [("lead", L) for L in self.lags]
+        cols += [("gap", L) for L in self.lags]
+        if self.transform in ("none", "revin"):
+            cols.append(("level", 0))
+        return tuple(cols)
+
+    @property
+    def rnn_inputs(self) -> int:
+        n = 1  # dy
+        if self.seasons:
+            n += 2  # e (change against one short season ago), warm flag
+        if self.transform in ("none", "revin"):
+            n += 1  # level
+        if self.cycle:
+            n += 1 + 2 * self.harmonics * len(self.seasons) + self.blocks  # unknown flag, sin/cos, blocks
+        return n + len(self.other_features)
+
+    @property
+    def head_outputs(self) -> int:
+        return self.horizon * (len(self.columns) + 1)
+
+    def column_valid(self, lead: int, column: int) -> bool:
+        kind, lag = self.columns[column]
+        return kind != "lead" or lag >= lead
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ForecastSpec:
+        data = dict(data)
+        for key in ("seasons", "lags", "scale", "feature_mean", "feature_std"):
+            data[key] = tuple(data.get(key, ()))
+        data["column_std"] = tuple(tuple(row) for row in data.get("column_std", ()))
+        return cls(**data)
+
+
+def make_spec(
+    *,
+    target_index: int,
+    num_features: int,
+    horizon: int,
+    seasons: tuple[int, ...] | list[int] | None,
+    transform: str,
+    phase: bool,
+) -> ForecastSpec:
+    """The feature layout for the given seasons; constants are fitted later (fit_constants)."""
+    seasons = tuple(sorted({int(s) for s in (seasons or ()) if int(s) >= 2}))
+    if transform not in TRANSFORMS:
+        raise SpecError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+    if transform in ("seasonal", "seasonal_diff") and not seasons:
+        raise SpecError(f"transform {transform!r} needs --season")
+    if seasons:
+        short, long = seasons[0], seasons[-1]
+        multiples = tuple(short * m for m in range(1, long // short + 1))
+        lags = tuple(sorted({*SHORT_LAGS, *multiples, *seasons}))
+        ring = max(long, short + 1, max(lags))
+        cycle = 0
+        if phase:
+            cycle = math.lcm(*seasons)
+            if cycle > MAX_CYCLE:  # a phase that would need a huge cycle is left out
+                cycle = 0
+        ratio = long // short
+        blocks = ratio if cycle and len(seasons) > 1 and long % short == 0 and ratio <= MAX_BLOCKS else 0
+    else:
+        lags = (1, 2, 3, 4)
+        ring, cycle, blocks = max(lags), 0, 0
+    return ForecastSpec(
+        target_index=target_index,
+        num_features=num_features,
+        horizon=horizon,
+        seasons=seasons,
+        transform=transform,
+        ring=ring,
+        lags=lags,
+        cycle=cycle,
+        blocks=blocks,
+        harmonics=HARMONICS if cycle else 0,
+    )

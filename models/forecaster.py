@@ -1,0 +1,342 @@
+"""A streamable forecaster that carries its own history: ring + count + phase next to h (and c).
+
+The client sends only raw readings. Everything else happens in the graph, vectorised over the
+chunk's T steps so training and serving run the same code:
+
+    full  = concat(ring, y[0..T-1])                 [B, K+T]   (ring = the K readings before)
+    lag L = full[:, K-L : K+T-L]                    static Slice bounds, any T
+    count = min(count0 + 1..T, K+1)                 which lags are real yet (warm-up)
+    phase = (phase0 + 1..T) mod cycle               unknown (-1) stays unknown
+
+From these it builds the baseline of every lead (models/forecast_spec.py: last value, seasonal
+naive, "last season plus this season's change", mean, or window mean), the analog columns, and
+the RNN inputs (phase sin/cos and blocks, two recent differences, a warm-up flag). A native
+nn.LSTM/nn.GRU reads the inputs; a zero-initialised linear head turns h into a bias and one
+weight per analog column, so an untrained model answers exactly its baseline.
+
+Unknown phase (no start_time): the phase inputs are zero and an "unknown" flag is 1. Training
+hides the phase from a share of its streams (PHASE_DROPOUT), so one model serves both.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from models.config import Clock, ModelConfig, StateSpec
+from models.forecast_spec import ForecastSpec
+
+State = tuple[Tensor, ...]
+REVIN_EPS = 1e-2  # window std floor, in units of the training std
+
+
+def history_states(spec: ForecastSpec) -> tuple[StateSpec, ...]:
+    """The state tensors a forecaster carries after h (and c)."""
+    states = [
+        StateSpec("ring", 1, spec.ring, f"last {spec.ring} raw readings of the target, oldest first"),
+        StateSpec("count", 1, 1, f"readings seen, capped at {spec.ring + 1} (warm-up)"),
+    ]
+    if spec.cycle:
+        states.append(StateSpec("phase", 1, 1, f"phase of the next reading in a {spec.cycle}-cycle; -1 unknown", -1.0))
+    return tuple(states)
+
+
+def forecaster_config(base: ModelConfig, spec: ForecastSpec, clock: Clock | None) -> ModelConfig:
+    """`base` (cell, sizes, names) with the forecaster's states, spec and clock."""
+    from dataclasses import replace
+
+    extra = {**base.extra, "forecaster": spec.to_dict(), "transform": spec.transform}
+    return replace(base, extra=extra, extra_states=history_states(spec), clock=clock if spec.cycle else None)
+
+
+def spec_of(config: ModelConfig) -> ForecastSpec | None:
+    data = config.extra.get("forecaster")
+    return ForecastSpec.from_dict(data) if data else None
+
+
+class Forecaster(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        spec = spec_of(config)
+        if spec is None:
+            raise ValueError("config has no forecaster spec")
+        self.config = config
+        self.spec = spec
+        rnn_cls = nn.LSTM if config.cell == "lstm" else nn.GRU
+        self.rnn = rnn_cls(
+            input_size=spec.rnn_inputs,
+            hidden_size=config.hidden_size,
+            num_layers=config.num_layers,
+            dropout=config.dropout if config.num_layers > 1 else 0.0,
+            batch_first=True,
+        )
+        self.drop = nn.Dropout(config.dropout)
+        self.head = nn.Linear(config.hidden_size, spec.head_outputs)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+        h, c = spec.horizon, len(spec.columns)
+        inv = np.zeros((h, c), np.float32)
+        for k in range(h):
+            for j in range(c):
+                std = spec.column_std[k][j] if spec.column_std else 1.0
+                inv[k, j] = 1.0 / std if spec.column_valid(k + 1, j) and std > 0 else 0.0
+        self.register_buffer("column_inv_std", torch.from_numpy(inv))
+        scale = spec.scale or (1.0,) * h
+        self.register_buffer("scale", torch.tensor(scale, dtype=torch.float32))
+        if spec.other_features:
+            self.register_buffer("feature_mean", torch.tensor(spec.feature_mean, dtype=torch.float32))
+            self.register_buffer("feature_std", torch.tensor(spec.feature_std, dtype=torch.float32))
+        if spec.blocks:
+            self.register_buffer("block_ids", torch.arange(spec.blocks, dtype=torch.float32))
+        if spec.transform == "revin":
+            self.register_buffer("window_ones", torch.ones(1, 1, spec.ring))
+
+    # ----------------------------------------------------------------- state
+    @property
+    def cell_states(self) -> int:
+        return 2 if self.config.cell == "lstm" else 1
+
+    def init_state(self, batch: int, device: torch.device | None = None, start_time: float | None = None) -> State:
+        return tuple(torch.from_numpy(s).to(device) for s in self.config.initial_state(batch, start_time))
+
+    def random_state(self, batch: int, rng: np.random.Generator) -> list[np.ndarray]:
+        """Plausible states for parity checks: ring around the training level, any count/phase."""
+        spec = self.spec
+        out = [
+            (0.5 * rng.standard_normal(shape)).astype(np.float32)
+            for shape in self.config.state_shapes(batch)[: self.cell_states]
+        ]
+        ring = spec.level_mean + spec.level_std * rng.standard_normal((1, batch, spec.ring))
+        out.append(ring.astype(np.float32))
+        out.append(rng.integers(0, spec.ring + 2, (1, batch, 1)).astype(np.float32))
+        if spec.cycle:
+            out.append(rng.integers(-1, spec.cycle, (1, batch, 1)).astype(np.float32))
+        return out
+
+    def random_input(self, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
+        """Readings for parity checks: the target around its training level, covariates
+        around theirs (far-off readings make huge columns whose float32 rounding dominates)."""
+        spec = self.spec
+        x = rng.standard_normal((batch, steps, spec.num_features))
+        x[..., spec.target_index] = spec.level_mean + spec.level_std * x[..., spec.target_index]
+        for i, col in enumerate(spec.other_features):
+            x[..., col] = spec.feature_mean[i] + spec.feature_std[i] * x[..., col]
+        return x.astype(np.float32)
+
+    # ----------------------------------------------------------------- forward
+    def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
+        """x [B, T, F] raw -> (forecasts [B, T, horizon] raw, new state)."""
+        if state is None:
+            state = self.init_state(x.shape[0], x.device)
+        spec = self.spec
+        parts, new_state = self.features(x, state)
+        inputs = [parts["dy"] / spec.dy_std]
+        if spec.seasons:
+            inputs += [parts["e"] / spec.e_std, parts["warm"]]
+        if spec.transform in ("none", "revin"):
+            inputs.append(parts["centred"])
+        inputs += parts["phase"]
+        rnn_in = torch.stack(inputs, dim=-1)
+        if spec.other_features:
+            others = x[:, :, list(spec.other_features)]
+            rnn_in = torch.cat([rnn_in, (others - self.feature_mean) / self.feature_std], dim=-1)
+
+        if self.config.cell == "lstm":
+            out, (h, c) = self.rnn(rnn_in, (state[0], state[1]))
+            new_cell: State = (h, c)
+        else:
+            out, h = self.rnn(rnn_in, state[0])
+            new_cell = (h,)
+        coef = self.head(self.drop(out))  # [B, T, H*(C+1)]
+        coef = coef.reshape(coef.shape[0], coef.shape[1], spec.horizon, len(spec.columns) + 1)
+        columns = parts["columns"] * self.column_inv_std  # [B, T, H, C]
+        scale = self.scale
+        window_scale = parts.get("window_scale")
+        if window_scale is not None:
+            columns = columns / window_scale.unsqueeze(-1).unsqueeze(-1)
+            scale = scale * window_scale.unsqueeze(-1)
+        residual = coef[..., 0] + (coef[..., 1:] * columns).sum(-1)  # [B, T, H]
+        return parts["base"] + scale * residual, (*new_cell, *new_state)
+
+    def features(self, x: Tensor, state: State) -> tuple[dict, State]:  # type: ignore[type-arg]
+        """Everything the graph derives from the readings and the history states, unscaled:
+        dy, e, warm, centred, phase (list), base [B,T,H], columns [B,T,H,C], window_scale;
+        and the new ring/count/phase states. Also used to fit the spec's constants."""
+        spec = self.spec
+        k_ring = spec.ring
+        n = self.cell_states
+        ring, count0 = state[n][0], state[n + 1][0]  # [B, K], [B, 1]
+        y = x[:, :, spec.target_index]  # [B, T]
+        full = torch.cat([ring, y], dim=1)  # [B, K+T]
+
+        def lag(lag_: int) -> Tensor:
+            return full[:, k_ring - lag_ :] if lag_ == 0 else full[:, k_ring - lag_ : -lag_]
+
+        steps = torch.ones_like(y).cumsum(1)  # 1..T
+        count = torch.clamp(count0 + steps, max=float(k_ring + 1))  # readings seen incl. y_t
+
+        def avail(lag_: int) -> Tensor:
+            return count >= float(lag_ + 1)
+
+        zero = torch.zeros_like(y)
+        parts: dict = {}  # type: ignore[type-arg]
+        dy = torch.where(avail(1), y - lag(1), zero)
+        parts["dy"] = dy
+        if spec.seasons:
+            s0 = spec.short_season
+            parts["e"] = torch.where(avail(s0 + 1), dy - (lag(s0) - lag(s0 + 1)), zero)
+            parts["warm"] = avail(spec.seasons[-1]).to(y.dtype)
+
+        level = None
+        if spec.transform == "revin":
+            level, parts["window_scale"] = self._window_stats(full, count0)
+            parts["centred"] = (y - level) / parts["window_scale"]
+        elif spec.transform == "none":
+            parts["centred"] = (y - spec.level_mean) / spec.level_std
+        bases = []
+        for k in range(1, spec.horizon + 1):
+            if spec.transform == "none":
+                base = torch.full_like(y, spec.level_mean)
+            elif level is not None:
+                base = level
+            else:
+                base = y
+                if spec.transform in ("seasonal", "seasonal_diff"):
+                    for s in spec.seasons:
+                        m = math.ceil(k / s)
+                        seasonal = lag(m * s - k)
+                        if spec.transform == "seasonal_diff":
+                            seasonal = seasonal + m * (y - lag(s))
+                        base = torch.where(avail(s), seasonal, base)
+            bases.append(base)
+        parts["base"] = torch.stack(bases, dim=-1)  # [B, T, H]
+        parts["columns"] = self._columns(y, lag, avail, level)
+
+        phase_inputs: list[Tensor] = []
+        total = steps[:, -1:]  # T, [B, 1]
+        new_state: State = (
+            full[:, -k_ring:].unsqueeze(0),
+            torch.clamp(count0 + total, max=float(k_ring + 1)).unsqueeze(0),
+        )
+        if spec.cycle:
+            phase0 = state[n + 2][0]  # [B, 1]
+            known = (phase0 >= 0).to(y.dtype)
+            phase = phase0 + steps  # phase of y_{t+1}
+            phase = phase - torch.floor(phase / spec.cycle) * spec.cycle
+            phase_inputs.append(1.0 - known.expand_as(y))
+            for s in spec.seasons:
+                for j in range(1, spec.harmonics + 1):
+                    angle = phase * (2.0 * math.pi * j / s)
+                    phase_inputs += [torch.sin(angle) * known, torch.cos(angle) * known]
+            if spec.blocks:
+                long, short = spec.seasons[-1], spec.seasons[0]
+                within = phase - torch.floor(phase / long) * long
+                block = torch.floor(within / short)
+                onehot = (block.unsqueeze(-1) == self.block_ids).to(y.dtype) * known.unsqueeze(-1)
+                phase_inputs += list(onehot.unbind(-1))
+            moved = phase0 + total
+            moved = moved - torch.floor(moved / spec.cycle) * spec.cycle
+            new_state = (*new_state, torch.where(phase0 >= 0, moved, phase0).unsqueeze(0))
+        parts["phase"] = phase_inputs
+        return parts, new_state
+
+    def _columns(self, y: Tensor, lag, avail, level: Tensor | None) -> Tensor:  # type: ignore[no-untyped-def]
+        spec = self.spec
+        zero = torch.zeros_like(y)
+        per_lead = []
+        for k in range(1, spec.horizon + 1):
+            cols = []
+            for kind, lag_ in spec.columns:
+                if kind == "lead":
+                    if lag_ < k:
+                        cols.append(zero)
+                        continue
+                    value = lag(lag_ - k) - lag(lag_)
+                elif kind == "gap":
+                    value = y - lag(lag_)
+                else:
+                    value = y - (spec.level_mean if level is None else level)
+                    cols.append(value)
+                    continue
+                cols.append(torch.where(avail(lag_), value, zero))
+            per_lead.append(torch.stack(cols, dim=-1))
+        return torch.stack(per_lead, dim=-2)
+
+    def _window_stats(self, full: Tensor, count0: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and std (raw units) of the readings seen among the last K, for every step.
+
+        A convolution with a ones kernel sums each window of K positions; positions before the
+        first reading (ring slots never written) are masked out. The same window gives the same
+        sum however the stream is chunked."""
+        spec = self.spec
+        k_ring = spec.ring
+        position = torch.ones_like(full).cumsum(1) - 1.0  # 0..K+T-1
+        seen = (position >= float(k_ring) - count0).to(full.dtype)
+        v = (full - spec.level_mean) / spec.level_std * seen
+        stacked = torch.stack([v, v * v, seen], dim=1).reshape(-1, 1, full.shape[1])  # [3B, 1, K+T]
+        sums = nn.functional.conv1d(stacked, self.window_ones).reshape(full.shape[0], 3, -1)[:, :, 1:]
+        n = torch.clamp(sums[:, 2], min=1.0)
+        mean = sums[:, 0] / n
+        var = torch.clamp(sums[:, 1] / n - mean * mean, min=0.0)
+        std = torch.sqrt(var + REVIN_EPS**2)
+        return spec.level_mean + spec.level_std * mean, spec.level_std * std
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+
+def _std(values: np.ndarray) -> float:
+    std = float(np.std(values)) if values.size else 0.0
+    return std if std > 1e-9 else 1.0
+
+
+def fit_spec(config: ModelConfig, series: np.ndarray, train_rows: int) -> ModelConfig:
+    """The config with its forecaster constants fitted on the training block `series[:train_rows]`
+    ([N, F] raw): level and difference scales, each analog column's std, each lead's residual
+    std over its baseline. Computed with the module's own feature code, so they match the graph."""
+    from dataclasses import replace
+
+    spec = spec_of(config)
+    if spec is None:
+        raise ValueError("config has no forecaster spec")
+    train = np.asarray(series[:train_rows], dtype=np.float64)
+    y = train[:, spec.target_index]
+    others = train[:, list(spec.other_features)] if spec.other_features else np.zeros((len(train), 0))
+    spec = replace(
+        spec,
+        level_mean=float(y.mean()),
+        level_std=_std(y),
+        feature_mean=tuple(float(v) for v in others.mean(axis=0)),
+        feature_std=tuple(_std(others[:, i]) for i in range(others.shape[1])),
+    )
+    probe = Forecaster(forecaster_config(config, spec, config.clock)).eval()
+    with torch.no_grad():
+        x = torch.from_numpy(train.astype(np.float32))[None]
+        parts, _ = probe.features(x, probe.init_state(1))
+    first, last = spec.ring, len(y) - 1 - spec.horizon  # full ring; every lead's target in training
+    if last - first < 8:
+        raise ValueError(
+            f"{len(y)} training rows are too few for a {spec.ring}-reading history and horizon {spec.horizon}"
+        )
+    t = np.arange(first, last + 1)
+    window = parts["window_scale"][0].numpy()[t] if "window_scale" in parts else np.ones(len(t))
+    base = parts["base"][0].numpy()[t]  # [P, H]
+    columns = parts["columns"][0].numpy()[t]  # [P, H, C]
+    target = np.stack([y[t + k] for k in range(1, spec.horizon + 1)], axis=1)
+    residual = (target - base) / window[:, None]
+    scaled = columns / window[:, None, None]
+    column_std = tuple(
+        tuple(_std(scaled[:, k, j]) if spec.column_valid(k + 1, j) else 0.0 for j in range(len(spec.columns)))
+        for k in range(spec.horizon)
+    )
+    spec = replace(
+        spec,
+        dy_std=_std(parts["dy"][0].numpy()[t]),
+        e_std=_std(parts["e"][0].numpy()[t]) if "e" in parts else 1.0,
+        scale=tuple(_std(residual[:, k]) for k in range(spec.horizon)),
+        column_std=column_std,
+    )
+    return forecaster_config(config, spec, config.clock)

@@ -1,0 +1,219 @@
+"""The history-state forecaster: torch, its ONNX export and the NumPy reference agree; a stream in
+random chunks equals the whole sequence; warm-up, phase and count behave as documented."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from models.config import Clock, ModelConfig
+from models.export import check_parity, export_onnx, input_names, output_names
+from models.forecast_spec import TRANSFORMS, SpecError, make_spec
+from models.forecaster import Forecaster, fit_spec, forecaster_config, spec_of
+from models.reference import ForecasterReference, load_reference, tolerance
+
+SEASONS = (4, 12)
+PERIOD = 3600.0
+
+
+def series(n: int = 240, seed: int = 0) -> np.ndarray:
+    """Trend + two seasons + noise, in the thousands like real loads; column 1 is a covariate."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    seasons = 400 * np.sin(2 * np.pi * t / 4) + 250 * np.cos(2 * np.pi * t / 12)
+    y = 5000 + 3.0 * t + seasons + 30 * rng.standard_normal(n)
+    other = np.cos(2 * np.pi * t / 12) + 0.1 * rng.standard_normal(n)
+    return np.stack([y, other], axis=1)
+
+
+def make_forecaster(
+    cell: str,
+    transform: str = "seasonal_diff",
+    horizon: int = 2,
+    layers: int = 1,
+    dropout: float = 0.0,
+    phase: bool = True,
+    features: int = 2,
+    seed: int = 0,
+    zero_head: bool = False,
+) -> Forecaster:
+    spec = make_spec(
+        target_index=0, num_features=features, horizon=horizon, seasons=SEASONS, transform=transform, phase=phase
+    )
+    base = ModelConfig(
+        cell=cell,  # type: ignore[arg-type]
+        input_size=features,
+        hidden_size=8,
+        output_size=horizon,
+        num_layers=layers,
+        dropout=dropout,
+        features=("y", "x")[:features],
+        outputs=tuple(f"y@t+{k}" for k in range(1, horizon + 1)),
+        horizon=horizon,
+    )
+    clock = Clock("phase", PERIOD, 0.0, spec.cycle) if spec.cycle else None
+    config = fit_spec(forecaster_config(base, spec, clock), series()[:, :features], 160)
+    torch.manual_seed(seed)
+    model = Forecaster(config)
+    if not zero_head:
+        with torch.no_grad():  # the head starts at zero; give the analog path something to do
+            model.head.weight.normal_(0.0, 0.3)
+            model.head.bias.normal_(0.0, 0.3)
+    return model.eval()
+
+
+def run_onnx(session: ort.InferenceSession, config: ModelConfig, x: np.ndarray, state: list[np.ndarray]):
+    feeds = dict(zip(input_names(config), [x.astype(np.float32), *state], strict=True))
+    y, *new_state = session.run(output_names(config), feeds)
+    return y, new_state
+
+
+CASES = [  # every transform, both cells, 2 layers with dropout (export must run in eval mode)
+    ("lstm", "seasonal_diff", 2, 1, 0.0),
+    ("gru", "revin", 2, 1, 0.0),
+    ("lstm", "none", 1, 2, 0.2),
+    ("gru", "seasonal", 2, 2, 0.2),
+    ("gru", "diff", 1, 1, 0.0),
+]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, tuple[Forecaster, Path]]:
+    root = tmp_path_factory.mktemp("forecaster")
+    out = {}
+    for case in CASES:
+        cell, transform, horizon, layers, dropout = case
+        model = make_forecaster(cell, transform, horizon, layers, dropout)
+        model.train()  # export must evaluate in eval mode whatever mode it is given
+        path = root / f"{'-'.join(map(str, case))}.onnx"
+        export_onnx(model, path)
+        assert not model.training
+        out[case] = (model, path)
+    return out
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+def test_torch_onnx_reference_agree(exported, case) -> None:
+    model, path = exported[case]
+    config = model.config
+    x = series(200, seed=1)[None, :, : config.input_size]
+    x = np.concatenate([x, series(200, seed=2)[None, :, : config.input_size]])
+    rng = np.random.default_rng(3)
+    for state in (list(config.initial_state(2)), model.random_state(2, rng)):
+        with torch.no_grad():
+            y_t, s_t = model(torch.from_numpy(x.astype(np.float32)), tuple(torch.from_numpy(s) for s in state))
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        y_o, s_o = run_onnx(session, config, x, state)
+        y_r, s_r = load_reference(path).run(x, tuple(state))
+        assert isinstance(load_reference(path), ForecasterReference)
+        for got in (y_o, y_r):
+            assert np.abs(got - y_t.numpy()).max() <= tolerance(y_t.numpy())
+        for a, b, c in zip(s_t, s_o, s_r, strict=True):
+            assert np.abs(a.numpy() - b).max() <= tolerance(a.numpy())
+            assert np.abs(a.numpy() - c).max() <= tolerance(a.numpy())
+        assert np.abs(y_t.numpy()).max() > 1000  # raw units
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "-".join(map(str, c)))
+@pytest.mark.parametrize("seed", [0, 1])
+def test_random_chunks_equal_whole_sequence(exported, case, seed: int) -> None:
+    model, path = exported[case]
+    config = model.config
+    x = series(150, seed=seed + 5)[None, :, : config.input_size]
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    start = list(config.initial_state(1, start_time=PERIOD * 7))
+    whole, whole_state = run_onnx(session, config, x, start)
+    rng = np.random.default_rng(seed)
+    cuts = np.sort(rng.choice(np.arange(1, 150), size=12, replace=False))
+    state, pieces = start, []
+    ref = load_reference(path)
+    ref_state, ref_pieces = tuple(start), []
+    for a, b in zip([0, *cuts], [*cuts, 150], strict=True):
+        y, state = run_onnx(session, config, x[:, a:b], state)
+        pieces.append(y)
+        y_r, ref_state = ref.run(x[:, a:b], ref_state)
+        ref_pieces.append(y_r)
+    streamed = np.concatenate(pieces, axis=1)
+    # The same float32 graph on the same readings: equal up to float32 rounding of reductions.
+    assert np.abs(streamed - whole).max() <= 1e-6 * np.abs(whole).max()
+    for a, b in zip(state, whole_state, strict=True):
+        assert np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(b).max())
+    assert np.abs(np.concatenate(ref_pieces, axis=1) - whole).max() <= tolerance(whole)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_untrained_model_answers_its_baseline_during_warm_up(cell: str) -> None:
+    """Zero head: forecasts are the baseline, which falls back from the longest season to the
+    shorter one to the last value while the ring fills."""
+    model = make_forecaster(cell, "seasonal_diff", horizon=1, zero_head=True)
+    y = series(40, seed=9)[:, :2]
+    with torch.no_grad():
+        out, state = model(torch.from_numpy(y[None].astype(np.float32)), model.init_state(1))
+    v = y[:, 0]
+    want = []
+    for t in range(len(v)):
+        if t >= 12:
+            want.append(v[t + 1 - 12] + v[t] - v[t - 12])
+        elif t >= 4:
+            want.append(v[t + 1 - 4] + v[t] - v[t - 4])
+        else:
+            want.append(v[t])
+    np.testing.assert_allclose(out[0, :, 0].numpy(), want, rtol=1e-6)
+    ring, count, phase = state[-3:]
+    np.testing.assert_allclose(ring[0, 0].numpy(), v[-12:], rtol=1e-6)
+    assert float(count) == 13.0  # capped at K + 1
+    assert float(phase) == -1.0  # no start_time: unknown stays unknown
+
+
+def test_phase_comes_from_start_time_and_advances() -> None:
+    model = make_forecaster("lstm")
+    config = model.config
+    assert config.clock is not None and config.clock.cycle == 12
+    state = config.initial_state(1, start_time=PERIOD * 30)  # 30 mod 12 = 6
+    assert float(state[-1][0, 0, 0]) == 6.0
+    x = torch.from_numpy(series(17)[None].astype(np.float32))
+    with torch.no_grad():
+        _, new_state = model(x, tuple(torch.from_numpy(s) for s in state))
+    assert float(new_state[-1]) == (6 + 17) % 12
+    # Known and unknown phase give different forecasts: the phase reaches the network.
+    with torch.no_grad():
+        known, _ = model(x, tuple(torch.from_numpy(s) for s in state))
+        unknown, _ = model(x, model.init_state(1))
+    assert not torch.allclose(known, unknown)
+
+
+def test_without_a_clock_there_is_no_phase_state() -> None:
+    model = make_forecaster("gru", phase=False, features=1)
+    assert model.config.state_names == ("h", "ring", "count")
+    assert model.config.clock is None
+
+
+def test_state_specs_describe_every_tensor() -> None:
+    config = make_forecaster("lstm").config
+    assert config.state_names == ("h", "c", "ring", "count", "phase")
+    shapes = config.state_shapes(3)
+    assert shapes[2] == (1, 3, 12) and shapes[3] == (1, 3, 1) and shapes[4] == (1, 3, 1)
+    again = ModelConfig.from_json(config.to_json())
+    assert again.to_json() == config.to_json() and spec_of(again) == spec_of(config)
+
+
+def test_bad_transform_is_refused() -> None:
+    assert "seasonal_diff" in TRANSFORMS
+    with pytest.raises(SpecError, match="transform"):
+        make_spec(target_index=0, num_features=1, horizon=1, seasons=(4,), transform="log", phase=False)
+    with pytest.raises(SpecError, match="season"):
+        make_spec(target_index=0, num_features=1, horizon=1, seasons=(), transform="seasonal_diff", phase=False)
+
+
+def test_parity_check_catches_a_wrong_forecaster(exported) -> None:
+    from models.export import ExportError
+
+    model, path = exported[CASES[0]]
+    other = make_forecaster("lstm", seed=1)
+    with pytest.raises(ExportError):
+        check_parity(other, path)
+    check_parity(model, path)
