@@ -139,18 +139,24 @@ def test_memory_flat_after_20k_sessions_expire(repository: Path, tmp_path: Path)
 
         script = tmp_path / "create.lua"
         script.write_text(CREATE_LUA)
-        out = subprocess.run(
-            [wrk, "-t2", "-c32", "-d4s", "--timeout", "5s", "-s", str(script), f"{server.url}/v1/models/lstm/sessions"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout
-        created = int(re.search(r"(\d+) requests in", out).group(1))
-        non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        assert non_2xx is None, out
+        # A count of sessions, not a rate: wrk runs in 4 s rounds until 20k were created (a
+        # loaded machine needs more rounds; speed is the benchmarks' business, not this test's).
+        created, rounds = 0, 0
+        url = f"{server.url}/v1/models/lstm/sessions"
+        while created < 20_000 and rounds < 60:
+            rounds += 1
+            out = subprocess.run(
+                [wrk, "-t2", "-c32", "-d4s", "--timeout", "5s", "-s", str(script), url],
+                capture_output=True,
+                text=True,
+                timeout=60,
+            ).stdout
+            created += int(re.search(r"(\d+) requests in", out).group(1))
+            non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            assert non_2xx is None, out
         peak_rss = _rss_mb(pid)
-        print(f"created {created} sessions; RSS baseline {baseline:.1f} MB, after load {peak_rss:.1f} MB")
-        assert created >= 10_000, f"only {created} sessions created in 4 s:\n{out}"
+        print(f"created {created} in {rounds} rounds; RSS baseline {baseline:.1f} MB, after load {peak_rss:.1f} MB")
+        assert created >= 20_000, f"only {created} sessions created in {rounds} rounds of 4 s:\n{out}"
 
         deadline = time.monotonic() + 20
         while True:
@@ -163,8 +169,8 @@ def test_memory_flat_after_20k_sessions_expire(repository: Path, tmp_path: Path)
         expired = _metric(text, "seqserve_sessions_expired_total")
         evicted = _metric(text, "seqserve_sessions_evicted_total")
         assert evicted == 0
-        # wrk does not count requests still in flight when it stops: at most one per connection
-        assert created + 300 <= expired <= created + 300 + 32, (created, expired)
+        # wrk does not count requests still in flight when it stops: at most one per connection per round
+        assert created + 300 <= expired <= created + 300 + 32 * rounds, (created, expired)
         time.sleep(1)
         after = _rss_mb(pid)
         print(f"RSS after expiry {after:.1f} MB (baseline {baseline:.1f} MB)")
