@@ -77,12 +77,13 @@ COPY --chown=seqserve:seqserve ${MODELS} /models
 # LD_LIBRARY_PATH: where the gpu variant's CUDA/cuDNN wheels keep their libraries (absent on cpu).
 ENV SEQSERVE_HOST=0.0.0.0 \
     SEQSERVE_PORT=8000 \
+    SEQSERVE_GRPC_PORT=8001 \
     SEQSERVE_MODEL_REPOSITORY=/models \
     SEQSERVE_SESSION_STORE=memory \
     SEQSERVE_WORKERS=1 \
     LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cuda_runtime/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cublas/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cufft/lib:/opt/venv/lib/python3.11/site-packages/nvidia/curand/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cuda_nvrtc/lib
 USER 10001:10001
-EXPOSE 8000
+EXPOSE 8000 8001
 VOLUME ["/models"]
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/opt/seqserve/healthcheck.py"]

@@ -13,7 +13,7 @@ DEFAULT_MODEL ?= electricity
 SYSTEM_PACKAGES := redis-server nginx podman runc debootstrap util-linux curl wrk
 SYSTEM_COMMANDS := redis-server nginx podman runc debootstrap nsenter curl wrk
 
-.PHONY: run test lint install system-deps train-default serve clean bench
+.PHONY: run test lint install system-deps train-default serve clean bench grpc-stubs
 
 install: $(STAMP)
 
@@ -58,3 +58,15 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The committed KServe V2 gRPC stubs, regenerated from service/grpc/protos in a throwaway
+# virtualenv (grpcio-tools is not a dependency: its protobuf range differs from tritonclient's).
+GRPC_GEN := .grpc-gen
+grpc-stubs:
+	$(PYTHON) -m venv $(GRPC_GEN)
+	$(GRPC_GEN)/bin/pip install -q 'grpcio-tools>=1.75,<1.76' 'protobuf>=6.31,<7'
+	cd service/grpc && ../../$(GRPC_GEN)/bin/python -m grpc_tools.protoc -Iprotos --python_out=. --pyi_out=. \
+		--grpc_python_out=. protos/grpc_service.proto protos/model_config.proto
+	rm -f service/grpc/model_config_pb2_grpc.py
+	sed -i 's/^import \(model_config_pb2\|grpc_service_pb2\) as/from service.grpc import \1 as/' service/grpc/*_pb2*.py*
+	rm -rf $(GRPC_GEN)

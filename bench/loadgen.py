@@ -44,7 +44,7 @@ from urllib.parse import urlparse
 import httpx
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "lua" / "stream.lua"
-HTTP_MODES = ("steps", "naive", "noop", "predict", "bulk")
+HTTP_MODES = ("steps", "naive", "noop", "predict", "bulk", "v2")
 MODES = (*HTTP_MODES, "ws")
 DEFAULT_BULK = 256
 

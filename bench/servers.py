@@ -156,6 +156,7 @@ def service_server(
         **os.environ,
         "SEQSERVE_BATCHING": "true" if batching else "false",
         "SEQSERVE_NOOP_ROUTE": "true" if noop else "false",
+        "SEQSERVE_GRPC_PORT": str(free_port()),  # KServe V2 gRPC (bench --grpc-streams)
         **(env or {}),
     }
     return Server(label, "floor" if noop else "service", cmd, full_env, port)

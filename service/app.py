@@ -34,6 +34,8 @@ from service.settings import Settings
 
 log = logging.getLogger("seqserve.app")
 
+GRPC_GRACE_SECONDS = 10.0
+
 BODY_MODELS = (
     schemas.PredictRequest,
     schemas.CreateSessionRequest,
@@ -90,6 +92,7 @@ class Services:
                 max_delay_s=s.batch_max_delay_us / 1e6,
                 inline_max_cost=s.inline_max_cost,
                 observe=self.metrics.observer(model.key),
+                stats=self.metrics.model_stats.of(model.name, model.version),
             )
         return batcher
 
@@ -115,6 +118,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         svc = build_services(settings, metrics)
         app.state.services = svc
         await svc.store.start()
+        grpc_server = None
+        if settings.grpc_port:
+            from service.grpc.service import start as start_grpc
+
+            grpc_server = await start_grpc(svc, app.version)
         poller = None
         if settings.reload_interval_seconds > 0:
             poller = asyncio.create_task(poll_forever(svc, settings.reload_interval_seconds))
@@ -133,6 +141,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 poller.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
+            if grpc_server is not None:  # in-flight gRPC calls finish (within the grace period)
+                await grpc_server.stop(GRPC_GRACE_SECONDS)
             await svc.store.close()
             svc.executor.shutdown(wait=True)
             log.info("stopped")

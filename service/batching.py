@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from service.registry import LoadedModel
+from service.stats import ModelStatistics
 
 Result = tuple[np.ndarray, tuple[np.ndarray, ...]]
 
@@ -28,6 +29,7 @@ class _Item:
     inputs: np.ndarray  # [B, T, F]
     state: tuple[np.ndarray, ...]  # [L, B, H] each
     future: asyncio.Future[Result]
+    queued_ns: int = 0
 
 
 def run_stacked(model: LoadedModel, items: list[_Item]) -> list[Result]:
@@ -57,6 +59,7 @@ class Batcher:
         max_delay_s: float = 0.0,
         inline_max_cost: int = 0,
         observe: Callable[[int, float], None] | None = None,
+        stats: ModelStatistics | None = None,
     ) -> None:
         self.model = model
         self.executor = executor
@@ -65,20 +68,33 @@ class Batcher:
         self.max_delay_s = max_delay_s
         self.inline_max_cost = inline_max_cost  # rows x steps run on the event loop itself
         self.observe = observe  # (rows in call, seconds) -> metrics
+        self.stats = stats  # Triton-style per-version statistics (V2 statistics extension)
         self._pending: dict[int, list[_Item]] = {}
         self._rows = 0
         self._draining = False
         self._task: asyncio.Task[None] | None = None  # referenced so it is not collected mid-drain
 
     async def run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> Result:
+        if self.stats is None:
+            return await self._run(inputs, state)
+        start = time.perf_counter_ns()
+        try:
+            result = await self._run(inputs, state)
+        except Exception:
+            self.stats.request(inputs.shape[0], time.perf_counter_ns() - start, False)
+            raise
+        self.stats.request(inputs.shape[0], time.perf_counter_ns() - start, True)
+        return result
+
+    async def _run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> Result:
         loop = asyncio.get_running_loop()
         if not self.enabled:
-            items = [_Item(inputs, state, None)]  # type: ignore[arg-type]
+            items = [_Item(inputs, state, None, time.perf_counter_ns())]  # type: ignore[arg-type]
             if self._inline(items):
                 return self._execute(items)[0]
             return (await loop.run_in_executor(self.executor, self._execute, items))[0]
         future: asyncio.Future[Result] = loop.create_future()
-        self._pending.setdefault(inputs.shape[1], []).append(_Item(inputs, state, future))
+        self._pending.setdefault(inputs.shape[1], []).append(_Item(inputs, state, future, time.perf_counter_ns()))
         self._rows += inputs.shape[0]
         if not self._draining:
             self._draining = True
@@ -93,10 +109,14 @@ class Batcher:
         return cost <= self.inline_max_cost
 
     def _execute(self, items: list[_Item]) -> list[Result]:
-        start = time.perf_counter()
+        start = time.perf_counter_ns()
         results = run_stacked(self.model, items)
+        took = time.perf_counter_ns() - start
+        rows = sum(it.inputs.shape[0] for it in items)
         if self.observe is not None:
-            self.observe(sum(it.inputs.shape[0] for it in items), time.perf_counter() - start)
+            self.observe(rows, took / 1e9)
+        if self.stats is not None:
+            self.stats.execution(rows, took, sum(start - it.queued_ns for it in items), len(items))
         return results
 
     def _take(self) -> list[_Item]:

@@ -88,3 +88,9 @@ class StoreUnavailable(ServiceError):
 
 class NotReady(ServiceError):
     status, code = 503, "not_ready"
+
+
+class DeadlineExceeded(ServiceError):
+    """The request's own timeout (V2 `timeout`, a gRPC deadline) passed before its reply."""
+
+    status, code = 504, "deadline_exceeded"

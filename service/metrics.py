@@ -8,6 +8,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from service.stats import StatsBook
+
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -52,6 +54,7 @@ class Metrics:
             registry=self.registry,
         )
         self.steps = Counter("seqserve_steps", "Time steps applied to sessions", ["model"], registry=self.registry)
+        self.model_stats = StatsBook()  # Triton-style statistics (V2 statistics extension)
 
     def watch_sessions(self, read: Callable[[], dict[str, float]]) -> None:
         self.registry.register(_SessionCollector(read))

@@ -15,6 +15,7 @@ class Settings(BaseSettings):
     # Network
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
+    grpc_port: int = Field(8001, ge=0, le=65535, description="KServe V2 gRPC port (same process); 0 disables")
     workers: int = Field(1, ge=1, description="uvicorn worker processes; >1 needs a shared session store")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -3,7 +3,7 @@
 -- (wrk never pipelines unless request() returns several), so each stream steps in order.
 --
 -- Environment (set by bench/loadgen.py):
---   BENCH_MODE      steps | naive | noop | predict | bulk | create
+--   BENCH_MODE      steps | naive | noop | predict | bulk | create | v2 (KServe V2 sequence steps)
 --   BENCH_IDS       file with one session id per line (steps: one per thread; bulk: BENCH_BULK per thread)
 --   BENCH_MODEL     model name (predict, bulk, create)
 --   BENCH_FEATURES  input features per step
@@ -67,7 +67,7 @@ ok_count = 0
 non2xx = 0
 item_errors = 0
 bad_body = 0
-local path, fixed_body
+local path, fixed_body, seq_param
 local h_text, c_text
 local create_target = tonumber(os.getenv("BENCH_CREATE") or "0")
 local row = step_row(1)
@@ -106,6 +106,11 @@ function init(args)
   elseif mode == "create" then
     path = "/v1/models/" .. model .. "/sessions"
     fixed_body = "{}"
+  elseif mode == "v2" then
+    -- one Triton-style sequence per thread, started by its first request
+    path = "/v2/models/" .. model .. "/infer"
+    fixed_body = '"inputs":[{"name":"input","datatype":"FP32","shape":[1,1,' .. features .. '],"data":' .. row .. '}]}'
+    seq_param = '{"parameters":{"sequence_id":"bench-' .. tindex .. '-' .. os.time() .. '"'
   else
     error("unknown BENCH_MODE " .. mode)
   end
@@ -118,6 +123,9 @@ function request()
     local body = '{"inputs":[' .. row .. '],"h":' .. h_text
     if c_text then body = body .. ',"c":' .. c_text end
     return wrk.format("POST", path, headers, body .. "}")
+  elseif mode == "v2" then
+    local start = position == 0 and ',"sequence_start":true},' or '},'
+    return wrk.format("POST", path, headers, seq_param .. start .. fixed_body)
   end
   return wrk.format("POST", path, headers, fixed_body)
 end
@@ -128,7 +136,7 @@ function response(status, hdrs, body)
     return
   end
   ok_count = ok_count + 1
-  if mode == "steps" then
+  if mode == "steps" or mode == "v2" then
     position = position + 1
   elseif mode == "naive" then
     -- carry the returned state into the next request: slice the h and c arrays out of the

@@ -6,8 +6,12 @@ Metadata, readiness and inference for every loaded model version:
     GET  /v2/models/{name}[/versions/{v}]             model metadata
     GET  /v2/models/{name}[/versions/{v}]/ready       200 when loaded, 404 when not
     POST /v2/models/{name}[/versions/{v}]/infer       inference
+    GET  /v2/models/{name}[/versions/{v}]/config      Triton-style model configuration
+    GET  /v2/models[/{name}[/versions/{v}]]/stats     inference statistics (Triton's shape)
+    POST /v2/repository/index                         every version in the repository and its state
 
-(`/v2/health/live` and `/v2/health/ready` live in service/api/health.py.)
+(`/v2/health/live` and `/v2/health/ready` live in service/api/health.py; the same protocol over
+gRPC lives in service/grpc/, and both go through service/inference.py after decoding.)
 
 Tensors. Inputs: `input` FP32 [batch, time, features]; optional explicit state `h0` (and `c0`
 for an LSTM) FP32 [layers, batch, hidden], both or none (default zeros). Outputs: `output` FP32
@@ -22,15 +26,21 @@ a stateless request gets every model output (`output`, `hn`[, `cn`]) as the prot
 and a sequence request gets `output` only: its state is implicit and stays on the server.
 
 Sequences (Triton's sequence extension), in request `parameters`: `sequence_id` (non-zero
-int or non-empty string; 0 and "" mean none), `sequence_start`, `sequence_end`. A sequence is
-a session of the SessionManager under the deterministic id `v2:<model>:<sequence_id>` (model
-names cannot hold ':'; 5 and "5" name the same sequence), so it lives in the configured
-session store (memory or Redis), its steps go through the batcher, are applied exactly once
-and in order, and it expires after the session idle TTL. `sequence_start` (re)starts it from
-zero state, or from `h0`/`c0` when given (only allowed at the start); a step of a sequence that
-was never started, has ended or expired is a 400; `sequence_end` deletes it after the step.
-Sequence requests take batch 1. `hn`/`cn` may be requested on a sequence step: they are read
-back after the step, and a 409 says so if another step of the same sequence got in between.
+int or non-empty string; 0 and "" mean none), `sequence_start`, `sequence_end`, and the
+retry-safe `sequence_position`. A sequence is a session of the SessionManager under the
+deterministic id `v2:<model>:<sequence_id>` (model names cannot hold ':'; 5 and "5" name the
+same sequence), so it lives in the configured session store (memory or Redis), its steps go
+through the batcher, are applied exactly once and in order, and it expires after the session
+idle TTL. `sequence_start` (re)starts it from the initial state, or from `h0`/`c0` when given
+(only allowed at the start); a step of a sequence that was never started, has ended or expired
+is a 400; `sequence_end` deletes it after the step. Sequence requests take batch 1. `hn`/`cn`
+may be requested on a sequence step: they are read back after the step, and a 409 says so if
+another step of the same sequence got in between. A sequence reply's `parameters` carry
+`sequence_position`, the sequence's position after the step; a request that states
+`sequence_position` is replayed (same position and inputs as the last applied step: the
+recorded reply, nothing applied twice) or refused with 409 and the current position.
+`timeout` (microseconds) bounds the wait (504 when exceeded) and `priority` must be 0 (400
+otherwise). All of it is service/inference.py, shared with gRPC.
 
 Errors are the project's JSON errors ({"error": message, "code", ...}), which is the
 protocol's error form; malformed requests are 400.
@@ -47,64 +57,39 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
+from service import inference, triton
 from service.api.deps import services
-from service.errors import (
-    BadRequest,
-    MalformedJSON,
-    PositionConflict,
-    SessionExpired,
-    SessionNotFound,
-)
+from service.api.schemas import ErrorBody
+from service.errors import MalformedJSON
+from service.inference import DATATYPE, InferenceRequestError, parse_version
 from service.registry import LoadedModel
 
 router = APIRouter(tags=["v2"])
 
-PLATFORM = "onnxruntime_onnx"
-EXTENSIONS = ["binary_tensor_data", "parameters", "sequence"]
-DATATYPE = "FP32"
+PLATFORM = triton.PLATFORM
+EXTENSIONS = ["binary_tensor_data", "parameters", "sequence", "model_configuration", "statistics", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
 TENSOR_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
 OUTPUT_FIELDS = frozenset({"name", "parameters"})
-MAX_SEQUENCE_ID_CHARS = 128
+INDEX_FIELDS = frozenset({"ready", "repository_name"})
 JSON = "application/json"
 
-
-class InferenceRequestError(BadRequest):
-    """A V2 request the protocol rejects (400): bad tensor, datatype, shape, parameter."""
-
-    code = "invalid_inference_request"
-
-
 Error = InferenceRequestError
+
+
+def _errors(*codes: int) -> dict:
+    return {code: {"model": ErrorBody} for code in codes}
 
 
 # ---------------------------------------------------------------------------- metadata
 
 
-def _version(version: str | None) -> int | None:
-    if version is None:
-        return None
-    if not (version.isascii() and version.isdigit()) or len(version) > 18:
-        raise Error(f"model version must be a positive integer, got {version!r}", field="version")
-    return int(version)
-
-
-def _tensor_metadata(model: LoadedModel) -> tuple[list[dict], list[dict]]:
-    cfg = model.config
-    state = [cfg.num_layers, -1, cfg.hidden_size]
-    inputs = [{"name": "input", "datatype": DATATYPE, "shape": [-1, -1, cfg.input_size]}]
-    inputs += [{"name": n, "datatype": DATATYPE, "shape": state} for n in model.input_names[1:]]
-    outputs = [{"name": "output", "datatype": DATATYPE, "shape": [-1, -1, cfg.output_size]}]
-    outputs += [{"name": n, "datatype": DATATYPE, "shape": state} for n in model.output_names[1:]]
-    return inputs, outputs
-
-
 def _model_metadata(request: Request, name: str, version: str | None) -> Response:
     registry = services(request).registry
-    model = registry.get(name, _version(version))
+    model = registry.get(name, parse_version(version))
     versions = [model.version] if version is not None else registry.versions(name)
-    inputs, outputs = _tensor_metadata(model)
+    inputs, outputs = inference.tensor_metadata(model)
     body = {
         "name": model.name,
         "versions": [str(v) for v in versions],
@@ -116,7 +101,7 @@ def _model_metadata(request: Request, name: str, version: str | None) -> Respons
 
 
 def _model_ready(request: Request, name: str, version: str | None) -> Response:
-    model = services(request).registry.get(name, _version(version))  # 404 when not loaded
+    model = services(request).registry.get(name, parse_version(version))  # 404 when not loaded
     body = {"name": model.name, "version": str(model.version), "ready": True}
     return Response(orjson.dumps(body), media_type=JSON)
 
@@ -127,24 +112,79 @@ async def server_metadata(request: Request) -> Response:
     return Response(orjson.dumps(body), media_type=JSON)
 
 
-@router.get("/v2/models/{name}")
+@router.get("/v2/models/stats", responses=_errors(400))
+async def all_statistics(request: Request) -> Response:
+    """Inference statistics of every loaded model version (Triton's statistics extension)."""
+    return _json({"model_stats": triton.statistics(services(request), None, None)})
+
+
+@router.get("/v2/models/{name}", responses=_errors(400, 404))
 async def model_metadata(name: str, request: Request) -> Response:
     return _model_metadata(request, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}")
+@router.get("/v2/models/{name}/versions/{version}", responses=_errors(400, 404))
 async def model_version_metadata(name: str, version: str, request: Request) -> Response:
     return _model_metadata(request, name, version)
 
 
-@router.get("/v2/models/{name}/ready")
+@router.get("/v2/models/{name}/ready", responses=_errors(400, 404))
 async def model_ready(name: str, request: Request) -> Response:
     return _model_ready(request, name, None)
 
 
-@router.get("/v2/models/{name}/versions/{version}/ready")
+@router.get("/v2/models/{name}/versions/{version}/ready", responses=_errors(400, 404))
 async def model_version_ready(name: str, version: str, request: Request) -> Response:
     return _model_ready(request, name, version)
+
+
+# ---------------------------------------------------------------------------- configuration, index, statistics
+
+
+def _json(body: Any) -> Response:
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
+@router.get("/v2/models/{name}/config", responses=_errors(400, 404))
+async def model_config(name: str, request: Request) -> Response:
+    """Triton-style configuration: tensors, state tensors, `sequence_batching`."""
+    return _json(triton.model_config(services(request), name, None))
+
+
+@router.get("/v2/models/{name}/versions/{version}/config", responses=_errors(400, 404))
+async def model_version_config(name: str, version: str, request: Request) -> Response:
+    """Triton-style configuration of one version."""
+    return _json(triton.model_config(services(request), name, version))
+
+
+@router.get("/v2/models/{name}/stats", responses=_errors(400, 404))
+async def model_statistics(name: str, request: Request) -> Response:
+    """Inference statistics of every loaded version of a model."""
+    return _json({"model_stats": triton.statistics(services(request), name, None)})
+
+
+@router.get("/v2/models/{name}/versions/{version}/stats", responses=_errors(400, 404))
+async def model_version_statistics(name: str, version: str, request: Request) -> Response:
+    """Inference statistics of one model version."""
+    return _json({"model_stats": triton.statistics(services(request), name, version)})
+
+
+@router.post("/v2/repository/index", responses=_errors(400))
+async def repository_index(request: Request) -> Response:
+    """Every version in the model repository with its state (READY or UNAVAILABLE and why).
+    Optional body: {"ready": true} lists only the loaded ones."""
+    raw = await request.body()
+    ready = False
+    if raw.strip():
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise MalformedJSON(f"repository index request is not valid JSON: {exc}") from None
+        body = _check_fields(body, INDEX_FIELDS, "repository index request")
+        ready = body.get("ready", False)
+        if not isinstance(ready, bool):
+            raise Error("ready must be true or false", field="ready")
+    return _json(triton.repository_index(services(request), ready))
 
 
 # ---------------------------------------------------------------------------- request parsing
@@ -181,13 +221,6 @@ async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"inference request is not valid JSON: {exc}") from None
     return _check_fields(body, REQUEST_FIELDS, "inference request"), binary
-
-
-def _shape(spec: dict[str, Any], name: str) -> list[int]:
-    shape = spec.get("shape")
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise Error(f"input '{name}': shape must be an array of non-negative integers, got {shape!r}", field=name)
-    return shape
 
 
 def _array(spec: dict[str, Any], name: str, shape: list[int], binary: bytes, offset: int) -> tuple[np.ndarray, int]:
@@ -232,54 +265,21 @@ def _array(spec: dict[str, Any], name: str, shape: list[int], binary: bytes, off
 
 
 def _decode_inputs(specs: Any, binary: bytes, model: LoadedModel, max_batch: int, max_steps: int) -> dict:
-    """Validated inputs by name: `input` [B, T, F] and any state tensors [L, B, H]."""
-    cfg = model.config
-    allowed = model.input_names
+    """Validated inputs by name: `input` [B, T, F] and any state tensors [rows, B, width]."""
     if not isinstance(specs, list) or not specs:
-        raise Error(f"inputs must be a non-empty array of tensors; model '{model.name}' takes {allowed}")
+        raise Error(f"inputs must be a non-empty array of tensors; model '{model.name}' takes {model.input_names}")
     arrays: dict[str, np.ndarray] = {}
     offset = 0
     for i, spec in enumerate(specs):
         spec = _check_fields(spec, TENSOR_FIELDS, f"inputs[{i}]")
         name = spec.get("name")
-        if not isinstance(name, str):
-            raise Error(f"inputs[{i}] needs a name; model '{model.name}' takes {allowed}")
-        if name not in allowed:
-            raise Error(f"unknown input '{name}'; model '{model.name}' takes {allowed}", field=name)
+        shape = inference.check_tensor(name, spec.get("datatype"), spec.get("shape"), model, max_batch, max_steps)
         if name in arrays:
             raise Error(f"input '{name}' is given twice", field=name)
-        datatype = spec.get("datatype")
-        if datatype != DATATYPE:
-            raise Error(f"input '{name}' has datatype {datatype!r}; it must be FP32", field=name, expected=DATATYPE)
-        shape = _shape(spec, name)
-        if name == "input":
-            if len(shape) != 3 or shape[2] != cfg.input_size or 0 in shape:
-                raise Error(
-                    f"input 'input' must have shape [batch, time, {cfg.input_size}] with batch, time >= 1 "
-                    f"(features {list(cfg.feature_names)}); got {shape}",
-                    field=name,
-                    expected=[-1, -1, cfg.input_size],
-                )
-            if shape[0] > max_batch:
-                raise Error(f"input 'input' has batch {shape[0]}; at most {max_batch}", limit="max_batch_size")
-            if shape[1] > max_steps:
-                raise Error(f"input 'input' has {shape[1]} steps; at most {max_steps}", limit="max_steps_per_request")
-        array, offset = _array(spec, name, shape, binary, offset)
-        if not np.isfinite(array).all():
-            raise Error(f"input '{name}' holds NaN, infinite or out-of-range values", field=name)
-        arrays[name] = array
+        arrays[name], offset = _array(spec, name, shape, binary, offset)
     if offset != len(binary):
         raise Error(f"the request has {len(binary) - offset} bytes of binary data that no input claims")
-    if "input" not in arrays:
-        raise Error(f"input tensor 'input' is required: FP32 [batch, time, {cfg.input_size}]", field="input")
-    batch = arrays["input"].shape[0]
-    given = [n for n in allowed[1:] if n in arrays]
-    if given and len(given) != len(allowed) - 1:
-        raise Error(f"explicit state needs all of {allowed[1:]} (or none for zeros); got {given}", field="state")
-    expected = [cfg.num_layers, batch, cfg.hidden_size]
-    for n in given:
-        if list(arrays[n].shape) != expected:
-            raise Error(f"input '{n}' must have shape {expected}, got {list(arrays[n].shape)}", field=n)
+    inference.check_inputs(arrays, model)
     return arrays
 
 
@@ -292,11 +292,6 @@ def _requested_outputs(specs: Any, model: LoadedModel, default: list[str], binar
     chosen: list[tuple[str, bool]] = []
     for i, spec in enumerate(specs):
         spec = _check_fields(spec, OUTPUT_FIELDS, f"outputs[{i}]")
-        name = spec.get("name")
-        if name not in model.output_names:
-            raise Error(f"unknown output {name!r}; model '{model.name}' gives {model.output_names}", field="outputs")
-        if any(name == n for n, _ in chosen):
-            raise Error(f"output '{name}' is requested twice", field="outputs")
         params = spec.get("parameters") or {}
         if not isinstance(params, dict):
             raise Error(f"outputs[{i}].parameters must be an object")
@@ -305,39 +300,16 @@ def _requested_outputs(specs: Any, model: LoadedModel, default: list[str], binar
         as_binary = params.get("binary_data", binary)
         if not isinstance(as_binary, bool):
             raise Error(f"outputs[{i}].parameters.binary_data must be true or false")
-        chosen.append((name, as_binary))
+        chosen.append((spec.get("name"), as_binary))
+    inference.check_outputs([n for n, _ in chosen], model)
     return chosen
 
 
-def _sequence(params: dict[str, Any]) -> tuple[str | None, bool, bool]:
-    """(sequence id as text or None, start, end) from the request parameters."""
-    seq_id = params.get("sequence_id")
-    start = params.get("sequence_start", False)
-    end = params.get("sequence_end", False)
-    if not isinstance(start, bool) or not isinstance(end, bool):
-        raise Error("sequence_start and sequence_end must be true or false", field="parameters")
-    if seq_id is None or seq_id == 0 or seq_id == "":
-        if start or end:
-            raise Error("sequence_start/sequence_end need a non-zero sequence_id", field="sequence_id")
-        return None, False, False
-    if type(seq_id) is int:
-        if not 0 < seq_id < 2**64:
-            raise Error("sequence_id must be an unsigned 64-bit integer or a string", field="sequence_id")
-        return str(seq_id), start, end
-    if isinstance(seq_id, str):
-        if len(seq_id) > MAX_SEQUENCE_ID_CHARS or not seq_id.isprintable():
-            raise Error(
-                f"a string sequence_id must be printable and at most {MAX_SEQUENCE_ID_CHARS} characters",
-                field="sequence_id",
-            )
-        return seq_id, start, end
-    raise Error("sequence_id must be an unsigned 64-bit integer or a string", field="sequence_id")
-
-
-def _response(model_name: str, version: int, request_id: Any, outputs: list[tuple[str, np.ndarray, bool]]) -> Response:
+def _response(result: inference.Result, request_id: Any, wanted: list[tuple[str, bool]]) -> Response:
     items = []
     blobs = []
-    for name, array, as_binary in outputs:
+    for name, as_binary in wanted:
+        array = result.tensors[name]
         item: dict[str, Any] = {"name": name, "datatype": DATATYPE, "shape": list(array.shape)}
         if as_binary:
             blob = np.ascontiguousarray(array, "<f4").tobytes()
@@ -346,9 +318,11 @@ def _response(model_name: str, version: int, request_id: Any, outputs: list[tupl
         else:
             item["data"] = np.ascontiguousarray(array, np.float32).ravel()
         items.append(item)
-    body: dict[str, Any] = {"model_name": model_name, "model_version": str(version)}
+    body: dict[str, Any] = {"model_name": result.model.name, "model_version": str(result.model.version)}
     if request_id is not None:
         body["id"] = request_id
+    if result.position is not None:
+        body["parameters"] = {"sequence_position": result.position}
     body["outputs"] = items
     header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
     if not blobs:
@@ -365,7 +339,7 @@ def _response(model_name: str, version: int, request_id: Any, outputs: list[tupl
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     svc = services(request)
-    model = svc.registry.get(name, _version(version))
+    model = svc.registry.get(name, parse_version(version))
     body, binary = await _read_request(request)
     request_id = body.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -376,88 +350,23 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     binary_output = params.get("binary_data_output", False)
     if not isinstance(binary_output, bool):
         raise Error("binary_data_output must be true or false", field="binary_data_output")
-    seq_id, start, end = _sequence(params)
+    options = inference.parse_options(params)
     settings = svc.settings
     arrays = _decode_inputs(body.get("inputs"), binary, model, settings.max_batch_size, settings.max_steps_per_request)
-    x = arrays["input"]
-    default = ["output"] if seq_id is not None else model.output_names
+    default = inference.default_outputs(model, options)
     wanted = _requested_outputs(body.get("outputs"), model, default, binary_output)
-
-    if seq_id is None:
-        given = tuple(arrays[n] for n in model.input_names[1:] if n in arrays)
-        state = given or model.zero_state(x.shape[0])
-        outputs, final = await svc.batcher_for(model).run(x, state)
-        by_name = dict(zip(model.output_names, (outputs, *final), strict=True))
-        return _response(model.name, model.version, request_id, [(n, by_name[n], b) for n, b in wanted])
-
-    if x.shape[0] != 1:
-        raise Error(f"sequence requests take batch 1; input has batch {x.shape[0]}", field="input")
-    session_id = f"v2:{model.name}:{seq_id}"
-    manager = svc.manager
-    if start:
-        state_in = None
-        if model.input_names[1] in arrays:
-            names = model.config.state_names
-            state_in = {s: arrays[f"{s}0"][:, 0, :].tolist() for s in names}
-        await manager.create(model.name, model.version, state=state_in, session_id=session_id)
-    else:
-        if len(arrays) > 1:
-            raise Error(
-                "h0/c0 can only be given with sequence_start; a running sequence carries its own state", field="state"
-            )
-        if version is not None:
-            record = await _sequence_record(manager, session_id, seq_id, model.name)
-            if record.version != model.version:
-                raise Error(
-                    f"sequence {seq_id!r} runs on version {record.version} of model '{model.name}', "
-                    f"not {model.version}",
-                    field="version",
-                )
-    try:
-        step = orjson.loads(await manager.step(session_id, x[0].tolist()))
-    except (SessionNotFound, SessionExpired) as exc:
-        raise _not_started(seq_id, model.name, exc) from None
-    served = svc.registry.get(step["model"], step["version"])
-    tensors: dict[str, np.ndarray] = {"output": np.asarray(step["outputs"], np.float32)[None]}
-    if any(n != "output" for n, _ in wanted):
-        record = await _sequence_record(manager, session_id, seq_id, model.name)
-        if record.position != step["position"]:
-            raise PositionConflict(
-                f"sequence {seq_id!r} was stepped again before its state could be read; "
-                "request hn/cn only where steps of one sequence do not overlap",
-                position=record.position,
-            )
-        for n, array in zip(served.output_names[1:], record.state, strict=True):
-            tensors[n] = array[:, None, :]
-        missing = [n for n, _ in wanted if n not in tensors]
-        if missing:
-            raise Error(f"sequence {seq_id!r} runs on a model without outputs {missing}", field="outputs")
-    if end:
-        await manager.delete(session_id)
-    return _response(served.name, served.version, request_id, [(n, tensors[n], b) for n, b in wanted])
+    result = await inference.infer(svc, model, arrays, options, [n for n, _ in wanted], pinned=version is not None)
+    return _response(result, request_id, wanted)
 
 
-async def _sequence_record(manager: Any, session_id: str, seq_id: str, model: str) -> Any:
-    try:
-        return await manager.get(session_id)
-    except (SessionNotFound, SessionExpired) as exc:
-        raise _not_started(seq_id, model, exc) from None
+INFER_ERRORS = _errors(400, 404, 409, 413, 429, 503, 504)
 
 
-def _not_started(seq_id: str, model: str, exc: Exception) -> InferenceRequestError:
-    why = "has expired" if isinstance(exc, SessionExpired) else "was not started or has ended"
-    return Error(
-        f"sequence {seq_id!r} of model '{model}' {why}; start it with sequence_start=true",
-        field="sequence_id",
-        sequence_id=seq_id,
-    )
-
-
-@router.post("/v2/models/{name}/infer")
+@router.post("/v2/models/{name}/infer", responses=INFER_ERRORS)
 async def infer(name: str, request: Request) -> Response:
     return await _infer(request, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer")
+@router.post("/v2/models/{name}/versions/{version}/infer", responses=INFER_ERRORS)
 async def infer_version(name: str, version: str, request: Request) -> Response:
     return await _infer(request, name, version)

@@ -42,9 +42,10 @@ def test_deployment_probes_env_resources_volume(docs: list[dict[str, Any]]) -> N
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
     (container,) = pod["containers"]
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": 8000}
+    assert ports == {"http": 8000, "grpc": 8001}
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["SEQSERVE_PORT"] == "8000" and env["SEQSERVE_HOST"] == "0.0.0.0"
+    assert env["SEQSERVE_GRPC_PORT"] == "8001"
     assert env["SEQSERVE_SESSION_STORE"] == "redis://seqserve-redis:6379/0"
     assert env["SEQSERVE_MODEL_REPOSITORY"] == "/models"
     assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
@@ -63,8 +64,9 @@ def test_service_targets_the_container_port(docs: list[dict[str, Any]]) -> None:
     service = one(docs, "Service", "seqserve")
     deployment = one(docs, "Deployment", "seqserve")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
-    (port,) = service["spec"]["ports"]
-    assert port["targetPort"] in ("http", 8000)
+    ports = {p["name"]: p for p in service["spec"]["ports"]}
+    assert ports["http"]["targetPort"] in ("http", 8000)
+    assert ports["grpc"]["targetPort"] in ("grpc", 8001) and ports["grpc"]["appProtocol"] == "grpc"
     assert "sessionAffinity" not in service["spec"] or service["spec"]["sessionAffinity"] == "None"
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import orjson
 import pytest
 
+from service import inference
 from service.api import v2
 from service.app import build_services
 from service.errors import BadRequest
@@ -47,10 +48,10 @@ async def test_create_with_given_id_replaces_the_old_session(services) -> None:
 
 
 def test_sequence_parameters() -> None:
-    assert v2._sequence({}) == (None, False, False)
-    assert v2._sequence({"sequence_id": 0}) == (None, False, False)
-    assert v2._sequence({"sequence_id": 5, "sequence_start": True}) == ("5", True, False)
-    assert v2._sequence({"sequence_id": "abc", "sequence_end": True}) == ("abc", False, True)
+    assert inference._sequence({}) == (None, False, False)
+    assert inference._sequence({"sequence_id": 0}) == (None, False, False)
+    assert inference._sequence({"sequence_id": 5, "sequence_start": True}) == ("5", True, False)
+    assert inference._sequence({"sequence_id": "abc", "sequence_end": True}) == ("abc", False, True)
     for bad in (
         {"sequence_start": True},
         {"sequence_id": -1},
@@ -61,7 +62,7 @@ def test_sequence_parameters() -> None:
         {"sequence_id": 3, "sequence_end": "yes"},
     ):
         with pytest.raises(BadRequest):
-            v2._sequence(bad)
+            inference._sequence(bad)
 
 
 async def test_decode_inputs(services) -> None:

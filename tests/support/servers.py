@@ -58,12 +58,14 @@ class ServiceProcess:
     def __init__(self, repository: Path, workdir: Path, env: Mapping[str, str] | None = None, port: int | None = None):
         self.repository = repository
         self.port = port or free_port()
+        self.grpc_port = free_port()  # KServe V2 gRPC; never the default 8001, tests run side by side
         self.log_path = workdir / f"service-{self.port}.log"
         self.env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "SEQSERVE_HOST": "127.0.0.1",
             "SEQSERVE_PORT": str(self.port),
+            "SEQSERVE_GRPC_PORT": str(self.grpc_port),
             "SEQSERVE_MODEL_REPOSITORY": str(repository),
             **(env or {}),
         }

@@ -1,0 +1,264 @@
+"""`inference.GRPCInferenceService` (KServe V2 over gRPC, Triton's flavour) on the app's own
+services: the same registry, session manager, batchers and statistics as the HTTP routes, in
+the same event loop, so a sequence can even be stepped over HTTP and gRPC alternately.
+
+Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer,
+ModelStreamInfer, ModelConfig, ModelStatistics, RepositoryIndex. The rest (repository load and
+unload, shared memory, trace and log settings) answer UNIMPLEMENTED.
+
+ModelStreamInfer is how Triton users stream sequences: one bidirectional stream carries the
+steps of many sequences interleaved. Requests of one sequence are applied in the order they
+arrived on the stream; different sequences run concurrently (and meet in the batcher). Replies
+are written as they complete, so across sequences they may come back in another order than
+the requests (clients match them by `id`, as with Triton). A failed request does not end the
+stream: its reply carries `error_message`, as Triton's does.
+
+Errors: the domain errors of service/errors.py become status codes (`STATUS`), with the
+message as details and the JSON error body in the `seqserve-error-bin` trailer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import wraps
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+import orjson
+from google.protobuf import json_format
+
+from service import inference, triton
+from service.errors import NotFound, PositionConflict, ServiceError, SessionExists
+from service.grpc import grpc_service_pb2 as pb
+from service.grpc import grpc_service_pb2_grpc as pb_grpc
+from service.grpc import model_config_pb2 as config_pb
+from service.grpc import tensors
+from service.inference import parse_version
+
+if TYPE_CHECKING:
+    from service.app import Services
+
+log = logging.getLogger("seqserve.grpc")
+
+StatusCode = grpc.StatusCode
+STATUS = {
+    400: StatusCode.INVALID_ARGUMENT,
+    401: StatusCode.UNAUTHENTICATED,
+    403: StatusCode.PERMISSION_DENIED,
+    404: StatusCode.NOT_FOUND,
+    409: StatusCode.ABORTED,
+    410: StatusCode.NOT_FOUND,
+    413: StatusCode.RESOURCE_EXHAUSTED,
+    422: StatusCode.INVALID_ARGUMENT,
+    429: StatusCode.RESOURCE_EXHAUSTED,
+    503: StatusCode.UNAVAILABLE,
+    504: StatusCode.DEADLINE_EXCEEDED,
+}
+MAX_IN_FLIGHT_PER_STREAM = 1024  # requests of one stream being worked on; reading waits beyond
+
+Reply = TypeVar("Reply")
+
+
+def status_of(exc: ServiceError) -> grpc.StatusCode:
+    if isinstance(exc, PositionConflict):
+        return StatusCode.ABORTED
+    if isinstance(exc, SessionExists):
+        return StatusCode.ALREADY_EXISTS
+    return STATUS.get(exc.status, StatusCode.INTERNAL)
+
+
+def _rpc(handler: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
+    """Domain errors -> gRPC status with a clear message; anything else -> INTERNAL, logged."""
+
+    @wraps(handler)
+    async def call(self: InferenceService, request: Any, context: grpc.aio.ServicerContext) -> Reply:
+        try:
+            return await handler(self, request, context)
+        except ServiceError as exc:
+            context.set_trailing_metadata((("seqserve-error-bin", orjson.dumps(exc.body())),))
+            await context.abort(status_of(exc), exc.message)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            raise
+        except Exception:
+            log.exception("unhandled error in %s", handler.__name__)
+            await context.abort(StatusCode.INTERNAL, "internal error; see the server log")
+        raise AssertionError("unreachable")  # abort raises
+
+    return call
+
+
+class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, svc: Services, version: str) -> None:
+        self.svc = svc
+        self.version = version
+
+    # ------------------------------------------------------------------------ health and metadata
+
+    @_rpc
+    async def ServerLive(self, request: pb.ServerLiveRequest, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    @_rpc
+    async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        if len(self.svc.registry) == 0:
+            return pb.ServerReadyResponse(ready=False)
+        try:
+            await self.svc.store.ping()
+        except ServiceError:
+            return pb.ServerReadyResponse(ready=False)
+        return pb.ServerReadyResponse(ready=True)
+
+    @_rpc
+    async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
+        version = parse_version(request.version)
+        try:
+            self.svc.registry.get(request.name, version)
+        except NotFound:
+            return pb.ModelReadyResponse(ready=False)
+        return pb.ModelReadyResponse(ready=True)
+
+    @_rpc
+    async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
+        from service.api.v2 import EXTENSIONS
+
+        return pb.ServerMetadataResponse(name="seqserve", version=self.version, extensions=EXTENSIONS)
+
+    @_rpc
+    async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
+        registry = self.svc.registry
+        model = registry.get(request.name, parse_version(request.version))
+        versions = [model.version] if request.version else registry.versions(model.name)
+        inputs, outputs = inference.tensor_metadata(model)
+        return pb.ModelMetadataResponse(
+            name=model.name,
+            versions=[str(v) for v in versions],
+            platform=triton.PLATFORM,
+            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in inputs],
+            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in outputs],
+        )
+
+    @_rpc
+    async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:
+        document = triton.model_config(self.svc, request.name, request.version or None)
+        return pb.ModelConfigResponse(config=json_format.ParseDict(document, config_pb.ModelConfig()))
+
+    @_rpc
+    async def ModelStatistics(self, request: pb.ModelStatisticsRequest, context: Any) -> pb.ModelStatisticsResponse:
+        stats = triton.statistics(self.svc, request.name or None, request.version or None)
+        return json_format.ParseDict({"model_stats": stats}, pb.ModelStatisticsResponse())
+
+    @_rpc
+    async def RepositoryIndex(self, request: pb.RepositoryIndexRequest, context: Any) -> pb.RepositoryIndexResponse:
+        listing = triton.repository_index(self.svc, request.ready)
+        return json_format.ParseDict({"models": listing}, pb.RepositoryIndexResponse())
+
+    # ------------------------------------------------------------------------ inference
+
+    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+        svc = self.svc
+        if not request.model_name:
+            raise inference.Error("model_name is required", field="model_name")
+        model = svc.registry.get(request.model_name, parse_version(request.model_version))
+        options = inference.parse_options(tensors.parameters(request.parameters))
+        settings = svc.settings
+        arrays = tensors.decode_inputs(request, model, settings.max_batch_size, settings.max_steps_per_request)
+        wanted = tensors.requested_outputs(request, model, options)
+        result = await inference.infer(svc, model, arrays, options, wanted, pinned=bool(request.model_version))
+        return tensors.response(result, request.id)
+
+    @_rpc
+    async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
+        return await self._infer(request)
+
+    async def ModelStreamInfer(
+        self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
+        tails: dict[tuple[str, str], asyncio.Task[None]] = {}  # per sequence: its latest request
+        running: set[asyncio.Task[None]] = set()
+
+        async def one(request: pb.ModelInferRequest, before: asyncio.Task[None] | None) -> None:
+            try:
+                if before is not None:
+                    await asyncio.wait((before,))  # the sequence's previous request, whatever its outcome
+                try:
+                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                except ServiceError as exc:
+                    reply = _stream_error(request, exc.message)
+                except Exception:
+                    log.exception("unhandled error in ModelStreamInfer")
+                    reply = _stream_error(request, "internal error; see the server log")
+                replies.put_nowait(reply)
+            finally:
+                slots.release()
+
+        async def read() -> None:
+            try:
+                async for request in requests:
+                    await slots.acquire()
+                    key = _sequence_key(request)
+                    task = asyncio.create_task(one(request, tails.get(key) if key else None))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    if key:
+                        tails[key] = task
+                        task.add_done_callback(lambda t, k=key: tails.pop(k) if tails.get(k) is t else None)
+                if running:
+                    await asyncio.wait(set(running))
+            finally:
+                replies.put_nowait(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while (reply := await replies.get()) is not None:
+                yield reply
+        finally:
+            reader.cancel()
+
+
+def _sequence_key(request: pb.ModelInferRequest) -> tuple[str, str] | None:
+    """(model, sequence id) of a sequence request, for ordering; None for stateless ones."""
+    param = request.parameters.get("sequence_id")
+    if param is None:
+        return None
+    choice = param.WhichOneof("parameter_choice")
+    value = getattr(param, choice) if choice else None
+    if value in (None, 0, ""):
+        return None
+    return request.model_name, str(value)
+
+
+def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
+    return pb.ModelStreamInferResponse(
+        error_message=message,
+        infer_response=pb.ModelInferResponse(
+            model_name=request.model_name, model_version=request.model_version, id=request.id
+        ),
+    )
+
+
+async def start(svc: Services, version: str) -> grpc.aio.Server:
+    """Serve the V2 gRPC protocol on SEQSERVE_GRPC_PORT in the running event loop."""
+    settings = svc.settings
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", settings.max_body_bytes),
+            ("grpc.max_send_message_length", -1),
+            # several worker processes share the port (the kernel spreads connections);
+            # a single process must own it, so a clash fails loudly instead
+            ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(svc, version), server)
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    address = f"{host}:{settings.grpc_port}"
+    try:
+        server.add_insecure_port(address)
+    except RuntimeError as exc:
+        raise RuntimeError(f"cannot listen for gRPC on {address}: {exc} (SEQSERVE_GRPC_PORT=0 disables gRPC)") from exc
+    await server.start()
+    log.info("gRPC (KServe V2) listening on %s", address)
+    return server

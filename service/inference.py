@@ -1,0 +1,365 @@
+"""KServe V2 inference with Triton's sequence extension, independent of the wire: the HTTP
+route (service/api/v2.py) and the gRPC service (service/grpc/) decode their tensors and
+parameters, and everything after that (validation of what the tensors mean, the mapping of
+sequences onto sessions, timeouts, retry-safe positions, which outputs) happens here, once.
+
+Sequences. `sequence_id` (non-zero unsigned int or non-empty string) names a session of the
+SessionManager under the id `v2:<model>:<sequence_id>` (5 and "5" are the same sequence), so it
+lives in the configured store, its steps go through the batcher and are applied in order.
+`sequence_start` (re)starts it from the initial state (or explicit state tensors, only at the
+start); `sequence_end` deletes it after the step.
+
+Retry-safety. `sequence_position` (optional, the number of time steps the sequence has taken
+before this request; 0 with `sequence_start`) makes a step exactly-once like v1's `position`:
+a resend of the last applied request (same position, same inputs) gets the recorded reply and
+applies nothing; any other mismatch is a position conflict carrying the current position. A
+start with position 0 on a sequence that already moved past its first step is a conflict too
+(send the start without `sequence_position`, or end the sequence, to restart it). Every
+sequence reply carries `sequence_position`, the position after the step.
+
+`timeout` (microseconds, Triton's unit) bounds the wait for the reply: a stateless request past
+it is cancelled; a sequence step is never cut in half (its state must stay consistent), so it
+completes in the background while the client gets the deadline error and can resend it with
+`sequence_position` to collect the reply exactly once. `priority` is refused unless 0 (the
+default): the service has one priority level, and silently ignoring a priority would mislead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from service.errors import BadRequest, DeadlineExceeded, PositionConflict, SessionExpired, SessionNotFound
+from service.registry import LoadedModel
+from service.sessions.base import SessionRecord
+
+if TYPE_CHECKING:
+    from service.app import Services
+
+DATATYPE = "FP32"
+MAX_SEQUENCE_ID_CHARS = 128
+MAX_TIMEOUT_US = 3600 * 10**6
+SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end", "sequence_position")
+
+
+class InferenceRequestError(BadRequest):
+    """A V2 request the protocol rejects (400): bad tensor, datatype, shape, parameter."""
+
+    code = "invalid_inference_request"
+
+
+Error = InferenceRequestError
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    """What a request's parameters ask for, validated."""
+
+    sequence_id: str | None = None
+    start: bool = False
+    end: bool = False
+    position: int | None = None
+    timeout_s: float | None = None
+
+
+# ---------------------------------------------------------------------------- parameters
+
+
+def parse_options(params: Mapping[str, Any]) -> Options:
+    """The sequence, retry and scheduling parameters of a request (HTTP JSON or gRPC)."""
+    seq_id, start, end = _sequence(params)
+    position = params.get("sequence_position")
+    if position is not None:
+        if type(position) is not int or position < 0:
+            raise Error("sequence_position must be a non-negative integer", field="sequence_position")
+        if seq_id is None:
+            raise Error("sequence_position needs a sequence_id", field="sequence_position")
+        if start and position != 0:
+            raise Error(
+                f"a sequence starts at position 0; sequence_start with sequence_position {position}",
+                field="sequence_position",
+            )
+    priority = params.get("priority", 0)
+    if type(priority) is not int or priority != 0:
+        raise Error(
+            f"priority {priority!r} is not supported: this server has a single priority level; send 0 or omit it",
+            field="priority",
+        )
+    timeout = params.get("timeout")
+    timeout_s = None
+    if timeout is not None:
+        if type(timeout) is not int or not 0 <= timeout <= MAX_TIMEOUT_US:
+            raise Error(
+                f"timeout must be an integer number of microseconds in [0, {MAX_TIMEOUT_US}] (0: none)",
+                field="timeout",
+            )
+        timeout_s = timeout / 1e6 if timeout else None
+    return Options(seq_id, start, end, position, timeout_s)
+
+
+def _sequence(params: Mapping[str, Any]) -> tuple[str | None, bool, bool]:
+    """(sequence id as text or None, start, end) from the request parameters."""
+    seq_id = params.get("sequence_id")
+    start = params.get("sequence_start", False)
+    end = params.get("sequence_end", False)
+    if not isinstance(start, bool) or not isinstance(end, bool):
+        raise Error("sequence_start and sequence_end must be true or false", field="parameters")
+    if seq_id is None or seq_id == 0 or seq_id == "":
+        if start or end:
+            raise Error("sequence_start/sequence_end need a non-zero sequence_id", field="sequence_id")
+        return None, False, False
+    if type(seq_id) is int:
+        if not 0 < seq_id < 2**64:
+            raise Error("sequence_id must be an unsigned 64-bit integer or a string", field="sequence_id")
+        return str(seq_id), start, end
+    if isinstance(seq_id, str):
+        if len(seq_id) > MAX_SEQUENCE_ID_CHARS or not seq_id.isprintable():
+            raise Error(
+                f"a string sequence_id must be printable and at most {MAX_SEQUENCE_ID_CHARS} characters",
+                field="sequence_id",
+            )
+        return seq_id, start, end
+    raise Error("sequence_id must be an unsigned 64-bit integer or a string", field="sequence_id")
+
+
+def parse_version(version: str | None) -> int | None:
+    """A V2 version string ("" and None: the default version)."""
+    if not version:
+        return None
+    if not (version.isascii() and version.isdigit()) or len(version) > 18:
+        raise Error(f"model version must be a positive integer, got {version!r}", field="version")
+    return int(version)
+
+
+# ---------------------------------------------------------------------------- tensors
+
+
+def tensor_metadata(model: LoadedModel) -> tuple[list[dict], list[dict]]:
+    """(inputs, outputs) as V2 metadata: name, datatype, shape (-1: any size)."""
+    cfg = model.config
+    states = [[spec.rows, -1, spec.width] for spec in cfg.state_specs]
+    inputs = [{"name": "input", "datatype": DATATYPE, "shape": [-1, -1, cfg.input_size]}]
+    inputs += [
+        {"name": n, "datatype": DATATYPE, "shape": s} for n, s in zip(model.input_names[1:], states, strict=True)
+    ]
+    outputs = [{"name": "output", "datatype": DATATYPE, "shape": [-1, -1, cfg.output_size]}]
+    outputs += [
+        {"name": n, "datatype": DATATYPE, "shape": s} for n, s in zip(model.output_names[1:], states, strict=True)
+    ]
+    return inputs, outputs
+
+
+def check_tensor(name: Any, datatype: Any, shape: Any, model: LoadedModel, max_batch: int, max_steps: int) -> list[int]:
+    """A declared input tensor before its data is read: known name, FP32, a plausible shape.
+    Returns the shape as a list of ints."""
+    allowed = model.input_names
+    if not isinstance(name, str) or not name:
+        raise Error(f"every input needs a name; model '{model.name}' takes {allowed}")
+    if name not in allowed:
+        raise Error(f"unknown input '{name}'; model '{model.name}' takes {allowed}", field=name)
+    if datatype != DATATYPE:
+        raise Error(f"input '{name}' has datatype {datatype!r}; it must be FP32", field=name, expected=DATATYPE)
+    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+        raise Error(f"input '{name}': shape must be an array of non-negative integers, got {shape!r}", field=name)
+    cfg = model.config
+    if name == "input":
+        if len(shape) != 3 or shape[2] != cfg.input_size or 0 in shape:
+            raise Error(
+                f"input 'input' must have shape [batch, time, {cfg.input_size}] with batch, time >= 1 "
+                f"(features {list(cfg.feature_names)}); got {shape}",
+                field=name,
+                expected=[-1, -1, cfg.input_size],
+            )
+        if shape[0] > max_batch:
+            raise Error(f"input 'input' has batch {shape[0]}; at most {max_batch}", limit="max_batch_size")
+        if shape[1] > max_steps:
+            raise Error(f"input 'input' has {shape[1]} steps; at most {max_steps}", limit="max_steps_per_request")
+    elif len(shape) != 3 or math.prod(shape) > max_batch * (1 << 20):
+        raise Error(f"input '{name}' must be a state tensor [rows, batch, width]; got shape {shape}", field=name)
+    return shape
+
+
+def check_inputs(arrays: dict[str, np.ndarray], model: LoadedModel) -> None:
+    """The decoded inputs together: finite, `input` present, state tensors all or none, of
+    the shapes the model's state specs give for the request's batch."""
+    cfg = model.config
+    for name, array in arrays.items():
+        if not np.isfinite(array).all():
+            raise Error(f"input '{name}' holds NaN, infinite or out-of-range values", field=name)
+    if "input" not in arrays:
+        raise Error(f"input tensor 'input' is required: FP32 [batch, time, {cfg.input_size}]", field="input")
+    batch = arrays["input"].shape[0]
+    state_names = model.input_names[1:]
+    given = [n for n in state_names if n in arrays]
+    if given and len(given) != len(state_names):
+        raise Error(
+            f"explicit state needs all of {state_names} (or none for the initial state); got {given}", field="state"
+        )
+    for n, shape in zip(state_names, cfg.state_shapes(batch), strict=True):
+        if n in arrays and arrays[n].shape != shape:
+            raise Error(f"input '{n}' must have shape {list(shape)}, got {list(arrays[n].shape)}", field=n)
+
+
+def default_outputs(model: LoadedModel, options: Options) -> list[str]:
+    """Without an outputs list: every output when stateless; only `output` on a sequence (its
+    state is implicit and stays on the server)."""
+    return ["output"] if options.sequence_id is not None else list(model.output_names)
+
+
+def check_outputs(names: list[str], model: LoadedModel) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name not in model.output_names:
+            raise Error(f"unknown output {name!r}; model '{model.name}' gives {model.output_names}", field="outputs")
+        if name in seen:
+            raise Error(f"output '{name}' is requested twice", field="outputs")
+        seen.add(name)
+
+
+# ---------------------------------------------------------------------------- inference
+
+
+@dataclass(slots=True)
+class Result:
+    """What an inference produced: the model version that served it, the tensors by name
+    (exactly the requested outputs) and, for a sequence step, the position after it."""
+
+    model: LoadedModel
+    tensors: dict[str, np.ndarray]
+    position: int | None = None
+
+
+_background: set[asyncio.Task[Any]] = set()  # sequence steps in flight (kept from garbage collection)
+
+
+async def infer(
+    svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], options: Options, wanted: list[str], pinned: bool
+) -> Result:
+    """Run one validated request. `pinned`: the client named the version explicitly.
+
+    A sequence step runs in a task of its own that completes even when its caller gives up
+    (deadline, cancelled RPC, closed connection): a step cut in half would leave the session
+    in doubt, while a finished one can be collected by a resend with sequence_position."""
+    if options.sequence_id is None:
+        if options.timeout_s is None:
+            return await _stateless(svc, model, arrays, wanted)
+        task = asyncio.ensure_future(_stateless(svc, model, arrays, wanted))
+    else:
+        task = asyncio.ensure_future(_sequence_step(svc, model, arrays, options, wanted, pinned))
+        _background.add(task)
+        task.add_done_callback(_finished)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), options.timeout_s)
+    except TimeoutError:
+        waited = f"{options.timeout_s * 1e6:.0f} us"
+        if options.sequence_id is None:
+            task.cancel()
+            raise DeadlineExceeded(f"the request did not complete within its timeout of {waited}") from None
+        raise DeadlineExceeded(
+            f"the step of sequence {options.sequence_id!r} did not complete within its timeout of {waited}; "
+            "it is still being applied: resend it with sequence_position to collect its reply exactly once",
+            sequence_id=options.sequence_id,
+        ) from None
+
+
+def _finished(task: asyncio.Task[Any]) -> None:
+    _background.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved here too: its caller may have stopped waiting
+
+
+async def _stateless(svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], wanted: list[str]) -> Result:
+    x = arrays["input"]
+    given = tuple(arrays[n] for n in model.input_names[1:] if n in arrays)
+    state = given or model.config.initial_state(x.shape[0])
+    outputs, final = await svc.batcher_for(model).run(x, state)
+    by_name = dict(zip(model.output_names, (outputs, *final), strict=True))
+    return Result(model, {n: by_name[n] for n in wanted})
+
+
+async def _sequence_step(
+    svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], options: Options, wanted: list[str], pinned: bool
+) -> Result:
+    seq_id = options.sequence_id
+    assert seq_id is not None
+    x = arrays["input"]
+    if x.shape[0] != 1:
+        raise Error(f"sequence requests take batch 1; input has batch {x.shape[0]}", field="input")
+    session_id = f"v2:{model.name}:{seq_id}"
+    manager = svc.manager
+    if options.start:
+        if options.position is None or not await _retried_start(manager, session_id):
+            state_in = None
+            if model.input_names[1] in arrays:
+                names = model.config.state_names
+                state_in = {s: arrays[f"{s}0"][:, 0, :].tolist() for s in names}
+            await manager.create(model.name, model.version, state=state_in, session_id=session_id)
+    else:
+        if len(arrays) > 1:
+            raise Error(
+                "state tensors can only be given with sequence_start; a running sequence carries its own state",
+                field="state",
+            )
+        if pinned:
+            record = await _record(manager, session_id, seq_id, model.name)
+            if record.version != model.version:
+                raise Error(
+                    f"sequence {seq_id!r} runs on version {record.version} of model '{model.name}', "
+                    f"not {model.version}",
+                    field="version",
+                )
+    try:
+        step = orjson.loads(await manager.step(session_id, x[0].tolist(), options.position))
+    except (SessionNotFound, SessionExpired) as exc:
+        raise _not_started(seq_id, model.name, exc) from None
+    served = svc.registry.get(step["model"], step["version"])
+    tensors: dict[str, np.ndarray] = {"output": np.asarray(step["outputs"], np.float32)[None]}
+    if any(n != "output" for n in wanted):
+        record = await _record(manager, session_id, seq_id, model.name)
+        if record.position != step["position"]:
+            raise PositionConflict(
+                f"sequence {seq_id!r} was stepped again before its state could be read; "
+                "request state outputs only where steps of one sequence do not overlap",
+                position=record.position,
+            )
+        for n, array in zip(served.output_names[1:], record.state, strict=True):
+            tensors[n] = array[:, None, :]
+        missing = [n for n in wanted if n not in tensors]
+        if missing:
+            raise Error(f"sequence {seq_id!r} runs on a model without outputs {missing}", field="outputs")
+    if options.end:
+        await manager.delete(session_id)
+    return Result(served, {n: tensors[n] for n in wanted}, step["position"])
+
+
+async def _retried_start(manager: Any, session_id: str) -> bool:
+    """With sequence_position 0 on a start: does the sequence already exist past position 0?
+    Then the step goes to the manager with position 0, which replays the start if it was the
+    last step applied (a retry) and answers a position conflict otherwise."""
+    try:
+        record = await manager.get(session_id)
+    except (SessionNotFound, SessionExpired):
+        return False
+    return record.position > 0
+
+
+async def _record(manager: Any, session_id: str, seq_id: str, model: str) -> SessionRecord:
+    try:
+        return await manager.get(session_id)
+    except (SessionNotFound, SessionExpired) as exc:
+        raise _not_started(seq_id, model, exc) from None
+
+
+def _not_started(seq_id: str, model: str, exc: Exception) -> InferenceRequestError:
+    why = "has expired" if isinstance(exc, SessionExpired) else "was not started or has ended"
+    return Error(
+        f"sequence {seq_id!r} of model '{model}' {why}; start it with sequence_start=true",
+        field="sequence_id",
+        sequence_id=seq_id,
+    )
