@@ -362,11 +362,22 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
 INFER_ERRORS = _errors(400, 404, 409, 413, 429, 503, 504)
 
 
-@router.post("/v2/models/{name}/infer", responses=INFER_ERRORS)
+INFER_DOC = """KServe V2 inference (JSON or the binary tensor data extension).
+
+Request `parameters`: `sequence_id`, `sequence_start`, `sequence_end` (Triton's sequences, kept
+server-side as sessions); `sequence_position` (optional, retry-safe steps: the sequence's number
+of time steps before this request, 0 with `sequence_start`; the resend of the last applied
+request gets its recorded reply, any other mismatch is 409 with the current `position`);
+`timeout` (microseconds; 504 when exceeded; a sequence step still completes and a resend with
+`sequence_position` collects it); `priority` (only 0; otherwise 400); `binary_data_output`.
+A sequence reply's `parameters.sequence_position` is the position after the step."""
+
+
+@router.post("/v2/models/{name}/infer", responses=INFER_ERRORS, description=INFER_DOC)
 async def infer(name: str, request: Request) -> Response:
     return await _infer(request, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", responses=INFER_ERRORS)
+@router.post("/v2/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, description=INFER_DOC)
 async def infer_version(name: str, version: str, request: Request) -> Response:
     return await _infer(request, name, version)

@@ -65,11 +65,13 @@ def test_nginx_fronts_the_replicas_with_the_repo_config(compose: dict[str, Any])
     # The included files sit next to nginx.conf (relative includes).
     assert mounts["./service/deploy/upstreams.conf"] == "/etc/nginx/upstreams.conf"
     assert mounts["./service/deploy/listen.conf"] == "/etc/nginx/listen.conf"
+    assert mounts["./service/deploy/grpc.conf"] == "/etc/nginx/grpc.conf"  # KServe V2 gRPC, port 8081
     for source in mounts:
         assert (REPO / source).is_file(), source
     assert set(nginx["depends_on"]) == set(REPLICAS)
     assert all(dep["condition"] == "service_healthy" for dep in nginx["depends_on"].values())
     assert any(str(p).endswith(":80") for p in nginx["ports"])
+    assert any(str(p).endswith(":8081") for p in nginx["ports"])
     assert "healthcheck" in nginx
     upstreams = (REPO / "service/deploy/upstreams.conf").read_text()
     for name in REPLICAS:

@@ -371,3 +371,48 @@ def test_statistics_over_grpc_and_http(triton: grpcclient.InferenceServerClient,
     assert [s["version"] for s in client.get("/v2/models/lstm/stats").json()["model_stats"]] == ["1", "2"]
     assert client.get("/v2/models/nope/stats").status_code == 404
     assert len(triton.get_inference_statistics(as_json=True)["model_stats"]) == 3
+
+
+# ---------------------------------------------------------------------------- through nginx
+
+
+def test_grpc_through_nginx_with_the_compose_config(server: ServiceProcess, client: httpx.Client, tmp_path) -> None:
+    """service/deploy/nginx.conf + grpc.conf as compose mounts them (addresses made loopback):
+    unary infer and an interleaved stream pass through nginx's HTTP/2 gRPC proxy unchanged."""
+    import re
+
+    from tests.support.nginx import NginxProcess
+    from tests.support.servers import ROOT, free_port
+
+    nginx = NginxProcess(tmp_path / "nginx", [server.port])
+    grpc_port = free_port()
+    conf = (ROOT / "service" / "deploy" / "grpc.conf").read_text()
+    assert re.search(r"^\s*listen 8081 http2;", conf, re.M) and "client_max_body_size 0;" in conf
+    conf = re.sub(r"listen 8081 http2;", f"listen 127.0.0.1:{grpc_port} http2;", conf)
+    conf, replicas = re.subn(r"server seqserve-\d+:8001 ", f"server 127.0.0.1:{server.grpc_port} ", conf)
+    assert replicas == 2
+    (tmp_path / "nginx" / "grpc.conf").write_text(conf)
+    with nginx:
+        proxied = grpcclient.InferenceServerClient(url=f"127.0.0.1:{grpc_port}")
+        try:
+            assert proxied.is_server_ready()
+            x = raw_inputs(np.random.default_rng(41), 4, batch=1).astype(np.float32)
+            close(proxied.infer("lstm", [input_of(x)]).as_numpy("output"), predict(client, "lstm", x)[0])
+            replies: queue.Queue = queue.Queue()
+            proxied.start_stream(callback=lambda result, error: replies.put((result, error)))
+            try:
+                for t in range(4):
+                    for seq in (901, 902):
+                        proxied.async_stream_infer(
+                            "lstm", [input_of(x[:, t : t + 1])], request_id=f"{seq}/{t}", sequence_id=seq,
+                            sequence_start=t == 0, sequence_end=t == 3,
+                        )  # fmt: skip
+                got = _collect(replies, 8)
+            finally:
+                proxied.stop_stream()
+        finally:
+            proxied.close()
+    assert all(error is None for _, error in got)
+    by_id = {r.get_response().id: r.as_numpy("output") for r, _ in got}
+    for seq in (901, 902):
+        close(np.concatenate([by_id[f"{seq}/{t}"] for t in range(4)], axis=1), predict(client, "lstm", x)[0])
