@@ -2,10 +2,14 @@
 
 A recurrent step for one stream is tiny (tens of microseconds), so the fixed cost of a call
 dominates; stacking the states of many streams into one call multiplies throughput. Requests
-are grouped by sequence length (the exported graph takes no per-row lengths). While one call
+are grouped by sequence length (the exported graph takes no per-row lengths) and state shapes
+(states of different shapes are never stacked). While one call
 runs in the worker thread, new requests queue and go out together in the next call, so at low
 load nothing waits and at high load batches grow by themselves; `max_delay` adds an optional
 wait for more company. Results are exact: each row of a batched call is independent.
+
+A failure is isolated: when a stacked call fails, its requests are run again one by one, so
+only the request that causes the failure gets the error, never its neighbours.
 """
 
 from __future__ import annotations
@@ -69,7 +73,7 @@ class Batcher:
         self.inline_max_cost = inline_max_cost  # rows x steps run on the event loop itself
         self.observe = observe  # (rows in call, seconds) -> metrics
         self.stats = stats  # Triton-style per-version statistics (V2 statistics extension)
-        self._pending: dict[int, list[_Item]] = {}
+        self._pending: dict[tuple[int, ...], list[_Item]] = {}  # (steps, *state shapes) -> queue
         self._rows = 0
         self._draining = False
         self._task: asyncio.Task[None] | None = None  # referenced so it is not collected mid-drain
@@ -94,7 +98,8 @@ class Batcher:
                 return self._execute(items)[0]
             return (await loop.run_in_executor(self.executor, self._execute, items))[0]
         future: asyncio.Future[Result] = loop.create_future()
-        self._pending.setdefault(inputs.shape[1], []).append(_Item(inputs, state, future, time.perf_counter_ns()))
+        group = (inputs.shape[1], *(d for s in state for d in s.shape[::2]))  # T, then [L, H] of each state
+        self._pending.setdefault(group, []).append(_Item(inputs, state, future, time.perf_counter_ns()))
         self._rows += inputs.shape[0]
         if not self._draining:
             self._draining = True
@@ -120,18 +125,29 @@ class Batcher:
         return results
 
     def _take(self) -> list[_Item]:
-        """The oldest length group, up to max_size rows (a single larger request goes alone)."""
-        length = next(iter(self._pending))
-        group = self._pending[length]
+        """The oldest group, up to max_size rows (a single larger request goes alone)."""
+        key = next(iter(self._pending))
+        group = self._pending[key]
         taken, rows = [], 0
         while group and (not taken or rows + group[0].inputs.shape[0] <= self.max_size):
             item = group.pop(0)
             taken.append(item)
             rows += item.inputs.shape[0]
         if not group:
-            del self._pending[length]
+            del self._pending[key]
         self._rows -= rows
         return taken
+
+    async def _call(self, loop: asyncio.AbstractEventLoop, items: list[_Item]) -> list[Result]:
+        if self._inline(items):
+            return self._execute(items)
+        return await loop.run_in_executor(self.executor, self._execute, items)
+
+    async def _alone(self, loop: asyncio.AbstractEventLoop, item: _Item) -> Result | Exception:
+        try:
+            return (await self._call(loop, [item]))[0]
+        except Exception as exc:
+            return exc
 
     async def _drain(self) -> None:
         loop = asyncio.get_running_loop()
@@ -141,17 +157,15 @@ class Batcher:
                     await asyncio.sleep(self.max_delay_s)
                 items = self._take()
                 try:
-                    if self._inline(items):
-                        results = self._execute(items)
-                    else:
-                        results = await loop.run_in_executor(self.executor, self._execute, items)
-                except Exception as exc:  # hand the failure to every waiter, keep draining
-                    for it in items:
-                        if not it.future.done():
-                            it.future.set_exception(exc)
-                    continue
+                    results: list[Result | Exception] = list(await self._call(loop, items))
+                except Exception as exc:  # when several share the call, run each alone: only the culprit fails
+                    results = [exc] if len(items) == 1 else [await self._alone(loop, it) for it in items]
                 for it, result in zip(items, results, strict=True):
-                    if not it.future.done():  # a cancelled request no longer wants it
+                    if it.future.done():  # a cancelled request no longer wants it
+                        continue
+                    if isinstance(result, Exception):
+                        it.future.set_exception(result)
+                    else:
                         it.future.set_result(result)
         finally:
             self._draining = False

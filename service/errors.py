@@ -52,6 +52,13 @@ class SessionExpired(ServiceError):
     status, code = 410, "session_expired"
 
 
+class ModelChanged(ServiceError):
+    """The session's model version is now a different graph (e.g. the repository was rebuilt):
+    its state belongs to the old one and cannot continue. Create a new session."""
+
+    status, code = 410, "model_changed"
+
+
 class PositionConflict(ServiceError):
     """The client's idea of the session position is not the server's; `position` tells it."""
 

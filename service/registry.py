@@ -7,6 +7,7 @@ it initialises, else CPU, and says which in the log and in each model's descript
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,11 +52,15 @@ class LoadedModel:
     session: ort.InferenceSession
     provider: str
     manifest: dict[str, Any] = field(default_factory=dict)
+    file_hash: str = ""  # sha256 of model.onnx, hex
 
     def __post_init__(self) -> None:
         self.input_names = ["input", *(f"{s}0" for s in self.config.state_names)]
         self.output_names = ["output", *(f"{s}n" for s in self.config.state_names)]
         self.state_bytes = len(self.config.state_names) * self.config.num_layers * self.config.hidden_size * 4
+        layout = ",".join(f"{s.name}:{s.rows}x{s.width}" for s in self.config.state_specs)
+        # What a session's state is bound to: this exact graph (file) and its state layout.
+        self.fingerprint = f"{self.file_hash[:32]}/{layout}"
 
     @property
     def key(self) -> str:
@@ -93,6 +98,17 @@ class LoadedModel:
             "created": self.manifest.get("created"),
             "metrics": self.manifest.get("metrics"),
         }
+
+
+def file_hash(path: Path) -> str:
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model.onnx: {exc.strerror}") from exc
+    return digest.hexdigest()
 
 
 def _session(entry: RepositoryEntry, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
@@ -134,7 +150,14 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     if [i.name for i in session.get_inputs()] != expected:
         raise ModelLoadError(f"{entry.name} v{entry.version}: graph inputs are not {expected}")
     model = LoadedModel(
-        entry.name, entry.version, config, entry.path, session, session.get_providers()[0], entry.manifest()
+        entry.name,
+        entry.version,
+        config,
+        entry.path,
+        session,
+        session.get_providers()[0],
+        entry.manifest(),
+        file_hash(entry.model_path),
     )
     # Warm up: the first run allocates; do it here, not on a client's request.
     model.run(np.zeros((1, 1, config.input_size), np.float32), model.zero_state(1))

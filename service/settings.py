@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     session_ttl_seconds: float = Field(3600.0, gt=0)
     max_session_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     max_sessions: int = Field(100_000, ge=1, description="per process, memory store; LRU eviction beyond")
+    replay_window: int = Field(
+        4, ge=1, description="recent steps per session whose response a retry (same position and inputs) gets back"
+    )
     max_sessions_per_model: int = Field(0, ge=0, description="sessions one model may hold; 0: no limit; 429 beyond")
 
     # Request limits

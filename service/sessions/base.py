@@ -1,9 +1,16 @@
 """What a session is, and the small interface every session store implements.
 
-A store keeps, per session: the pinned model version, the position (steps applied so far),
-the recurrent state (float32 [layers, hidden] per state tensor), an idle TTL, and the last
-response for retry-safety. `save` is a check-and-set on the position so that two writers
-(two requests, two replicas) can never both apply a step on the same old state.
+A store keeps, per session: the pinned model version and the fingerprint of its graph, the
+position (steps applied so far), the recurrent state (float32 [layers, hidden] per state
+tensor), an idle TTL, and the most recent responses for retry-safety. `save` is a
+check-and-set on the position so that two writers (two requests, two replicas) can never both
+apply a step on the same old state.
+
+Idempotency is by request identity, never by content: every write carries a fresh random
+token, and the store remembers the tokens of its recent writes. A write that finds its own
+token recorded was already applied (its reply was lost and it was sent again, by this code or
+by the Redis client) and is answered "applied"; any other mismatch is a conflict. Two
+requests that happen to carry identical readings are two steps.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import secrets
+import struct
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,13 +36,44 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+def new_token() -> str:
+    """The identity of one write: 128 random bits as 32 hex characters."""
+    return secrets.token_hex(16)
+
+
+TOKEN_CHARS = 32
+# Tokens remembered per session: a re-sent write is recognised while fewer than this many
+# other writes landed on the session since it (re-sends follow within milliseconds).
+TOKEN_WINDOW = 32
+
+
 @dataclass(slots=True)
 class LastStep:
-    """The most recent applied request: replayed verbatim if the client retries it."""
+    """A recently applied request with a stated position: replayed verbatim if the client
+    retries it (same position, same inputs)."""
 
     position_before: int
-    digest: bytes  # hash of the request's inputs
+    digest: bytes  # hash of the request's inputs, 16 bytes
     response: bytes  # the JSON body that was returned
+
+
+_ENTRY = struct.Struct("<qI16s")
+
+
+def encode_history(history: tuple[LastStep, ...]) -> bytes:
+    """Recent steps as bytes (for stores that keep bytes): per step its position before, the
+    response length, the digest, then the response."""
+    return b"".join(_ENTRY.pack(s.position_before, len(s.response), s.digest) + s.response for s in history)
+
+
+def decode_history(blob: bytes) -> tuple[LastStep, ...]:
+    steps, offset = [], 0
+    while offset < len(blob):
+        before, size, digest = _ENTRY.unpack_from(blob, offset)
+        offset += _ENTRY.size
+        steps.append(LastStep(before, digest, blob[offset : offset + size]))
+        offset += size
+    return tuple(steps)
 
 
 @dataclass(slots=True)
@@ -47,7 +86,13 @@ class SessionRecord:
     ttl_seconds: float
     expires_at: float  # wall-clock epoch seconds
     created_at: float
-    last: LastStep | None = None
+    history: tuple[LastStep, ...] = ()  # the most recent steps, oldest first
+    fingerprint: str = ""  # the graph the state belongs to (LoadedModel.fingerprint); "" unknown
+    token: str = ""  # identity of the write that produced this record (set before each save)
+
+    @property
+    def last(self) -> LastStep | None:
+        return self.history[-1] if self.history else None
 
 
 class SessionStore(abc.ABC):
@@ -66,8 +111,10 @@ class SessionStore(abc.ABC):
 
     @abc.abstractmethod
     async def save(self, record: SessionRecord, expected_position: int) -> None:
-        """Write position, state, expiry and last step, only if the stored position is still
-        `expected_position`; otherwise raise PositionConflict with the stored position."""
+        """Write position, state, expiry and history, only if the stored position is still
+        `expected_position`; otherwise raise PositionConflict with the stored position.
+        A save whose `record.token` the store already recorded (a re-send of a write that was
+        applied) returns normally without writing again."""
 
     @abc.abstractmethod
     async def delete(self, session_id: str) -> bool: ...

@@ -6,8 +6,18 @@ Across processes, the store's check-and-set on the position means a step compute
 stale state is never written: the loser gets 409 with the current position.
 
 Retry-safety: a client that did not see a response resends the same inputs with the same
-`position`. If that position is the one before the last applied request and the inputs hash
-the same, the stored response is returned again and nothing is applied twice.
+`position`. If one of the session's recent steps (the last `replay_window`) was applied at that
+position with inputs that hash the same, its stored response is returned again and nothing is
+applied twice, even when other steps were applied since. Requests without a position are never
+answered from a record: identical readings from two requests are two steps.
+
+Between this process and the store, every write carries a fresh token (sessions/base.py), so a
+write re-sent after its reply was lost is recognised as itself; a conflict means it was not
+applied, and a position-less step is then recomputed on the new state.
+
+State is bound to the exact graph it came from: a session records its model's fingerprint,
+and a step on a session whose model version was replaced by a different graph is refused
+(410 model_changed) before anything is computed.
 """
 
 from __future__ import annotations
@@ -24,10 +34,19 @@ import numpy as np
 import orjson
 
 from service.batching import Batcher
-from service.errors import InvalidInput, LimitExceeded, PositionConflict, ServiceError, TooManySessions
+from service.errors import (
+    InvalidInput,
+    LimitExceeded,
+    ModelChanged,
+    PositionConflict,
+    ServiceError,
+    SessionExpired,
+    SessionNotFound,
+    TooManySessions,
+)
 from service.registry import LoadedModel, ModelRegistry
 from service.runtime import as_array, check_features, parse_state, parse_steps
-from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id, shown
+from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id, new_token, shown
 from service.settings import Settings
 
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
@@ -127,21 +146,39 @@ class SessionManager:
         it instead of a random id, and replaces any session already under that id."""
         model = self.registry.get(name, version)
         ttl_s = self._ttl(ttl)
-        self._check_quota(model.name)
+        if session_id is None:
+            self._check_quota(model.name)
         if state is None:
             arrays = tuple(s[:, 0, :] for s in model.zero_state(1))
         else:
             arrays = tuple(s[:, 0, :] for s in parse_state(state, model.config, None))
         now = time.time()
         record = SessionRecord(
-            session_id or new_session_id(), model.name, model.version, 0, arrays, ttl_s, now + ttl_s, now
+            session_id or new_session_id(),
+            model.name,
+            model.version,
+            0,
+            arrays,
+            ttl_s,
+            now + ttl_s,
+            now,
+            fingerprint=model.fingerprint,
         )
         if session_id is None:
             await self.store.create(record)
             return record
         async with self._locks.hold(session_id):  # after steps already queued on the old session
+            if not await self._exists(session_id):  # a restart replaces: it adds no session
+                self._check_quota(model.name)
             await self.store.create(record, replace=True)
         return record
+
+    async def _exists(self, session_id: str) -> bool:
+        try:
+            await self.store.load(session_id)
+        except (SessionNotFound, SessionExpired):
+            return False
+        return True
 
     async def get(self, session_id: str) -> SessionRecord:
         return await self.store.load(session_id)
@@ -161,6 +198,7 @@ class SessionManager:
             ttl_s,
             now + ttl_s,
             now,
+            fingerprint=source.fingerprint,
         )
         await self.store.create(record)
         return record
@@ -193,6 +231,7 @@ class SessionManager:
         outputs, new_state = await self.batcher_for(loaded).run(steps[None], state)
         before = record.position
         response = self._advance(record, steps, key, outputs[0], tuple(s[:, 0, :] for s in new_state))
+        record.token = new_token()
         await self.store.save(record, expected_position=before)
         if self.on_steps is not None:
             self.on_steps(loaded.key, steps.shape[0])
@@ -211,7 +250,7 @@ class SessionManager:
         `parsed`: the inputs already converted (bulk), still to be checked against the model."""
         if model is not None and record.model != model:
             raise InvalidInput(f"session '{shown(record.session_id)}' belongs to model '{record.model}', not '{model}'")
-        loaded = self.registry.get(record.model, record.version)
+        loaded = self.model_of(record)
         if parsed is not None:
             check_features(parsed.shape[1], loaded.config, "inputs")
             steps = parsed
@@ -219,18 +258,37 @@ class SessionManager:
             steps = parse_steps(inputs, loaded.config, self.settings.max_steps_per_request)
         key = digest(steps)
         if position is not None and position != record.position:
-            last = record.last
-            if last is not None and position == last.position_before and key == last.digest:
-                return loaded, steps, key, last.response
+            for past in reversed(record.history):
+                if position == past.position_before and key == past.digest:
+                    return loaded, steps, key, past.response
             raise PositionConflict(
                 f"position {position} does not match the session's position {record.position}",
                 position=record.position,
             )
         return loaded, steps, key, None
 
-    @staticmethod
+    def model_of(self, record: SessionRecord) -> LoadedModel:
+        """The loaded model a session's state belongs to; ModelChanged when its version is now
+        another graph (a rebuilt repository): the state would be garbage to it, or the wrong
+        shape for it."""
+        loaded = self.registry.get(record.model, record.version)
+        specs = loaded.config.state_specs
+        layout_ok = len(record.state) == len(specs) and all(
+            array.shape == (spec.rows, spec.width) for array, spec in zip(record.state, specs, strict=False)
+        )
+        if not layout_ok or (record.fingerprint and record.fingerprint != loaded.fingerprint):
+            raise ModelChanged(
+                f"session '{shown(record.session_id)}' was created with another graph than the one now served as "
+                f"'{record.model}' version {record.version} (the model file changed); its state cannot continue "
+                "on it: create a new session",
+                session_id=shown(record.session_id),
+                model=record.model,
+                version=record.version,
+            )
+        return loaded
+
     def _advance(
-        record: SessionRecord, steps: np.ndarray, key: bytes, outputs: np.ndarray, state: tuple[np.ndarray, ...]
+        self, record: SessionRecord, steps: np.ndarray, key: bytes, outputs: np.ndarray, state: tuple[np.ndarray, ...]
     ) -> bytes:
         """Move the record past `steps` (not yet saved) and return the response body."""
         before = record.position
@@ -246,7 +304,7 @@ class SessionManager:
             option=JSON_OPTS,
         )
         record.state = state
-        record.last = LastStep(before, key, response)
+        record.history = (*record.history, LastStep(before, key, response))[-self.settings.replay_window :]
         return response
 
     async def step_stream(self, session_id: str, requests: list[tuple[Any, Any]]) -> list[bytes | ServiceError]:
@@ -272,9 +330,10 @@ class SessionManager:
         async with self._locks.hold(session_id):
             try:
                 record = await self.store.load(session_id)
-                loaded = self.registry.get(record.model, record.version)
+                loaded = self.model_of(record)
                 parts, position = [], record.position
                 for inputs, stated in requests:
+                    _check_position(stated)
                     if stated is not None and stated != position:
                         return None
                     steps = parse_steps(inputs, loaded.config, self.settings.max_steps_per_request)
@@ -290,6 +349,7 @@ class SessionManager:
                 offset += steps.shape[0]
                 responses.append(self._advance(record, steps, digest(steps), rows, record.state))
             record.state = tuple(s[:, 0, :] for s in new_state)
+            record.token = new_token()
             try:
                 await self.store.save(record, expected_position=start)
             except PositionConflict:  # another replica wrote first: nothing saved, go one by one
@@ -398,6 +458,7 @@ class SessionManager:
         for w, out, row_state in zip(items, outputs, rows, strict=True):
             w.before = w.record.position
             results[w.index] = self._advance(w.record, w.steps, w.key, out, row_state)
+            w.record.token = new_token()
         errors = await self.store.save_many([(w.record, w.before) for w in items])
         applied, retry = 0, []
         for w, error in zip(items, errors, strict=True):

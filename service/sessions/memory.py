@@ -56,16 +56,23 @@ class StatePool:
 
 
 class _Entry:
-    __slots__ = ("created_at", "expires_at", "last", "model", "pool", "position", "slot", "ttl", "version")
+    __slots__ = (
+        "created_at", "expires_at", "fingerprint", "history", "model", "pool", "position", "slot", "token", "ttl",
+        "version",
+    )  # fmt: skip
 
     def __init__(self, record: SessionRecord, pool: StatePool, slot: int) -> None:
         self.model = record.model
         self.version = record.version
+        self.fingerprint = record.fingerprint
         self.position = record.position
         self.ttl = record.ttl_seconds
         self.expires_at = record.expires_at
         self.created_at = record.created_at
-        self.last: LastStep | None = record.last
+        self.history: tuple[LastStep, ...] = record.history
+        # The last write's token. In-process saves never lose their reply, so a re-sent write
+        # can only be the very last one; one token is enough (and costs one reference).
+        self.token = record.token
         self.pool = pool
         self.slot = slot
 
@@ -120,19 +127,23 @@ class MemorySessionStore(SessionStore):
             entry.ttl,
             entry.expires_at,
             entry.created_at,
-            entry.last,
+            entry.history,
+            entry.fingerprint,
         )
 
     async def save(self, record: SessionRecord, expected_position: int) -> None:
         entry = self._live_entry(record.session_id)
-        if entry.position != expected_position:
+        if record.token and record.token == entry.token:
+            return  # this very write was applied already
+        if entry.position != expected_position or entry.created_at != record.created_at:
             raise PositionConflict(
                 f"session is at position {entry.position}, not {expected_position}",
                 position=entry.position,
             )
         entry.pool.write(entry.slot, record.state)
         entry.position = record.position
-        entry.last = record.last
+        entry.history = record.history
+        entry.token = record.token
         entry.ttl = record.ttl_seconds
         entry.expires_at = time.time() + entry.ttl
         self._entries.move_to_end(record.session_id)

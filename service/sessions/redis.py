@@ -3,10 +3,11 @@
 Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...` on the URL):
 
     PREFIX s:{ID}   hash, expires after the idle TTL (PEXPIRE on every load and save):
-        model, version, position, ttl_ms, created_at,
+        model, version, fingerprint, position, ttl_ms, created_at,
         shape     "states,layers,hidden"
         state     raw little-endian float32 bytes of every state tensor, concatenated
-        last_before, last_digest, last_response   the last applied step, for retry replay
+        history   the most recent steps, for replaying a client's retry (base.encode_history)
+        tokens    the tokens of the last TOKEN_WINDOW writes, each "<32 hex>=<20-digit position>;"
     PREFIX x:{ID}   expiry marker, expires `tombstone_seconds` after the hash: when the hash is
                     gone but the marker is not, the session *expired* (410), else it never
                     existed or was deleted (404). (The braces are a hash tag: both keys of a
@@ -16,18 +17,23 @@ Every operation is one round trip. load, save and create are Lua scripts (EVALSH
 back to EVAL, which also caches the script, when the server does not know it, e.g. after a
 restart):
   - load: HGETALL + PEXPIRE of both keys, or a code saying "expired" / "not found".
-  - save: check-and-set on the position. It writes only if the stored position is the
-    expected one; otherwise it returns the stored position (PositionConflict). A save that was
-    already applied (same position before/after and the same input digest: its reply was lost
-    and it is re-sent) is reported as done, not as a conflict, so re-sending is safe.
+  - save: check-and-set on the position. A save whose token is among the recorded tokens was
+    applied already (its reply was lost and it is sent again, by this module or by the Redis
+    client) and is reported as done, with the position it wrote. Otherwise it writes only if
+    the stored position (and creation time: a restarted sequence is another session) is the
+    expected one, and records its token; else it returns the stored position
+    (PositionConflict). Re-sending a save is therefore always safe, in any order, even after
+    other replicas wrote; a save that was answered "conflict" was not applied and never will be
+    (positions only grow), so a position-less step may be recomputed on the new state.
   - create: writes only if the key does not exist (a retry of the same create is recognised
     by its created_at); an existing id is never overwritten.
 
 Errors: connection errors, timeouts, a server that is loading its data, read-only or out of
 memory become StoreUnavailable (503, code session_store_unavailable). The client uses short
-socket timeouts and no library-level retries; this module retries once, and only on a
-connection error (never on a timeout) and only for operations that are safe to repeat
-(reads, and the idempotent scripts above). The connection pool reconnects by itself, so the
+socket timeouts and no library-level retries; this module retries reads once on a connection
+error or timeout, and saves (safe to repeat by their token) up to SAVE_ATTEMPTS times on a
+connection error and once on a timeout, so that a lost reply is resolved here instead of becoming an
+answer of unknown outcome (503). The connection pool reconnects by itself, so the
 service recovers without a restart when Redis comes back.
 """
 
@@ -56,12 +62,23 @@ from service.errors import (
     SessionNotFound,
     StoreUnavailable,
 )
-from service.sessions.base import LastStep, SessionRecord, SessionStore, shown
+from service.sessions.base import (
+    TOKEN_CHARS,
+    TOKEN_WINDOW,
+    LastStep,
+    SessionRecord,
+    SessionStore,
+    decode_history,
+    encode_history,
+    new_token,
+    shown,
+)
 
 log = logging.getLogger("seqserve.sessions.redis")
 T = TypeVar("T")
 
 DEFAULT_PREFIX = "seqserve:"
+SAVE_ATTEMPTS = 4  # sends of one save in all, after connection errors
 STATE_DTYPE = np.dtype("<f4")
 
 # KEYS: hash, marker. ARGV: tombstone_ms.
@@ -83,30 +100,33 @@ end
 return h
 """
 
-# KEYS: hash, marker. ARGV: expected, position, state, ttl_ms, tombstone_ms,
-#       has_last ('1'/'0'), last_before, last_digest, last_response.
-# Returns {1, position} written (or already written), {0, stored} conflict, {-1} not found,
-# {-2} expired.
+# KEYS: hash, marker. ARGV: expected, position, state, ttl_ms, tombstone_ms, token, history,
+#       created_at, token window (entries).
+# Returns {1, position} written (or written before by this very save), {0, stored} conflict,
+# {-1} not found, {-2} expired.
 SAVE = """
 local cur = redis.call('HGET', KEYS[1], 'position')
 if not cur then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end
   return {-1}
 end
-if tonumber(cur) ~= tonumber(ARGV[1]) then
-  if ARGV[6] == '1' and tonumber(cur) == tonumber(ARGV[2])
-      and redis.call('HGET', KEYS[1], 'last_before') == ARGV[7]
-      and redis.call('HGET', KEYS[1], 'last_digest') == ARGV[8] then
-    return {1, tonumber(cur)}
-  end
+local tokens = redis.call('HGET', KEYS[1], 'tokens') or ''
+local at = string.find(tokens, ARGV[6] .. '=', 1, true)
+if at then
+  return {1, tonumber(string.sub(tokens, at + 33, at + 52))}
+end
+if tonumber(cur) ~= tonumber(ARGV[1]) or redis.call('HGET', KEYS[1], 'created_at') ~= ARGV[8] then
   return {0, tonumber(cur)}
 end
-redis.call('HSET', KEYS[1], 'position', ARGV[2], 'state', ARGV[3], 'ttl_ms', ARGV[4])
-if ARGV[6] == '1' then
-  redis.call('HSET', KEYS[1], 'last_before', ARGV[7], 'last_digest', ARGV[8], 'last_response', ARGV[9])
+local entry = ARGV[6] .. '=' .. string.format('%020d', tonumber(ARGV[2])) .. ';'
+tokens = string.sub(tokens .. entry, -54 * tonumber(ARGV[9]))
+redis.call('HSET', KEYS[1], 'position', ARGV[2], 'state', ARGV[3], 'ttl_ms', ARGV[4], 'tokens', tokens)
+if ARGV[7] ~= '' then
+  redis.call('HSET', KEYS[1], 'history', ARGV[7])
 else
-  redis.call('HDEL', KEYS[1], 'last_before', 'last_digest', 'last_response')
+  redis.call('HDEL', KEYS[1], 'history')
 end
+redis.call('HDEL', KEYS[1], 'last_before', 'last_digest', 'last_response')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
 return {1, tonumber(ARGV[2])}
@@ -202,14 +222,17 @@ class RedisSessionStore(SessionStore):
 
     # -- error mapping
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]], retry: bool = True) -> T:
+    async def _call(self, what: str, fn: Callable[[], Awaitable[T]], attempts: int = 2, timeouts: int = 0) -> T:
         """Run one Redis operation; connection problems become StoreUnavailable (503).
-        `retry`: re-send once after a connection error (only for operations safe to repeat)."""
-        attempts = 2 if retry else 1
+        `attempts`: sends in all after connection errors; `timeouts`: how many of the re-sends
+        may follow a timeout (only for operations that are safe to repeat)."""
         for attempt in range(attempts):
             try:
                 result = await fn()
             except (TimeoutError, rex.TimeoutError) as exc:  # before OSError: a subclass
+                if timeouts > 0 and attempt + 1 < attempts:
+                    timeouts -= 1
+                    continue
                 raise self._unavailable(what, exc) from None
             except (rex.ConnectionError, OSError) as exc:  # includes BusyLoadingError
                 if attempt + 1 < attempts:
@@ -249,9 +272,12 @@ class RedisSessionStore(SessionStore):
         shape = tuple(int(x) for x in h[b"shape"].split(b","))
         block = np.frombuffer(h[b"state"], STATE_DTYPE).reshape(shape).astype(np.float32)  # a writable copy
         ttl = int(h[b"ttl_ms"]) / 1000.0
-        last = None
-        if b"last_before" in h:
-            last = LastStep(int(h[b"last_before"]), h[b"last_digest"], h[b"last_response"])
+        if b"history" in h:
+            history = decode_history(h[b"history"])
+        elif b"last_before" in h:  # written by an older release
+            history = (LastStep(int(h[b"last_before"]), h[b"last_digest"], h[b"last_response"]),)
+        else:
+            history = ()
         return SessionRecord(
             session_id,
             h[b"model"].decode(),
@@ -261,7 +287,8 @@ class RedisSessionStore(SessionStore):
             ttl,
             time.time() + ttl,
             float(h[b"created_at"]),
-            last,
+            history,
+            h.get(b"fingerprint", b"").decode(),
         )
 
     @staticmethod
@@ -277,15 +304,11 @@ class RedisSessionStore(SessionStore):
         ttl_ms = _ms(record.ttl_seconds)
         created_at = repr(float(record.created_at))
         fields: list[Any] = [
-            "model", record.model, "version", record.version, "position", record.position,
-            "ttl_ms", ttl_ms, "created_at", created_at, "shape", shape, "state", state,
+            "model", record.model, "version", record.version, "fingerprint", record.fingerprint,
+            "position", record.position, "ttl_ms", ttl_ms, "created_at", created_at, "shape", shape, "state", state,
         ]  # fmt: skip
-        if record.last is not None:
-            fields += [
-                "last_before", record.last.position_before,
-                "last_digest", record.last.digest,
-                "last_response", record.last.response,
-            ]  # fmt: skip
+        if record.history:
+            fields += ["history", encode_history(record.history)]
         args = [ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", *fields]
         keys = self._keys(record.session_id)
         created = await self._call("create", lambda: self._create(self._redis, keys, args))
@@ -296,23 +319,23 @@ class RedisSessionStore(SessionStore):
 
     async def load(self, session_id: str) -> SessionRecord:
         keys = self._keys(session_id)
-        result = await self._call("load", lambda: self._load(self._redis, keys, [self.tombstone_ms]))
+        result = await self._call("load", lambda: self._load(self._redis, keys, [self.tombstone_ms]), timeouts=1)
         if isinstance(result, int):
             raise self._missing(session_id, result)
         return self._decode(session_id, result)
 
     async def save(self, record: SessionRecord, expected_position: int) -> None:
         state, _ = self._encode_state(record.state)
-        last = record.last
+        token = record.token if len(record.token) == TOKEN_CHARS else new_token()
         args: list[Any] = [
             expected_position, record.position, state, _ms(record.ttl_seconds), self.tombstone_ms,
-            "1" if last else "0",
-            last.position_before if last else "", last.digest if last else b"", last.response if last else b"",
+            token, encode_history(record.history), repr(float(record.created_at)), TOKEN_WINDOW,
         ]  # fmt: skip
         keys = self._keys(record.session_id)
-        # Safe to re-send after a connection error: a re-sent save that was applied is
-        # recognised by the script (same before/after position and digest) and reported done.
-        result = await self._call("save", lambda: self._save(self._redis, keys, args), retry=last is not None)
+        # Safe to re-send, also after a timeout: the script recognises this save by its token.
+        result = await self._call(
+            "save", lambda: self._save(self._redis, keys, args), attempts=SAVE_ATTEMPTS, timeouts=1
+        )
         code = int(result[0])
         if code < 0:
             raise self._missing(record.session_id, -code)
@@ -326,7 +349,7 @@ class RedisSessionStore(SessionStore):
 
     async def delete(self, session_id: str) -> bool:
         # Not re-sent: a lost reply to an applied DEL would turn into "did not exist".
-        removed = await self._call("delete", lambda: self._redis.delete(*self._keys(session_id)), retry=False)
+        removed = await self._call("delete", lambda: self._redis.delete(*self._keys(session_id)), attempts=1)
         return bool(removed)
 
     async def count(self) -> int:

@@ -25,10 +25,10 @@ async def test_round_trip_and_check_and_set():
     np.testing.assert_array_equal(loaded.state[1], rec.state[1])
     loaded.state = (loaded.state[0] + 1, loaded.state[1])
     loaded.position = 3
-    loaded.last = LastStep(0, b"d", b"{}")
+    loaded.history = (LastStep(0, b"d" * 16, b"{}"),)
     await store.save(loaded, expected_position=0)
     again = await store.load(rec.session_id)
-    assert again.position == 3 and again.last == LastStep(0, b"d", b"{}")
+    assert again.position == 3 and again.history == (LastStep(0, b"d" * 16, b"{}"),)
     assert float(again.state[0][0, 0]) == 2.5
     with pytest.raises(PositionConflict) as err:
         await store.save(again, expected_position=0)

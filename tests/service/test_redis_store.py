@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from service.errors import PositionConflict, SessionExpired, SessionNotFound, StoreUnavailable
-from service.sessions.base import LastStep, SessionRecord, new_session_id
+from service.sessions.base import LastStep, SessionRecord, new_session_id, new_token
 from service.sessions.redis import RedisSessionStore, SessionExists, split_url
 from tests.support.redis import RedisProcess
 from tests.support.servers import free_port
@@ -100,7 +100,7 @@ def test_create_load_round_trip_exact_bytes(server: RedisProcess, prefix: str) -
     assert raw[b"shape"] == b"2,2,16"
 
 
-def test_save_round_trip_with_last_step(server: RedisProcess, prefix: str) -> None:
+def test_save_round_trip_with_recent_steps(server: RedisProcess, prefix: str) -> None:
     record = make_record()
 
     async def go():
@@ -110,7 +110,10 @@ def test_save_round_trip_with_last_step(server: RedisProcess, prefix: str) -> No
             loaded = await store.load(record.session_id)
             loaded.state = tuple(s + 1 for s in loaded.state)
             loaded.position = 7
-            loaded.last = LastStep(0, b"\x00\xffdigest\r\n", b'{"outputs":[[1.0]]}')
+            loaded.history = (
+                LastStep(0, b"\x00\xffdigest\r\n;=1234", b'{"outputs":[[1.0]]}'),
+                LastStep(3, b"d" * 16, b"{}"),
+            )
             await store.save(loaded, expected_position=0)
             return loaded, await store.load(record.session_id)
         finally:
@@ -119,10 +122,11 @@ def test_save_round_trip_with_last_step(server: RedisProcess, prefix: str) -> No
     saved, again = run(go())
     assert again.position == 7
     assert same_bytes(again.state, saved.state)
-    assert again.last == LastStep(0, b"\x00\xffdigest\r\n", b'{"outputs":[[1.0]]}')
+    assert again.history == saved.history
 
 
 def test_check_and_set_conflict_and_idempotent_resend(server: RedisProcess, prefix: str) -> None:
+    """Idempotency by the write's token, never by its content."""
     record = make_record()
 
     async def go():
@@ -131,27 +135,55 @@ def test_check_and_set_conflict_and_idempotent_resend(server: RedisProcess, pref
             await store.create(record)
             first = await store.load(record.session_id)
             second = await store.load(record.session_id)
-            first.position, first.last = 3, LastStep(0, b"a" * 16, b"r1")
+            first.position, first.history, first.token = 3, (LastStep(0, b"a" * 16, b"r1"),), new_token()
             first.state = tuple(s * 2 for s in first.state)
             await store.save(first, expected_position=0)
             # The same save sent again (its reply was lost): done, not a conflict, not re-applied.
             await store.save(first, expected_position=0)
-            # A different step computed from the same old state: refused with the stored position.
-            second.position, second.last = 5, LastStep(0, b"b" * 16, b"r2")
+            # Another request that computed the very same step from the same old state (same
+            # inputs, same resulting position) is another write: refused.
+            second.position, second.history, second.token = 3, first.history, new_token()
+            second.state = first.state
             with pytest.raises(PositionConflict) as conflict:
                 await store.save(second, expected_position=0)
-            # Same inputs but a different resulting position is a conflict too.
-            second.position, second.last = 4, LastStep(0, b"a" * 16, b"r1")
-            with pytest.raises(PositionConflict):
-                await store.save(second, expected_position=0)
-            return first, conflict.value, await store.load(record.session_id)
+            # Another replica writes next; the first save, re-sent again, is still recognised.
+            third = await store.load(record.session_id)
+            third.position, third.token = 4, new_token()
+            third.state = tuple(s + 1 for s in third.state)
+            await store.save(third, expected_position=3)
+            await store.save(first, expected_position=0)
+            return third, conflict.value, await store.load(record.session_id)
         finally:
             await store.close()
 
-    first, conflict, final = run(go())
+    third, conflict, final = run(go())
     assert conflict.details["position"] == 3 and conflict.status == 409
-    assert final.position == 3 and final.last.response == b"r1"
-    assert same_bytes(final.state, first.state)
+    assert final.position == 4 and final.last.response == b"r1"
+    assert same_bytes(final.state, third.state)
+
+
+def test_a_restarted_session_refuses_saves_of_the_one_it_replaced(server: RedisProcess, prefix: str) -> None:
+    """A save computed on a session that was replaced under the same id (a V2 sequence restart)
+    is a conflict even when the positions line up."""
+    record = make_record()
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(record)
+            stale = await store.load(record.session_id)
+            restarted = make_record(seed=5)
+            restarted.session_id, restarted.created_at = record.session_id, record.created_at + 1
+            await store.create(restarted, replace=True)
+            stale.position = 1
+            with pytest.raises(PositionConflict):
+                await store.save(stale, expected_position=0)
+            return await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    final = run(go())
+    assert final.position == 0 and final.created_at == record.created_at + 1
 
 
 def test_create_never_overwrites(server: RedisProcess, prefix: str) -> None:
@@ -215,7 +247,7 @@ def test_idle_ttl_is_redis_expiry_refreshed_on_access(server: RedisProcess, pref
             for _ in range(4):  # 4 x 0.25 s > 0.6 s: alive only because every load refreshes it
                 await asyncio.sleep(0.25)
                 record = await store.load(kept.session_id)
-            record.position, record.last = 1, LastStep(0, b"d", b"r")
+            record.position, record.history = 1, (LastStep(0, b"d" * 16, b"r"),)
             await store.save(record, 0)
             assert raw.pttl(f"{prefix}s:{{{kept.session_id}}}") > 400
             with pytest.raises(SessionExpired):
@@ -287,7 +319,7 @@ def test_recovers_after_restart_and_aof_keeps_data(own_server: RedisProcess, pre
         try:
             await store.create(record)
             loaded = await store.load(record.session_id)
-            loaded.position, loaded.last = 2, LastStep(0, b"d" * 16, b"resp")
+            loaded.position, loaded.history = 2, (LastStep(0, b"d" * 16, b"resp"),)
             loaded.state = tuple(s - 3 for s in loaded.state)
             await store.save(loaded, 0)
 
@@ -301,7 +333,7 @@ def test_recovers_after_restart_and_aof_keeps_data(own_server: RedisProcess, pre
             # The same store object (pooled connections were to the dead server) just works.
             await store.ping()
             after = await store.load(record.session_id)
-            assert after.position == 2 and after.last == LastStep(0, b"d" * 16, b"resp")
+            assert after.position == 2 and after.history == (LastStep(0, b"d" * 16, b"resp"),)
             assert same_bytes(after.state, loaded.state)
             after.position = 3
             await store.save(after, 2)
@@ -315,8 +347,8 @@ def test_recovers_after_restart_and_aof_keeps_data(own_server: RedisProcess, pre
 
 
 def test_timeout_is_unavailable_and_resend_is_not_applied_twice(own_server: RedisProcess, prefix: str) -> None:
-    """A frozen Redis: the save times out (503) and is not re-sent by the client library; it
-    may still be applied when Redis resumes. Re-sending it then must not apply it twice."""
+    """A frozen Redis: the save times out (503, after one re-send that times out too); it may
+    still be applied when Redis resumes. Re-sending it then must not apply it twice."""
     record = make_record()
 
     async def go():
@@ -324,7 +356,7 @@ def test_timeout_is_unavailable_and_resend_is_not_applied_twice(own_server: Redi
         try:
             await store.create(record)
             step = await store.load(record.session_id)
-            step.position, step.last = 4, LastStep(0, b"s" * 16, b"r")
+            step.position, step.history, step.token = 4, (LastStep(0, b"s" * 16, b"r"),), new_token()
             step.state = tuple(s + 10 for s in step.state)
             os.kill(own_server.proc.pid, signal.SIGSTOP)
             try:

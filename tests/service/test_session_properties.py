@@ -42,6 +42,8 @@ from service.sessions.memory import MemorySessionStore
 from service.settings import Settings
 from tests.support.models import raw_inputs
 
+REPLAY_WINDOW = Settings().replay_window
+
 MODELS = [("lstm", 1), ("lstm", 2), ("gru", 1)]
 MAX_SESSIONS = 6
 ATOL = 2e-4
@@ -106,7 +108,11 @@ class ModelSession:
     version: int
     rows: np.ndarray  # every input row applied, from zero state
     alive: bool = True
-    last: LastRequest | None = None
+    recent: list[LastRequest] = field(default_factory=list)  # the manager's replay window, oldest first
+
+    @property
+    def last(self) -> LastRequest | None:
+        return self.recent[-1] if self.recent else None
 
     @property
     def position(self) -> int:
@@ -216,14 +222,15 @@ def _plan_step(world: World, sid: str, op: Op):
         return ("conflict", pos), other, m.last.before
     if op.kind == "stale" and pos > 0:
         stale = op.seed % pos
-        if m.last is not None and stale == m.last.before and np.array_equal(m.last.inputs, fresh):
-            return ("replay", m.last), fresh, stale
+        for past in m.recent:  # a retry of any step still in the replay window
+            if stale == past.before and np.array_equal(past.inputs, fresh):
+                return ("replay", past), fresh, stale
         return ("conflict", pos), fresh, stale
     if op.kind == "ahead":
         return ("conflict", pos), fresh, pos + 1 + op.seed % 5
     # a normal step (also retry/stale when there is nothing to retry yet)
     position = pos if op.with_position else None
-    m.last = LastRequest(pos, fresh)
+    m.recent = [*m.recent, LastRequest(pos, fresh)][-REPLAY_WINDOW:]
     m.rows = np.concatenate([m.rows, fresh])
     return ("applied", pos, fresh.shape[0], m.last), fresh, position
 
