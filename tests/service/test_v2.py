@@ -80,3 +80,68 @@ async def test_decode_inputs(services) -> None:
         v2._decode_inputs([spec], b"", model, 0, 100)
     with pytest.raises(BadRequest, match="no input claims"):
         v2._decode_inputs([binary], x.tobytes() + b"1234", model, 16, 100)
+
+
+def test_options_position_timeout_priority() -> None:
+    options = inference.parse_options({"sequence_id": 4, "sequence_position": 7, "timeout": 2500, "priority": 0})
+    assert options == inference.Options("4", False, False, 7, 0.0025)
+    assert inference.parse_options({"timeout": 0}).timeout_s is None  # 0: no timeout, as Triton
+    assert inference.parse_options({"sequence_id": "a", "sequence_start": True, "sequence_position": 0}).position == 0
+    for bad, words in (
+        ({"sequence_position": 3}, "needs a sequence_id"),
+        ({"sequence_id": 1, "sequence_position": -1}, "non-negative"),
+        ({"sequence_id": 1, "sequence_position": True}, "non-negative"),
+        ({"sequence_id": 1, "sequence_start": True, "sequence_position": 2}, "starts at position 0"),
+        ({"priority": 1}, "single priority level"),
+        ({"priority": "high"}, "single priority level"),
+        ({"timeout": -5}, "microseconds"),
+        ({"timeout": 1.5}, "microseconds"),
+        ({"timeout": 10**13}, "microseconds"),
+    ):
+        with pytest.raises(BadRequest, match=words):
+            inference.parse_options(bad)
+
+
+def test_grpc_status_of_each_error() -> None:
+    import grpc
+
+    from service.errors import (
+        DeadlineExceeded,
+        LimitExceeded,
+        ModelNotFound,
+        NotReady,
+        PositionConflict,
+        SessionExists,
+        TooManySessions,
+    )
+    from service.grpc.service import status_of
+
+    code = grpc.StatusCode
+    assert status_of(inference.Error("x")) == code.INVALID_ARGUMENT
+    assert status_of(LimitExceeded("x")) == code.INVALID_ARGUMENT
+    assert status_of(ModelNotFound("x")) == code.NOT_FOUND
+    assert status_of(PositionConflict("x")) == code.ABORTED
+    assert status_of(SessionExists("x")) == code.ALREADY_EXISTS
+    assert status_of(TooManySessions("x")) == code.RESOURCE_EXHAUSTED
+    assert status_of(NotReady("x")) == code.UNAVAILABLE
+    assert status_of(DeadlineExceeded("x")) == code.DEADLINE_EXCEEDED
+
+
+def test_statistics_count_requests_and_executions() -> None:
+    from service.stats import StatsBook
+
+    book = StatsBook()
+    stats = book.of("gru", 1)
+    assert book.of("gru", 1) is stats
+    stats.request(rows=2, ns=500, ok=True)
+    stats.request(rows=1, ns=100, ok=False)
+    stats.execution(rows=3, ns=300, queued_ns=40, requests=2)
+    doc = stats.as_dict()
+    assert doc["inference_count"] == 2 and doc["execution_count"] == 1
+    assert doc["inference_stats"]["success"] == {"count": 1, "ns": 500}
+    assert doc["inference_stats"]["fail"] == {"count": 1, "ns": 100}
+    assert doc["inference_stats"]["queue"] == {"count": 2, "ns": 40}
+    assert doc["batch_stats"] == [
+        {"batch_size": 3, "compute_input": {"count": 0, "ns": 0}, "compute_infer": {"count": 1, "ns": 300},
+         "compute_output": {"count": 0, "ns": 0}}
+    ]  # fmt: skip
