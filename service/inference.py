@@ -10,12 +10,13 @@ lives in the configured store, its steps go through the batcher and are applied 
 start); `sequence_end` deletes it after the step.
 
 Retry-safety. `sequence_position` (optional, the number of time steps the sequence has taken
-before this request; 0 with `sequence_start`) makes a step exactly-once like v1's `position`:
-a resend of the last applied request (same position, same inputs) gets the recorded reply and
-applies nothing; any other mismatch is a position conflict carrying the current position. A
-start with position 0 on a sequence that already moved past its first step is a conflict too
-(send the start without `sequence_position`, or end the sequence, to restart it). Every
-sequence reply carries `sequence_position`, the position after the step.
+before this request; 0 with `sequence_start`) makes a step exactly-once like v1's `position`
+(the session manager does it): a resend of one of the sequence's recent steps (same position,
+same inputs) gets its recorded reply and applies nothing; any other mismatch is a position
+conflict carrying the current position. A start with position 0 on a sequence that already
+moved past position 0 is such a step too: replayed when it is a resend of the start, a conflict
+otherwise, never a reset (send the start without `sequence_position`, or end the sequence, to
+restart it). Every sequence reply carries `sequence_position`, the position after the step.
 
 `timeout` (microseconds, Triton's unit) bounds the wait for the reply: a stateless request past
 it is cancelled; a sequence step is never cut in half (its state must stay consistent), so it
@@ -340,8 +341,8 @@ async def _sequence_step(
 
 async def _retried_start(manager: Any, session_id: str) -> bool:
     """With sequence_position 0 on a start: does the sequence already exist past position 0?
-    Then the step goes to the manager with position 0, which replays the start if it was the
-    last step applied (a retry) and answers a position conflict otherwise."""
+    Then the step goes to the manager with position 0, which replays the start if it is one of
+    the recent steps it recorded (a resend) and answers a position conflict otherwise."""
     try:
         record = await manager.get(session_id)
     except (SessionNotFound, SessionExpired):

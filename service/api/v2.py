@@ -37,8 +37,8 @@ is a 400; `sequence_end` deletes it after the step. Sequence requests take batch
 may be requested on a sequence step: they are read back after the step, and a 409 says so if
 another step of the same sequence got in between. A sequence reply's `parameters` carry
 `sequence_position`, the sequence's position after the step; a request that states
-`sequence_position` is replayed (same position and inputs as the last applied step: the
-recorded reply, nothing applied twice) or refused with 409 and the current position.
+`sequence_position` is replayed (same position and inputs as one of the sequence's recent steps:
+the recorded reply, nothing applied twice) or refused with 409 and the current position.
 `timeout` (microseconds) bounds the wait (504 when exceeded) and `priority` must be 0 (400
 otherwise). All of it is service/inference.py, shared with gRPC.
 
@@ -366,8 +366,8 @@ INFER_DOC = """KServe V2 inference (JSON or the binary tensor data extension).
 
 Request `parameters`: `sequence_id`, `sequence_start`, `sequence_end` (Triton's sequences, kept
 server-side as sessions); `sequence_position` (optional, retry-safe steps: the sequence's number
-of time steps before this request, 0 with `sequence_start`; the resend of the last applied
-request gets its recorded reply, any other mismatch is 409 with the current `position`);
+of time steps before this request, 0 with `sequence_start`; the resend of a recent step gets
+its recorded reply, any other mismatch is 409 with the current `position`);
 `timeout` (microseconds; 504 when exceeded; a sequence step still completes and a resend with
 `sequence_position` collects it); `priority` (only 0; otherwise 400); `binary_data_output`.
 A sequence reply's `parameters.sequence_position` is the position after the step."""

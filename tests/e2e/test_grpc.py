@@ -279,15 +279,17 @@ def test_sequence_position_replay_and_conflict_grpc(
     assert replay.get_response().parameters["sequence_position"].int64_param == 3
     streamed = np.concatenate([first.as_numpy("output"), second.as_numpy("output")], axis=1)
     close(streamed, predict(client, "lstm", x)[0])  # applied exactly once each
-    for stale, inputs in (({"sequence_position": 1}, x[:, :1]), ({"sequence_position": 0}, x[:, :1])):
+    older = triton.infer("lstm", [input_of(x[:, :1])], sequence_id="retry-g", parameters={"sequence_position": 0})
+    np.testing.assert_array_equal(older.as_numpy("output"), first.as_numpy("output"))  # a recent step, resent
+    for stale, inputs in (({"sequence_position": 1}, x[:, :1]), ({"sequence_position": 0}, x[:, 1:2])):
         with pytest.raises(InferenceServerException) as info:
             triton.infer("lstm", [input_of(inputs)], sequence_id="retry-g", parameters=stale)
         assert code_of(info.value) == "StatusCode.ABORTED" and "position 3" in info.value.message()
-    with pytest.raises(InferenceServerException) as info:  # a stale start does not reset the sequence
-        triton.infer(
-            "lstm", [input_of(x[:, :1])], **start | {"parameters": {"sequence_position": 0}, "request_id": "x"}
-        )
+    with pytest.raises(InferenceServerException) as info:  # a start that is no resend does not reset it
+        triton.infer("lstm", [input_of(x[:, 1:2])], **start)
     assert code_of(info.value) == "StatusCode.ABORTED"
+    after = triton.infer("lstm", [input_of(x[:, :1])], sequence_id="retry-g", parameters={"sequence_position": 3})
+    assert after.get_response().parameters["sequence_position"].int64_param == 4  # nothing was reset
     with pytest.raises(InferenceServerException) as info:
         triton.infer(
             "lstm",
