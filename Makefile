@@ -9,9 +9,9 @@ REPOSITORY ?= model_repository
 DEFAULT_MODEL ?= electricity
 # Real components the tests start: redis-server, nginx (scale-out topology), podman + runc +
 # debootstrap (builds and runs the serving image against a local stand-in base), nsenter, curl,
-# wrk (benchmark smoke test).
-SYSTEM_PACKAGES := redis-server nginx podman runc debootstrap util-linux curl wrk
-SYSTEM_COMMANDS := redis-server nginx podman runc debootstrap nsenter curl wrk
+# wrk (benchmark smoke test), chromium (the dashboard's browser tests, driven by Playwright).
+SYSTEM_PACKAGES := redis-server nginx podman runc debootstrap util-linux curl wrk chromium
+SYSTEM_COMMANDS := redis-server nginx podman runc debootstrap nsenter curl wrk chromium
 
 .PHONY: run test lint install system-deps train-default serve clean bench grpc-stubs
 

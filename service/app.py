@@ -20,7 +20,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from service.api import admin, health, models, schemas, sessions, stream, v2
+from service.api import admin, health, models, schemas, sessions, stream, ui, v2
 from service.api import errors as api_errors
 from service.api.fastpath import FastPath
 from service.api.middleware import RequestMiddleware
@@ -155,8 +155,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     api_errors.install(app)
-    for router in (health.router, models.router, sessions.router, stream.router, v2.router, admin.router):
+    for router in (health.router, models.router, sessions.router, stream.router, v2.router, admin.router, ui.router):
         app.include_router(router)
+    ui.mount_static(app)
     if settings.noop_route:
         app.include_router(health.noop_router)
     if settings.cors_origins:

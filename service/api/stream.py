@@ -26,6 +26,7 @@ from service.api.sessions import parse_step_request
 from service.errors import InvalidInput, ServiceError
 
 router = APIRouter(tags=["sessions"])
+SUBPROTOCOL = "seqserve.v1"
 
 
 def _error(exc: ServiceError) -> bytes:
@@ -44,7 +45,11 @@ def _request(message: dict[str, Any], max_bytes: int) -> tuple[Any, Any]:
 @router.websocket("/v1/sessions/{session_id}/stream")
 async def stream(websocket: WebSocket, session_id: str) -> None:
     svc = services(websocket)
-    await websocket.accept()
+    # Browsers cannot set headers on a WebSocket handshake, so the dashboard offers the
+    # subprotocols "seqserve.v1" and "seqserve.key.<key>"; a browser drops a connection whose
+    # answer names none of those it offered, so the first one is chosen when offered.
+    offered = websocket.scope.get("subprotocols", [])
+    await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     try:
         await svc.manager.get(session_id)
     except ServiceError as exc:

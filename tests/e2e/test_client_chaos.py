@@ -7,47 +7,20 @@ the number of readings: nothing applied twice, nothing skipped."""
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import torch
 
-from models.config import ModelConfig, Normalization
-from models.export import export_onnx
-from models.recurrent import RecurrentModel
 from seqserve import Client, RetryPolicy
 from tests.support.chaos_proxy import ChaosProxy
+from tests.support.demand import electricity, export_demand_model
 from tests.support.topology import Topology, compose_topology
 
 pytestmark = pytest.mark.e2e
 
-SERIES = Path(__file__).resolve().parents[2] / "training/datasets/electricity_halfhourly/electricity_halfhourly.csv"
 PATIENT = RetryPolicy(attempts=60, base=0.01, cap=0.2, deadline=60.0)
-
-
-def electricity() -> np.ndarray:
-    with SERIES.open() as f:
-        return np.array([[float(row["demand_mw"])] for row in csv.DictReader(f)], dtype=np.float32)
-
-
-def export_demand_model(repository: Path) -> None:
-    """A small LSTM in the electricity model's shape (one reading in, next one out). Its weights
-    are random: this test is about the protocol, and every output depends on all earlier ones."""
-    torch.manual_seed(7)
-    config = ModelConfig(
-        cell="lstm",
-        input_size=1,
-        hidden_size=16,
-        output_size=1,
-        features=("demand_mw",),
-        outputs=("demand_mw@t+1",),
-        normalization=Normalization((25000.0,), (4000.0,), (25000.0,), (4000.0,)),
-    )
-    export_onnx(RecurrentModel(config).eval(), repository / "demand" / "1" / "model.onnx")
 
 
 @pytest.fixture(scope="module")
