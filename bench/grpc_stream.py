@@ -34,7 +34,7 @@ FEATURES = 4
 
 
 async def grpc_stream_load(
-    target: str, model: str, sequences: int, duration: float, warmup: float, window: int = 1
+    target: str, model: str, sequences: int, duration: float, warmup: float, window: int = 1, features: int = FEATURES
 ) -> dict:
     """Steps per second over one ModelStreamInfer stream, measured after `warmup` seconds."""
     import grpc
@@ -42,7 +42,7 @@ async def grpc_stream_load(
     from service.grpc import grpc_service_pb2 as pb
     from service.grpc import grpc_service_pb2_grpc as pb_grpc
 
-    row = np.sin(np.arange(FEATURES, dtype=np.float32) * 0.37 + 1).astype("<f4").reshape(1, 1, FEATURES).tobytes()
+    row = np.sin(np.arange(features, dtype=np.float32) * 0.37 + 1).astype("<f4").reshape(1, 1, features).tobytes()
     base = int(time.time() * 1000) % 10**9 * 1000
     outgoing: asyncio.Queue[pb.ModelInferRequest | None] = asyncio.Queue()
     positions = [0] * sequences  # steps sent per sequence
@@ -57,7 +57,7 @@ async def grpc_stream_load(
         req.parameters["sequence_id"].int64_param = base + k + 1
         if position == 0:
             req.parameters["sequence_start"].bool_param = True
-        req.inputs.add(name="input", datatype="FP32", shape=[1, 1, FEATURES])
+        req.inputs.add(name="input", datatype="FP32", shape=[1, 1, features])
         req.raw_input_contents.append(row)
         sent_at[req.id] = time.perf_counter()
         return req

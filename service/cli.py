@@ -17,6 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
         for key, value in {
             "host": args.host,
             "port": args.port,
+            "grpc_port": args.grpc_port,
             "model_repository": args.model_repository,
             "workers": args.workers,
             "log_level": args.log_level,
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="start the HTTP service (settings also from SEQSERVE_*)")
     serve.add_argument("--host", help="bind address (SEQSERVE_HOST, default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (SEQSERVE_PORT, default 8000)")
+    serve.add_argument(
+        "--grpc-port", type=int, help="KServe V2 gRPC port (SEQSERVE_GRPC_PORT, default 8001; 0 disables)"
+    )
     serve.add_argument("--model-repository", help="model repository (SEQSERVE_MODEL_REPOSITORY)")
     serve.add_argument("--workers", type=int, help="worker processes (SEQSERVE_WORKERS)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])

@@ -418,3 +418,13 @@ def test_grpc_through_nginx_with_the_compose_config(server: ServiceProcess, clie
     by_id = {r.get_response().id: r.as_numpy("output") for r, _ in got}
     for seq in (901, 902):
         close(np.concatenate([by_id[f"{seq}/{t}"] for t in range(4)], axis=1), predict(client, "lstm", x)[0])
+
+
+def test_bench_grpc_stream_load_runs(server: ServiceProcess) -> None:
+    """The benchmark's gRPC stream client (bench/grpc_stream.py) against the real server."""
+    import asyncio
+
+    from bench.grpc_stream import grpc_stream_load
+
+    result = asyncio.run(grpc_stream_load(f"127.0.0.1:{server.grpc_port}", "gru", 4, 0.5, 0.1, window=2, features=3))
+    assert result["errors"] == 0 and result["steps"] > 0 and result["steps_per_s"] > 0
