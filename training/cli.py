@@ -44,7 +44,9 @@ class RunSettings:
     threads: int = 1
     val_fraction: float = 0.15
     test_fraction: float = 0.15
-    season: int | None = None
+    season: list[int] = field(default_factory=list)
+    time_column: str = ""
+    transform: str = "auto"
     repository: str = "model_repository"
     name: str = ""
     preset: str = ""
@@ -55,6 +57,8 @@ class RunSettings:
 
 
 FIELD_NAMES = {f.name for f in fields(RunSettings)}
+# Forecast target transforms (models/forecast_spec.py); auto chooses among them on validation.
+TRANSFORMS = ["auto", "none", "diff", "seasonal", "seasonal_diff", "revin"]
 
 
 def _comma_list(text: str) -> list[str]:
@@ -83,7 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     data.add_argument("--val-fraction", type=float, metavar="X", help="validation share (default 0.15)")
     data.add_argument("--test-fraction", type=float, metavar="X", help="test share (default 0.15)")
-    data.add_argument("--season", type=int, metavar="N", help="season length for the seasonal-naive baseline")
+    data.add_argument(
+        "--season",
+        metavar="N,...",
+        help="season length(s) in steps, e.g. 48,336: seasonal lags and a seasonal-naive baseline per season",
+    )
+    data.add_argument(
+        "--time-column", metavar="COL", help="timestamps of the rows: sampling period and phase (default: detected)"
+    )
 
     model = parser.add_argument_group("model and training")
     model.add_argument("--cell", choices=["lstm", "gru", "both"], help="default lstm; both trains and compares two")
@@ -97,6 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--weight-decay", type=float, metavar="X", help="AdamW weight decay (default 1e-4)")
     model.add_argument("--patience", type=int, metavar="N", help="early-stopping patience in epochs (default 10)")
     model.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
+    model.add_argument(
+        "--transform",
+        choices=TRANSFORMS,
+        help="forecast target transform; auto (default) picks the best candidate on the validation split",
+    )
     model.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads for torch (default 1: small RNNs gain nothing from more)"
     )
@@ -131,13 +147,32 @@ def _normalise(values: dict[str, Any], source: str) -> dict[str, Any]:
         raise TrainingError(f"unknown setting(s) {unknown} in {source}")
     out = dict(values)
     out.pop("config", None)
-    for key in ("target", "features"):
+    for key in ("target", "features", "season"):
         value = out.get(key)
         if isinstance(value, str):
             out[key] = _comma_list(value)
         elif isinstance(value, list):
             out[key] = [part for item in value for part in _comma_list(str(item))]
+        elif key == "season" and isinstance(value, int | float) and not isinstance(value, bool):
+            out[key] = [value]
+    if "season" in out:
+        out["season"] = _seasons(out["season"], source)
     return out
+
+
+def _seasons(values: list[Any], source: str) -> list[int]:
+    from training.data import TrainingError
+
+    seasons = []
+    for value in values:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if not number.is_integer() or number < 2:
+            raise TrainingError(f"season lengths must be integers >= 2, got {value!r} in {source}")
+        seasons.append(int(number))
+    return sorted(set(seasons))
 
 
 _TYPES: dict[str, type] = {
@@ -150,7 +185,6 @@ _TYPES: dict[str, type] = {
     "patience": int,
     "seed": int,
     "threads": int,
-    "season": int,
     "dropout": float,
     "lr": float,
     "weight_decay": float,
@@ -168,7 +202,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         kind = _TYPES.get(key)
         if value is None or kind is None:
-            if kind is None and key not in ("target", "features") and not isinstance(value, str):
+            if kind is None and key not in ("target", "features", "season") and not isinstance(value, str):
                 raise TrainingError(f"setting {key!r} must be a string, got {value!r}")
             continue
         if kind is bool:
@@ -214,6 +248,8 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         raise TrainingError("classification needs --label COL and --sequence-id COL")
     if settings.task not in ("forecast", "classify"):
         raise TrainingError(f"--task must be forecast or classify, not {settings.task!r}")
+    if settings.transform not in TRANSFORMS:
+        raise TrainingError(f"--transform must be one of {TRANSFORMS}, not {settings.transform!r}")
     if settings.cell not in ("lstm", "gru", "both"):
         raise TrainingError(f"--cell must be lstm, gru or both, not {settings.cell!r}")
     for key in ("layers", "hidden", "window", "epochs", "batch_size", "horizon", "patience", "threads"):

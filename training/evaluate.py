@@ -54,14 +54,16 @@ def forecast_metrics(pred: np.ndarray, actual: np.ndarray, scale: np.ndarray) ->
     }
 
 
-def forecast_report(data: ForecastData, predictions: dict[str, np.ndarray], season: int | None) -> dict[str, Any]:
+def forecast_report(
+    data: ForecastData, predictions: dict[str, np.ndarray], seasons: list[int] | int | None
+) -> dict[str, Any]:
     """Metrics for each model prediction set (e.g. windowed, streaming) and the baselines."""
     pairs = data.test
     actual = data.y[pairs]
     scale = mase_scale(data)
     report: dict[str, Any] = {name: forecast_metrics(pred, actual, scale) for name, pred in predictions.items()}
     report["naive"] = forecast_metrics(naive_forecast(data, pairs), actual, scale)
-    if season and season > 0:
+    for season in [seasons] if isinstance(seasons, int) else seasons or []:
         report[f"seasonal_naive_{season}"] = forecast_metrics(
             seasonal_naive_forecast(data, pairs, season), actual, scale
         )

@@ -114,7 +114,15 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     device = loop.pick_device()
     cells = ["lstm", "gru"] if settings.cell == "both" else [settings.cell]
     outcomes: list[Outcome] = []
+    from training import forecaster_run
+
     for cell in cells:
+        if isinstance(data, ForecastData) and forecaster_run.uses_forecaster(data):
+            model, history = forecaster_run.train(settings, data, frame, cell, report)
+            outcome = _evaluate_forecast(model, data, settings, history, cell)
+            outcome.metrics["transform"] = model.transform_choice
+            _finish(settings, outcomes, outcome, history, model, cell)
+            continue
         loop.seed_everything(settings.seed, settings.threads)
         config = _model_config(settings, data, cell)
         model = RecurrentModel(config).to(device)
@@ -134,14 +142,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
         else:
             history = loop.train_classify(model, data, train_settings)
             outcome = _evaluate_classify(model, data, history, cell)
-        if not all(np.isfinite(history.val_loss)):
-            raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
-        model.cpu()
-        outcomes.append(outcome)
-        _log(
-            settings,
-            f"{cell}: {history.seconds:.1f}s, best epoch {history.best_epoch}, {_headline(outcome, settings.task)}",
-        )
+        _finish(settings, outcomes, outcome, history, model, cell)
 
     for outcome in outcomes:
         name = f"{settings.name}-{outcome.cell}" if settings.cell == "both" else settings.name
@@ -150,6 +151,19 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     if len(outcomes) > 1:
         print(comparison_table(outcomes, settings.task))
     return outcomes
+
+
+def _finish(
+    settings: RunSettings, outcomes: list[Outcome], outcome: Outcome, history: Any, model: Any, cell: str
+) -> None:
+    if not all(np.isfinite(history.val_loss)):
+        raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
+    model.cpu()
+    outcomes.append(outcome)
+    best = f"best step {history.best_step}" if hasattr(history, "best_step") else f"best epoch {history.best_epoch}"
+    _log(settings, f"{cell}: {history.seconds:.1f}s, {best}, {_headline(outcome, settings.task)}")
+    if getattr(history, "best_is_last", False):
+        _log(settings, f"warning: {cell}: the best checkpoint is the last one: still improving; raise --epochs")
 
 
 def _model_config(settings: RunSettings, data: ForecastData | ClassifyData, cell: str) -> ModelConfig:
@@ -187,10 +201,16 @@ def _model_config(settings: RunSettings, data: ForecastData | ClassifyData, cell
 def _evaluate_forecast(model: Any, data: ForecastData, settings: RunSettings, history: Any, cell: str) -> Outcome:
     from training import evaluate, loop, plots
 
-    windowed = loop.predict_windowed(model, data, data.test, settings.window)
-    streaming = loop.predict_streaming(model, data, data.test)
+    if hasattr(model, "spec"):  # history-state forecaster
+        from training.forecaster_run import predictions
+
+        made = predictions(model, data, data.test, settings.window)
+        windowed, streaming = made["windowed"], made["streaming"]
+    else:
+        windowed = loop.predict_windowed(model, data, data.test, settings.window)
+        streaming = loop.predict_streaming(model, data, data.test)
     metrics = evaluate.forecast_report(data, {"windowed": windowed, "streaming": streaming}, settings.season)
-    metrics["windowed"]["window"] = settings.window
+    metrics["windowed"]["window"] = settings.window + (model.spec.ring if hasattr(model, "spec") else 0)
     actual = data.y[data.test]
     series = {
         f"{cell} streaming": streaming[:, 0],
@@ -232,7 +252,7 @@ def measure_step_latency(model_path: Path, config: ModelConfig, steps: int = 200
     options.intra_op_num_threads = 1
     session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
     x = np.zeros((1, 1, config.input_size), dtype=np.float32)
-    state = [np.zeros(config.state_shape(1), dtype=np.float32) for _ in config.state_names]
+    state = list(config.initial_state(1))
     times = []
     for i in range(steps + 10):
         start = time.perf_counter()
@@ -299,6 +319,9 @@ def _publish(
                 "seconds": round(history.seconds, 3),
                 "epochs_run": len(history.train_loss),
                 "best_epoch": history.best_epoch,
+                "steps_run": getattr(history, "steps_run", None),
+                "best_step": getattr(history, "best_step", None),
+                "best_is_last": getattr(history, "best_is_last", None),
                 "stopped_early": history.stopped_early,
                 "train_loss": history.train_loss,
                 "val_loss": history.val_loss,

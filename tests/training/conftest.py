@@ -31,7 +31,7 @@ def settings_from(argv: list[str]) -> RunSettings:
 def forecast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Outcome]]:
     """Small LSTM and GRU on the electricity preset (real data), published as <name>-lstm/-gru."""
     repo = tmp_path_factory.mktemp("forecast_repo")
-    argv = ["--preset", "electricity", "--cell", "both", "--hidden", "16", "--epochs", "40", "--lr", "0.01"]
+    argv = ["--preset", "electricity", "--cell", "both", "--hidden", "16", "--epochs", "4", "--lr", "0.003"]
     settings = settings_from([*argv, "--repository", str(repo), "--name", "elec", "--quiet"])
     return repo, train_and_publish(settings)
 

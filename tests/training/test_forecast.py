@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.export import input_names, output_names
-from models.reference import ReferenceModel
+from models.reference import load_reference
 from training.data import file_sha256
 from training.pipeline import Outcome
 
@@ -88,11 +88,11 @@ def test_raw_units_round_trip_onnx_torch_reference(forecast_run: tuple[Path, lis
     x = demand[-400:].reshape(1, -1, 1)
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    zeros = [np.zeros(config.state_shape(1), np.float32) for _ in config.state_names]
+    zeros = list(config.initial_state(1))
     y_onnx = session.run(output_names(config), dict(zip(input_names(config), [x, *zeros], strict=True)))[0]
     with torch.no_grad():
         y_torch = outcome.model(torch.from_numpy(x))[0].numpy()
-    y_ref, _ = ReferenceModel.from_onnx(path).run(x)
+    y_ref, _ = load_reference(path).run(x)
 
     scale = float(np.abs(y_torch).max())
     np.testing.assert_allclose(y_onnx, y_torch, atol=1e-4 * scale)

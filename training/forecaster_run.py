@@ -1,0 +1,215 @@
+"""From resolved settings and data to a trained history-state forecaster (models/forecaster.py).
+
+- Which runs use it: forecasting one target that is also an input (the default: features = the
+  target). Several targets keep the plain RecurrentModel path.
+- Seasons: `--season` (several allowed, e.g. 48,336); none gives a model of recent differences.
+- Time: `--time-column`, or else a column named like a timestamp (timestamp, time, date,
+  datetime, ds) that parses as dates with a regular spacing. It gives the sampling period and the
+  phase of row 0, recorded as the model's Clock so a client's `start_time` sets the phase. Without
+  one, the model has no phase state and learns from the history alone.
+- Transform (`--transform`): what the network corrects (models/forecast_spec.py). `auto` picks
+  the baseline with the lowest validation MAE among those the seasons allow (last value, seasonal
+  naive, seasonal naive plus this season's change), each streamed over the validation block by
+  the untrained model, which answers exactly its baseline.
+- Budget: `--epochs` evaluations of STEPS_PER_EPOCH optimiser steps each (training/forecast_loop.py),
+  early stopping after `--patience` evaluations without improvement.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from models.config import Clock, ModelConfig
+from models.forecast_spec import SpecError, make_spec
+from training.data import ForecastData, TrainingError
+
+STEPS_PER_EPOCH = 25
+TIME_NAMES = ("timestamp", "time", "date", "datetime", "ds")
+AUTO_TRANSFORMS = ("diff", "seasonal", "seasonal_diff")
+
+
+@dataclass
+class TimeAxis:
+    column: str
+    period_seconds: float
+    first: float  # unix seconds of row 0
+
+
+def uses_forecaster(data: ForecastData) -> bool:
+    return len(data.target_names) == 1 and data.target_names[0] in data.feature_names
+
+
+def seasons_of(settings: Any) -> tuple[int, ...]:
+    season = settings.season
+    if season is None:
+        return ()
+    values = season if isinstance(season, list | tuple) else [season]
+    return tuple(sorted({int(s) for s in values if int(s) >= 2}))
+
+
+def time_axis(frame: pd.DataFrame, column: str, report: Any = print) -> TimeAxis | None:
+    """The sampling period and first time from `column` (or a detected time column); None when
+    there is none or its spacing is irregular (the phase would then be wrong)."""
+    explicit = bool(column)
+    if not explicit:
+        column = next((c for c in frame.columns if str(c).strip().lower() in TIME_NAMES), "")
+        if not column:
+            return None
+    if column not in frame.columns:
+        raise TrainingError(f"unknown time column {column!r}; the data has columns {list(frame.columns)}")
+    try:
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stamps = pd.to_datetime(frame[column], utc=True)
+    except (ValueError, TypeError) as exc:
+        if explicit:
+            raise TrainingError(f"time column {column!r} does not hold timestamps: {exc}") from exc
+        return None
+    if stamps.isna().any() or len(stamps) < 3:
+        if explicit:
+            raise TrainingError(f"time column {column!r} has missing or unreadable timestamps")
+        return None
+    seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    period = (seconds[-1] - seconds[0]) / (len(seconds) - 1)
+    steps = np.floor((seconds - seconds[0]) / period + 0.5) if period > 0 else None
+    if steps is None or not np.array_equal(steps, np.arange(len(seconds))):
+        report(f"time column {column!r} is not regularly spaced: the model gets no phase (start_time ignored)")
+        return None
+    return TimeAxis(str(column), float(period), float(seconds[0]))
+
+
+def build_config(
+    settings: Any, data: ForecastData, cell: str, transform: str, axis: TimeAxis | None
+) -> tuple[ModelConfig, float | None]:
+    """The fitted forecaster config and the start time of row 0 (None without a time axis)."""
+    from models.forecaster import fit_spec, forecaster_config
+
+    seasons = seasons_of(settings)
+    try:
+        spec = make_spec(
+            target_index=data.feature_names.index(data.target_names[0]),
+            num_features=len(data.feature_names),
+            horizon=data.horizon,
+            seasons=seasons,
+            transform=transform,
+            phase=axis is not None,
+        )
+    except SpecError as exc:
+        raise TrainingError(str(exc)) from exc
+    if spec.ring + 8 + data.horizon > data.train_rows:
+        raise TrainingError(
+            f"the longest season ({spec.ring}) needs more than the {data.train_rows} training rows; "
+            "give a shorter --season or more data"
+        )
+    clock = None
+    start = None
+    if axis is not None and spec.cycle:
+        # epoch half a period before row 0: floor() then rounds to the nearest reading.
+        clock = Clock("phase", axis.period_seconds, axis.first - axis.period_seconds / 2, spec.cycle)
+        start = axis.first
+    base = ModelConfig(
+        cell=cell,  # type: ignore[arg-type]
+        input_size=len(data.feature_names),
+        hidden_size=settings.hidden,
+        output_size=len(data.output_names),
+        num_layers=settings.layers,
+        head="regression",
+        dropout=settings.dropout,
+        features=data.feature_names,
+        outputs=data.output_names,
+        horizon=data.horizon,
+        normalization=data.normalization,
+        extra={
+            "task": "forecast",
+            "targets": list(data.target_names),
+            "window": settings.window,
+            "seasons": list(seasons),
+            "time_column": axis.column if axis else "",
+        },
+    )
+    try:
+        return fit_spec(forecaster_config(base, spec, clock), data.features, data.train_rows), start
+    except ValueError as exc:
+        raise TrainingError(str(exc)) from exc
+
+
+def choose_transform(
+    settings: Any, data: ForecastData, cell: str, axis: TimeAxis | None
+) -> tuple[str, dict[str, float]]:
+    """`--transform` as given, or for auto the baseline with the lowest validation MAE."""
+    from models.forecaster import Forecaster
+    from training.forecast_loop import stream_forecasts
+
+    asked = getattr(settings, "transform", "auto") or "auto"
+    if asked != "auto":
+        return asked, {}
+    seasons = seasons_of(settings)
+    candidates = [t for t in AUTO_TRANSFORMS if seasons or t == "diff"]
+    scores: dict[str, float] = {}
+    val_end = int(data.val[-1]) + 1
+    for transform in candidates:
+        config, start = build_config(settings, data, cell, transform, axis)
+        model = Forecaster(config).eval()
+        pred = stream_forecasts(model, data, val_end, start)[data.val]
+        scores[transform] = float(np.abs(pred - data.y[data.val]).mean())
+    return min(scores, key=scores.__getitem__), scores
+
+
+def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, report: Any = print) -> tuple[Any, Any]:
+    """Build, fit and train a forecaster; returns (model, history). The model carries
+    `start_time` (row 0) and the transform choice for evaluation and the manifest."""
+    from models.forecaster import Forecaster
+    from training import forecast_loop, loop
+
+    axis = time_axis(frame, getattr(settings, "time_column", "") or "", report)
+    transform, scores = choose_transform(settings, data, cell, axis)
+    if scores:
+        listing = ", ".join(f"{t} {v:.4g}" for t, v in scores.items())
+        report(f"transform {transform} chosen on validation MAE of the baselines ({listing})")
+    config, start = build_config(settings, data, cell, transform, axis)
+    loop.seed_everything(settings.seed, settings.threads)
+    model = Forecaster(config)
+    train_settings = forecast_loop.ForecastTrainSettings(
+        steps=settings.epochs * STEPS_PER_EPOCH,
+        streams=settings.batch_size,
+        chunk=settings.window,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        eval_every=STEPS_PER_EPOCH,
+        patience=settings.patience,
+        seed=settings.seed,
+        progress=not settings.quiet,
+    )
+    history = forecast_loop.train_forecaster(model, data, train_settings, start)
+    model.start_time = start
+    model.transform_choice = {
+        "setting": getattr(settings, "transform", "auto"),
+        "chosen": transform,
+        "baseline_validation_mae": scores,
+    }
+    return model, history
+
+
+def predictions(model: Any, data: ForecastData, pairs: np.ndarray, window: int) -> dict[str, np.ndarray]:
+    """Test forecasts two ways: `streaming` (one session from row 0, phase known, as served) and
+    `windowed` (a fresh session per origin fed the last ring + window readings, phase unknown)."""
+    import torch
+
+    from training.forecast_loop import stream_forecasts
+
+    streaming = stream_forecasts(model, data, int(pairs[-1]) + 1, model.start_time)[pairs]
+    span = model.spec.ring + window
+    x = torch.from_numpy(data.features.astype(np.float32))
+    out = []
+    with torch.no_grad():
+        for chunk in np.array_split(pairs, max(1, len(pairs) // 128)):
+            idx = torch.from_numpy(chunk)[:, None] - span + 1 + torch.arange(span)[None, :]
+            y, _ = model(x[idx.clamp(min=0)], model.init_state(len(chunk)))
+            out.append(y[:, -1].numpy())
+    return {"streaming": streaming, "windowed": np.concatenate(out).astype(np.float64)}
