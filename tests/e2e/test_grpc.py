@@ -79,6 +79,9 @@ def test_health_and_metadata(triton: grpcclient.InferenceServerClient) -> None:
     with pytest.raises(InferenceServerException) as info:
         triton.get_model_metadata("lstm", "x")
     assert code_of(info.value) == "StatusCode.INVALID_ARGUMENT"
+    with pytest.raises(InferenceServerException) as info:  # repository control is the admin API's
+        triton.load_model("lstm")
+    assert code_of(info.value) == "StatusCode.UNIMPLEMENTED"
 
 
 def test_model_config_over_grpc_and_http(triton: grpcclient.InferenceServerClient, client: httpx.Client) -> None:
