@@ -431,3 +431,57 @@ def test_bench_grpc_stream_load_runs(server: ServiceProcess) -> None:
 
     result = asyncio.run(grpc_stream_load(f"127.0.0.1:{server.grpc_port}", "gru", 4, 0.5, 0.1, window=2, features=3))
     assert result["errors"] == 0 and result["steps"] > 0 and result["steps_per_s"] > 0
+
+
+# ---------------------------------------------------------------------------- one validation, two wires
+
+
+def _proto(model: str, body: dict) -> service_pb2.ModelInferRequest:
+    """The gRPC form of a V2 JSON request: typed contents, parameters as InferParameters."""
+    request = service_pb2.ModelInferRequest(model_name=model)
+    for key, value in body.get("parameters", {}).items():
+        param = request.parameters[key]
+        if isinstance(value, bool):
+            param.bool_param = value
+        elif isinstance(value, int):
+            param.int64_param = value
+        else:
+            param.string_param = value
+    for spec in body["inputs"]:
+        tensor = request.inputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+        tensor.contents.fp32_contents.extend(spec["data"])
+    for out in body.get("outputs", []):
+        request.outputs.add(name=out["name"])
+    return request
+
+
+def _tensor(name: str, shape: list[int], datatype: str = "FP32") -> dict:
+    return {"name": name, "datatype": datatype, "shape": shape, "data": [0.5] * int(np.prod(shape))}
+
+
+ONE, TWO = [_tensor("input", [1, 1, 3])], [_tensor("input", [2, 1, 3])]
+BAD = "INVALID_ARGUMENT"
+ERROR_CASES = [
+    ("nope", {"inputs": [_tensor("input", [1, 1, 3])]}, 404, "NOT_FOUND"),
+    ("lstm", {"inputs": [_tensor("input", [1, 1, 3], "INT32")]}, 400, "INVALID_ARGUMENT"),
+    ("lstm", {"inputs": [_tensor("input", [1, 2, 4])]}, 400, "INVALID_ARGUMENT"),
+    ("lstm", {"inputs": [_tensor("x", [1, 1, 3])]}, 400, "INVALID_ARGUMENT"),
+    ("lstm", {"inputs": [_tensor("input", [1, 1, 3]), _tensor("h0", [2, 1, 16])]}, 400, "INVALID_ARGUMENT"),
+    ("lstm", {"inputs": ONE, "outputs": [{"name": "zn"}]}, 400, BAD),
+    ("lstm", {"inputs": ONE, "parameters": {"priority": 5}}, 400, BAD),
+    ("lstm", {"inputs": ONE, "parameters": {"sequence_position": 0}}, 400, BAD),
+    ("gru", {"inputs": ONE, "parameters": {"sequence_id": "never"}}, 400, BAD),
+    ("gru", {"inputs": TWO, "parameters": {"sequence_id": 8, "sequence_start": True}}, 400, BAD),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("model", "body", "status", "code"), ERROR_CASES)
+def test_same_errors_over_http_and_grpc(
+    client: httpx.Client, stub, model: str, body: dict, status: int, code: str
+) -> None:
+    http = client.post(f"/v2/models/{model}/infer", json=body)
+    assert http.status_code == status, http.text
+    with pytest.raises(grpc.RpcError) as info:
+        stub.ModelInfer(_proto(model, body))
+    assert info.value.code() == getattr(grpc.StatusCode, code)
+    assert info.value.details() == http.json()["error"]
