@@ -70,6 +70,9 @@ class Services:
     batchers: dict[str, Batcher] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Decoding and encoding large bodies (seconds of GIL-bound work for an 8 MB predict) runs
+    # here, not on the event loop; one thread, so such transient memory is held once at a time.
+    codec: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="codec"))
 
     def __post_init__(self) -> None:
         self.manager = SessionManager(
@@ -102,6 +105,7 @@ def build_services(settings: Settings, metrics: Metrics) -> Services:
     registry.load_all()
     store = make_store(settings)
     metrics.watch_sessions(store.stats)
+    metrics.track_models(registry.has_name)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ort")
     svc = Services(settings, metrics, registry, store, executor)
     for model in registry:
@@ -145,6 +149,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await grpc_server.stop(GRPC_GRACE_SECONDS)
             await svc.store.close()
             svc.executor.shutdown(wait=True)
+            svc.codec.shutdown(wait=True)
             log.info("stopped")
 
     app = FastAPI(

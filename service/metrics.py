@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -26,9 +27,21 @@ class _SessionCollector(Collector):
         yield CounterMetricFamily("seqserve_sessions_expired", "Sessions expired (idle TTL)", stats["expired"])
 
 
+OTHER = "_other"  # the one label for every model name that is not loaded (404s, typos, scans)
+METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+
+
 class Metrics:
+    """Label values come only from bounded sets: route templates, known methods, status codes,
+    and the names of loaded models; anything a client can vary freely (a model name in a URL
+    that is not loaded, an invented method) counts under one fixed label, so no request can
+    add series. `/metrics` is rendered off the event loop, one render shared by concurrent
+    scrapes."""
+
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        self.is_loaded: Callable[[str], bool] = lambda name: False
+        self._rendering: asyncio.Future[bytes] | None = None
         self.requests = Counter(
             "seqserve_requests", "HTTP requests", ["route", "method", "status", "model"], registry=self.registry
         )
@@ -69,5 +82,25 @@ class Metrics:
 
         return observe
 
+    def track_models(self, is_loaded: Callable[[str], bool]) -> None:
+        self.is_loaded = is_loaded
+
+    def model_label(self, name: str) -> str:
+        return name if not name or self.is_loaded(name) else OTHER
+
+    @staticmethod
+    def method_label(method: str) -> str:
+        return method if method in METHODS else "OTHER"
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    async def render_async(self) -> bytes:
+        """render() in a thread; a scrape arriving meanwhile shares the render in progress."""
+        if self._rendering is None:
+            self._rendering = asyncio.ensure_future(asyncio.to_thread(self.render))
+            self._rendering.add_done_callback(self._rendered)
+        return await asyncio.shield(self._rendering)
+
+    def _rendered(self, _: asyncio.Future[bytes]) -> None:
+        self._rendering = None

@@ -91,6 +91,7 @@ class FastPath:
         if status == 200 and route == STEP_ROUTE:
             counter, latency = self.step_ok  # pre-bound: the hottest label lookups
         else:
+            model = self.metrics.model_label(model)
             counter = self.metrics.requests.labels(route, "POST", str(status), model)
             latency = self.metrics.latency.labels(route, model)
         counter.inc()

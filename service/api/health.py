@@ -31,7 +31,7 @@ async def ready(request: Request) -> Response:
 
 @router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
-    return Response(services(request).metrics.render(), media_type="text/plain; version=0.0.4")
+    return Response(await services(request).metrics.render_async(), media_type="text/plain; version=0.0.4")
 
 
 noop_router = APIRouter(tags=["bench"])

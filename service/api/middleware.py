@@ -110,8 +110,9 @@ class RequestMiddleware:
         elapsed = time.perf_counter() - start
         route: Any = scope.get("route")
         template = getattr(route, "path", "unmatched")
-        model = scope.get("path_params", {}).get("name", "")
-        self.metrics.requests.labels(template, scope["method"], str(status), model).inc()
+        model = self.metrics.model_label(scope.get("path_params", {}).get("name", ""))
+        method = self.metrics.method_label(scope["method"])
+        self.metrics.requests.labels(template, method, str(status), model).inc()
         self.metrics.latency.labels(template, model).observe(elapsed)
         if status >= 400:
             log_failure(scope, status, elapsed)

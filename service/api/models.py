@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import check_object, json_response_bytes, optional_int, parse_json
 from service.api.deps import services
 from service.api.schemas import ErrorBody, ModelInfo, ModelList, PredictRequest, PredictResponse, body_schema
+from service.api.split import LazySequences, encode_with_outputs, give_back_memory, split_inputs
 from service.errors import InvalidInput
 from service.runtime import parse_batch, parse_state
 
 if TYPE_CHECKING:
     from service.app import Services
+    from service.registry import LoadedModel
 
 router = APIRouter(tags=["models"])
 ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
 PREDICT_FIELDS = frozenset({"inputs", "version", "state", "return_state"})
+OFFLOAD_BYTES = 256 * 1024  # bodies above this are decoded off the event loop
 
 
 def _model_info(request: Request, name: str) -> dict:
@@ -53,19 +58,17 @@ async def predict(name: str, request: Request) -> Response:
 
 
 async def run_predict(svc: Services, name: str, raw: bytes) -> bytes:
-    """Stateless: run whole sequences from a given (default zero) state; raw body in, body out."""
-    body = check_object(parse_json(raw), PREDICT_FIELDS)
-    model = svc.registry.get(name, optional_int(body, "version", 1))
-    settings = svc.settings
-    sequences = parse_batch(body.get("inputs"), model.config, settings.max_batch_size, settings.max_steps_per_request)
-    batch = len(sequences)
-    return_state = body.get("return_state", False)
-    if not isinstance(return_state, bool):
-        raise InvalidInput("return_state must be true or false", field="return_state")
-    if body.get("state") is not None:
-        state = parse_state(body["state"], model.config, batch)
+    """Stateless: run whole sequences from a given (default zero) state; raw body in, body out.
+
+    A large body is decoded, and its answer encoded, in the codec thread: the event loop
+    keeps answering other requests (health checks, steps) meanwhile."""
+    large = len(raw) > OFFLOAD_BYTES
+    loop = asyncio.get_running_loop()
+    if large:
+        model, sequences, state, return_state = await loop.run_in_executor(svc.codec, _decode, svc, name, raw, True)
     else:
-        state = model.zero_state(batch)
+        model, sequences, state, return_state = _decode(svc, name, raw)
+    batch = len(sequences)
 
     # Equal lengths go through the batcher as one call; ragged batches as one call per sequence.
     batcher = svc.batcher_for(model)
@@ -82,7 +85,49 @@ async def run_predict(svc: Services, name: str, raw: bytes) -> bytes:
     response: dict = {"model": model.name, "version": model.version, "outputs": per_seq}
     if return_state:
         response["state"] = dict(zip(model.config.state_names, final, strict=True))
+    if large:
+        del response["outputs"]
+        encoded = await loop.run_in_executor(svc.codec, encode_with_outputs, response, per_seq)
+        loop.call_later(0.05, _trim, svc)  # once this request's arrays are gone
+        return encoded
     return json_response_bytes(response)
+
+
+def _trim(svc: Services) -> None:
+    with contextlib.suppress(RuntimeError):  # the codec thread is shut down: the process is ending
+        svc.codec.submit(give_back_memory)
+
+
+def _decode(
+    svc: Services, name: str, raw: bytes, by_sequence: bool = False
+) -> tuple[LoadedModel, list[np.ndarray], tuple, bool]:
+    """Body -> (model, sequences [T_i, F], initial state, return_state); pure, thread-safe.
+    by_sequence: decode inputs one sequence at a time (service/api/split.py); any doubt
+    about the body and it is decoded whole, with the usual errors."""
+    if by_sequence:
+        found = split_inputs(raw)
+        if found is not None:
+            body, pieces = found
+            body["inputs"] = LazySequences(pieces)
+            try:
+                return _decoded(svc, name, check_object(body, PREDICT_FIELDS))
+            except orjson.JSONDecodeError:
+                pass
+    return _decoded(svc, name, check_object(parse_json(raw), PREDICT_FIELDS))
+
+
+def _decoded(svc: Services, name: str, body: dict) -> tuple[LoadedModel, list[np.ndarray], tuple, bool]:
+    model = svc.registry.get(name, optional_int(body, "version", 1))
+    settings = svc.settings
+    sequences = parse_batch(body.get("inputs"), model.config, settings.max_batch_size, settings.max_steps_per_request)
+    return_state = body.get("return_state", False)
+    if not isinstance(return_state, bool):
+        raise InvalidInput("return_state must be true or false", field="return_state")
+    if body.get("state") is not None:
+        state = parse_state(body["state"], model.config, len(sequences))
+    else:
+        state = model.zero_state(len(sequences))
+    return model, sequences, state, return_state
 
 
 __all__ = ["PredictRequest", "router"]

@@ -1,0 +1,67 @@
+"""Large predict bodies decoded sequence by sequence: the same result as decoding the whole
+body, or a refusal (None) that sends the caller to the ordinary decoder."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import orjson
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.api.split import LazySequences, encode_with_outputs, split_inputs
+
+numbers = st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False))
+sequences = st.lists(st.lists(st.lists(numbers, min_size=1, max_size=3), min_size=1, max_size=4), max_size=4)
+extras = st.dictionaries(
+    st.sampled_from(["version", "state", "return_state", "note", "in[puts", "x"]),
+    st.one_of(st.integers(), st.booleans(), st.text(max_size=8), st.just("inputs"), st.just({"inputs": [[1]]})),
+    max_size=3,
+)
+
+
+def _check(raw: bytes) -> None:
+    found = split_inputs(raw)
+    if found is None:
+        return
+    whole = orjson.loads(raw)
+    rest, pieces = found
+    assert [orjson.loads(p) for p in pieces] == whole["inputs"]
+    assert list(LazySequences(pieces)) == whole["inputs"] and len(LazySequences(pieces)) == len(pieces)
+    whole["inputs"] = []
+    assert rest == whole
+
+
+@settings(max_examples=300, deadline=None)
+@given(sequences, extras, st.sampled_from([None, 2]), st.booleans())
+def test_split_agrees_with_whole_decoding(inputs, extra, indent, inputs_first):
+    body = {"inputs": inputs, **extra} if inputs_first else {**extra, "inputs": inputs}
+    raw = json.dumps(body, indent=indent).encode()
+    _check(raw)
+    if "\\" not in raw.decode() and inputs:
+        assert split_inputs(raw) is not None  # ordinary bodies are split
+
+
+def test_doubtful_bodies_are_left_to_the_whole_decoder():
+    for raw in [
+        b'{"inputs": [[[1]], 5]}',  # a stray value between sequences
+        b'{"inputs": [[[1]] [[2]]]}',  # a missing comma
+        b'{"inputs": [[[1]],, [[2]]]}',
+        b'{"inputs": [{"a": 1}]}',
+        b'{"inputs": 5}',
+        b'{"inputs": [[[1]]], "inputs": [[[2]]]}',  # duplicate key
+        b'{"note": "\\"", "inputs": [[[1]]]}',  # escapes
+        b"[[[[1]]]]",
+        b'{"inputs": [[[1]]}',
+    ]:
+        assert split_inputs(raw) is None, raw
+    assert split_inputs(b'{"inputs": []}') == ({"inputs": []}, [])
+
+
+def test_encode_with_outputs_equals_one_dumps():
+    outputs = [np.arange(6, dtype=np.float32).reshape(3, 2) / 7, np.ones((3, 2), np.float32)]
+    response = {"model": "m", "version": 1, "state": {"h": np.zeros((1, 2, 2), np.float32)}}
+    whole = orjson.loads(orjson.dumps({**response, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY))
+    assert orjson.loads(encode_with_outputs(response, outputs)) == whole
+    assert orjson.loads(encode_with_outputs({}, outputs)) == {"outputs": whole["outputs"]}
