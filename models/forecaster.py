@@ -93,6 +93,23 @@ class Forecaster(nn.Module):
             self.register_buffer("block_ids", torch.arange(spec.blocks, dtype=torch.float32))
         if spec.transform == "revin":
             self.register_buffer("window_ones", torch.ones(1, 1, spec.ring))
+        # Constant index tables into the lag axis (lag L at position L), so the graph needs one
+        # Gather per table however many leads and columns there are.
+        self.register_buffer("back", torch.arange(spec.ring, -1, -1))  # K - L for L = 0..K
+        diffs = [(kind, lag) for kind, lag in spec.columns if kind != "level"]
+        newer = np.zeros((h, len(diffs)), np.int64)
+        older = np.zeros((h, len(diffs)), np.int64)
+        for k in range(h):
+            for j, (kind, lag) in enumerate(diffs):
+                newer[k, j] = max(lag - (k + 1), 0) if kind == "lead" else 0
+                older[k, j] = lag
+        self.register_buffer("newer", torch.from_numpy(newer.reshape(-1)))
+        self.register_buffer("older", torch.from_numpy(older.reshape(-1)))
+        self.register_buffer("older_needs", torch.from_numpy(older + 1).float())
+        seasonal = np.array([[math.ceil(k / s) * s - k for k in range(1, h + 1)] for s in spec.seasons], np.int64)
+        self.register_buffer("seasonal_lag", torch.from_numpy(seasonal.reshape(-1)))
+        multiples = np.array([[math.ceil(k / s) for k in range(1, h + 1)] for s in spec.seasons], np.float32)
+        self.register_buffer("seasonal_multiple", torch.from_numpy(multiples))
 
     # ----------------------------------------------------------------- state
     @property
@@ -171,12 +188,14 @@ class Forecaster(nn.Module):
         ring, count0 = state[n][0], state[n + 1][0]  # [B, K], [B, 1]
         y = x[:, :, spec.target_index]  # [B, T]
         full = torch.cat([ring, y], dim=1)  # [B, K+T]
-
-        def lag(lag_: int) -> Tensor:
-            return full[:, k_ring - lag_ :] if lag_ == 0 else full[:, k_ring - lag_ : -lag_]
-
         steps = torch.ones_like(y).cumsum(1)  # 1..T
         count = torch.clamp(count0 + steps, max=float(k_ring + 1))  # readings seen incl. y_t
+        # Every lag 0..K of every step at once: lags[b, t, L] = y_{t-L} = full[b, K + t - L].
+        position = torch.ones_like(y[0], dtype=torch.long).cumsum(0) - 1  # 0..T-1
+        lags = full[:, position.unsqueeze(1) + self.back.unsqueeze(0)]  # [B, T, K+1]
+
+        def lag(lag_: int) -> Tensor:
+            return lags[:, :, lag_]
 
         def avail(lag_: int) -> Tensor:
             return count >= float(lag_ + 1)
@@ -196,24 +215,31 @@ class Forecaster(nn.Module):
             parts["centred"] = (y - level) / parts["window_scale"]
         elif spec.transform == "none":
             parts["centred"] = (y - spec.level_mean) / spec.level_std
-        bases = []
-        for k in range(1, spec.horizon + 1):
-            if spec.transform == "none":
-                base = torch.full_like(y, spec.level_mean)
-            elif level is not None:
-                base = level
-            else:
-                base = y
-                if spec.transform in ("seasonal", "seasonal_diff"):
-                    for s in spec.seasons:
-                        m = math.ceil(k / s)
-                        seasonal = lag(m * s - k)
-                        if spec.transform == "seasonal_diff":
-                            seasonal = seasonal + m * (y - lag(s))
-                        base = torch.where(avail(s), seasonal, base)
-            bases.append(base)
-        parts["base"] = torch.stack(bases, dim=-1)  # [B, T, H]
-        parts["columns"] = self._columns(y, lag, avail, level)
+        batch, steps_n = y.shape[0], y.shape[1]
+        horizon = spec.horizon
+        if spec.transform == "none":
+            base = torch.full_like(y, spec.level_mean).unsqueeze(-1).expand(-1, -1, horizon)
+        elif level is not None:
+            base = level.unsqueeze(-1).expand(-1, -1, horizon)
+        else:
+            base = y.unsqueeze(-1).expand(-1, -1, horizon)
+            if spec.transform in ("seasonal", "seasonal_diff"):
+                seasonal = lags[:, :, self.seasonal_lag].reshape(batch, steps_n, len(spec.seasons), horizon)
+                for i, s in enumerate(spec.seasons):  # shortest first: the longest available wins
+                    value = seasonal[:, :, i]
+                    if spec.transform == "seasonal_diff":
+                        value = value + self.seasonal_multiple[i] * (y - lag(s)).unsqueeze(-1)
+                    base = torch.where(avail(s).unsqueeze(-1), value, base)
+        parts["base"] = base  # [B, T, H]
+
+        diff_columns = (lags[:, :, self.newer] - lags[:, :, self.older]).reshape(batch, steps_n, horizon, -1)
+        ready = count.unsqueeze(-1).unsqueeze(-1) >= self.older_needs  # [B, T, H, C']
+        columns = torch.where(ready, diff_columns, torch.zeros_like(diff_columns))
+        if spec.transform in ("none", "revin"):
+            centre = spec.level_mean if level is None else level
+            level_column = (y - centre).unsqueeze(-1).unsqueeze(-1).expand(-1, -1, horizon, 1)
+            columns = torch.cat([columns, level_column], dim=-1)
+        parts["columns"] = columns
 
         phase_inputs: list[Tensor] = []
         total = steps[:, -1:]  # T, [B, 1]
@@ -242,28 +268,6 @@ class Forecaster(nn.Module):
             new_state = (*new_state, torch.where(phase0 >= 0, moved, phase0).unsqueeze(0))
         parts["phase"] = phase_inputs
         return parts, new_state
-
-    def _columns(self, y: Tensor, lag, avail, level: Tensor | None) -> Tensor:  # type: ignore[no-untyped-def]
-        spec = self.spec
-        zero = torch.zeros_like(y)
-        per_lead = []
-        for k in range(1, spec.horizon + 1):
-            cols = []
-            for kind, lag_ in spec.columns:
-                if kind == "lead":
-                    if lag_ < k:
-                        cols.append(zero)
-                        continue
-                    value = lag(lag_ - k) - lag(lag_)
-                elif kind == "gap":
-                    value = y - lag(lag_)
-                else:
-                    value = y - (spec.level_mean if level is None else level)
-                    cols.append(value)
-                    continue
-                cols.append(torch.where(avail(lag_), value, zero))
-            per_lead.append(torch.stack(cols, dim=-1))
-        return torch.stack(per_lead, dim=-2)
 
     def _window_stats(self, full: Tensor, count0: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std (raw units) of the readings seen among the last K, for every step.
