@@ -215,7 +215,10 @@ function renderStats(stats) {
   const latency = $("#stats-latency tbody");
   latency.replaceChildren();
   const ms = (v) => (v === null || v === undefined ? "–" : fmt(v * 1000, 3));
-  for (const r of stats.latency.filter((r) => r.route !== "unmatched").sort((a, b) => b.count - a.count).slice(0, 8)) {
+  const dataRoute = (route) => /steps|stream|predict|infer|sessions/.test(route) && !route.includes("/ui/");
+  const routes = stats.latency.filter((r) => r.route !== "unmatched")
+    .sort((a, b) => Number(dataRoute(b.route)) - Number(dataRoute(a.route)) || b.count - a.count);
+  for (const r of routes.slice(0, 8)) {
     latency.append(cells(el("tr"), [[r.route, "mono"], [fmt(r.count), "num"], [ms(r.p50), "num"], [ms(r.p90), "num"], [ms(r.p99), "num"]]));
   }
   if (!latency.children.length) latency.append(el("tr", {}, el("td", { class: "empty", colSpan: 5, text: "no requests yet" })));
@@ -481,8 +484,8 @@ async function loadAll() {
 
 function init() {
   chart = new window.LineChart($("#live-chart"), [
-    { name: "actual", color: getComputedStyle(document.documentElement).getPropertyValue("--actual").trim(), points: [], width: 1.4 },
-    { name: "forecast", color: getComputedStyle(document.documentElement).getPropertyValue("--forecast").trim(), points: [], width: 1.8 },
+    { name: "actual", color: getComputedStyle(document.documentElement).getPropertyValue("--actual").trim(), points: [], width: 2.2 },
+    { name: "forecast", color: getComputedStyle(document.documentElement).getPropertyValue("--forecast").trim(), points: [], width: 1.3 },
   ]);
   $("#api-key").value = state.key;
   $("#key-form").addEventListener("submit", (event) => {

@@ -59,7 +59,7 @@ class LineChart {
     const W = this.canvas.width / r, H = this.canvas.height / r;
     ctx.setTransform(r, 0, 0, r, 0, 0);
     ctx.clearRect(0, 0, W, H);
-    const left = 64, right = 12, bottom = 26;
+    const left = W < 500 ? 46 : 64, right = 12, bottom = 26;
     const plotW = Math.max(10, W - left - right);
     const styles = getComputedStyle(document.documentElement);
     const grid = styles.getPropertyValue("--grid").trim() || "#e5e7eb";
