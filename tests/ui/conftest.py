@@ -66,8 +66,10 @@ def ui_server(ui_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> 
         yield server
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
+    """Module-scoped: Playwright's sync API keeps an event loop running in this thread while it
+    is started, which would stop later asyncio tests from running theirs."""
     executable = require("chromium")
     from playwright.sync_api import sync_playwright
 
