@@ -67,6 +67,19 @@ class Metrics:
             registry=self.registry,
         )
         self.steps = Counter("seqserve_steps", "Time steps applied to sessions", ["model"], registry=self.registry)
+        self.grpc_requests = Counter(
+            "seqserve_grpc_requests",
+            "KServe V2 gRPC requests (each ModelStreamInfer message counts as one)",
+            ["method", "code"],
+            registry=self.registry,
+        )
+        self.grpc_latency = Histogram(
+            "seqserve_grpc_request_seconds",
+            "KServe V2 gRPC request latency (per stream message for ModelStreamInfer)",
+            ["method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
         self.model_stats = StatsBook()  # Triton-style statistics (V2 statistics extension)
 
     def watch_sessions(self, read: Callable[[], dict[str, float]]) -> None:

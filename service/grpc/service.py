@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from functools import wraps
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -72,18 +73,29 @@ def status_of(exc: ServiceError) -> grpc.StatusCode:
 def _rpc(handler: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Reply]]:
     """Domain errors -> gRPC status with a clear message; anything else -> INTERNAL, logged."""
 
+    method = handler.__name__
+
     @wraps(handler)
     async def call(self: InferenceService, request: Any, context: grpc.aio.ServicerContext) -> Reply:
+        start = time.perf_counter()
+        code = StatusCode.OK
         try:
             return await handler(self, request, context)
         except ServiceError as exc:
+            code = status_of(exc)
             context.set_trailing_metadata((("seqserve-error-bin", orjson.dumps(exc.body())),))
-            await context.abort(status_of(exc), exc.message)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
+            await context.abort(code, exc.message)
+        except asyncio.CancelledError:
+            code = StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
             raise
         except Exception:
-            log.exception("unhandled error in %s", handler.__name__)
-            await context.abort(StatusCode.INTERNAL, "internal error; see the server log")
+            code = StatusCode.INTERNAL
+            log.exception("unhandled error in %s", method)
+            await context.abort(code, "internal error; see the server log")
+        finally:
+            self.observe(method, code, start)
         raise AssertionError("unreachable")  # abort raises
 
     return call
@@ -93,6 +105,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, svc: Services, version: str) -> None:
         self.svc = svc
         self.version = version
+        metrics = svc.metrics
+        self._latency = {m: metrics.grpc_latency.labels(m) for m in ("ModelInfer", "ModelStreamInfer")}
+        self._requests = metrics.grpc_requests
+
+    def observe(self, method: str, code: grpc.StatusCode, start: float) -> None:
+        """Prometheus: count and time one request (one stream message for ModelStreamInfer)."""
+        self._requests.labels(method, code.name).inc()
+        latency = self._latency.get(method)
+        if latency is not None:
+            latency.observe(time.perf_counter() - start)
 
     # ------------------------------------------------------------------------ health and metadata
 
@@ -181,19 +203,27 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         running: set[asyncio.Task[None]] = set()
 
         async def one(request: pb.ModelInferRequest, before: asyncio.Task[None] | None) -> None:
+            start = time.perf_counter()
+            code = StatusCode.OK
             try:
-                if before is not None:
+                if before is not None and not before.done():
                     await asyncio.wait((before,))  # the sequence's previous request, whatever its outcome
                 try:
                     reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
                 except ServiceError as exc:
+                    code = status_of(exc)
                     reply = _stream_error(request, exc.message)
+                except asyncio.CancelledError:
+                    code = StatusCode.CANCELLED
+                    raise
                 except Exception:
+                    code = StatusCode.INTERNAL
                     log.exception("unhandled error in ModelStreamInfer")
                     reply = _stream_error(request, "internal error; see the server log")
                 replies.put_nowait(reply)
             finally:
                 slots.release()
+                self.observe("ModelStreamInfer", code, start)
 
         async def read() -> None:
             try:

@@ -5,6 +5,7 @@ repository index, statistics, `timeout`/`priority`, and retry-safe `sequence_pos
 from __future__ import annotations
 
 import queue
+import re
 from collections.abc import Iterator
 
 import grpc
@@ -376,6 +377,20 @@ def test_statistics_over_grpc_and_http(triton: grpcclient.InferenceServerClient,
     assert [s["version"] for s in client.get("/v2/models/lstm/stats").json()["model_stats"]] == ["1", "2"]
     assert client.get("/v2/models/nope/stats").status_code == 404
     assert len(triton.get_inference_statistics(as_json=True)["model_stats"]) == 3
+    with pytest.raises(InferenceServerException):
+        triton.infer("nope", [input_of(x)])
+    replies: queue.Queue = queue.Queue()
+    triton.start_stream(callback=lambda result, error: replies.put((result, error)))
+    try:
+        triton.async_stream_infer("gru", [input_of(x)])
+        assert _collect(replies, 1)[0][1] is None
+    finally:
+        triton.stop_stream()
+    metrics = client.get("/metrics").text  # and Prometheus counts gRPC calls by method and code
+    ok = re.search(r'^seqserve_grpc_requests_total\{code="OK",method="ModelInfer"\} (\d+)', metrics, re.M)
+    assert ok and float(ok.group(1)) >= 3
+    assert re.search(r'^seqserve_grpc_requests_total\{code="NOT_FOUND",method="ModelInfer"\}', metrics, re.M)
+    assert 'seqserve_grpc_request_seconds_count{method="ModelStreamInfer"}' in metrics
 
 
 # ---------------------------------------------------------------------------- through nginx
@@ -384,8 +399,6 @@ def test_statistics_over_grpc_and_http(triton: grpcclient.InferenceServerClient,
 def test_grpc_through_nginx_with_the_compose_config(server: ServiceProcess, client: httpx.Client, tmp_path) -> None:
     """service/deploy/nginx.conf + grpc.conf as compose mounts them (addresses made loopback):
     unary infer and an interleaved stream pass through nginx's HTTP/2 gRPC proxy unchanged."""
-    import re
-
     from tests.support.nginx import NginxProcess
     from tests.support.servers import ROOT, free_port
 
