@@ -7,7 +7,8 @@ Sequences. `sequence_id` (non-zero unsigned int or non-empty string) names a ses
 SessionManager under the id `v2:<model>:<sequence_id>` (5 and "5" are the same sequence), so it
 lives in the configured store, its steps go through the batcher and are applied in order.
 `sequence_start` (re)starts it from the initial state (or explicit state tensors, only at the
-start); `sequence_end` deletes it after the step.
+start); `sequence_end` deletes it after the step. `start_time` (ISO 8601) sets a fresh state's
+clock on a stateless request or with `sequence_start`; not with explicit state tensors.
 
 Retry-safety. `sequence_position` (optional, the number of time steps the sequence has taken
 before this request; 0 with `sequence_start`) makes a step exactly-once like v1's `position`
@@ -36,8 +37,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import orjson
 
-from service.errors import BadRequest, DeadlineExceeded, PositionConflict, SessionExpired, SessionNotFound
+from service.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    InvalidInput,
+    PositionConflict,
+    SessionExpired,
+    SessionNotFound,
+)
 from service.registry import LoadedModel
+from service.runtime import parse_start_time
 from service.sessions.base import SessionRecord
 
 if TYPE_CHECKING:
@@ -67,6 +76,8 @@ class Options:
     end: bool = False
     position: int | None = None
     timeout_s: float | None = None
+    start_time: str | None = None  # ISO 8601, as given (validated)
+    start_seconds: float | None = None  # the same in unix seconds
 
 
 # ---------------------------------------------------------------------------- parameters
@@ -101,7 +112,16 @@ def parse_options(params: Mapping[str, Any]) -> Options:
                 field="timeout",
             )
         timeout_s = timeout / 1e6 if timeout else None
-    return Options(seq_id, start, end, position, timeout_s)
+    start_time = params.get("start_time")
+    start_seconds = None
+    if start_time is not None:
+        if seq_id is not None and not start:
+            raise Error("start_time is only taken with sequence_start (or without a sequence)", field="start_time")
+        try:
+            start_seconds = parse_start_time(start_time)
+        except InvalidInput as exc:
+            raise Error(exc.message, field="start_time") from None
+    return Options(seq_id, start, end, position, timeout_s, start_time, start_seconds)
 
 
 def _sequence(params: Mapping[str, Any]) -> tuple[str | None, bool, bool]:
@@ -247,10 +267,16 @@ async def infer(
     A sequence step runs in a task of its own that completes even when its caller gives up
     (deadline, cancelled RPC, closed connection): a step cut in half would leave the session
     in doubt, while a finished one can be collected by a resend with sequence_position."""
+    if options.start_time is not None and len(arrays) > 1:
+        raise Error(
+            "give either explicit state inputs or the start_time parameter, not both",
+            field="start_time",
+            fields=["state", "start_time"],
+        )
     if options.sequence_id is None:
         if options.timeout_s is None:
-            return await _stateless(svc, model, arrays, wanted)
-        task = asyncio.ensure_future(_stateless(svc, model, arrays, wanted))
+            return await _stateless(svc, model, arrays, options, wanted)
+        task = asyncio.ensure_future(_stateless(svc, model, arrays, options, wanted))
     else:
         task = asyncio.ensure_future(_sequence_step(svc, model, arrays, options, wanted, pinned))
         _background.add(task)
@@ -275,10 +301,12 @@ def _finished(task: asyncio.Task[Any]) -> None:
         task.exception()  # retrieved here too: its caller may have stopped waiting
 
 
-async def _stateless(svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], wanted: list[str]) -> Result:
+async def _stateless(
+    svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], options: Options, wanted: list[str]
+) -> Result:
     x = arrays["input"]
     given = tuple(arrays[n] for n in model.input_names[1:] if n in arrays)
-    state = given or model.config.initial_state(x.shape[0])
+    state = given or model.initial_state(x.shape[0], options.start_seconds)
     outputs, final = await svc.batcher_for(model).run(x, state)
     by_name = dict(zip(model.output_names, (outputs, *final), strict=True))
     return Result(model, {n: by_name[n] for n in wanted})
@@ -298,9 +326,10 @@ async def _sequence_step(
         if options.position is None or not await _retried_start(manager, session_id):
             state_in = None
             if model.input_names[1] in arrays:
-                names = model.config.state_names
-                state_in = {s: arrays[f"{s}0"][:, 0, :].tolist() for s in names}
-            await manager.create(model.name, model.version, state=state_in, session_id=session_id)
+                state_in = {s: arrays[f"{s}0"][:, 0, :].tolist() for s in model.state_names}
+            await manager.create(
+                model.name, model.version, state=state_in, session_id=session_id, start_time=options.start_time
+            )
     else:
         if len(arrays) > 1:
             raise Error(

@@ -1,13 +1,24 @@
 """The loaded models: one ONNX Runtime session per (model, version) in the repository.
 
-The ONNX file describes itself (models.config in its metadata), so loading needs nothing else.
+The ONNX file describes itself (models.config in its metadata), so loading needs nothing else:
+its state tensors (`config.state_specs`: h (, c) and any extras such as a history ring or a
+phase clock, each float32 [rows, batch, width]) and its quality gate (`seqserve.gate`).
+
+Default version. A request that names no version (new sessions, unpinned predictions, V2
+without /versions/) gets the highest *promoted* version: training publishes a version that
+does not beat its baselines with `gate.promoted = false`, and such a version is served only
+when asked for by number. A version without a gate (older files) counts as promoted. When no
+loaded version of a model is promoted, the highest version serves and /v1/models says so
+(`default_reason`), rather than refusing every unpinned request.
 Execution provider by setting: `auto` takes CUDA when the installed onnxruntime offers it and
 it initialises, else CPU, and says which in the log and in each model's description.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,6 +34,8 @@ from service.repository import RepositoryEntry, scan_repository
 from service.settings import Settings
 
 log = logging.getLogger("seqserve.registry")
+
+GATE_KEY = "seqserve.gate"
 
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
@@ -43,6 +56,20 @@ def choose_providers(setting: str) -> list[str]:
     return [CUDA, CPU] if CUDA in available else [CPU]
 
 
+def read_gate(value: Any, where: str) -> dict[str, Any] | None:
+    """A gate verdict ({"promoted": bool, "reason", "metric", ...}) or None when `value` is
+    not one (logged: a malformed gate must not take a version out of service silently)."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            value = None
+    if isinstance(value, dict) and isinstance(value.get("promoted"), bool):
+        return value
+    log.warning("ignoring malformed quality gate in %s: %.200r", where, value)
+    return None
+
+
 @dataclass
 class LoadedModel:
     name: str
@@ -54,21 +81,51 @@ class LoadedModel:
     manifest: dict[str, Any] = field(default_factory=dict)
     file_hash: str = ""  # sha256 of model.onnx, hex
     max_chunk_elements: int = 0  # rows x steps per ONNX Runtime call; 0: no chunking
+    # The gate verdict in the ONNX file's metadata (None: the file has none).
+    file_gate: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        self.input_names = ["input", *(f"{s}0" for s in self.config.state_names)]
-        self.output_names = ["output", *(f"{s}n" for s in self.config.state_names)]
-        self.state_bytes = len(self.config.state_names) * self.config.num_layers * self.config.hidden_size * 4
-        layout = ",".join(f"{s.name}:{s.rows}x{s.width}" for s in self.config.state_specs)
+        specs = self.config.state_specs
+        self.state_names = tuple(s.name for s in specs)
+        self.input_names = ["input", *(f"{s}0" for s in self.state_names)]
+        self.output_names = ["output", *(f"{s}n" for s in self.state_names)]
+        # Per session, without batch: [rows, width] of each state tensor, in graph order.
+        self.state_shapes = tuple((s.rows, s.width) for s in specs)
+        self.state_bytes = sum(rows * width for rows, width in self.state_shapes) * 4
+        layout = ",".join(f"{s.name}:{s.rows}x{s.width}" for s in specs)
         # What a session's state is bound to: this exact graph (file) and its state layout.
         self.fingerprint = f"{self.file_hash[:32]}/{layout}"
+        self._fresh = self.config.initial_state(1)  # shared, read-only: copied by every user
+        for array in self._fresh:
+            array.flags.writeable = False
+        self.gate = self.file_gate
+        self.refresh_gate(self.manifest)
+
+    def refresh_gate(self, manifest: dict[str, Any]) -> None:
+        """The gate that decides promotion: manifest.json's `gate` when it has one (an operator
+        may edit it and reload to promote or withdraw a version), else the file's own."""
+        self.manifest = manifest
+        gate = manifest.get("gate") if isinstance(manifest, dict) else None
+        self.gate = (read_gate(gate, f"{self.key} manifest.json") if gate is not None else None) or self.file_gate
+
+    @property
+    def promoted(self) -> bool:
+        return self.gate is None or bool(self.gate["promoted"])
 
     @property
     def key(self) -> str:
         return f"{self.name}/{self.version}"
 
+    def initial_state(self, batch: int, start_time: float | None = None) -> tuple[np.ndarray, ...]:
+        """A fresh state, float32 [rows, batch, width] per tensor: each at its spec's `fill`,
+        and the clock's phase set from `start_time` (unix seconds) when the model has one."""
+        if start_time is None and batch == 1:
+            return tuple(s.copy() for s in self._fresh)
+        return self.config.initial_state(batch, start_time)
+
     def zero_state(self, batch: int) -> tuple[np.ndarray, ...]:
-        return tuple(np.zeros(self.config.state_shape(batch), np.float32) for _ in self.config.state_names)
+        """Alias of initial_state(batch) (a fresh state: zeros for h/c, `fill` for others)."""
+        return self.initial_state(batch)
 
     def run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """inputs [B, T, F] float32, state [L, B, H] each -> (outputs [B, T, O], new state).
@@ -101,7 +158,23 @@ class LoadedModel:
             "horizon": cfg.horizon,
             "features": list(cfg.feature_names),
             "outputs": list(cfg.output_names),
-            "state": {name: [cfg.num_layers, cfg.hidden_size] for name in cfg.state_names},
+            "state": {s.name: [s.rows, s.width] for s in cfg.state_specs},
+            "state_tensors": [
+                {
+                    "name": s.name,
+                    "shape": [s.rows, s.width],
+                    "graph_shape": [s.rows, -1, s.width],
+                    "input": f"{s.name}0",
+                    "output": f"{s.name}n",
+                    "fill": s.fill,
+                    "doc": s.doc,
+                }
+                for s in cfg.state_specs
+            ],
+            "state_bytes": self.state_bytes,
+            "clock": None if cfg.clock is None else dataclasses.asdict(cfg.clock),
+            "gate": self.gate,
+            "promoted": self.promoted,
             "provider": self.provider,
             "created": self.manifest.get("created"),
             "metrics": self.manifest.get("metrics"),
@@ -179,8 +252,19 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     except ConfigError as exc:
         raise ModelLoadError(f"{entry.name} v{entry.version}: {exc}") from exc
     expected = ["input", *(f"{s}0" for s in config.state_names)]
-    if [i.name for i in session.get_inputs()] != expected:
+    graph_inputs = session.get_inputs()
+    if [i.name for i in graph_inputs] != expected:
         raise ModelLoadError(f"{entry.name} v{entry.version}: graph inputs are not {expected}")
+    for spec, graph_input in zip(config.state_specs, graph_inputs[1:], strict=True):
+        dims = graph_input.shape
+        fixed = (dims[0], dims[2]) if len(dims) == 3 else None
+        wanted = (spec.rows, spec.width)
+        if fixed is None or any(isinstance(d, int) and d != w for d, w in zip(fixed, wanted, strict=True)):
+            raise ModelLoadError(
+                f"{entry.name} v{entry.version}: graph input {graph_input.name} has shape {dims}, "
+                f"but the config describes [{spec.rows}, batch, {spec.width}]"
+            )
+    file_gate = read_gate(meta[GATE_KEY], f"{entry.name} v{entry.version} model.onnx") if GATE_KEY in meta else None
     model = LoadedModel(
         entry.name,
         entry.version,
@@ -190,6 +274,7 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
         session.get_providers()[0],
         entry.manifest(),
         file_hash(entry.model_path),
+        file_gate=file_gate,
     )
     model.max_chunk_elements = settings.max_chunk_elements
     # Warm up: the first run allocates; do it here, not on a client's request.
@@ -198,23 +283,77 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
 
 
 class ModelRegistry:
-    """name -> version -> LoadedModel; the latest version serves when none is asked for."""
+    """name -> version -> LoadedModel; the highest promoted version serves when none is asked for."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._models: dict[str, dict[int, LoadedModel]] = {}
+        self._default: dict[str, LoadedModel] = {}  # recomputed whenever versions or gates change
         self.errors: dict[str, str] = {}
         self._failed: dict[str, int] = {}  # "name/version" -> mtime of the file that failed
 
     def wanted(self) -> list[RepositoryEntry]:
-        """The repository's entries that the version policy says should be served."""
+        """The repository's entries that the version policy says should be served. Under
+        `latest`, the newest N versions, plus the newest promoted one when none of those is
+        promoted (so that unpinned requests keep their default)."""
         entries = scan_repository(self.settings.model_repository)
         if self.settings.version_policy == "latest":
             by_name: dict[str, list[RepositoryEntry]] = {}
             for entry in entries:
                 by_name.setdefault(entry.name, []).append(entry)
-            entries = [e for group in by_name.values() for e in group[-self.settings.latest_versions :]]
+            keep = self.settings.latest_versions
+            entries = []
+            for group in by_name.values():
+                newest = group[-keep:]
+                if not any(self._promoted_hint(e) for e in newest):
+                    older = [e for e in group[:-keep] if self._promoted_hint(e)]
+                    newest = older[-1:] + newest
+                entries.extend(newest)
         return entries
+
+    def _promoted_hint(self, entry: RepositoryEntry) -> bool:
+        """Whether an entry is promoted, without loading it: the loaded model's verdict, else
+        its manifest's gate (a file not loaded yet and without one counts as promoted)."""
+        loaded = self._models.get(entry.name, {}).get(entry.version)
+        if loaded is not None:
+            return loaded.promoted
+        gate = entry.manifest().get("gate")
+        verdict = read_gate(gate, f"{entry.name} v{entry.version} manifest.json") if gate is not None else None
+        return verdict is None or bool(verdict["promoted"])
+
+    def refresh_gates(self) -> list[str]:
+        """Re-read every loaded version's manifest.json (hot reload): a gate edited there takes
+        effect without reloading the file. Returns the keys whose promotion changed."""
+        changed = []
+        for model in list(self):
+            before = model.promoted
+            model.refresh_gate(RepositoryEntry(model.name, model.version, model.path).manifest())
+            if model.promoted != before:
+                changed.append(model.key)
+        for name in {key.split("/")[0] for key in changed}:
+            self._choose_default(name)
+        return changed
+
+    def _choose_default(self, name: str) -> None:
+        versions = self._models.get(name)
+        if not versions:
+            self._default.pop(name, None)
+            return
+        promoted = [v for v, m in versions.items() if m.promoted]
+        chosen = versions[max(promoted) if promoted else max(versions)]
+        previous = self._default.get(name)
+        self._default[name] = chosen
+        if previous is not chosen:
+            log.info("default version of %s is now %d%s", name, chosen.version, "" if promoted else " (none promoted)")
+
+    def default_version(self, name: str) -> tuple[int, str]:
+        """(version served when none is asked for, why)."""
+        model = self.get(name)
+        if model.promoted:
+            gated = sum(1 for m in self._models[name].values() if not m.promoted)
+            why = "highest promoted version"
+            return model.version, why + (f" ({gated} unpromoted version(s) served only on request)" if gated else "")
+        return model.version, "no loaded version passed the quality gate: serving the highest version"
 
     def load_all(self) -> None:
         for entry in self.wanted():
@@ -241,6 +380,13 @@ class ModelRegistry:
 
     def register(self, model: LoadedModel) -> None:
         self._models.setdefault(model.name, {})[model.version] = model
+        self._choose_default(model.name)
+        if not model.promoted:
+            log.warning(
+                "%s is not promoted by its quality gate (%s); served only when asked for by version",
+                model.key,
+                (model.gate or {}).get("reason", "no reason given"),
+            )
         self.errors.pop(model.key, None)
         self._failed.pop(model.key, None)
         log.info("loaded %s v%d (%s, provider %s)", model.name, model.version, model.config.cell, model.provider)
@@ -262,13 +408,14 @@ class ModelRegistry:
         versions.pop(version, None)
         if not versions:
             self._models.pop(name, None)
+        self._choose_default(name)
 
     def get(self, name: str, version: int | None = None) -> LoadedModel:
         versions = self._models.get(name)
         if not versions:
             raise ModelNotFound(f"model '{name}' is not loaded", model=name)
         if version is None:
-            return versions[max(versions)]
+            return self._default[name]
         model = versions.get(version)
         if model is None:
             raise VersionNotFound(f"model '{name}' has no version {version}", model=name, versions=sorted(versions))

@@ -5,7 +5,9 @@ loaded. New versions are loaded in a worker thread (ONNX Runtime session creatio
 of milliseconds) and then registered on the event loop, so requests never see a half-built
 model; in-flight requests keep the LoadedModel they hold. A version that is no longer wanted
 is unloaded only once no session is pinned to it; a broken file is refused with a log line
-and the previous versions keep serving.
+and the previous versions keep serving. Each reload also re-reads the loaded versions'
+manifest.json quality gates, so promoting or withdrawing a version there changes the default
+version for new sessions without a restart.
 """
 
 from __future__ import annotations
@@ -29,9 +31,16 @@ class ReloadReport:
     unloaded: list[str] = field(default_factory=list)
     kept: list[str] = field(default_factory=list)  # unwanted but still pinned by sessions
     failed: dict[str, str] = field(default_factory=dict)
+    regated: list[str] = field(default_factory=list)  # loaded versions whose promotion changed
 
     def as_dict(self) -> dict:
-        return {"loaded": self.loaded, "unloaded": self.unloaded, "kept": self.kept, "failed": self.failed}
+        return {
+            "loaded": self.loaded,
+            "unloaded": self.unloaded,
+            "kept": self.kept,
+            "failed": self.failed,
+            "regated": self.regated,
+        }
 
 
 async def reload(svc: Services) -> ReloadReport:
@@ -41,6 +50,7 @@ async def reload(svc: Services) -> ReloadReport:
         loop = asyncio.get_running_loop()
         wanted = await loop.run_in_executor(svc.executor, registry.wanted)
         wanted_keys = {(e.name, e.version) for e in wanted}
+        report.regated = registry.refresh_gates()  # manifest.json gates edited since last time
         for entry in wanted:
             if registry.has(entry.name, entry.version):
                 continue
@@ -69,7 +79,7 @@ async def reload(svc: Services) -> ReloadReport:
                 svc.batchers.pop(model.key, None)
                 report.unloaded.append(model.key)
                 log.info("unloaded %s", model.key)
-        if report.loaded or report.unloaded or report.failed:
+        if report.loaded or report.unloaded or report.failed or report.regated:
             log.info("reload: %s", report.as_dict())
         return report
 

@@ -7,6 +7,7 @@ count, non-finite values) in the client's terms.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
@@ -90,28 +91,78 @@ def parse_batch(value: Any, config: ModelConfig, max_batch: int, max_steps: int)
 
 
 def parse_state(value: Any, config: ModelConfig, batch: int | None) -> tuple[np.ndarray, ...]:
-    """{"h": [L][H] or [L][B][H], "c": ...} -> tuple of float32 [L, B, H] (B = 1 for sessions)."""
+    """{"h": [rows][width] or [rows][batch][width], ...} -> float32 [rows, B, width] per state
+    tensor in graph order (B = 1 for sessions, which take the per-session form)."""
+    names = config.state_names
     if not isinstance(value, dict):
-        raise InvalidInput(f"state must be an object with keys {list(config.state_names)}", field="state")
-    unknown = set(value) - set(config.state_names)
+        raise InvalidInput(f"state must be an object with keys {list(names)}", field="state")
+    unknown = value.keys() - set(names)
     if unknown:
         raise InvalidInput(
-            f"state has unknown keys {sorted(unknown)}; a {config.cell} takes {list(config.state_names)}",
+            f"state has unknown keys {sorted(unknown)}; this model's state tensors are {list(names)}",
             field="state",
         )
     arrays = []
-    for name in config.state_names:
+    for spec in config.state_specs:
+        name = spec.name
         if name not in value:
-            raise InvalidInput(f"state.{name} is missing; a {config.cell} needs {list(config.state_names)}")
+            raise InvalidInput(f"state.{name} is missing; this model needs all of {list(names)}", field="state")
         array = as_array(value[name], f"state.{name}")
         if batch is None:
-            expected: tuple[int, ...] = (config.num_layers, config.hidden_size)
+            expected: tuple[int, ...] = (spec.rows, spec.width)
             if array.shape != expected:
-                raise InvalidInput(f"state.{name} must have shape {list(expected)}, got {list(array.shape)}")
+                raise InvalidInput(
+                    f"state.{name} must have shape {list(expected)} ([rows][width]), got {list(array.shape)}",
+                    field=f"state.{name}",
+                    expected=list(expected),
+                )
             array = array[:, None, :]
         else:
-            expected = (config.num_layers, batch, config.hidden_size)
+            expected = (spec.rows, batch, spec.width)
             if array.shape != expected:
-                raise InvalidInput(f"state.{name} must have shape {list(expected)}, got {list(array.shape)}")
+                raise InvalidInput(
+                    f"state.{name} must have shape {list(expected)} ([rows][batch][width]), got {list(array.shape)}",
+                    field=f"state.{name}",
+                    expected=list(expected),
+                )
         arrays.append(np.ascontiguousarray(array))
     return tuple(arrays)
+
+
+def parse_start_time(value: Any, what: str = "start_time") -> float | None:
+    """ISO 8601 time of a stream's first reading -> unix seconds (None when not given).
+
+    Strict: a string with a date and a time ("2014-01-06T00:00:00Z", "...+01:00", fractional
+    seconds allowed); a time without an offset is taken as UTC. Numbers, dates without a time
+    and anything `datetime.fromisoformat` cannot read are refused, naming the field."""
+    if value is None:
+        return None
+    hint = 'an ISO 8601 date and time such as "2014-01-06T00:00:00Z"'
+    if not isinstance(value, str):
+        raise InvalidInput(f"{what} must be {hint}; got a {type(value).__name__}", field=what)
+    text = value.strip()
+    if len(text) > 64 or len(text) < 16 or text[10:11] not in ("T", "t", " "):
+        raise InvalidInput(f"{what} must be {hint}; got {value[:64]!r}", field=what)
+    if text[-1] in "zZ":
+        text = text[:-1] + "+00:00"
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(f"{what} must be {hint}; got {value[:64]!r}", field=what) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise InvalidInput(f"{what} {value[:64]!r} is out of range", field=what) from None
+
+
+def check_one_origin(state: Any, start_time: Any) -> None:
+    """A stream starts either from a given state or fresh (at `start_time`), not both: the
+    state already holds the phase the start time would set."""
+    if state is not None and start_time is not None:
+        raise InvalidInput(
+            "give either state (resume a stream) or start_time (start a fresh one), not both",
+            field="state",
+            fields=["state", "start_time"],
+        )

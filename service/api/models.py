@@ -15,7 +15,7 @@ from service.api.deps import services
 from service.api.schemas import ErrorBody, ModelInfo, ModelList, PredictRequest, PredictResponse, body_schema
 from service.api.split import LazySequences, encode_with_outputs, give_back_memory, split_inputs
 from service.errors import InvalidInput
-from service.runtime import parse_batch, parse_state
+from service.runtime import check_one_origin, parse_batch, parse_start_time, parse_state
 
 if TYPE_CHECKING:
     from service.app import Services
@@ -23,14 +23,21 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["models"])
 ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
-PREDICT_FIELDS = frozenset({"inputs", "version", "state", "return_state"})
+PREDICT_FIELDS = frozenset({"inputs", "version", "state", "return_state", "start_time"})
 OFFLOAD_BYTES = 256 * 1024  # bodies above this are decoded off the event loop
 
 
 def _model_info(request: Request, name: str) -> dict:
+    """`latest`: the highest loaded version; `default`: the one unpinned requests get (the
+    highest promoted by its quality gate; see service/registry.py), and why."""
     registry = services(request).registry
     versions = [registry.get(name, v).describe() for v in registry.versions(name)]
-    return {"name": name, "latest": versions[-1]["version"], "versions": versions}
+    default, reason = registry.default_version(name)
+    info = {"name": name, "latest": versions[-1]["version"], "default": default, "default_reason": reason}
+    if not registry.get(name).promoted:
+        info["warning"] = reason
+    info["versions"] = versions
+    return info
 
 
 @router.get("/v1/models", response_model=ModelList)
@@ -58,7 +65,7 @@ async def predict(name: str, request: Request) -> Response:
 
 
 async def run_predict(svc: Services, name: str, raw: bytes) -> bytes:
-    """Stateless: run whole sequences from a given (default zero) state; raw body in, body out.
+    """Stateless: run whole sequences from a given (default: fresh) state; raw body in, body out.
 
     A large body is decoded, and its answer encoded, in the codec thread: the event loop
     keeps answering other requests (health checks, steps) meanwhile."""
@@ -84,7 +91,7 @@ async def run_predict(svc: Services, name: str, raw: bytes) -> bytes:
         final = tuple(np.concatenate([st[k] for _, st in results], axis=1) for k in range(len(state)))
     response: dict = {"model": model.name, "version": model.version, "outputs": per_seq}
     if return_state:
-        response["state"] = dict(zip(model.config.state_names, final, strict=True))
+        response["state"] = dict(zip(model.state_names, final, strict=True))
     if large:
         del response["outputs"]
         encoded = await loop.run_in_executor(svc.codec, encode_with_outputs, response, per_seq)
@@ -123,10 +130,11 @@ def _decoded(svc: Services, name: str, body: dict) -> tuple[LoadedModel, list[np
     return_state = body.get("return_state", False)
     if not isinstance(return_state, bool):
         raise InvalidInput("return_state must be true or false", field="return_state")
+    check_one_origin(body.get("state"), body.get("start_time"))
     if body.get("state") is not None:
         state = parse_state(body["state"], model.config, len(sequences))
     else:
-        state = model.zero_state(len(sequences))
+        state = model.initial_state(len(sequences), parse_start_time(body.get("start_time")))
     return model, sequences, state, return_state
 
 

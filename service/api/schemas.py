@@ -27,6 +27,26 @@ class ErrorBody(BaseModel):
     code: str = Field(description="stable machine-readable code, e.g. session_not_found")
 
 
+class StateTensor(BaseModel):
+    name: str = Field(description="key in state export/import; graph input `<name>0`, output `<name>n`")
+    shape: list[int] = Field(description="[rows, width] per session (the graph's is [rows, batch, width])")
+    graph_shape: list[int] = Field(description="[rows, -1, width]: the batch axis is 1")
+    input: str
+    output: str
+    fill: float = Field(description="every element of a fresh session's tensor")
+    doc: str = ""
+
+
+class Gate(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    promoted: bool
+    reason: str | None = None
+    metric: str | None = None
+    model: float | None = None
+    best_baseline: str | None = None
+    best_baseline_value: float | None = None
+
+
 class ModelVersion(BaseModel):
     name: str
     version: int
@@ -39,7 +59,12 @@ class ModelVersion(BaseModel):
     horizon: int
     features: list[str]
     outputs: list[str]
-    state: dict[str, list[int]]
+    state: dict[str, list[int]] = Field(description="[rows, width] per state tensor, by name")
+    state_tensors: list[StateTensor] = Field(description="every state tensor, in graph order")
+    state_bytes: int = Field(description="bytes of state one session holds")
+    clock: dict | None = Field(None, description="how start_time sets the phase state; null: the model has none")
+    gate: Gate | None = Field(None, description="the quality gate's verdict; null: none recorded (counts as promoted)")
+    promoted: bool
     provider: str
     created: str | None = None
     metrics: dict | None = None
@@ -47,7 +72,10 @@ class ModelVersion(BaseModel):
 
 class ModelInfo(BaseModel):
     name: str
-    latest: int
+    latest: int = Field(description="the highest loaded version")
+    default: int = Field(description="the version served when none is given: the highest promoted one")
+    default_reason: str
+    warning: str | None = Field(None, description="set when no loaded version is promoted")
     versions: list[ModelVersion]
 
 
@@ -57,9 +85,13 @@ class ModelList(BaseModel):
 
 class PredictRequest(BaseModel):
     inputs: list[Steps] = Field(description="[batch][time][features], raw units; lengths may differ")
-    version: int | None = Field(None, description="default: the latest version")
+    version: int | None = Field(None, description="default: the highest promoted version")
     state: dict[str, list[list[list[float]]]] | None = Field(
-        None, description="initial state, {'h': [layers][batch][hidden], 'c': ... for LSTM}; default zeros"
+        None,
+        description="initial state, every state tensor by name: {'h': [rows][batch][width], ...}; default: fresh",
+    )
+    start_time: str | None = Field(
+        None, description="ISO 8601 time of the first reading (no offset: UTC); sets the model's clock. Not with state"
     )
     return_state: bool = False
 
@@ -75,7 +107,10 @@ class CreateSessionRequest(BaseModel):
     version: int | None = None
     ttl_seconds: float | None = Field(None, gt=0, description="idle time-to-live")
     state: dict[str, list[list[float]]] | None = Field(
-        None, description="resume from a state exported elsewhere: {'h': [layers][hidden], 'c': ...}"
+        None, description="resume from a state exported elsewhere: every state tensor by name, [rows][width] each"
+    )
+    start_time: str | None = Field(
+        None, description="ISO 8601 time of the first reading (no offset: UTC); sets the model's clock. Not with state"
     )
 
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from service.app import Services
 
 router = APIRouter(tags=["sessions"])
-CREATE_FIELDS = frozenset({"version", "ttl_seconds", "state"})
+CREATE_FIELDS = frozenset({"version", "ttl_seconds", "state", "start_time"})
 STEP_FIELDS = frozenset({"inputs", "position"})
 FORK_FIELDS = frozenset({"ttl_seconds"})
 
@@ -32,7 +32,9 @@ def errors(*codes: int) -> dict:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-def session_info(record: SessionRecord, include_state: bool = False) -> dict:
+def session_info(record: SessionRecord, include_state: bool = False, state_names: tuple[str, ...] = ()) -> dict:
+    """The session as the API shows it; with `include_state`, every state tensor by name
+    ([rows][width] each; `state_names` from the session's model, in graph order)."""
     info = {
         "session_id": record.session_id,
         "model": record.model,
@@ -43,8 +45,7 @@ def session_info(record: SessionRecord, include_state: bool = False) -> dict:
         "ttl_seconds": record.ttl_seconds,
     }
     if include_state:
-        names = ("h", "c")[: len(record.state)]
-        info["state"] = dict(zip(names, record.state, strict=True))
+        info["state"] = dict(zip(state_names, record.state, strict=True))
     return info
 
 
@@ -70,7 +71,11 @@ async def _optional_body(request: Request, allowed: frozenset[str]) -> dict:
 async def create_session(name: str, request: Request) -> Response:
     body = await _optional_body(request, CREATE_FIELDS)
     record = await services(request).manager.create(
-        name, optional_int(body, "version", 1), body.get("ttl_seconds"), body.get("state")
+        name,
+        optional_int(body, "version", 1),
+        body.get("ttl_seconds"),
+        body.get("state"),
+        start_time=body.get("start_time"),
     )
     return _json(session_info(record), 201)
 
@@ -102,8 +107,12 @@ def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[An
 
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, responses=errors(404, 410, 503))
 async def get_session(session_id: str, request: Request, include_state: bool = False) -> Response:
-    record = await services(request).manager.get(session_id)
-    return _json(session_info(record, include_state))
+    svc = services(request)
+    record = await svc.manager.get(session_id)
+    names: tuple[str, ...] = ()
+    if include_state:  # the pinned version stays loaded while sessions use it
+        names = svc.registry.get(record.model, record.version).state_names
+    return _json(session_info(record, include_state, names))
 
 
 @router.post(

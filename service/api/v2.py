@@ -13,17 +13,19 @@ Metadata, readiness and inference for every loaded model version:
 (`/v2/health/live` and `/v2/health/ready` live in service/api/health.py; the same protocol over
 gRPC lives in service/grpc/, and both go through service/inference.py after decoding.)
 
-Tensors. Inputs: `input` FP32 [batch, time, features]; optional explicit state `h0` (and `c0`
-for an LSTM) FP32 [layers, batch, hidden], both or none (default zeros). Outputs: `output` FP32
-[batch, time, outputs] and the final state `hn` (and `cn`). Tensor data comes as JSON `data`
-(flat row-major, nested lists tolerated) or in the binary tensor data extension (Triton's
-default: `Inference-Header-Content-Length` header, `binary_data_size` per input). Outputs come
-back as JSON data, or binary where the request asks (`binary_data` per output, or
+Tensors. Inputs: `input` FP32 [batch, time, features]; optional explicit state: one input
+`<name>0` per state tensor of the model (`h0`, `c0` for an LSTM, and any others it declares,
+e.g. a history ring `ring0`), FP32 [rows, batch, width] each, all or none (default: a fresh
+state). Outputs: `output` FP32 [batch, time, outputs] and the final state `<name>n` per state
+tensor (`hn`, `cn`, ...). Model metadata lists them all with their shapes. Tensor data comes
+as JSON `data` (flat row-major, nested lists tolerated) or in the binary tensor data extension
+(Triton's default: `Inference-Header-Content-Length` header, `binary_data_size` per input).
+Outputs come back as JSON data, or binary where the request asks (`binary_data` per output, or
 `binary_data_output` for all).
 
 Which outputs: the request's `outputs` list, when given, exactly (in its order). Without one,
-a stateless request gets every model output (`output`, `hn`[, `cn`]) as the protocol says,
-and a sequence request gets `output` only: its state is implicit and stays on the server.
+a stateless request gets every model output (`output` and every `<name>n`) as the protocol
+says, and a sequence request gets `output` only: its state is implicit and stays on the server.
 
 Sequences (Triton's sequence extension), in request `parameters`: `sequence_id` (non-zero
 int or non-empty string; 0 and "" mean none), `sequence_start`, `sequence_end`, and the
@@ -31,16 +33,21 @@ retry-safe `sequence_position`. A sequence is a session of the SessionManager un
 deterministic id `v2:<model>:<sequence_id>` (model names cannot hold ':'; 5 and "5" name the
 same sequence), so it lives in the configured session store (memory or Redis), its steps go
 through the batcher, are applied exactly once and in order, and it expires after the session
-idle TTL. `sequence_start` (re)starts it from the initial state, or from `h0`/`c0` when given
-(only allowed at the start); a step of a sequence that was never started, has ended or expired
-is a 400; `sequence_end` deletes it after the step. Sequence requests take batch 1. `hn`/`cn`
-may be requested on a sequence step: they are read back after the step, and a 409 says so if
-another step of the same sequence got in between. A sequence reply's `parameters` carry
-`sequence_position`, the sequence's position after the step; a request that states
-`sequence_position` is replayed (same position and inputs as one of the sequence's recent steps:
-the recorded reply, nothing applied twice) or refused with 409 and the current position.
+idle TTL. `sequence_start` (re)starts it from a fresh state, or from explicit state inputs when
+given (only allowed at the start); a step of a sequence that was never started, has ended or
+expired is a 400; `sequence_end` deletes it after the step. Sequence requests take batch 1.
+State outputs may be requested on a sequence step: they are read back after the step, and a
+409 says so if another step of the same sequence got in between. A sequence reply's
+`parameters` carry `sequence_position`, the sequence's position after the step; a request that
+states `sequence_position` is replayed (same position and inputs as one of the sequence's recent
+steps: the recorded reply, nothing applied twice) or refused with 409 and the current position.
 `timeout` (microseconds) bounds the wait (504 when exceeded) and `priority` must be 0 (400
-otherwise). All of it is service/inference.py, shared with gRPC.
+otherwise). `start_time` (ISO 8601, the time of the first reading; no offset: UTC) sets a fresh
+state's clock on a stateless request or with `sequence_start`, not with explicit state inputs.
+All of it is service/inference.py, shared with gRPC.
+
+Default version: without /versions/{v}, the highest version promoted by its quality gate
+(service/registry.py); model metadata's `parameters` say which, with each version's gate.
 
 Errors are the project's JSON errors ({"error": message, "code", ...}), which is the
 protocol's error form; malformed requests are 400.
@@ -90,12 +97,23 @@ def _model_metadata(request: Request, name: str, version: str | None) -> Respons
     model = registry.get(name, parse_version(version))
     versions = [model.version] if version is not None else registry.versions(name)
     inputs, outputs = inference.tensor_metadata(model)
+    default, reason = registry.default_version(name)
     body = {
         "name": model.name,
         "versions": [str(v) for v in versions],
         "platform": PLATFORM,
         "inputs": inputs,
         "outputs": outputs,
+        "parameters": {
+            "default_version": str(default),
+            "default_reason": reason,
+            "promoted": {str(v): registry.get(name, v).promoted for v in versions},
+            "gate": {str(v): registry.get(name, v).gate for v in versions},
+            "state_tensors": [
+                {"name": s.name, "shape": [s.rows, -1, s.width], "fill": s.fill, "doc": s.doc}
+                for s in model.config.state_specs
+            ],
+        },
     }
     return Response(orjson.dumps(body), media_type=JSON)
 

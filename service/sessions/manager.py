@@ -45,7 +45,14 @@ from service.errors import (
     TooManySessions,
 )
 from service.registry import LoadedModel, ModelRegistry
-from service.runtime import as_array, check_features, parse_state, parse_steps
+from service.runtime import (
+    as_array,
+    check_features,
+    check_one_origin,
+    parse_start_time,
+    parse_state,
+    parse_steps,
+)
 from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id, new_token, shown
 from service.settings import Settings
 
@@ -141,15 +148,20 @@ class SessionManager:
         ttl: float | None = None,
         state: Any = None,
         session_id: str | None = None,
+        start_time: Any = None,
     ) -> SessionRecord:
         """A new session at position 0. `session_id`, when given (e.g. a V2 sequence id), names
-        it instead of a random id, and replaces any session already under that id."""
+        it instead of a random id, and replaces any session already under that id.
+        `state` ({name: [rows][width]}) resumes an exported stream; otherwise the state is
+        fresh, its clock set from `start_time` (ISO 8601) when given. Not both."""
+        check_one_origin(state, start_time)
+        start = parse_start_time(start_time)
         model = self.registry.get(name, version)
         ttl_s = self._ttl(ttl)
         if session_id is None:
             self._check_quota(model.name)
         if state is None:
-            arrays = tuple(s[:, 0, :] for s in model.zero_state(1))
+            arrays = tuple(s[:, 0, :] for s in model.initial_state(1, start))
         else:
             arrays = tuple(s[:, 0, :] for s in parse_state(state, model.config, None))
         now = time.time()

@@ -1,7 +1,8 @@
 """The in-process session store: the default, and the fastest.
 
-Recurrent state lives in preallocated float32 blocks indexed by a slot (StatePool), not in a
-numpy array per session: a million idle sessions cost little more than their raw h/c bytes,
+Recurrent state lives in preallocated float32 blocks indexed by a slot (StatePool, one per
+state layout), not in a numpy array per session: a million idle sessions cost little more
+than their raw state bytes,
 and reading or writing a state is one row copy. Sessions expire after an idle TTL (a heap of
 deadlines, swept every second, plus a check on access) and the least recently used session is
 evicted when the configured maximum is reached.
@@ -25,12 +26,29 @@ TOMBSTONES = 10_000
 
 
 class StatePool:
-    """Fixed-size slots of shape [states, layers, hidden], allocated a block at a time."""
+    """Fixed-size slots holding one session's state tensors ([rows, width] each), allocated a
+    block at a time. Sessions whose tensors all share one shape (h and c) use a 3-D block
+    [slots, tensors, rows, width]; any other layout (e.g. h, c and a [1, K] history ring) is
+    packed into one flat float32 row per slot, each tensor a reshaped slice of it."""
 
-    def __init__(self, states: int, layers: int, hidden: int) -> None:
-        self.shape = (states, layers, hidden)
+    def __init__(self, shapes: tuple[tuple[int, int], ...]) -> None:
+        self.shapes = shapes
+        self.uniform = len(set(shapes)) == 1
+        if self.uniform:
+            self.shape: tuple[int, ...] = (len(shapes), *shapes[0])
+        else:
+            self.shape = (sum(r * w for r, w in shapes),)
+        bounds, start = [], 0
+        for rows, width in shapes:
+            bounds.append((start, start + rows * width, (rows, width)))
+            start += rows * width
+        self._bounds = tuple(bounds)
         self._blocks: list[np.ndarray] = []
         self._free: list[int] = []
+
+    @staticmethod
+    def key(state: tuple[np.ndarray, ...]) -> tuple[tuple[int, int], ...]:
+        return tuple(s.shape for s in state)  # type: ignore[misc]
 
     def allocate(self) -> int:
         if not self._free:
@@ -47,12 +65,18 @@ class StatePool:
 
     def write(self, slot: int, state: tuple[np.ndarray, ...]) -> None:
         row = self.row(slot)
-        for k, array in enumerate(state):
-            row[k] = array
+        if self.uniform:
+            for k, array in enumerate(state):
+                row[k] = array
+        else:
+            for (start, stop, shape), array in zip(self._bounds, state, strict=True):
+                row[start:stop].reshape(shape)[...] = array
 
     def read(self, slot: int) -> tuple[np.ndarray, ...]:
         copy = self.row(slot).copy()  # one fresh copy; a view per state tensor (indexing beats tuple())
-        return (copy[0],) if self.shape[0] == 1 else (copy[0], copy[1])
+        if self.uniform:
+            return (copy[0],) if self.shape[0] == 1 else (copy[0], copy[1]) if self.shape[0] == 2 else tuple(copy)
+        return tuple(copy[start:stop].reshape(shape) for start, stop, shape in self._bounds)
 
 
 class _Entry:
@@ -84,7 +108,7 @@ class MemorySessionStore(SessionStore):
         self.max_sessions = max_sessions
         self.sweep_interval = sweep_interval
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
-        self._pools: dict[tuple[int, int, int], StatePool] = {}
+        self._pools: dict[tuple[tuple[int, int], ...], StatePool] = {}  # one per state layout
         self._deadlines: list[tuple[float, str]] = []
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
@@ -104,10 +128,10 @@ class MemorySessionStore(SessionStore):
             self._remove(oldest)
             self.evictions += 1
         states = record.state
-        key = (len(states), *states[0].shape)
+        key = StatePool.key(states)
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = StatePool(*key)
+            pool = self._pools[key] = StatePool(key)
         slot = pool.allocate()
         pool.write(slot, states)
         self._entries[record.session_id] = _Entry(record, pool, slot)

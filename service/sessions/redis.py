@@ -4,7 +4,9 @@ Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...`
 
     PREFIX s:{ID}   hash, expires after the idle TTL (PEXPIRE on every load and save):
         model, version, fingerprint, position, ttl_ms, created_at,
-        shape     "states,layers,hidden"
+        shape     "rows,width;rows,width;..." per state tensor in graph order (e.g. h, c of
+                  [2, 64] and a history ring of [1, 336]: "2,64;2,64;1,336"); hashes written
+                  by older versions say "tensors,rows,width" (all tensors one shape), still read
         state     raw little-endian float32 bytes of every state tensor, concatenated
         history   the most recent steps, for replaying a client's retry (base.encode_history)
         tokens    the tokens of the last TOKEN_WINDOW writes, each "<32 hex>=<20-digit position>;"
@@ -264,13 +266,27 @@ class RedisSessionStore(SessionStore):
     @staticmethod
     def _encode_state(state: tuple[np.ndarray, ...]) -> tuple[bytes, str]:
         arrays = [np.ascontiguousarray(s, dtype=STATE_DTYPE) for s in state]
-        layers, hidden = arrays[0].shape
-        return b"".join(a.tobytes() for a in arrays), f"{len(arrays)},{layers},{hidden}"
+        return b"".join(a.tobytes() for a in arrays), ";".join(f"{a.shape[0]},{a.shape[1]}" for a in arrays)
+
+    @staticmethod
+    def _decode_state(shape_field: bytes, data: bytes) -> tuple[np.ndarray, ...]:
+        """The state tensors, each a writable float32 [rows, width] (one copy for all)."""
+        flat = np.frombuffer(data, STATE_DTYPE).astype(np.float32)
+        parts = [tuple(int(x) for x in part.split(b",")) for part in shape_field.split(b";")]
+        if len(parts) == 1 and len(parts[0]) == 3:  # older layout: "tensors,rows,width"
+            count, rows, width = parts[0]
+            parts = [(rows, width)] * count
+        out, start = [], 0
+        for rows, width in parts:
+            out.append(flat[start : start + rows * width].reshape(rows, width))
+            start += rows * width
+        if start != flat.size:
+            raise ValueError(f"state holds {flat.size} floats, shape {shape_field!r} describes {start}")
+        return tuple(out)
 
     def _decode(self, session_id: str, flat: list[bytes]) -> SessionRecord:
         h = dict(zip(flat[::2], flat[1::2], strict=True))
-        shape = tuple(int(x) for x in h[b"shape"].split(b","))
-        block = np.frombuffer(h[b"state"], STATE_DTYPE).reshape(shape).astype(np.float32)  # a writable copy
+        state = self._decode_state(h[b"shape"], h[b"state"])
         ttl = int(h[b"ttl_ms"]) / 1000.0
         if b"history" in h:
             history = decode_history(h[b"history"])
@@ -283,7 +299,7 @@ class RedisSessionStore(SessionStore):
             h[b"model"].decode(),
             int(h[b"version"]),
             int(h[b"position"]),
-            tuple(block[k] for k in range(shape[0])),
+            state,
             ttl,
             time.time() + ttl,
             float(h[b"created_at"]),

@@ -75,8 +75,42 @@ async def test_idle_ttl_expiry_by_sweep_and_on_access():
 
 
 async def test_slots_are_reused_and_blocks_grow():
-    pool = StatePool(2, 2, 4)
+    pool = StatePool(((2, 4), (2, 4)))
     slots = [pool.allocate() for _ in range(BLOCK + 1)]
     assert len(set(slots)) == BLOCK + 1 and len(pool._blocks) == 2
     pool.release(slots[5])
     assert pool.allocate() == slots[5]
+
+
+async def test_state_tensors_of_different_shapes_share_one_slot():
+    """h and c [2, 6], a history ring [1, 7], a clock [1, 1] in one packed row per session;
+    a second layout gets its own pool and neither disturbs the other."""
+    store = MemorySessionStore(max_sessions=10)
+    rng = np.random.default_rng(3)
+    shapes = [(2, 6), (2, 6), (1, 7), (1, 1)]
+    now = time.time()
+    recs = []
+    for _ in range(3):
+        state = tuple(rng.standard_normal(s).astype(np.float32) for s in shapes)
+        recs.append(SessionRecord(new_session_id(), "ring", 1, 0, state, 60, now + 60, now))
+    plain = record(value=2.0)
+    for rec in (*recs, plain):
+        await store.create(rec)
+    assert len(store._pools) == 2
+    for rec in recs:
+        loaded = await store.load(rec.session_id)
+        assert [s.shape for s in loaded.state] == shapes
+        for got, want in zip(loaded.state, rec.state, strict=True):
+            np.testing.assert_array_equal(got, want)
+    loaded = await store.load(recs[1].session_id)
+    loaded.state = tuple(s * 2 for s in loaded.state)
+    loaded.position = 5
+    await store.save(loaded, expected_position=0)
+    again = await store.load(recs[1].session_id)
+    for got, want in zip(again.state, recs[1].state, strict=True):
+        np.testing.assert_array_equal(got, want * 2)
+    again.state[2][0, 0] = 1e6  # a copy: writing to it changes nothing stored
+    assert (await store.load(recs[1].session_id)).state[2][0, 0] != 1e6
+    for other in (recs[0], recs[2]):
+        np.testing.assert_array_equal((await store.load(other.session_id)).state[2], other.state[2])
+    np.testing.assert_array_equal((await store.load(plain.session_id)).state[1], plain.state[1])

@@ -97,7 +97,7 @@ def test_create_load_round_trip_exact_bytes(server: RedisProcess, prefix: str) -
     # Compact: raw float32 bytes, nothing else of size.
     raw = redis.Redis.from_url(server.url).hgetall(f"{prefix}s:{{{record.session_id}}}")
     assert len(raw[b"state"]) == 2 * 2 * 16 * 4
-    assert raw[b"shape"] == b"2,2,16"
+    assert raw[b"shape"] == b"2,16;2,16"
 
 
 def test_save_round_trip_with_recent_steps(server: RedisProcess, prefix: str) -> None:
@@ -373,3 +373,50 @@ def test_timeout_is_unavailable_and_resend_is_not_applied_twice(own_server: Redi
             await store.close()
 
     run(go())
+
+
+def test_state_tensors_of_different_shapes_round_trip(server: RedisProcess, prefix: str) -> None:
+    """h and c [2, 6], a history ring [1, 7], a clock [1, 1]: exact bytes, shapes, order."""
+    rng = np.random.default_rng(7)
+    shapes = [(2, 6), (2, 6), (1, 7), (1, 1)]
+    state = tuple(rng.standard_normal(s).astype(np.float32) for s in shapes)
+    record = make_record(state=state)
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(record)
+            loaded = await store.load(record.session_id)
+            loaded.state = tuple(s + 1 for s in loaded.state)
+            loaded.position = 4
+            await store.save(loaded, expected_position=0)
+            return loaded, await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    saved, again = run(go())
+    assert [s.shape for s in again.state] == shapes
+    assert same_bytes(again.state, saved.state)
+    assert all(s.flags.writeable for s in again.state)
+    raw = redis.Redis.from_url(server.url).hgetall(f"{prefix}s:{{{record.session_id}}}")
+    assert raw[b"shape"] == b"2,6;2,6;1,7;1,1"
+    assert len(raw[b"state"]) == (12 + 12 + 7 + 1) * 4
+
+
+def test_hash_in_the_older_layout_is_still_read(server: RedisProcess, prefix: str) -> None:
+    """Sessions written before per-tensor shapes ("tensors,rows,width") survive an upgrade."""
+    record = make_record()
+
+    async def go():
+        store = store_for(server.url, prefix)
+        try:
+            await store.create(record)
+            key = f"{prefix}s:{{{record.session_id}}}"
+            await store._redis.hset(key, "shape", "2,2,16")
+            return await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    loaded = run(go())
+    assert [s.shape for s in loaded.state] == [(2, 16), (2, 16)]
+    assert same_bytes(loaded.state, record.state)

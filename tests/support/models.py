@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
+from torch import Tensor, nn
 
-from models.config import ModelConfig, Normalization
+from models.config import Clock, ModelConfig, Normalization, StateSpec
 from models.export import export_onnx
 from models.recurrent import RecurrentModel
+
+GATE_KEY = "seqserve.gate"
 
 
 def make_config(cell: str, layers: int = 2, hidden: int = 16) -> ModelConfig:
@@ -25,11 +31,37 @@ def make_config(cell: str, layers: int = 2, hidden: int = 16) -> ModelConfig:
     )
 
 
-def export_model(repository: Path, name: str, version: int, cell: str, seed: int = 0, **kwargs) -> Path:
+def gate(promoted: bool, model: float = 1.0, baseline: float = 2.0) -> dict:
+    """A quality-gate verdict as training publishes it (manifest.json and ONNX metadata)."""
+    return {
+        "promoted": promoted,
+        "reason": "beats the best baseline" if promoted else "worse than seasonal naive",
+        "metric": "mae",
+        "model": model,
+        "best_baseline": "seasonal_naive",
+        "best_baseline_value": baseline,
+    }
+
+
+def export_model(
+    repository: Path,
+    name: str,
+    version: int,
+    cell: str,
+    seed: int = 0,
+    gate_verdict: dict | None = None,
+    manifest: dict | None = None,
+    **kwargs,
+) -> Path:
+    """Export a random model; `gate_verdict` goes into the ONNX metadata, `manifest` into
+    manifest.json next to it (both absent: an older file, which counts as promoted)."""
     torch.manual_seed(seed)
     model = RecurrentModel(make_config(cell, **kwargs)).eval()
     path = repository / name / str(version) / "model.onnx"
-    export_onnx(model, path)
+    metadata = {GATE_KEY: json.dumps(gate_verdict)} if gate_verdict is not None else None
+    export_onnx(model, path, metadata=metadata)
+    if manifest is not None:
+        (path.parent / "manifest.json").write_text(json.dumps(manifest))
     return path
 
 
@@ -43,7 +75,104 @@ def make_repository(root: Path) -> Path:
 
 def raw_inputs(rng, steps: int, batch: int | None = None):
     """Inputs in raw units around the normalisation means."""
-    import numpy as np
-
     shape = (steps, 3) if batch is None else (batch, steps, 3)
     return rng.standard_normal(shape) * np.array([5.0, 100.0, 7.0]) + np.array([20.0, 500.0, 12.0])
+
+
+# ---------------------------------------------------------------------------- history + clock
+
+RING = 7  # readings the history state keeps
+CYCLE = 5  # the clock's phase wraps here
+PERIOD = 1800.0  # seconds between readings
+EPOCH = 1_388_534_400.0  # 2014-01-01T00:00:00Z has phase 0
+
+
+def ring_config(cell: str, layers: int = 1, hidden: int = 6) -> ModelConfig:
+    """A model whose state tensors all differ in shape: h (, c) [layers, B, hidden], a ring of
+    the last RING raw `load` readings [1, B, RING] and a phase clock [1, B, 1] (-1: unknown)."""
+    base = make_config(cell, layers, hidden)
+    return replace(
+        base,
+        extra={"test_model": "ring_clock"},
+        extra_states=(
+            StateSpec("ring", 1, RING, "the last raw load readings, oldest first", 0.0),
+            StateSpec("clock", 1, 1, "phase of the next reading within the cycle; -1 unknown", -1.0),
+        ),
+        clock=Clock("clock", PERIOD, EPOCH, CYCLE),
+    )
+
+
+class RingClockModel(nn.Module):
+    """LSTM/GRU plus two state tensors kept inside the graph, so the service's handling of any
+    state layout is tested with a graph that truly depends on them: the output adds the
+    reading RING steps back (taken from the ring, shifted with Concat/Slice), the previous
+    reading, and a term of the phase (advanced mod CYCLE per reading; 0 while unknown)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.core = RecurrentModel(replace(config, extra_states=(), clock=None))
+        self.mix = nn.Parameter(torch.tensor([[0.7, -0.4], [0.25, 0.5]]))  # lag RING, lag 1 -> outputs
+        self.phase_weight = nn.Parameter(torch.tensor([3.0, -2.0]))
+
+    def init_state(self, batch: int, device: torch.device | None = None) -> tuple[Tensor, ...]:
+        return tuple(torch.from_numpy(s) for s in self.config.initial_state(batch))
+
+    def forward(self, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, tuple[Tensor, ...]]:
+        cells = len(state) - 2
+        ring, clock = state[cells], state[cells + 1]
+        y, cell_state = self.core(x, tuple(state[:cells]))
+        load = x[:, :, 1]  # [B, T]
+        full = torch.cat([ring[0], load], dim=1)  # [B, RING + T]
+        lag_ring = full[:, :-RING]  # reading RING steps before each step
+        lag_one = full[:, RING - 1 : -1]
+        new_ring = full[:, -RING:].unsqueeze(0)
+        start = clock[0]  # [B, 1]
+        steps = torch.cumsum(torch.ones_like(load), dim=1) - 1.0  # 0..T-1
+        pos = start + steps
+        phase = pos - torch.floor(pos / CYCLE) * CYCLE
+        known = (start >= 0).to(x.dtype)
+        phase_term = known.unsqueeze(-1) * torch.cos(phase * (2 * np.pi / CYCLE)).unsqueeze(-1) * self.phase_weight
+        lags = torch.stack([lag_ring, lag_one], dim=-1) @ self.mix
+        end = start + load.shape[1]
+        end = end - torch.floor(end / CYCLE) * CYCLE
+        new_clock = (known * end + (1 - known) * start).unsqueeze(0)
+        return y + lags + phase_term, (*cell_state, new_ring, new_clock)
+
+
+def export_ring_model(repository: Path, name: str, version: int, cell: str, seed: int = 0, **kwargs) -> Path:
+    torch.manual_seed(seed)
+    model = RingClockModel(ring_config(cell, **kwargs)).eval()
+    path = repository / name / str(version) / "model.onnx"
+    export_onnx(model, path, parity_cases=())  # models.export's parity assumes h/c shapes
+    check_ring_export(model, path)
+    return path
+
+
+def check_ring_export(model: RingClockModel, path: Path) -> None:
+    """ONNX Runtime computes what torch computes, from fresh and from random states."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    cfg = model.config
+    rng = np.random.default_rng(0)
+    for batch, steps, fresh in ((1, 1, True), (3, 9, False), (2, 20, False)):
+        x = raw_inputs(rng, steps, batch).astype(np.float32)
+        state = list(cfg.initial_state(batch, None if fresh else EPOCH + 3 * PERIOD))
+        if not fresh:
+            state = [(s + rng.integers(0, 2, s.shape)).astype(np.float32) for s in state]
+        with torch.no_grad():
+            y, new = model(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state))
+        feeds = {"input": x, **{f"{n}0": s for n, s in zip(cfg.state_names, state, strict=True)}}
+        got = session.run(["output", *(f"{n}n" for n in cfg.state_names)], feeds)
+        for want, have in zip([y, *new], got, strict=True):
+            want = want.numpy()
+            assert want.shape == have.shape, (want.shape, have.shape)
+            assert np.abs(want - have).max() <= 1e-4 * max(1.0, float(np.abs(want).max()))
+
+
+def make_ring_repository(root: Path) -> Path:
+    """ring_lstm (2 layers) and ring_gru: h/c, a history ring and a clock, all shaped differently."""
+    export_ring_model(root, "ring_lstm", 1, "lstm", seed=4, layers=2, hidden=6)
+    export_ring_model(root, "ring_gru", 1, "gru", seed=5, layers=1, hidden=5)
+    return root

@@ -1,0 +1,90 @@
+"""The quality gate decides the default version: the highest promoted one serves requests that
+name no version; an unpromoted version is served only when asked for by number."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from service.registry import ModelRegistry
+from service.settings import Settings
+from tests.support.models import export_model, gate
+
+
+@pytest.fixture(scope="module")
+def gated_repo(tmp_path_factory: pytest.TempPathFactory):
+    """m: v1 without a gate (older file), v2 promoted, v3 not promoted (in its metadata)."""
+    root = tmp_path_factory.mktemp("gated")
+    export_model(root, "m", 1, "gru", seed=1, layers=1, hidden=4)
+    export_model(root, "m", 2, "gru", seed=2, layers=1, hidden=4, gate_verdict=gate(True))
+    export_model(root, "m", 3, "gru", seed=3, layers=1, hidden=4, gate_verdict=gate(False, 3.0, 2.0))
+    return root
+
+
+def loaded(root, **settings) -> ModelRegistry:
+    registry = ModelRegistry(Settings(model_repository=root, **settings))
+    registry.load_all()
+    return registry
+
+
+def test_default_is_the_highest_promoted_version(gated_repo, caplog):
+    with caplog.at_level(logging.WARNING, logger="seqserve.registry"):
+        registry = loaded(gated_repo)
+    assert "m/3 is not promoted" in caplog.text and "worse than seasonal naive" in caplog.text
+    assert registry.get("m").version == 2
+    assert registry.get("m", 3).version == 3  # asked for by number: served whatever its gate
+    assert [registry.get("m", v).promoted for v in (1, 2, 3)] == [True, True, False]
+    described = registry.get("m", 3).describe()
+    assert described["promoted"] is False and described["gate"] == gate(False, 3.0, 2.0)
+    assert registry.get("m", 1).describe()["gate"] is None
+    version, why = registry.default_version("m")
+    assert version == 2 and "highest promoted" in why and "1 unpromoted" in why
+
+
+def test_manifest_gate_overrides_and_reload_picks_it_up(gated_repo, tmp_path):
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(gated_repo, root)
+    registry = loaded(root)
+    manifest = root / "m" / "3" / "manifest.json"
+    manifest.write_text(json.dumps({"created": "now", "gate": gate(True)}))
+    assert registry.refresh_gates() == ["m/3"]
+    assert registry.get("m").version == 3
+    assert registry.refresh_gates() == []  # unchanged: nothing to report
+    manifest.write_text(json.dumps({"gate": gate(False)}))
+    (root / "m" / "2" / "manifest.json").write_text(json.dumps({"gate": gate(False)}))
+    (root / "m" / "1" / "manifest.json").write_text(json.dumps({"gate": gate(False)}))
+    assert sorted(registry.refresh_gates()) == ["m/1", "m/2", "m/3"]
+    # Nothing promoted: the highest version serves, and the registry says why.
+    version, why = registry.default_version("m")
+    assert registry.get("m").version == 3 == version and "no loaded version passed" in why
+    # A malformed gate in the manifest falls back to the file's own verdict.
+    manifest.write_text(json.dumps({"gate": {"promoted": "yes"}}))
+    registry.refresh_gates()
+    assert registry.get("m", 3).gate == gate(False, 3.0, 2.0)
+
+
+def test_removing_the_default_falls_back_to_the_next_promoted(gated_repo):
+    registry = loaded(gated_repo)
+    registry.remove("m", 2)
+    assert registry.get("m").version == 1
+    registry.remove("m", 1)
+    assert registry.get("m").version == 3  # only an unpromoted one is left: it serves
+
+
+def test_latest_policy_keeps_the_promoted_default_loaded(gated_repo, tmp_path):
+    """With version_policy=latest and 1 version, an unpromoted newest version must not push
+    the promoted default out of memory."""
+    import shutil
+
+    root = tmp_path / "repo"
+    shutil.copytree(gated_repo, root)
+    (root / "m" / "3" / "manifest.json").write_text(json.dumps({"gate": gate(False)}))
+    registry = loaded(root, version_policy="latest", latest_versions=1)
+    assert registry.versions("m") == [2, 3] and registry.get("m").version == 2
+    (root / "m" / "3" / "manifest.json").write_text(json.dumps({"gate": gate(True)}))
+    registry.refresh_gates()
+    assert [(e.name, e.version) for e in registry.wanted()] == [("m", 3)]
