@@ -144,7 +144,7 @@ def export_ring_model(repository: Path, name: str, version: int, cell: str, seed
     torch.manual_seed(seed)
     model = RingClockModel(ring_config(cell, **kwargs)).eval()
     path = repository / name / str(version) / "model.onnx"
-    export_onnx(model, path, parity_cases=())  # models.export's parity assumes h/c shapes
+    export_onnx(model, path)
     check_ring_export(model, path)
     return path
 
