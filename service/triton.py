@@ -12,6 +12,7 @@ value, and the idle time after which a sequence is dropped (the session TTL).
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 from service.inference import InferenceRequestError, parse_version
@@ -58,6 +59,11 @@ def model_config(svc: Services, name: str, version: str | None) -> dict[str, Any
         },
         "seqserve.features": {"string_value": ",".join(cfg.feature_names)},
     }
+    default, _ = svc.registry.default_version(model.name)
+    parameters["seqserve.default_version"] = {"string_value": str(default)}
+    parameters["seqserve.promoted"] = {"string_value": "true" if model.promoted else "false"}
+    if model.gate is not None:
+        parameters["seqserve.gate"] = {"string_value": json.dumps(model.gate, sort_keys=True)}
     for spec in cfg.state_specs:
         if spec.fill != 0:
             parameters[f"seqserve.state.{spec.name}.fill"] = {"string_value": repr(float(spec.fill))}

@@ -61,6 +61,10 @@ def test_unpromoted_version_is_not_the_default_until_promoted(tmp_path):
         meta = c.get("/v2/models/g").json()["parameters"]
         assert meta["default_version"] == "1" and meta["promoted"] == {"1": True, "2": False}
         assert meta["gate"]["2"]["best_baseline"] == "seasonal_naive"
+        config = c.get("/v2/models/g/versions/2/config").json()["parameters"]
+        assert config["seqserve.default_version"] == {"string_value": "1"}
+        assert config["seqserve.promoted"] == {"string_value": "false"}
+        assert json.loads(config["seqserve.gate"]["string_value"])["reason"] == "worse than seasonal naive"
 
         # An operator promotes v2 in its manifest: the next poll makes it the default.
         (repo / "g" / "2" / "manifest.json").write_text(json.dumps({"gate": gate(True, 1.5, 2.0)}))
