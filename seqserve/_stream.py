@@ -144,7 +144,7 @@ async def stream_session(
                             exhausted = True
                             break
                         steps = as_steps(item, session.features)
-                        message = _Message(next_position, steps, np.ndim(item) <= 1 and len(steps) == 1)
+                        message = _Message(next_position, steps, np.ndim(item) <= 1 and len(steps) == 1)  # type: ignore[arg-type]
                         pending.append(message)
                         next_position = message.end
                         await ws.send(message.text(session._base))
@@ -196,11 +196,11 @@ async def _resync(session: AsyncSession, pending: deque[_Message]) -> list[tuple
     while pending and pending[0].end <= server:
         applied.append(pending.popleft())
     if (applied[-1].end if applied else session.position) != server:
-        error = PositionConflict(
+        conflict = PositionConflict(
             f"session is at position {server}, which none of this client's messages explains",
             body={"position": server - session._base},
         )
-        raise session._annotate(error, None)
+        raise session._annotate(conflict, None)
     if not applied:
         return []
     outputs = await session._recompute(np.concatenate([m.steps for m in applied]))

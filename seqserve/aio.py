@@ -117,11 +117,13 @@ class AsyncClient:
 
     async def models(self) -> list[dict[str, Any]]:
         """Every served model: ``[{"name", "latest", "versions": [...]}]``."""
-        return (await self.request("GET", "/v1/models"))["models"]
+        models: list[dict[str, Any]] = (await self.request("GET", "/v1/models"))["models"]
+        return models
 
     async def model(self, name: str) -> dict[str, Any]:
         """One model: its versions with features, outputs, state shapes and training metrics."""
-        return await self.request("GET", f"/v1/models/{name}")
+        info: dict[str, Any] = await self.request("GET", f"/v1/models/{name}")
+        return info
 
     async def predict(
         self,
@@ -205,7 +207,8 @@ class AsyncClient:
             body["state"] = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in state.items()}
         # A create whose reply is lost and is sent again leaves one unused session behind; it
         # expires after its TTL. Nothing else about a create can be applied twice.
-        return await self.request("POST", f"/v1/models/{name}/sessions", body)
+        created: dict[str, Any] = await self.request("POST", f"/v1/models/{name}/sessions", body)
+        return created
 
     async def step_many(self, steps: Mapping[AsyncSession, Any]) -> dict[AsyncSession, np.ndarray]:
         """Step many sessions in one request per model over the bulk endpoint.
@@ -458,7 +461,8 @@ class AsyncSession:
 
     async def info(self) -> dict[str, Any]:
         """The server's view: position, version, expiry (no state)."""
-        return await self.client.request("GET", self._path)
+        info: dict[str, Any] = await self.client.request("GET", self._path)
+        return info
 
     async def _recreate(self) -> None:
         """A new server-side session from the last checkpoint, brought up to `position` by

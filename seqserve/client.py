@@ -52,7 +52,7 @@ class _Loop:
                 item = self.run(step())
                 if item is _STOP:
                     return
-                yield item  # type: ignore[misc]
+                yield item
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None:

@@ -23,3 +23,15 @@ def test_import_needs_no_server_or_training_packages():
 
 def test_py_typed_marker_ships():
     assert (ROOT / "seqserve" / "py.typed").is_file()
+
+
+def test_client_is_mypy_strict_clean(tmp_path):
+    """Users get checked types (py.typed): the package passes mypy --strict."""
+    result = subprocess.run(
+        [sys.executable, "-m", "mypy", "--strict", "--cache-dir", str(tmp_path), "seqserve"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr

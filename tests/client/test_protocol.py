@@ -4,6 +4,7 @@ readings returned, or with a typed error that says what was not applied."""
 
 from __future__ import annotations
 
+import httpx
 import numpy as np
 import pytest
 
@@ -194,3 +195,21 @@ async def test_async_client_same_protocol(fake):
             y = await session.step([[1.5], [1.5]])
             np.testing.assert_array_equal(y, [[1.5], [3.0]])
         assert fake.applied == 2 and not fake.sessions
+
+
+@pytest.mark.parametrize(
+    ("header", "sent"),
+    [("authorization", ("authorization", "Bearer k-1")), ("x-api-key", ("x-api-key", "k-1"))],
+)
+def test_api_key_goes_on_every_request(fake, header, sent):
+    seen = []
+    inner = fake.transport()
+
+    def spy(request):
+        seen.append(request.headers.get(sent[0]))
+        return inner.handler(request)
+
+    client = Client("http://fake", api_key="k-1", auth_header=header, transport=httpx.MockTransport(spy))
+    with client, client.session("sum") as session:
+        session.step([[1.0]])
+    assert seen == [sent[1]] * 3  # create, step, delete

@@ -108,3 +108,19 @@ async def test_async_stream_in_chunks(server):
             streamed = [y async for y in session.stream(chunks, window=4)]
             close(np.concatenate([head, *streamed]), whole)
             assert session.position == 40 and (await session.info())["position"] == 40
+
+
+def test_stream_recreates_an_expired_session_and_continues(api):
+    x = raw_inputs(np.random.default_rng(6), 16).astype(np.float32)
+    whole = api.predict("lstm", x)
+
+    def readings():
+        for i, row in enumerate(x):
+            if i == 9:
+                time.sleep(2.2)  # idle past the TTL: the next message finds the session gone
+            yield row
+
+    session = api.session("lstm", ttl=1.0, recreate=True, checkpoint_every=4)
+    outputs = list(session.stream(readings(), window=3))
+    assert session.aio.recreated == 1 and session.position == 16
+    close(np.stack(outputs), whole)
