@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from websockets.sync.client import connect
 
-from tests.support.models import CYCLE, EPOCH, PERIOD, RING, make_ring_repository, raw_inputs
+from tests.support.models import CYCLE, EPOCH, PERIOD, RING, forecast_series, make_ring_repository, raw_inputs
 from tests.support.redis import RedisProcess
 from tests.support.servers import ServiceProcess
 
@@ -304,3 +304,35 @@ def test_v2_refuses_wrong_state_shapes_and_misplaced_start_time(c):
     assert v2_infer(c, "ring_gru", [tensor("input", x)], sequence_id=seq, sequence_start=True).status_code == 200
     r = v2_infer(c, "ring_gru", [tensor("input", x)], sequence_id=seq, start_time=START)
     assert r.status_code == 400 and "sequence_start" in r.json()["error"]
+
+
+@pytest.mark.parametrize("name", ["forecaster_lstm", "forecaster_gru"])
+def test_forecaster_streams_exactly_through_fork_and_import(c, ring_repository, name):
+    """The project's forecaster (ring, count, phase next to h (, c)) served: random chunks, a
+    fork and an exported-then-imported state all equal one whole prediction, which equals the
+    NumPy reference reading one value at a time."""
+    from models.reference import load_reference
+
+    rng = np.random.default_rng(16)
+    x = forecast_series(60, seed=3)[None].astype(np.float32)
+    whole = predict(c, name, x, start_time=START)
+    want = np.asarray(whole["outputs"][0])
+    reference = load_reference(ring_repository / name / "1" / "model.onnx")
+    start = reference.config.initial_state(1, datetime(2014, 1, 6, 1, 30, tzinfo=UTC).timestamp())
+    y, final = reference.run(x.astype(np.float64), start)
+    np.testing.assert_array_less(np.abs(want - y[0]), tol(y))
+    for key, value in zip(reference.config.state_names, final, strict=True):
+        assert np.abs(np.asarray(whole["state"][key]) - value).max() <= tol(value), key
+
+    sid = create(c, name, start_time=START)
+    head = stream(c, sid, x[0, :17], 0, rng)
+    fork = c.post(f"/v1/sessions/{sid}/fork").json()["session_id"]
+    imported = create(c, name, state=exported(c, sid)["state"])
+    rest = stream(c, sid, x[0, 17:], 17, rng)
+    np.testing.assert_array_less(np.abs(np.concatenate([head, rest]) - want), tol(want))
+    for other in (fork, imported):
+        start_at = exported(c, other)["position"]
+        got = stream(c, other, x[0, 17:], start_at, rng)
+        np.testing.assert_array_less(np.abs(got - want[17:]), tol(want))
+        assert_state(exported(c, other)["state"], whole["state"])
+    assert_state(exported(c, sid)["state"], whole["state"])

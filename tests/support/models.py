@@ -172,7 +172,56 @@ def check_ring_export(model: RingClockModel, path: Path) -> None:
 
 
 def make_ring_repository(root: Path) -> Path:
-    """ring_lstm (2 layers) and ring_gru: h/c, a history ring and a clock, all shaped differently."""
+    """ring_lstm (2 layers) and ring_gru: h/c, a history ring and a clock, all shaped differently;
+    forecaster_lstm and forecaster_gru: the project's history-state forecaster."""
     export_ring_model(root, "ring_lstm", 1, "lstm", seed=4, layers=2, hidden=6)
     export_ring_model(root, "ring_gru", 1, "gru", seed=5, layers=1, hidden=5)
+    export_forecaster(root, "forecaster_lstm", 1, "lstm", seed=6, layers=2)
+    export_forecaster(root, "forecaster_gru", 1, "gru", seed=7)
     return root
+
+
+# ---------------------------------------------------------------------------- the real forecaster
+
+FORECAST_SEASONS = (4, 12)
+FORECAST_PERIOD = 3600.0
+
+
+def forecast_series(n: int, seed: int = 0) -> np.ndarray:
+    """[n, 2]: a load-like target (trend, two seasons, noise) and a covariate."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    y = 5000 + 3.0 * t + 400 * np.sin(2 * np.pi * t / 4) + 250 * np.cos(2 * np.pi * t / 12)
+    y = y + 30 * rng.standard_normal(n)
+    return np.stack([y, np.cos(2 * np.pi * t / 12) + 0.1 * rng.standard_normal(n)], axis=1)
+
+
+def export_forecaster(repository: Path, name: str, version: int, cell: str, seed: int = 0, layers: int = 1) -> Path:
+    """models.forecaster.Forecaster (ring, count and phase states next to h (, c); a clock),
+    with a random head so the network's part of the forecast is not zero."""
+    from models.forecast_spec import make_spec
+    from models.forecaster import Forecaster, fit_spec, forecaster_config
+
+    spec = make_spec(
+        target_index=0, num_features=2, horizon=2, seasons=FORECAST_SEASONS, transform="seasonal_diff", phase=True
+    )
+    base = ModelConfig(
+        cell=cell,  # type: ignore[arg-type]
+        input_size=2,
+        hidden_size=8,
+        output_size=2,
+        num_layers=layers,
+        features=("y", "x"),
+        outputs=("y@t+1", "y@t+2"),
+        horizon=2,
+    )
+    clock = Clock("phase", FORECAST_PERIOD, EPOCH, spec.cycle)
+    config = fit_spec(forecaster_config(base, spec, clock), forecast_series(240), 160)
+    torch.manual_seed(seed)
+    model = Forecaster(config)
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 0.3)
+        model.head.bias.normal_(0.0, 0.3)
+    path = repository / name / str(version) / "model.onnx"
+    export_onnx(model.eval(), path)
+    return path
