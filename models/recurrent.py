@@ -41,6 +41,10 @@ class RecurrentModel(nn.Module):
         self.register_buffer("in_std", torch.tensor(norm.input_std, dtype=torch.float32))
         self.register_buffer("out_mean", torch.tensor(out_mean, dtype=torch.float32))
         self.register_buffer("out_std", torch.tensor(out_std, dtype=torch.float32))
+        # transform "diff" (training/transforms.py): the head predicts the change from the latest
+        # reading, which the graph adds back from these input columns (one per output column).
+        anchors = config.extra.get("anchor_inputs") if config.extra.get("transform") == "diff" else None
+        self.anchor_inputs: list[int] | None = [int(i) for i in anchors] if anchors else None
 
     def init_state(self, batch: int, device: torch.device | None = None) -> State:
         shape = self.config.state_shape(batch)
@@ -70,7 +74,10 @@ class RecurrentModel(nn.Module):
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """Raw units in, raw units out: what the exported graph computes."""
         y, new_state = self.forward_normalized(self.normalize_input(x), state)
-        return self.denormalize_output(y), new_state
+        y = self.denormalize_output(y)
+        if self.anchor_inputs is not None:
+            y = y + x[..., self.anchor_inputs]
+        return y, new_state
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

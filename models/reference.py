@@ -91,6 +91,7 @@ class ReferenceModel:
         h = [state[0][layer].copy() for layer in range(cfg.num_layers)]
         c = [state[1][layer].copy() for layer in range(cfg.num_layers)] if cfg.cell == "lstm" else []
 
+        raw = x
         norm = cfg.normalization
         if norm is not None:
             x = (x - np.asarray(norm.input_mean)) / np.asarray(norm.input_std)
@@ -109,6 +110,8 @@ class ReferenceModel:
         y = top @ self.head_w.T + self.head_b
         if cfg.head == "regression" and norm is not None and norm.output_mean:
             y = y * np.asarray(norm.output_std) + np.asarray(norm.output_mean)
+        if cfg.extra.get("transform") == "diff":  # the head predicts the change from the latest reading
+            y = y + raw[..., list(cfg.extra["anchor_inputs"])]
         final = (np.stack(h),) + ((np.stack(c),) if cfg.cell == "lstm" else ())
         return y, final
 

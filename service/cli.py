@@ -28,13 +28,29 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gate(manifest: dict) -> dict:
+    """A version's quality-gate record; one written before the gate existed counts as promoted."""
+    gate = manifest.get("gate")
+    if isinstance(gate, dict) and isinstance(gate.get("promoted"), bool):
+        return gate
+    return {"promoted": True, "reason": "no gate recorded (written before the quality gate): counts as promoted"}
+
+
 def _models(args: argparse.Namespace) -> int:
     from service.repository import scan_repository
 
-    listing = [
-        {"name": entry.name, "version": entry.version, "path": str(entry.path)}
-        for entry in scan_repository(args.model_repository)
-    ]
+    listing = []
+    for entry in scan_repository(args.model_repository):
+        gate = _gate(entry.manifest())
+        listing.append(
+            {
+                "name": entry.name,
+                "version": entry.version,
+                "path": str(entry.path),
+                "promoted": gate["promoted"],
+                "gate": gate,
+            }
+        )
     print(json.dumps(listing, indent=2))
     return 0
 

@@ -47,6 +47,8 @@ class RunSettings:
     season: list[int] = field(default_factory=list)
     time_column: str = ""
     transform: str = "auto"
+    baselines: str = "full"
+    allow_worse: bool = False
     repository: str = "model_repository"
     name: str = ""
     preset: str = ""
@@ -57,8 +59,9 @@ class RunSettings:
 
 
 FIELD_NAMES = {f.name for f in fields(RunSettings)}
-# Forecast target transforms (models/forecast_spec.py); auto chooses among them on validation.
+# Forecast target transforms (models/forecast_spec.py, training/transforms.py); auto chooses on validation.
 TRANSFORMS = ["auto", "none", "diff", "seasonal", "seasonal_diff", "revin"]
+EXIT_NOT_PROMOTED = 3  # a version was written but failed the quality gate (training/gate.py)
 
 
 def _comma_list(text: str) -> list[str]:
@@ -123,6 +126,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--preset", metavar="NAME", help="settings for a bundled dataset: electricity, vowels, ...")
     out.add_argument("--config", metavar="FILE", help="JSON object of flag values (keys like the flags)")
     out.add_argument("--quiet", action="store_true", default=None, help="no progress bars")
+    out.add_argument(
+        "--baselines",
+        choices=["full", "naive"],
+        help="full (default): naive, seasonal naive and statsforecast models; naive: the first two only (fast)",
+    )
+    out.add_argument(
+        "--allow-worse",
+        action="store_true",
+        default=None,
+        help=f"promote a version that does not beat the naive baselines (otherwise exit {EXIT_NOT_PROMOTED})",
+    )
 
 
 def _load_config(path: str) -> dict[str, Any]:
@@ -191,6 +205,7 @@ _TYPES: dict[str, type] = {
     "val_fraction": float,
     "test_fraction": float,
     "quiet": bool,
+    "allow_worse": bool,
 }
 
 
@@ -250,6 +265,8 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         raise TrainingError(f"--task must be forecast or classify, not {settings.task!r}")
     if settings.transform not in TRANSFORMS:
         raise TrainingError(f"--transform must be one of {TRANSFORMS}, not {settings.transform!r}")
+    if settings.baselines not in ("full", "naive"):
+        raise TrainingError(f"--baselines must be full or naive, not {settings.baselines!r}")
     if settings.cell not in ("lstm", "gru", "both"):
         raise TrainingError(f"--cell must be lstm, gru or both, not {settings.cell!r}")
     for key in ("layers", "hidden", "window", "epochs", "batch_size", "horizon", "patience", "threads"):
@@ -263,7 +280,13 @@ def resolve(args: argparse.Namespace) -> RunSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point for `seqserve train`: 0 on success, 2 with a one-line error otherwise."""
+    """Entry point for `seqserve train`.
+
+    Exit codes: 0 every model was published and promoted; 2 bad input or settings, or an export
+    that failed its parity check (one-line error; with --cell both the other cell is still
+    published); 3 every model was published but at least one failed the quality gate (written,
+    not promoted: the service keeps serving the previous version by default; --allow-worse
+    promotes it and exits 0)."""
     from models.config import ConfigError
     from training.data import TrainingError
 
@@ -271,8 +294,21 @@ def run(args: argparse.Namespace) -> int:
         settings = resolve(args)
         from training.pipeline import train_and_publish
 
-        train_and_publish(settings)
+        outcomes = train_and_publish(settings)
     except (TrainingError, ConfigError) as exc:
         print(f"seqserve train: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    failed = [o for o in outcomes if o.error]
+    for outcome in failed:
+        print(f"seqserve train: error: {outcome.error}", file=sys.stderr)
+    if failed:
+        return 2
+    held_back = [o for o in outcomes if not o.gate.get("promoted", True)]
+    for outcome in held_back:
+        print(
+            f"seqserve train: warning: {outcome.name} v{outcome.version} was written but NOT promoted: "
+            f"{outcome.gate['reason']}. The service keeps serving the previous promoted version by default; "
+            "pin this version explicitly, or retrain with --allow-worse to promote it.",
+            file=sys.stderr,
+        )
+    return EXIT_NOT_PROMOTED if held_back else 0

@@ -128,6 +128,9 @@ class ForecastData:
     train_rows: int  # rows [0, train_rows) are the training block
     normalization: Normalization
     filled: int
+    # [P, T*h] raw values the model adds back to its de-normalised output (training/transforms.py);
+    # None: the head predicts the targets themselves.
+    offset: np.ndarray | None = None
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -138,8 +141,10 @@ class ForecastData:
         return ((self.features - np.asarray(norm.input_mean)) / np.asarray(norm.input_std)).astype(np.float32)
 
     def y_norm(self) -> np.ndarray:
+        """Training targets in the head's units: (y - offset - mean) / std."""
         norm = self.normalization
-        return ((self.y - np.asarray(norm.output_mean)) / np.asarray(norm.output_std)).astype(np.float32)
+        y = self.y if self.offset is None else self.y - self.offset
+        return ((y - np.asarray(norm.output_mean)) / np.asarray(norm.output_std)).astype(np.float32)
 
 
 def prepare_forecast(

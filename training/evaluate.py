@@ -1,10 +1,11 @@
-"""Test-split metrics and the honest baselines a model has to beat.
+"""Test-split metrics for the model and the baselines of training/baselines.py.
 
-Forecasting: MAE, RMSE and MASE for the model, the naive forecast (every future step equals the
-last observed value) and, given a season s, the seasonal naive forecast (y[t+k] = y[t+k-s*ceil(k/s)]).
-MASE divides by the in-sample MAE of the one-step naive forecast on the *training* block, per
-target (Hyndman & Koehler 2006), so MASE < 1 means "better than naive was in-sample" and the
-naive row of the table shows what the naive forecast actually scores on test.
+Forecasting: MAE, RMSE, MASE and MAPE for the model and every baseline, over the same test origins,
+plus the error by lead time when the horizon is longer than one step. MASE divides by the
+in-sample MAE of the one-step naive forecast on the *training* block, per target (Hyndman &
+Koehler 2006), so MASE < 1 means "better than naive was in-sample"; the naive row of the table
+shows what the naive forecast actually scores on test. MAPE is taken over the test values that are
+not zero (a series with zeros, e.g. sunspots, has a MAPE that says little).
 
 Classification: accuracy and macro-F1 for the model and for always predicting the majority
 class of the training split.
@@ -16,24 +17,12 @@ from typing import Any
 
 import numpy as np
 
+from training.baselines import Baselines, naive_forecast, seasonal_naive_forecast
 from training.data import ForecastData
 
+__all__ = ["naive_forecast", "seasonal_naive_forecast"]
 
-def naive_forecast(data: ForecastData, pairs: np.ndarray) -> np.ndarray:
-    """[P, T*h]: the last observed target value repeated over the horizon."""
-    last = data.targets[pairs]  # [P, T]
-    return np.repeat(last, data.horizon, axis=1)
-
-
-def seasonal_naive_forecast(data: ForecastData, pairs: np.ndarray, season: int) -> np.ndarray:
-    """[P, T*h]: the value one (or more) seasons before each future step, all already observed."""
-    cols = []
-    for j in range(len(data.target_names)):
-        for k in range(1, data.horizon + 1):
-            back = season * int(np.ceil(k / season))
-            idx = pairs + k - back
-            cols.append(data.targets[np.clip(idx, 0, None), j])
-    return np.stack(cols, axis=1)
+MASE_SCALE = "in-sample MAE of the one-step naive forecast on the training block, per target"
 
 
 def mase_scale(data: ForecastData) -> np.ndarray:
@@ -44,30 +33,55 @@ def mase_scale(data: ForecastData) -> np.ndarray:
     return np.repeat(scale, data.horizon)
 
 
-def forecast_metrics(pred: np.ndarray, actual: np.ndarray, scale: np.ndarray) -> dict[str, float]:
+def _mape(err: np.ndarray, actual: np.ndarray) -> float | None:
+    nonzero = np.abs(actual) > 1e-12
+    if not nonzero.any():
+        return None
+    return float(100.0 * np.mean(np.abs(err[nonzero]) / np.abs(actual[nonzero])))
+
+
+def forecast_metrics(pred: np.ndarray, actual: np.ndarray, scale: np.ndarray, horizon: int = 1) -> dict[str, Any]:
+    """MAE, RMSE, MASE, MAPE (%) over every output column; by lead time when horizon > 1."""
     err = pred - actual
     mae_cols = np.abs(err).mean(axis=0)
-    return {
+    out: dict[str, Any] = {
         "mae": float(mae_cols.mean()),
         "rmse": float(np.sqrt((err**2).mean())),
         "mase": float((mae_cols / scale).mean()),
+        "mape": _mape(err, actual),
     }
+    if horizon > 1:
+        # Columns are target-major (target0@t+1..t+h, target1@...): lead k is every h-th column.
+        leads = range(horizon)
+        out["by_lead"] = {
+            "mae": [float(np.abs(err[:, k::horizon]).mean()) for k in leads],
+            "mape": [_mape(err[:, k::horizon], actual[:, k::horizon]) for k in leads],
+        }
+    return out
 
 
-def forecast_report(
-    data: ForecastData, predictions: dict[str, np.ndarray], seasons: list[int] | int | None
-) -> dict[str, Any]:
-    """Metrics for each model prediction set (e.g. windowed, streaming) and the baselines."""
+def forecast_report(data: ForecastData, predictions: dict[str, np.ndarray], baselines: Baselines) -> dict[str, Any]:
+    """Metrics for each model prediction set (e.g. windowed, streaming) and every baseline.
+
+    `best_baseline` is the baseline with the lowest test MAE; `best_naive_baseline` the best of
+    naive and the seasonal naives, which is what the quality gate compares with."""
     pairs = data.test
     actual = data.y[pairs]
     scale = mase_scale(data)
-    report: dict[str, Any] = {name: forecast_metrics(pred, actual, scale) for name, pred in predictions.items()}
-    report["naive"] = forecast_metrics(naive_forecast(data, pairs), actual, scale)
-    for season in [seasons] if isinstance(seasons, int) else seasons or []:
-        report[f"seasonal_naive_{season}"] = forecast_metrics(
-            seasonal_naive_forecast(data, pairs, season), actual, scale
-        )
+    h = data.horizon
+    report: dict[str, Any] = {name: forecast_metrics(pred, actual, scale, h) for name, pred in predictions.items()}
+    for name, pred in baselines.predictions.items():
+        report[name] = forecast_metrics(pred, actual, scale, h)
+    names = list(baselines.predictions)
+    report["baselines"] = {
+        name: {"description": baselines.descriptions[name], "seconds": baselines.seconds[name]} for name in names
+    }
+    report["baselines_skipped"] = dict(baselines.skipped)
+    report["best_baseline"] = min(names, key=lambda n: report[n]["mae"])
+    report["best_naive_baseline"] = min(baselines.naive_names, key=lambda n: report[n]["mae"])
     report["test_pairs"] = len(pairs)
+    report["test_origins"] = [int(pairs[0]), int(pairs[-1])]
+    report["mase_scale"] = MASE_SCALE
     per_output = {}
     for name, pred in predictions.items():
         per_output[name] = {

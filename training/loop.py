@@ -33,6 +33,10 @@ from models.recurrent import RecurrentModel
 from training.data import ClassifyData, ForecastData, Sequences
 
 STEP_LOSS_WEIGHT = 0.3  # classification: weight of the all-steps loss next to the last-step loss
+# Forecasting: an "epoch" is at least this many optimiser steps (several passes over the training
+# block, each from a new random offset). One pass over a few thousand rows is only 3-4 steps of
+# batch_size x window, so epochs of one pass stopped (or ran out) long before converging.
+MIN_STEPS_PER_EPOCH = 16
 
 
 @dataclass
@@ -135,12 +139,12 @@ def train_forecast(model: RecurrentModel, data: ForecastData, settings: TrainSet
     generator = np.random.default_rng(settings.seed)
     loss_fn = nn.MSELoss()
 
-    def run_epoch(model: RecurrentModel, optimizer: torch.optim.Optimizer) -> float:
+    def run_pass(model: RecurrentModel, optimizer: torch.optim.Optimizer) -> tuple[float, int, int]:
         offset = int(generator.integers(0, max(1, min(window, length - window + 1))))
         starts = torch.arange(streams, device=device) * length + offset
         steps = length - offset
         state = model.init_state(streams, device)
-        total, count = 0.0, 0
+        total, count, updates = 0.0, 0, 0
         for begin in range(0, steps, window):
             span = min(window, steps - begin)
             if span < max(1, window // 4):
@@ -155,6 +159,14 @@ def train_forecast(model: RecurrentModel, data: ForecastData, settings: TrainSet
             state = _detach(state)
             total += loss.item() * span
             count += span
+            updates += 1
+        return total, count, updates
+
+    def run_epoch(model: RecurrentModel, optimizer: torch.optim.Optimizer) -> float:
+        total, count, updates = 0.0, 0, 0
+        while updates < MIN_STEPS_PER_EPOCH:
+            more_total, more_count, more_updates = run_pass(model, optimizer)
+            total, count, updates = total + more_total, count + more_count, updates + max(more_updates, 1)
         return total / max(count, 1)
 
     val_end = int(data.val[-1]) + 1

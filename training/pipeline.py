@@ -6,7 +6,11 @@ entry directory, so a failed export leaves nothing behind either.
 
 `--cell both` trains an LSTM and a GRU on the same data and split, publishes them as
 `<name>-lstm` and `<name>-gru` (separate models, so the service can serve both side by side),
-and prints a comparison table.
+and prints a comparison table. Each cell is published on its own: one whose export fails its
+parity check is reported (`Outcome.error`) and the other is still written.
+
+Forecasts are compared with every baseline of training/baselines.py on the same test origins,
+and the quality gate (training/gate.py) decides whether each written version is promoted.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from training.data import (
     prepare_classify,
     prepare_forecast,
 )
+from training.gate import decide
 
 
 @dataclass
@@ -47,6 +52,8 @@ class Outcome:
     path: Path | None = None
     inference_us_per_step: float = 0.0
     parity_error: float = 0.0
+    gate: dict[str, Any] = field(default_factory=dict)
+    error: str = ""  # why this cell was not published (its export failed); empty when it was
 
 
 def _log(settings: RunSettings, message: str) -> None:
@@ -54,10 +61,28 @@ def _log(settings: RunSettings, message: str) -> None:
 
 
 def _headline(outcome: Outcome, task: str) -> str:
+    """One line: the model's test error next to the best baseline's (not just naive)."""
     m = outcome.metrics
     if task == "forecast":
-        return f"MASE {m['streaming']['mase']:.3f} (naive {m['naive']['mase']:.3f})"
+        best = m["best_baseline"]
+        text = (
+            f"test MAE {m['streaming']['mae']:.4g} (MASE {m['streaming']['mase']:.3f}); "
+            f"best baseline {best} MAE {m[best]['mae']:.4g} (MASE {m[best]['mase']:.3f})"
+        )
+        naive_best = m["best_naive_baseline"]
+        if naive_best != best:
+            text += f", best naive {naive_best} MAE {m[naive_best]['mae']:.4g}"
+        return text
     return f"accuracy {m['model']['accuracy']:.3f} (majority {m['majority']['accuracy']:.3f})"
+
+
+def _warn_if_still_improving(settings: RunSettings, cell: str, history: Any) -> None:
+    if history.val_loss and history.best_epoch == len(history.val_loss) and not history.stopped_early:
+        _log(
+            settings,
+            f"warning: {cell}: the best epoch was the last one ({history.best_epoch}): validation loss was "
+            "still falling; more --epochs would probably give a better model",
+        )
 
 
 def train_and_publish(settings: RunSettings) -> list[Outcome]:
@@ -111,6 +136,21 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             f"{len(data.classes)} classes",
         )
 
+    baselines = None
+    times = _timestamps(frame, settings.time_column)
+    if isinstance(data, ForecastData):
+        from training.baselines import compute_baselines
+
+        start = time.perf_counter()
+        baselines = compute_baselines(
+            data, data.test, settings.season, statistical=settings.baselines == "full", report=report
+        )
+        _log(
+            settings,
+            f"baselines: {', '.join(baselines.predictions)} on {len(data.test)} test origins "
+            f"({time.perf_counter() - start:.1f}s)",
+        )
+
     device = loop.pick_device()
     cells = ["lstm", "gru"] if settings.cell == "both" else [settings.cell]
     outcomes: list[Outcome] = []
@@ -118,14 +158,12 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
 
     for cell in cells:
         if isinstance(data, ForecastData) and forecaster_run.uses_forecaster(data):
+            assert baselines is not None
             model, history = forecaster_run.train(settings, data, frame, cell, report)
-            outcome = _evaluate_forecast(model, data, settings, history, cell)
+            outcome = _evaluate_forecast(model, data, settings, history, cell, baselines, times)
             outcome.metrics["transform"] = model.transform_choice
             _finish(settings, outcomes, outcome, history, model, cell)
             continue
-        loop.seed_everything(settings.seed, settings.threads)
-        config = _model_config(settings, data, cell)
-        model = RecurrentModel(config).to(device)
         train_settings = loop.TrainSettings(
             epochs=settings.epochs,
             batch_size=settings.batch_size,
@@ -137,17 +175,40 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             progress=not settings.quiet,
         )
         if isinstance(data, ForecastData):
-            history = loop.train_forecast(model, data, train_settings)
-            outcome = _evaluate_forecast(model, data, settings, history, cell)
+            assert baselines is not None
+            model, history, shaped, transform, scores = _train_forecast_candidates(
+                settings, data, cell, train_settings, device
+            )
+            outcome = _evaluate_forecast(model, shaped, settings, history, cell, baselines, times)
+            outcome.metrics["transform"] = {
+                "setting": settings.transform,
+                "chosen": transform,
+                "validation_mae": scores,
+                "chosen_by": "lowest validation MAE (streamed, raw units)",
+            }
         else:
+            loop.seed_everything(settings.seed, settings.threads)
+            model = RecurrentModel(_model_config(settings, data, cell)).to(device)
             history = loop.train_classify(model, data, train_settings)
+            if not all(np.isfinite(history.val_loss)):
+                raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
             outcome = _evaluate_classify(model, data, history, cell)
         _finish(settings, outcomes, outcome, history, model, cell)
 
     for outcome in outcomes:
         name = f"{settings.name}-{outcome.cell}" if settings.cell == "both" else settings.name
-        _publish(outcome, name, settings, data, fingerprint, torch.__version__)
-        _log(settings, f"wrote {outcome.path} ({_headline(outcome, settings.task)})")
+        try:
+            _publish(outcome, name, settings, data, fingerprint, torch.__version__)
+        except TrainingError as exc:
+            if len(outcomes) == 1:
+                raise
+            outcome.name, outcome.error = name, str(exc)
+            _log(settings, f"{name}: NOT written: {exc}")
+            continue
+        verdict = "promoted" if outcome.gate["promoted"] else "NOT promoted"
+        _log(settings, f"wrote {outcome.path} ({_headline(outcome, settings.task)}); gate: {verdict}")
+    if all(o.error for o in outcomes):
+        raise TrainingError("; ".join(o.error for o in outcomes))
     if len(outcomes) > 1:
         print(comparison_table(outcomes, settings.task))
     return outcomes
@@ -156,17 +217,67 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
 def _finish(
     settings: RunSettings, outcomes: list[Outcome], outcome: Outcome, history: Any, model: Any, cell: str
 ) -> None:
+    """Checks and log lines after training one cell, and its quality-gate decision."""
     if not all(np.isfinite(history.val_loss)):
         raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
     model.cpu()
+    outcome.gate = decide(settings.task, outcome.metrics, settings.allow_worse)
     outcomes.append(outcome)
     best = f"best step {history.best_step}" if hasattr(history, "best_step") else f"best epoch {history.best_epoch}"
     _log(settings, f"{cell}: {history.seconds:.1f}s, {best}, {_headline(outcome, settings.task)}")
     if getattr(history, "best_is_last", False):
         _log(settings, f"warning: {cell}: the best checkpoint is the last one: still improving; raise --epochs")
+    elif not hasattr(history, "best_step"):
+        _warn_if_still_improving(settings, cell, history)
 
 
-def _model_config(settings: RunSettings, data: ForecastData | ClassifyData, cell: str) -> ModelConfig:
+def _timestamps(frame: Any, column: str) -> np.ndarray | None:
+    """Parsed `--time-column` (plots use it as their x axis); a clear error when it is unusable."""
+    if not column:
+        return None
+    import pandas as pd
+
+    from training.data import require_columns
+
+    require_columns(frame, [column], "time")
+    try:
+        return pd.to_datetime(frame[column]).to_numpy()
+    except (ValueError, TypeError) as exc:
+        raise TrainingError(f"time column {column!r} does not hold timestamps: {exc}") from exc
+
+
+def _train_forecast_candidates(
+    settings: RunSettings, data: ForecastData, cell: str, train_settings: Any, device: Any
+) -> tuple[Any, Any, ForecastData, str, dict[str, float]]:
+    """Train one model per candidate transform; keep the one with the lowest validation MAE."""
+    from models.recurrent import RecurrentModel
+    from training import loop, transforms
+
+    best: tuple[float, Any, Any, ForecastData, str] | None = None
+    scores: dict[str, float] = {}
+    for transform in transforms.candidates(settings.transform, data):
+        shaped, extra = transforms.prepare(data, transform)
+        loop.seed_everything(settings.seed, settings.threads)
+        model = RecurrentModel(_model_config(settings, shaped, cell, extra)).to(device)
+        history = loop.train_forecast(model, shaped, train_settings)
+        if not all(np.isfinite(history.val_loss)):
+            raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
+        val_pred = loop.predict_streaming(model, shaped, shaped.val)
+        score = float(np.abs(val_pred - shaped.y[shaped.val]).mean())
+        scores[transform] = score
+        if best is None or score < best[0]:
+            best = (score, model, history, shaped, transform)
+    assert best is not None
+    if len(scores) > 1:
+        listing = ", ".join(f"{t} {v:.4g}" for t, v in scores.items())
+        chosen = min(scores, key=scores.__getitem__)
+        _log(settings, f"{cell}: transform {chosen} chosen on validation MAE ({listing})")
+    return best[1], best[2], best[3], best[4], scores
+
+
+def _model_config(
+    settings: RunSettings, data: ForecastData | ClassifyData, cell: str, extra: dict[str, Any] | None = None
+) -> ModelConfig:
     if isinstance(data, ForecastData):
         return ModelConfig(
             cell=cell,  # type: ignore[arg-type]
@@ -180,7 +291,13 @@ def _model_config(settings: RunSettings, data: ForecastData | ClassifyData, cell
             outputs=data.output_names,
             horizon=data.horizon,
             normalization=data.normalization,
-            extra={"task": "forecast", "targets": list(data.target_names), "window": settings.window},
+            extra={
+                "task": "forecast",
+                "targets": list(data.target_names),
+                "window": settings.window,
+                "seasons": list(settings.season),
+                **(extra or {}),
+            },
         )
     return ModelConfig(
         cell=cell,  # type: ignore[arg-type]
@@ -198,7 +315,15 @@ def _model_config(settings: RunSettings, data: ForecastData | ClassifyData, cell
     )
 
 
-def _evaluate_forecast(model: Any, data: ForecastData, settings: RunSettings, history: Any, cell: str) -> Outcome:
+def _evaluate_forecast(
+    model: Any,
+    data: ForecastData,
+    settings: RunSettings,
+    history: Any,
+    cell: str,
+    baselines: Any,
+    times: np.ndarray | None,
+) -> Outcome:
     from training import evaluate, loop, plots
 
     if hasattr(model, "spec"):  # history-state forecaster
@@ -209,22 +334,27 @@ def _evaluate_forecast(model: Any, data: ForecastData, settings: RunSettings, hi
     else:
         windowed = loop.predict_windowed(model, data, data.test, settings.window)
         streaming = loop.predict_streaming(model, data, data.test)
-    metrics = evaluate.forecast_report(data, {"windowed": windowed, "streaming": streaming}, settings.season)
+    metrics = evaluate.forecast_report(data, {"windowed": windowed, "streaming": streaming}, baselines)
     metrics["windowed"]["window"] = settings.window + (model.spec.ring if hasattr(model, "spec") else 0)
-    actual = data.y[data.test]
-    series = {
-        f"{cell} streaming": streaming[:, 0],
-        f"{cell} windowed": windowed[:, 0],
-        "naive": evaluate.naive_forecast(data, data.test)[:, 0],
-    }
-    out0 = data.output_names[0]
     outcome = Outcome(cell, model, history, metrics)
+    shown = plots.baselines_to_draw(metrics)
     outcome.plots = {
         "loss.png": lambda p: plots.loss_curves(history, p, f"{cell.upper()} loss (best epoch {history.best_epoch})"),
-        "forecast.png": lambda p: plots.forecast_vs_actual(
-            actual[:, 0], series, p, f"{out0} on the test split (first {min(len(actual), 336)} steps)"
+        "forecast.png": lambda p: plots.forecast_panels(
+            data,
+            times,
+            {f"{cell} (streaming)": streaming, **{n: baselines.predictions[n] for n in shown}},
+            p,
+            f"{cell.upper()} on the test split",
         ),
     }
+    if data.horizon > 1:
+        names = [f"{cell} (streaming)", *shown]
+        by_lead = {names[0]: metrics["streaming"]["by_lead"], **{n: metrics[n]["by_lead"] for n in shown}}
+        units = "data units, mean over " + ", ".join(data.target_names)
+        outcome.plots["error_by_lead.png"] = lambda p: plots.error_by_lead(
+            by_lead, p, f"{cell.upper()}: test error by lead time, 1-{data.horizon} steps ahead", units
+        )
     return outcome
 
 
@@ -276,6 +406,7 @@ def _publish(
 
     from models.config import METADATA_KEY
     from models.export import ExportError, export_onnx
+    from training.gate import GATE_KEY, to_metadata
     from training.repository import publish
 
     model = outcome.model
@@ -287,7 +418,12 @@ def _publish(
             outcome.parity_error = export_onnx(
                 model,
                 model_path,
-                metadata={"seqserve.name": name, "seqserve.data_sha256": fingerprint, "seqserve.task": settings.task},
+                metadata={
+                    "seqserve.name": name,
+                    "seqserve.data_sha256": fingerprint,
+                    "seqserve.task": settings.task,
+                    GATE_KEY: to_metadata(outcome.gate),
+                },
             )
         except ExportError as exc:
             raise TrainingError(f"export of {name} failed its parity check: {exc}") from exc
@@ -315,6 +451,7 @@ def _publish(
             "outputs": list(config.output_names),
             "normalization": config.to_dict()["normalization"],
             "metrics": outcome.metrics,
+            "gate": outcome.gate,
             "training": {
                 "seconds": round(history.seconds, 3),
                 "epochs_run": len(history.train_loss),
@@ -352,28 +489,43 @@ def _publish(
 
 
 def comparison_table(outcomes: list[Outcome], task: str) -> str:
-    """The LSTM vs GRU table `--cell both` prints: error, size, training and inference time."""
+    """The LSTM vs GRU table `--cell both` prints: error (next to every baseline), size, training
+    and inference time, and whether each cell was published and promoted."""
+
+    def status(o: Outcome) -> str:
+        if o.error:
+            return "export failed"
+        return "promoted" if o.gate.get("promoted") else "not promoted"
+
     if task == "forecast":
-        header = ["cell", "MAE stream", "MASE stream", "MASE window", "params", "train s", "µs/step"]
+        header = ["model", "MAE", "RMSE", "MASE", "MAPE %", "MASE window", "params", "train s", "µs/step", "gate"]
+
+        def mape(m: dict[str, Any]) -> str:
+            return "-" if m.get("mape") is None else f"{m['mape']:.3f}"
+
         rows = [
             [
                 o.cell,
                 f"{o.metrics['streaming']['mae']:.4g}",
+                f"{o.metrics['streaming']['rmse']:.4g}",
                 f"{o.metrics['streaming']['mase']:.3f}",
+                mape(o.metrics["streaming"]),
                 f"{o.metrics['windowed']['mase']:.3f}",
                 str(o.model.num_parameters()),
                 f"{o.history.seconds:.1f}",
-                f"{o.inference_us_per_step:.0f}",
+                f"{o.inference_us_per_step:.0f}" if not o.error else "-",
+                status(o),
             ]
             for o in outcomes
         ]
-        naive = outcomes[0].metrics["naive"]
-        rows.append(["naive", f"{naive['mae']:.4g}", f"{naive['mase']:.3f}", f"{naive['mase']:.3f}", "-", "-", "-"])
-        for key, value in outcomes[0].metrics.items():
-            if key.startswith("seasonal_naive"):
-                rows.append([key, f"{value['mae']:.4g}", f"{value['mase']:.3f}", f"{value['mase']:.3f}", "-", "-", "-"])
+        metrics = outcomes[0].metrics
+        for name in metrics["baselines"]:
+            m = metrics[name]
+            rows.append(
+                [name, f"{m['mae']:.4g}", f"{m['rmse']:.4g}", f"{m['mase']:.3f}", mape(m), "-", "-", "-", "-", "-"]
+            )
     else:
-        header = ["cell", "accuracy", "macro-F1", "params", "train s", "µs/step"]
+        header = ["model", "accuracy", "macro-F1", "params", "train s", "µs/step", "gate"]
         rows = [
             [
                 o.cell,
@@ -381,12 +533,13 @@ def comparison_table(outcomes: list[Outcome], task: str) -> str:
                 f"{o.metrics['model']['macro_f1']:.3f}",
                 str(o.model.num_parameters()),
                 f"{o.history.seconds:.1f}",
-                f"{o.inference_us_per_step:.0f}",
+                f"{o.inference_us_per_step:.0f}" if not o.error else "-",
+                status(o),
             ]
             for o in outcomes
         ]
         maj = outcomes[0].metrics["majority"]
-        rows.append(["majority", f"{maj['accuracy']:.3f}", f"{maj['macro_f1']:.3f}", "-", "-", "-"])
+        rows.append(["majority", f"{maj['accuracy']:.3f}", f"{maj['macro_f1']:.3f}", "-", "-", "-", "-"])
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))

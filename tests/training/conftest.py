@@ -32,6 +32,7 @@ def forecast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[O
     """Small LSTM and GRU on the electricity preset (real data), published as <name>-lstm/-gru."""
     repo = tmp_path_factory.mktemp("forecast_repo")
     argv = ["--preset", "electricity", "--cell", "both", "--hidden", "16", "--epochs", "4", "--lr", "0.003"]
+    argv += ["--baselines", "naive"]  # the statsforecast baselines are tested in test_quality.py
     settings = settings_from([*argv, "--repository", str(repo), "--name", "elec", "--quiet"])
     return repo, train_and_publish(settings)
 

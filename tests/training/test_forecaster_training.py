@@ -23,6 +23,7 @@ def _train(tmp_path: Path, data: Path, target: str, season: str, *extra: str) ->
     from training.pipeline import train_and_publish
 
     argv = ["--data", str(data), "--target", target, "--season", season, "--epochs", "4", "--quiet", *extra]
+    argv += ["--baselines", "naive"]  # statsforecast baselines: test_quality.py
     settings = settings_from([*argv, "--repository", str(tmp_path), "--name", "m"])
     train_and_publish(settings)
     entry = tmp_path / "m" / "1"

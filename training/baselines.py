@@ -1,0 +1,218 @@
+"""The baselines a forecaster has to beat, on exactly the model's test origins.
+
+Every baseline forecasts, for each origin t (a pair index of `ForecastData`), the targets at
+t+1..t+h from readings up to t only, and is fitted on the training block only: the same split and
+origins as the model's own evaluation, so the numbers side by side compare like with like.
+
+- `naive`: every future step equals the last reading.
+- `seasonal_naive_<s>` for every season s given: y[t+k] = y[t+k-s*ceil(k/s)], already observed.
+- statsforecast (the [train] extra), fitted once on the training block and rolled forward with
+  the fitted parameters (no refit per origin, as a served model is not refitted either):
+  - `mstl_autoets` for seasonal series: MSTL over all the seasons, AutoETS on the deseasonalised
+    series, forecasting the trend while each seasonal component repeats its last cycle (see
+    `_mstl_autoets` for how it is rolled over the origins cheaply).
+  - `autoets` and `autoarima` for short (or non-seasonal) series, with the shortest season when it
+    is short enough for them, rolled forward by their `forward` (fixed parameters, states from
+    the data up to the origin).
+  A statistical model that fails or is not installed is left out and the reason is recorded;
+  the naive baselines are always there.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from training.data import ForecastData
+
+# Series with at most this many training rows count as "short": AutoETS and AutoARIMA are fitted
+# on them (on longer ones AutoARIMA's search takes minutes and MSTL covers the seasonal case).
+SHORT_SERIES_ROWS = 1000
+# ETS and ARIMA seasonal fits above this season length are slow or unsupported; use non-seasonal.
+MAX_ETS_SEASON = 24
+
+
+@dataclass
+class Baselines:
+    """Predictions [P, T*h] of every baseline over the same pairs, with how each was made."""
+
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)
+    descriptions: dict[str, str] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)  # statistical model -> why it is absent
+
+    def add(self, name: str, prediction: np.ndarray, description: str, seconds: float = 0.0) -> None:
+        self.predictions[name] = prediction
+        self.descriptions[name] = description
+        self.seconds[name] = round(seconds, 3)
+
+    @property
+    def naive_names(self) -> list[str]:
+        """The baselines the quality gate uses: naive and every seasonal naive."""
+        return [n for n in self.predictions if n == "naive" or n.startswith("seasonal_naive_")]
+
+
+def naive_forecast(data: ForecastData, pairs: np.ndarray) -> np.ndarray:
+    """[P, T*h]: the last observed target value repeated over the horizon."""
+    last = data.targets[pairs]  # [P, T]
+    return np.repeat(last, data.horizon, axis=1)
+
+
+def seasonal_naive_forecast(data: ForecastData, pairs: np.ndarray, season: int) -> np.ndarray:
+    """[P, T*h]: the value one (or more) seasons before each future step, all already observed."""
+    cols = []
+    for j in range(len(data.target_names)):
+        for k in range(1, data.horizon + 1):
+            back = season * int(np.ceil(k / season))
+            idx = pairs + k - back
+            cols.append(data.targets[np.clip(idx, 0, None), j])
+    return np.stack(cols, axis=1)
+
+
+def _columns(data: ForecastData, per_target: list[np.ndarray]) -> np.ndarray:
+    """[T] arrays of [P, h] -> [P, T*h] in the target-major output order."""
+    return np.concatenate(per_target, axis=1)
+
+
+def _usable_seasons(seasons: Sequence[int], train_rows: int) -> list[int]:
+    """Seasons MSTL can estimate: at least two full cycles in the training block."""
+    return sorted({s for s in seasons if s > 1 and 2 * s < train_rows})
+
+
+def _decompose(segment: np.ndarray, seasons: list[int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """MSTL of `segment`: (sum of its seasonal components [len], each component's last cycle)."""
+    from statsforecast.mstl import mstl
+
+    frame = mstl(segment, seasons)
+    columns = [c for c in frame.columns if c.startswith("seasonal")]
+    cycles = [frame[c].to_numpy()[-s:] for c, s in zip(columns, seasons, strict=True)]
+    return frame[columns].to_numpy().sum(axis=1), cycles
+
+
+def _mstl_autoets(y: np.ndarray, train_rows: int, seasons: list[int], pairs: np.ndarray, h: int) -> np.ndarray:
+    """MSTL + AutoETS forecasts from every origin in `pairs`, fitted once on the training block.
+
+    What statsforecast's `MSTL.forward` does at each origin (decompose the whole history, repeat
+    each seasonal component's last cycle, run the fitted ETS over the deseasonalised history),
+    except that the decomposition is refreshed once per shortest season instead of at every
+    origin: an STL fit of a few thousand readings takes seconds, one per origin would take many
+    minutes. Between refreshes the new readings are deseasonalised with the repeated cycles.
+    """
+    from statsforecast.models import AutoETS
+
+    seasonal, _ = _decompose(y[:train_rows], seasons)
+    ets = AutoETS(model="ZZN").fit(y[:train_rows] - seasonal)
+    refresh = seasons[0]
+    out = np.empty((len(pairs), h))
+    for block in range(0, len(pairs), refresh):
+        origin = int(pairs[block])
+        seasonal, cycles = _decompose(y[: origin + 1], seasons)
+        steps = np.arange(refresh + h)
+        future = sum(cycle[steps % len(cycle)] for cycle in cycles)
+        deseasonalised = y[: origin + 1] - seasonal
+        for row, t in enumerate(pairs[block : block + refresh], start=block):
+            k = int(t) - origin
+            history = np.concatenate([deseasonalised, y[origin + 1 : t + 1] - future[:k]])
+            out[row] = ets.forward(y=history, h=h)["mean"] + future[k : k + h]
+    return out
+
+
+def _rolled(model: object, y: np.ndarray, pairs: np.ndarray, h: int) -> np.ndarray:
+    """Forecasts from each origin with a fitted statsforecast model's `forward` (no refit)."""
+    out = np.empty((len(pairs), h))
+    for row, t in enumerate(pairs):
+        out[row] = model.forward(y=y[: t + 1], h=h)["mean"]  # type: ignore[attr-defined]
+    return out
+
+
+def _ets_season(seasons: Sequence[int], train_rows: int) -> int:
+    short = [s for s in sorted(seasons) if 1 < s <= MAX_ETS_SEASON and 2 * s < train_rows]
+    return short[0] if short else 1
+
+
+def statistical_forecasts(
+    data: ForecastData,
+    pairs: np.ndarray,
+    seasons: Sequence[int],
+    baselines: Baselines,
+    report: Callable[[str], None] = print,
+) -> None:
+    """Add the statsforecast baselines that suit this series to `baselines` (see module doc)."""
+    try:
+        from statsforecast.models import AutoARIMA, AutoETS
+    except ImportError as exc:
+        baselines.skipped["statsforecast"] = f"not installed ({exc}); install the [train] extra"
+        return
+    train_rows, h = data.train_rows, data.horizon
+    usable = _usable_seasons(seasons, train_rows)
+    short = train_rows <= SHORT_SERIES_ROWS
+    m = _ets_season(seasons, train_rows)
+    plans: list[tuple[str, str, Callable[[np.ndarray], np.ndarray]]] = []
+    if usable:
+        plans.append(
+            (
+                "mstl_autoets",
+                f"statsforecast MSTL(seasons {usable}) + AutoETS(ZZN) on the deseasonalised series; "
+                "fitted on the training block, seasonal cycles repeated, ETS run forward without refit",
+                lambda y: _mstl_autoets(y, train_rows, usable, pairs, h),
+            )
+        )
+    if short or not usable:
+        plans.append(
+            (
+                "autoets",
+                f"statsforecast AutoETS(season {m}) fitted on the training block, rolled forward without refit",
+                lambda y: _rolled(AutoETS(season_length=m).fit(y[:train_rows]), y, pairs, h),
+            )
+        )
+    if short:
+        plans.append(
+            (
+                "autoarima",
+                f"statsforecast AutoARIMA(season {m}) fitted on the training block, rolled forward without refit",
+                lambda y: _rolled(AutoARIMA(season_length=m).fit(y[:train_rows]), y, pairs, h),
+            )
+        )
+    for name, description, run in plans:
+        start = time.perf_counter()
+        try:
+            with warnings.catch_warnings(), np.errstate(all="ignore"):
+                warnings.simplefilter("ignore")
+                per_target = [run(data.targets[:, j].astype(np.float64)) for j in range(len(data.target_names))]
+            prediction = _columns(data, per_target)
+        except Exception as exc:  # a statistical fit failing must not stop training; say why
+            baselines.skipped[name] = f"{type(exc).__name__}: {exc}"
+            report(f"baseline {name} skipped: {type(exc).__name__}: {exc}")
+            continue
+        if not np.all(np.isfinite(prediction)):
+            baselines.skipped[name] = "non-finite forecasts"
+            report(f"baseline {name} skipped: non-finite forecasts")
+            continue
+        baselines.add(name, prediction, description, time.perf_counter() - start)
+
+
+def compute_baselines(
+    data: ForecastData,
+    pairs: np.ndarray,
+    seasons: Sequence[int],
+    *,
+    statistical: bool = True,
+    report: Callable[[str], None] = print,
+) -> Baselines:
+    """Every baseline's forecasts over `pairs` (the test origins)."""
+    baselines = Baselines()
+    baselines.add("naive", naive_forecast(data, pairs), "last observed value, repeated over the horizon")
+    for season in sorted(set(seasons)):
+        if season > 1:
+            baselines.add(
+                f"seasonal_naive_{season}",
+                seasonal_naive_forecast(data, pairs, season),
+                f"value one season ({season} steps) before each forecast step",
+            )
+    if statistical:
+        statistical_forecasts(data, pairs, seasons, baselines, report)
+    return baselines

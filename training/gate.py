@@ -1,0 +1,64 @@
+"""The quality gate: a version that does not beat the simplest baselines is not promoted.
+
+Forecasting: the model's streaming test MAE (the numbers the service would produce) must be
+strictly lower than the best of naive and every seasonal naive on the same test origins.
+Classification: test accuracy must be strictly higher than always predicting the training
+split's majority class.
+
+The decision is written, identically, into the version's manifest (`gate`) and into the ONNX
+file's metadata (`seqserve.gate`), so the service can read it from either. Shape (the shared
+contract with the service):
+
+    {"promoted": bool, "reason": str, "metric": str, "model": float,
+     "best_baseline": str, "best_baseline_value": float}
+
+A version is still written when it fails the gate (it can be pinned explicitly and inspected);
+the service's default version is the highest promoted one. `--allow-worse` promotes it anyway
+and says so in `reason`.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+GATE_KEY = "seqserve.gate"
+# `seqserve train` exits with this code when a version was written but not promoted.
+EXIT_NOT_PROMOTED = 3
+
+
+def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False) -> dict[str, Any]:
+    """The gate record for one trained model from its test metrics."""
+    if task == "forecast":
+        metric = "mae"
+        model = float(metrics["streaming"]["mae"])
+        baseline = str(metrics["best_naive_baseline"])
+        value = float(metrics[baseline]["mae"])
+        better = model < value
+        comparison = f"streaming test MAE {model:.6g} {'<' if better else '>='} {baseline} {value:.6g}"
+    else:
+        metric = "accuracy"
+        model = float(metrics["model"]["accuracy"])
+        baseline = "majority"
+        value = float(metrics["majority"]["accuracy"])
+        better = model > value
+        comparison = f"test accuracy {model:.4f} {'>' if better else '<='} majority class {value:.4f}"
+    if better:
+        reason = f"beats the best naive baseline: {comparison}"
+    elif allow_worse:
+        reason = f"promoted by --allow-worse although it does not beat the best naive baseline: {comparison}"
+    else:
+        reason = f"does not beat the best naive baseline: {comparison}"
+    return {
+        "promoted": bool(better or allow_worse),
+        "reason": reason,
+        "metric": metric,
+        "model": model,
+        "best_baseline": baseline,
+        "best_baseline_value": value,
+    }
+
+
+def to_metadata(gate: dict[str, Any]) -> str:
+    """The `seqserve.gate` ONNX metadata value: the same JSON object as the manifest's `gate`."""
+    return json.dumps(gate, sort_keys=True)
