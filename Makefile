@@ -13,7 +13,7 @@ DEFAULT_MODEL ?= electricity
 SYSTEM_PACKAGES := redis-server nginx podman runc debootstrap util-linux curl wrk chromium
 SYSTEM_COMMANDS := redis-server nginx podman runc debootstrap nsenter curl wrk chromium
 
-.PHONY: run test lint install system-deps train-default serve clean bench grpc-stubs
+.PHONY: run test lint install system-deps train-default serve clean bench grpc-stubs quality
 
 install: $(STAMP)
 
@@ -55,6 +55,10 @@ test: $(STAMP) system-deps
 
 bench: $(STAMP)
 	$(PY) -m bench.run --rounds 2
+
+# docs/quality.md: every bundled dataset trained as a user would, against every baseline (minutes).
+quality: $(STAMP)
+	$(PY) -m bench.quality --output docs/quality.md
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -207,7 +207,8 @@ def test_cell_both_publishes_the_cell_that_passes(
 def two_targets(tmp_path: Path) -> Path:
     """co2 and its yearly running mean as two targets: the plain RecurrentModel path (the
     history-state forecaster takes one target)."""
-    frame = pd.read_csv(CO2).interpolate(limit_direction="both")
+    frame = pd.read_csv(CO2)
+    frame["co2_ppm"] = frame["co2_ppm"].interpolate(limit_direction="both")
     frame["co2_trend"] = frame["co2_ppm"].rolling(52, min_periods=1).mean()
     path = tmp_path / "co2_two.csv"
     frame.to_csv(path, index=False)

@@ -1,0 +1,270 @@
+"""Forecast quality on the bundled datasets, seqserve against every baseline, in one run.
+
+`make quality` (`python -m bench.quality`) trains each case below exactly as a user would with
+`seqserve train` (the same settings resolution, split, evaluation and quality gate), into a
+temporary repository, and writes docs/quality.md: one table per dataset with the model next to
+naive, every seasonal naive and the statsforecast models, all measured in this run on the same
+test origins, with the commit measured.
+
+    python -m bench.quality                       # every case -> docs/quality.md
+    python -m bench.quality --cases co2,sunspots --output /tmp/q.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+DATASETS = ROOT / "training" / "datasets"
+ELECTRICITY = str(DATASETS / "electricity_halfhourly" / "electricity_halfhourly.csv")
+CO2 = str(DATASETS / "co2_weekly" / "co2_weekly.csv")
+US_MACRO = str(DATASETS / "us_macro_quarterly" / "us_macro_quarterly.csv")
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    argv: tuple[str, ...]
+    note: str = ""
+
+
+CASES: tuple[Case, ...] = (
+    Case("electricity", "electricity, 1 step ahead", ("--preset", "electricity")),
+    Case(
+        "electricity-day-ahead",
+        "electricity, day ahead (48 half-hours), Taylor's design",
+        ("--preset", "electricity", "--horizon", "48", "--val-fraction", "0.08334", "--test-fraction", "0.33333"),
+        "Taylor (2003): fit on the first 8 weeks, test on the last 4; here 7 weeks train, 1 week validation "
+        "(early stopping, transform choice), and every origin of the last 4 weeks forecasts leads 1-48. "
+        "Headline: mean MAPE over leads 1-48 (the MAPE column).",
+    ),
+    Case(
+        "electricity-default",
+        "electricity, 1 step ahead, default flags",
+        ("--data", ELECTRICITY, "--target", "demand_mw", "--season", "48,336", "--name", "electricity-default"),
+        "Only --data, --target and --season, as a new user would start.",
+    ),
+    Case("co2", "co2 (weekly, trend + yearly season), 4 steps ahead", ("--preset", "co2")),
+    Case(
+        "co2-default",
+        "co2, 1 step ahead, default flags",
+        ("--data", CO2, "--target", "co2_ppm", "--season", "52", "--name", "co2-default"),
+        "Only --data, --target and --season.",
+    ),
+    Case("sunspots", "sunspots (yearly), 1 step ahead", ("--preset", "sunspots")),
+    Case(
+        "us-gdp",
+        "US real GDP (quarterly, trend), 1 step ahead, default flags",
+        ("--data", US_MACRO, "--target", "realgdp", "--season", "4", "--name", "us-gdp"),
+        "Only --data, --target and --season (4 quarters).",
+    ),
+    Case("vowels", "Japanese vowels, speaker classification", ("--preset", "vowels")),
+)
+
+
+def _log(message: str) -> None:
+    print(f"[quality {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def commit_measured() -> str:
+    """Short hash of HEAD, marked `+local changes` when training/ or models/ differ from it."""
+    try:
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "training", "models"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return os.environ.get("QUALITY_COMMIT", "unknown")
+    sha = os.environ.get("QUALITY_COMMIT", sha) or "unknown"
+    return f"{sha} +local changes" if dirty else sha
+
+
+def run_case(case: Case, repository: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Train one case as `seqserve train` would; returns what the tables need."""
+    from training.cli import add_arguments, resolve
+    from training.pipeline import train_and_publish
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([*case.argv, *extra, "--repository", str(repository / case.key), "--quiet"])
+    settings = resolve(args)
+    start = time.perf_counter()
+    outcomes = train_and_publish(settings)
+    seconds = time.perf_counter() - start
+    return {
+        "case": case,
+        "settings": settings,
+        "seconds": seconds,
+        "outcomes": [
+            {
+                "cell": o.cell,
+                "metrics": o.metrics,
+                "gate": o.gate,
+                "train_seconds": o.history.seconds,
+                "parameters": o.model.num_parameters(),
+                "error": o.error,
+            }
+            for o in outcomes
+        ],
+    }
+
+
+def _num(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.{digits}g}"
+
+
+def _forecast_table(result: dict[str, Any]) -> list[str]:
+    first = result["outcomes"][0]["metrics"]
+    h = result["settings"].horizon
+    lines = [
+        f"Test origins {first['test_origins'][0]}–{first['test_origins'][1]} ({first['test_pairs']}), "
+        f"horizon {h}; best baseline: `{first['best_baseline']}`.",
+        "",
+        "| model | MAE | RMSE | MASE | MAPE % | fit s | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for outcome in result["outcomes"]:
+        m = outcome["metrics"]
+        s = m["streaming"]
+        transform = (m.get("transform") or {}).get("chosen", "-")
+        verdict = "promoted" if outcome["gate"].get("promoted") else "**not promoted**"
+        notes = f"transform {transform}; {outcome['parameters']} parameters; gate: {verdict}"
+        lines.append(
+            f"| **seqserve {outcome['cell'].upper()}** (streaming) | **{_num(s['mae'])}** | {_num(s['rmse'])} | "
+            f"{_num(s['mase'], 3)} | {_num(s['mape'], 3)} | {outcome['train_seconds']:.0f} | {notes} |"
+        )
+    for name, info in first["baselines"].items():
+        m = first[name]
+        lines.append(
+            f"| {name} | {_num(m['mae'])} | {_num(m['rmse'])} | {_num(m['mase'], 3)} | {_num(m['mape'], 3)} | "
+            f"{info['seconds']:.0f} | {info['description']} |"
+        )
+    for name, why in first.get("baselines_skipped", {}).items():
+        lines.append(f"| {name} | - | - | - | - | - | not run: {why} |")
+    if h > 1:
+        leads = sorted({1, max(1, h // 4), max(1, h // 2), h})
+        lines += [
+            "",
+            "MAPE % by lead time:",
+            "",
+            "| model | " + " | ".join(f"lead {k}" for k in leads) + " | mean |",
+            "| --- | " + " | ".join("---:" for _ in leads) + " | ---: |",
+        ]
+        rows = [(f"seqserve {o['cell'].upper()}", o["metrics"]["streaming"]) for o in result["outcomes"]]
+        rows += [(name, first[name]) for name in first["baselines"]]
+        for name, m in rows:
+            by = m["by_lead"]["mape"]
+            lines.append(f"| {name} | " + " | ".join(_num(by[k - 1], 3) for k in leads) + f" | {_num(m['mape'], 3)} |")
+    return lines
+
+
+def _classify_table(result: dict[str, Any]) -> list[str]:
+    lines = ["| model | accuracy | macro-F1 | fit s | notes |", "| --- | ---: | ---: | ---: | --- |"]
+    for outcome in result["outcomes"]:
+        m = outcome["metrics"]["model"]
+        verdict = "promoted" if outcome["gate"].get("promoted") else "**not promoted**"
+        lines.append(
+            f"| **seqserve {outcome['cell'].upper()}** | **{m['accuracy']:.4f}** | {m['macro_f1']:.4f} | "
+            f"{outcome['train_seconds']:.0f} | {outcome['parameters']} parameters; gate: {verdict} |"
+        )
+    majority = result["outcomes"][0]["metrics"]["majority"]
+    lines.append(
+        f"| majority class ({majority['class']}) | {majority['accuracy']:.4f} | {majority['macro_f1']:.4f} | 0 | |"
+    )
+    return lines
+
+
+def render(results: list[dict[str, Any]], commit: str, started: datetime, load: str) -> str:
+    lines = [
+        "# Forecast quality: seqserve against honest baselines",
+        "",
+        f"Produced by `make quality` (`python -m bench.quality`) at commit `{commit}`, "
+        f"{started.strftime('%Y-%m-%d %H:%M UTC')}, Python {platform.python_version()} on "
+        f"{os.cpu_count()} CPU cores. The machine was shared with other work while this ran "
+        f"(load average {load} at the start), so the seconds are noisy; the errors are not (seeded, CPU).",
+        "",
+        "How to read the tables:",
+        "",
+        "- Every row of a table is measured in this run on the same chronological split (70/15/15 unless "
+        "stated) and the same test origins. The seqserve row is what the service would answer: one "
+        "session streamed from the first row (`streaming`).",
+        "- Baselines are fitted on the training block only (training/baselines.py): `naive` (last value), "
+        "`seasonal_naive_<s>` for every season given, and statsforecast's MSTL + AutoETS (seasonal "
+        "series), AutoETS and AutoARIMA (short series), rolled over the test origins with their fitted "
+        "parameters (no refit).",
+        "- MASE divides by the in-sample MAE of the one-step naive forecast on the training block; "
+        "MAPE is over non-zero actual values. `fit s` is training time (baselines: fit and roll).",
+        "- Gate: a version that does not beat the best of naive and the seasonal naives on test is "
+        "written but not promoted (the service keeps serving the previous version by default).",
+        "",
+    ]
+    for result in results:
+        case: Case = result["case"]
+        lines += [f"## {case.title}", "", f"`seqserve train {' '.join(_shown(case.argv))}`", ""]
+        if case.note:
+            lines += [case.note, ""]
+        if result.get("error"):
+            lines += [f"Failed: {result['error']}", ""]
+            continue
+        task = result["settings"].task
+        lines += _forecast_table(result) if task == "forecast" else _classify_table(result)
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _shown(argv: tuple[str, ...]) -> list[str]:
+    """Flags as a user would type them (bundled paths relative to the repository)."""
+    return [str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a for a in argv]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", help=f"comma-separated subset of {[c.key for c in CASES]}")
+    parser.add_argument("--output", default=str(ROOT / "docs" / "quality.md"))
+    parser.add_argument("--extra", default="", help="flags added to every case (e.g. '--epochs 1' for a smoke run)")
+    args = parser.parse_args(argv)
+    chosen = [c for c in CASES if not args.cases or c.key in args.cases.split(",")]
+    unknown = set(args.cases.split(",")) - {c.key for c in CASES} if args.cases else set()
+    if unknown:
+        parser.error(f"unknown case(s) {sorted(unknown)}")
+    started = datetime.now(UTC)
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    commit = commit_measured()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+        for case in chosen:
+            _log(f"{case.key}: training")
+            try:
+                result = run_case(case, Path(tmp), tuple(args.extra.split()))
+            except Exception as exc:  # one failing case must not lose the others' numbers
+                _log(f"{case.key}: FAILED {type(exc).__name__}: {exc}")
+                result = {"case": case, "error": f"{type(exc).__name__}: {exc}"}
+            else:
+                _log(f"{case.key}: done in {result['seconds']:.0f}s")
+            results.append(result)
+    Path(args.output).write_text(render(results, commit, started, load))
+    _log(f"wrote {args.output}")
+    return 1 if any(r.get("error") for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
