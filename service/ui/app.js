@@ -153,7 +153,11 @@ async function renderModels() {
     const manifests = await Promise.all(versions.map((v) =>
       api(`/v1/models/${encodeURIComponent(model.name)}/versions/${v.version}/manifest`).catch(() => ({}))));
     const card = el("div", { class: "model", "data-testid": "model-card", "data-model": model.name });
-    const latest = versions[0];
+    // The version unpinned requests and new sessions get (the highest promoted one when the
+    // service knows about quality gates; older services only say which is the latest).
+    const defaultVersion = model.default ?? model.latest;
+    const shownIndex = Math.max(0, versions.findIndex((v) => v.version === defaultVersion));
+    const latest = versions[shownIndex];
     card.append(el("h3", { class: "name" }, model.name,
       el("span", { class: "badge", text: `${latest.cell.toUpperCase()} · ${latest.num_layers}×${latest.hidden_size}` }),
       el("span", { class: "muted", style: "font-weight:400;font-size:13px", text: `${latest.features.join(", ")} → ${latest.outputs.join(", ")}` })));
@@ -165,7 +169,7 @@ async function renderModels() {
     versions.forEach((v, i) => {
       const gate = manifests[i].gate || v.gate || null;
       body.append(el("tr", { "data-version": String(v.version) },
-        el("td", { text: `v${v.version}` + (v.version === model.latest ? " (latest)" : "") }),
+        el("td", { text: `v${v.version}` + (v.version === defaultVersion ? " (default)" : "") }),
         el("td", { text: (manifests[i].created || v.created || "–").replace("T", " ").replace("+00:00", " UTC") }),
         el("td", { class: "mono", text: (v.provider || "").replace("ExecutionProvider", "") }),
         el("td", {}, gateBadge(gate))));
@@ -173,7 +177,7 @@ async function renderModels() {
     table.append(body);
     card.append(el("div", { class: "table-wrap" }, table));
 
-    const top = manifests[0];
+    const top = manifests[shownIndex];
     const gate = top.gate || latest.gate || null;
     card.append(el("h3", { text: `v${latest.version} on the test split` }));
     card.append(metricTable(top.metrics || latest.metrics, gate));
@@ -248,8 +252,9 @@ const PASTE = "__paste__";
 
 function liveModels() {
   return state.models.map((m) => {
-    const latest = m.versions.find((v) => v.version === m.latest) || m.versions[m.versions.length - 1];
-    return { name: m.name, version: latest.version, info: latest };
+    const wanted = m.default ?? m.latest;
+    const chosen = m.versions.find((v) => v.version === wanted) || m.versions[m.versions.length - 1];
+    return { name: m.name, version: chosen.version, info: chosen };
   });
 }
 
@@ -257,7 +262,7 @@ function fillLiveControls() {
   const modelSelect = $("#live-model");
   const chosen = modelSelect.value;
   modelSelect.replaceChildren(...liveModels().map((m) =>
-    el("option", { value: m.name, text: `${m.name} (v${m.version}, ${m.info.features.length} feature${m.info.features.length === 1 ? "" : "s"})` })));
+    el("option", { value: m.name, "data-version": String(m.version), text: `${m.name} (v${m.version}, ${m.info.features.length} feature${m.info.features.length === 1 ? "" : "s"})` })));
   const preferred = liveModels().find((m) => m.info.head !== "classification" && m.info.features.length === 1);
   if (chosen && liveModels().some((m) => m.name === chosen)) modelSelect.value = chosen;
   else if (preferred) modelSelect.value = preferred.name;
@@ -321,9 +326,17 @@ class LiveRun {
   }
 
   async start() {
-    const created = await api(`/v1/models/${encodeURIComponent(this.model.name)}/sessions`, {
-      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ version: this.model.version }),
-    });
+    const path = `/v1/models/${encodeURIComponent(this.model.name)}/sessions`;
+    const create = (body) => api(path, { method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body) });
+    let created;
+    if (this.startTime) {
+      // A model with a clock learns the phase (time of day, week...) from the first reading's time.
+      created = await create({ version: this.model.version, start_time: this.startTime }).catch((error) => {
+        if (error instanceof ApiError && error.status === 422) return null; // a time it cannot read: go without
+        throw error;
+      });
+    }
+    if (!created) created = await create({ version: this.model.version });
     this.sessionId = created.session_id;
     $("#live-session").textContent = this.sessionId.slice(0, 10) + "…";
     $("#live-session").title = this.sessionId;
@@ -429,6 +442,7 @@ async function startLive(event) {
     return;
   }
   let rows;
+  let startTime = null;
   try {
     const choice = $("#live-dataset").value;
     if (choice === PASTE) {
@@ -437,6 +451,9 @@ async function startLive(event) {
       if (features !== 1) throw new Error(`${model.name} takes ${features} features per reading; bundled series have one. Paste numbers instead.`);
       const series = await api(`/v1/ui/datasets/${encodeURIComponent(choice)}`);
       rows = series.values.map((v) => [v]);
+      const first = (series.timestamps || [])[0];
+      if (model.info.clock && /^\d{4}-\d{2}-\d{2}$/.test(first || "")) startTime = first + "T00:00:00Z";
+      else if (model.info.clock && /^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}/.test(first || "")) startTime = first;
     }
   } catch (error) {
     notice(error.message);
@@ -455,6 +472,7 @@ async function startLive(event) {
   $("#live-start").disabled = true;
   $("#live-stop").disabled = false;
   const run = new LiveRun(model, rows, speed > 0 ? 1000 / speed : 0, chart);
+  run.startTime = startTime;
   state.live = run;
   try {
     await run.start();

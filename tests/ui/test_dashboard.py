@@ -54,8 +54,9 @@ def test_page_lists_models_with_the_api_numbers(page, ui_server):
     assert versions == ["2", "1"]
     gates = demand.locator("[data-gate]").evaluate_all("bs => bs.map(b => b.dataset.gate)")
     assert gates == ["held", "promoted"]
-    # the metrics table shows the newest version's manifest, every number as the API gives it
-    manifest = httpx.get(f"{ui_server.url}/v1/models/demand/versions/2/manifest", timeout=10).json()
+    # the metrics table shows the default version's manifest, every number as the API gives it
+    default = next(m for m in api if m["name"] == "demand").get("default", 2)
+    manifest = httpx.get(f"{ui_server.url}/v1/models/demand/versions/{default}/manifest", timeout=10).json()
     shown = demand.locator("td[data-metric]").evaluate_all(
         "cs => cs.map(c => [c.closest('tr').dataset.row, c.dataset.metric, c.dataset.value])"
     )
@@ -113,7 +114,9 @@ def test_live_view_streams_and_draws_forecast_against_actual(page, ui_server):
 
     # the same readings through the API: the page's running errors are what these outputs give
     x = electricity()[:n]
-    whole = httpx.post(f"{ui_server.url}/v1/models/demand/predict", json={"inputs": [x.tolist()]}, timeout=30).json()
+    version = int(page.locator("#live-model option:checked").get_attribute("data-version"))
+    body = {"inputs": [x.tolist()], "version": version}
+    whole = httpx.post(f"{ui_server.url}/v1/models/demand/predict", json=body, timeout=30).json()
     forecast = np.asarray(whole["outputs"][0], dtype=np.float64)[:, 0]
     actual = x[:, 0].astype(np.float64)
     mae = np.mean(np.abs(forecast[:-1] - actual[1:]))
