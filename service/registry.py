@@ -30,7 +30,8 @@ import onnxruntime as ort
 
 from models.config import METADATA_KEY, ConfigError, ModelConfig
 from service.errors import ModelNotFound, VersionNotFound
-from service.repository import RepositoryEntry, scan_repository
+from service.fileio import call_with_timeout, read_file
+from service.repository import MAX_MODEL_BYTES, RepositoryEntry, scan_repository
 from service.settings import Settings
 
 log = logging.getLogger("seqserve.registry")
@@ -181,15 +182,14 @@ class LoadedModel:
         }
 
 
-def file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
+def read_model_file(entry: RepositoryEntry, timeout: float) -> bytes:
+    """model.onnx's bytes (read once: ONNX Runtime loads them and the fingerprint hashes
+    them), with the repository's timeout and regular-file check (service/fileio.py)."""
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        return read_file(entry.model_path, MAX_MODEL_BYTES, timeout)
     except OSError as exc:
-        raise ModelLoadError(f"cannot read model.onnx: {exc.strerror}") from exc
-    return digest.hexdigest()
+        reason = exc.strerror if exc.strerror else str(exc)
+        raise ModelLoadError(f"{entry.name} v{entry.version}: cannot read model.onnx: {reason}") from exc
 
 
 Runner = Callable[[np.ndarray, tuple[np.ndarray, ...]], tuple[np.ndarray, tuple[np.ndarray, ...]]]
@@ -213,9 +213,11 @@ def run_in_time_chunks(
     return outputs, state
 
 
-def _session(entry: RepositoryEntry, options: ort.SessionOptions, providers: list[str]) -> ort.InferenceSession:
+def _session(
+    entry: RepositoryEntry, data: bytes, options: ort.SessionOptions, providers: list[str]
+) -> ort.InferenceSession:
     try:
-        return ort.InferenceSession(str(entry.model_path), options, providers=providers)
+        return ort.InferenceSession(data, options, providers=providers)
     except Exception as exc:  # onnxruntime raises several unrelated types for a bad file
         reason = str(exc).replace(str(entry.model_path), "model.onnx")  # no server paths in reports
         raise ModelLoadError(f"{entry.name} v{entry.version}: cannot load model.onnx: {reason}") from exc
@@ -231,13 +233,15 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     # buffers go back to the allocator after each call (no measurable cost per step here).
     options.enable_cpu_mem_arena = settings.ort_cpu_arena
     providers = choose_providers(settings.provider)
+    timeout = settings.repository_read_timeout_seconds
+    data = read_model_file(entry, timeout)
     try:
-        session = _session(entry, options, providers)
+        session = _session(entry, data, options, providers)
     except ModelLoadError:
         if settings.provider != "auto" or providers == [CPU]:
             raise
         log.warning("CUDA could not initialise for %s v%s; falling back to CPU", entry.name, entry.version)
-        session = _session(entry, options, [CPU])
+        session = _session(entry, data, options, [CPU])
     if providers[0] == CUDA and session.get_providers()[0] != CUDA:
         if settings.provider == "cuda":
             raise ModelLoadError(
@@ -272,8 +276,8 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
         entry.path,
         session,
         session.get_providers()[0],
-        entry.manifest(),
-        file_hash(entry.model_path),
+        entry.manifest(timeout),
+        hashlib.sha256(data).hexdigest(),
         file_gate=file_gate,
     )
     model.max_chunk_elements = settings.max_chunk_elements
@@ -296,7 +300,7 @@ class ModelRegistry:
         """The repository's entries that the version policy says should be served. Under
         `latest`, the newest N versions, plus the newest promoted one when none of those is
         promoted (so that unpinned requests keep their default)."""
-        entries = scan_repository(self.settings.model_repository)
+        entries = scan_repository(self.settings.model_repository, self.settings.repository_read_timeout_seconds)
         if self.settings.version_policy == "latest":
             by_name: dict[str, list[RepositoryEntry]] = {}
             for entry in entries:
@@ -317,7 +321,7 @@ class ModelRegistry:
         loaded = self._models.get(entry.name, {}).get(entry.version)
         if loaded is not None:
             return loaded.promoted
-        gate = entry.manifest().get("gate")
+        gate = entry.manifest(self.settings.repository_read_timeout_seconds).get("gate")
         verdict = read_gate(gate, f"{entry.name} v{entry.version} manifest.json") if gate is not None else None
         return verdict is None or bool(verdict["promoted"])
 
@@ -327,7 +331,8 @@ class ModelRegistry:
         changed = []
         for model in list(self):
             before = model.promoted
-            model.refresh_gate(RepositoryEntry(model.name, model.version, model.path).manifest())
+            entry = RepositoryEntry(model.name, model.version, model.path)
+            model.refresh_gate(entry.manifest(self.settings.repository_read_timeout_seconds))
             if model.promoted != before:
                 changed.append(model.key)
         for name in {key.split("/")[0] for key in changed}:
@@ -365,7 +370,11 @@ class ModelRegistry:
         polling does not retry it until it changes ((None, None) while it is unchanged)."""
         key = f"{entry.name}/{entry.version}"
         try:
-            stamp = entry.model_path.stat().st_mtime_ns
+            stamp = call_with_timeout(
+                lambda: entry.model_path.stat().st_mtime_ns,
+                self.settings.repository_read_timeout_seconds,
+                "model.onnx stat",
+            )
         except OSError:
             stamp = 0
         if self._failed.get(key) == stamp:

@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(1, ge=0, description="ONNX Runtime intra-op threads (0: ORT default)")
     inter_op_threads: int = Field(1, ge=0)
     reload_interval_seconds: float = Field(0.0, ge=0, description="poll the repository; 0 disables")
+    repository_read_timeout_seconds: float = Field(
+        10.0, gt=0, description="a repository scan or file read slower than this is given up (hung volume)"
+    )
 
     # Sessions
     session_store: str = Field("memory", description="'memory' or a redis:// URL")

@@ -31,7 +31,9 @@ MAX_ATTEMPTS = 100
 def existing_versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         return []
-    return sorted(int(p.name) for p in model_dir.iterdir() if p.name.isdigit())
+    from service.repository import is_version_name
+
+    return sorted(int(p.name) for p in model_dir.iterdir() if is_version_name(p.name))
 
 
 def next_version(model_dir: Path) -> int:
