@@ -387,8 +387,12 @@ server-side as sessions); `sequence_position` (optional, retry-safe steps: the s
 of time steps before this request, 0 with `sequence_start`; the resend of a recent step gets
 its recorded reply, any other mismatch is 409 with the current `position`);
 `timeout` (microseconds; 504 when exceeded; a sequence step still completes and a resend with
-`sequence_position` collects it); `priority` (only 0; otherwise 400); `binary_data_output`.
-A sequence reply's `parameters.sequence_position` is the position after the step."""
+`sequence_position` collects it); `priority` (only 0; otherwise 400); `binary_data_output`;
+`start_time` (ISO 8601 time of the first reading, no offset: UTC; sets a fresh state's clock on
+a stateless request or with `sequence_start`, not with explicit state inputs).
+A sequence reply's `parameters.sequence_position` is the position after the step.
+Without `/versions/{v}`, the model's default version serves: the highest promoted by its
+quality gate (model metadata `parameters.default_version`)."""
 
 
 @router.post("/v2/models/{name}/infer", responses=INFER_ERRORS, description=INFER_DOC)

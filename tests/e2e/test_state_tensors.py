@@ -336,3 +336,41 @@ def test_forecaster_streams_exactly_through_fork_and_import(c, ring_repository, 
         np.testing.assert_array_less(np.abs(got - want[17:]), tol(want))
         assert_state(exported(c, other)["state"], whole["state"])
     assert_state(exported(c, sid)["state"], whole["state"])
+
+
+def test_grpc_sequence_with_start_time_and_every_state_output(c, ring_server):
+    """Triton's gRPC client, unchanged: a sequence started with the start_time parameter gives
+    the REST prediction, and every state tensor comes back as an output of its own shape."""
+    import tritonclient.grpc as grpcclient
+
+    rng = np.random.default_rng(17)
+    x = raw_inputs(rng, RING + 4).astype(np.float32)
+    whole = predict(c, "ring_lstm", x[None], start_time=START)
+    want = np.asarray(whole["outputs"][0])
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{ring_server.grpc_port}")
+    names = ["output", "hn", "cn", "ringn", "clockn"]
+    try:
+        outputs, t, seq = [], 0, int(rng.integers(1, 1 << 40))
+        while t < len(x):
+            n = int(rng.integers(1, 5))
+            chunk = grpcclient.InferInput("input", [1, len(x[t : t + n]), 3], "FP32")
+            chunk.set_data_from_numpy(x[None, t : t + n])
+            result = client.infer(
+                "ring_lstm",
+                [chunk],
+                outputs=[grpcclient.InferRequestedOutput(k) for k in names],
+                sequence_id=seq,
+                sequence_start=t == 0,
+                parameters={"start_time": START} if t == 0 else None,
+            )
+            outputs.append(result.as_numpy("output")[0])
+            t += n
+        np.testing.assert_array_less(np.abs(np.concatenate(outputs) - want), tol(want))
+        for k in ("h", "c", "ring", "clock"):
+            final = np.asarray(whole["state"][k], np.float32)
+            got = result.as_numpy(f"{k}n")
+            assert got.shape == final.shape, k
+            np.testing.assert_array_less(np.abs(got - final), tol(final) + 1e-12)
+        assert float(result.as_numpy("clockn")[0, 0, 0]) == (START_PHASE + len(x)) % CYCLE
+    finally:
+        client.close()
