@@ -6,6 +6,38 @@ from __future__ import annotations
 
 from typing import Any
 
+ECHO_CHARS = 80
+
+
+def echo(value: Any, limit: int = ECHO_CHARS) -> str:
+    """A client's value as an error message may show it: at most `limit` characters, nesting
+    shown two levels deep. Never a plain repr, which a deeply nested value turns into a
+    RecursionError (a 500) and a large one into megabytes of message."""
+    text = _echo(value, 2)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _echo(value: Any, depth: int) -> str:
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        return str(value) if value.bit_length() <= 64 else "<a very large integer>"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value[:ECHO_CHARS])
+    if isinstance(value, list | tuple):
+        if depth == 0:
+            return "[...]" if value else "[]"
+        inner = [_echo(v, depth - 1) for v in value[:8]]
+        return "[" + ", ".join(inner) + (", ...]" if len(value) > 8 else "]")
+    if isinstance(value, dict):
+        if depth == 0:
+            return "{...}" if value else "{}"
+        inner = [f"{_echo(k, 0)}: {_echo(v, depth - 1)}" for k, v in list(value.items())[:4]]
+        return "{" + ", ".join(inner) + (", ...}" if len(value) > 4 else "}")
+    return f"<{type(value).__name__}>"
+
 
 class ServiceError(Exception):
     status: int = 500

@@ -44,6 +44,7 @@ from service.errors import (
     PositionConflict,
     SessionExpired,
     SessionNotFound,
+    echo,
 )
 from service.registry import LoadedModel
 from service.runtime import parse_start_time
@@ -54,6 +55,7 @@ if TYPE_CHECKING:
 
 DATATYPE = "FP32"
 MAX_SEQUENCE_ID_CHARS = 128
+MAX_RANK = 8  # dimensions a tensor's shape may list (the model's take 3)
 MAX_TIMEOUT_US = 3600 * 10**6
 SEQUENCE_PARAMETERS = ("sequence_id", "sequence_start", "sequence_end", "sequence_position")
 
@@ -100,7 +102,7 @@ def parse_options(params: Mapping[str, Any]) -> Options:
     priority = params.get("priority", 0)
     if type(priority) is not int or priority != 0:
         raise Error(
-            f"priority {priority!r} is not supported: this server has a single priority level; send 0 or omit it",
+            f"priority {echo(priority)} is not supported: this server has a single priority level; send 0 or omit it",
             field="priority",
         )
     timeout = params.get("timeout")
@@ -154,7 +156,7 @@ def parse_version(version: str | None) -> int | None:
     if not version:
         return None
     if not (version.isascii() and version.isdigit()) or len(version) > 18:
-        raise Error(f"model version must be a positive integer, got {version!r}", field="version")
+        raise Error(f"model version must be a positive integer, got {echo(version)}", field="version")
     return int(version)
 
 
@@ -185,9 +187,15 @@ def check_tensor(name: Any, datatype: Any, shape: Any, model: LoadedModel, max_b
     if name not in allowed:
         raise Error(f"unknown input '{name}'; model '{model.name}' takes {allowed}", field=name)
     if datatype != DATATYPE:
-        raise Error(f"input '{name}' has datatype {datatype!r}; it must be FP32", field=name, expected=DATATYPE)
-    if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
-        raise Error(f"input '{name}': shape must be an array of non-negative integers, got {shape!r}", field=name)
+        raise Error(f"input '{name}' has datatype {echo(datatype)}; it must be FP32", field=name, expected=DATATYPE)
+    if not (
+        isinstance(shape, list) and len(shape) <= MAX_RANK and all(type(d) is int and 0 <= d < 2**63 for d in shape)
+    ):
+        raise Error(
+            f"input '{name}': shape must be an array of at most {MAX_RANK} non-negative 64-bit integers, "
+            f"got {echo(shape)}",
+            field=name,
+        )
     cfg = model.config
     if name == "input":
         if len(shape) != 3 or shape[2] != cfg.input_size or 0 in shape:
@@ -237,7 +245,9 @@ def check_outputs(names: list[str], model: LoadedModel) -> None:
     seen: set[str] = set()
     for name in names:
         if name not in model.output_names:
-            raise Error(f"unknown output {name!r}; model '{model.name}' gives {model.output_names}", field="outputs")
+            raise Error(
+                f"unknown output {echo(name)}; model '{model.name}' gives {model.output_names}", field="outputs"
+            )
         if name in seen:
             raise Error(f"output '{name}' is requested twice", field="outputs")
         seen.add(name)

@@ -15,12 +15,19 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
+from service.api.middleware import INTERNAL_ERROR
 from service.errors import ServiceError
 from service.logs import request_id
 
 log = logging.getLogger("seqserve.errors")
 
 CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
+
+
+def internal_error_body(request_id: str) -> dict:
+    """What any unexpected failure answers (500): the request id to find it in the log, and
+    nothing about the server's insides."""
+    return {**INTERNAL_ERROR, "request_id": request_id}
 
 
 def error_response(status: int, body: dict) -> Response:
@@ -50,6 +57,4 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error")
-        return error_response(
-            500, {"error": "internal error; see the server log", "code": "internal_error", "request_id": request_id()}
-        )
+        return error_response(500, internal_error_body(request_id()))

@@ -12,6 +12,7 @@ document.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -20,12 +21,15 @@ import orjson
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from service.api.errors import internal_error_body
 from service.api.middleware import log_failure, request_id_of
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
 from service.errors import BadRequest, PayloadTooLarge, ServiceError
 from service.logs import set_request_id
 from service.metrics import Metrics
+
+log = logging.getLogger("seqserve.errors")
 
 SESSIONS, STEPS = "/v1/sessions/", "/steps"
 MODELS, PREDICT = "/v1/models/", "/predict"
@@ -84,6 +88,10 @@ class FastPath:
             status = 200
         except ServiceError as exc:
             status, body = exc.status, orjson.dumps(exc.body())
+        except Exception:  # a bug: logged with its traceback, answered like every route's 500
+            set_request_id(rid.decode("latin-1"))
+            log.exception("unhandled error")
+            status, body = 500, orjson.dumps(internal_error_body(rid.decode("latin-1")))
         headers = [JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", rid)]
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})

@@ -18,6 +18,8 @@ from service.logs import set_request_id
 from service.metrics import Metrics
 
 log = logging.getLogger("seqserve.http")
+# The body of every 500, plus "request_id": nothing about the server's insides.
+INTERNAL_ERROR = {"error": "internal error; see the server log", "code": "internal_error"}
 
 # Request ids: a per-process random prefix and a counter; unique without a syscall per request.
 _PREFIX = os.urandom(4).hex().encode()
@@ -92,18 +94,26 @@ class RequestMiddleware:
             if not started:
                 await self._too_large(send, rid, limit)
             status = 413
+        except Exception:
+            # A bug below: answered here, inside this middleware, so the 500 carries the request
+            # id header like every other answer (Starlette's own handler sits outside it).
+            if started:
+                raise  # too late for an answer: the connection is closed mid-response
+            log.exception("unhandled error")
+            body = orjson.dumps({**INTERNAL_ERROR, "request_id": rid.decode("latin-1")})
+            await self._send(send, 500, rid, body)
+            status = 500
         finally:
             self._record(scope, status, start)
 
     async def _too_large(self, send: Send, rid: bytes, limit: int) -> None:
         body = orjson.dumps(PayloadTooLarge(f"request body exceeds {limit} bytes", limit="max_body_bytes").body())
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"x-request-id", rid)],
-            }
-        )
+        await self._send(send, 413, rid, body)
+
+    @staticmethod
+    async def _send(send: Send, status: int, rid: bytes, body: bytes) -> None:
+        headers = [(b"content-type", b"application/json"), (b"x-request-id", rid)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
     def _record(self, scope: Scope, status: int, start: float) -> None:

@@ -16,15 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.api.deps import services
+from service.api.errors import internal_error_body
+from service.api.middleware import request_id_of
 from service.api.sessions import parse_step_request
 from service.errors import InvalidInput, ServiceError
+from service.logs import set_request_id
 
+log = logging.getLogger("seqserve.errors")
 router = APIRouter(tags=["sessions"])
 SUBPROTOCOL = "seqserve.v1"
 
@@ -98,6 +103,13 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
                 return
     except WebSocketDisconnect:
         return
+    except Exception:  # a bug: logged, answered with the JSON 500 body, connection closed
+        rid = request_id_of(websocket.scope).decode("latin-1")
+        set_request_id(rid)
+        log.exception("unhandled error")
+        with contextlib.suppress(Exception):
+            await websocket.send_text(orjson.dumps({"status": 500, **internal_error_body(rid)}).decode())
+            await websocket.close(code=1011)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

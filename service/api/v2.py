@@ -67,7 +67,7 @@ from fastapi import APIRouter, Request, Response
 from service import inference, triton
 from service.api.deps import services
 from service.api.schemas import ErrorBody
-from service.errors import MalformedJSON
+from service.errors import MalformedJSON, echo
 from service.inference import DATATYPE, InferenceRequestError, parse_version
 from service.registry import LoadedModel
 
@@ -213,7 +213,7 @@ def _check_fields(value: Any, allowed: frozenset[str], what: str) -> dict[str, A
         raise Error(f"{what} must be a JSON object")
     unknown = value.keys() - allowed
     if unknown:
-        raise Error(f"{what} has unknown fields {sorted(unknown)}; allowed: {sorted(allowed)}")
+        raise Error(f"{what} has unknown fields {echo(sorted(unknown))}; allowed: {sorted(allowed)}")
     return value
 
 
@@ -221,7 +221,7 @@ async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
     """The JSON inference header and the binary tensor data after it (b"" when none)."""
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise Error(f"Content-Encoding {encoding!r} is not supported; send the body uncompressed")
+        raise Error(f"Content-Encoding {echo(encoding)} is not supported; send the body uncompressed")
     raw = await request.body()
     header = request.headers.get(HEADER_LENGTH)
     if header is None:
@@ -229,7 +229,7 @@ async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
     else:
         header = header.strip()
         if not (header.isascii() and header.isdigit()) or int(header) > len(raw):
-            raise Error(f"Inference-Header-Content-Length {header!r} must be an integer no larger than the body")
+            raise Error(f"Inference-Header-Content-Length {echo(header)} must be an integer no larger than the body")
         size = int(header)
         json_part, binary = raw[:size], raw[size:]
     if not json_part:
@@ -253,7 +253,8 @@ def _array(spec: dict[str, Any], name: str, shape: list[int], binary: bytes, off
             raise Error(f"input '{name}' has both data and binary_data_size; send one", field=name)
         if type(size) is not int or size != count * 4:
             raise Error(
-                f"input '{name}': binary_data_size {size!r} does not match shape {shape} of FP32 ({count * 4} bytes)",
+                f"input '{name}': binary_data_size {echo(size)} does not match shape {shape} of FP32 "
+                f"({count * 4} bytes)",
                 field=name,
             )
         if offset + size > len(binary):

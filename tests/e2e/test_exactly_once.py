@@ -22,7 +22,9 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import pytest
@@ -37,6 +39,7 @@ pytestmark = pytest.mark.e2e
 MODEL = "count"
 IDENTICAL = 31  # what every position-less "identical" writer sends
 RETRY_FOR = 30.0
+START_TIMEOUT = 90.0  # a loaded 2-core machine can take long to import and warm up
 
 
 @dataclass
@@ -59,7 +62,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         env = {"SEQSERVE_SESSION_STORE": proxy.url}
         replicas = [ServiceProcess(repository, root, env) for _ in range(2)]
         with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda r: r.start(), replicas))
+            list(pool.map(lambda r: r.start(timeout=START_TIMEOUT), replicas))
         try:
             yield Cluster(redis, proxy, replicas)
         finally:
@@ -75,6 +78,15 @@ def cl(cluster: Cluster) -> Iterator[Cluster]:
     cluster.proxy.calm()
     for replica in cluster.replicas:  # captured: shown only when the test failed
         print(f"--- replica {replica.port} log\n{replica.log()[-3000:]}")
+
+
+@contextmanager
+def started(service: ServiceProcess) -> Iterator[ServiceProcess]:
+    service.start(timeout=START_TIMEOUT)
+    try:
+        yield service
+    finally:
+        service.stop()
 
 
 def create_session(url: str) -> str:
@@ -307,3 +319,32 @@ def test_positioned_retry_after_a_lost_reply_replays_even_after_other_steps(cl: 
         other = c.post(f"/v1/sessions/{session_id}/steps", json={"inputs": [[9]], "position": 0})
         assert other.status_code == 409 and other.json()["position"] == 4, other.text
     assert final_state(cl.urls[0], session_id) == (4, 4, 26)
+
+
+def test_session_outliving_a_rebuilt_repository_is_410_and_spares_its_neighbours(cl: Cluster, tmp_path: Path) -> None:
+    """The reported 500: a session in Redis outlives a rebuild that made version 1 a model of
+    another state width. Its step is a JSON 410 model_changed; fresh sessions stepping at the
+    same time (batched with it) are served."""
+    repository = tmp_path / "repository"
+    export_counting(repository, MODEL, width=2)
+    env = {"SEQSERVE_SESSION_STORE": cl.redis.url + "?prefix=rebuilt:"}
+    with started(ServiceProcess(repository, tmp_path, env)) as before:
+        old = create_session(before.url)
+        assert httpx.post(f"{before.url}/v1/sessions/{old}/steps", json={"inputs": [[4]]}).status_code == 200
+    export_counting(repository, MODEL, width=3)  # rebuilt: version 1 is another graph now
+    with started(ServiceProcess(repository, tmp_path, env)) as after:
+        fresh = [create_session(after.url) for _ in range(6)]
+        with ThreadPoolExecutor(7) as pool:
+            replies = list(
+                pool.map(
+                    lambda sid: httpx.post(f"{after.url}/v1/sessions/{sid}/steps", json={"inputs": [[1]]}, timeout=10),
+                    [*fresh, old],
+                )
+            )
+        *healthy, refused = replies
+        assert refused.status_code == 410, refused.text
+        assert refused.headers["content-type"] == "application/json"
+        assert refused.json()["code"] == "model_changed", refused.text
+        assert all(r.status_code == 200 and r.json()["outputs"] == [[1.0, 1.0]] for r in healthy), healthy
+        info = httpx.get(f"{after.url}/v1/sessions/{old}").json()
+        assert info["position"] == 1  # untouched

@@ -79,3 +79,21 @@ def test_pipelined_retry_and_conflict_behave_as_one_by_one(server, client):
     want = np.asarray(_whole(client, x)["outputs"][0])
     got = np.concatenate([replies[0]["outputs"], replies[3]["outputs"]])
     np.testing.assert_allclose(got, want, atol=1e-5 * max(1.0, float(np.abs(want).max())))
+
+
+def test_pipelined_positions_must_be_integers_like_rest(server, client):
+    """`position: false` equals 0 and `1.0` equals 1 in Python; on the merged path they were
+    taken as positions. They are 422 like POST .../steps, wherever the message is."""
+    step = [[20.0, 500.0, 12.0]]
+    for stated, bad in (([False], 0), ([0, 1.0], 1), ([0, True], 1), ([0, 1, "2"], 2)):
+        sid = client.post("/v1/models/lstm/sessions", json={}).json()["session_id"]
+        messages = [{"inputs": step, "position": p} for p in stated] + [{"inputs": step}] * 6
+        with connect(f"ws://127.0.0.1:{server.port}/v1/sessions/{sid}/stream") as ws:
+            for m in messages:  # all sent before any reply is read, so they wait together
+                ws.send(json.dumps(m))
+            replies = [json.loads(ws.recv()) for _ in messages]
+        assert replies[bad]["status"] == 422 and replies[bad]["field"] == "position", (stated, replies[bad])
+        good = replies[:bad] + replies[bad + 1 :]
+        assert [r["position"] for r in good] == list(range(1, len(messages))), stated
+    rest = client.post(f"/v1/sessions/{sid}/steps", json={"inputs": step, "position": False})
+    assert rest.status_code == 422 and rest.json()["field"] == "position"

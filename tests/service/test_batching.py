@@ -54,3 +54,57 @@ async def test_disabled_batcher_runs_each_request_alone(registry):
     await asyncio.gather(*(batcher.run(x, model.zero_state(1)) for x in xs))
     assert calls == [1] * 5
     executor.shutdown()
+
+
+class Poisonable:
+    """A model whose call fails when any input row holds the poison reading, and which records
+    the state shapes of every call."""
+
+    POISON = -999.0
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.calls: list[list[tuple[int, ...]]] = []
+
+    def run(self, inputs, state):
+        self.calls.append([s.shape for s in state])
+        if (inputs == self.POISON).any():
+            raise ValueError("poisoned call")
+        if state[0].shape[2] != self.model.config.hidden_size:  # a state of another layout
+            return np.zeros((*inputs.shape[:2], 2), np.float32), state
+        return self.model.run(inputs, state)
+
+
+async def test_a_failing_request_does_not_fail_its_neighbours(registry):
+    model = registry.get("lstm")
+    poisonable = Poisonable(model)
+    executor = ThreadPoolExecutor(1)
+    batcher = Batcher(poisonable, executor, max_size=64)  # type: ignore[arg-type]
+    rng = np.random.default_rng(1)
+    inputs = [(rng.standard_normal((1, 1, 3)) * 5 + 20).astype(np.float32) for _ in range(6)]
+    inputs[3][0, 0, 0] = Poisonable.POISON
+    state = model.zero_state(1)
+    results = await asyncio.gather(*(batcher.run(x, state) for x in inputs), return_exceptions=True)
+    assert isinstance(results[3], ValueError)
+    for k, result in enumerate(results):
+        if k != 3:
+            y, _ = model.run(inputs[k], state)
+            np.testing.assert_allclose(result[0], y, atol=1e-6)
+    assert len(poisonable.calls[0]) == 2 and poisonable.calls[0][0][1] == 6  # they were stacked, at first
+    executor.shutdown()
+
+
+async def test_states_of_different_shapes_are_never_stacked(registry):
+    model = registry.get("lstm")
+    poisonable = Poisonable(model)
+    executor = ThreadPoolExecutor(1)
+    batcher = Batcher(poisonable, executor, max_size=64)  # type: ignore[arg-type]
+    x = np.full((1, 1, 3), 20.0, np.float32)
+    wide = tuple(np.zeros((2, 1, 32), np.float32) for _ in range(2))
+    runs = [batcher.run(x, model.zero_state(1)) if k % 2 else batcher.run(x, wide) for k in range(8)]
+    results = await asyncio.gather(*runs)
+    assert all(len({shape for shape in call}) == 1 for call in poisonable.calls), poisonable.calls
+    assert {call[0][2] for call in poisonable.calls} == {16, 32}
+    assert len(poisonable.calls) == 2  # one call per shape
+    assert all(r[1][0].shape[2] == (16 if k % 2 else 32) for k, r in enumerate(results))
+    executor.shutdown()
