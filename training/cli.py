@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -53,6 +54,7 @@ class RunSettings:
     name: str = ""
     preset: str = ""
     quiet: bool = False
+    max_rows: int = 2_000_000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +89,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--sequence-id", metavar="COL", help="classify: column identifying each sequence")
     data.add_argument(
         "--split-column", metavar="COL", help="classify: column with train/validation/test per sequence (optional)"
+    )
+    data.add_argument(
+        "--max-rows", type=int, metavar="N", help="refuse a table longer than N rows (default 2000000; 0: no limit)"
     )
     data.add_argument("--val-fraction", type=float, metavar="X", help="validation share (default 0.15)")
     data.add_argument("--test-fraction", type=float, metavar="X", help="test share (default 0.15)")
@@ -199,6 +204,7 @@ _TYPES: dict[str, type] = {
     "patience": int,
     "seed": int,
     "threads": int,
+    "max_rows": int,
     "dropout": float,
     "lr": float,
     "weight_decay": float,
@@ -272,6 +278,8 @@ def resolve(args: argparse.Namespace) -> RunSettings:
     for key in ("layers", "hidden", "window", "epochs", "batch_size", "horizon", "patience", "threads"):
         if int(getattr(settings, key)) < 1:
             raise TrainingError(f"--{key.replace('_', '-')} must be a positive integer")
+    if settings.max_rows < 0:
+        raise TrainingError("--max-rows must be 0 (no limit) or a positive integer")
     if not 0 < settings.val_fraction < 1 or not 0 < settings.test_fraction < 1:
         raise TrainingError("--val-fraction and --test-fraction must be between 0 and 1")
     if settings.val_fraction + settings.test_fraction >= 0.9:
@@ -297,6 +305,22 @@ def run(args: argparse.Namespace) -> int:
         outcomes = train_and_publish(settings)
     except (TrainingError, ConfigError) as exc:
         print(f"seqserve train: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a full disk, a read-only or vanished repository: nothing was published
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"seqserve train: error: {exc.strerror or exc}{where}; no partial entry was left", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("seqserve train: error: out of memory; use a smaller file (--max-rows) or model", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug: still one line and exit 2; SEQSERVE_TRACEBACK=1 shows where
+        if os.environ.get("SEQSERVE_TRACEBACK"):
+            raise
+        message = " ".join(str(exc).split())[:300]
+        print(
+            f"seqserve train: error: unexpected {type(exc).__name__}: {message} (SEQSERVE_TRACEBACK=1 for details)",
+            file=sys.stderr,
+        )
         return 2
     failed = [o for o in outcomes if o.error]
     for outcome in failed:

@@ -45,20 +45,47 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_table(path: str | Path) -> pd.DataFrame:
-    """CSV (or Parquet by extension) -> DataFrame, with TrainingError for anything unreadable."""
+DEFAULT_MAX_ROWS = 2_000_000
+
+
+def load_table(path: str | Path, max_rows: int = DEFAULT_MAX_ROWS) -> pd.DataFrame:
+    """CSV (or Parquet by extension) -> DataFrame, with TrainingError for anything unreadable.
+
+    The trainer holds the whole table (and arrays built from it) in memory, so a table is
+    read only up to `max_rows` (`--max-rows`, 0: no limit): a larger file is refused after
+    reading max_rows + 1 rows, with a message, instead of exhausting memory."""
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"data file not found: {path}")
+    limit = max_rows if max_rows > 0 else None
     try:
-        frame = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path)
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, nrows=None if limit is None else limit + 1)
     except ImportError as exc:
         raise TrainingError(f"cannot read {path}: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise TrainingError(
+            f"cannot read {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start} "
+            "of a block); save the file as UTF-8"
+        ) from exc
+    except MemoryError as exc:
+        raise TrainingError(f"cannot read {path}: out of memory; use a smaller file or --max-rows") from exc
     except (ValueError, OSError, pd.errors.ParserError) as exc:
-        raise TrainingError(f"cannot read {path}: {exc}") from exc
+        raise TrainingError(f"cannot read {path}: {_one_line(exc)}") from exc
+    if limit is not None and len(frame) > limit:
+        raise TrainingError(
+            f"{path} has more than {limit} rows (--max-rows); the trainer keeps the whole table in memory: "
+            "raise --max-rows if this machine has the memory, or train on a shorter file"
+        )
     if frame.empty:
         raise TrainingError(f"{path} holds no rows")
     return frame
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def require_columns(frame: pd.DataFrame, columns: Sequence[str], role: str) -> None:

@@ -92,7 +92,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     from training import loop
 
     path = Path(settings.data)
-    frame = load_table(path)
+    frame = load_table(path, settings.max_rows)
     fingerprint = file_sha256(path)
 
     def report(message: str) -> None:
