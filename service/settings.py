@@ -47,7 +47,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(256, ge=1)
     max_bulk_sessions: int = Field(1024, ge=1)
 
-    # Bounded work per request and per connection (safe defaults; see docs/operations.md)
+    # Bounded work per request and per connection (safe defaults; docs/deployment.md)
     max_chunk_elements: int = Field(
         32_768,
         ge=1,
