@@ -143,11 +143,22 @@ def test_undertrained_model_is_written_but_not_promoted(tmp_path: Path, capsys: 
     assert in_manifest == in_onnx and in_manifest["promoted"] is True
     assert "--allow-worse" in in_manifest["reason"]
 
+    # A later version that fails the gate again: the service keeps serving v2 by default.
+    assert main(argv) == gate.EXIT_NOT_PROMOTED
     capsys.readouterr()
     assert main(["models", "--model-repository", str(repo)]) == 0
     listing = json.loads(capsys.readouterr().out)
-    assert [(e["version"], e["promoted"]) for e in listing] == [(1, False), (2, True)]
+    assert [(e["version"], e["promoted"]) for e in listing] == [(1, False), (2, True), (3, False)]
     assert listing[0]["gate"]["reason"].startswith("does not beat")
+
+    from service.registry import ModelRegistry
+    from service.settings import Settings
+
+    registry = ModelRegistry(Settings(model_repository=str(repo)))
+    registry.load_all()
+    assert registry.versions("spots") == [1, 2, 3]
+    assert registry.default_version("spots")[0] == 2
+    assert registry.get("spots", 3).promoted is False  # still served when asked for by number
 
 
 def test_models_listing_counts_a_version_without_gate_as_promoted(
