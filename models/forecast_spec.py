@@ -129,7 +129,9 @@ def make_spec(
     if seasons:
         short, long = seasons[0], seasons[-1]
         multiples = tuple(short * m for m in range(1, long // short + 1))
-        lags = tuple(sorted({*SHORT_LAGS, *multiples, *seasons}))
+        # Quarter and half of the shortest season: smoother recent trends than lags 1-3.
+        fractions = tuple(short // d for d in (4, 2) if short // d > max(SHORT_LAGS))
+        lags = tuple(sorted({*SHORT_LAGS, *fractions, *multiples, *seasons}))
         ring = max(long, short + 1, max(lags))
         cycle = 0
         if phase:
