@@ -58,6 +58,8 @@ STATUS = {
     504: StatusCode.DEADLINE_EXCEEDED,
 }
 MAX_IN_FLIGHT_PER_STREAM = 1024  # requests of one stream being worked on; reading waits beyond
+MAX_STREAMS_PER_CONNECTION = 128  # concurrent calls on one HTTP/2 connection
+IDLE_CONNECTION_MS = 300_000  # a connection without calls is closed (clients reconnect on their own)
 
 Reply = TypeVar("Reply")
 
@@ -274,13 +276,18 @@ async def start(svc: Services, version: str) -> grpc.aio.Server:
     """Serve the V2 gRPC protocol on SEQSERVE_GRPC_PORT in the running event loop."""
     settings = svc.settings
     server = grpc.aio.server(
+        # calls in flight (a stream counts as one for its whole life): RESOURCE_EXHAUSTED beyond,
+        # the gRPC side of SEQSERVE_MAX_CONNECTIONS
+        maximum_concurrent_rpcs=settings.max_connections,
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", -1),
+            ("grpc.max_concurrent_streams", MAX_STREAMS_PER_CONNECTION),
+            ("grpc.max_connection_idle_ms", IDLE_CONNECTION_MS),
             # several worker processes share the port (the kernel spreads connections);
             # a single process must own it, so a clash fails loudly instead
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
-        ]
+        ],
     )
     pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(svc, version), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
