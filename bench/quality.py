@@ -96,11 +96,37 @@ def commit_measured() -> str:
     return f"{sha} +local changes" if dirty else sha
 
 
+_BASELINE_CACHE: dict[tuple[Any, ...], Any] = {}
+
+
+def _cached_baselines() -> None:
+    """Cases on the same series, split and seasons (electricity preset and default flags) share
+    their baselines: the statsforecast ones take minutes on a busy machine, and are identical."""
+    import hashlib
+
+    from training import baselines
+
+    if getattr(baselines.compute_baselines, "cached", False):
+        return
+    compute = baselines.compute_baselines
+
+    def cached(data: Any, pairs: Any, seasons: Any, **kwargs: Any) -> Any:
+        digest = hashlib.sha256(data.targets.tobytes()).hexdigest()
+        key = (digest, data.train_rows, data.horizon, pairs.tobytes(), tuple(seasons), kwargs.get("statistical"))
+        if key not in _BASELINE_CACHE:
+            _BASELINE_CACHE[key] = compute(data, pairs, seasons, **kwargs)
+        return _BASELINE_CACHE[key]
+
+    cached.cached = True  # type: ignore[attr-defined]
+    baselines.compute_baselines = cached  # type: ignore[assignment]
+
+
 def run_case(case: Case, repository: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """Train one case as `seqserve train` would; returns what the tables need."""
     from training.cli import add_arguments, resolve
     from training.pipeline import train_and_publish
 
+    _cached_baselines()
     parser = argparse.ArgumentParser()
     add_arguments(parser)
     args = parser.parse_args([*case.argv, *extra, "--repository", str(repository / case.key), "--quiet"])
