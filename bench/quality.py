@@ -219,6 +219,36 @@ def _classify_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _summary(results: list[dict[str, Any]]) -> list[str]:
+    """One line per case: seqserve's headline error next to the best baseline's."""
+    lines = [
+        "## Summary",
+        "",
+        "| case | seqserve | best baseline | seqserve / best | gate |",
+        "| --- | ---: | ---: | ---: | --- |",
+    ]
+    for result in results:
+        case: Case = result["case"]
+        if result.get("error"):
+            lines.append(f"| {case.title} | failed | | | |")
+            continue
+        for outcome in result["outcomes"]:
+            m = outcome["metrics"]
+            verdict = "promoted" if outcome["gate"].get("promoted") else "**not promoted**"
+            if result["settings"].task != "forecast":
+                model, majority = m["model"]["accuracy"], m["majority"]["accuracy"]
+                lines.append(f"| {case.title} | accuracy {model:.4f} | majority {majority:.4f} | - | {verdict} |")
+                continue
+            metric = "mape" if result["settings"].horizon > 1 else "mae"
+            best = min(m["baselines"], key=lambda n: m[n][metric] if m[n][metric] is not None else float("inf"))
+            ours, theirs = m["streaming"][metric], m[best][metric]
+            label = "mean MAPE %" if metric == "mape" else "MAE"
+            lines.append(
+                f"| {case.title} | {label} {_num(ours)} | {best} {_num(theirs)} | {ours / theirs:.3f} | {verdict} |"
+            )
+    return [*lines, ""]
+
+
 def render(results: list[dict[str, Any]], commit: str, started: datetime, load: str) -> str:
     lines = [
         "# Forecast quality: seqserve against honest baselines",
@@ -243,6 +273,7 @@ def render(results: list[dict[str, Any]], commit: str, started: datetime, load: 
         "written but not promoted (the service keeps serving the previous version by default).",
         "",
     ]
+    lines += _summary(results)
     for result in results:
         case: Case = result["case"]
         lines += [f"## {case.title}", "", f"`seqserve train {' '.join(_shown(case.argv))}`", ""]
