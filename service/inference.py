@@ -18,6 +18,8 @@ conflict carrying the current position. A start with position 0 on a sequence th
 moved past position 0 is such a step too: replayed when it is a resend of the start, a conflict
 otherwise, never a reset (send the start without `sequence_position`, or end the sequence, to
 restart it). Every sequence reply carries `sequence_position`, the position after the step.
+`sequence_end` deletes the session and its record: the resend of an applied end finds the
+sequence ended (400), not its reply.
 
 `timeout` (microseconds, Triton's unit) bounds the wait for the reply: a stateless request past
 it is cancelled; a sequence step is never cut in half (its state must stay consistent), so it
