@@ -68,12 +68,24 @@ class _Resync(Exception):
 
 
 async def _items(readings: Iterable[Any] | AsyncIterable[Any]) -> AsyncIterator[Any]:
+    """The caller's readings. Sequences in memory are read directly; any other iterator (a
+    generator reading a sensor or a file) is advanced in a worker thread, so waiting for its
+    next value never stops replies from being read."""
     if isinstance(readings, AsyncIterable):
         async for item in readings:
             yield item
-    else:
-        for item in readings:
+    elif isinstance(readings, list | tuple | np.ndarray) or _is_pandas(readings):
+        for item in readings.to_numpy() if _is_pandas(readings) else readings:  # type: ignore[attr-defined]
             yield item
+    else:
+        iterator = iter(readings)
+        while (item := await asyncio.to_thread(next, iterator, _END)) is not _END:
+            yield item
+
+
+def _is_pandas(value: Any) -> bool:
+    module = type(value).__module__
+    return module.startswith("pandas") and hasattr(value, "to_numpy")
 
 
 def _ws_url(session: AsyncSession) -> str:
@@ -131,6 +143,9 @@ async def stream_session(
         exhausted = False
         attempts = Attempts(session.client.retry)
         ws: ClientConnection | None = None
+        fetch: asyncio.Future[Any] | None = None  # the next reading, being produced
+        receive: asyncio.Future[Any] | None = None  # the next reply, being read
+        source_error: Exception | None = None
         try:
             while pending or not exhausted:
                 try:
@@ -138,19 +153,39 @@ async def stream_session(
                         ws = await _connect(session)
                         for message in pending:  # not applied as far as we know: same positions
                             await ws.send(message.text(session._base))
-                    while not exhausted and len(pending) < window:
-                        item = await anext(source, _END)
+                    can_send = not exhausted and len(pending) < window
+                    if can_send and fetch is None:
+                        fetch = asyncio.ensure_future(anext(source, _END))
+                    if can_send and fetch is not None and (fetch.done() or not pending):
+                        try:
+                            item = await fetch
+                        except Exception as exc:  # the caller's readings failed: finish what was
+                            source_error, item = exc, _END  # sent, then raise it as it was
+                        fetch = None
                         if item is _END:
                             exhausted = True
-                            break
+                            continue
                         steps = as_steps(item, session.features)
-                        message = _Message(next_position, steps, np.ndim(item) <= 1 and len(steps) == 1)  # type: ignore[arg-type]
+                        message = _Message(next_position, steps, np.ndim(item) <= 1 and len(steps) == 1)
                         pending.append(message)
                         next_position = message.end
                         await ws.send(message.text(session._base))
+                        continue
                     if not pending:
-                        break
-                    raw = await asyncio.wait_for(ws.recv(), session.client.timeout)
+                        continue
+                    # Wait for a reply, and for the next reading when one may be sent: replies
+                    # are delivered while a slow source (a live sensor) produces its next value.
+                    if receive is None:
+                        receive = asyncio.ensure_future(ws.recv())
+                    waiting = {receive, fetch} if can_send and fetch is not None else {receive}
+                    done, _ = await asyncio.wait(
+                        waiting, timeout=session.client.timeout, return_when=asyncio.FIRST_COMPLETED
+                    )
+                    if not done:
+                        raise TimeoutError(f"no reply within {session.client.timeout}s")
+                    if receive not in done:
+                        continue  # a reading is ready; the reply is still awaited
+                    raw, receive = receive.result(), None
                     reply = orjson.loads(raw)
                     if not isinstance(reply, dict):
                         raise ProtocolError(f"unexpected WebSocket reply: {str(raw)[:100]}")
@@ -161,6 +196,8 @@ async def stream_session(
                             raise _Resync(error)
                         raise session._annotate(error, pending[0].steps)
                 except (_Resync, *_DROPPED) as exc:
+                    _forget(receive)
+                    receive = None
                     await _drop(ws)
                     ws = None
                     why = exc.error if isinstance(exc, _Resync) else exc
@@ -175,8 +212,19 @@ async def stream_session(
                 attempts.reset()
                 yield message.shaped(outputs)
                 await _refresh_checkpoint(session)
+            if source_error is not None:
+                raise source_error
         finally:
+            _forget(receive)
+            _forget(fetch)
             await _drop(ws)
+
+
+def _forget(task: asyncio.Future[Any] | None) -> None:
+    if task is not None and not task.done():
+        task.cancel()
+    elif task is not None and not task.cancelled():
+        task.exception()  # retrieved: no "exception was never retrieved" warning
 
 
 async def _resync(session: AsyncSession, pending: deque[_Message]) -> list[tuple[_Message, np.ndarray]]:

@@ -4,6 +4,7 @@ stateless predict of the same readings."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
@@ -124,3 +125,38 @@ def test_stream_recreates_an_expired_session_and_continues(api):
     outputs = list(session.stream(readings(), window=3))
     assert session.aio.recreated == 1 and session.position == 16
     close(np.stack(outputs), whole)
+
+
+def test_stream_delivers_replies_while_the_source_waits(api):
+    """A live source produces its next reading only after the previous output arrived: the
+    stream must read replies while it waits for readings, not only when its window is full."""
+    x = raw_inputs(np.random.default_rng(7), 6).astype(np.float32)
+    delivered = threading.Event()
+
+    def sensor():
+        for i, row in enumerate(x):
+            if i:
+                assert delivered.wait(10), f"output {i - 1} was not delivered before reading {i} was asked for"
+                delivered.clear()
+            yield row
+
+    session = api.session("lstm")
+    outputs = []
+    for y in session.stream(sensor(), window=16):
+        outputs.append(y)
+        delivered.set()
+    close(np.stack(outputs), api.predict("lstm", x))
+
+
+def test_stream_reraises_the_source_error(api):
+    def broken():
+        yield np.zeros(3, np.float32)
+        raise OSError("sensor unplugged")
+
+    session = api.session("lstm")
+    outputs = []
+    with pytest.raises(OSError, match="sensor unplugged"):
+        for y in session.stream(broken()):
+            outputs.append(y)
+    assert len(outputs) == 1 and session.position == 1  # what was sent is finished first
+    assert session.info()["position"] == 1
