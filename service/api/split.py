@@ -15,7 +15,6 @@ decodes the whole body the ordinary way, which gives the usual errors.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 from typing import Any
 
 import numpy as np
@@ -113,7 +112,7 @@ def give_back_memory() -> None:
 
 def _libc() -> Any:
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc = ctypes.CDLL("libc.so.6")  # not find_library: it may run ldconfig or a compiler
         return libc if hasattr(libc, "malloc_trim") else None
     except OSError:  # not glibc (musl, macOS): nothing to trim
         return None

@@ -22,6 +22,8 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         "SEQSERVE_MAX_STEPS_PER_REQUEST": "500",
         "SEQSERVE_MAX_BATCH_SIZE": "16",
         "SEQSERVE_MAX_BODY_BYTES": "2000000",
+        # Messages between the body limit and this get a 422 frame; beyond it the server closes 1009.
+        "SEQSERVE_WS_MAX_MESSAGE_BYTES": "4000000",
     }
     with ServiceProcess(repository, tmp_path_factory.mktemp("logs"), env) as proc:
         yield proc
