@@ -218,6 +218,30 @@ async def stream_session(
             _forget(receive)
             _forget(fetch)
             await _drop(ws)
+            if pending:  # left early (the caller stopped, or an error): agree on the position
+                await _settle(session, pending)
+
+
+async def _settle(session: AsyncSession, pending: deque[_Message]) -> None:
+    """Messages in flight when the stream ended were maybe applied: count those the service
+    applied as acknowledged (their outputs were not asked for), so that the session's next
+    step carries the service's position instead of meeting a conflict."""
+    last = pending[-1].end
+    server = -1
+    try:
+        for _ in range(20):  # the service may still be applying what it had already received
+            info = await session.client.request("GET", session._path)
+            seen, server = server, session._base + info["position"]
+            if server in (seen, last):
+                break
+            await asyncio.sleep(0.05)
+    except SeqserveError:
+        return  # the next call finds out what happened
+    while pending and pending[0].end <= server and pending[0].start == session.position:
+        message = pending.popleft()
+        session.position = message.end
+        if session._checkpoint is not None:
+            session._journal.append(message.steps)
 
 
 def _forget(task: asyncio.Future[Any] | None) -> None:

@@ -160,3 +160,14 @@ def test_stream_reraises_the_source_error(api):
             outputs.append(y)
     assert len(outputs) == 1 and session.position == 1  # what was sent is finished first
     assert session.info()["position"] == 1
+
+
+def test_leaving_a_stream_early_keeps_the_session_in_step(api):
+    x = raw_inputs(np.random.default_rng(8), 40).astype(np.float32)
+    session = api.session("lstm")
+    for i, _ in enumerate(session.stream(x[:30], window=16)):
+        if i == 4:
+            break  # messages are still in flight
+    assert session.position == session.info()["position"] >= 5
+    rest = session.step(x[session.position :])
+    close(rest, api.predict("lstm", x)[40 - len(rest) :])
