@@ -53,6 +53,7 @@ COPY pyproject.toml README.md /tmp/src/
 COPY models/ /tmp/src/models/
 COPY training/ /tmp/src/training/
 COPY service/ /tmp/src/service/
+COPY seqserve/ /tmp/src/seqserve/
 RUN pip install --no-cache-dir --no-deps /tmp/src && rm -rf /tmp/src
 USER 10001:10001
 VOLUME ["/models"]
@@ -61,14 +62,15 @@ CMD ["--preset", "electricity", "--repository", "/models"]
 
 # ---------------------------------------------------------------------------------------------
 # Serving (default target): no torch.
+# Neither training/ nor its datasets: the console script (seqserve/cli.py) loads training lazily.
 FROM deps AS serve
 COPY pyproject.toml README.md /tmp/src/
 COPY models/ /tmp/src/models/
-COPY training/ /tmp/src/training/
 COPY service/ /tmp/src/service/
+COPY seqserve/ /tmp/src/seqserve/
 RUN pip install --no-cache-dir --no-deps /tmp/src \
     && rm -rf /tmp/src \
-    && python -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('torch') is not None)"
+    && python -c "import importlib.util as u, sys; sys.exit(any(u.find_spec(m) for m in ('torch', 'training')))"
 COPY service/deploy/healthcheck.py /opt/seqserve/healthcheck.py
 # A repository to bake in (path in the build context); the default is an empty placeholder and
 # the real one is mounted at /models. A mounted volume hides whatever was baked.

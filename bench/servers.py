@@ -47,9 +47,11 @@ def export_bench_model(repository: Path, name: str = MODEL_NAME) -> Path:
 
 
 def _seqserve_cmd() -> list[str]:
-    """`seqserve` as `python -m service.cli` run in ROOT: the service measured is the one in this
-    checkout next to bench/ (also from an exported snapshot), whatever the editable install points at."""
-    return [sys.executable, "-m", "service.cli"]
+    """`seqserve` as `python -m seqserve.cli` run in ROOT: the service measured is the one in this
+    checkout next to bench/ (also from an exported snapshot), whatever the editable install points at.
+    Snapshots from before the console script left service/ still have `service.cli`."""
+    module = "seqserve.cli" if (ROOT / "seqserve" / "cli.py").is_file() else "service.cli"
+    return [sys.executable, "-m", module]
 
 
 @dataclass

@@ -12,32 +12,77 @@ Example::
             print(y)
 """
 
-from seqserve._protocol import RetryPolicy
-from seqserve.aio import AsyncClient, AsyncSession, BulkStepError
-from seqserve.client import Client, Session
-from seqserve.errors import (
-    BadRequest,
-    Conflict,
-    InvalidInput,
-    LimitExceeded,
-    ModelNotFound,
-    NotFound,
-    NotReady,
-    PayloadTooLarge,
-    PositionConflict,
-    ProtocolError,
-    SeqserveError,
-    ServerError,
-    SessionExpired,
-    SessionLost,
-    SessionNotFound,
-    StoreUnavailable,
-    TooManySessions,
-    TransportFailure,
-    Unauthorized,
-    Unavailable,
-    VersionNotFound,
-)
+from typing import TYPE_CHECKING, Any
+
+# Names resolve on first use, so `seqserve.cli` (the console script, also in the slim serving
+# image without httpx) imports none of the client's dependencies.
+_EXPORTS = {
+    "AsyncClient": "seqserve.aio",
+    "AsyncSession": "seqserve.aio",
+    "BadRequest": "seqserve.errors",
+    "BulkStepError": "seqserve.aio",
+    "Client": "seqserve.client",
+    "Conflict": "seqserve.errors",
+    "InvalidInput": "seqserve.errors",
+    "LimitExceeded": "seqserve.errors",
+    "ModelNotFound": "seqserve.errors",
+    "NotFound": "seqserve.errors",
+    "NotReady": "seqserve.errors",
+    "PayloadTooLarge": "seqserve.errors",
+    "PositionConflict": "seqserve.errors",
+    "ProtocolError": "seqserve.errors",
+    "RetryPolicy": "seqserve._protocol",
+    "SeqserveError": "seqserve.errors",
+    "ServerError": "seqserve.errors",
+    "Session": "seqserve.client",
+    "SessionExpired": "seqserve.errors",
+    "SessionLost": "seqserve.errors",
+    "SessionNotFound": "seqserve.errors",
+    "StoreUnavailable": "seqserve.errors",
+    "TooManySessions": "seqserve.errors",
+    "TransportFailure": "seqserve.errors",
+    "Unauthorized": "seqserve.errors",
+    "Unavailable": "seqserve.errors",
+    "VersionNotFound": "seqserve.errors",
+}
+
+if TYPE_CHECKING:
+    from seqserve._protocol import RetryPolicy
+    from seqserve.aio import AsyncClient, AsyncSession, BulkStepError
+    from seqserve.client import Client, Session
+    from seqserve.errors import (
+        BadRequest,
+        Conflict,
+        InvalidInput,
+        LimitExceeded,
+        ModelNotFound,
+        NotFound,
+        NotReady,
+        PayloadTooLarge,
+        PositionConflict,
+        ProtocolError,
+        SeqserveError,
+        ServerError,
+        SessionExpired,
+        SessionLost,
+        SessionNotFound,
+        StoreUnavailable,
+        TooManySessions,
+        TransportFailure,
+        Unauthorized,
+        Unavailable,
+        VersionNotFound,
+    )
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'seqserve' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "AsyncClient",

@@ -29,9 +29,9 @@ import numpy as np
 import onnxruntime as ort
 
 from models.config import METADATA_KEY, ConfigError, ModelConfig
+from models.fileio import call_with_timeout, read_file
+from models.repository import MAX_MODEL_BYTES, RepositoryEntry, scan_repository
 from service.errors import ModelNotFound, VersionNotFound
-from service.fileio import call_with_timeout, read_file
-from service.repository import MAX_MODEL_BYTES, RepositoryEntry, scan_repository
 from service.settings import Settings
 
 log = logging.getLogger("seqserve.registry")
@@ -184,7 +184,7 @@ class LoadedModel:
 
 def read_model_file(entry: RepositoryEntry, timeout: float) -> bytes:
     """model.onnx's bytes (read once: ONNX Runtime loads them and the fingerprint hashes
-    them), with the repository's timeout and regular-file check (service/fileio.py)."""
+    them), with the repository's timeout and regular-file check (models/fileio.py)."""
     try:
         return read_file(entry.model_path, MAX_MODEL_BYTES, timeout)
     except OSError as exc:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from models.repository import scan_repository
 from service.inference import InferenceRequestError, parse_version
-from service.repository import scan_repository
 
 if TYPE_CHECKING:
     from service.app import Services

@@ -4,7 +4,7 @@ Precedence, lowest first: built-in defaults < --preset < --config FILE (JSON) < 
 Every flag therefore defaults to None here and gets its real default in `resolve`, so we can tell
 what the user typed from what they did not.
 
-This module imports neither torch nor pandas at import time: service/cli.py imports it to build
+This module imports neither torch nor pandas at import time: seqserve/cli.py imports it to build
 its parser, and `seqserve serve` must stay quick (and work in the slim image without torch).
 """
 
@@ -258,7 +258,7 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         raise TrainingError("no data: give --data FILE (or --preset NAME)")
     if not settings.name:
         settings.name = Path(settings.data).stem
-    from service.repository import NAME_PATTERN
+    from models.repository import NAME_PATTERN
 
     suffixed = f"{settings.name}-lstm" if settings.cell == "both" else settings.name
     if not NAME_PATTERN.match(suffixed):

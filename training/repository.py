@@ -1,4 +1,4 @@
-"""Atomic, versioned writes into the model repository that service/repository.py reads.
+"""Atomic, versioned writes into the model repository that models/repository.py reads.
 
 An entry is built completely inside `<repo>/<name>/.tmp-<random>` (the service ignores names
 that are not digits), then renamed to `<repo>/<name>/<version>`. rename(2) of a directory onto
@@ -31,7 +31,7 @@ MAX_ATTEMPTS = 100
 def existing_versions(model_dir: Path) -> list[int]:
     if not model_dir.is_dir():
         return []
-    from service.repository import is_version_name
+    from models.repository import is_version_name
 
     return sorted(int(p.name) for p in model_dir.iterdir() if is_version_name(p.name))
 
@@ -55,7 +55,7 @@ def publish(
 ) -> tuple[int, Path]:
     """Run `build(tmp_dir)` (writes model.onnx and plots, returns the manifest dict), then move
     the directory into place under the next free version. Returns (version, final path)."""
-    from service.repository import NAME_PATTERN
+    from models.repository import NAME_PATTERN
 
     if not NAME_PATTERN.match(name):
         raise TrainingError(f"invalid model name {name!r}: use letters, digits, '_', '.', '-' (max 64)")

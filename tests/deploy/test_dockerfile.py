@@ -42,7 +42,10 @@ def test_stages_and_serving_target() -> None:
     assert s["base"].startswith("${PYTHON_IMAGE}") and "ARG PYTHON_IMAGE=python:3.11-slim" in DOCKERFILE.read_text()
     serve = s["serve"]
     assert serve.startswith("deps AS serve")
-    assert "torch" not in serve.replace("find_spec('torch')", "")
+    assert "torch" not in serve.replace("'torch'", "")
+    # The serving image ships the console script, the service and the shared contract, not training/.
+    copied = set(re.findall(r"^COPY (\w+)/ ", serve, re.M))
+    assert copied == {"models", "service", "seqserve"}, copied
     assert 'ENTRYPOINT ["seqserve", "serve"]' in serve
     assert "SEQSERVE_HOST=0.0.0.0" in serve and "SEQSERVE_MODEL_REPOSITORY=/models" in serve
     assert re.search(r"^USER 10001:10001$", serve, re.M), "non-root, numeric (runAsNonRoot can check it)"
@@ -90,4 +93,4 @@ def test_requirements_generator_cpu_and_gpu() -> None:
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = {line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()}
     assert {".git", ".venv", "tests", "**/__pycache__"} <= lines
-    assert not {"service", "models", "training", "pyproject.toml", "README.md", "model_repository"} & lines
+    assert not {"service", "models", "training", "seqserve", "pyproject.toml", "README.md", "model_repository"} & lines

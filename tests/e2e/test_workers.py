@@ -44,6 +44,6 @@ def test_several_workers_refuse_the_memory_store(repository, tmp_path):
         "SEQSERVE_PORT": "0",
     }
     result = subprocess.run(
-        [sys.executable, "-m", "service.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "seqserve.cli", "serve"], env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode != 0 and "shared session store" in result.stderr

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx
 
-from service.cli import main
+from seqserve.cli import main
 from tests.support.models import export_model, make_repository
 
 

@@ -12,11 +12,11 @@ import onnx
 import orjson
 import pytest
 
+from models.repository import scan_repository
 from service.app import build_services
 from service.errors import ModelChanged
 from service.metrics import Metrics
 from service.registry import load_model
-from service.repository import scan_repository
 from service.settings import Settings
 from tests.support.counting import counting_graph, export_counting
 

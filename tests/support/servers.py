@@ -4,6 +4,7 @@ stopped (and its log shown on failure) when the test is done."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -53,7 +54,7 @@ def wait_for(predicate, timeout: float, what: str, proc: subprocess.Popen | None
 
 
 class ServiceProcess:
-    """`python -m service.cli serve` on a loopback port, with SEQSERVE_* settings."""
+    """`python -m seqserve.cli serve` on a loopback port, with SEQSERVE_* settings."""
 
     def __init__(self, repository: Path, workdir: Path, env: Mapping[str, str] | None = None, port: int | None = None):
         self.repository = repository
@@ -77,8 +78,15 @@ class ServiceProcess:
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         log = self.log_path.open("ab")
+        # Its own process group: a server with workers is a supervisor plus children, and a
+        # stop that has to kill must take the children too (or they keep their ports).
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service.cli", "serve"], env=self.env, stdout=log, stderr=log, cwd=ROOT
+            [sys.executable, "-m", "seqserve.cli", "serve"],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            cwd=ROOT,
+            start_new_session=True,
         )
         wait_for(
             lambda: httpx.get(f"{self.url}/v2/health/ready", timeout=1).status_code == 200,
@@ -94,10 +102,13 @@ class ServiceProcess:
             return self.proc.returncode if self.proc else None
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
+            code = None
+        # Whatever is left of the group (workers of a killed supervisor) goes too.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        return code if code is not None else self.proc.wait()
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from seqserve.cli import main
 
-from service.cli import main
 from tests.support.servers import ROOT
 
 from .conftest import CO2, SUNSPOTS, snapshot
@@ -65,7 +65,7 @@ def test_cli_process_with_writes_failing(tmp_path, repo):
     argv = ["--data", str(SUNSPOTS), "--target", "sunactivity", "--name", "spots", *TINY]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(tmp_path / "mpl")}
     proc = subprocess.run(
-        [sys.executable, "-m", "service.cli", "train", *argv, "--repository", str(repo)],
+        [sys.executable, "-m", "seqserve.cli", "train", *argv, "--repository", str(repo)],
         env=env,
         cwd=ROOT,
         capture_output=True,

@@ -1,5 +1,5 @@
 """Bad input gives a named TrainingError (exit 2, one line, no traceback) and leaves the
-repository exactly as it was; the CLI path through service.cli.main works end to end."""
+repository exactly as it was; the CLI path through seqserve.cli.main works end to end."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from service.cli import main
+from seqserve.cli import main
 
 from .conftest import CO2, SUNSPOTS, VOWELS, snapshot
 

@@ -59,7 +59,7 @@ def test_entry_is_complete(forecast_run: tuple[Path, list[Outcome]]) -> None:
 
 
 def test_service_reader_sees_the_entries(forecast_run: tuple[Path, list[Outcome]]) -> None:
-    from service.repository import scan_repository
+    from models.repository import scan_repository
 
     repo, _ = forecast_run
     assert [(e.name, e.version) for e in scan_repository(repo)] == [("elec-gru", 1), ("elec-lstm", 1)]

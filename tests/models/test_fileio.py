@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.fileio import RepositoryReadError, call_with_timeout, read_file
-from service.repository import RepositoryEntry, is_version_name, scan_repository
+from models.fileio import RepositoryReadError, call_with_timeout, read_file
+from models.repository import RepositoryEntry, is_version_name, scan_repository
 
 
 def test_a_call_that_blocks_is_given_up_after_the_timeout(tmp_path: Path):

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.fileio import call_with_timeout, read_file
+from models.fileio import call_with_timeout, read_file
 
 MODEL_FILE = "model.onnx"
 MANIFEST_FILE = "manifest.json"

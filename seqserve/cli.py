@@ -37,7 +37,7 @@ def _gate(manifest: dict) -> dict:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from service.repository import scan_repository
+    from models.repository import scan_repository
 
     listing = []
     for entry in scan_repository(args.model_repository):
@@ -56,7 +56,7 @@ def _models(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from service.repository import scan_repository
+    from models.repository import scan_repository
 
     try:
         from models.verify import verify_file
