@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from seqserve.cli import main
 
+from seqserve.cli import main
 from tests.support.servers import ROOT
 
 from .conftest import CO2, SUNSPOTS, snapshot

@@ -11,8 +11,8 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from seqserve.cli import main
 
+from seqserve.cli import main
 from training import evaluate, gate, transforms
 from training.baselines import compute_baselines
 from training.data import TrainingError, prepare_forecast
