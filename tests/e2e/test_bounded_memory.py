@@ -45,6 +45,7 @@ def univariate(tmp_path_factory) -> Path:
     return root
 
 
+@pytest.mark.slow  # 2 million steps through the model: ~20 s on an idle 2-core machine
 def test_long_predict_keeps_rss_bounded_and_health_responsive(univariate, tmp_path):
     rng = np.random.default_rng(0)
     values = rng.integers(0, 10, size=(200, 10_000, 1))  # one digit each: 4 bytes a reading

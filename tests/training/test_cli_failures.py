@@ -60,6 +60,7 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
 
 
+@pytest.mark.slow  # a real `seqserve train` process (torch import and a short training)
 def test_cli_process_with_writes_failing(tmp_path, repo):
     before = snapshot(repo)
     argv = ["--data", str(SUNSPOTS), "--target", "sunactivity", "--name", "spots", *TINY]
