@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from service.errors import PositionConflict, SessionExpired, SessionNotFound
-from service.sessions.base import LastStep, SessionRecord, new_session_id
+from service.sessions.base import LastStep, SessionRecord, new_session_id, new_token
 from service.sessions.memory import BLOCK, MemorySessionStore, StatePool
 
 
@@ -33,6 +33,31 @@ async def test_round_trip_and_check_and_set():
     with pytest.raises(PositionConflict) as err:
         await store.save(again, expected_position=0)
     assert err.value.details["position"] == 3
+
+
+async def test_only_the_same_write_is_recognised_as_already_applied():
+    """Idempotency by the write's token: a re-sent save is a no-op; another write with the very
+    same content (identical readings from another request) is a conflict; so is a save computed
+    on a session that was replaced under the same id."""
+    store = MemorySessionStore(max_sessions=10)
+    rec = record()
+    await store.create(rec)
+    first, second = await store.load(rec.session_id), await store.load(rec.session_id)
+    first.position, first.token = 1, new_token()
+    first.state = (first.state[0] + 1, first.state[1])
+    await store.save(first, expected_position=0)
+    await store.save(first, expected_position=0)  # its reply was lost: sent again
+    second.position, second.token, second.state = 1, new_token(), first.state
+    with pytest.raises(PositionConflict):
+        await store.save(second, expected_position=0)
+    assert (await store.load(rec.session_id)).position == 1
+    stale = await store.load(rec.session_id)
+    replacement = record()
+    replacement.session_id, replacement.created_at = rec.session_id, rec.created_at + 1
+    await store.create(replacement, replace=True)
+    stale.position, stale.token = 2, new_token()
+    with pytest.raises(PositionConflict):
+        await store.save(stale, expected_position=0)
 
 
 async def test_loaded_state_is_a_copy():
