@@ -7,6 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 ECHO_CHARS = 80
+# The body of every 500, plus "request_id": nothing about the server's insides.
+INTERNAL_ERROR = {"error": "internal error; see the server log", "code": "internal_error"}
+
+
+def internal_error_body(request_id: str) -> dict[str, Any]:
+    """What any unexpected failure answers (500): the request id to find it in the log."""
+    return {**INTERNAL_ERROR, "request_id": request_id}
 
 
 def echo(value: Any, limit: int = ECHO_CHARS) -> str:

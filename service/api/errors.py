@@ -15,19 +15,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service.api.middleware import INTERNAL_ERROR
-from service.errors import ServiceError
+from service.errors import ServiceError, internal_error_body
 from service.logs import request_id
 
 log = logging.getLogger("seqserve.errors")
 
 CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
-
-
-def internal_error_body(request_id: str) -> dict:
-    """What any unexpected failure answers (500): the request id to find it in the log, and
-    nothing about the server's insides."""
-    return {**INTERNAL_ERROR, "request_id": request_id}
 
 
 def error_response(status: int, body: dict) -> Response:

@@ -21,11 +21,10 @@ import orjson
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
-from service.api.errors import internal_error_body
 from service.api.middleware import log_failure, request_id_of
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
-from service.errors import BadRequest, PayloadTooLarge, ServiceError
+from service.errors import BadRequest, PayloadTooLarge, ServiceError, internal_error_body
 from service.logs import set_request_id
 from service.metrics import Metrics
 

@@ -13,13 +13,11 @@ from typing import Any
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge
+from service.errors import PayloadTooLarge, internal_error_body
 from service.logs import set_request_id
 from service.metrics import Metrics
 
 log = logging.getLogger("seqserve.http")
-# The body of every 500, plus "request_id": nothing about the server's insides.
-INTERNAL_ERROR = {"error": "internal error; see the server log", "code": "internal_error"}
 
 # Request ids: a per-process random prefix and a counter; unique without a syscall per request.
 _PREFIX = os.urandom(4).hex().encode()
@@ -100,7 +98,7 @@ class RequestMiddleware:
             if started:
                 raise  # too late for an answer: the connection is closed mid-response
             log.exception("unhandled error")
-            body = orjson.dumps({**INTERNAL_ERROR, "request_id": rid.decode("latin-1")})
+            body = orjson.dumps(internal_error_body(rid.decode("latin-1")))
             await self._send(send, 500, rid, body)
             status = 500
         finally:

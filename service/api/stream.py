@@ -23,10 +23,9 @@ import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from service.api.deps import services
-from service.api.errors import internal_error_body
 from service.api.middleware import request_id_of
 from service.api.sessions import parse_step_request
-from service.errors import InvalidInput, ServiceError
+from service.errors import InvalidInput, ServiceError, internal_error_body
 from service.logs import set_request_id
 
 log = logging.getLogger("seqserve.errors")

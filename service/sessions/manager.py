@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -43,7 +44,9 @@ from service.errors import (
     SessionExpired,
     SessionNotFound,
     TooManySessions,
+    internal_error_body,
 )
+from service.logs import request_id
 from service.registry import LoadedModel, ModelRegistry
 from service.runtime import (
     as_array,
@@ -56,6 +59,7 @@ from service.runtime import (
 from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id, new_token, shown
 from service.settings import Settings
 
+log = logging.getLogger("seqserve.errors")
 JSON_OPTS = orjson.OPT_SERIALIZE_NUMPY
 CAS_ATTEMPTS = 3
 BULK_FIELDS = frozenset({"session_id", "inputs", "position"})
@@ -438,6 +442,11 @@ class SessionManager:
                 results[work.index] = await self.step(work.session_id, work.inputs, work.position, model=model)
             except ServiceError as exc:
                 results[work.index] = _error_body(work.session_id, exc)
+            except Exception:  # a bug hit this entry alone: its own 500, the others stand
+                log.exception("unhandled error in a bulk entry")
+                results[work.index] = orjson.dumps(
+                    {"session_id": work.session_id, "status": 500, **internal_error_body(request_id())}
+                )
         return [r if r is not None else b"null" for r in results]
 
     def _parse_together(self, inputs: list[Any]) -> np.ndarray | None:
@@ -462,10 +471,11 @@ class SessionManager:
         state = tuple(np.stack([w.record.state[k] for w in items], axis=1) for k in range(n_states))
         try:
             outputs, new_state = await self.batcher_for(loaded).run(inputs, state)
-        except ServiceError as exc:
-            for w in items:
-                results[w.index] = _error_body(w.session_id, exc)
-            return []
+        except Exception as exc:
+            if len(items) == 1 and isinstance(exc, ServiceError):
+                results[items[0].index] = _error_body(items[0].session_id, exc)
+                return []
+            return items  # nothing was saved: each goes again on its own, so only the culprit fails
         rows = zip(*(list(s.transpose(1, 0, 2)) for s in new_state), strict=True)  # per row: (h, c) views
         for w, out, row_state in zip(items, outputs, rows, strict=True):
             w.before = w.record.position

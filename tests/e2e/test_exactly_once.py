@@ -39,6 +39,7 @@ pytestmark = pytest.mark.e2e
 MODEL = "count"
 IDENTICAL = 31  # what every position-less "identical" writer sends
 RETRY_FOR = 30.0
+REPLAY_WINDOW = 64
 START_TIMEOUT = 90.0  # a loaded 2-core machine can take long to import and warm up
 
 
@@ -59,7 +60,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     repository = root / "repository"
     export_counting(repository, MODEL)
     with RedisProcess(root / "redis", appendonly=False) as redis, FaultProxy(redis.port, seed=7) as proxy:
-        env = {"SEQSERVE_SESSION_STORE": proxy.url}
+        # Five writers contend for each session here, so many steps can land between a lost
+        # reply and its retry: the replay window must cover them (the default suits one writer).
+        env = {"SEQSERVE_SESSION_STORE": proxy.url, "SEQSERVE_REPLAY_WINDOW": str(REPLAY_WINDOW)}
         replicas = [ServiceProcess(repository, root, env) for _ in range(2)]
         with ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda r: r.start(timeout=START_TIMEOUT), replicas))

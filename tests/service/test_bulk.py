@@ -93,3 +93,21 @@ async def test_cancelled_bulk_request_releases_the_locks_it_took(repository, reg
     # a was released on cancellation: a step on it goes straight through.
     reply = await asyncio.wait_for(svc.manager.step(a, step), timeout=2)
     assert orjson.loads(reply)["position"] == 1
+
+
+async def test_an_entry_that_breaks_the_model_call_fails_alone(repository, registry):
+    """One entry whose model call fails (a bug, injected) gets its own JSON 500; the entries
+    stacked with it are applied and answered."""
+    from service.batching import Batcher
+    from tests.service.test_batching import Poisonable
+
+    svc = services(repository, registry)
+    svc.manager.batcher_for = lambda model: Batcher(Poisonable(model), svc.executor)
+    sids = [(await svc.manager.create("lstm")).session_id for _ in range(4)]
+    good = [[20.0, 500.0, 12.0]]
+    entries = [{"session_id": sid, "inputs": good} for sid in sids]
+    entries[2]["inputs"] = [[Poisonable.POISON, 500.0, 12.0]]
+    got = [orjson.loads(r) for r in await svc.manager.step_many("lstm", entries)]
+    assert got[2]["status"] == 500 and got[2]["code"] == "internal_error", got[2]
+    assert [g.get("position") for k, g in enumerate(got) if k != 2] == [1, 1, 1]
+    assert [(await svc.store.load(sid)).position for sid in sids] == [1, 1, 0, 1]
