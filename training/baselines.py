@@ -156,8 +156,9 @@ def statistical_forecasts(
         plans.append(
             (
                 "mstl_autoets",
-                f"statsforecast MSTL(seasons {usable}) + AutoETS(ZZN) on the deseasonalised series; "
-                "fitted on the training block, seasonal cycles repeated, ETS run forward without refit",
+                f"statsforecast MSTL(seasons {usable}) + AutoETS(ZZN) on the deseasonalised series; ETS "
+                "fitted on the training block and run forward without refit, decomposition of the history "
+                "refreshed every shortest season",
                 lambda y: _mstl_autoets(y, train_rows, usable, pairs, h),
             )
         )
