@@ -21,6 +21,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
 from service.api import admin, health, models, schemas, sessions, stream, ui, v2
+from service.api import docs as api_docs
 from service.api import errors as api_errors
 from service.api.fastpath import FastPath
 from service.api.middleware import RequestMiddleware
@@ -158,11 +159,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Stateful serving of LSTM/GRU sequence models: stateless predictions, streaming "
         "sessions that carry h/c between requests, and the KServe V2 / Triton protocol.",
         lifespan=lifespan,
+        docs_url=None,  # /docs and /redoc come from api/docs.py, with the assets in the package
+        redoc_url=None,
     )
     api_errors.install(app)
-    for router in (health.router, models.router, sessions.router, stream.router, v2.router, admin.router, ui.router):
+    for router in (
+        health.router,
+        models.router,
+        sessions.router,
+        stream.router,
+        v2.router,
+        admin.router,
+        ui.router,
+        api_docs.router,
+    ):
         app.include_router(router)
     ui.mount_static(app)
+    api_docs.mount_assets(app)
     if settings.noop_route:
         app.include_router(health.noop_router)
     if settings.cors_origins:
