@@ -48,9 +48,8 @@ async def reload(svc: Services) -> ReloadReport:
         report = ReloadReport()
         registry = svc.registry
         loop = asyncio.get_running_loop()
-        wanted = await loop.run_in_executor(svc.executor, registry.wanted)
-        wanted_keys = {(e.name, e.version) for e in wanted}
         report.regated = registry.refresh_gates()  # manifest.json gates edited since last time
+        wanted = await loop.run_in_executor(svc.executor, registry.wanted)
         for entry in wanted:
             if registry.has(entry.name, entry.version):
                 continue
@@ -62,6 +61,11 @@ async def reload(svc: Services) -> ReloadReport:
             registry.register(model)
             svc.batcher_for(model)
             report.loaded.append(model.key)
+        if report.loaded and svc.settings.version_policy == "latest":
+            # What was just loaded may turn out unpromoted (its gate is in the file): ask again,
+            # so that the promoted default it would have displaced stays loaded.
+            wanted = await loop.run_in_executor(svc.executor, registry.wanted)
+        wanted_keys = {(e.name, e.version) for e in wanted}
 
         stale = [m for m in registry if (m.name, m.version) not in wanted_keys]
         if stale:

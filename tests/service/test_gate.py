@@ -88,3 +88,41 @@ def test_latest_policy_keeps_the_promoted_default_loaded(gated_repo, tmp_path):
     (root / "m" / "3" / "manifest.json").write_text(json.dumps({"gate": gate(True)}))
     registry.refresh_gates()
     assert [(e.name, e.version) for e in registry.wanted()] == [("m", 3)]
+
+
+async def test_reload_under_latest_policy_keeps_the_default_when_the_new_file_is_unpromoted(tmp_path):
+    """The newest version's gate is only in its ONNX metadata (no manifest): the reload learns
+    it by loading the file, and must not unload the promoted version the default still is."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+    from types import SimpleNamespace
+
+    from service.reloader import reload
+
+    root = tmp_path / "repo"
+    export_model(root, "m", 1, "gru", seed=1, layers=1, hidden=4, gate_verdict=gate(True))
+    settings = Settings(model_repository=root, version_policy="latest", latest_versions=1)
+    registry = ModelRegistry(settings)
+    registry.load_all()
+
+    async def no_sessions() -> dict:
+        return {}
+
+    with ThreadPoolExecutor(1) as executor:
+        svc = SimpleNamespace(
+            settings=settings,
+            registry=registry,
+            executor=executor,
+            reload_lock=asyncio.Lock(),
+            batchers={},
+            batcher_for=lambda model: None,
+            store=SimpleNamespace(usage=no_sessions),
+        )
+        export_model(root, "m", 2, "gru", seed=2, layers=1, hidden=4, gate_verdict=gate(False))
+        report = await reload(svc)
+        assert report.loaded == ["m/2"] and report.unloaded == []
+        assert registry.versions("m") == [1, 2] and registry.get("m").version == 1
+        export_model(root, "m", 3, "gru", seed=3, layers=1, hidden=4, gate_verdict=gate(True))
+        report = await reload(svc)
+        assert report.loaded == ["m/3"] and sorted(report.unloaded) == ["m/1", "m/2"]
+        assert registry.versions("m") == [3] and registry.get("m").version == 3
