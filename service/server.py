@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 import uvicorn
 
@@ -23,6 +24,15 @@ def configure_limits(settings: Settings) -> None:
     protocol.configure(settings.max_header_bytes, settings.header_timeout_seconds, settings.max_connections)
 
 
+def http_protocol(settings: Settings) -> dict[str, Any]:
+    """uvicorn's arguments for the HTTP protocol. Ours subclasses an internal of uvicorn's
+    (pinned in pyproject); SEQSERVE_HTTP_PROTOCOL=uvicorn falls back to uvicorn's own, which
+    has no header limits and enforces the connection limit as uvicorn's limit_concurrency."""
+    if settings.http_protocol == "uvicorn":
+        return {"http": "httptools", "limit_concurrency": settings.max_connections}
+    return {"http": protocol.BoundedHttpToolsProtocol}
+
+
 def serve(settings: Settings) -> None:
     configure(settings.log_level)
     configure_limits(settings)
@@ -31,7 +41,7 @@ def serve(settings: Settings) -> None:
         "port": settings.port,
         "log_level": settings.log_level,
         "access_log": False,  # one line per request costs more than the request; errors are logged
-        "http": protocol.BoundedHttpToolsProtocol,
+        **http_protocol(settings),
         "timeout_keep_alive": settings.keep_alive_timeout_seconds,
         "h11_max_incomplete_event_size": settings.max_header_bytes,  # only if h11 were chosen
         "ws_max_size": settings.ws_max_message_bytes,

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     ort_cpu_arena: bool = Field(
         False, description="ONNX Runtime's CPU memory arena keeps its peak for the process's life; off: freed"
     )
+    http_protocol: Literal["coalescing", "uvicorn"] = Field(
+        "coalescing",
+        description="coalescing: our subclass of uvicorn's httptools protocol (one send per response, the header "
+        "size/time and connection limits below); uvicorn: uvicorn's own, if an upgrade breaks the subclass "
+        "(max_connections then maps to uvicorn's limit_concurrency; header limits are uvicorn's)",
+    )
     max_header_bytes: int = Field(64 * 1024, ge=1024, description="request header block; 431 beyond")
     header_timeout_seconds: float = Field(
         10.0, gt=0, description="a connection must finish a request's headers within this; closed otherwise"
