@@ -77,15 +77,19 @@ COPY service/deploy/healthcheck.py /opt/seqserve/healthcheck.py
 ARG MODELS=service/deploy/models
 COPY --chown=seqserve:seqserve ${MODELS} /models
 # LD_LIBRARY_PATH: where the gpu variant's CUDA/cuDNN wheels keep their libraries (absent on cpu).
+# Secure by default: listening on 0.0.0.0, the server refuses to start without SEQSERVE_API_KEYS
+# (or _FILE) and SEQSERVE_ADMIN_KEY (or _FILE); see docs/deployment.md.
 ENV SEQSERVE_HOST=0.0.0.0 \
     SEQSERVE_PORT=8000 \
     SEQSERVE_GRPC_PORT=8001 \
+    SEQSERVE_ADMIN_PORT=8082 \
     SEQSERVE_MODEL_REPOSITORY=/models \
     SEQSERVE_SESSION_STORE=memory \
     SEQSERVE_WORKERS=1 \
     LD_LIBRARY_PATH=/opt/venv/lib/python3.11/site-packages/nvidia/cuda_runtime/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cublas/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cudnn/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cufft/lib:/opt/venv/lib/python3.11/site-packages/nvidia/curand/lib:/opt/venv/lib/python3.11/site-packages/nvidia/cuda_nvrtc/lib
 USER 10001:10001
-EXPOSE 8000 8001
+# 8000: data plane (HTTP), 8001: data plane (gRPC); 8082: admin API and /metrics (keep it internal).
+EXPOSE 8000 8001 8082
 VOLUME ["/models"]
 HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "/opt/seqserve/healthcheck.py"]

@@ -10,10 +10,13 @@ DEFAULT_MODEL ?= electricity
 # Real components the tests start: redis-server, nginx (scale-out topology), podman + runc +
 # debootstrap (builds and runs the serving image against a local stand-in base), nsenter, curl,
 # wrk (benchmark smoke test), chromium (the dashboard's browser tests, driven by Playwright).
-SYSTEM_PACKAGES := redis-server nginx podman runc debootstrap util-linux curl wrk chromium
-SYSTEM_COMMANDS := redis-server nginx podman runc debootstrap nsenter curl wrk chromium
+# podman-compose (a pip package in the dev extra) drives docker-compose.yml for real, on
+# podman's netavark network with aardvark-dns for the service names.
+SYSTEM_PACKAGES := redis-server redis-tools nginx podman runc netavark aardvark-dns debootstrap util-linux curl wrk chromium
+SYSTEM_COMMANDS := redis-server redis-cli nginx podman runc netavark aardvark-dns debootstrap nsenter curl wrk chromium
+SECRETS ?= secrets
 
-.PHONY: run test lint install system-deps train-default serve clean bench grpc-stubs quality
+.PHONY: run test lint install system-deps train-default serve clean bench grpc-stubs quality secrets
 
 install: $(STAMP)
 
@@ -54,6 +57,21 @@ lint: $(STAMP)
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
+
+# Compose secrets (docker-compose.yml): random keys, written once, never overwritten. Mode 0644
+# because compose bind-mounts the files as they are and the containers run as other users;
+# keep the directory itself private (0700). Two data-plane keys, so a second client can have its own.
+secrets:
+	@mkdir -p $(SECRETS) && chmod 700 $(SECRETS)
+	@for name in api_keys admin_key redis_password; do \
+		if [ ! -s $(SECRETS)/$$name ]; then \
+			if [ $$name = api_keys ]; then \
+				{ $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))'; \
+				  $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))'; } > $(SECRETS)/$$name; \
+			else $(PYTHON) -c 'import secrets; print(secrets.token_hex(32))' > $(SECRETS)/$$name; fi; \
+			chmod 644 $(SECRETS)/$$name; echo "wrote $(SECRETS)/$$name"; \
+		else echo "$(SECRETS)/$$name exists; kept"; fi; \
+	done
 
 bench: $(STAMP)
 	$(PY) -m bench.run --rounds 2

@@ -3,6 +3,11 @@
 Start-up (lifespan) loads every model in the repository, warms each ONNX Runtime session,
 opens the session store, and builds one batcher per model version. Shutdown stops taking
 work, lets in-flight requests finish (uvicorn), then closes the store and the worker threads.
+
+Two listeners, one process: the data plane (create_asgi: predictions, sessions, V2, health)
+and the admin API (create_admin_app: /v1/admin/*, /metrics), which shares the data app's
+services and runs on its own port (service/server.py) so that neither nginx nor a
+Kubernetes Service ever exposes it.
 """
 
 from __future__ import annotations
@@ -24,7 +29,9 @@ from service.api import admin, health, models, schemas, sessions, stream, ui, v2
 from service.api import docs as api_docs
 from service.api import errors as api_errors
 from service.api.fastpath import FastPath
+from service.api.gate import KeyGate
 from service.api.middleware import RequestMiddleware
+from service.auth import KeyRing, Security
 from service.batching import Batcher
 from service.metrics import Metrics
 from service.registry import LoadedModel, ModelRegistry
@@ -46,7 +53,7 @@ BODY_MODELS = (
 )
 
 
-def make_store(settings: Settings) -> SessionStore:
+def make_store(settings: Settings, security: Security | None = None) -> SessionStore:
     if settings.session_store == "memory":
         from service.sessions.memory import MemorySessionStore
 
@@ -54,7 +61,8 @@ def make_store(settings: Settings) -> SessionStore:
     if settings.session_store.startswith(("redis://", "rediss://", "unix://")):
         from service.sessions.redis import RedisSessionStore
 
-        return RedisSessionStore(settings.session_store)
+        password = security.redis_password if security is not None else None
+        return RedisSessionStore(settings.session_store, password=password)
     raise ValueError(f"SEQSERVE_SESSION_STORE must be 'memory' or a redis:// URL, got {settings.session_store!r}")
 
 
@@ -74,6 +82,7 @@ class Services:
     # Decoding and encoding large bodies (seconds of GIL-bound work for an 8 MB predict) runs
     # here, not on the event loop; one thread, so such transient memory is held once at a time.
     codec: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="codec"))
+    keys: KeyRing = field(default_factory=lambda: KeyRing(frozenset()))  # data-plane API keys (gRPC checks them)
 
     def __post_init__(self) -> None:
         self.manager = SessionManager(
@@ -101,26 +110,29 @@ class Services:
         return batcher
 
 
-def build_services(settings: Settings, metrics: Metrics) -> Services:
+def build_services(settings: Settings, metrics: Metrics, security: Security | None = None) -> Services:
     registry = ModelRegistry(settings)
     registry.load_all()
-    store = make_store(settings)
+    store = make_store(settings, security)
     metrics.watch_sessions(store.stats)
     metrics.track_models(registry.has_name)
     executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ort")
     svc = Services(settings, metrics, registry, store, executor)
+    if security is not None:
+        svc.keys = security.keys
     for model in registry:
         svc.batcher_for(model)
     return svc
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, security: Security | None = None) -> FastAPI:
     settings = settings or Settings()
+    security = security or Security.from_settings(settings)
     metrics = Metrics()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = build_services(settings, metrics)
+        svc = build_services(settings, metrics, security)
         app.state.services = svc
         await svc.store.start()
         grpc_server = None
@@ -169,7 +181,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sessions.router,
         stream.router,
         v2.router,
-        admin.router,
         ui.router,
         api_docs.router,
     ):
@@ -182,20 +193,40 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"])
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     app.state.metrics = metrics
+    app.state.security = security
     _document_bodies(app)
     return app
 
 
-def create_asgi(settings: Settings | None = None) -> ASGIApp:
-    """What uvicorn serves: the app, with the step fast path in front of everything (even
-    Starlette's own middleware) unless SEQSERVE_FAST_PATH=false."""
+def create_asgi(settings: Settings | None = None, app: FastAPI | None = None) -> ASGIApp:
+    """What uvicorn serves on the data port: the app, with the step fast path in front of
+    everything (even Starlette's own middleware) unless SEQSERVE_FAST_PATH=false, and the
+    API-key check in front of that when keys are configured."""
     settings = settings or Settings()
-    app = create_app(settings)
-    if not settings.fast_path or settings.cors_origins:
-        # CORS headers come from Starlette's middleware, which the fast path skips: with CORS
-        # configured, browsers' requests take the ordinary (slightly slower) route.
-        return app
-    return FastPath(app, app.state.metrics, settings.max_body_bytes)
+    app = app or create_app(settings)
+    asgi: ASGIApp = app
+    # CORS headers come from Starlette's middleware, which the fast path skips: with CORS
+    # configured, browsers' requests take the ordinary (slightly slower) route.
+    if settings.fast_path and not settings.cors_origins:
+        asgi = FastPath(app, app.state.metrics, settings.max_body_bytes)
+    security: Security = app.state.security
+    if security.keys:
+        asgi = KeyGate(asgi, security.keys, app.state.metrics, allow_preflight=bool(settings.cors_origins))
+    return asgi
+
+
+def create_admin_app(data_app: FastAPI) -> ASGIApp:
+    """The admin listener's app: /v1/admin/* (behind the admin key; absent with
+    SEQSERVE_ADMIN=off), /metrics and liveness, sharing `data_app`'s services and metrics."""
+    security: Security = data_app.state.security
+    app = FastAPI(title="seqserve admin", version=data_app.version, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state = data_app.state  # services appear here when the data app has started
+    api_errors.install(app)
+    app.include_router(health.metrics_router)
+    app.add_api_route("/v2/health/live", health.live, methods=["GET"])
+    if security.admin_enabled:
+        app.include_router(admin.router)
+    return admin.AdminGate(app, security.admin_key)
 
 
 def _document_bodies(app: FastAPI) -> None:

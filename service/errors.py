@@ -88,7 +88,18 @@ class SessionNotFound(NotFound):
 
 
 class SessionExpired(ServiceError):
+    """Gone (410): the session existed; `reason` says why it is gone ("expired", "evicted").
+    Stores set `owner` on the exception (never in the body), so a key that did not own the
+    session is told 404 like for any unknown id."""
+
     status, code = 410, "session_expired"
+    owner: str = ""
+
+
+class SessionEvicted(SessionExpired):
+    """Removed to make room (memory store at SEQSERVE_MAX_SESSIONS): 410, reason "evicted"."""
+
+    code = "session_evicted"
 
 
 class ModelChanged(ServiceError):
@@ -129,6 +140,8 @@ class TooManySessions(ServiceError):
 
 
 class StoreUnavailable(ServiceError):
+    """503. The message never names hosts, ports or paths (they go to the log only)."""
+
     status, code = 503, "session_store_unavailable"
 
 

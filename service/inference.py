@@ -4,8 +4,10 @@ parameters, and everything after that (validation of what the tensors mean, the 
 sequences onto sessions, timeouts, retry-safe positions, which outputs) happens here, once.
 
 Sequences. `sequence_id` (non-zero unsigned int or non-empty string) names a session of the
-SessionManager under the id `v2:<model>:<sequence_id>` (5 and "5" are the same sequence), so it
-lives in the configured store, its steps go through the batcher and are applied in order.
+SessionManager under the id `v2:<model>:<sequence_id>` (5 and "5" are the same sequence), or
+`v2:<owner>:<model>:<sequence_id>` with API keys (each key has its own sequence ids and owns
+their sessions: another key's sequence 5 is not yours), so it lives in the configured store,
+its steps go through the batcher and are applied in order.
 `sequence_start` (re)starts it from the initial state (or explicit state tensors, only at the
 start); `sequence_end` deletes it after the step. `start_time` (ISO 8601) sets a fresh state's
 clock on a stateless request or with `sequence_start`; not with explicit state tensors.
@@ -272,9 +274,16 @@ _background: set[asyncio.Task[Any]] = set()  # sequence steps in flight (kept fr
 
 
 async def infer(
-    svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], options: Options, wanted: list[str], pinned: bool
+    svc: Services,
+    model: LoadedModel,
+    arrays: dict[str, np.ndarray],
+    options: Options,
+    wanted: list[str],
+    pinned: bool,
+    owner: str = "",
 ) -> Result:
-    """Run one validated request. `pinned`: the client named the version explicitly.
+    """Run one validated request. `pinned`: the client named the version explicitly. `owner`:
+    the caller's API key owner id (service/auth.py), "" without keys.
 
     A sequence step runs in a task of its own that completes even when its caller gives up
     (deadline, cancelled RPC, closed connection): a step cut in half would leave the session
@@ -290,7 +299,7 @@ async def infer(
             return await _stateless(svc, model, arrays, options, wanted)
         task = asyncio.ensure_future(_stateless(svc, model, arrays, options, wanted))
     else:
-        task = asyncio.ensure_future(_sequence_step(svc, model, arrays, options, wanted, pinned))
+        task = asyncio.ensure_future(_sequence_step(svc, model, arrays, options, wanted, pinned, owner))
         _background.add(task)
         task.add_done_callback(_finished)
     try:
@@ -325,22 +334,33 @@ async def _stateless(
 
 
 async def _sequence_step(
-    svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], options: Options, wanted: list[str], pinned: bool
+    svc: Services,
+    model: LoadedModel,
+    arrays: dict[str, np.ndarray],
+    options: Options,
+    wanted: list[str],
+    pinned: bool,
+    owner: str,
 ) -> Result:
     seq_id = options.sequence_id
     assert seq_id is not None
     x = arrays["input"]
     if x.shape[0] != 1:
         raise Error(f"sequence requests take batch 1; input has batch {x.shape[0]}", field="input")
-    session_id = f"v2:{model.name}:{seq_id}"
+    session_id = f"v2:{owner}:{model.name}:{seq_id}" if owner else f"v2:{model.name}:{seq_id}"
     manager = svc.manager
     if options.start:
-        if options.position is None or not await _retried_start(manager, session_id):
+        if options.position is None or not await _retried_start(manager, session_id, owner):
             state_in = None
             if model.input_names[1] in arrays:
                 state_in = {s: arrays[f"{s}0"][:, 0, :].tolist() for s in model.state_names}
             await manager.create(
-                model.name, model.version, state=state_in, session_id=session_id, start_time=options.start_time
+                model.name,
+                model.version,
+                state=state_in,
+                session_id=session_id,
+                start_time=options.start_time,
+                owner=owner,
             )
     else:
         if len(arrays) > 1:
@@ -349,7 +369,7 @@ async def _sequence_step(
                 field="state",
             )
         if pinned:
-            record = await _record(manager, session_id, seq_id, model.name)
+            record = await _record(manager, session_id, seq_id, model.name, owner)
             if record.version != model.version:
                 raise Error(
                     f"sequence {seq_id!r} runs on version {record.version} of model '{model.name}', "
@@ -357,13 +377,13 @@ async def _sequence_step(
                     field="version",
                 )
     try:
-        step = orjson.loads(await manager.step(session_id, x[0].tolist(), options.position))
+        step = orjson.loads(await manager.step(session_id, x[0].tolist(), options.position, owner=owner))
     except (SessionNotFound, SessionExpired) as exc:
         raise _not_started(seq_id, model.name, exc) from None
     served = svc.registry.get(step["model"], step["version"])
     tensors: dict[str, np.ndarray] = {"output": np.asarray(step["outputs"], np.float32)[None]}
     if any(n != "output" for n in wanted):
-        record = await _record(manager, session_id, seq_id, model.name)
+        record = await _record(manager, session_id, seq_id, model.name, owner)
         if record.position != step["position"]:
             raise PositionConflict(
                 f"sequence {seq_id!r} was stepped again before its state could be read; "
@@ -376,24 +396,24 @@ async def _sequence_step(
         if missing:
             raise Error(f"sequence {seq_id!r} runs on a model without outputs {missing}", field="outputs")
     if options.end:
-        await manager.delete(session_id)
+        await manager.delete(session_id, owner)
     return Result(served, {n: tensors[n] for n in wanted}, step["position"])
 
 
-async def _retried_start(manager: Any, session_id: str) -> bool:
+async def _retried_start(manager: Any, session_id: str, owner: str) -> bool:
     """With sequence_position 0 on a start: does the sequence already exist past position 0?
     Then the step goes to the manager with position 0, which replays the start if it is one of
     the recent steps it recorded (a resend) and answers a position conflict otherwise."""
     try:
-        record = await manager.get(session_id)
+        record = await manager.get(session_id, owner)
     except (SessionNotFound, SessionExpired):
         return False
     return record.position > 0
 
 
-async def _record(manager: Any, session_id: str, seq_id: str, model: str) -> SessionRecord:
+async def _record(manager: Any, session_id: str, seq_id: str, model: str, owner: str) -> SessionRecord:
     try:
-        return await manager.get(session_id)
+        return await manager.get(session_id, owner)
     except (SessionNotFound, SessionExpired) as exc:
         raise _not_started(seq_id, model, exc) from None
 

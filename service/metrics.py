@@ -25,6 +25,11 @@ class _SessionCollector(Collector):
         yield GaugeMetricFamily("seqserve_sessions_active", "Sessions held by this process's store", stats["active"])
         yield CounterMetricFamily("seqserve_sessions_evicted", "Sessions evicted (LRU)", stats["evicted"])
         yield CounterMetricFamily("seqserve_sessions_expired", "Sessions expired (idle TTL)", stats["expired"])
+        yield GaugeMetricFamily(
+            "seqserve_session_store_up",
+            "1 when the session store answered the last operation, 0 when it was unavailable",
+            stats.get("available", 1),
+        )
 
 
 OTHER = "_other"  # the one label for every model name that is not loaded (404s, typos, scans)

@@ -83,8 +83,26 @@ class Settings(BaseSettings):
         128, ge=0, description="calls of at most this many rows x steps run on the event loop, not a thread"
     )
 
-    # Security
-    api_key: str | None = Field(None, description="required on admin endpoints when set")
+    max_sessions_per_key: int = Field(0, ge=0, description="sessions one API key may hold; 0: no limit; 429 beyond")
+
+    # Security (docs/deployment.md). Keys may come inline or from files (container secrets).
+    api_keys: str | None = Field(
+        None, description="data-plane API keys, comma/whitespace separated: plaintext or sha256:<hex>"
+    )
+    api_keys_file: Path | None = None
+    allow_anonymous: bool = Field(
+        False, description="serve the data plane without API keys on a non-loopback address (not recommended)"
+    )
+    admin: Literal["on", "off"] = Field("on", description="off: no admin routes at all (metrics stay)")
+    admin_host: str | None = Field(None, description="admin listener address; default: SEQSERVE_HOST")
+    admin_port: int = Field(8082, ge=0, le=65535, description="admin API and /metrics; never the data port")
+    admin_key: str | None = Field(None, description="the admin API's key: plaintext or sha256:<hex>")
+    admin_key_file: Path | None = None
+    redis_password: str | None = Field(None, description="password for a redis:// session store")
+    redis_password_file: Path | None = None
+    ready_requires_store: bool = Field(
+        False, description="/v2/health/ready also needs the session store (default: models only)"
+    )
     cors_origins: list[str] = Field(default_factory=list)
 
     # Benchmarking

@@ -1,19 +1,21 @@
 """Operator endpoints: reload the model repository, unload a version, list sessions.
 
-When SEQSERVE_API_KEY is set they require it (`X-API-Key: <key>` or `Authorization: Bearer
-<key>`), compared in constant time. Session ids are listed only here: clients cannot
-enumerate them.
+They are served only by the admin listener (SEQSERVE_ADMIN_PORT, see service/app.py), never
+on the data port, and every one of them needs the admin key (`X-API-Key: <key>` or
+`Authorization: Bearer <key>`; service/auth.py), checked by `AdminGate` before routing.
+Session ids are listed only here: clients cannot enumerate them.
 """
 
 from __future__ import annotations
 
-import secrets
-
+import orjson
 from fastapi import APIRouter, Query, Request, Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.body import json_response_bytes
 from service.api.deps import services
 from service.api.schemas import ErrorBody
+from service.auth import AdminKey
 from service.errors import ServiceError, Unauthorized
 from service.reloader import reload
 
@@ -25,16 +27,24 @@ class VersionInUse(ServiceError):
     status, code = 409, "version_in_use"
 
 
-def require_key(request: Request) -> None:
-    key = services(request).settings.api_key
-    if not key:
-        return
-    given = request.headers.get("x-api-key")
-    auth = request.headers.get("authorization", "")
-    if given is None and auth.lower().startswith("bearer "):
-        given = auth[7:].strip()
-    if given is None or not secrets.compare_digest(given.encode(), key.encode()):
-        raise Unauthorized("admin endpoints need a valid API key (X-API-Key or Authorization: Bearer)")
+class AdminGate:
+    """Refuses every request under /v1/admin without the admin key (401 JSON)."""
+
+    def __init__(self, app: ASGIApp, key: AdminKey) -> None:
+        self.app = app
+        self.key = key
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith(router.prefix):
+            try:
+                self.key.check(scope["headers"])
+            except Unauthorized as exc:
+                body = orjson.dumps(exc.body())
+                headers = [(b"content-type", b"application/json"), (b"www-authenticate", b'Bearer realm="admin"')]
+                await send({"type": "http.response.start", "status": 401, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                return
+        await self.app(scope, receive, send)
 
 
 def _json(data: dict) -> Response:
@@ -44,7 +54,6 @@ def _json(data: dict) -> Response:
 @router.post("/reload", responses=ERRORS)
 async def reload_models(request: Request) -> Response:
     """Rescan the repository: load new versions, unload unwanted ones no session uses."""
-    require_key(request)
     report = await reload(services(request))
     return _json(report.as_dict())
 
@@ -53,7 +62,6 @@ async def reload_models(request: Request) -> Response:
 async def unload_version(name: str, version: int, request: Request) -> Response:
     """Unload one version now (refused while sessions are pinned to it). It comes back on
     the next reload if the repository still offers it under the version policy."""
-    require_key(request)
     svc = services(request)
     model = svc.registry.get(name, version)
     async with svc.reload_lock:
@@ -67,7 +75,6 @@ async def unload_version(name: str, version: int, request: Request) -> Response:
 
 @router.get("/sessions", responses=ERRORS)
 async def list_sessions(request: Request, limit: int = Query(1000, ge=1, le=100_000)) -> Response:
-    require_key(request)
     store = services(request).store
     ids = await store.list_ids(limit)
     return _json({"sessions": ids, "count": await store.count()})

@@ -6,9 +6,20 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import HTTPConnection
 
+from service.api.gate import owner_of
+from service.errors import NotReady
+
 if TYPE_CHECKING:
     from service.app import Services
 
 
 def services(conn: HTTPConnection) -> Services:
-    return conn.app.state.services
+    svc = getattr(conn.app.state, "services", None)
+    if svc is None:  # the admin listener can be asked before the data app has started
+        raise NotReady("the service is starting")
+    return svc
+
+
+def owner(conn: HTTPConnection) -> str:
+    """The session owner of this request: its API key's owner id ("" without keys)."""
+    return owner_of(conn.scope)

@@ -21,6 +21,7 @@ import orjson
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
+from service.api.gate import owner_of
 from service.api.middleware import log_failure, request_id_of
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
@@ -76,14 +77,14 @@ class FastPath:
         send: Send,
         route: str,
         model: str,
-        handler: Callable[[Any, str, bytes], Awaitable[bytes]],
+        handler: Callable[[Any, str, bytes, str], Awaitable[bytes]],
         arg: str,
     ) -> None:
         start = time.perf_counter()
         rid = request_id_of(scope)
         try:
             raw = await self._read_body(receive)
-            body = await handler(self.state.services, arg, raw)
+            body = await handler(self.state.services, arg, raw, owner_of(scope))
             status = 200
         except ServiceError as exc:
             status, body = exc.status, orjson.dumps(exc.body())

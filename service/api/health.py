@@ -1,5 +1,14 @@
-"""Liveness, readiness and metrics (readiness in the V2 protocol's form, for Triton clients
-and load balancers alike)."""
+"""Liveness, readiness, session-store health and metrics.
+
+Readiness (`/v2/health/ready`, in the V2 protocol's form) means "predictions can be served":
+at least one model is loaded. The session store is reported on its own
+(`/v1/health/sessions`, and the `seqserve_session_store_up` metric), so an outage of Redis
+takes down sessions but not stateless prediction, and Kubernetes does not pull every pod out
+of the Service for it. Operators who want the store to gate readiness set
+SEQSERVE_READY_REQUIRES_STORE=true.
+
+`/metrics` is served by the admin listener only (service/app.py).
+"""
 
 from __future__ import annotations
 
@@ -22,14 +31,30 @@ async def ready(request: Request) -> Response:
     svc = services(request)
     if len(svc.registry) == 0:
         raise NotReady("no model is loaded")
-    try:
-        await svc.store.ping()
-    except ServiceError as exc:
-        raise NotReady(f"session store unavailable: {exc.message}") from None
+    if svc.settings.ready_requires_store:
+        try:
+            await svc.store.ping()
+        except ServiceError:
+            raise NotReady("session store unavailable") from None
     return Response(b'{"ready":true}', media_type="application/json")
 
 
-@router.get("/metrics", include_in_schema=False)
+@router.get("/v1/health/sessions")
+async def sessions_health(request: Request) -> Response:
+    """200 when the session store answers, 503 (session_store_unavailable) when it does not."""
+    store = services(request).store
+    try:
+        await store.ping()
+    except ServiceError as exc:
+        body = {**exc.body(), "store": store.kind, "available": False}
+        return Response(json_response_bytes(body), status_code=exc.status, media_type="application/json")
+    return Response(json_response_bytes({"store": store.kind, "available": True}), media_type="application/json")
+
+
+metrics_router = APIRouter(tags=["admin"])
+
+
+@metrics_router.get("/metrics", include_in_schema=False)
 async def metrics(request: Request) -> Response:
     return Response(await services(request).metrics.render_async(), media_type="text/plain; version=0.0.4")
 

@@ -64,8 +64,9 @@ async def predict(name: str, request: Request) -> Response:
     return Response(body, media_type="application/json")
 
 
-async def run_predict(svc: Services, name: str, raw: bytes) -> bytes:
+async def run_predict(svc: Services, name: str, raw: bytes, owner: str = "") -> bytes:
     """Stateless: run whole sequences from a given (default: fresh) state; raw body in, body out.
+    (`owner`: the caller's key, unused: predictions touch no session.)
 
     A large body is decoded, and its answer encoded, in the codec thread: the event loop
     keeps answering other requests (health checks, steps) meanwhile."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import check_object, json_response_bytes, optional_int, parse_json, read_json
-from service.api.deps import services
+from service.api.deps import owner, services
 from service.api.schemas import (
     BulkStepResponse,
     ErrorBody,
@@ -76,6 +76,7 @@ async def create_session(name: str, request: Request) -> Response:
         body.get("ttl_seconds"),
         body.get("state"),
         start_time=body.get("start_time"),
+        owner=owner(request),
     )
     return _json(session_info(record), 201)
 
@@ -88,13 +89,13 @@ async def create_session(name: str, request: Request) -> Response:
 )
 async def step_session(session_id: str, request: Request) -> Response:
     # Normally answered by service/api/fastpath.py before routing; same code either way.
-    return _json(await apply_steps(services(request), session_id, await request.body()))
+    return _json(await apply_steps(services(request), session_id, await request.body(), owner(request)))
 
 
-async def apply_steps(svc: Services, session_id: str, raw: bytes) -> bytes:
+async def apply_steps(svc: Services, session_id: str, raw: bytes, owner: str = "") -> bytes:
     """The step endpoint's whole job, from raw body to response body."""
     inputs, position = parse_step_request(raw)
-    return await svc.manager.step(session_id, inputs, position)
+    return await svc.manager.step(session_id, inputs, position, owner=owner)
 
 
 def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[Any, Any]:
@@ -108,7 +109,7 @@ def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[An
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, responses=errors(404, 410, 503))
 async def get_session(session_id: str, request: Request, include_state: bool = False) -> Response:
     svc = services(request)
-    record = await svc.manager.get(session_id)
+    record = await svc.manager.get(session_id, owner(request))
     names: tuple[str, ...] = ()
     if include_state:  # the pinned version stays loaded while sessions use it
         names = svc.registry.get(record.model, record.version).state_names
@@ -124,13 +125,13 @@ async def get_session(session_id: str, request: Request, include_state: bool = F
 )
 async def fork_session(session_id: str, request: Request) -> Response:
     body = await _optional_body(request, FORK_FIELDS)
-    record = await services(request).manager.fork(session_id, body.get("ttl_seconds"))
+    record = await services(request).manager.fork(session_id, body.get("ttl_seconds"), owner(request))
     return _json(session_info(record), 201)
 
 
 @router.delete("/v1/sessions/{session_id}", status_code=204, responses=errors(404, 503))
 async def delete_session(session_id: str, request: Request) -> Response:
-    if not await services(request).manager.delete(session_id):
+    if not await services(request).manager.delete(session_id, owner(request)):
         raise SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
     return Response(status_code=204)
 
@@ -156,5 +157,5 @@ async def bulk_steps(name: str, request: Request) -> Response:
             f"steps has {len(entries)} entries; at most {limit}", field="steps", limit="max_bulk_sessions", max=limit
         )
 
-    results = await svc.manager.step_many(name, entries)
+    results = await svc.manager.step_many(name, entries, owner(request))
     return _json(b'{"results":[' + b",".join(results) + b"]}")

@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from service.api.deps import services
+from service.api.deps import owner, services
 from service.api.middleware import request_id_of
 from service.api.sessions import parse_step_request
 from service.errors import InvalidInput, ServiceError, internal_error_body
@@ -53,9 +53,10 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     # subprotocols "seqserve.v1" and "seqserve.key.<key>"; a browser drops a connection whose
     # answer names none of those it offered, so the first one is chosen when offered.
     offered = websocket.scope.get("subprotocols", [])
+    who = owner(websocket)
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     try:
-        await svc.manager.get(session_id)
+        await svc.manager.get(session_id, who)
     except ServiceError as exc:
         await websocket.send_text(_error(exc).decode())
         await websocket.close(code=4000 + exc.status)
@@ -93,7 +94,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
                     replies[i] = _error(exc)
             if requests:
                 # Runs of valid messages between invalid ones keep their order.
-                results = await _answer_in_order(svc, session_id, requests, slots, replies)
+                results = await _answer_in_order(svc, session_id, who, requests, slots, replies)
                 for i, result in results:
                     replies[i] = result
             for reply in replies:
@@ -116,7 +117,12 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
 
 
 async def _answer_in_order(
-    svc: Any, session_id: str, requests: list[tuple[Any, Any]], slots: list[int], replies: list[bytes | None]
+    svc: Any,
+    session_id: str,
+    owner: str,
+    requests: list[tuple[Any, Any]],
+    slots: list[int],
+    replies: list[bytes | None],
 ) -> list[tuple[int, bytes]]:
     """Apply the valid messages in arrival order: consecutive ones (no invalid message
     between them) go to step_stream together."""
@@ -126,7 +132,7 @@ async def _answer_in_order(
     async def flush() -> None:
         if not run:
             return
-        results = await svc.manager.step_stream(session_id, [requests[k] for k in run])
+        results = await svc.manager.step_stream(session_id, [requests[k] for k in run], owner)
         for k, result in zip(run, results, strict=True):
             out.append((slots[k], _error(result) if isinstance(result, ServiceError) else result))
         run.clear()

@@ -65,7 +65,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from service import inference, triton
-from service.api.deps import services
+from service.api.deps import owner, services
 from service.api.schemas import ErrorBody
 from service.errors import MalformedJSON, echo
 from service.inference import DATATYPE, InferenceRequestError, parse_version
@@ -374,7 +374,8 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     arrays = _decode_inputs(body.get("inputs"), binary, model, settings.max_batch_size, settings.max_steps_per_request)
     default = inference.default_outputs(model, options)
     wanted = _requested_outputs(body.get("outputs"), model, default, binary_output)
-    result = await inference.infer(svc, model, arrays, options, [n for n, _ in wanted], pinned=version is not None)
+    pinned = version is not None
+    result = await inference.infer(svc, model, arrays, options, [n for n, _ in wanted], pinned, owner(request))
     return _response(result, request_id, wanted)
 
 

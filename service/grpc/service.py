@@ -15,6 +15,10 @@ stream: its reply carries `error_message`, as Triton's does.
 
 Errors: the domain errors of service/errors.py become status codes (`STATUS`), with the
 message as details and the JSON error body in the `seqserve-error-bin` trailer.
+
+API keys: with SEQSERVE_API_KEYS set, every RPC but ServerLive and ServerReady needs a key in
+the `x-api-key` or `authorization: Bearer <key>` metadata (UNAUTHENTICATED otherwise); the
+key owns the sequences it starts, exactly as over HTTP.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import orjson
 from google.protobuf import json_format
 
 from service import inference, triton
-from service.errors import NotFound, PositionConflict, ServiceError, SessionExists
+from service.errors import NotFound, PositionConflict, ServiceError, SessionExists, Unauthorized
 from service.grpc import grpc_service_pb2 as pb
 from service.grpc import grpc_service_pb2_grpc as pb_grpc
 from service.grpc import model_config_pb2 as config_pb
@@ -62,6 +66,7 @@ MAX_STREAMS_PER_CONNECTION = 128  # concurrent calls on one HTTP/2 connection
 IDLE_CONNECTION_MS = 300_000  # a connection without calls is closed (clients reconnect on their own)
 
 Reply = TypeVar("Reply")
+PUBLIC_METHODS = frozenset({"ServerLive", "ServerReady"})  # health probes: no key
 
 
 def status_of(exc: ServiceError) -> grpc.StatusCode:
@@ -76,12 +81,15 @@ def _rpc(handler: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Re
     """Domain errors -> gRPC status with a clear message; anything else -> INTERNAL, logged."""
 
     method = handler.__name__
+    public = method in PUBLIC_METHODS
 
     @wraps(handler)
     async def call(self: InferenceService, request: Any, context: grpc.aio.ServicerContext) -> Reply:
         start = time.perf_counter()
         code = StatusCode.OK
         try:
+            if not public:
+                self.owner(context)  # refuses without a valid key
             return await handler(self, request, context)
         except ServiceError as exc:
             code = status_of(exc)
@@ -111,6 +119,15 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self._latency = {m: metrics.grpc_latency.labels(m) for m in ("ModelInfer", "ModelStreamInfer")}
         self._requests = metrics.grpc_requests
 
+    def owner(self, context: Any) -> str:
+        """The owner id of the call's API key ("" without keys); Unauthorized otherwise."""
+        keys = self.svc.keys
+        if not keys:
+            return ""
+        metadata = context.invocation_metadata() or ()
+        headers = [(k.encode(), v if isinstance(v, bytes) else v.encode()) for k, v in metadata]
+        return keys.owner(headers)
+
     def observe(self, method: str, code: grpc.StatusCode, start: float) -> None:
         """Prometheus: count and time one request (one stream message for ModelStreamInfer)."""
         self._requests.labels(method, code.name).inc()
@@ -126,12 +143,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
+        # As /v2/health/ready: predictions can be served; the store only when configured to gate.
         if len(self.svc.registry) == 0:
             return pb.ServerReadyResponse(ready=False)
-        try:
-            await self.svc.store.ping()
-        except ServiceError:
-            return pb.ServerReadyResponse(ready=False)
+        if self.svc.settings.ready_requires_store:
+            try:
+                await self.svc.store.ping()
+            except ServiceError:
+                return pb.ServerReadyResponse(ready=False)
         return pb.ServerReadyResponse(ready=True)
 
     @_rpc
@@ -180,7 +199,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     # ------------------------------------------------------------------------ inference
 
-    async def _infer(self, request: pb.ModelInferRequest) -> pb.ModelInferResponse:
+    async def _infer(self, request: pb.ModelInferRequest, owner: str) -> pb.ModelInferResponse:
         svc = self.svc
         if not request.model_name:
             raise inference.Error("model_name is required", field="model_name")
@@ -189,16 +208,21 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         settings = svc.settings
         arrays = tensors.decode_inputs(request, model, settings.max_batch_size, settings.max_steps_per_request)
         wanted = tensors.requested_outputs(request, model, options)
-        result = await inference.infer(svc, model, arrays, options, wanted, pinned=bool(request.model_version))
+        result = await inference.infer(svc, model, arrays, options, wanted, bool(request.model_version), owner)
         return tensors.response(result, request.id)
 
     @_rpc
     async def ModelInfer(self, request: pb.ModelInferRequest, context: Any) -> pb.ModelInferResponse:
-        return await self._infer(request)
+        return await self._infer(request, self.owner(context))
 
     async def ModelStreamInfer(
         self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        try:
+            owner = self.owner(context)
+        except Unauthorized as exc:
+            self.observe("ModelStreamInfer", StatusCode.UNAUTHENTICATED, time.perf_counter())
+            await context.abort(StatusCode.UNAUTHENTICATED, exc.message)
         replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
         slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
         tails: dict[tuple[str, str], asyncio.Task[None]] = {}  # per sequence: its latest request
@@ -211,7 +235,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 if before is not None and not before.done():
                     await asyncio.wait((before,))  # the sequence's previous request, whatever its outcome
                 try:
-                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request))
+                    reply = pb.ModelStreamInferResponse(infer_response=await self._infer(request, owner))
                 except ServiceError as exc:
                     code = status_of(exc)
                     reply = _stream_error(request, exc.message)

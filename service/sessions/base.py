@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.errors import ServiceError
+from service.errors import ServiceError, SessionExpired, TooManySessions
 
 
 def shown(session_id: str) -> str:
@@ -89,10 +89,36 @@ class SessionRecord:
     history: tuple[LastStep, ...] = ()  # the most recent steps, oldest first
     fingerprint: str = ""  # the graph the state belongs to (LoadedModel.fingerprint); "" unknown
     token: str = ""  # identity of the write that produced this record (set before each save)
+    owner: str = ""  # owner id of the API key that created it ("" without keys); never shown
 
     @property
     def last(self) -> LastStep | None:
         return self.history[-1] if self.history else None
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """Session limits a create must respect, checked by the store atomically with the write
+    (0: no limit). A replaced session (V2 sequence restart) does not count twice."""
+
+    per_model: int = 0
+    per_key: int = 0
+
+
+NO_QUOTA = Quota()
+
+
+def gone(cls: type[SessionExpired], session_id: str, owner: str, reason: str) -> SessionExpired:
+    """A 410 for a session that existed, carrying its owner for the manager's ownership check."""
+    exc = cls(f"session '{shown(session_id)}' {reason}", session_id=shown(session_id), reason=reason)
+    exc.owner = owner
+    return exc
+
+
+def too_many(limit: str, value: int, what: str) -> TooManySessions:
+    return TooManySessions(
+        f"{what} already holds {value} sessions; delete some or wait for them to expire", limit=limit, max=value
+    )
 
 
 class SessionStore(abc.ABC):
@@ -101,9 +127,10 @@ class SessionStore(abc.ABC):
     kind: str = "abstract"
 
     @abc.abstractmethod
-    async def create(self, record: SessionRecord, replace: bool = False) -> None:
+    async def create(self, record: SessionRecord, replace: bool = False, quota: Quota = NO_QUOTA) -> None:
         """Store a new session. An id already taken is refused, unless `replace`, which swaps
-        the old session for this one in one atomic operation (V2 sequence restarts)."""
+        the old session for this one in one atomic operation (V2 sequence restarts). Beyond
+        `quota` (sessions of the record's model, of its owner) raise TooManySessions."""
 
     @abc.abstractmethod
     async def load(self, session_id: str) -> SessionRecord:
@@ -117,7 +144,9 @@ class SessionStore(abc.ABC):
         applied) returns normally without writing again."""
 
     @abc.abstractmethod
-    async def delete(self, session_id: str) -> bool: ...
+    async def delete(self, session_id: str, owner: str | None = None) -> bool:
+        """Remove the session and free its quota slots at once. False when there is none, or
+        (with `owner`) when another owner's: callers cannot tell those apart."""
 
     async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
         """Bulk steps: every record, or the error that loading it raised, in order."""
@@ -140,12 +169,12 @@ class SessionStore(abc.ABC):
         return {}
 
     def model_sessions(self, model: str) -> int:
-        """Sessions of one model, for the per-model limit; cheap (may be a recent count)."""
+        """Sessions of one model, for display (may be a recent count)."""
         return 0
 
     def stats(self) -> dict[str, float]:
         """Counters for /metrics, read synchronously at scrape time."""
-        return {"active": 0, "evicted": 0, "expired": 0}
+        return {"active": 0, "evicted": 0, "expired": 0, "available": 1}
 
     async def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise StoreUnavailable when the store cannot be reached."""

@@ -43,7 +43,6 @@ from service.errors import (
     ServiceError,
     SessionExpired,
     SessionNotFound,
-    TooManySessions,
     internal_error_body,
 )
 from service.logs import request_id
@@ -56,7 +55,7 @@ from service.runtime import (
     parse_state,
     parse_steps,
 )
-from service.sessions.base import LastStep, SessionRecord, SessionStore, new_session_id, new_token, shown
+from service.sessions.base import LastStep, Quota, SessionRecord, SessionStore, new_session_id, new_token, shown
 from service.settings import Settings
 
 log = logging.getLogger("seqserve.errors")
@@ -136,14 +135,23 @@ class SessionManager:
             )
         return float(ttl)
 
-    def _check_quota(self, model: str) -> None:
-        limit = self.settings.max_sessions_per_model
-        if limit and self.store.model_sessions(model) >= limit:
-            raise TooManySessions(
-                f"model '{model}' already holds {limit} sessions; delete some or wait for them to expire",
-                limit="max_sessions_per_model",
-                max=limit,
-            )
+    @property
+    def quota(self) -> Quota:
+        """Checked by the store in the same atomic step as the create (exact across replicas)."""
+        return Quota(self.settings.max_sessions_per_model, self.settings.max_sessions_per_key)
+
+    async def _load(self, session_id: str, owner: str) -> SessionRecord:
+        """The session, if `owner` owns it. Another key's session is reported exactly like a
+        session that does not exist (no oracle), and so is another key's expired session."""
+        try:
+            record = await self.store.load(session_id)
+        except SessionExpired as exc:
+            if getattr(exc, "owner", owner) != owner:
+                raise _not_found(session_id) from None
+            raise
+        if record.owner != owner:
+            raise _not_found(session_id)
+        return record
 
     async def create(
         self,
@@ -153,17 +161,17 @@ class SessionManager:
         state: Any = None,
         session_id: str | None = None,
         start_time: Any = None,
+        owner: str = "",
     ) -> SessionRecord:
-        """A new session at position 0. `session_id`, when given (e.g. a V2 sequence id), names
-        it instead of a random id, and replaces any session already under that id.
-        `state` ({name: [rows][width]}) resumes an exported stream; otherwise the state is
-        fresh, its clock set from `start_time` (ISO 8601) when given. Not both."""
+        """A new session at position 0, owned by `owner`. `session_id`, when given (e.g. a V2
+        sequence id, which the caller namespaces per owner), names it instead of a random id,
+        and replaces any session already under that id (a replacement adds no session to the
+        quotas). `state` ({name: [rows][width]}) resumes an exported stream; otherwise the state
+        is fresh, its clock set from `start_time` (ISO 8601) when given. Not both."""
         check_one_origin(state, start_time)
         start = parse_start_time(start_time)
         model = self.registry.get(name, version)
         ttl_s = self._ttl(ttl)
-        if session_id is None:
-            self._check_quota(model.name)
         if state is None:
             arrays = tuple(s[:, 0, :] for s in model.initial_state(1, start))
         else:
@@ -179,31 +187,22 @@ class SessionManager:
             now + ttl_s,
             now,
             fingerprint=model.fingerprint,
+            owner=owner,
         )
         if session_id is None:
-            await self.store.create(record)
+            await self.store.create(record, quota=self.quota)
             return record
         async with self._locks.hold(session_id):  # after steps already queued on the old session
-            if not await self._exists(session_id):  # a restart replaces: it adds no session
-                self._check_quota(model.name)
-            await self.store.create(record, replace=True)
+            await self.store.create(record, replace=True, quota=self.quota)
         return record
 
-    async def _exists(self, session_id: str) -> bool:
-        try:
-            await self.store.load(session_id)
-        except (SessionNotFound, SessionExpired):
-            return False
-        return True
+    async def get(self, session_id: str, owner: str = "") -> SessionRecord:
+        return await self._load(session_id, owner)
 
-    async def get(self, session_id: str) -> SessionRecord:
-        return await self.store.load(session_id)
-
-    async def fork(self, session_id: str, ttl: float | None = None) -> SessionRecord:
+    async def fork(self, session_id: str, ttl: float | None = None, owner: str = "") -> SessionRecord:
         async with self._locks.hold(session_id):
-            source = await self.store.load(session_id)
+            source = await self._load(session_id, owner)
         ttl_s = source.ttl_seconds if ttl is None else self._ttl(ttl)
-        self._check_quota(source.model)
         now = time.time()
         record = SessionRecord(
             new_session_id(),
@@ -215,22 +214,26 @@ class SessionManager:
             now + ttl_s,
             now,
             fingerprint=source.fingerprint,
+            owner=owner,
         )
-        await self.store.create(record)
+        await self.store.create(record, quota=self.quota)
         return record
 
-    async def delete(self, session_id: str) -> bool:
+    async def delete(self, session_id: str, owner: str = "") -> bool:
+        """False when there is no such session of `owner` (another key's counts as none)."""
         async with self._locks.hold(session_id):
-            return await self.store.delete(session_id)
+            return await self.store.delete(session_id, owner)
 
-    async def step(self, session_id: str, inputs: Any, position: Any = None, model: str | None = None) -> bytes:
+    async def step(
+        self, session_id: str, inputs: Any, position: Any = None, model: str | None = None, owner: str = ""
+    ) -> bytes:
         """Apply steps; returns the JSON response body (bytes, kept for replay).
         `model`, when given, must be the session's model (bulk steps are per model)."""
         _check_position(position)
         async with self._locks.hold(session_id):
             for attempt in range(CAS_ATTEMPTS):
                 try:
-                    return await self._apply(session_id, inputs, position, model)
+                    return await self._apply(session_id, inputs, position, model, owner)
                 except PositionConflict:
                     # Another replica wrote this session between our load and save. A client
                     # that stated no position asked for "append"; recompute on the new state.
@@ -238,8 +241,8 @@ class SessionManager:
                         raise
         raise AssertionError("unreachable")
 
-    async def _apply(self, session_id: str, inputs: Any, position: int | None, model: str | None) -> bytes:
-        record = await self.store.load(session_id)
+    async def _apply(self, session_id: str, inputs: Any, position: int | None, model: str | None, owner: str) -> bytes:
+        record = await self._load(session_id, owner)
         loaded, steps, key, replay = self._prepare(record, inputs, position, model)
         if replay is not None:
             return replay
@@ -323,29 +326,33 @@ class SessionManager:
         record.history = (*record.history, LastStep(before, key, response))[-self.settings.replay_window :]
         return response
 
-    async def step_stream(self, session_id: str, requests: list[tuple[Any, Any]]) -> list[bytes | ServiceError]:
+    async def step_stream(
+        self, session_id: str, requests: list[tuple[Any, Any]], owner: str = ""
+    ) -> list[bytes | ServiceError]:
         """Several step requests of one session that arrived together (a WebSocket client that
         does not wait for each reply), answered in order exactly as one-by-one `step` calls
         would answer them. When they are all valid and in sequence they are applied as one
         ORT call over the concatenated steps and one store write; otherwise one by one."""
         if len(requests) > 1:
-            merged = await self._apply_run(session_id, requests)
+            merged = await self._apply_run(session_id, requests, owner)
             if merged is not None:
                 return list(merged)
         results: list[bytes | ServiceError] = []
         for inputs, position in requests:
             try:
-                results.append(await self.step(session_id, inputs, position))
+                results.append(await self.step(session_id, inputs, position, owner=owner))
             except ServiceError as exc:
                 results.append(exc)
         return results
 
-    async def _apply_run(self, session_id: str, requests: list[tuple[Any, Any]]) -> list[bytes | ServiceError] | None:
+    async def _apply_run(
+        self, session_id: str, requests: list[tuple[Any, Any]], owner: str
+    ) -> list[bytes | ServiceError] | None:
         """The merged path of step_stream, or None (nothing applied) when any request needs the
         one-by-one path: an error to report, a retry to replay, a conflict, a lost race."""
         async with self._locks.hold(session_id):
             try:
-                record = await self.store.load(session_id)
+                record = await self._load(session_id, owner)
                 loaded = self.model_of(record)
                 parts, position = [], record.position
                 for inputs, stated in requests:
@@ -376,7 +383,7 @@ class SessionManager:
                 self.on_steps(loaded.key, offset)
             return responses
 
-    async def step_many(self, model: str, entries: list[Any]) -> list[bytes]:
+    async def step_many(self, model: str, entries: list[Any], owner: str = "") -> list[bytes]:
         """Bulk: one step request per entry ({session_id, inputs, position?}), all for `model`.
 
         The per-session work a single step repeats (a task, a lock round, a batcher hop, a
@@ -417,8 +424,12 @@ class SessionManager:
             together = self._parse_together([w.inputs for w in plan])
             for k, (work, record) in enumerate(zip(plan, records, strict=True)):
                 try:
+                    if isinstance(record, SessionExpired) and getattr(record, "owner", owner) != owner:
+                        raise _not_found(work.session_id)
                     if isinstance(record, ServiceError):
                         raise record
+                    if record.owner != owner:
+                        raise _not_found(work.session_id)
                     work.record = record
                     parsed = None if together is None else together[k]
                     work.loaded, work.steps, work.key, replay = self._prepare(
@@ -439,7 +450,9 @@ class SessionManager:
         # Position-less entries that lost a race with another replica, and repeated ids.
         for work in sorted([w for group in retries for w in group] + later, key=lambda w: w.index):
             try:
-                results[work.index] = await self.step(work.session_id, work.inputs, work.position, model=model)
+                results[work.index] = await self.step(
+                    work.session_id, work.inputs, work.position, model=model, owner=owner
+                )
             except ServiceError as exc:
                 results[work.index] = _error_body(work.session_id, exc)
             except Exception:  # a bug hit this entry alone: its own 500, the others stand
@@ -513,6 +526,10 @@ class _Work:
 def _check_position(position: Any) -> None:
     if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
         raise InvalidInput("position must be a non-negative integer", field="position")
+
+
+def _not_found(session_id: str) -> SessionNotFound:
+    return SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
 
 
 def _error_body(session_id: Any, exc: ServiceError) -> bytes:

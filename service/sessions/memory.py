@@ -4,8 +4,15 @@ Recurrent state lives in preallocated float32 blocks indexed by a slot (StatePoo
 state layout), not in a numpy array per session: a million idle sessions cost little more
 than their raw state bytes,
 and reading or writing a state is one row copy. Sessions expire after an idle TTL (a heap of
-deadlines, swept every second, plus a check on access) and the least recently used session is
-evicted when the configured maximum is reached.
+deadlines, swept every second, plus a check on access).
+
+Capacity (SEQSERVE_MAX_SESSIONS) and fairness: when the store is full, expired sessions are
+swept first; if it is still full, a create evicts the *creating key's own* least recently used
+session, never another key's. A key holding no session then gets 429 (limit max_sessions).
+Without API keys every client is the same owner, so this is plain LRU. An evicted session
+answers 410 with `reason: "evicted"` to its owner (404 to anyone else), for as long as its
+tombstone is remembered. Per-model and per-key quotas (429) are exact: counted on create,
+freed on delete, expiry and eviction.
 """
 
 from __future__ import annotations
@@ -18,8 +25,15 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
-from service.errors import PositionConflict, ServiceError, SessionExists, SessionExpired, SessionNotFound
-from service.sessions.base import LastStep, SessionRecord, SessionStore, shown
+from service.errors import (
+    PositionConflict,
+    ServiceError,
+    SessionEvicted,
+    SessionExists,
+    SessionExpired,
+    SessionNotFound,
+)
+from service.sessions.base import NO_QUOTA, LastStep, Quota, SessionRecord, SessionStore, gone, shown, too_many
 
 BLOCK = 1024
 TOMBSTONES = 10_000
@@ -81,8 +95,8 @@ class StatePool:
 
 class _Entry:
     __slots__ = (
-        "created_at", "expires_at", "fingerprint", "history", "model", "pool", "position", "slot", "token", "ttl",
-        "version",
+        "created_at", "expires_at", "fingerprint", "history", "model", "owner", "pool", "position", "slot", "token",
+        "ttl", "version",
     )  # fmt: skip
 
     def __init__(self, record: SessionRecord, pool: StatePool, slot: int) -> None:
@@ -97,6 +111,7 @@ class _Entry:
         # The last write's token. In-process saves never lose their reply, so a re-sent write
         # can only be the very last one; one token is enough (and costs one reference).
         self.token = record.token
+        self.owner = record.owner
         self.pool = pool
         self.slot = slot
 
@@ -110,22 +125,35 @@ class MemorySessionStore(SessionStore):
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._pools: dict[tuple[tuple[int, int], ...], StatePool] = {}  # one per state layout
         self._deadlines: list[tuple[float, str]] = []
-        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        # id -> (why it is gone, its owner): 410 for the owner, 404 for anyone else
+        self._tombstones: OrderedDict[str, tuple[type[SessionExpired], str]] = OrderedDict()
         self._sweeper: asyncio.Task[None] | None = None
         self._usage: Counter[tuple[str, int]] = Counter()
+        self._by_owner: dict[str, OrderedDict[str, None]] = {}  # per owner, least recently used first
         self.evictions = 0
         self.expirations = 0
 
     # -- interface
 
-    async def create(self, record: SessionRecord, replace: bool = False) -> None:
+    async def create(self, record: SessionRecord, replace: bool = False, quota: Quota = NO_QUOTA) -> None:
         if record.session_id in self._entries:
             if not replace:
                 raise SessionExists(f"session id '{record.session_id}' is already taken", session_id=record.session_id)
-            self._remove(record.session_id)
-        while len(self._entries) >= self.max_sessions:
-            oldest = next(iter(self._entries))
-            self._remove(oldest)
+            self._remove(record.session_id)  # frees its slots: a restart never counts twice
+        if quota.per_model and self.model_sessions(record.model) >= quota.per_model:
+            raise too_many("max_sessions_per_model", quota.per_model, f"model '{record.model}'")
+        owned = self._by_owner.get(record.owner)
+        if quota.per_key and owned is not None and len(owned) >= quota.per_key:
+            raise too_many("max_sessions_per_key", quota.per_key, "this API key")
+        if len(self._entries) >= self.max_sessions:
+            self.sweep()
+        if len(self._entries) >= self.max_sessions:
+            owned = self._by_owner.get(record.owner)
+            if not owned:
+                raise too_many("max_sessions", self.max_sessions, "the session store")
+            victim = next(iter(owned))
+            self._remove(victim)
+            self._bury(victim, SessionEvicted, record.owner)
             self.evictions += 1
         states = record.state
         key = StatePool.key(states)
@@ -135,6 +163,7 @@ class MemorySessionStore(SessionStore):
         slot = pool.allocate()
         pool.write(slot, states)
         self._entries[record.session_id] = _Entry(record, pool, slot)
+        self._by_owner.setdefault(record.owner, OrderedDict())[record.session_id] = None
         self._usage[(record.model, record.version)] += 1
         heapq.heappush(self._deadlines, (record.expires_at, record.session_id))
 
@@ -142,6 +171,7 @@ class MemorySessionStore(SessionStore):
         entry = self._live_entry(session_id)
         entry.expires_at = time.time() + entry.ttl
         self._entries.move_to_end(session_id)
+        self._by_owner[entry.owner].move_to_end(session_id)
         return SessionRecord(
             session_id,
             entry.model,
@@ -153,6 +183,7 @@ class MemorySessionStore(SessionStore):
             entry.created_at,
             entry.history,
             entry.fingerprint,
+            owner=entry.owner,
         )
 
     async def save(self, record: SessionRecord, expected_position: int) -> None:
@@ -171,6 +202,7 @@ class MemorySessionStore(SessionStore):
         entry.ttl = record.ttl_seconds
         entry.expires_at = time.time() + entry.ttl
         self._entries.move_to_end(record.session_id)
+        self._by_owner[entry.owner].move_to_end(record.session_id)
 
     async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
         results: list[SessionRecord | ServiceError] = []
@@ -191,8 +223,9 @@ class MemorySessionStore(SessionStore):
                 results.append(exc)
         return results
 
-    async def delete(self, session_id: str) -> bool:
-        if session_id not in self._entries:
+    async def delete(self, session_id: str, owner: str | None = None) -> bool:
+        entry = self._entries.get(session_id)
+        if entry is None or (owner is not None and entry.owner != owner):
             return False
         self._remove(session_id)
         return True
@@ -210,7 +243,7 @@ class MemorySessionStore(SessionStore):
         return sum(n for (name, _), n in self._usage.items() if name == model)
 
     def stats(self) -> dict[str, float]:
-        return {"active": len(self._entries), "evicted": self.evictions, "expired": self.expirations}
+        return {"active": len(self._entries), "evicted": self.evictions, "expired": self.expirations, "available": 1}
 
     async def start(self) -> None:
         if self._sweeper is None:
@@ -228,26 +261,37 @@ class MemorySessionStore(SessionStore):
     def _live_entry(self, session_id: str) -> _Entry:
         entry = self._entries.get(session_id)
         if entry is None:
-            if session_id in self._tombstones:
-                raise SessionExpired(f"session '{shown(session_id)}' expired", session_id=shown(session_id))
+            tomb = self._tombstones.get(session_id)
+            if tomb is not None:
+                cls, owner = tomb
+                raise gone(cls, session_id, owner, "evicted" if cls is SessionEvicted else "expired")
             raise SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
         if entry.expires_at <= time.time():
             self._expire(session_id)
-            raise SessionExpired(f"session '{shown(session_id)}' expired", session_id=shown(session_id))
+            raise gone(SessionExpired, session_id, entry.owner, "expired")
         return entry
 
     def _remove(self, session_id: str) -> None:
         entry = self._entries.pop(session_id)
         entry.pool.release(entry.slot)
+        owned = self._by_owner[entry.owner]
+        del owned[session_id]
+        if not owned:
+            del self._by_owner[entry.owner]
         key = (entry.model, entry.version)
         self._usage[key] -= 1
         if not self._usage[key]:
             del self._usage[key]
 
     def _expire(self, session_id: str) -> None:
+        owner = self._entries[session_id].owner
         self._remove(session_id)
         self.expirations += 1
-        self._tombstones[session_id] = None
+        self._bury(session_id, SessionExpired, owner)
+
+    def _bury(self, session_id: str, cls: type[SessionExpired], owner: str) -> None:
+        self._tombstones[session_id] = (cls, owner)
+        self._tombstones.move_to_end(session_id)
         if len(self._tombstones) > TOMBSTONES:
             self._tombstones.popitem(last=False)
 

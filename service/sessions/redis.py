@@ -10,10 +10,21 @@ Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...`
         state     raw little-endian float32 bytes of every state tensor, concatenated
         history   the most recent steps, for replaying a client's retry (base.encode_history)
         tokens    the tokens of the last TOKEN_WINDOW writes, each "<32 hex>=<20-digit position>;"
-    PREFIX x:{ID}   expiry marker, expires `tombstone_seconds` after the hash: when the hash is
-                    gone but the marker is not, the session *expired* (410), else it never
-                    existed or was deleted (404). (The braces are a hash tag: both keys of a
-                    session live in the same cluster slot.)
+        owner     owner id of the API key that created it ("" without keys)
+    PREFIX x:{ID}   expiry marker, expires `tombstone_seconds` after the hash; its value is the
+                    owner: when the hash is gone but the marker is not, the session *expired*
+                    (410 to its owner), else it never existed or was deleted (404). (The braces
+                    are a hash tag: both keys of a session live in the same cluster slot.)
+    PREFIX q:m:MODEL, PREFIX q:k:OWNER   quota sets (sorted sets of session ids, scored by the
+                    session's known expiry in ms), kept only while the matching limit is set
+                    (SEQSERVE_MAX_SESSIONS_PER_MODEL / _PER_KEY).
+
+Quotas are exact across replicas: the create script counts and adds in one atomic step, and
+delete removes the id from both sets in the same script. Expiry needs no write on the hot
+path: the create script re-checks the members whose recorded expiry has passed (PTTL of their
+hash) and drops the ones that are gone, so an expired session frees its slot the moment it
+expires. The quota scripts touch keys of other slots (single Redis or a replicated primary,
+not Redis Cluster).
 
 Every operation is one round trip. load, save and create are Lua scripts (EVALSHA, falling
 back to EVAL, which also caches the script, when the server does not know it, e.g. after a
@@ -28,10 +39,12 @@ restart):
     other replicas wrote; a save that was answered "conflict" was not applied and never will be
     (positions only grow), so a position-less step may be recomputed on the new state.
   - create: writes only if the key does not exist (a retry of the same create is recognised
-    by its created_at); an existing id is never overwritten.
+    by its created_at); an existing id is never overwritten. Checks and takes the quota slots.
+  - delete: only the owner's session; frees its quota slots.
 
 Errors: connection errors, timeouts, a server that is loading its data, read-only or out of
-memory become StoreUnavailable (503, code session_store_unavailable). The client uses short
+memory become StoreUnavailable (503, code session_store_unavailable; the body says only
+"session store unavailable", the log has the details). The client uses short
 socket timeouts and no library-level retries; this module retries reads once on a connection
 error or timeout, and saves (safe to repeat by their token) up to SAVE_ATTEMPTS times on a
 connection error and once on a timeout, so that a lost reply is resolved here instead of becoming an
@@ -65,15 +78,19 @@ from service.errors import (
     StoreUnavailable,
 )
 from service.sessions.base import (
+    NO_QUOTA,
     TOKEN_CHARS,
     TOKEN_WINDOW,
     LastStep,
+    Quota,
     SessionRecord,
     SessionStore,
     decode_history,
     encode_history,
+    gone,
     new_token,
     shown,
+    too_many,
 )
 
 log = logging.getLogger("seqserve.sessions.redis")
@@ -84,11 +101,12 @@ SAVE_ATTEMPTS = 4  # sends of one save in all, after connection errors
 STATE_DTYPE = np.dtype("<f4")
 
 # KEYS: hash, marker. ARGV: tombstone_ms.
-# Returns the hash as a flat list, or 1 (no such session) / 2 (expired).
+# Returns the hash as a flat list, or 1 (no such session) / {2, owner} (expired).
 LOAD = """
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+  local owner = redis.call('GET', KEYS[2])
+  if owner then return {2, owner} end
   return 1
 end
 local ttl = 0
@@ -130,22 +148,79 @@ else
 end
 redis.call('HDEL', KEYS[1], 'last_before', 'last_digest', 'last_response')
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
+redis.call('SET', KEYS[2], redis.call('HGET', KEYS[1], 'owner') or '', 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
 return {1, tonumber(ARGV[2])}
 """
 
-# KEYS: hash, marker. ARGV: ttl_ms, tombstone_ms, created_at, replace ("1"/"0"), then
-# field/value pairs. Returns 1 created (or this very create was already applied), 0 the id exists.
-# With replace, an existing session under the id is swapped for the new one atomically.
+# KEYS: hash, marker, model quota set, owner quota set.
+# ARGV: ttl_ms, tombstone_ms, created_at, replace ("1"/"0"), per_model, per_key, session id,
+#       key prefix, owner, then field/value pairs.
+# Returns 1 created (or this very create was already applied), 0 the id exists, -1 the model's
+# quota is full, -2 the owner's quota is full. With replace, an existing session under the id
+# is swapped for the new one atomically (leaving its quota slots first: never counted twice).
 CREATE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local id = ARGV[7]
+local function forget(set)
+  redis.call('ZREM', set, id)
+end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   if redis.call('HGET', KEYS[1], 'created_at') == ARGV[3] then return 1 end
   if ARGV[4] ~= '1' then return 0 end
   redis.call('DEL', KEYS[1])
+  forget(KEYS[3])
+  forget(KEYS[4])
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 5))
+-- Members whose recorded expiry has passed: re-score the live ones, drop the gone ones.
+local function prune(set, due)
+  for _, member in ipairs(due) do
+    local pttl = redis.call('PTTL', ARGV[8] .. 's:{' .. member .. '}')
+    if pttl == -2 then
+      redis.call('ZREM', set, member)
+    elseif pttl == -1 then
+      redis.call('ZADD', set, now + tonumber(ARGV[2]), member)
+    else
+      redis.call('ZADD', set, now + pttl, member)
+    end
+  end
+end
+local function full(set, limit)
+  if limit <= 0 then return false end
+  prune(set, redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 32))
+  if redis.call('ZCARD', set) < limit then return false end
+  prune(set, redis.call('ZRANGEBYSCORE', set, '-inf', now))
+  return redis.call('ZCARD', set) >= limit
+end
+local per_model, per_key = tonumber(ARGV[5]), tonumber(ARGV[6])
+if full(KEYS[3], per_model) then return -1 end
+if full(KEYS[4], per_key) then return -2 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], '1', 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+redis.call('SET', KEYS[2], ARGV[9], 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+if per_model > 0 then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), id) end
+if per_key > 0 then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[1]), id) end
+return 1
+"""
+
+# KEYS: hash, marker. ARGV: owner, check owner ("1"/"0"), key prefix, session id.
+# Returns 1 deleted (an expired session: its marker), 0 no such session (or, when checked,
+# another owner's).
+DELETE = """
+local f = redis.call('HMGET', KEYS[1], 'model', 'owner')
+if not f[1] then
+  local marker = redis.call('GET', KEYS[2])
+  if marker and (ARGV[2] ~= '1' or marker == ARGV[1]) then
+    redis.call('DEL', KEYS[2])
+    return 1
+  end
+  return 0
+end
+local owner = f[2] or ''
+if ARGV[2] == '1' and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+redis.call('ZREM', ARGV[3] .. 'q:m:' .. f[1], ARGV[4])
+redis.call('ZREM', ARGV[3] .. 'q:k:' .. owner, ARGV[4])
 return 1
 """
 
@@ -185,6 +260,7 @@ class RedisSessionStore(SessionStore):
         url: str,
         *,
         prefix: str | None = None,
+        password: str | None = None,
         socket_timeout: float = 1.0,
         connect_timeout: float = 0.5,
         health_check_interval: float = 5.0,
@@ -203,11 +279,12 @@ class RedisSessionStore(SessionStore):
             retry=Retry(NoBackoff(), 0),  # no hidden re-sends: retries are decided below
             retry_on_error=[],
             decode_responses=False,
+            **({"password": password} if password else {}),
         )
         self._load, self._save, self._create = _Script(LOAD), _Script(SAVE), _Script(CREATE)
+        self._delete = _Script(DELETE)
         self._active = 0
         self._usage: dict[tuple[str, int], int] = {}
-        self._created_since: dict[str, int] = {}
         self._unavailable_since: float | None = None
         self._refresher: asyncio.Task[None] | None = None
 
@@ -259,7 +336,8 @@ class RedisSessionStore(SessionStore):
         if self._unavailable_since is None:
             self._unavailable_since = time.monotonic()
             log.warning("session store (redis) %s during %s: %s", how, what, detail)
-        return StoreUnavailable(f"session store (redis) {how}: {detail}")
+        # Only the log gets the detail: redis-py's messages name the host and port.
+        return StoreUnavailable("session store unavailable")
 
     # -- encoding
 
@@ -305,39 +383,52 @@ class RedisSessionStore(SessionStore):
             float(h[b"created_at"]),
             history,
             h.get(b"fingerprint", b"").decode(),
+            owner=h.get(b"owner", b"").decode(),
         )
 
     @staticmethod
-    def _missing(session_id: str, code: int) -> ServiceError:
+    def _missing(session_id: str, code: int, owner: str = "") -> ServiceError:
         if code == 2:
-            return SessionExpired(f"session '{shown(session_id)}' expired", session_id=shown(session_id))
+            return gone(SessionExpired, session_id, owner, "expired")
         return SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
+
+    def _quota_keys(self, model: str, owner: str) -> list[str]:
+        return [f"{self.prefix}q:m:{model}", f"{self.prefix}q:k:{owner}"]
 
     # -- interface
 
-    async def create(self, record: SessionRecord, replace: bool = False) -> None:
+    async def create(self, record: SessionRecord, replace: bool = False, quota: Quota = NO_QUOTA) -> None:
         state, shape = self._encode_state(record.state)
         ttl_ms = _ms(record.ttl_seconds)
         created_at = repr(float(record.created_at))
         fields: list[Any] = [
             "model", record.model, "version", record.version, "fingerprint", record.fingerprint,
             "position", record.position, "ttl_ms", ttl_ms, "created_at", created_at, "shape", shape, "state", state,
+            "owner", record.owner,
         ]  # fmt: skip
         if record.history:
             fields += ["history", encode_history(record.history)]
-        args = [ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", *fields]
-        keys = self._keys(record.session_id)
-        created = await self._call("create", lambda: self._create(self._redis, keys, args))
+        args = [
+            ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", quota.per_model, quota.per_key,
+            record.session_id, self.prefix, record.owner, *fields,
+        ]  # fmt: skip
+        keys = [*self._keys(record.session_id), *self._quota_keys(record.model, record.owner)]
+        created = int(await self._call("create", lambda: self._create(self._redis, keys, args)))
+        if created == -1:
+            raise too_many("max_sessions_per_model", quota.per_model, f"model '{record.model}'")
+        if created == -2:
+            raise too_many("max_sessions_per_key", quota.per_key, "this API key")
         if not created:
             raise SessionExists(f"session id '{record.session_id}' is already taken", session_id=record.session_id)
         self._active += 1
-        self._created_since[record.model] = self._created_since.get(record.model, 0) + 1
 
     async def load(self, session_id: str) -> SessionRecord:
         keys = self._keys(session_id)
         result = await self._call("load", lambda: self._load(self._redis, keys, [self.tombstone_ms]), timeouts=1)
         if isinstance(result, int):
             raise self._missing(session_id, result)
+        if len(result) == 2 and isinstance(result[0], int):  # {2, owner}: expired
+            raise self._missing(session_id, result[0], result[1].decode())
         return self._decode(session_id, result)
 
     async def save(self, record: SessionRecord, expected_position: int) -> None:
@@ -363,9 +454,11 @@ class RedisSessionStore(SessionStore):
             )
         record.expires_at = time.time() + record.ttl_seconds
 
-    async def delete(self, session_id: str) -> bool:
-        # Not re-sent: a lost reply to an applied DEL would turn into "did not exist".
-        removed = await self._call("delete", lambda: self._redis.delete(*self._keys(session_id)), attempts=1)
+    async def delete(self, session_id: str, owner: str | None = None) -> bool:
+        keys = self._keys(session_id)
+        args = [owner or "", "0" if owner is None else "1", self.prefix, session_id]
+        # Not re-sent: a lost reply to an applied delete would turn into "did not exist".
+        removed = await self._call("delete", lambda: self._delete(self._redis, keys, args), attempts=1)
         return bool(removed)
 
     async def count(self) -> int:
@@ -419,21 +512,24 @@ class RedisSessionStore(SessionStore):
 
         counts = await self._call("usage", scan)
         self._usage = counts
-        self._created_since = {}
         self._active = sum(counts.values())
         return counts
 
     def model_sessions(self, model: str) -> int:
-        """The last usage() count plus this process's creates since: approximate across
-        replicas by up to `stats_interval` seconds of other replicas' creates."""
-        counted = sum(n for (name, _), n in self._usage.items() if name == model)
-        return counted + self._created_since.get(model, 0)
+        """Sessions of one model as of the last usage() count (for display: quotas are exact
+        in the create script, not from this)."""
+        return sum(n for (name, _), n in self._usage.items() if name == model)
 
     def stats(self) -> dict[str, float]:
         """`active`: sessions in Redis under this prefix, as of the last count() (refreshed
         every `stats_interval` seconds). Evictions and expiries happen inside Redis (there
         are no evictions with maxmemory-policy noeviction): Redis's INFO reports them."""
-        return {"active": self._active, "evicted": 0, "expired": 0}
+        return {
+            "active": self._active,
+            "evicted": 0,
+            "expired": 0,
+            "available": 0 if self._unavailable_since is not None else 1,
+        }
 
     async def ping(self) -> None:
         await self._call("ping", self._redis.ping)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +27,88 @@ def env(service: dict[str, Any]) -> dict[str, str]:
     return {k: str(v) for k, v in value.items()}
 
 
+def image_default(value: str) -> str:
+    """`${VAR:-default}` -> default: every image can be overridden, with the real one as default."""
+    match = re.fullmatch(r"\$\{[A-Z_]+:-([^}]+)\}", value)
+    assert match, f"{value}: image names are overridable (${{NAME:-default}})"
+    return match.group(1)
+
+
 def test_services_present(compose: dict[str, Any]) -> None:
     assert {"redis", *REPLICAS, "nginx", "train", "seqserve-gpu"} <= set(compose["services"])
     assert {"models", "redis-data"} <= set(compose["volumes"])
 
 
+def test_images_are_overridable_with_real_defaults(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert image_default(services["redis"]["image"]) == "redis:7"
+    assert image_default(services["nginx"]["image"]).startswith("nginx:1.")
+    assert image_default(services["seqserve-1"]["image"]) == "seqserve:latest"
+
+
 def test_redis_append_only_on_a_named_volume(compose: dict[str, Any]) -> None:
     redis = compose["services"]["redis"]
-    assert str(redis["image"]).startswith("redis:7")
     assert "redis-data:/data" in redis["volumes"]
-    conf_mounts = [v for v in redis["volumes"] if v.startswith("./service/deploy/redis.conf:")]
-    assert conf_mounts, "redis.conf from the repo"
-    target = conf_mounts[0].split(":")[1]
-    assert target in redis["command"]
+    mounts = {v.split(":")[0]: v.split(":")[1] for v in redis["volumes"]}
+    conf_target = mounts["./service/deploy/redis.conf"]
+    script_target = mounts["./service/deploy/redis.sh"]
+    assert redis["entrypoint"] == ["sh", script_target] and redis["command"] == ["start"]
+    script = (REPO / "service/deploy/redis.sh").read_text()
+    assert f"REDIS_CONF:-{conf_target}" in script, "redis.sh starts redis-server with the mounted redis.conf"
     conf = (REPO / "service/deploy/redis.conf").read_text().splitlines()
     assert "appendonly yes" in conf
     assert "ports" not in redis, "redis stays on the compose network"
-    assert redis["healthcheck"]["test"][-1] == "ping"
+    assert redis["healthcheck"]["test"] == ["CMD", "sh", script_target, "health"]
+
+
+def test_redis_has_a_password_from_a_secret_and_never_evicts(compose: dict[str, Any]) -> None:
+    redis = compose["services"]["redis"]
+    assert redis["secrets"] == ["redis_password"]
+    assert "requirepass" not in json.dumps(compose), "the password is not in the compose file"
+    script = (REPO / "service/deploy/redis.sh").read_text()
+    assert "/run/secrets/redis_password" in script and "requirepass" in script
+    conf = [line.split("#", 1)[0].strip() for line in (REPO / "service/deploy/redis.conf").read_text().splitlines()]
+    assert "maxmemory-policy noeviction" in conf
+    assert any(re.fullmatch(r"maxmemory \d+[kmg]b", line) for line in conf), "a memory cap"
+    assert not any(line.startswith("requirepass") for line in conf)
+    assert redis["user"] == "redis" and redis["read_only"] is True
+
+
+def test_keys_come_from_secret_files(compose: dict[str, Any]) -> None:
+    secrets = compose["secrets"]
+    assert set(secrets) == {"api_keys", "admin_key", "redis_password"}
+    for name, secret in secrets.items():
+        assert set(secret) == {"file"}, "file-based secrets"
+        assert secret["file"] == f"${{SEQSERVE_SECRETS_DIR:-./secrets}}/{name}"
+    for name in REPLICAS:
+        service = compose["services"][name]
+        assert set(service["secrets"]) == set(secrets)
+        e = env(service)
+        assert e["SEQSERVE_API_KEYS_FILE"] == "/run/secrets/api_keys"
+        assert e["SEQSERVE_ADMIN_KEY_FILE"] == "/run/secrets/admin_key"
+        assert e["SEQSERVE_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+        assert not {"SEQSERVE_API_KEYS", "SEQSERVE_ADMIN_KEY", "SEQSERVE_REDIS_PASSWORD"} & set(e), "no inline secrets"
+        assert "SEQSERVE_ALLOW_ANONYMOUS" not in e and e.get("SEQSERVE_ADMIN", "on") == "on"
+    assert "secrets/" in (REPO / ".gitignore").read_text().splitlines()
+    assert "secrets:" in (REPO / "Makefile").read_text()
+
+
+def test_replicas_are_locked_down_and_admin_is_never_published(compose: dict[str, Any]) -> None:
+    for name in (*REPLICAS, "seqserve-gpu"):
+        service = compose["services"][name]
+        assert env(service)["SEQSERVE_ADMIN_PORT"] == "8082"
+        assert service["read_only"] is True and service["cap_drop"] == ["ALL"]
+        assert "no-new-privileges:true" in service["security_opt"]
+        for port in service.get("ports", []):
+            assert not str(port).endswith(":8082"), f"{name} publishes the admin port"
+    nginx_ports = compose["services"]["nginx"]["ports"]
+    assert nginx_ports == ["${SEQSERVE_HTTP_PORT:-8080}:80"]
 
 
 def test_replicas_share_redis_and_models(compose: dict[str, Any]) -> None:
     for name in REPLICAS:
         service = compose["services"][name]
-        assert env(service)["SEQSERVE_SESSION_STORE"] == "redis://redis:6379/0"
+        assert env(service)["SEQSERVE_SESSION_STORE"] == "redis://redis:6379/0"  # password: from the secret
         assert env(service)["SEQSERVE_HOST"] == "0.0.0.0"
         assert service["build"]["target"] == "serve"
         assert "models:/models:ro" in service["volumes"]

@@ -27,14 +27,20 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 IMAGE = "localhost/seqserve:deploy-test"
 RUN_FLAGS = ["--runtime", "runc", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024", "--network", "none"]
+API_KEY = "container-test-api-key-0123"
+ADMIN_KEY = "container-test-admin-key-0123"
+KEY_FLAGS = ["-e", f"SEQSERVE_API_KEYS={API_KEY}", "-e", f"SEQSERVE_ADMIN_KEY={ADMIN_KEY}"]
 
 # Runs with the host's python inside the container's network namespace: GET or POST on loopback.
 PROBE = r"""
 import json, sys, urllib.error, urllib.request
-method, path = sys.argv[1], sys.argv[2]
-data = sys.argv[3].encode() if len(sys.argv) > 3 else None
-req = urllib.request.Request("http://127.0.0.1:8000" + path, data=data, method=method,
-                             headers={"Content-Type": "application/json"})
+method, path, key = sys.argv[1], sys.argv[2], sys.argv[3]
+data = sys.argv[4].encode() if len(sys.argv) > 4 else None
+headers = {"Content-Type": "application/json"}
+if key:
+    headers["X-API-Key"] = key
+url = ("http://127.0.0.1:8082" if path.startswith(("/v1/admin", "/metrics")) else "http://127.0.0.1:8000") + path
+req = urllib.request.Request(url, data=data, method=method, headers=headers)
 try:
     with urllib.request.urlopen(req, timeout=10) as r:
         status, body = r.status, r.read().decode()
@@ -75,7 +81,7 @@ def image(podman: str) -> str:
 def container(podman: str, image: str, demo_repository: Path) -> Iterator[tuple[str, int]]:
     """The serving image running with the demo repository at /models; yields (name, host pid)."""
     name = f"seqserve-deploy-test-{uuid.uuid4().hex[:8]}"
-    sh(podman, "run", "-d", "--name", name, *RUN_FLAGS, "-v", f"{demo_repository}:/models:ro", image)
+    sh(podman, "run", "-d", "--name", name, *RUN_FLAGS, *KEY_FLAGS, "-v", f"{demo_repository}:/models:ro", image)
     try:
         pid = int(sh(podman, "inspect", "--format", "{{.State.Pid}}", name).stdout.strip())
         yield name, pid
@@ -85,8 +91,8 @@ def container(podman: str, image: str, demo_repository: Path) -> Iterator[tuple[
         sh(podman, "rm", "-f", "-t", "5", name, check=False)
 
 
-def probe(pid: int, method: str, path: str, body: object | None = None) -> tuple[int, str]:
-    args = ["nsenter", "--target", str(pid), "--net", "--", sys.executable, "-c", PROBE, method, path]
+def probe(pid: int, method: str, path: str, body: object | None = None, key: str = API_KEY) -> tuple[int, str]:
+    args = ["nsenter", "--target", str(pid), "--net", "--", sys.executable, "-c", PROBE, method, path, key]
     if body is not None:
         args.append(json.dumps(body))
     out = json.loads(sh(*args, timeout=30).stdout)
@@ -145,7 +151,22 @@ def test_serves_predictions(podman: str, container: tuple[str, int]) -> None:
     outputs = json.loads(body)["outputs"]
     assert len(outputs) == 2 and all(len(seq) == 3 for seq in outputs), outputs
     assert all(len(step) == 1 and isinstance(step[0], float) for seq in outputs for step in seq), outputs
+    # Secure by default: no key, no data; the admin API is on its own port behind its own key.
+    status, body = probe(pid, "POST", "/v1/models/demo/predict", {"inputs": inputs}, key="")
+    assert status == 401 and json.loads(body)["code"] == "unauthorized", body
+    assert probe(pid, "GET", "/v1/admin/sessions")[0] == 401  # a data key is not the admin key
+    assert probe(pid, "GET", "/v1/admin/sessions", key=ADMIN_KEY)[0] == 200
+    assert probe(pid, "GET", "/metrics", key="")[0] == 200
     # The image's HEALTHCHECK command succeeds inside the running container, as the user it runs as.
     result = sh(podman, "exec", name, "python", "/opt/seqserve/healthcheck.py", check=False)
     assert result.returncode == 0, result.stderr
     assert sh(podman, "exec", name, "id", "-u").stdout.strip() == "10001"
+
+
+def test_image_refuses_to_start_without_keys(podman: str, image: str, demo_repository: Path) -> None:
+    """The image listens on 0.0.0.0: without keys it must not come up open."""
+    result = sh(
+        podman, "run", "--rm", *RUN_FLAGS, "-v", f"{demo_repository}:/models:ro", image, check=False, timeout=120
+    )
+    assert result.returncode != 0
+    assert "refusing to start" in result.stderr and "SEQSERVE_API_KEYS" in result.stderr, result.stderr[-2000:]

@@ -3,7 +3,8 @@
 Checks the behaviour the config promises: `nginx -t` on both the compose upstreams and the test
 rendering, round-robin over the replicas, keep-alive to upstreams, retries only where safe (GET
 and stateless predict are re-sent to the next replica, a session step that reached a failing
-replica is not), WebSocket upgrade headers on /stream, the 8 MiB body limit.
+replica is not), WebSocket upgrade headers on /stream, the 8 MiB body limit, the client's
+X-Request-ID kept (one generated only when absent), admin and metrics never proxied.
 """
 
 from __future__ import annotations
@@ -203,3 +204,29 @@ def test_body_limit_matches_the_service(topology: tuple[int, Stub, Stub]) -> Non
     assert status == 200 and json.loads(data)["received"] == 8 * MiB - 1024
     status, _ = request(port, "POST", "/v1/models/demo/predict", b"0" * (8 * MiB + 1))
     assert status == 413
+
+
+def test_client_request_id_is_kept_and_generated_only_when_absent(topology: tuple[int, Stub, Stub]) -> None:
+    port, a, b = topology
+    request(port, "GET", "/v1/models", headers={"X-Request-ID": "client-chosen-id-42"})
+    request(port, "GET", "/v1/models/x")
+    by_path = {hit[1]: hit[2] for hit in a.hits + b.hits}
+    assert by_path["/v1/models"]["x-request-id"] == "client-chosen-id-42"
+    generated = by_path["/v1/models/x"]["x-request-id"]
+    assert re.fullmatch(r"[0-9a-f]{32}", generated), generated
+
+
+def test_admin_and_metrics_are_never_proxied(topology: tuple[int, Stub, Stub]) -> None:
+    port, a, b = topology
+    for method, path in (
+        ("GET", "/metrics"),
+        ("GET", "/v1/admin/sessions"),
+        ("POST", "/v1/admin/reload"),
+        ("POST", "/v1/admin/models/m/versions/1/unload"),
+    ):
+        status, data = request(port, method, path, headers={"X-API-Key": "admin-key-0123456789"})
+        assert status == 404, (path, status)
+        assert json.loads(data)["code"] == "not_found"
+    assert not a.hits and not b.hits, "an admin or metrics request reached a replica"
+    upstreams = (DEPLOY / "upstreams.conf").read_text()
+    assert ":8082" not in upstreams and re.findall(r"server\s+\S+:(\d+)", upstreams) == ["8000", "8000"]

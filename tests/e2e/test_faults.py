@@ -14,7 +14,7 @@ Not duplicated from tests/e2e/test_scaleout.py (replica SIGKILL, Redis crash/res
   position-carrying retries nothing is lost or applied twice.
 * a rolling restart (SIGTERM, start again) of both replicas while streams run through nginx:
   nothing lost or applied twice.
-* the admin contract on one replica with SEQSERVE_API_KEY and SEQSERVE_MAX_SESSIONS_PER_MODEL:
+* the admin contract on one replica with SEQSERVE_ADMIN_KEY and SEQSERVE_MAX_SESSIONS_PER_MODEL:
   401 without/with a wrong key, X-API-Key and Bearer both work, GET /v1/admin/sessions lists
   ids and a count, 429 too_many_sessions beyond the per-model limit.
 """
@@ -177,7 +177,7 @@ def test_reload_under_load_keeps_streams_on_their_version(topo: Topology) -> Non
         export_model(topo.repository, "lstm", 3, "lstm", seed=33)  # complete before the reload
         reports = []
         for replica in topo.replicas:
-            r = httpx.post(f"{replica.url}/v1/admin/reload", timeout=60)
+            r = httpx.post(f"{replica.admin_url}/v1/admin/reload", timeout=60)
             assert r.status_code == 200, r.text
             reports.append(r.json())
         time.sleep(1.0)
@@ -213,7 +213,7 @@ def test_reload_refuses_a_broken_version_and_keeps_serving(topo: Topology) -> No
     try:
         (broken / "model.onnx").write_bytes(b"this is not an ONNX model")
         for replica in topo.replicas:
-            r = httpx.post(f"{replica.url}/v1/admin/reload", timeout=60)
+            r = httpx.post(f"{replica.admin_url}/v1/admin/reload", timeout=60)
             assert r.status_code == 200, r.text
             report = r.json()
             assert "gru/7" in report["failed"] and isinstance(report["failed"]["gru/7"], str), report
@@ -292,11 +292,24 @@ def test_rolling_restart_of_replicas_loses_nothing(topo: Topology) -> None:
 
 
 def test_admin_key_listing_and_per_model_limit(repository: Path, tmp_path: Path) -> None:
-    env = {"SEQSERVE_API_KEY": "s3cret", "SEQSERVE_MAX_SESSIONS_PER_MODEL": "3", "SEQSERVE_LOG_LEVEL": "warning"}
-    with ServiceProcess(repository, tmp_path, env) as server, httpx.Client(base_url=server.url, timeout=30) as c:
-        for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}, {"Authorization": "s3cret"}):
+    env = {
+        "SEQSERVE_ADMIN_KEY": "s3cret-admin-key-0",
+        "SEQSERVE_MAX_SESSIONS_PER_MODEL": "3",
+        "SEQSERVE_LOG_LEVEL": "warning",
+    }
+    with (
+        ServiceProcess(repository, tmp_path, env) as server,
+        httpx.Client(base_url=server.url, timeout=30) as c,
+        httpx.Client(base_url=server.admin_url, timeout=30) as admin,
+    ):
+        for headers in (
+            {},
+            {"X-API-Key": "wrong"},
+            {"Authorization": "Bearer wrong"},
+            {"Authorization": "s3cret-admin-key-0"},
+        ):
             for method, path in (("POST", "/v1/admin/reload"), ("GET", "/v1/admin/sessions")):
-                r = c.request(method, path, headers=headers)
+                r = admin.request(method, path, headers=headers)
                 assert r.status_code == 401, (headers, path, r.text)
                 assert r.json()["code"] == "unauthorized"
         ids = [c.post("/v1/models/lstm/sessions").json()["session_id"] for _ in range(3)]
@@ -304,20 +317,20 @@ def test_admin_key_listing_and_per_model_limit(repository: Path, tmp_path: Path)
         assert r.status_code == 429, r.text
         assert r.json()["code"] == "too_many_sessions"
         assert c.post("/v1/models/gru/sessions").status_code == 201  # the limit is per model
-        r = c.get("/v1/admin/sessions", params={"limit": 10}, headers={"X-API-Key": "s3cret"})
+        r = admin.get("/v1/admin/sessions", params={"limit": 10}, headers={"X-API-Key": "s3cret-admin-key-0"})
         assert r.status_code == 200, r.text
         listing = r.json()
         assert listing["count"] == 4 and set(ids) <= set(listing["sessions"]), listing
-        r = c.get("/v1/admin/sessions", params={"limit": 2}, headers={"Authorization": "Bearer s3cret"})
+        r = admin.get("/v1/admin/sessions", params={"limit": 2}, headers={"Authorization": "Bearer s3cret-admin-key-0"})
         assert r.status_code == 200 and len(r.json()["sessions"]) == 2 and r.json()["count"] == 4
-        r = c.post("/v1/admin/reload", headers={"X-API-Key": "s3cret"})
+        r = admin.post("/v1/admin/reload", headers={"X-API-Key": "s3cret-admin-key-0"})
         assert r.status_code == 200 and r.json()["loaded"] == [] and r.json()["failed"] == {}, r.text
         # a freed slot can be used again
         assert c.delete(f"/v1/sessions/{ids[0]}").status_code == 204
         assert c.post("/v1/models/lstm/sessions").status_code == 201
         # unloading a version sessions are pinned to is refused; an unused one goes
-        r = c.post("/v1/admin/models/lstm/versions/2/unload", headers={"X-API-Key": "s3cret"})
+        r = admin.post("/v1/admin/models/lstm/versions/2/unload", headers={"X-API-Key": "s3cret-admin-key-0"})
         assert r.status_code == 409, r.text
-        r = c.post("/v1/admin/models/lstm/versions/1/unload", headers={"X-API-Key": "s3cret"})
+        r = admin.post("/v1/admin/models/lstm/versions/1/unload", headers={"X-API-Key": "s3cret-admin-key-0"})
         assert r.status_code == 200 and r.json()["unloaded"] == ["lstm/1"], r.text
         assert c.post("/v1/models/lstm/sessions", json={"version": 1}).status_code == 404

@@ -363,7 +363,9 @@ def test_timeout_grpc(triton: grpcclient.InferenceServerClient) -> None:
 # ---------------------------------------------------------------------------- statistics
 
 
-def test_statistics_over_grpc_and_http(triton: grpcclient.InferenceServerClient, client: httpx.Client) -> None:
+def test_statistics_over_grpc_and_http(
+    triton: grpcclient.InferenceServerClient, client: httpx.Client, server: ServiceProcess
+) -> None:
     before = client.get("/v2/models/gru/versions/1/stats").json()["model_stats"][0]
     x = np.ones((2, 3, 3), np.float32)
     for _ in range(3):
@@ -387,7 +389,8 @@ def test_statistics_over_grpc_and_http(triton: grpcclient.InferenceServerClient,
         assert _collect(replies, 1)[0][1] is None
     finally:
         triton.stop_stream()
-    metrics = client.get("/metrics").text  # and Prometheus counts gRPC calls by method and code
+    # and Prometheus (on the admin listener) counts gRPC calls by method and code
+    metrics = httpx.get(f"{server.admin_url}/metrics", timeout=10).text
     ok = re.search(r'^seqserve_grpc_requests_total\{code="OK",method="ModelInfer"\} (\d+)', metrics, re.M)
     assert ok and float(ok.group(1)) >= 3
     assert re.search(r'^seqserve_grpc_requests_total\{code="NOT_FOUND",method="ModelInfer"\}', metrics, re.M)

@@ -133,7 +133,7 @@ def test_memory_flat_after_20k_sessions_expire(repository: Path, tmp_path: Path)
         pid = server.proc.pid
         for _ in range(300):  # warm the code paths and allocator before the baseline
             c.post("/v1/models/lstm/sessions")
-        c.get("/metrics")
+        httpx.get(f"{server.admin_url}/metrics", timeout=30)
         time.sleep(4)  # the warm-up sessions expire
         baseline = _rss_mb(pid)
 
@@ -160,7 +160,7 @@ def test_memory_flat_after_20k_sessions_expire(repository: Path, tmp_path: Path)
 
         deadline = time.monotonic() + 20
         while True:
-            text = c.get("/metrics").text
+            text = httpx.get(f"{server.admin_url}/metrics", timeout=30).text
             active = _metric(text, "seqserve_sessions_active")
             if active == 0 or time.monotonic() > deadline:
                 break

@@ -12,8 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 
 
-def _series(client: httpx.Client) -> list[str]:
-    text = client.get("/metrics").text
+def _series(server) -> list[str]:
+    text = httpx.get(f"{server.admin_url}/metrics", timeout=30).text  # the admin listener
     return [line for line in text.splitlines() if line.startswith("seqserve_request")]
 
 
@@ -22,7 +22,7 @@ def test_unknown_model_names_add_no_series(server, client):
         client.get(f"/v1/models/{uuid.uuid4().hex}")
         client.post(f"/v1/models/{uuid.uuid4().hex}/predict", json={"inputs": [[[1, 2, 3]]]})
     client.post("/v1/models/lstm/predict", json={"inputs": [[[20.0, 500.0, 12.0]]]})
-    before = _series(client)
+    before = _series(server)
 
     def hammer(n: int) -> None:
         with httpx.Client(base_url=server.url, timeout=30) as c:
@@ -36,7 +36,7 @@ def test_unknown_model_names_add_no_series(server, client):
     with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
         sock.sendall(b"PURGE /v1/models/pot HTTP/1.1\r\nHost: x\r\nconnection: close\r\n\r\n")
         assert sock.recv(4096).startswith(b"HTTP/1.1 ")
-    after = _series(client)
+    after = _series(server)
     new = {line.rsplit(" ", 1)[0] for line in after} - {line.rsplit(" ", 1)[0] for line in before}
     assert len(new) <= 20, sorted(new)[:20]  # the one PURGE request's own series, nothing per name
     text = "\n".join(after)
@@ -50,7 +50,7 @@ def test_scrapes_do_not_stall_requests(server, client):
     scraped = []
 
     def scrape() -> None:
-        with httpx.Client(base_url=server.url, timeout=30) as c:
+        with httpx.Client(base_url=server.admin_url, timeout=30) as c:
             while not stop.is_set():
                 r = c.get("/metrics")
                 scraped.append(r.status_code)

@@ -238,10 +238,13 @@ def test_websocket_stream_equals_whole_sequence(server, client):
     assert state_of(client, sid)["position"] == 25
 
 
-def test_openapi_and_metrics(client):
+def test_openapi_and_metrics(server, client):
     spec = client.get("/openapi.json").json()
     assert "/v1/sessions/{session_id}/steps" in spec["paths"]
     assert "StepRequest" in spec["components"]["schemas"]
-    metrics = client.get("/metrics").text
+    assert not [p for p in spec["paths"] if p.startswith("/v1/admin") or p == "/metrics"]
+    assert client.get("/metrics").status_code == 404  # metrics live on the admin listener only
+    metrics = httpx.get(f"{server.admin_url}/metrics", timeout=10).text
     assert "seqserve_requests_total" in metrics and "seqserve_sessions_active" in metrics
     assert "seqserve_onnxruntime_seconds" in metrics
+    assert "seqserve_session_store_up 1.0" in metrics

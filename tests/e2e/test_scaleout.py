@@ -114,7 +114,7 @@ def assert_state_close(actual: dict[str, np.ndarray], expected: dict[str, np.nda
 
 
 def steps_served(replica: ServiceProcess) -> float:
-    text = httpx.get(f"{replica.url}/metrics", timeout=5).text
+    text = httpx.get(f"{replica.admin_url}/metrics", timeout=5).text
     return sum(float(m) for m in re.findall(r"^seqserve_steps_total\{[^}]*\} (\S+)$", text, re.M))
 
 
@@ -272,9 +272,10 @@ def test_redis_outage_is_503_and_heals_without_restarting_the_service(topo: Topo
     topo.redis.stop()
     try:
         for replica in topo.replicas:
-            ready = httpx.get(f"{replica.url}/v2/health/ready", timeout=5)
-            assert ready.status_code == 503 and ready.json()["code"] == "not_ready"
-            assert "session store" in ready.json()["error"]
+            # Predictions can still be served: ready stays 200; the store is reported apart.
+            assert httpx.get(f"{replica.url}/v2/health/ready", timeout=5).status_code == 200
+            store = httpx.get(f"{replica.url}/v1/health/sessions", timeout=5)
+            assert store.status_code == 503 and store.json()["available"] is False, store.text
             for r in (
                 httpx.post(
                     f"{replica.url}/v1/sessions/{session_id}/steps",
@@ -286,7 +287,7 @@ def test_redis_outage_is_503_and_heals_without_restarting_the_service(topo: Topo
             ):
                 assert r.status_code == 503, r.text
                 assert r.json()["code"] == "session_store_unavailable"
-                assert r.json()["error"].startswith("session store (redis) unreachable")
+                assert r.json()["error"] == "session store unavailable"  # no host or port
             # Stateless prediction does not need Redis.
             assert httpx.post(
                 f"{replica.url}/v1/models/{MODEL}/predict", json={"inputs": [first.tolist()]}, timeout=5

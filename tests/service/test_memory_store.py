@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from service.errors import PositionConflict, SessionExpired, SessionNotFound
+from service.errors import PositionConflict, SessionEvicted, SessionExpired
 from service.sessions.base import LastStep, SessionRecord, new_session_id, new_token
 from service.sessions.memory import BLOCK, MemorySessionStore, StatePool
 
@@ -77,8 +77,9 @@ async def test_lru_eviction_keeps_recently_used():
     await store.load(recs[0].session_id)  # recs[1] is now least recently used
     await store.create(record())
     assert await store.count() == 3 and store.evictions == 1
-    with pytest.raises(SessionNotFound):
+    with pytest.raises(SessionEvicted) as gone:  # the victim learns why: 410, reason evicted
         await store.load(recs[1].session_id)
+    assert gone.value.status == 410 and gone.value.body()["reason"] == "evicted"
     await store.load(recs[0].session_id)
 
 

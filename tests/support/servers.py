@@ -60,6 +60,7 @@ class ServiceProcess:
         self.repository = repository
         self.port = port or free_port()
         self.grpc_port = free_port()  # KServe V2 gRPC; never the default 8001, tests run side by side
+        self.admin_port = int((env or {}).get("SEQSERVE_ADMIN_PORT") or free_port())
         self.log_path = workdir / f"service-{self.port}.log"
         self.env = {
             **os.environ,
@@ -67,6 +68,7 @@ class ServiceProcess:
             "SEQSERVE_HOST": "127.0.0.1",
             "SEQSERVE_PORT": str(self.port),
             "SEQSERVE_GRPC_PORT": str(self.grpc_port),
+            "SEQSERVE_ADMIN_PORT": str(self.admin_port),
             "SEQSERVE_MODEL_REPOSITORY": str(repository),
             **(env or {}),
         }
@@ -75,6 +77,11 @@ class ServiceProcess:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin_url(self) -> str:
+        """The admin listener (/v1/admin/*, /metrics): never the data port."""
+        return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self, timeout: float = 30.0) -> ServiceProcess:
         log = self.log_path.open("ab")
