@@ -102,7 +102,8 @@ def test_replicas_are_locked_down_and_admin_is_never_published(compose: dict[str
         for port in service.get("ports", []):
             assert not str(port).endswith(":8082"), f"{name} publishes the admin port"
     nginx_ports = compose["services"]["nginx"]["ports"]
-    assert nginx_ports == ["${SEQSERVE_HTTP_PORT:-8080}:80"]
+    # HTTP data plane and gRPC data plane (grpc.conf); nothing else
+    assert nginx_ports == ["${SEQSERVE_HTTP_PORT:-8080}:80", "${SEQSERVE_GRPC_PUBLISHED_PORT:-8081}:8081"]
 
 
 def test_replicas_share_redis_and_models(compose: dict[str, Any]) -> None:
