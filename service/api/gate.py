@@ -47,8 +47,10 @@ class KeyGate:
 
     def _guarded(self, scope: Scope) -> bool:
         kind = scope["type"]
+        if kind not in ("http", "websocket"):  # lifespan passes untouched
+            return False
         path = scope["path"]
-        if kind not in ("http", "websocket") or path in PUBLIC or path == "/ui" or path.startswith("/ui/"):
+        if path in PUBLIC or path == "/ui" or path.startswith("/ui/"):
             return False
         return not (self.allow_preflight and kind == "http" and scope["method"] == "OPTIONS")
 

@@ -37,8 +37,11 @@ def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     # Key B is configured by its digest only: the server never sees B's plaintext.
     keys = f"{KEY_A}, sha256:{hashlib.sha256(KEY_B.encode()).hexdigest()}"
     env = {"SEQSERVE_API_KEYS": keys, "SEQSERVE_ADMIN_KEY": ADMIN, "SEQSERVE_MAX_SESSIONS_PER_KEY": "8"}
-    with ServiceProcess(repository, tmp_path_factory.mktemp("security"), env) as proc:
+    proc = ServiceProcess(repository, tmp_path_factory.mktemp("security"), env).start(timeout=120)
+    try:
         yield proc
+    finally:
+        proc.stop()
 
 
 @pytest.fixture
@@ -245,7 +248,7 @@ def test_keys_from_files(repository: Path, tmp_path: Path) -> None:
     admin = tmp_path / "admin_key"
     admin.write_text(ADMIN + "\n")
     env = {"SEQSERVE_API_KEYS_FILE": str(keys), "SEQSERVE_ADMIN_KEY_FILE": str(admin)}
-    with ServiceProcess(repository, tmp_path, env) as proc:
+    with ServiceProcess(repository, tmp_path, env).start(timeout=120) as proc:
         for key in (KEY_A, KEY_B):
             assert httpx.get(f"{proc.url}/v1/models", headers=auth(key), timeout=10).status_code == 200
         assert httpx.get(f"{proc.url}/v1/models", timeout=10).status_code == 401
@@ -255,7 +258,7 @@ def test_keys_from_files(repository: Path, tmp_path: Path) -> None:
 def test_eviction_is_410_evicted_and_never_takes_another_keys_session(repository: Path, tmp_path: Path) -> None:
     env = {"SEQSERVE_API_KEYS": f"{KEY_A},{KEY_B}", "SEQSERVE_MAX_SESSIONS": "3"}
     with (
-        ServiceProcess(repository, tmp_path, env) as proc,
+        ServiceProcess(repository, tmp_path, env).start(timeout=120) as proc,
         httpx.Client(base_url=proc.url, headers=auth(KEY_A), timeout=30) as a,
         httpx.Client(base_url=proc.url, headers=auth(KEY_B), timeout=30) as b,
     ):
@@ -273,3 +276,32 @@ def test_eviction_is_410_evicted_and_never_takes_another_keys_session(repository
         assert a.post("/v1/models/gru/sessions").status_code == 201  # A now holds all 3
         r = b.post("/v1/models/gru/sessions")
         assert r.status_code == 429 and r.json()["limit"] == "max_sessions", r.text
+
+
+def test_grpc_needs_a_valid_key_and_sequences_belong_to_it(server: ServiceProcess) -> None:
+    import numpy as np
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+
+    client = grpcclient.InferenceServerClient(url=f"127.0.0.1:{server.grpc_port}")
+    x = np.asarray([[[20.0, 500.0, 12.0]]], np.float32)
+    tensor = grpcclient.InferInput("input", list(x.shape), "FP32")
+    tensor.set_data_from_numpy(x)
+    try:
+        assert client.is_server_live() and client.is_server_ready()  # health: no key
+        for headers in (None, {"x-api-key": "wrong-key-0123456789"}):
+            with pytest.raises(InferenceServerException) as refused:
+                client.infer("lstm", [tensor], headers=headers)
+            assert "UNAUTHENTICATED" in str(refused.value.status()), refused.value
+            with pytest.raises(InferenceServerException):
+                client.get_model_metadata("lstm", headers=headers)
+        for headers in ({"x-api-key": KEY_A}, {"authorization": f"Bearer {KEY_B}"}):
+            assert client.infer("lstm", [tensor], headers=headers).as_numpy("output").shape == (1, 1, 2)
+        # A sequence started with key A is not key B's sequence 99.
+        client.infer("lstm", [tensor], sequence_id=99, sequence_start=True, headers={"x-api-key": KEY_A})
+        with pytest.raises(InferenceServerException) as other:
+            client.infer("lstm", [tensor], sequence_id=99, headers={"authorization": f"Bearer {KEY_B}"})
+        assert "was not started" in str(other.value)
+        client.infer("lstm", [tensor], sequence_id=99, sequence_end=True, headers={"x-api-key": KEY_A})
+    finally:
+        client.close()

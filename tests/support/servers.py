@@ -83,7 +83,7 @@ class ServiceProcess:
         """The admin listener (/v1/admin/*, /metrics): never the data port."""
         return f"http://127.0.0.1:{self.admin_port}"
 
-    def start(self, timeout: float = 30.0) -> ServiceProcess:
+    def start(self, timeout: float = 90.0) -> ServiceProcess:
         log = self.log_path.open("ab")
         # Its own process group: a server with workers is a supervisor plus children, and a
         # stop that has to kill must take the children too (or they keep their ports).
@@ -124,6 +124,9 @@ class ServiceProcess:
         return self.log_path.read_text() if self.log_path.exists() else ""
 
     def __enter__(self) -> ServiceProcess:
+        """Starts the process unless `start(timeout=...)` already did (a slower start allowed)."""
+        if self.proc is not None and self.proc.poll() is None:
+            return self
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
