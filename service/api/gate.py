@@ -21,6 +21,7 @@ from service.metrics import Metrics
 
 OWNER = "seqserve.owner"
 PUBLIC = frozenset({"/v2/health/live", "/v2/health/ready", "/v1/health/sessions", "/docs", "/redoc", "/openapi.json"})
+PUBLIC_PREFIXES = ("/ui/", "/docs-assets/")  # the dashboard page, the API docs' bundled assets
 ROUTE_LABEL = "(unauthorized)"
 
 
@@ -50,7 +51,7 @@ class KeyGate:
         if kind not in ("http", "websocket"):  # lifespan passes untouched
             return False
         path = scope["path"]
-        if path in PUBLIC or path == "/ui" or path.startswith("/ui/"):
+        if path in PUBLIC or path == "/ui" or path.startswith(PUBLIC_PREFIXES):
             return False
         return not (self.allow_preflight and kind == "http" and scope["method"] == "OPTIONS")
 
