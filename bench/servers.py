@@ -159,6 +159,7 @@ def service_server(
         "SEQSERVE_BATCHING": "true" if batching else "false",
         "SEQSERVE_NOOP_ROUTE": "true" if noop else "false",
         "SEQSERVE_GRPC_PORT": str(free_port()),  # KServe V2 gRPC (bench --grpc-streams)
+        "SEQSERVE_ADMIN_PORT": str(free_port()),  # admin + /metrics; never the default 8082 side by side
         **(env or {}),
     }
     return Server(label, "floor" if noop else "service", cmd, full_env, port)
