@@ -63,7 +63,18 @@ def make_store(settings: Settings, security: Security | None = None) -> SessionS
 
         password = security.redis_password if security is not None else None
         return RedisSessionStore(settings.session_store, password=password)
-    raise ValueError(f"SEQSERVE_SESSION_STORE must be 'memory' or a redis:// URL, got {settings.session_store!r}")
+    if settings.session_store.startswith("redis+cluster://"):
+        from service.sessions.redis_cluster import RedisClusterSessionStore
+
+        if settings.max_sessions_per_model or settings.max_sessions_per_key:
+            raise ValueError(
+                "SEQSERVE_MAX_SESSIONS_PER_MODEL / _PER_KEY are not supported with a redis+cluster:// store yet"
+            )
+        password = security.redis_password if security is not None else None
+        return RedisClusterSessionStore(settings.session_store, password=password)
+    raise ValueError(
+        f"SEQSERVE_SESSION_STORE must be 'memory', a redis:// or a redis+cluster:// URL, got {settings.session_store!r}"
+    )
 
 
 @dataclass

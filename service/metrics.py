@@ -30,6 +30,14 @@ class _SessionCollector(Collector):
             "1 when the session store answered the last operation, 0 when it was unavailable",
             stats.get("available", 1),
         )
+        nodes = {k.removeprefix("node_up:"): v for k, v in stats.items() if k.startswith("node_up:")}
+        if nodes:  # a clustered store: one gauge per master, from its last health check
+            up = GaugeMetricFamily(
+                "seqserve_session_store_node_up", "Session store master answering PING (1) or not (0)", labels=["node"]
+            )
+            for node, value in sorted(nodes.items()):
+                up.add_metric([node], value)
+            yield up
 
 
 OTHER = "_other"  # the one label for every model name that is not loaded (404s, typos, scans)

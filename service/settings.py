@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     )
 
     # Sessions
-    session_store: str = Field("memory", description="'memory' or a redis:// URL")
+    session_store: str = Field(
+        "memory", description="'memory', a redis:// URL or redis+cluster://host:port[,host:port...][?wait_replicas=N]"
+    )
     session_ttl_seconds: float = Field(3600.0, gt=0)
     max_session_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     max_sessions: int = Field(100_000, ge=1, description="per process, memory store; LRU eviction beyond")

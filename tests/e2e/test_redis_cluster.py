@@ -1,0 +1,163 @@
+"""Sessions on a real local Redis Cluster (3 masters + 3 replicas, redis-server in cluster
+mode), shared by two service replicas with SEQSERVE_SESSION_STORE=redis+cluster://...?wait_replicas=1.
+
+Sessions land on every master (their ids hash to different slots); bulk steps span many slots;
+a stream alternating between the replicas equals one stateless prediction; and a master killed
+with SIGKILL mid-stream is failed over to its replica without losing any step a client saw
+acknowledged: the client retries 5xx answers with the same `position`, and the final position
+counts every step exactly once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from tests.e2e.test_scaleout import assert_close, assert_state_close, session_state, stateless, step_with_retry
+from tests.support.models import raw_inputs
+from tests.support.redis_cluster import RedisClusterProcesses
+from tests.support.servers import ServiceProcess
+
+pytestmark = pytest.mark.e2e
+
+MODEL = "lstm"
+PREFIX = "seqserve:"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    with RedisClusterProcesses(tmp_path_factory.mktemp("cluster")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServiceProcess]]:
+    env = {"SEQSERVE_SESSION_STORE": cluster.url + "?wait_replicas=1", "SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
+    procs = [ServiceProcess(repository, tmp_path_factory.mktemp("svc"), env) for _ in range(2)]
+    try:
+        for proc in procs:
+            proc.start()
+        yield procs
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+def create(base_url: str) -> str:
+    r = httpx.post(f"{base_url}/v1/models/{MODEL}/sessions", timeout=10)
+    assert r.status_code == 201, r.text
+    return r.json()["session_id"]
+
+
+def test_sessions_across_slots_alternating_replicas_equal_stateless(
+    cluster: RedisClusterProcesses, replicas: list[ServiceProcess]
+) -> None:
+    rng = np.random.default_rng(21)
+    # one session per master: ids are random, so create until every master holds one
+    by_master: dict[int, str] = {}
+    for i in range(60):
+        sid = create(replicas[i % 2].url)
+        by_master.setdefault(cluster.master_for(f"{PREFIX}s:{{{sid}}}").port, sid)
+        if len(by_master) == 3:
+            break
+    assert len(by_master) == 3, by_master
+    sessions = list(by_master.values())
+    clients = [httpx.Client(base_url=r.url, timeout=10) for r in replicas]
+    try:
+        for sid in sessions[:3]:
+            sequence = raw_inputs(rng, 40)
+            outputs, position = [], 0
+            for i, chunk in enumerate(np.array_split(sequence, 8)):
+                data = step_with_retry(clients[i % 2], sid, chunk, position)
+                outputs.append(np.asarray(data["outputs"]))
+                position = data["position"]
+            expected, state = stateless(replicas[0].url, sequence)
+            assert_close(np.concatenate(outputs), expected)
+            stored_position, stored_state = session_state(replicas[1].url, sid)
+            assert stored_position == 40
+            assert_state_close(stored_state, state)
+    finally:
+        for c in clients:
+            c.close()
+    text = httpx.get(f"{replicas[0].admin_url}/metrics", timeout=5).text
+    assert "seqserve_sessions_active" in text
+
+
+def test_bulk_steps_over_many_slots(replicas: list[ServiceProcess]) -> None:
+    rng = np.random.default_rng(22)
+    sessions = [create(replicas[0].url) for _ in range(40)]
+    x = raw_inputs(rng, 2, batch=len(sessions)).astype(np.float32)
+    for step in range(2):
+        body = {
+            "steps": [
+                {"session_id": sid, "inputs": x[i, step : step + 1].tolist(), "position": step}
+                for i, sid in enumerate(sessions)
+            ]
+        }
+        r = httpx.post(f"{replicas[step % 2].url}/v1/models/{MODEL}/sessions/steps", json=body, timeout=30)
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert [res.get("status", 200) for res in results] == [200] * len(sessions), results
+        assert [res["position"] for res in results] == [step + 1] * len(sessions)
+    r = httpx.post(f"{replicas[1].url}/v1/models/{MODEL}/predict", json={"inputs": x.tolist()}, timeout=30)
+    assert r.status_code == 200, r.text
+    whole = np.asarray(r.json()["outputs"])
+    for sid in sessions[:5]:
+        position, _ = session_state(replicas[1].url, sid)
+        assert position == 2
+    # the last bulk answer carried step 2's outputs; compare them with the whole-sequence prediction
+    assert_close(np.asarray([res["outputs"][0] for res in results]), whole[:, 1])
+
+
+def test_master_killed_mid_stream_loses_no_acknowledged_step(
+    cluster: RedisClusterProcesses, replicas: list[ServiceProcess]
+) -> None:
+    rng = np.random.default_rng(23)
+    sid = create(replicas[0].url)
+    victim = cluster.master_for(f"{PREFIX}s:{{{sid}}}")
+    sequence = raw_inputs(rng, 60)
+    chunks = np.array_split(sequence, 30)
+    clients = [httpx.Client(base_url=r.url, timeout=10) for r in replicas]
+    failures: list[str] = []
+    acknowledged = 0
+
+    def restart_after_failover() -> None:
+        """As an orchestrator would: once the replica took over, the crashed process comes back
+        (as a replica of the promoted master), so that WAIT 1 can be satisfied again."""
+        cluster.wait_failover(victim)
+        victim.start()
+
+    restarter = threading.Thread(target=restart_after_failover)
+    try:
+        position, outputs = 0, []
+        for i, chunk in enumerate(chunks):
+            if i == 10:
+                victim.kill()
+                restarter.start()
+            data = step_with_retry(clients[i % 2], sid, chunk, position, failures)
+            outputs.append(np.asarray(data["outputs"]))
+            position = data["position"]
+            acknowledged += len(chunk)
+        assert failures, "the kill should have been seen by the client as 5xx answers"
+        stored_position, stored_state = session_state(replicas[1].url, sid)
+        assert stored_position == acknowledged == len(sequence)
+        expected, state = stateless(replicas[0].url, sequence)
+        assert_close(np.concatenate(outputs), expected)
+        assert_state_close(stored_state, state)
+        ready = httpx.get(f"{replicas[0].url}/v1/health/sessions", timeout=5)
+        assert ready.status_code == 200, ready.text
+        text = httpx.get(f"{replicas[0].admin_url}/metrics", timeout=5).text
+        assert "seqserve_session_store_node_up{" in text, text[-2000:]
+    finally:
+        for c in clients:
+            c.close()
+        if restarter.is_alive() or restarter.ident is not None:
+            restarter.join(60)
+        print("failures seen by the client:", failures[:10], len(failures))

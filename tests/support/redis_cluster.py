@@ -1,0 +1,150 @@
+"""A real local Redis Cluster for tests: 3 masters + 3 replicas of redis-server in cluster
+mode on loopback ports (AOF on), created with `redis-cli --cluster create`.
+
+with RedisClusterProcesses(tmp_path) as cluster:
+    cluster.url                  # redis+cluster://127.0.0.1:P1,127.0.0.1:P2,...
+    cluster.master_for(key)      # the node process serving the key's slot now
+    cluster.kill(node)           # SIGKILL
+    cluster.wait_healthy()       # every slot served by a live master, each with a synced replica
+
+A small cluster-node-timeout (1000 ms) makes automatic failover of a killed master take a
+couple of seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from pathlib import Path
+
+from tests.support.redis import RedisProcess
+from tests.support.servers import free_port, require
+
+NODE_TIMEOUT_MS = 1000
+
+
+class ClusterNodeProcess(RedisProcess):
+    def __init__(self, directory: Path) -> None:
+        super().__init__(directory)
+        self.bus_port = free_port()
+
+    def command(self) -> list[str]:
+        return [
+            *super().command(),
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", str(self.directory / "nodes.conf"),
+            "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
+            "--cluster-port", str(self.bus_port),
+            "--cluster-require-full-coverage", "no",
+        ]  # fmt: skip
+
+    def cli(self, *args: str, timeout: float = 5.0) -> str:
+        out = subprocess.run(
+            [require("redis-cli"), "-p", str(self.port), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+        return out.stdout
+
+
+class RedisClusterProcesses:
+    def __init__(self, directory: Path, masters: int = 3) -> None:
+        self.nodes = [ClusterNodeProcess(directory / f"node{i}") for i in range(2 * masters)]
+        self.masters = masters
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+        subprocess.run(
+            [require("redis-cli"), "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+        self.wait_healthy(timeout)
+        return self
+
+    def live(self) -> list[ClusterNodeProcess]:
+        return [n for n in self.nodes if n.running]
+
+    def roles(self) -> dict[int, str]:
+        """port -> 'master' / 'slave' as each live node reports itself."""
+        out = {}
+        for node in self.live():
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                out[node.port] = node.cli("ROLE").split("\n", 1)[0].strip()
+        return out
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Every live node says cluster_state:ok, and there are `masters` live masters, each
+        with a replica whose link is up (so WAIT 1 can succeed)."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                states = [n.cli("CLUSTER", "INFO") for n in self.live()]
+                masters = [n for n in self.live() if n.cli("ROLE").startswith("master")]
+                replicated = [n for n in masters if "connected_slaves:1" in n.cli("INFO", "replication")]
+                online = all("state=online" in n.cli("INFO", "replication") for n in replicated)
+                if (
+                    all("cluster_state:ok" in s for s in states)
+                    and len(masters) == self.masters
+                    and len(replicated) == len(masters)
+                    and online
+                ):
+                    return
+                last = f"{len(masters)} masters, {len(replicated)} replicated"
+            except (subprocess.SubprocessError, OSError) as exc:
+                last = repr(exc)
+            time.sleep(0.1)
+        raise TimeoutError(f"redis cluster not healthy after {timeout}s: {last}")
+
+    def wait_failover(self, dead: ClusterNodeProcess, timeout: float = 30.0) -> None:
+        """Until a live node serves every slot again (the dead master's replica took over)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                infos = [n.cli("CLUSTER", "INFO") for n in self.live()]
+                if infos and all("cluster_state:ok" in i for i in infos):
+                    masters = [n for n in self.live() if n.cli("ROLE").startswith("master")]
+                    if len(masters) == self.masters:
+                        return
+            except (subprocess.SubprocessError, OSError):
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"no failover of node {dead.port} after {timeout}s")
+
+    def master_for(self, key: str) -> ClusterNodeProcess:
+        """The live master serving `key`'s slot, from CLUSTER NODES as a live node sees it."""
+        probe = self.live()[0]
+        slot = int(probe.cli("CLUSTER", "KEYSLOT", key).strip())
+        by_port = {n.port: n for n in self.live()}
+        for line in probe.cli("CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if low.isdigit() and int(low) <= slot <= int(high or low) and port in by_port:
+                    return by_port[port]
+        raise LookupError(f"no live master serves slot {slot}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> RedisClusterProcesses:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
