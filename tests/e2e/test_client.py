@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from seqserve import AsyncClient, Client, InvalidInput, ModelNotFound, SessionExpired, SessionNotFound
+from seqserve import AsyncClient, Client, InvalidInput, ModelNotFound, SessionExpired, SessionNotFound, Unauthorized
 from tests.support.models import raw_inputs
+from tests.support.servers import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 
@@ -171,3 +172,17 @@ def test_leaving_a_stream_early_keeps_the_session_in_step(api):
     assert session.position == session.info()["position"] >= 5
     rest = session.step(x[session.position :])
     close(rest, api.predict("lstm", x)[40 - len(rest) :])
+
+
+def test_api_keys_on_rest_and_websocket(repository, tmp_path_factory):
+    key = "client-test-key-0123456789"
+    env = {"SEQSERVE_API_KEYS": key, "SEQSERVE_ADMIN_KEY": "client-test-admin-0123456789"}
+    x = raw_inputs(np.random.default_rng(9), 6).astype(np.float32)
+    with ServiceProcess(repository, tmp_path_factory.mktemp("keyed"), env) as server:
+        with Client(server.url) as anonymous, pytest.raises(Unauthorized):
+            anonymous.models()
+        for header in ("authorization", "x-api-key"):
+            with Client(server.url, api_key=key, auth_header=header) as api, api.session("gru") as session:
+                head = session.step(x[:2])
+                tail = list(session.stream(x[2:], window=4))  # the handshake carries the key too
+                close(np.concatenate([head, np.stack(tail)]), api.predict("gru", x))
