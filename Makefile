@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml
 system-deps:
 	@missing=""; \
 	for cmd in $(SYSTEM_COMMANDS); do \
-		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || missing="$$missing $$cmd"; \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -x /usr/lib/podman/$$cmd ] || missing="$$missing $$cmd"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
