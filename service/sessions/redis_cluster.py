@@ -8,8 +8,9 @@ which no cluster script may touch together with a session's keys: a cluster stor
 start with a quota set (not yet designed per slot); its create and delete are the same scripts
 without the quota sets. Session counts (`usage`, `count`) SCAN every master.
 
-Bulk steps load and save each session with its own script; redis-py's cluster client sends
-each to the master owning the session's slot, concurrently, one connection per node.
+Bulk steps load every session in one cluster pipeline (redis-py groups the scripts per master:
+one round trip per master) and save each session with its own script, sent to its master
+concurrently (each save may need its own WAIT).
 
 Durability (`wait_replicas=N`, N >= 1): a session's write (create and every step's save) is
 followed by `WAIT N timeout` on the same connection, in one pipeline. The write is
@@ -46,7 +47,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from service.errors import StoreUnavailable
+from service.errors import ServiceError, StoreUnavailable
 from service.sessions import redis as single
 from service.sessions.base import NO_QUOTA, Quota, SessionRecord
 from service.sessions.redis import RedisSessionStore, _Script
@@ -262,6 +263,37 @@ class RedisClusterSessionStore(RedisSessionStore):
                 raise
 
         return await super()._call(what, attempt, attempts, timeouts)
+
+    # -- bulk
+
+    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
+        """One pipeline: redis-py groups the loads per master and sends each group in one round
+        trip. Items the pipeline could not answer (a script not cached yet, a moved slot) are
+        loaded one by one; a pipeline that fails as a whole falls back to one load per id."""
+        if len(session_ids) < 2:
+            return await super().load_many(session_ids)
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline()
+            for sid in session_ids:
+                pipe.execute_command("EVALSHA", self._load.sha, 2, *self._keys(sid), self.tombstone_ms)
+            return await pipe.execute(raise_on_error=False)
+
+        try:
+            replies = await self._call("load_many", run)
+        except StoreUnavailable:
+            return await super().load_many(session_ids)
+        out: list[SessionRecord | ServiceError] = []
+        for sid, reply in zip(session_ids, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.extend(await super().load_many([sid]))
+            elif isinstance(reply, int):
+                out.append(self._missing(sid, reply))
+            elif len(reply) == 2 and isinstance(reply[0], int):  # {2, owner}: expired
+                out.append(self._missing(sid, reply[0], reply[1].decode()))
+            else:
+                out.append(self._decode(sid, reply))
+        return out
 
     # -- health
 

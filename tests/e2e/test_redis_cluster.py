@@ -11,6 +11,7 @@ counts every step exactly once.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -161,3 +162,36 @@ def test_master_killed_mid_stream_loses_no_acknowledged_step(
         if restarter.is_alive() or restarter.ident is not None:
             restarter.join(60)
         print("failures seen by the client:", failures[:10], len(failures))
+
+
+async def test_bulk_loads_go_as_one_pipeline_per_master(
+    cluster: RedisClusterProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from service.sessions.base import SessionRecord
+    from service.sessions.redis import RedisSessionStore
+    from service.sessions.redis_cluster import RedisClusterSessionStore
+
+    singles: list[str] = []
+    original = RedisSessionStore.load
+
+    async def counted(self: RedisSessionStore, session_id: str) -> SessionRecord:
+        singles.append(session_id)
+        return await original(self, session_id)
+
+    monkeypatch.setattr(RedisSessionStore, "load", counted)
+    store = RedisClusterSessionStore(cluster.url + "?wait_replicas=1&prefix=pipe:", stats_interval=0)
+    try:
+        ids = [f"bulk-{i}" for i in range(30)]
+        now = time.time()
+        for i, sid in enumerate(ids):
+            state = (np.full((2, 4), i, np.float32),)
+            await store.create(SessionRecord(sid, "m", 1, i, state, 60.0, now + 60, now))
+        await store.load_many(ids)  # may fall back per item while a master lacks the script
+        singles.clear()
+        results = await store.load_many([*ids, "missing"])
+        assert singles == [], "every load should have gone through the pipeline"
+        assert [r.position for r in results[:-1]] == list(range(30))  # type: ignore[union-attr]
+        assert [float(r.state[0][0, 0]) for r in results[:-1]] == [float(i) for i in range(30)]  # type: ignore[union-attr]
+        assert type(results[-1]).__name__ == "SessionNotFound"
+    finally:
+        await store.close()
