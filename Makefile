@@ -53,9 +53,11 @@ run: train-default
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy service models training seqserve
 
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy service models training seqserve
 	$(PY) -m pytest -q
 
 # Compose secrets (docker-compose.yml): random keys, written once, never overwritten. Mode 0644

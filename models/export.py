@@ -69,7 +69,7 @@ def export_onnx(
     model = model.eval().cpu()
     example_batch, example_len = 2, 3  # >= 2 each, or the exporter fixes those axes
     x = torch.randn(example_batch, example_len, config.input_size)
-    state = model.init_state(example_batch)
+    state = model.init_state(example_batch)  # type: ignore[operator]  # both model classes have it
 
     batch_time = {0: "batch", 1: "time"}
     dynamic_axes = {"input": batch_time, "output": batch_time}
@@ -85,7 +85,7 @@ def export_onnx(
         torch.onnx.export(
             wrapper,
             (x, *state),
-            buffer,
+            buffer,  # type: ignore[arg-type]  # a file object is accepted; torch's hint names only paths
             input_names=input_names(config),
             output_names=output_names(config),
             dynamic_axes=dynamic_axes,

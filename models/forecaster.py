@@ -21,6 +21,7 @@ hides the phase from a share of its streams (PHASE_DROPOUT), so one model serves
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 import torch
@@ -58,6 +59,24 @@ def spec_of(config: ModelConfig) -> ForecastSpec | None:
 
 
 class Forecaster(nn.Module):
+    # Buffers (register_buffer), declared so type checkers know them as tensors; some exist
+    # only for some specs.
+    column_inv_std: torch.Tensor
+    scale: torch.Tensor
+    feature_mean: torch.Tensor
+    feature_std: torch.Tensor
+    block_ids: torch.Tensor
+    window_ones: torch.Tensor
+    back: torch.Tensor
+    newer: torch.Tensor
+    older: torch.Tensor
+    older_needs: torch.Tensor
+    seasonal_lag: torch.Tensor
+    seasonal_multiple: torch.Tensor
+    # Set by training (training/forecaster_run.py) and written into the manifest.
+    start_time: float | None
+    transform_choice: dict[str, Any]
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         spec = spec_of(config)

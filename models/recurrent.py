@@ -21,6 +21,12 @@ State = tuple[Tensor, ...]  # (h,) for GRU, (h, c) for LSTM
 
 
 class RecurrentModel(nn.Module):
+    # Buffers (register_buffer), declared so type checkers know them as tensors.
+    in_mean: torch.Tensor
+    in_std: torch.Tensor
+    out_mean: torch.Tensor
+    out_std: torch.Tensor
+
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config

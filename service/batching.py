@@ -128,7 +128,8 @@ class Batcher:
         """The oldest group, up to max_size rows (a single larger request goes alone)."""
         key = next(iter(self._pending))
         group = self._pending[key]
-        taken, rows = [], 0
+        taken: list[_Item] = []
+        rows = 0
         while group and (not taken or rows + group[0].inputs.shape[0] <= self.max_size):
             item = group.pop(0)
             taken.append(item)

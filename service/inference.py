@@ -305,6 +305,7 @@ async def infer(
     try:
         return await asyncio.wait_for(asyncio.shield(task), options.timeout_s)
     except TimeoutError:
+        assert options.timeout_s is not None  # wait_for(None) never times out
         waited = f"{options.timeout_s * 1e6:.0f} us"
         if options.sequence_id is None:
             task.cancel()

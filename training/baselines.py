@@ -24,6 +24,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 
@@ -112,7 +113,7 @@ def _mstl_autoets(y: np.ndarray, train_rows: int, seasons: list[int], pairs: np.
         origin = int(pairs[block])
         seasonal, cycles = _decompose(y[: origin + 1], seasons)
         steps = np.arange(refresh + h)
-        future = sum(cycle[steps % len(cycle)] for cycle in cycles)
+        future = cast(np.ndarray, sum(cycle[steps % len(cycle)] for cycle in cycles))
         deseasonalised = y[: origin + 1] - seasonal
         for row, t in enumerate(pairs[block : block + refresh], start=block):
             k = int(t) - origin

@@ -8,6 +8,8 @@ Session ids are listed only here: clients cannot enumerate them.
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Query, Request, Response
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,7 +22,12 @@ from service.errors import ServiceError, Unauthorized
 from service.reloader import reload
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
-ERRORS = {401: {"model": ErrorBody}, 404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 503: {"model": ErrorBody}}
+ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody},
+    404: {"model": ErrorBody},
+    409: {"model": ErrorBody},
+    503: {"model": ErrorBody},
+}
 
 
 class VersionInUse(ServiceError):

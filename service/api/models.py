@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from service.registry import LoadedModel
 
 router = APIRouter(tags=["models"])
-ERRORS = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
 PREDICT_FIELDS = frozenset({"inputs", "version", "state", "return_state", "start_time"})
 OFFLOAD_BYTES = 256 * 1024  # bodies above this are decoded off the event loop
 

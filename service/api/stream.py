@@ -17,10 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from starlette.types import Message
 
 from service.api.deps import owner, services
 from service.api.middleware import request_id_of
@@ -37,7 +39,7 @@ def _error(exc: ServiceError) -> bytes:
     return orjson.dumps({"status": exc.status, **exc.body()})
 
 
-def _request(message: dict[str, Any], max_bytes: int) -> tuple[Any, Any]:
+def _request(message: Mapping[str, Any], max_bytes: int) -> tuple[Any, Any]:
     raw = message.get("text")
     if raw is None:
         raw = message.get("bytes") or b""
@@ -62,7 +64,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         await websocket.close(code=4000 + exc.status)
         return
     max_bytes = svc.settings.max_body_bytes
-    waiting: asyncio.Queue[dict[str, Any]] = asyncio.Queue(svc.settings.ws_max_queue)
+    waiting: asyncio.Queue[Message] = asyncio.Queue(svc.settings.ws_max_queue)
 
     async def read() -> None:
         try:

@@ -32,7 +32,7 @@ PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.png$")
 MANIFEST_KEYS = ("name", "version", "created", "task", "features", "outputs", "metrics", "gate", "training", "files")
 DATA_KEYS = ("sha256", "rows", "missing_values_filled", "split")
 MAX_DATASET_BYTES = 2_000_000
-NOT_FOUND = {404: {"model": ErrorBody}}
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
 
 
 def _json(data: Any) -> Response:

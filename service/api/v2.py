@@ -291,7 +291,7 @@ def _decode_inputs(specs: Any, binary: bytes, model: LoadedModel, max_batch: int
     offset = 0
     for i, spec in enumerate(specs):
         spec = _check_fields(spec, TENSOR_FIELDS, f"inputs[{i}]")
-        name = spec.get("name")
+        name: Any = spec.get("name")  # check_tensor refuses anything but a known input's name
         shape = inference.check_tensor(name, spec.get("datatype"), spec.get("shape"), model, max_batch, max_steps)
         if name in arrays:
             raise Error(f"input '{name}' is given twice", field=name)
@@ -319,7 +319,8 @@ def _requested_outputs(specs: Any, model: LoadedModel, default: list[str], binar
         as_binary = params.get("binary_data", binary)
         if not isinstance(as_binary, bool):
             raise Error(f"outputs[{i}].parameters.binary_data must be true or false")
-        chosen.append((spec.get("name"), as_binary))
+        name: Any = spec.get("name")  # an unknown name is refused where outputs are picked
+        chosen.append((name, as_binary))
     inference.check_outputs([n for n, _ in chosen], model)
     return chosen
 

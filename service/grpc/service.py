@@ -24,6 +24,7 @@ key owns the sequences it starts, exactly as over HTTP.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -261,7 +262,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     task.add_done_callback(running.discard)
                     if key:
                         tails[key] = task
-                        task.add_done_callback(lambda t, k=key: tails.pop(k) if tails.get(k) is t else None)
+                        task.add_done_callback(functools.partial(_forget_tail, tails, key))
                 if running:
                     await asyncio.wait(set(running))
             finally:
@@ -273,6 +274,14 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                 yield reply
         finally:
             reader.cancel()
+
+
+def _forget_tail(
+    tails: dict[tuple[str, str], asyncio.Task[None]], key: tuple[str, str], task: asyncio.Task[None]
+) -> None:
+    """A sequence's finished request stops being its tail unless a later one took its place."""
+    if tails.get(key) is task:
+        tails.pop(key)
 
 
 def _sequence_key(request: pb.ModelInferRequest) -> tuple[str, str] | None:

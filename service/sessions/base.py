@@ -20,6 +20,7 @@ import asyncio
 import secrets
 import struct
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 
@@ -186,8 +187,13 @@ class SessionStore(abc.ABC):
         """Release connections and background tasks."""
 
 
-def _domain(result: object) -> object:
+T = TypeVar("T")
+
+
+def _domain(result: T | BaseException) -> T | ServiceError:
     """Domain errors are per-item answers; anything else is a bug and propagates."""
-    if isinstance(result, BaseException) and not isinstance(result, ServiceError):
+    if isinstance(result, ServiceError):
+        return result
+    if isinstance(result, BaseException):
         raise result
     return result

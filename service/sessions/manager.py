@@ -366,7 +366,8 @@ class SessionManager:
                 return None
             state = tuple(s[:, None, :] for s in record.state)
             outputs, new_state = await self.batcher_for(loaded).run(np.concatenate(parts)[None], state)
-            start, offset, responses = record.position, 0, []
+            start, offset = record.position, 0
+            responses: list[bytes | ServiceError] = []
             for steps in parts:
                 rows = outputs[0, offset : offset + steps.shape[0]]
                 offset += steps.shape[0]
