@@ -77,7 +77,7 @@ def serve(settings: Settings) -> None:
     configure(settings.log_level)
     configure_limits(settings)
     security = check_security(settings)
-    common = {
+    common: dict[str, Any] = {
         "log_level": settings.log_level,
         "access_log": False,  # one line per request costs more than the request; errors are logged
         **http_protocol(settings),
@@ -87,7 +87,7 @@ def serve(settings: Settings) -> None:
         "timeout_graceful_shutdown": 30,
         "log_config": None,
     }
-    data = {
+    data: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "ws_max_size": settings.ws_max_message_bytes,

@@ -271,6 +271,7 @@ class RedisSessionStore(SessionStore):
         self.prefix = prefix or url_prefix or DEFAULT_PREFIX
         self.tombstone_ms = _ms(tombstone_seconds)
         self.stats_interval = stats_interval
+        auth: dict[str, Any] = {"password": password} if password else {}
         self._redis = aioredis.Redis.from_url(
             url,
             socket_timeout=socket_timeout,
@@ -279,7 +280,7 @@ class RedisSessionStore(SessionStore):
             retry=Retry(NoBackoff(), 0),  # no hidden re-sends: retries are decided below
             retry_on_error=[],
             decode_responses=False,
-            **({"password": password} if password else {}),
+            **auth,
         )
         self._load, self._save, self._create = _Script(LOAD), _Script(SAVE), _Script(CREATE)
         self._delete = _Script(DELETE)

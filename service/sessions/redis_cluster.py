@@ -38,7 +38,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
 
 from redis import exceptions as rex
@@ -220,13 +220,20 @@ class RedisClusterSessionStore(RedisSessionStore):
 
     # -- routing for the WAIT path
 
+    @property
+    def _cluster(self) -> RedisCluster:
+        """The client __init__ made (the base class declares `_redis` as a plain Redis)."""
+        return cast(RedisCluster, self._redis)
+
     def _master_for(self, key: str) -> Redis:
-        node = self._redis.get_node_from_key(key)
+        node = self._cluster.get_node_from_key(key)
+        if node is None:  # no master for the slot (failover): transient, mapped like the others
+            raise rex.SlotNotCoveredError(f"no node serves the slot of {key!r}")
         client = self._direct.get(node.name)
         if client is None:
             client = Redis(
                 host=node.host,
-                port=node.port,
+                port=int(node.port),
                 retry=Retry(NoBackoff(), 0),
                 retry_on_error=[],
                 decode_responses=False,
@@ -246,7 +253,7 @@ class RedisClusterSessionStore(RedisSessionStore):
         async def attempt() -> T:
             if self._stale:
                 self._stale = False
-                await self._redis.nodes_manager.initialize()
+                await self._cluster.nodes_manager.initialize()
             try:
                 return await fn()
             except rex.MovedError as exc:
@@ -311,7 +318,7 @@ class RedisClusterSessionStore(RedisSessionStore):
 
         with contextlib.suppress(Exception):
             await self._redis.initialize()  # lazy: the layout is learnt on first use
-            results = await asyncio.gather(*(one(n) for n in self._redis.get_primaries()))
+            results = await asyncio.gather(*(one(n) for n in self._cluster.get_primaries()))
             self._nodes_up = dict(results)
 
     def stats(self) -> dict[str, float]:
