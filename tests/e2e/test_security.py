@@ -220,7 +220,7 @@ def _serve(repository: Path, env: dict[str, str]) -> subprocess.CompletedProcess
     }
     for name in ("SEQSERVE_API_KEYS", "SEQSERVE_ADMIN_KEY"):
         env.setdefault(name, "")
-    cmd = [sys.executable, "-m", "service.cli", "serve"]
+    cmd = [sys.executable, "-m", "seqserve.cli", "serve"]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
 
