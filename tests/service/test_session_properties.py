@@ -334,7 +334,10 @@ def test_redis_store_matches_sequential_model(repository, registry, executor, re
     from service.sessions.redis import RedisSessionStore
 
     async def main() -> None:
-        store = RedisSessionStore(redis_server.url, prefix=f"props-{uuid.uuid4().hex[:8]}:")
+        # Semantics, not latency: a generous socket timeout so a CPU-starved test machine does
+        # not turn a slow reply into StoreUnavailable (the fault suites test outages on purpose).
+        prefix = f"props-{uuid.uuid4().hex[:8]}:"
+        store = RedisSessionStore(redis_server.url, prefix=prefix, socket_timeout=10.0, connect_timeout=5.0)
         await store.start()
         try:
             await run_program(_services(repository, registry, store, executor), program)
