@@ -26,6 +26,7 @@ import pandas as pd
 from models.config import Clock, ModelConfig
 from models.forecast_spec import SpecError, make_spec
 from training.data import ForecastData, TrainingError
+from training.pipeline import model_config
 
 STEPS_PER_EPOCH = 25
 TIME_NAMES = ("timestamp", "time", "date", "datetime", "ds")
@@ -113,25 +114,8 @@ def build_config(
         # epoch half a period before row 0: floor() then rounds to the nearest reading.
         clock = Clock("phase", axis.period_seconds, axis.first - axis.period_seconds / 2, spec.cycle)
         start = axis.first
-    base = ModelConfig(
-        cell=cell,  # type: ignore[arg-type]
-        input_size=len(data.feature_names),
-        hidden_size=settings.hidden,
-        output_size=len(data.output_names),
-        num_layers=settings.layers,
-        head="regression",
-        dropout=settings.dropout,
-        features=data.feature_names,
-        outputs=data.output_names,
-        horizon=data.horizon,
-        normalization=data.normalization,
-        extra={
-            "task": "forecast",
-            "targets": list(data.target_names),
-            "window": settings.window,
-            "seasons": list(seasons),
-            "time_column": axis.column if axis else "",
-        },
+    base = model_config(
+        settings, data, cell, extra={"seasons": list(seasons), "time_column": axis.column if axis else ""}
     )
     try:
         return fit_spec(forecaster_config(base, spec, clock), data.features, data.train_rows), start

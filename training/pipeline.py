@@ -188,7 +188,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             }
         else:
             loop.seed_everything(settings.seed, settings.threads)
-            model = RecurrentModel(_model_config(settings, data, cell)).to(device)
+            model = RecurrentModel(model_config(settings, data, cell)).to(device)
             history = loop.train_classify(model, data, train_settings)
             if not all(np.isfinite(history.val_loss)):
                 raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
@@ -258,7 +258,7 @@ def _train_forecast_candidates(
     for transform in transforms.candidates(settings.transform, data):
         shaped, extra = transforms.prepare(data, transform)
         loop.seed_everything(settings.seed, settings.threads)
-        model = RecurrentModel(_model_config(settings, shaped, cell, extra)).to(device)
+        model = RecurrentModel(model_config(settings, shaped, cell, extra)).to(device)
         history = loop.train_forecast(model, shaped, train_settings)
         if not all(np.isfinite(history.val_loss)):
             raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
@@ -275,7 +275,7 @@ def _train_forecast_candidates(
     return best[1], best[2], best[3], best[4], scores
 
 
-def _model_config(
+def model_config(
     settings: RunSettings, data: ForecastData | ClassifyData, cell: str, extra: dict[str, Any] | None = None
 ) -> ModelConfig:
     if isinstance(data, ForecastData):
