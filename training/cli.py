@@ -30,6 +30,7 @@ class RunSettings:
     horizon: int = 1
     label: str = ""
     sequence_id: str = ""
+    series_id: str = ""
     split_column: str = ""
     cell: str = "lstm"
     layers: int = 1
@@ -87,6 +88,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--horizon", type=int, metavar="N", help="forecast the next N steps (default 1)")
     data.add_argument("--label", metavar="COL", help="classify: class label column (read at each sequence's last row)")
     data.add_argument("--sequence-id", metavar="COL", help="classify: column identifying each sequence")
+    data.add_argument(
+        "--series-id",
+        metavar="COL",
+        help="forecast: long format, one row per (series, time); one global model across every series",
+    )
     data.add_argument(
         "--split-column", metavar="COL", help="classify: column with train/validation/test per sequence (optional)"
     )
@@ -265,6 +271,8 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         raise TrainingError(f"invalid model name {settings.name!r}: use letters, digits, '_', '.', '-' (max 64)")
     if settings.task == "forecast" and not settings.target:
         raise TrainingError("forecasting needs --target COL")
+    if settings.series_id and settings.task != "forecast":
+        raise TrainingError("--series-id is for forecasting (classification uses --sequence-id)")
     if settings.task == "classify" and (not settings.label or not settings.sequence_id):
         raise TrainingError("classification needs --label COL and --sequence-id COL")
     if settings.task not in ("forecast", "classify"):

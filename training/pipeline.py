@@ -91,6 +91,8 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     from models.recurrent import RecurrentModel
     from training import loop
 
+    if settings.series_id:
+        raise TrainingError("--series-id: global training over many series is not available in this build yet")
     path = Path(settings.data)
     frame = load_table(path, settings.max_rows)
     fingerprint = file_sha256(path)
