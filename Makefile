@@ -16,7 +16,7 @@ SYSTEM_PACKAGES := redis-server redis-tools nginx podman runc netavark aardvark-
 SYSTEM_COMMANDS := redis-server redis-cli nginx podman runc netavark aardvark-dns debootstrap nsenter curl wrk chromium
 SECRETS ?= secrets
 
-.PHONY: run test lint install system-deps train-default serve clean bench grpc-stubs quality secrets
+.PHONY: run test lint install system-deps train-default serve clean bench bench-publish grpc-stubs quality secrets
 
 install: $(STAMP)
 
@@ -75,8 +75,13 @@ secrets:
 		else echo "$(SECRETS)/$$name exists; kept"; fi; \
 	done
 
+# One side-by-side run (current code, the baseline commit, raw Triton, naive, floors; ~10 min on
+# 2 cores), then `make bench-publish` copies it into docs/benchmarks.md.
 bench: $(STAMP)
 	$(PY) -m bench.run --rounds 2
+
+bench-publish:
+	$(PY) -m bench.publish
 
 # docs/quality.md: every bundled dataset trained as a user would, against every baseline (minutes).
 quality: $(STAMP)

@@ -14,6 +14,8 @@ Modes
   predict  POST /v1/models/{m}/predict with one [1][1][F] sequence (stateless, one step)
   bulk     POST /v1/models/{m}/sessions/steps, BULK (256) sessions per request, one step each;
            stream-steps = requests * BULK - per-item errors
+  v2       POST /v2/models/{m}/infer, one KServe V2 sequence per stream (`sequence_id`, JSON tensors)
+  triton   the same against raw Triton (bench/triton.py): integer sequence ids, input X [1, F]
   ws       WebSocket /v1/sessions/{id}/stream: a Python asyncio client (`websockets`), N streams
            spread over --ws-procs processes, each sending one step and awaiting the reply
 
@@ -44,7 +46,7 @@ from urllib.parse import urlparse
 import httpx
 
 LUA_SCRIPT = Path(__file__).resolve().parent / "lua" / "stream.lua"
-HTTP_MODES = ("steps", "naive", "noop", "predict", "bulk", "v2")
+HTTP_MODES = ("steps", "naive", "noop", "predict", "bulk", "v2", "triton")
 MODES = (*HTTP_MODES, "ws")
 DEFAULT_BULK = 256
 

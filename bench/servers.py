@@ -17,6 +17,8 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "bench"
+# Outside the repository: baseline snapshots and the Triton peer's virtualenv live here between runs.
+CACHE_DIR = Path(os.environ.get("SEQSERVE_BENCH_CACHE", Path.home() / ".cache" / "seqserve-bench"))
 
 
 def free_port() -> int:
@@ -46,11 +48,12 @@ def export_bench_model(repository: Path, name: str = MODEL_NAME) -> Path:
     return path
 
 
-def _seqserve_cmd() -> list[str]:
-    """`seqserve` as `python -m seqserve.cli` run in ROOT: the service measured is the one in this
-    checkout next to bench/ (also from an exported snapshot), whatever the editable install points at.
-    Snapshots from before the console script left service/ still have `service.cli`."""
-    module = "seqserve.cli" if (ROOT / "seqserve" / "cli.py").is_file() else "service.cli"
+def _seqserve_cmd(root: Path = ROOT) -> list[str]:
+    """`seqserve` as `python -m seqserve.cli` run in `root`: the service measured is the one in
+    that checkout (this one next to bench/, or an exported snapshot of another commit), whatever
+    the editable install points at. Snapshots from before the console script left service/ still
+    have `service.cli`."""
+    module = "seqserve.cli" if (root / "seqserve" / "cli.py").is_file() else "service.cli"
     return [sys.executable, "-m", module]
 
 
@@ -67,6 +70,7 @@ class Server:
     first_answer_s: float | None = None
     log_path: Path | None = None
     extra: dict = field(default_factory=dict)
+    root: Path = ROOT  # working directory: whose code `python -m ...` imports first
 
     @property
     def url(self) -> str:
@@ -78,7 +82,7 @@ class Server:
         log = self.log_path.open("wb")
         self.started_at = time.perf_counter()
         self.proc = subprocess.Popen(
-            self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+            self.cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
         )
         log.close()
         deadline = self.started_at + ready_timeout
@@ -149,10 +153,17 @@ def rss_of(pid: int) -> int:
 
 
 def service_server(
-    label: str, repository: Path, *, batching: bool = True, noop: bool = False, env: dict | None = None
+    label: str,
+    repository: Path,
+    *,
+    batching: bool = True,
+    noop: bool = False,
+    env: dict | None = None,
+    root: Path = ROOT,
 ) -> Server:
+    """`seqserve serve` from the checkout at `root` (default: this one) on free loopback ports."""
     port = free_port()
-    cmd = [*_seqserve_cmd(), "serve", "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [*_seqserve_cmd(root), "serve", "--host", "127.0.0.1", "--port", str(port)]
     cmd += ["--model-repository", str(repository), "--log-level", "warning"]
     full_env = {
         **os.environ,
@@ -162,7 +173,9 @@ def service_server(
         "SEQSERVE_ADMIN_PORT": str(free_port()),  # admin + /metrics; never the default 8082 side by side
         **(env or {}),
     }
-    return Server(label, "floor" if noop else "service", cmd, full_env, port)
+    if root != ROOT:  # another commit's snapshot: its packages first, for the server and its children
+        full_env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p)
+    return Server(label, "floor" if noop else "service", cmd, full_env, port, root=root)
 
 
 def naive_server(label: str, model_path: Path, *, floor: bool = False) -> Server:

@@ -4,12 +4,15 @@
 --
 -- Environment (set by bench/loadgen.py):
 --   BENCH_MODE      steps | naive | noop | predict | bulk | create | v2 (KServe V2 sequence steps)
+--                   | triton (V2 sequence steps on raw Triton: integer sequence_id, input X [1,F])
 --   BENCH_IDS       file with one session id per line (steps: one per thread; bulk: BENCH_BULK per thread)
 --   BENCH_MODEL     model name (predict, bulk, create)
 --   BENCH_FEATURES  input features per step
 --   BENCH_LAYERS, BENCH_HIDDEN, BENCH_LSTM   state shape for the naive baseline's client-carried h/c
 --   BENCH_BULK      sessions per bulk request (default 256)
 --   BENCH_CREATE    sessions each thread creates before it stops (create)
+--   BENCH_SEQ_BASE  triton: thread i steps sequence BENCH_SEQ_BASE + i (default 1000); the warm-up
+--                   reuses the same ids so Triton's fixed sequence slots are not exhausted
 -- done() prints one line "BENCH_RESULT {json}" that bench/loadgen.py parses.
 
 local mode = os.getenv("BENCH_MODE") or "steps"
@@ -111,6 +114,12 @@ function init(args)
     path = "/v2/models/" .. model .. "/infer"
     fixed_body = '"inputs":[{"name":"input","datatype":"FP32","shape":[1,1,' .. features .. '],"data":' .. row .. '}]}'
     seq_param = '{"parameters":{"sequence_id":"bench-' .. tindex .. '-' .. os.time() .. '"'
+  elseif mode == "triton" then
+    -- Triton's correlation ids are integers here (config: CONTROL_SEQUENCE_CORRID TYPE_UINT64);
+    -- the first request of each run carries sequence_start, which restarts a reused id
+    path = "/v2/models/" .. model .. "/infer"
+    fixed_body = '"inputs":[{"name":"X","shape":[1,' .. features .. '],"datatype":"FP32","data":' .. row .. '}]}'
+    seq_param = '{"parameters":{"sequence_id":' .. (tonumber(os.getenv("BENCH_SEQ_BASE") or "1000") + tindex)
   else
     error("unknown BENCH_MODE " .. mode)
   end
@@ -123,7 +132,7 @@ function request()
     local body = '{"inputs":[' .. row .. '],"h":' .. h_text
     if c_text then body = body .. ',"c":' .. c_text end
     return wrk.format("POST", path, headers, body .. "}")
-  elseif mode == "v2" then
+  elseif mode == "v2" or mode == "triton" then
     local start = position == 0 and ',"sequence_start":true},' or '},'
     return wrk.format("POST", path, headers, seq_param .. start .. fixed_body)
   end
@@ -136,7 +145,7 @@ function response(status, hdrs, body)
     return
   end
   ok_count = ok_count + 1
-  if mode == "steps" or mode == "v2" then
+  if mode == "steps" or mode == "v2" or mode == "triton" then
     position = position + 1
   elseif mode == "naive" then
     -- carry the returned state into the next request: slice the h and c arrays out of the
