@@ -3,6 +3,8 @@
 Domain errors carry their own status. Framework errors (unknown route, wrong method, query
 validation) are translated into the same shape. Anything unexpected is logged with its
 traceback and answered 500 with the request id only: no stack traces or paths leave the server.
+`render_error` is that rule as bytes, used by the request middleware, the step fast path and
+the exception handlers alike, so every path answers a failure the same way.
 """
 
 from __future__ import annotations
@@ -23,14 +25,24 @@ log = logging.getLogger("seqserve.errors")
 CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large", 400: "bad_request"}
 
 
-def error_response(status: int, body: dict) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+def render_error(exc: BaseException, rid: str) -> tuple[int, bytes]:
+    """(status, JSON body) for any exception: a domain error's own status and body, anything
+    else (a bug) logged with its traceback and answered as the 500 carrying `rid`."""
+    if isinstance(exc, ServiceError):
+        return exc.status, orjson.dumps(exc.body())
+    log.error("unhandled error", exc_info=exc)
+    return 500, orjson.dumps(internal_error_body(rid))
+
+
+def error_response(status: int, body: dict | bytes) -> Response:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Response(content, status_code=status, media_type="application/json")
 
 
 def install(app: FastAPI) -> None:
     @app.exception_handler(ServiceError)
     async def domain_error(request: Request, exc: ServiceError) -> Response:
-        return error_response(exc.status, exc.body())
+        return error_response(*render_error(exc, request_id()))
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -49,5 +61,6 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled error")
-        return error_response(500, internal_error_body(request_id()))
+        # Reached only where no RequestMiddleware sits below Starlette's outermost handler
+        # (the admin listener); the data app's middleware answers these itself.
+        return error_response(*render_error(exc, request_id()))

@@ -12,30 +12,24 @@ document.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import orjson
 from starlette.applications import Starlette
 from starlette.types import Receive, Scope, Send
 
 from service.api.gate import owner_of
-from service.api.middleware import log_failure, request_id_of
+from service.api.middleware import Recorder, begin, declared_too_large, read_body, send_error, send_json, too_large
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
-from service.errors import BadRequest, PayloadTooLarge, ServiceError, internal_error_body
-from service.logs import set_request_id
+from service.errors import NotReady
 from service.metrics import Metrics
-
-log = logging.getLogger("seqserve.errors")
 
 SESSIONS, STEPS = "/v1/sessions/", "/steps"
 MODELS, PREDICT = "/v1/models/", "/predict"
 STEP_ROUTE = "/v1/sessions/{session_id}/steps"
 PREDICT_ROUTE = "/v1/models/{name}/predict"
-JSON = (b"content-type", b"application/json")
 
 
 def _middle(path: str, prefix: str, suffix: str) -> str | None:
@@ -48,14 +42,17 @@ def _middle(path: str, prefix: str, suffix: str) -> str | None:
 
 
 class FastPath:
-    """Wraps the FastAPI app: `app.state.services` is read per request (set at start-up)."""
+    """Wraps the FastAPI app: `app.state.services` is read per request (set at start-up).
+
+    Request id, body limit, error rendering (any exception, not only domain errors), metrics
+    and failure logging are service/api/middleware.py's functions, the ones RequestMiddleware
+    applies to routed requests: only the routing is skipped here."""
 
     def __init__(self, app: Starlette, metrics: Metrics, max_body_bytes: int) -> None:
         self.app = app
         self.state = app.state
         self.max_body_bytes = max_body_bytes
-        self.metrics = metrics
-        self.step_ok = (metrics.requests.labels(STEP_ROUTE, "POST", "200", ""), metrics.latency.labels(STEP_ROUTE, ""))
+        self.recorder = Recorder(metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -81,44 +78,19 @@ class FastPath:
         arg: str,
     ) -> None:
         start = time.perf_counter()
-        rid = request_id_of(scope)
+        rid = begin(scope)
+        limit = self.max_body_bytes
         try:
-            raw = await self._read_body(receive)
-            body = await handler(self.state.services, arg, raw, owner_of(scope))
-            status = 200
-        except ServiceError as exc:
-            status, body = exc.status, orjson.dumps(exc.body())
-        except Exception:  # a bug: logged with its traceback, answered like every route's 500
-            set_request_id(rid.decode("latin-1"))
-            log.exception("unhandled error")
-            status, body = 500, orjson.dumps(internal_error_body(rid.decode("latin-1")))
-        headers = [JSON, (b"content-length", b"%d" % len(body)), (b"x-request-id", rid)]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        elapsed = time.perf_counter() - start
-        if status == 200 and route == STEP_ROUTE:
-            counter, latency = self.step_ok  # pre-bound: the hottest label lookups
+            if declared_too_large(scope, limit):
+                raise too_large(limit)
+            raw = await read_body(receive, limit)
+            services = getattr(self.state, "services", None)
+            if services is None:  # as service.api.deps.services says it on every route
+                raise NotReady("the service is starting")
+            body = await handler(services, arg, raw, owner_of(scope))
+        except Exception as exc:  # the same answer RequestMiddleware gives: domain error or JSON 500
+            status = await send_error(send, exc, rid)
         else:
-            model = self.metrics.model_label(model)
-            counter = self.metrics.requests.labels(route, "POST", str(status), model)
-            latency = self.metrics.latency.labels(route, model)
-        counter.inc()
-        latency.observe(elapsed)
-        if status >= 400:  # as RequestMiddleware does for everything else
-            set_request_id(rid.decode("latin-1"))
-            log_failure(scope, status, elapsed)
-
-    async def _read_body(self, receive: Receive) -> bytes:
-        chunks = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise BadRequest("client disconnected before the body was read")
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                raise PayloadTooLarge(f"request body exceeds {self.max_body_bytes} bytes", limit="max_body_bytes")
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            status = 200
+            await send_json(send, 200, rid, body)
+        self.recorder.record(scope, route, model, status, time.perf_counter() - start)

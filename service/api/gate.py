@@ -14,7 +14,7 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service.api.middleware import log_failure, request_id_of
+from service.api.middleware import Recorder, request_id_of
 from service.auth import KeyRing
 from service.errors import Unauthorized
 from service.metrics import Metrics
@@ -34,7 +34,7 @@ class KeyGate:
     def __init__(self, app: ASGIApp, keys: KeyRing, metrics: Metrics, allow_preflight: bool = False) -> None:
         self.app = app
         self.keys = keys
-        self.metrics = metrics
+        self.recorder = Recorder(metrics)
         self.allow_preflight = allow_preflight  # CORS preflights carry no credentials
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,5 +75,4 @@ class KeyGate:
         else:
             await receive()
             await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
-        self.metrics.requests.labels(ROUTE_LABEL, method, "401", "").inc()
-        log_failure({"method": method, "path": scope["path"]}, 401, 0.0)
+        self.recorder.record({"method": method, "path": scope["path"]}, ROUTE_LABEL, "", 401, 0.0)

@@ -74,3 +74,31 @@ def test_websocket_failing_unexpectedly_gets_a_json_500(client: TestClient, monk
         reply = ws.receive_json()
     assert reply["status"] == 500 and reply["code"] == "internal_error" and reply["request_id"], reply
     assert "server/path" not in str(reply)
+
+
+def test_model_whose_run_raises_is_a_json_500_on_steps_and_predict(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The failure comes from inside ONNX Runtime's call (below the batcher and the session
+    engine): the step and predict answers are the same JSON 500 on either path."""
+    sid = client.post("/v1/models/lstm/sessions").json()["session_id"]
+    for model in services(client).registry:
+        monkeypatch.setattr(model, "run", boom)
+    step = client.post(f"/v1/sessions/{sid}/steps", json=STEP, headers={"x-request-id": "run-1"})
+    assert_internal_error(step, "run-1")
+    assert_internal_error(client.post("/v1/models/gru/predict", json={"inputs": [STEP["inputs"]]}))
+    monkeypatch.undo()
+    after = client.post(f"/v1/sessions/{sid}/steps", json={**STEP, "position": 0})
+    assert after.status_code == 200 and after.json()["position"] == 1, after.text  # the failed step changed nothing
+
+
+def test_failures_are_counted_alike_on_both_paths(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast path records through the middleware's recorder: same route label, status, model."""
+    for model in services(client).registry:
+        monkeypatch.setattr(model, "run", boom)
+    client.post("/v1/models/gru/predict", json={"inputs": [STEP["inputs"]]})
+    client.post("/v1/models/gru/predict", content=b"{", headers={"content-type": "application/json"})
+    metrics = client.app.state.metrics  # FastPath shares the app's state
+    counted = metrics.requests.labels("/v1/models/{name}/predict", "POST", "500", "gru")._value.get()
+    refused = metrics.requests.labels("/v1/models/{name}/predict", "POST", "400", "gru")._value.get()
+    assert (counted, refused) == (1, 1)
