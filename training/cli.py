@@ -130,6 +130,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads for torch (default 1: small RNNs gain nothing from more)"
     )
+    model.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="data-parallel training on N local processes (torchrun, DDP; gloo on CPU, nccl on GPUs); "
+        "--batch-size is the global batch. Multi-node: run torchrun yourself (training/README.md)",
+    )
 
     out = parser.add_argument_group("output")
     out.add_argument("--repository", metavar="DIR", help="model repository (default model_repository)")
@@ -296,7 +303,35 @@ def resolve(args: argparse.Namespace) -> RunSettings:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry point for `seqserve train`.
+    """Entry point for `seqserve train`: one process, a `--nproc` launch, or one rank under torchrun
+    (training/distributed.py); the exit codes are those of `train`."""
+    from training import distributed
+    from training.data import TrainingError
+
+    nproc = getattr(args, "nproc", None)
+    if nproc is not None:
+        try:
+            if nproc < 1:
+                raise TrainingError("--nproc must be a positive integer")
+            if distributed.under_torchrun():
+                raise TrainingError("--nproc starts torchrun itself: leave it out when running under torchrun")
+            settings = resolve(args)
+        except TrainingError as exc:
+            print(f"seqserve train: error: {exc}", file=sys.stderr)
+            return 2
+        if nproc > 1:
+            return distributed.launch(settings, nproc)
+    if not distributed.under_torchrun():
+        return train(args)
+    distributed.init()
+    try:
+        return distributed.write_status(train(args))
+    finally:
+        distributed.shutdown()
+
+
+def train(args: argparse.Namespace) -> int:
+    """Train in this process (alone, or as one rank of a torchrun job).
 
     Exit codes: 0 every model was published and promoted; 2 bad input or settings, or an export
     that failed its parity check (one-line error; with --cell both the other cell is still

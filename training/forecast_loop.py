@@ -14,15 +14,21 @@ fresh state (phase known from row 0) up to the end of the validation block, exac
 session would see it; the MAE over the validation origins picks the best checkpoint; training
 stops after `patience` evaluations without improvement. The budget is in optimiser steps, so a
 run is reproducible on any machine.
+
+Under torchrun (training/distributed.py) the same loop runs on every rank: `streams` is the
+global batch and each rank walks its share, the model is wrapped in DDP (gradients averaged by
+all-reduce), and the validation MAE and training loss are summed over ranks, so all ranks take
+the same early-stopping and checkpoint decisions.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 import math
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -30,6 +36,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models.forecaster import Forecaster
+from training import distributed
 from training.data import ForecastData
 from training.loop import History
 
@@ -58,6 +65,7 @@ class StepHistory(History):
     best_step: int = 0
     eval_every: int = 0
     best_is_last: bool = False
+    distributed: dict = field(default_factory=dict)  # type: ignore[type-arg]  # world, per-rank timings
 
 
 class _Streams:
@@ -71,8 +79,17 @@ class _Streams:
         self.last = int(data.train[-1])  # last training origin
         chunk = min(settings.chunk, max(1, (self.last + 1) // 2))
         self.chunk = chunk
-        self.rng = np.random.default_rng(settings.seed)
-        n = settings.streams
+        ctx = distributed.context()
+        # A single process keeps its historical stream (seed); ranks draw from (seed, rank).
+        self.rng = np.random.default_rng([settings.seed, ctx.rank] if ctx.enabled else settings.seed)
+        n = ctx.shard_count(settings.streams)
+        if n < 1:
+            from training.data import TrainingError
+
+            raise TrainingError(
+                f"--batch-size {settings.streams} gives rank {ctx.rank} of {ctx.world_size} no stream: "
+                "use a batch size of at least the number of processes"
+            )
         self.pos = np.zeros(n, dtype=np.int64)
         self.since = np.zeros(n, dtype=np.int64)
         self.state = [torch.from_numpy(s) for s in model.config.initial_state(n)]
@@ -119,7 +136,11 @@ def stream_forecasts(model: Forecaster, data: ForecastData, end: int, start_time
 def train_forecaster(
     model: Forecaster, data: ForecastData, settings: ForecastTrainSettings, start_time: float | None
 ) -> StepHistory:
+    ctx = distributed.context()
     streams = _Streams(model, data, settings)
+    net = ctx.wrap(model)  # DDP under torchrun: backward all-reduces the gradients
+    if ctx.enabled:  # dropout masks differ across ranks (as their streams do), reproducibly
+        torch.manual_seed(int(np.random.SeedSequence([settings.seed, ctx.rank]).generate_state(1)[0]))
     scale = model.scale.clone()
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
     total = max(1, settings.steps)
@@ -130,10 +151,12 @@ def train_forecaster(
     val_actual = data.y[data.val]
 
     def validate() -> float:
+        """Validation MAE over every rank's validation origins (identical on all ranks)."""
         model.eval()
         pred = stream_forecasts(model, data, val_end, start_time)[data.val]
         model.train()
-        return float(np.abs(pred - val_actual).mean())
+        errors = np.abs(pred - val_actual)
+        return ctx.mean(float(errors.sum()), float(errors.size))
 
     history = StepHistory(eval_every=settings.eval_every)
     best = validate()
@@ -141,12 +164,16 @@ def train_forecaster(
     history.train_loss.append(float("nan"))
     best_state = copy.deepcopy(model.state_dict())
     stale, running, counted = 0, 0.0, 0
+    ctx.barrier()  # ranks start together: the timings below are training, not set-up skew
+    ctx.timer = distributed.CommTimer()
     start = time.perf_counter()
     model.train()
-    bar = tqdm(range(1, total + 1), desc=f"train {model.config.cell}", unit="step", disable=not settings.progress)
+    show = settings.progress and not ctx.enabled  # interleaved bars of several ranks are unreadable
+    bar = tqdm(range(1, total + 1), desc=f"train {model.config.cell}", unit="step", disable=not show)
     for step in bar:
         x, y, mask = streams.batch()
-        out, new_state = model(x, tuple(streams.state))
+        began = time.perf_counter()
+        out, new_state = net(x, tuple(streams.state))
         err = ((out - y).abs() / scale).mean(-1)
         weight = mask.to(err.dtype)
         loss = (err * weight).sum() / weight.sum().clamp(min=1.0)
@@ -154,15 +181,25 @@ def train_forecaster(
         loss.backward()
         nn.utils.clip_grad_norm_(model.parameters(), settings.clip)
         optimizer.step()
+        ctx.timer.step += time.perf_counter() - began
+        ctx.timer.steps += 1
         schedule.step()
         streams.state = [s.detach() for s in new_state]
         running += loss.item()
         counted += 1
         history.steps_run = step
         if step % settings.eval_every == 0 or step == total:
+            local = running / max(counted, 1)
+            train_loss = ctx.mean(running, counted)
             val = validate()
-            history.train_loss.append(running / max(counted, 1))
+            history.train_loss.append(train_loss)
             history.val_loss.append(val)
+            if ctx.enabled:
+                print(
+                    f"{ctx.label()}step {step}/{total}: {len(streams.pos)} streams, local train loss {local:.4g}, "
+                    f"global train loss {train_loss:.4g}, validation MAE {val:.4g}",
+                    flush=True,
+                )
             running, counted = 0.0, 0
             if not math.isfinite(val):
                 break
@@ -182,6 +219,8 @@ def train_forecaster(
     model.eval()
     history.seconds = time.perf_counter() - start
     history.best_is_last = history.best_step == history.steps_run and history.steps_run > 0
+    if ctx.enabled:
+        history.distributed = _job_record(ctx, history.seconds)
     if history.best_is_last:
         warnings.warn(
             f"the best checkpoint is the last one (step {history.best_step}): the model was still improving; "
@@ -189,3 +228,33 @@ def train_forecaster(
             stacklevel=2,
         )
     return history
+
+
+def _job_record(ctx: distributed.Context, seconds: float) -> dict:  # type: ignore[type-arg]
+    """Every rank's timings (gathered by a sum of one slot per rank) for the manifest and logs."""
+    fields = 4
+    slots = [0.0] * (fields * ctx.world_size)
+    timer = ctx.timer
+    slots[ctx.rank * fields : (ctx.rank + 1) * fields] = [seconds, timer.step, timer.allreduce, float(timer.steps)]
+    gathered = ctx.sum(slots)
+    ranks = []
+    for rank in range(ctx.world_size):
+        wall, step, allreduce, steps = gathered[rank * fields : (rank + 1) * fields]
+        ranks.append(
+            {
+                "rank": rank,
+                "seconds": round(wall, 3),
+                "steps": int(steps),
+                "step_seconds": round(step, 3),
+                "allreduce_seconds": round(allreduce, 3),
+                "compute_seconds": round(max(step - allreduce, 0.0), 3),
+                "allreduce_share": round(allreduce / step, 4) if step > 0 else 0.0,
+            }
+        )
+    print(f"{ctx.label()}timings: {json.dumps(timer.to_dict())}", flush=True)
+    return {
+        "world_size": ctx.world_size,
+        "backend": ctx.backend,
+        "allreduce_bytes_per_step": timer.to_dict()["allreduce_bytes_per_step"],
+        "ranks": ranks,
+    }

@@ -11,6 +11,9 @@ parity check is reported (`Outcome.error`) and the other is still written.
 
 Forecasts are compared with every baseline of training/baselines.py on the same test origins,
 and the quality gate (training/gate.py) decides whether each written version is promoted.
+
+Under torchrun (training/distributed.py) every rank loads and trains; only rank 0 computes the
+baselines, evaluates, exports and publishes, so one job writes one version per model.
 """
 
 from __future__ import annotations
@@ -57,7 +60,9 @@ class Outcome:
 
 
 def _log(settings: RunSettings, message: str) -> None:
-    print(message, flush=True)
+    from training import distributed
+
+    print(f"{distributed.context().label()}{message}", flush=True)
 
 
 def _headline(outcome: Outcome, task: str) -> str:
@@ -89,10 +94,11 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     import torch
 
     from models.recurrent import RecurrentModel
-    from training import loop
+    from training import distributed, loop
 
     if settings.series_id:
         raise TrainingError("--series-id: global training over many series is not available in this build yet")
+    ctx = distributed.context()
     path = Path(settings.data)
     frame = load_table(path, settings.max_rows)
     fingerprint = file_sha256(path)
@@ -138,9 +144,11 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             f"{len(data.classes)} classes",
         )
 
+    if ctx.enabled:
+        _check_distributable(settings, data, ctx)
     baselines = None
     times = _timestamps(frame, settings.time_column)
-    if isinstance(data, ForecastData):
+    if isinstance(data, ForecastData) and ctx.is_main:
         from training.baselines import compute_baselines
 
         start = time.perf_counter()
@@ -160,8 +168,11 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
 
     for cell in cells:
         if isinstance(data, ForecastData) and forecaster_run.uses_forecaster(data):
-            assert baselines is not None
             model, history = forecaster_run.train(settings, data, frame, cell, report)
+            if not ctx.is_main:
+                _log(settings, f"{cell}: trained {history.steps_run} steps in {history.seconds:.1f}s; rank 0 publishes")
+                continue
+            assert baselines is not None
             outcome = _evaluate_forecast(model, data, settings, history, cell, baselines, times)
             outcome.metrics["transform"] = model.transform_choice
             _finish(settings, outcomes, outcome, history, model, cell)
@@ -197,6 +208,8 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             outcome = _evaluate_classify(model, data, history, cell)
         _finish(settings, outcomes, outcome, history, model, cell)
 
+    if not ctx.is_main:
+        return outcomes  # nothing: rank 0 publishes
     for outcome in outcomes:
         name = f"{settings.name}-{outcome.cell}" if settings.cell == "both" else settings.name
         try:
@@ -214,6 +227,22 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     if len(outcomes) > 1:
         print(comparison_table(outcomes, settings.task))
     return outcomes
+
+
+def _check_distributable(settings: RunSettings, data: ForecastData | ClassifyData, ctx: Any) -> None:
+    """Refuse, before any training, what the data-parallel path does not cover."""
+    from training import forecaster_run
+
+    if not (isinstance(data, ForecastData) and forecaster_run.uses_forecaster(data)):
+        raise TrainingError(
+            "distributed training (torchrun, --nproc) covers forecasting one target that is also an input "
+            "(the history-state forecaster); train this model in one process"
+        )
+    if settings.batch_size < ctx.world_size:
+        raise TrainingError(
+            f"--batch-size {settings.batch_size} is the global number of streams: it must be at least the "
+            f"{ctx.world_size} processes"
+        )
 
 
 def _finish(
@@ -461,6 +490,7 @@ def _publish(
                 "steps_run": getattr(history, "steps_run", None),
                 "best_step": getattr(history, "best_step", None),
                 "best_is_last": getattr(history, "best_is_last", None),
+                "distributed": getattr(history, "distributed", None) or None,
                 "stopped_early": history.stopped_early,
                 "train_loss": history.train_loss,
                 "val_loss": history.val_loss,
