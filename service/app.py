@@ -66,10 +66,6 @@ def make_store(settings: Settings, security: Security | None = None) -> SessionS
     if settings.session_store.startswith("redis+cluster://"):
         from service.sessions.redis_cluster import RedisClusterSessionStore
 
-        if settings.max_sessions_per_model or settings.max_sessions_per_key:
-            raise ValueError(
-                "SEQSERVE_MAX_SESSIONS_PER_MODEL / _PER_KEY are not supported with a redis+cluster:// store yet"
-            )
         password = security.redis_password if security is not None else None
         return RedisClusterSessionStore(settings.session_store, password=password)
     raise ValueError(

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
 from service.stats import StatsBook
@@ -38,6 +38,26 @@ class _SessionCollector(Collector):
             for node, value in sorted(nodes.items()):
                 up.add_metric([node], value)
             yield up
+        ops = {k.removeprefix("node_ops:"): v for k, v in stats.items() if k.startswith("node_ops:")}
+        if ops:  # a clustered store: per node address (bounded by the store), operations by their key's master
+            calls = CounterMetricFamily(
+                "seqserve_session_store_node_operations", "Session store operations per node", labels=["node"]
+            )
+            errors = CounterMetricFamily(
+                "seqserve_session_store_node_errors",
+                "Session store operations per node that failed (answered 503)",
+                labels=["node"],
+            )
+            latency = SummaryMetricFamily(
+                "seqserve_session_store_node_latency_seconds",
+                "Session store operation time per node (with retries)",
+                labels=["node"],
+            )
+            for node, n in sorted(ops.items()):
+                calls.add_metric([node], n)
+                errors.add_metric([node], stats.get(f"node_errors:{node}", 0))
+                latency.add_metric([node], count_value=int(n), sum_value=stats.get(f"node_seconds:{node}", 0.0))
+            yield from (calls, errors, latency)
 
 
 OTHER = "_other"  # the one label for every model name that is not loaded (404s, typos, scans)

@@ -58,6 +58,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -152,27 +153,83 @@ redis.call('SET', KEYS[2], redis.call('HGET', KEYS[1], 'owner') or '', 'PX', ton
 return {1, tonumber(ARGV[2])}
 """
 
-# KEYS: hash, marker, model quota set, owner quota set.
-# ARGV: ttl_ms, tombstone_ms, created_at, replace ("1"/"0"), per_model, per_key, session id,
-#       key prefix, owner, then field/value pairs.
-# Returns 1 created (or this very create was already applied), 0 the id exists, -1 the model's
-# quota is full, -2 the owner's quota is full. With replace, an existing session under the id
-# is swapped for the new one atomically (leaving its quota slots first: never counted twice).
-CREATE = """
+# The create and delete scripts are shared with the cluster store (service.sessions.redis_cluster),
+# which keeps the same session keys but cannot touch the quota sets (other slots) from them:
+# each is a template whose `--@name` lines are filled in per store (session_script below).
+
+# KEYS: hash, marker (the single-server store adds the model and owner quota sets).
+# ARGV: ttl_ms, tombstone_ms, created_at, replace ("1"/"0"), admission (two values: here
+#       per_model, per_key), session id, key prefix, owner, then field/value pairs.
+# Returns 1 created (or this very create was already applied: its expiry is refreshed, a
+# propagated write), 0 the id exists, negative: refused by the admission fragment (here -1 the
+# model's quota is full, -2 the owner's). With replace, an existing session under the id is
+# swapped for the new one atomically.
+CREATE_TEMPLATE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id = ARGV[7]
-local function forget(set)
-  redis.call('ZREM', set, id)
-end
 if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'created_at') == ARGV[3] then return 1 end
+  if redis.call('HGET', KEYS[1], 'created_at') == ARGV[3] then
+    redis.call('PEXPIRE', KEYS[1], ARGV[1])
+    return 1
+  end
   if ARGV[4] ~= '1' then return 0 end
   redis.call('DEL', KEYS[1])
-  forget(KEYS[3])
-  forget(KEYS[4])
+--@replaced
 end
--- Members whose recorded expiry has passed: re-score the live ones, drop the gone ones.
+--@admit
+redis.call('HSET', KEYS[1], unpack(ARGV, 10))
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[9], 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+--@admitted
+return 1
+"""
+
+# KEYS: hash, marker. ARGV: owner, check owner ("1"/"0"), key prefix, session id.
+# Returns 1 deleted (an expired session: its marker), 0 no such session (or, when checked,
+# another owner's); the `freed` fragment may return more about a deleted live session.
+DELETE_TEMPLATE = """
+local f = redis.call('HMGET', KEYS[1], 'model', 'owner', 'quota')
+if not f[1] then
+  local marker = redis.call('GET', KEYS[2])
+  if marker and (ARGV[2] ~= '1' or marker == ARGV[1]) then
+    redis.call('DEL', KEYS[2])
+    return 1
+  end
+  return 0
+end
+local owner = f[2] or ''
+if ARGV[2] == '1' and owner ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1], KEYS[2])
+--@freed
+return 1
+"""
+
+
+def session_script(template: str, **fragments: str) -> str:
+    """A template with its `--@name` lines replaced by the given Lua fragments (absent: empty)."""
+    names = set(re.findall(r"^--@(\w+)$", template, re.M))
+    if not set(fragments) <= names:
+        raise ValueError(f"unknown fragments {sorted(set(fragments) - names)}")
+
+    def fill(match: re.Match[str]) -> str:
+        fragment = fragments.get(match.group(1), "").strip("\n")
+        return fragment + "\n" if fragment else ""
+
+    return re.sub(r"^--@(\w+)\n", fill, template, flags=re.M)
+
+
+# The single server's quotas: sorted sets of session ids scored by the session's known expiry.
+# Members whose recorded expiry has passed are re-checked (PTTL of their hash): the live ones
+# are re-scored, the gone ones dropped, so an expired session frees its slot the moment it
+# expires. A replaced session leaves the sets first (never counted twice).
+CREATE = session_script(
+    CREATE_TEMPLATE,
+    replaced="""
+  redis.call('ZREM', KEYS[3], id)
+  redis.call('ZREM', KEYS[4], id)
+""",
+    admit="""
 local function prune(set, due)
   for _, member in ipairs(due) do
     local pttl = redis.call('PTTL', ARGV[8] .. 's:{' .. member .. '}')
@@ -195,34 +252,20 @@ end
 local per_model, per_key = tonumber(ARGV[5]), tonumber(ARGV[6])
 if full(KEYS[3], per_model) then return -1 end
 if full(KEYS[4], per_key) then return -2 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[9], 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+""",
+    admitted="""
 if per_model > 0 then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), id) end
 if per_key > 0 then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[1]), id) end
-return 1
-"""
+""",
+)
 
-# KEYS: hash, marker. ARGV: owner, check owner ("1"/"0"), key prefix, session id.
-# Returns 1 deleted (an expired session: its marker), 0 no such session (or, when checked,
-# another owner's).
-DELETE = """
-local f = redis.call('HMGET', KEYS[1], 'model', 'owner')
-if not f[1] then
-  local marker = redis.call('GET', KEYS[2])
-  if marker and (ARGV[2] ~= '1' or marker == ARGV[1]) then
-    redis.call('DEL', KEYS[2])
-    return 1
-  end
-  return 0
-end
-local owner = f[2] or ''
-if ARGV[2] == '1' and owner ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
+DELETE = session_script(
+    DELETE_TEMPLATE,
+    freed="""
 redis.call('ZREM', ARGV[3] .. 'q:m:' .. f[1], ARGV[4])
 redis.call('ZREM', ARGV[3] .. 'q:k:' .. owner, ARGV[4])
-return 1
-"""
+""",
+)
 
 
 class _Script:
@@ -254,6 +297,7 @@ def _ms(seconds: float) -> int:
 
 class RedisSessionStore(SessionStore):
     kind = "redis"
+    save_source, create_source, delete_source = SAVE, CREATE, DELETE
 
     def __init__(
         self,
@@ -267,27 +311,36 @@ class RedisSessionStore(SessionStore):
         tombstone_seconds: float = 24 * 3600.0,
         stats_interval: float = 30.0,
     ) -> None:
-        url, url_prefix = split_url(url)
+        url, url_prefix = self._split_url(url)
         self.prefix = prefix or url_prefix or DEFAULT_PREFIX
         self.tombstone_ms = _ms(tombstone_seconds)
         self.stats_interval = stats_interval
-        auth: dict[str, Any] = {"password": password} if password else {}
-        self._redis = aioredis.Redis.from_url(
-            url,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=connect_timeout,
-            health_check_interval=health_check_interval,
-            retry=Retry(NoBackoff(), 0),  # no hidden re-sends: retries are decided below
-            retry_on_error=[],
-            decode_responses=False,
-            **auth,
-        )
-        self._load, self._save, self._create = _Script(LOAD), _Script(SAVE), _Script(CREATE)
-        self._delete = _Script(DELETE)
+        # What every connection of this store is opened with (a cluster store opens several).
+        self._connection: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout,
+            "retry": Retry(NoBackoff(), 0),  # no hidden re-sends: retries are decided below
+            "decode_responses": False,
+            **({"password": password} if password else {}),
+        }
+        self._redis = self._connect(url, health_check_interval)
+        self._load, self._save = _Script(LOAD), _Script(self.save_source)
+        self._create, self._delete = _Script(self.create_source), _Script(self.delete_source)
         self._active = 0
         self._usage: dict[tuple[str, int], int] = {}
         self._unavailable_since: float | None = None
         self._refresher: asyncio.Task[None] | None = None
+
+    # -- connections (overridden by the cluster store)
+
+    def _split_url(self, url: str) -> tuple[str, str | None]:
+        """The URL to connect to, and the key prefix it names (if any)."""
+        return split_url(url)
+
+    def _connect(self, url: str, health_check_interval: float) -> aioredis.Redis:
+        return aioredis.Redis.from_url(
+            url, health_check_interval=health_check_interval, retry_on_error=[], **self._connection
+        )
 
     # -- keys
 
@@ -302,10 +355,13 @@ class RedisSessionStore(SessionStore):
 
     # -- error mapping
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]], attempts: int = 2, timeouts: int = 0) -> T:
+    async def _call(
+        self, what: str, fn: Callable[[], Awaitable[T]], attempts: int = 2, timeouts: int = 0, key: str | None = None
+    ) -> T:
         """Run one Redis operation; connection problems become StoreUnavailable (503).
         `attempts`: sends in all after connection errors; `timeouts`: how many of the re-sends
-        may follow a timeout (only for operations that are safe to repeat)."""
+        may follow a timeout (only for operations that are safe to repeat). `key`: the key the
+        operation is routed by, if one (a cluster store counts operations per node by it)."""
         for attempt in range(attempts):
             try:
                 result = await fn()
@@ -399,33 +455,52 @@ class RedisSessionStore(SessionStore):
     # -- interface
 
     async def create(self, record: SessionRecord, replace: bool = False, quota: Quota = NO_QUOTA) -> None:
+        keys = self._quota_keys(record.model, record.owner)
+        created = await self._run_create(record, replace, [quota.per_model, quota.per_key], keys)
+        if created == -1:
+            raise too_many("max_sessions_per_model", quota.per_model, f"model '{record.model}'")
+        if created == -2:
+            raise too_many("max_sessions_per_key", quota.per_key, "this API key")
+        self._created(record, created)
+
+    async def _run_create(
+        self,
+        record: SessionRecord,
+        replace: bool,
+        admission: list[Any],
+        extra_keys: list[str],
+        extra: tuple[Any, ...] = (),
+    ) -> int:
+        """One create script (CREATE_TEMPLATE's ARGV layout): `admission` fills ARGV[5..6],
+        `extra_keys` follow the session's two keys, `extra` field/value pairs are stored too."""
         state, shape = self._encode_state(record.state)
         ttl_ms = _ms(record.ttl_seconds)
         created_at = repr(float(record.created_at))
         fields: list[Any] = [
             "model", record.model, "version", record.version, "fingerprint", record.fingerprint,
             "position", record.position, "ttl_ms", ttl_ms, "created_at", created_at, "shape", shape, "state", state,
-            "owner", record.owner,
+            "owner", record.owner, *extra,
         ]  # fmt: skip
         if record.history:
             fields += ["history", encode_history(record.history)]
         args = [
-            ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", quota.per_model, quota.per_key,
+            ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", *admission,
             record.session_id, self.prefix, record.owner, *fields,
         ]  # fmt: skip
-        keys = [*self._keys(record.session_id), *self._quota_keys(record.model, record.owner)]
-        created = int(await self._call("create", lambda: self._create(self._redis, keys, args)))
-        if created == -1:
-            raise too_many("max_sessions_per_model", quota.per_model, f"model '{record.model}'")
-        if created == -2:
-            raise too_many("max_sessions_per_key", quota.per_key, "this API key")
-        if not created:
+        keys = [*self._keys(record.session_id), *extra_keys]
+        return int(await self._call("create", lambda: self._create(self._redis, keys, args), key=keys[0]))
+
+    def _created(self, record: SessionRecord, code: int) -> None:
+        """The outcome of a create script that passed admission: 1 created, 0 the id exists."""
+        if not code:
             raise SessionExists(f"session id '{record.session_id}' is already taken", session_id=record.session_id)
         self._active += 1
 
     async def load(self, session_id: str) -> SessionRecord:
         keys = self._keys(session_id)
-        result = await self._call("load", lambda: self._load(self._redis, keys, [self.tombstone_ms]), timeouts=1)
+        result = await self._call(
+            "load", lambda: self._load(self._redis, keys, [self.tombstone_ms]), timeouts=1, key=keys[0]
+        )
         if isinstance(result, int):
             raise self._missing(session_id, result)
         if len(result) == 2 and isinstance(result[0], int):  # {2, owner}: expired
@@ -442,7 +517,7 @@ class RedisSessionStore(SessionStore):
         keys = self._keys(record.session_id)
         # Safe to re-send, also after a timeout: the script recognises this save by its token.
         result = await self._call(
-            "save", lambda: self._save(self._redis, keys, args), attempts=SAVE_ATTEMPTS, timeouts=1
+            "save", lambda: self._save(self._redis, keys, args), attempts=SAVE_ATTEMPTS, timeouts=1, key=keys[0]
         )
         code = int(result[0])
         if code < 0:
@@ -459,8 +534,13 @@ class RedisSessionStore(SessionStore):
         keys = self._keys(session_id)
         args = [owner or "", "0" if owner is None else "1", self.prefix, session_id]
         # Not re-sent: a lost reply to an applied delete would turn into "did not exist".
-        removed = await self._call("delete", lambda: self._delete(self._redis, keys, args), attempts=1)
-        return bool(removed)
+        removed = await self._call("delete", lambda: self._delete(self._redis, keys, args), attempts=1, key=keys[0])
+        return await self._deleted(session_id, removed)
+
+    async def _deleted(self, session_id: str, reply: Any) -> bool:
+        """What the delete script answered: 1 deleted, 0 none (the cluster store also frees
+        quota slots here)."""
+        return bool(reply)
 
     async def count(self) -> int:
         async def scan() -> int:

@@ -1,12 +1,40 @@
 """Sessions on Redis Cluster: `redis+cluster://host:port[,host:port...][?wait_replicas=N&prefix=P]`.
 
 The key layout and the Lua scripts are those of the single-server store (service.sessions.redis):
-both keys of a session carry the session id as a hash tag, so every script touches one slot
-and runs unchanged on whichever master owns that slot. The single-server store's exact
-quotas (SEQSERVE_MAX_SESSIONS_PER_MODEL / _PER_KEY) keep sorted sets shared by many sessions,
-which no cluster script may touch together with a session's keys: a cluster store refuses to
-start with a quota set (not yet designed per slot); its create and delete are the same scripts
-without the quota sets. Session counts (`usage`, `count`) SCAN every master.
+both keys of a session carry the session id as a hash tag, so every session script touches one
+slot and runs unchanged on whichever master owns that slot. Session counts (`usage`, `count`)
+SCAN every master.
+
+Quotas (SEQSERVE_MAX_SESSIONS_PER_MODEL / _PER_KEY) keep the single store's sorted sets of
+session ids scored by expiry, one per model and per owner, each under its own hash tag
+(PREFIX q:m:{MODEL}, PREFIX q:k:{OWNER}): one slot per set, never the session's slot, so a
+create is a short protocol instead of one script:
+
+  1. reserve, per set, in one script on the set's master: if the id is a member already (a
+     replaced session, a retried create) its slot is reused; else, below the limit, the id is
+     added with score = now + TTL (the reservation) and marked pending in a companion set (same
+     slot); else the script returns the members whose recorded expiry has passed. Their
+     hashes' PTTLs are read (one pipeline) and a second script drops the gone ones and
+     re-scores the live ones, each only if its score is still the one read (a member
+     re-reserved meanwhile is left alone); then reserve again. A set full only because of
+     pending reservations (creates that may yet give theirs back, e.g. refused by the other
+     set) is asked again shortly instead of refusing, for PENDING_MS at most.
+  2. create the session (the shared create script) refusing when the reservation's deadline
+     passed (its score less a margin for clock skew between masters): a reservation a stalled
+     creator held past its expiry may already have been pruned, so it must not turn into a
+     session. The hash records which sets hold it (`quota`: "m", "k" or "mk").
+  3. the reservations are settled: confirmed (no longer pending) when the session was
+     written, given back when it was not (the id exists, the other set is full, the deadline
+     passed); a create whose outcome is unknown (503) keeps them, and they are pruned once
+     their score passes if no session came of them.
+
+A delete removes the session (script), then its id from the sets its hash names. Expiry
+needs no write: an expired session's member is found due and dropped by the next create that
+finds its set full. So the limit is never exceeded by live sessions, however creates and
+deletes through any number of replicas interleave; what can lag is the release of a slot
+whose creator or deleter died between the two steps (until the member's recorded expiry).
+Quota writes are not followed by WAIT: a failover may forget reservations made just before it
+(at most the creates of that moment over the limit).
 
 Bulk steps load every session in one cluster pipeline (redis-py groups the scripts per master:
 one round trip per master) and save each session with its own script, sent to its master
@@ -28,15 +56,22 @@ promoted one); reads and the other shards are unaffected.
 
 Failover: a dead master is a connection error (503, retried by the client) until the cluster
 promotes its replica; the client library then learns the new layout (on the next request
-after a connection error, or from a MOVED reply) without a restart. Readiness pings every
-master. `stats()` adds one entry per master, `node_up:HOST:PORT` (1/0, from the last
-readiness check or usage refresh), exported as `seqserve_session_store_node_up{node=...}`.
+after a connection error, or from a MOVED reply) without a restart.
+
+Health: readiness (`ping`) asks every master and checks that every slot has one; a master
+down or a slot uncovered is StoreUnavailable (503 on /v1/health/sessions, on readiness with
+SEQSERVE_READY_REQUIRES_STORE, and on the requests that need that master), and the next
+successful check after a repair is 200 again, without a restart. `stats()` adds, per master
+address (at most MAX_NODES, the rest under "_other"; operations not routed by a key, such as
+scans, under "all"): `node_up` (1/0, last health check), and operations, errors (answered
+503) and seconds spent, exported as `seqserve_session_store_node_*{node=...}`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 from urllib.parse import parse_qsl, urlsplit
@@ -44,16 +79,22 @@ from urllib.parse import parse_qsl, urlsplit
 from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from service.errors import ServiceError, StoreUnavailable
 from service.sessions import redis as single
-from service.sessions.base import NO_QUOTA, Quota, SessionRecord
-from service.sessions.redis import RedisSessionStore, _Script
+from service.sessions.base import NO_QUOTA, Quota, SessionRecord, too_many
+from service.sessions.redis import CREATE_TEMPLATE, DELETE_TEMPLATE, RedisSessionStore, _ms, _Script, session_script
 
 T = TypeVar("T")
 SCHEME = "redis+cluster://"
+SLOTS = 16384
+MAX_NODES = 32  # node addresses with their own metric labels
+PRUNE_BATCH = 256  # due quota members checked per round
+PRUNE_ROUNDS = 8
+PENDING_MS = 1000  # a reservation counts as "may be given back" this long at most
+BUSY_WAIT_S = 0.005  # between tries while a full set holds such reservations
+CREATE_ATTEMPTS = 3  # creates whose reservation lapsed before the session was written
+RESERVE_MARGIN_MS = 1000  # tolerated clock difference between two masters
 
 # A re-sent write that finds itself already applied still propagates one write (an expiry
 # refresh), so that the WAIT after it covers the original write, whose reply was lost.
@@ -68,38 +109,83 @@ def _durable(source: str, anchor: str, refresh: str) -> str:
 
 SAVE = _durable(single.SAVE, _SAVE_RESENT, "if at then\n  redis.call('PEXPIRE', KEYS[1], ARGV[4])\n")
 
-# The single-server create and delete also maintain the quota sets, keys of other slots, which
-# a cluster script may not touch. These are the same scripts without them (same KEYS[1..2] and
-# ARGV layout; the quota keys, if passed, are ignored); quotas are refused on a cluster store.
-CREATE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'created_at') == ARGV[3] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[1])
-    return 1
-  end
-  if ARGV[4] ~= '1' then return 0 end
-  redis.call('DEL', KEYS[1])
+# The shared create, admitting by the reservation's deadline (ARGV[5], ms of server time; 0:
+# no reservation) instead of counting: -3 when it passed.
+CREATE = session_script(
+    CREATE_TEMPLATE,
+    admit="""
+local deadline = tonumber(ARGV[5])
+if deadline > 0 and now > deadline then return -3 end
+""",
+)
+
+# The shared delete; a session in quota sets answers {1, model, owner, sets} so that the
+# caller frees its slots (other slots than the session's).
+DELETE = session_script(DELETE_TEMPLATE, freed="if f[3] then return {1, f[1], owner, f[3]} end")
+
+# KEYS: a quota set, its pending set (same slot). ARGV: session id, limit, ttl_ms, due batch,
+# pending_ms. {1, score}: reserved until score (ms, server time), and marked pending for
+# pending_ms (the create may still give it back); {2}: a member already (its score pushed out
+# to now + ttl); {0, member, score, ...}: full, with the members whose score has passed to
+# check; {0}: full of live sessions; {3}: full, but with reservations that may be given back.
+RESERVE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local score = now + tonumber(ARGV[3])
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  redis.call('ZADD', KEYS[1], 'GT', score, ARGV[1])
+  return {2}
 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[9], 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
+if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('ZADD', KEYS[1], score, ARGV[1])
+  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[1])
+  return {1, score}
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+if #due == 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+  if redis.call('ZCARD', KEYS[2]) > 0 then return {3} end
+end
+table.insert(due, 1, 0)
+return due
+"""
+
+# KEYS: a quota set, its pending set. ARGV: session id, reservation score, "1" to give the
+# reservation back (if still unchanged) or "0" to keep it (the session was created).
+SETTLE = """
+redis.call('ZREM', KEYS[2], ARGV[1])
+if ARGV[3] == '1' then
+  local seen = redis.call('ZSCORE', KEYS[1], ARGV[1])
+  if seen and tonumber(seen) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
+end
 return 1
 """
 
-DELETE = """
-local f = redis.call('HMGET', KEYS[1], 'model', 'owner')
-if not f[1] then
-  local marker = redis.call('GET', KEYS[2])
-  if marker and (ARGV[2] ~= '1' or marker == ARGV[1]) then
-    redis.call('DEL', KEYS[2])
-    return 1
+# KEYS: a quota set. ARGV: triples of member, the score it was seen with, the PTTL of its
+# session's hash (-2: gone). Each member still at that score is dropped (gone) or re-scored to
+# its hash's expiry. Returns how many were dropped.
+REVISE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local dropped = 0
+for i = 1, #ARGV, 3 do
+  local seen = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if seen and tonumber(seen) == tonumber(ARGV[i + 1]) then
+    local pttl = tonumber(ARGV[i + 2])
+    if pttl == -2 then
+      redis.call('ZREM', KEYS[1], ARGV[i])
+      dropped = dropped + 1
+    elseif pttl >= 0 then
+      redis.call('ZADD', KEYS[1], now + pttl, ARGV[i])
+    else
+      redis.call('ZADD', KEYS[1], now + 3600000, ARGV[i])
+    end
   end
-  return 0
 end
-if ARGV[2] == '1' and (f[2] or '') ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
-return 1
+return dropped
 """
+
+FREE = "return redis.call('ZREM', KEYS[1], ARGV[1])"  # KEYS: a quota set. ARGV: session id.
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
@@ -121,6 +207,31 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]
     if not wait.isdigit():
         raise ValueError(f"wait_replicas must be a whole number >= 0, got {wait!r}")
     return nodes, query.get("prefix"), int(wait)
+
+
+class NodeStats:
+    """Operations, errors and seconds per node address; at most MAX_NODES labels (failovers and
+    resharding add addresses over time), the rest counted under "_other"."""
+
+    def __init__(self) -> None:
+        self.ops: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        self.seconds: dict[str, float] = {}
+
+    def record(self, node: str, seconds: float, failed: bool) -> None:
+        if node not in self.ops and len(self.ops) >= MAX_NODES:
+            node = "_other"
+        self.ops[node] = self.ops.get(node, 0) + 1
+        self.seconds[node] = self.seconds.get(node, 0.0) + seconds
+        self.errors[node] = self.errors.get(node, 0) + int(failed)
+
+    def stats(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for node, n in self.ops.items():
+            out[f"node_ops:{node}"] = n
+            out[f"node_errors:{node}"] = self.errors[node]
+            out[f"node_seconds:{node}"] = self.seconds[node]
+        return out
 
 
 class _WaitingScript:
@@ -165,6 +276,7 @@ class RedisClusterSessionStore(RedisSessionStore):
     """The Redis store over redis-py's cluster client; see the module docstring."""
 
     kind = "redis-cluster"
+    save_source, create_source, delete_source = SAVE, CREATE, DELETE
 
     def __init__(
         self,
@@ -177,78 +289,72 @@ class RedisClusterSessionStore(RedisSessionStore):
         tombstone_seconds: float = 24 * 3600.0,
         stats_interval: float = 30.0,
     ) -> None:
-        nodes, prefix, wait = parse_cluster_url(url)
-        # The base class sets up prefix, scripts and counters; its single-server client
-        # (lazy: never connected) is swapped for the cluster client.
+        self._direct: dict[str, Redis] = {}
+        self._stale = False
+        self._nodes_up: dict[str, int] = {}
+        self._node_stats = NodeStats()
+        self.wait_timeout_ms = max(1, round(wait_timeout * 1000))
         super().__init__(
-            f"redis://{nodes[0][0]}:{nodes[0][1]}/0",
-            prefix=prefix,
+            url,
+            password=password,
             socket_timeout=socket_timeout,
             connect_timeout=connect_timeout,
             tombstone_seconds=tombstone_seconds,
             stats_interval=stats_interval,
         )
-        self._timeouts: dict[str, Any] = {"socket_timeout": socket_timeout, "socket_connect_timeout": connect_timeout}
-        if password:
-            self._timeouts["password"] = password
-        self._redis = RedisCluster(  # type: ignore[assignment]
-            startup_nodes=[ClusterNode(host, port) for host, port in nodes],
-            require_full_coverage=False,  # slots of a failed master are 503, the others keep serving
-            retry=Retry(NoBackoff(), 0),  # no hidden re-sends: the base class decides them
-            decode_responses=False,
-            **self._timeouts,
-        )
-        self.wait_replicas = wait
-        self.wait_timeout_ms = max(1, round(wait_timeout * 1000))
-        self._direct: dict[str, Redis] = {}
-        self._stale = False
-        self._nodes_up: dict[str, int] = {}
-        self._delete = _Script(DELETE)
-        if wait:
+        self._reserve, self._revise, self._free = _Script(RESERVE), _Script(REVISE), _Script(FREE)
+        self._settle = _Script(SETTLE)
+        if self.wait_replicas:
             self._save = _WaitingScript(self, SAVE)  # type: ignore[assignment]
             self._create = _WaitingScript(self, CREATE)  # type: ignore[assignment]
-        else:
-            self._create = _Script(CREATE)
 
-    def _quota_keys(self, model: str, owner: str) -> list[str]:
-        return []  # no cross-slot keys: quotas are refused on a cluster store (see make_store)
+    # -- connections
 
-    async def create(self, record: SessionRecord, replace: bool = False, quota: Quota = NO_QUOTA) -> None:
-        if quota.per_model > 0 or quota.per_key > 0:
-            raise RuntimeError("per-model/per-key session quotas are not supported on redis+cluster://")
-        await super().create(record, replace, quota)
+    def _split_url(self, url: str) -> tuple[str, str | None]:
+        self._seeds, prefix, self.wait_replicas = parse_cluster_url(url)
+        return url, prefix
 
-    # -- routing for the WAIT path
+    def _connect(self, url: str, health_check_interval: float) -> Any:
+        return RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in self._seeds],
+            require_full_coverage=False,  # slots of a failed master are 503, the others keep serving
+            **self._connection,
+        )
 
     @property
     def _cluster(self) -> RedisCluster:
-        """The client __init__ made (the base class declares `_redis` as a plain Redis)."""
+        """The client _connect made (the base class declares `_redis` as a plain Redis)."""
         return cast(RedisCluster, self._redis)
 
     def _master_for(self, key: str) -> Redis:
+        """A plain connection to the master of `key`'s slot (for script + WAIT pipelines)."""
         node = self._cluster.get_node_from_key(key)
         if node is None:  # no master for the slot (failover): transient, mapped like the others
             raise rex.SlotNotCoveredError(f"no node serves the slot of {key!r}")
         client = self._direct.get(node.name)
         if client is None:
-            client = Redis(
-                host=node.host,
-                port=int(node.port),
-                retry=Retry(NoBackoff(), 0),
-                retry_on_error=[],
-                decode_responses=False,
-                **{
-                    **self._timeouts,
-                    # the reply comes after WAIT's own timeout: the socket must outlast it
-                    "socket_timeout": self._timeouts["socket_timeout"] + self.wait_timeout_ms / 1000,
-                },
-            )
+            # the reply comes after WAIT's own timeout: the socket must outlast it
+            timeout = self._connection["socket_timeout"] + self.wait_timeout_ms / 1000
+            options = {**self._connection, "socket_timeout": timeout}
+            client = Redis(host=node.host, port=int(node.port), retry_on_error=[], **options)
             self._direct[node.name] = client
         return client
 
-    async def _call(self, what: str, fn: Callable[[], Awaitable[T]], attempts: int = 2, timeouts: int = 0) -> T:
+    def _node_of(self, key: str | None) -> str:
+        if key is None:
+            return "all"
+        try:
+            node = self._cluster.get_node_from_key(key)
+        except Exception:  # layout not learnt yet, or the slot has no master now
+            node = None
+        return node.name if node is not None else "unrouted"
+
+    async def _call(
+        self, what: str, fn: Callable[[], Awaitable[T]], attempts: int = 2, timeouts: int = 0, key: str | None = None
+    ) -> T:
         """The base error mapping, plus the cluster's own transient errors (a slot without a
-        master during failover, a moved slot) as connection errors: 503, or a re-send."""
+        master during failover, a moved slot) as connection errors: 503, or a re-send. Counted
+        per node (the master of `key`'s slot when the call starts)."""
 
         async def attempt() -> T:
             if self._stale:
@@ -259,17 +365,125 @@ class RedisClusterSessionStore(RedisSessionStore):
             except rex.MovedError as exc:
                 self._stale = True
                 raise rex.ConnectionError(f"slot moved: {exc}") from exc
-            except (rex.ClusterDownError, rex.TryAgainError, rex.SlotNotCoveredError) as exc:
+            except rex.RedisClusterException as exc:  # includes ClusterDown, SlotNotCovered
                 self._stale = True
                 raise rex.ConnectionError(str(exc) or type(exc).__name__) from exc
-            except rex.RedisClusterException as exc:
+            except (rex.ClusterDownError, rex.TryAgainError) as exc:
                 self._stale = True
                 raise rex.ConnectionError(str(exc) or type(exc).__name__) from exc
             except (rex.ConnectionError, rex.TimeoutError, OSError):
                 self._stale = True
                 raise
 
-        return await super()._call(what, attempt, attempts, timeouts)
+        node = self._node_of(key)
+        started = time.perf_counter()
+        try:
+            result = await super()._call(what, attempt, attempts, timeouts, key)
+        except StoreUnavailable:
+            self._node_stats.record(node, time.perf_counter() - started, True)
+            raise
+        self._node_stats.record(node, time.perf_counter() - started, False)
+        return result
+
+    # -- quotas
+
+    def _quota_keys(self, model: str, owner: str) -> list[str]:
+        return []  # the create script touches only the session's slot; quotas: create() below
+
+    def _quota_set(self, kind: str, name: str) -> str:
+        return f"{self.prefix}q:{kind}:{{{name}}}"
+
+    async def create(self, record: SessionRecord, replace: bool = False, quota: Quota = NO_QUOTA) -> None:
+        limits = [
+            (kind, self._quota_set(kind, name), limit, label, what)
+            for kind, name, limit, label, what in (
+                ("m", record.model, quota.per_model, "max_sessions_per_model", f"model '{record.model}'"),
+                ("k", record.owner, quota.per_key, "max_sessions_per_key", "this API key"),
+            )
+            if limit > 0
+        ]
+        if not limits:
+            self._created(record, await self._run_create(record, replace, [0, 0], []))
+            return
+        ttl_ms = _ms(record.ttl_seconds)
+        margin = min(RESERVE_MARGIN_MS, ttl_ms // 2)
+        flags = "".join(kind for kind, *_ in limits)
+        for _ in range(CREATE_ATTEMPTS):
+            held: list[tuple[str, int]] = []  # (set, score) of the reservations made here
+            for _, key, limit, label, what in limits:
+                score = await self._reserve_in(key, limit, record.session_id, ttl_ms)
+                if score is None:
+                    await self._settle_all(held, record.session_id, give_back=True)
+                    raise too_many(label, limit, what)
+                if score:
+                    held.append((key, score))
+            deadline = min(score for _, score in held) - margin if held else 0
+            code = await self._run_create(record, replace, [deadline, 0], [], ("quota", flags))
+            if code == -3:  # the reservation lapsed before the session was written: again
+                await self._settle_all(held, record.session_id, give_back=True)
+                continue
+            await self._settle_all(held, record.session_id, give_back=code == 0)
+            self._created(record, code)
+            return
+        raise StoreUnavailable("session store unavailable")
+
+    async def _reserve_in(self, key: str, limit: int, session_id: str, ttl_ms: int) -> int | None:
+        """A slot in one quota set: the reservation's score, 0 when the id holds one already,
+        None when the set is full of live sessions. While the set is full but holds
+        reservations that other creates may give back, it asks again (for PENDING_MS at most)."""
+        args = [session_id, limit, ttl_ms, PRUNE_BATCH, PENDING_MS]
+        keys = [key, key + ":pending"]
+        rounds, busy_until = 0, time.monotonic() + PENDING_MS / 1000
+        while rounds < PRUNE_ROUNDS:
+            reply = await self._on_set(self._reserve, keys, args)
+            code, due = int(reply[0]), reply[1:]
+            if code == 1:
+                return int(due[0])
+            if code == 2:
+                return 0
+            if code == 3:
+                if time.monotonic() > busy_until:
+                    return None
+                await asyncio.sleep(BUSY_WAIT_S)
+                continue
+            if not due:
+                return None
+            rounds += 1
+            members = [m.decode() for m in due[::2]]
+
+            async def pttls(members: list[str] = members) -> list[Any]:
+                pipe = self._redis.pipeline()
+                for member in members:
+                    pipe.pttl(self._hash_key(member))
+                return await pipe.execute()
+
+            ttls = await self._call("quota", pttls)
+            revise = [x for triple in zip(members, due[1::2], ttls, strict=True) for x in triple]
+            await self._on_set(self._revise, [key], revise)
+        return None
+
+    async def _on_set(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+        """One quota script on the master of the set keys[0]."""
+        return await self._call("quota", lambda: script(self._redis, keys, args), key=keys[0])
+
+    async def _settle_all(self, held: list[tuple[str, int]], session_id: str, give_back: bool) -> None:
+        """End this create's reservations: kept (the session exists) or given back (if still
+        unchanged). An unreachable master keeps them: they stop counting as pending after
+        PENDING_MS, and a given-back one that stayed is pruned once its score passes."""
+        for key, score in held:
+            with contextlib.suppress(StoreUnavailable):
+                args = [session_id, score, "1" if give_back else "0"]
+                await self._on_set(self._settle, [key, key + ":pending"], args)
+
+    async def _deleted(self, session_id: str, reply: Any) -> bool:
+        if isinstance(reply, list):  # a live session in quota sets: free its slots
+            model, owner, flags = (x.decode() for x in reply[1:4])
+            for kind, name in (("m", model), ("k", owner)):
+                if kind in flags:
+                    with contextlib.suppress(StoreUnavailable):  # else freed once its score passes
+                        await self._on_set(self._free, [self._quota_set(kind, name)], [session_id])
+            return True
+        return bool(reply)
 
     # -- bulk
 
@@ -305,19 +519,27 @@ class RedisClusterSessionStore(RedisSessionStore):
     # -- health
 
     async def ping(self) -> None:
+        """Every master answers, and every slot has a master (else StoreUnavailable)."""
         await self._ping_nodes()
-        await self._call("ping", lambda: self._redis.ping(target_nodes=RedisCluster.PRIMARIES))
+
+        async def check() -> None:
+            await self._cluster.ping(target_nodes=RedisCluster.PRIMARIES)
+            covered = len(self._cluster.nodes_manager.slots_cache)
+            if covered < SLOTS:
+                raise rex.SlotNotCoveredError(f"{SLOTS - covered} of {SLOTS} slots have no master")
+
+        await self._call("ping", check)
 
     async def _ping_nodes(self) -> None:
         async def one(node: ClusterNode) -> tuple[str, int]:
             try:
-                await asyncio.wait_for(node.execute_command("PING"), self._timeouts["socket_timeout"])
+                await asyncio.wait_for(node.execute_command("PING"), self._connection["socket_timeout"])
                 return node.name, 1
             except Exception:  # any failure means "down" for the gauge
                 return node.name, 0
 
         with contextlib.suppress(Exception):
-            await self._redis.initialize()  # lazy: the layout is learnt on first use
+            await self._cluster.initialize()  # lazy: the layout is learnt on first use
             results = await asyncio.gather(*(one(n) for n in self._cluster.get_primaries()))
             self._nodes_up = dict(results)
 
@@ -325,11 +547,16 @@ class RedisClusterSessionStore(RedisSessionStore):
         out = dict(super().stats())
         for name, up in self._nodes_up.items():
             out[f"node_up:{name}"] = up
+        out.update(self._node_stats.stats())
         return out
 
     async def usage(self) -> dict[tuple[str, int], int]:
         await self._ping_nodes()
         return await super().usage()
+
+    async def start(self) -> None:
+        await self._ping_nodes()  # learn the layout now (a cluster down at start-up is retried later)
+        await super().start()
 
     async def close(self) -> None:
         await super().close()

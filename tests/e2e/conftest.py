@@ -7,12 +7,21 @@ import httpx
 import pytest
 
 from tests.support.models import make_repository
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.servers import ServiceProcess
 
 
 @pytest.fixture(scope="session")
 def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_repository(tmp_path_factory.mktemp("repository"))
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """One local Redis Cluster (3 masters + 3 replicas) for every module that runs against one
+    (each under its own key prefix; a test that kills nodes leaves the cluster healthy)."""
+    with RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster")) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
-"""Session quotas with two replicas on one Redis: exact under concurrent creates, freed by a
-DELETE at once and by expiry the moment it happens; per key and per model; and readiness
-while Redis is down (predictions go on, sessions are 503, the store is reported apart)."""
+"""Session quotas with two replicas on one Redis and on a Redis Cluster: exact under concurrent
+creates, freed by a DELETE at once and by expiry the moment it happens; per key and per model;
+and readiness while Redis is down (predictions go on, sessions are 503, the store is reported
+apart), or, on the cluster, while one shard (its master and replica) is down."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import httpx
 import pytest
 
 from tests.support.redis import RedisProcess
+from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.servers import ServiceProcess
 
 pytestmark = pytest.mark.e2e
@@ -23,25 +25,39 @@ KEY_B = "quota-key-b-0123456789"
 PER_MODEL, PER_KEY = 6, 4
 
 
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def store_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The same checks on one redis-server and on a 3-master Redis Cluster (quota sets in
+    slots of their own, sessions spread over every master)."""
+    if request.param == "redis":
+        with RedisProcess(tmp_path_factory.mktemp("quota-redis")) as redis:
+            yield redis.url
+    else:
+        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+        cluster.ensure_up()
+        yield cluster.url + "?prefix=quotas:"
+
+
 @pytest.fixture(scope="module")
-def replicas(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[ServiceProcess]]:
+def replicas(
+    store_url: str, repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[list[ServiceProcess]]:
     root = tmp_path_factory.mktemp("quotas")
-    with RedisProcess(root / "redis") as redis:
-        env = {
-            "SEQSERVE_SESSION_STORE": redis.url,
-            "SEQSERVE_API_KEYS": f"{KEY_A},{KEY_B}",
-            "SEQSERVE_MAX_SESSIONS_PER_MODEL": str(PER_MODEL),
-            "SEQSERVE_MAX_SESSIONS_PER_KEY": str(PER_KEY),
-            "SEQSERVE_LOG_LEVEL": "warning",
-        }
-        procs = [ServiceProcess(repository, root, env) for _ in range(2)]
+    env = {
+        "SEQSERVE_SESSION_STORE": store_url,
+        "SEQSERVE_API_KEYS": f"{KEY_A},{KEY_B}",
+        "SEQSERVE_MAX_SESSIONS_PER_MODEL": str(PER_MODEL),
+        "SEQSERVE_MAX_SESSIONS_PER_KEY": str(PER_KEY),
+        "SEQSERVE_LOG_LEVEL": "warning",
+    }
+    procs = [ServiceProcess(repository, root, env) for _ in range(2)]
+    try:
         with concurrent.futures.ThreadPoolExecutor(2) as pool:
             list(pool.map(lambda p: p.start(timeout=120), procs))
-        try:
-            yield procs
-        finally:
-            for p in procs:
-                p.stop()
+        yield procs
+    finally:
+        for p in procs:
+            p.stop()
 
 
 def create(url: str, key: str, model: str = "gru", **body) -> httpx.Response:

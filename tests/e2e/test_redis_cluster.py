@@ -10,6 +10,7 @@ counts every step exactly once.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -30,17 +31,17 @@ MODEL = "lstm"
 PREFIX = "seqserve:"
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
-    with RedisClusterProcesses(tmp_path_factory.mktemp("cluster")) as c:
-        yield c
+@pytest.fixture
+def cluster(redis_cluster: RedisClusterProcesses) -> RedisClusterProcesses:
+    redis_cluster.ensure_up()  # whatever another test killed is back, every master replicated
+    return redis_cluster
 
 
 @pytest.fixture(scope="module")
 def replicas(
-    cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
+    redis_cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[list[ServiceProcess]]:
-    env = {"SEQSERVE_SESSION_STORE": cluster.url + "?wait_replicas=1", "SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
+    env = {"SEQSERVE_SESSION_STORE": redis_cluster.url + "?wait_replicas=1", "SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
     procs = [ServiceProcess(repository, tmp_path_factory.mktemp("svc"), env) for _ in range(2)]
     try:
         for proc in procs:
@@ -195,3 +196,62 @@ async def test_bulk_loads_go_as_one_pipeline_per_master(
         assert type(results[-1]).__name__ == "SessionNotFound"
     finally:
         await store.close()
+
+
+def test_a_shard_down_is_503_and_heals_without_a_restart(
+    cluster: RedisClusterProcesses, repository: Path, tmp_path: Path
+) -> None:
+    """One master and its replica killed: no node serves their slots. Readiness (with
+    SEQSERVE_READY_REQUIRES_STORE) and /v1/health/sessions say 503, the shard's sessions are a
+    clean 503 while the other shards' are served, the node's metrics show it; after both nodes
+    are restarted (AOF) the same process serves the shard's sessions again."""
+    prefix = "shard:"
+    env = {"SEQSERVE_SESSION_STORE": f"{cluster.url}?prefix={prefix}", "SEQSERVE_READY_REQUIRES_STORE": "true"}
+    with ServiceProcess(repository, tmp_path, env) as svc, httpx.Client(base_url=svc.url, timeout=10) as client:
+        by_master: dict[int, str] = {}
+        for _ in range(60):
+            sid = create(svc.url)
+            by_master.setdefault(cluster.master_for(f"{prefix}s:{{{sid}}}").port, sid)
+            if len(by_master) == 2:
+                break
+        (down_port, down_sid), (_, up_sid) = by_master.items()
+        master = next(n for n in cluster.nodes if n.port == down_port)
+        replica = cluster.replica_of(master)
+        one_step = {"inputs": [[20.0, 500.0, 12.0]], "position": 0}
+        replica.kill()  # first, so that nothing takes over the master's slots
+        master.kill()
+        try:
+            health = client.get("/v1/health/sessions")
+            assert health.status_code == 503, health.text
+            assert health.json() == {
+                "error": "session store unavailable",
+                "code": "session_store_unavailable",
+                "store": "redis-cluster",
+                "available": False,
+            }
+            assert client.get("/v2/health/ready").status_code == 503
+            down = client.post(f"/v1/sessions/{down_sid}/steps", json=one_step)
+            assert down.status_code == 503, down.text
+            assert down.json() == {"error": "session store unavailable", "code": "session_store_unavailable"}
+            up = client.post(f"/v1/sessions/{up_sid}/steps", json=one_step)
+            assert up.status_code == 200, up.text  # the other shards keep serving
+            predict = client.post(f"/v1/models/{MODEL}/predict", json={"inputs": [one_step["inputs"]]})
+            assert predict.status_code == 200, predict.text
+            metrics = httpx.get(f"{svc.admin_url}/metrics", timeout=10).text
+            node = f'node="127.0.0.1:{down_port}"'
+            assert f"seqserve_session_store_node_up{{{node}}} 0.0" in metrics, metrics[-3000:]
+            errors = re.search(rf"^seqserve_session_store_node_errors_total\{{{node}\}} (\S+)$", metrics, re.M)
+            assert errors is not None and float(errors.group(1)) >= 1, metrics[-3000:]
+            assert re.search(r"^seqserve_session_store_node_latency_seconds_count\{node=", metrics, re.M)
+        finally:
+            master.start()
+            replica.start()
+        cluster.wait_healthy()
+        deadline = time.monotonic() + 30
+        while client.get("/v1/health/sessions").status_code != 200:
+            assert time.monotonic() < deadline, "the store did not come back"
+            time.sleep(0.2)
+        assert client.get("/v2/health/ready").status_code == 200
+        again = client.post(f"/v1/sessions/{down_sid}/steps", json=one_step)
+        assert again.status_code == 200, again.text
+        assert again.json()["position"] == 1

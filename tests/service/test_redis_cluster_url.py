@@ -1,4 +1,5 @@
-"""The redis+cluster:// URL: seed nodes, prefix and wait_replicas; anything else refused at startup."""
+"""The redis+cluster:// URL: seed nodes, prefix and wait_replicas; anything else refused at startup.
+Quotas are accepted (kept in sets of their own slots)."""
 
 from __future__ import annotations
 
@@ -39,6 +40,37 @@ async def test_make_store_builds_the_cluster_store_without_connecting() -> None:
     await store.close()
 
 
-def test_quotas_are_refused_on_a_cluster_store() -> None:
-    with pytest.raises(ValueError, match="not supported"):
-        make_store(Settings(session_store="redis+cluster://127.0.0.1:1", max_sessions_per_model=5))
+async def test_quotas_are_accepted_on_a_cluster_store() -> None:
+    settings = Settings(session_store="redis+cluster://127.0.0.1:1", max_sessions_per_model=5, max_sessions_per_key=2)
+    store = make_store(settings)
+    assert isinstance(store, RedisClusterSessionStore)
+    await store.close()
+
+
+def test_quota_sets_have_their_own_hash_tag() -> None:
+    """Each quota set lives in one slot of its own: the model or owner is the hash tag."""
+    store = RedisClusterSessionStore("redis+cluster://127.0.0.1:1?prefix=p:")
+    assert store._quota_set("m", "gru") == "p:q:m:{gru}"
+    assert store._quota_set("k", "ab12") == "p:q:k:{ab12}"
+
+
+def test_node_metrics_have_a_bounded_label_space() -> None:
+    """Failovers and resharding bring new node addresses: past MAX_NODES they share one label;
+    operations, errors and time per node come out as counters and a summary."""
+    from service.metrics import Metrics
+    from service.sessions.redis_cluster import MAX_NODES, NodeStats
+
+    nodes = NodeStats()
+    for i in range(MAX_NODES + 10):
+        nodes.record(f"10.0.0.{i}:6379", 0.002, failed=i % 2 == 1)
+    nodes.record("10.0.0.0:6379", 0.004, failed=True)
+    stats = nodes.stats()
+    assert len([k for k in stats if k.startswith("node_ops:")]) == MAX_NODES + 1
+    assert stats["node_ops:_other"] == 10 and stats["node_errors:_other"] == 5
+    assert stats["node_ops:10.0.0.0:6379"] == 2 and stats["node_errors:10.0.0.0:6379"] == 1
+    metrics = Metrics()
+    metrics.watch_sessions(lambda: {"active": 0, "evicted": 0, "expired": 0, "available": 1, **stats})
+    text = metrics.render().decode()
+    assert 'seqserve_session_store_node_operations_total{node="10.0.0.0:6379"} 2.0' in text
+    assert 'seqserve_session_store_node_errors_total{node="_other"} 5.0' in text
+    assert 'seqserve_session_store_node_latency_seconds_sum{node="10.0.0.0:6379"} 0.006' in text

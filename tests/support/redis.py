@@ -4,6 +4,7 @@ with RedisProcess(tmp_path) as r:
     r.url          # redis://127.0.0.1:PORT/0
     r.stop()       # SIGTERM: clean shutdown, AOF flushed
     r.kill()       # SIGKILL: like a crash
+    r.pause()      # SIGSTOP (r.resume(): SIGCONT)
     r.start()      # same port, same directory: the AOF is replayed
 """
 
@@ -71,6 +72,8 @@ class RedisProcess:
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:
             return
+        if sig != signal.SIGKILL:
+            self.proc.send_signal(signal.SIGCONT)  # a paused server cannot stop
         self.proc.send_signal(sig)
         try:
             self.proc.wait(timeout)
@@ -80,6 +83,15 @@ class RedisProcess:
 
     def kill(self) -> None:
         self.stop(signal.SIGKILL)
+
+    def pause(self) -> None:
+        """SIGSTOP: the server hangs (connections open, nothing answered) until resume()."""
+        if self.proc is not None and self.running:
+            self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.proc is not None and self.running:
+            self.proc.send_signal(signal.SIGCONT)
 
     def restart(self, sig: int = signal.SIGTERM) -> RedisProcess:
         self.stop(sig)

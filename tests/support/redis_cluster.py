@@ -139,6 +139,24 @@ class RedisClusterProcesses:
                     return by_port[port]
         raise LookupError(f"no live master serves slot {slot}")
 
+    def replica_of(self, master: ClusterNodeProcess) -> ClusterNodeProcess:
+        """The live node replicating `master` (ROLE: slave, master host, master port, ...)."""
+        for node in self.live():
+            with contextlib.suppress(subprocess.SubprocessError, OSError):
+                role = node.cli("ROLE").split("\n")
+                if role[0].strip() == "slave" and int(role[2]) == master.port:
+                    return node
+        raise LookupError(f"no live replica of {master.port}")
+
+    def ensure_up(self, timeout: float = 60.0) -> None:
+        """Start whatever a test stopped or killed, resume what it paused; wait until healthy."""
+        for node in self.nodes:
+            if node.running:
+                node.resume()
+            else:
+                node.start()
+        self.wait_healthy(timeout)
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
@@ -148,3 +166,46 @@ class RedisClusterProcesses:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class WholeCluster:
+    """The cluster driven as if it were one redis-server, for suites written against one:
+    kill, stop, start, pause and resume act on every node, and start() returns once the
+    cluster is healthy again (AOF with fsync on every write: nothing acknowledged is lost).
+    `url` carries a key prefix of its own, so that suites sharing the cluster stay apart."""
+
+    def __init__(self, cluster: RedisClusterProcesses, prefix: str, wait_replicas: int = 0) -> None:
+        self.cluster = cluster
+        self.prefix = prefix
+        self.wait_replicas = wait_replicas
+
+    @property
+    def url(self) -> str:
+        return f"{self.cluster.url}?prefix={self.prefix}&wait_replicas={self.wait_replicas}"
+
+    @property
+    def running(self) -> bool:
+        return all(n.running for n in self.cluster.nodes)
+
+    def kill(self) -> None:
+        for node in self.cluster.nodes:
+            node.kill()
+
+    def stop(self) -> None:
+        for node in self.cluster.nodes:
+            node.stop()
+
+    def start(self) -> WholeCluster:
+        self.cluster.ensure_up()
+        return self
+
+    def pause(self) -> None:
+        for node in self.cluster.nodes:
+            node.pause()
+
+    def resume(self) -> None:
+        for node in self.cluster.nodes:
+            node.resume()
+
+    def log(self) -> str:
+        return "\n".join(f"[{n.port}] {n.log()[-600:]}" for n in self.cluster.nodes)
