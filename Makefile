@@ -16,7 +16,7 @@ SYSTEM_PACKAGES := redis-server redis-tools nginx podman runc netavark aardvark-
 SYSTEM_COMMANDS := redis-server redis-cli nginx podman runc netavark aardvark-dns debootstrap nsenter curl wrk chromium
 SECRETS ?= secrets
 
-.PHONY: run test lint install system-deps train-default serve clean bench bench-publish grpc-stubs quality secrets
+.PHONY: run test lint install system-deps train-default serve clean bench bench-publish capacity grpc-stubs quality secrets
 
 install: $(STAMP)
 
@@ -82,6 +82,10 @@ bench: $(STAMP)
 
 bench-publish:
 	$(PY) -m bench.publish
+
+# The capacity model's measured inputs and projections (docs/scaling.md): bench/results/capacity.{json,md}.
+capacity: $(STAMP)
+	$(PY) -m bench.capacity
 
 # docs/quality.md: every bundled dataset trained as a user would, against every baseline (minutes).
 quality: $(STAMP)

@@ -98,13 +98,39 @@ def in_process(count: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def over_http(count: int, connections: int = 4) -> dict:
-    """Create `count` sessions on a real server with wrk and read the server's RSS growth."""
+def create_with_wrk(url: str, count: int, connections: int = 4, model: str = "bench") -> dict:
+    """Create about `count` sessions on a running server with wrk (`create` mode of the Lua
+    script, `connections` threads); returns {"created", "errors", "seconds"}."""
     from bench.loadgen import LUA_SCRIPT, wrk_path
 
     wrk = wrk_path()
     if wrk is None:
         raise RuntimeError("wrk not found")
+    per_thread = -(-count // connections)
+    wrk_env = {**os.environ, "BENCH_MODE": "create", "BENCH_MODEL": model, "BENCH_CREATE": str(per_thread)}
+    cmd = [wrk, f"-t{connections}", f"-c{connections}", "-d3600s", "--timeout=30s", "-s", str(LUA_SCRIPT)]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([*cmd, url], env=wrk_env, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    done = 0
+    result = None
+    for line in proc.stdout:  # each thread prints CREATE_DONE when it reached its share
+        if line.startswith("CREATE_DONE"):
+            done += 1
+            if done == connections:
+                proc.send_signal(signal.SIGINT)  # wrk stops and runs done()
+        elif line.startswith("BENCH_RESULT "):
+            result = json.loads(line[len("BENCH_RESULT ") :])
+    proc.wait(60)
+    return {
+        "created": result["ok"] if result else per_thread * connections,
+        "errors": (result or {}).get("non2xx", -1),
+        "seconds": time.perf_counter() - t0,
+    }
+
+
+def over_http(count: int, connections: int = 4) -> dict:
+    """Create `count` sessions on a real server with wrk and read the server's RSS growth."""
     with tempfile.TemporaryDirectory(prefix="seqserve-mem-") as tmp:
         repo = Path(tmp) / "repository"
         export_bench_model(repo)
@@ -113,27 +139,12 @@ def over_http(count: int, connections: int = 4) -> dict:
             server.start(Path(tmp) / "logs")
             time.sleep(1.0)
             before = server.rss_bytes()
-            per_thread = -(-count // connections)
-            wrk_env = {**os.environ, "BENCH_MODE": "create", "BENCH_MODEL": "bench", "BENCH_CREATE": str(per_thread)}
-            cmd = [wrk, f"-t{connections}", f"-c{connections}", "-d3600s", "--timeout=30s", "-s", str(LUA_SCRIPT)]
-            t0 = time.perf_counter()
-            proc = subprocess.Popen([*cmd, server.url], env=wrk_env, stdout=subprocess.PIPE, text=True)
-            done = 0
-            result = None
-            for line in proc.stdout:  # each thread prints CREATE_DONE when it reached its share
-                if line.startswith("CREATE_DONE"):
-                    done += 1
-                    if done == connections:
-                        proc.send_signal(signal.SIGINT)  # wrk stops and runs done()
-                elif line.startswith("BENCH_RESULT "):
-                    result = json.loads(line[len("BENCH_RESULT ") :])
-            proc.wait(60)
-            elapsed = time.perf_counter() - t0
+            made = create_with_wrk(server.url, count, connections)
             time.sleep(1.0)
             after = server.rss_bytes()
-            created = result["ok"] if result else per_thread * connections
-            summary = _summary("HTTP POST /sessions, server RSS", created, before, after, created, elapsed)
-            summary["errors"] = (result or {}).get("non2xx", -1)
+            created = made["created"]
+            summary = _summary("HTTP POST /sessions, server RSS", created, before, after, created, made["seconds"])
+            summary["errors"] = made["errors"]
             return summary
 
 
