@@ -9,7 +9,8 @@ one rank of a data-parallel job:
   all-reduce during backward; every rank therefore holds the same weights after each step;
 - the training work is sharded: `--batch-size` stays the *global* number of TBPTT streams per
   optimiser step and each rank walks its share of them (`shard_count`), with its own seeded
-  random restarts; with several series each rank owns a subset of the series (`shard_items`);
+  random restarts; with several series (`--series-id`) each rank reads and trains on its own
+  subset of the series (`load_shard`, `shard_items`);
 - validation metrics are summed across ranks (`Context.mean`), so every rank sees the same
   number and early stopping and the best checkpoint are decided together, without a message;
 - only rank 0 evaluates against the baselines, exports and publishes (atomically, as in a
@@ -116,6 +117,17 @@ class Context:
         summed, counted = self.sum([total, count])
         return summed / counted if counted else float("nan")
 
+    def broadcast(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (pickled): settings fitted on rank 0's shard that every
+        rank must share exactly (the model config)."""
+        if not self.enabled:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist
@@ -198,6 +210,79 @@ def shutdown() -> None:
     global _CONTEXT
     _CONTEXT.close()
     _CONTEXT = Context()
+
+
+SHARD_BATCH_ROWS = 100_000
+
+
+def load_shard(path: str | Path, series_id: str, max_rows: int) -> Any:
+    """This rank's rows of a long-format CSV or Parquet file: the whole table in one process.
+
+    Under torchrun the series-id column alone is read first (every rank, so all agree); the
+    sorted series keys are dealt round-robin (key i to rank i mod world) and the file is then
+    streamed in batches keeping only this rank's series, so a rank holds about 1/world of the
+    table. `max_rows` limits the shard, the part that is held in memory."""
+    import pandas as pd
+
+    from training.data import TrainingError, load_table
+
+    ctx = context()
+    if not ctx.enabled:
+        return load_table(path, max_rows)
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"data file not found: {path}")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        if parquet:
+            import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+            reader = pq.ParquetFile(path)
+            columns = list(reader.schema_arrow.names)
+        else:
+            columns = list(pd.read_csv(path, nrows=0).columns)
+        if series_id not in columns:
+            raise TrainingError(f"unknown series-id column(s) {[series_id]}; the data has columns {columns}")
+        if parquet:
+            ids = reader.read(columns=[series_id]).to_pandas()[series_id]
+        else:
+            ids = pd.read_csv(path, usecols=[series_id])[series_id]
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise TrainingError(f"cannot read {path}: {' '.join(str(exc).split())}") from exc
+    blank = (ids.isna() | (ids.astype(str).str.strip() == "")).to_numpy()
+    if blank.any():
+        first = int(blank.argmax())
+        raise TrainingError(f"series-id column {series_id!r} has missing values, first at data row {first + 1}")
+    keys = sorted(set(ids.astype(str)))
+    if len(keys) < ctx.world_size:
+        raise TrainingError(
+            f"{len(keys)} series cannot be shared by {ctx.world_size} processes: use at most {len(keys)}"
+        )
+    mine = set(ctx.shard_items(keys))
+    del ids
+    if parquet:
+        batches = (b.to_pandas() for b in reader.iter_batches(batch_size=SHARD_BATCH_ROWS))
+    else:
+        batches = pd.read_csv(path, chunksize=SHARD_BATCH_ROWS)
+    parts, kept = [], 0
+    try:
+        for batch in batches:
+            part = batch[batch[series_id].astype(str).isin(mine)]
+            kept += len(part)
+            if 0 < max_rows < kept:
+                raise TrainingError(
+                    f"this process's share of {path} has more than {max_rows} rows (--max-rows); "
+                    "raise --max-rows or use more processes"
+                )
+            parts.append(part)
+    except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise TrainingError(f"cannot read {path}: {' '.join(str(exc).split())}") from exc
+    frame = pd.concat(parts, ignore_index=True)
+    print(
+        f"{ctx.label()}data: reads {len(mine)} of {len(keys)} series ({len(frame)} rows) from {path.name}",
+        flush=True,
+    )
+    return frame
 
 
 def write_status(code: int) -> int:

@@ -26,6 +26,7 @@ from models.export import input_names, output_names
 from seqserve.cli import main
 from tests.support.servers import ROOT
 from training import distributed
+from training.data import TrainingError
 
 from .conftest import SUNSPOTS, snapshot
 
@@ -171,3 +172,57 @@ def test_launcher_hands_back_rank0_exit_code(tmp_path, monkeypatch) -> None:
     assert distributed.launch(settings, 3) == 2
     assert calls[0][1:4] == ["-m", "torch.distributed.run", "--standalone"]
     assert calls[0][-4:-1] == ["seqserve.cli", "train", "--config"]
+
+
+def test_kubernetes_job_example_wires_the_rendezvous() -> None:
+    """docs/kubernetes/train-distributed.yaml: an Indexed Job whose pods find pod 0 through the
+    headless Service, with as many nodes in torchrun as pods in the Job."""
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "docs/kubernetes/train-distributed.yaml").read_text()) if d]
+    service = next(d for d in docs if d["kind"] == "Service")
+    job = next(d for d in docs if d["kind"] == "Job")
+    assert service["spec"]["clusterIP"] == "None"
+    spec, pod = job["spec"], job["spec"]["template"]["spec"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"]
+    assert service["spec"]["selector"].items() <= job["spec"]["template"]["metadata"]["labels"].items()
+    assert pod["subdomain"] == service["metadata"]["name"]
+    container = pod["containers"][0]
+    assert container["command"] == ["python", "-m", "torch.distributed.run"]
+    flags = dict(arg.removeprefix("--").split("=", 1) for arg in container["args"] if "=" in arg)
+    assert int(flags["nnodes"]) == spec["completions"] and flags["rdzv-backend"] == "c10d"
+    host, port = flags["rdzv-endpoint"].split(":")
+    assert host == f"{job['metadata']['name']}-0.{service['metadata']['name']}"
+    assert int(port) == service["spec"]["ports"][0]["port"]
+    assert container["args"][-6:-4] == ["seqserve.cli", "train"]
+    assert any(m["mountPath"] == "/models" for m in container["volumeMounts"])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_each_rank_reads_only_its_series(tmp_path, monkeypatch, suffix) -> None:
+    """Sharded reading: disjoint whole series per rank, together the whole table, rows in file
+    order; small batches so the streaming path filters several of them."""
+    rng = np.random.default_rng(0)
+    keys = [f"s{i:02d}" for i in range(7)]
+    frame = pd.DataFrame({"id": np.repeat(keys, 30), "t": np.tile(np.arange(30), 7), "y": rng.normal(size=210)}).sample(
+        frac=1.0, random_state=1, ignore_index=True
+    )
+    path = tmp_path / f"long{suffix}"
+    frame.to_parquet(path) if suffix == ".parquet" else frame.to_csv(path, index=False)
+    monkeypatch.setattr(distributed, "SHARD_BATCH_ROWS", 25)
+    shards = []
+    for rank in range(3):
+        monkeypatch.setattr(distributed, "_CONTEXT", distributed.Context(rank=rank, world_size=3, backend="gloo"))
+        shards.append(distributed.load_shard(path, "id", 0))
+    assert [sorted(set(s["id"])) for s in shards] == [keys[0::3], keys[1::3], keys[2::3]]
+    for shard in shards:
+        expected = frame[frame["id"].isin(set(shard["id"]))].reset_index(drop=True)
+        pd.testing.assert_frame_equal(shard, expected, check_dtype=False)
+    monkeypatch.setattr(distributed, "_CONTEXT", distributed.Context(rank=0, world_size=8, backend="gloo"))
+    with pytest.raises(TrainingError, match="7 series cannot be shared by 8 processes"):
+        distributed.load_shard(path, "id", 0)
+    with pytest.raises(TrainingError, match="unknown series-id column"):
+        distributed.load_shard(path, "nope", 0)
+    monkeypatch.setattr(distributed, "_CONTEXT", distributed.Context(rank=0, world_size=2, backend="gloo"))
+    with pytest.raises(TrainingError, match="more than 100 rows"):
+        distributed.load_shard(path, "id", 100)
