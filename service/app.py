@@ -1,4 +1,4 @@
-"""create_app(settings): the FastAPI application and the services it is built from.
+"""create_app(settings): the FastAPI application around the services (service/core/services.py).
 
 Start-up (lifespan) loads every model in the repository, warms each ONNX Runtime session,
 opens the session store, and builds one batcher per model version. Shutdown stops taking
@@ -15,29 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from service.api import admin, health, models, schemas, sessions, stream, ui, v2
+from service.api import admin, codecs, health, models, schemas, sessions, stream, ui, v2
 from service.api import docs as api_docs
 from service.api import errors as api_errors
 from service.api.fastpath import FastPath
 from service.api.gate import KeyGate
 from service.api.middleware import RequestMiddleware
-from service.auth import KeyRing, Security
-from service.batching import Batcher
+from service.auth import Security
+from service.core.reloader import poll_forever
+from service.core.services import build_services
 from service.metrics import Metrics
-from service.registry import LoadedModel, ModelRegistry
-from service.reloader import poll_forever
-from service.sessions.base import SessionStore
-from service.sessions.manager import SessionManager
 from service.settings import Settings
 
 log = logging.getLogger("seqserve.app")
@@ -53,85 +47,6 @@ BODY_MODELS = (
 )
 
 
-def make_store(settings: Settings, security: Security | None = None) -> SessionStore:
-    if settings.session_store == "memory":
-        from service.sessions.memory import MemorySessionStore
-
-        return MemorySessionStore(settings.max_sessions)
-    if settings.session_store.startswith(("redis://", "rediss://", "unix://")):
-        from service.sessions.redis import RedisSessionStore
-
-        password = security.redis_password if security is not None else None
-        return RedisSessionStore(settings.session_store, password=password)
-    if settings.session_store.startswith("redis+cluster://"):
-        from service.sessions.redis_cluster import RedisClusterSessionStore
-
-        password = security.redis_password if security is not None else None
-        return RedisClusterSessionStore(settings.session_store, password=password)
-    raise ValueError(
-        f"SEQSERVE_SESSION_STORE must be 'memory', a redis:// or a redis+cluster:// URL, got {settings.session_store!r}"
-    )
-
-
-@dataclass
-class Services:
-    """Everything a request needs, built once at start-up and reached via app.state."""
-
-    settings: Settings
-    metrics: Metrics
-    registry: ModelRegistry
-    store: SessionStore
-    executor: ThreadPoolExecutor
-    manager: SessionManager = field(init=False)
-    batchers: dict[str, Batcher] = field(default_factory=dict)
-    started_at: float = field(default_factory=time.time)
-    reload_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Decoding and encoding large bodies (seconds of GIL-bound work for an 8 MB predict) runs
-    # here, not on the event loop; one thread, so such transient memory is held once at a time.
-    codec: ThreadPoolExecutor = field(default_factory=lambda: ThreadPoolExecutor(1, thread_name_prefix="codec"))
-    keys: KeyRing = field(default_factory=lambda: KeyRing(frozenset()))  # data-plane API keys (gRPC checks them)
-
-    def __post_init__(self) -> None:
-        self.manager = SessionManager(
-            self.settings,
-            self.registry,
-            self.store,
-            self.batcher_for,
-            on_steps=lambda key, n: self.metrics.steps.labels(key).inc(n),
-        )
-
-    def batcher_for(self, model: LoadedModel) -> Batcher:
-        batcher = self.batchers.get(model.key)
-        if batcher is None or batcher.model is not model:
-            s = self.settings
-            batcher = self.batchers[model.key] = Batcher(
-                model,
-                self.executor,
-                enabled=s.batching,
-                max_size=s.batch_max_size,
-                max_delay_s=s.batch_max_delay_us / 1e6,
-                inline_max_cost=s.inline_max_cost,
-                observe=self.metrics.observer(model.key),
-                stats=self.metrics.model_stats.of(model.name, model.version),
-            )
-        return batcher
-
-
-def build_services(settings: Settings, metrics: Metrics, security: Security | None = None) -> Services:
-    registry = ModelRegistry(settings)
-    registry.load_all()
-    store = make_store(settings, security)
-    metrics.watch_sessions(store.stats)
-    metrics.track_models(registry.has_name)
-    executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="ort")
-    svc = Services(settings, metrics, registry, store, executor)
-    if security is not None:
-        svc.keys = security.keys
-    for model in registry:
-        svc.batcher_for(model)
-    return svc
-
-
 def create_app(settings: Settings | None = None, security: Security | None = None) -> FastAPI:
     settings = settings or Settings()
     security = security or Security.from_settings(settings)
@@ -139,7 +54,7 @@ def create_app(settings: Settings | None = None, security: Security | None = Non
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        svc = build_services(settings, metrics, security)
+        svc = build_services(settings, metrics, codecs.STEP_REPLY, security)
         app.state.services = svc
         await svc.store.start()
         grpc_server = None

@@ -4,7 +4,7 @@ parameters, and everything after that (validation of what the tensors mean, the 
 sequences onto sessions, timeouts, retry-safe positions, which outputs) happens here, once.
 
 Sequences. `sequence_id` (non-zero unsigned int or non-empty string) names a session of the
-SessionManager under the id `v2:<model>:<sequence_id>` (5 and "5" are the same sequence), or
+session engine (service/core) under the id `v2:<model>:<sequence_id>` (5 and "5" are the same sequence), or
 `v2:<owner>:<model>:<sequence_id>` with API keys (each key has its own sequence ids and owns
 their sessions: another key's sequence 5 is not yours), so it lives in the configured store,
 its steps go through the batcher and are applied in order.
@@ -14,7 +14,7 @@ clock on a stateless request or with `sequence_start`; not with explicit state t
 
 Retry-safety. `sequence_position` (optional, the number of time steps the sequence has taken
 before this request; 0 with `sequence_start`) makes a step exactly-once like v1's `position`
-(the session manager does it): a resend of one of the sequence's recent steps (same position,
+(the step engine does it): a resend of one of the sequence's recent steps (same position,
 same inputs) gets its recorded reply and applies nothing; any other mismatch is a position
 conflict carrying the current position. A start with position 0 on a sequence that already
 moved past position 0 is such a step too: replayed when it is a resend of the start, a conflict
@@ -39,8 +39,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
+from service.core.engine import StepRequest
+from service.core.lifecycle import Sessions
 from service.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -55,7 +56,7 @@ from service.runtime import parse_start_time
 from service.sessions.base import SessionRecord
 
 if TYPE_CHECKING:
-    from service.app import Services
+    from service.core.services import Services
 
 DATATYPE = "FP32"
 MAX_SEQUENCE_ID_CHARS = 128
@@ -349,13 +350,13 @@ async def _sequence_step(
     if x.shape[0] != 1:
         raise Error(f"sequence requests take batch 1; input has batch {x.shape[0]}", field="input")
     session_id = f"v2:{owner}:{model.name}:{seq_id}" if owner else f"v2:{model.name}:{seq_id}"
-    manager = svc.manager
+    sessions = svc.sessions
     if options.start:
-        if options.position is None or not await _retried_start(manager, session_id, owner):
+        if options.position is None or not await _retried_start(sessions, session_id, owner):
             state_in = None
             if model.input_names[1] in arrays:
                 state_in = {s: arrays[f"{s}0"][:, 0, :].tolist() for s in model.state_names}
-            await manager.create(
+            await sessions.create(
                 model.name,
                 model.version,
                 state=state_in,
@@ -370,7 +371,7 @@ async def _sequence_step(
                 field="state",
             )
         if pinned:
-            record = await _record(manager, session_id, seq_id, model.name, owner)
+            record = await _record(sessions, session_id, seq_id, model.name, owner)
             if record.version != model.version:
                 raise Error(
                     f"sequence {seq_id!r} runs on version {record.version} of model '{model.name}', "
@@ -378,43 +379,43 @@ async def _sequence_step(
                     field="version",
                 )
     try:
-        step = orjson.loads(await manager.step(session_id, x[0].tolist(), options.position, owner=owner))
+        step = await svc.engine.step(StepRequest(session_id, x[0], options.position), owner=owner)
     except (SessionNotFound, SessionExpired) as exc:
         raise _not_started(seq_id, model.name, exc) from None
-    served = svc.registry.get(step["model"], step["version"])
-    tensors: dict[str, np.ndarray] = {"output": np.asarray(step["outputs"], np.float32)[None]}
+    served = step.model
+    tensors: dict[str, np.ndarray] = {"output": step.outputs[None]}
     if any(n != "output" for n in wanted):
-        record = await _record(manager, session_id, seq_id, model.name, owner)
-        if record.position != step["position"]:
+        if step.state is None:  # a replay of a step that is no longer the sequence's latest
+            record = await _record(sessions, session_id, seq_id, model.name, owner)
             raise PositionConflict(
-                f"sequence {seq_id!r} was stepped again before its state could be read; "
-                "request state outputs only where steps of one sequence do not overlap",
+                f"sequence {seq_id!r} was stepped again after the step that was replayed, so its state "
+                "after that step is gone; request state outputs only where steps of one sequence do not overlap",
                 position=record.position,
             )
-        for n, array in zip(served.output_names[1:], record.state, strict=True):
+        for n, array in zip(served.output_names[1:], step.state, strict=True):
             tensors[n] = array[:, None, :]
         missing = [n for n in wanted if n not in tensors]
         if missing:
             raise Error(f"sequence {seq_id!r} runs on a model without outputs {missing}", field="outputs")
     if options.end:
-        await manager.delete(session_id, owner)
-    return Result(served, {n: tensors[n] for n in wanted}, step["position"])
+        await sessions.delete(session_id, owner)
+    return Result(served, {n: tensors[n] for n in wanted}, step.position)
 
 
-async def _retried_start(manager: Any, session_id: str, owner: str) -> bool:
+async def _retried_start(sessions: Sessions, session_id: str, owner: str) -> bool:
     """With sequence_position 0 on a start: does the sequence already exist past position 0?
-    Then the step goes to the manager with position 0, which replays the start if it is one of
+    Then the step goes to the engine with position 0, which replays the start if it is one of
     the recent steps it recorded (a resend) and answers a position conflict otherwise."""
     try:
-        record = await manager.get(session_id, owner)
+        record = await sessions.get(session_id, owner)
     except (SessionNotFound, SessionExpired):
         return False
     return record.position > 0
 
 
-async def _record(manager: Any, session_id: str, seq_id: str, model: str, owner: str) -> SessionRecord:
+async def _record(sessions: Sessions, session_id: str, seq_id: str, model: str, owner: str) -> SessionRecord:
     try:
-        return await manager.get(session_id, owner)
+        return await sessions.get(session_id, owner)
     except (SessionNotFound, SessionExpired) as exc:
         raise _not_started(seq_id, model, exc) from None
 

@@ -19,7 +19,7 @@ from models.repository import scan_repository
 from service.inference import InferenceRequestError, parse_version
 
 if TYPE_CHECKING:
-    from service.app import Services
+    from service.core.services import Services
     from service.registry import LoadedModel
 
 PLATFORM = "onnxruntime_onnx"

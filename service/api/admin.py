@@ -1,6 +1,6 @@
 """Operator endpoints: reload the model repository, unload a version, list sessions.
 
-They are served only by the admin listener (SEQSERVE_ADMIN_PORT, see service/app.py), never
+They are served only by the admin listener (SEQSERVE_ADMIN_PORT, see service/server.py), never
 on the data port, and every one of them needs the admin key (`X-API-Key: <key>` or
 `Authorization: Bearer <key>`; service/auth.py), checked by `AdminGate` before routing.
 Session ids are listed only here: clients cannot enumerate them.
@@ -18,8 +18,8 @@ from service.api.body import json_response_bytes
 from service.api.deps import services
 from service.api.schemas import ErrorBody
 from service.auth import AdminKey
+from service.core.reloader import reload
 from service.errors import ServiceError, Unauthorized
-from service.reloader import reload
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -75,8 +75,7 @@ async def unload_version(name: str, version: int, request: Request) -> Response:
         pinned = (await svc.store.usage()).get((name, version), 0)
         if pinned:
             raise VersionInUse(f"{model.key} is used by {pinned} session(s)", sessions=pinned)
-        svc.registry.remove(name, version)
-        svc.batchers.pop(model.key, None)
+        svc.pool.unload(model)
     return _json({"unloaded": [model.key]})
 
 

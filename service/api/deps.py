@@ -10,7 +10,7 @@ from service.api.gate import owner_of
 from service.errors import NotReady
 
 if TYPE_CHECKING:
-    from service.app import Services
+    from service.core.services import Services
 
 
 def services(conn: HTTPConnection) -> Services:

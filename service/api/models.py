@@ -18,7 +18,7 @@ from service.errors import InvalidInput
 from service.runtime import check_one_origin, parse_batch, parse_start_time, parse_state
 
 if TYPE_CHECKING:
-    from service.app import Services
+    from service.core.services import Services
     from service.registry import LoadedModel
 
 router = APIRouter(tags=["models"])

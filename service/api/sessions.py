@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
+from service.api import codecs
 from service.api.body import check_object, json_response_bytes, optional_int, parse_json, read_json
 from service.api.deps import owner, services
 from service.api.schemas import (
@@ -16,11 +17,12 @@ from service.api.schemas import (
     body_schema,
     optional_body_schema,
 )
+from service.core.engine import StepRequest
 from service.errors import InvalidInput, LimitExceeded, SessionNotFound
 from service.sessions.base import SessionRecord, shown
 
 if TYPE_CHECKING:
-    from service.app import Services
+    from service.core.services import Services
 
 router = APIRouter(tags=["sessions"])
 CREATE_FIELDS = frozenset({"version", "ttl_seconds", "state", "start_time"})
@@ -70,7 +72,7 @@ async def _optional_body(request: Request, allowed: frozenset[str]) -> dict:
 )
 async def create_session(name: str, request: Request) -> Response:
     body = await _optional_body(request, CREATE_FIELDS)
-    record = await services(request).manager.create(
+    record = await services(request).sessions.create(
         name,
         optional_int(body, "version", 1),
         body.get("ttl_seconds"),
@@ -93,9 +95,10 @@ async def step_session(session_id: str, request: Request) -> Response:
 
 
 async def apply_steps(svc: Services, session_id: str, raw: bytes, owner: str = "") -> bytes:
-    """The step endpoint's whole job, from raw body to response body."""
+    """The step endpoint's whole job, from raw body to response body (the step's recorded
+    reply, which a retry gets again)."""
     inputs, position = parse_step_request(raw)
-    return await svc.manager.step(session_id, inputs, position, owner=owner)
+    return (await svc.engine.step(StepRequest(session_id, inputs, position), owner=owner)).payload
 
 
 def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[Any, Any]:
@@ -109,7 +112,7 @@ def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[An
 @router.get("/v1/sessions/{session_id}", response_model=SessionInfo, responses=errors(404, 410, 503))
 async def get_session(session_id: str, request: Request, include_state: bool = False) -> Response:
     svc = services(request)
-    record = await svc.manager.get(session_id, owner(request))
+    record = await svc.sessions.get(session_id, owner(request))
     names: tuple[str, ...] = ()
     if include_state:  # the pinned version stays loaded while sessions use it
         names = svc.registry.get(record.model, record.version).state_names
@@ -125,13 +128,13 @@ async def get_session(session_id: str, request: Request, include_state: bool = F
 )
 async def fork_session(session_id: str, request: Request) -> Response:
     body = await _optional_body(request, FORK_FIELDS)
-    record = await services(request).manager.fork(session_id, body.get("ttl_seconds"), owner(request))
+    record = await services(request).sessions.fork(session_id, body.get("ttl_seconds"), owner(request))
     return _json(session_info(record), 201)
 
 
 @router.delete("/v1/sessions/{session_id}", status_code=204, responses=errors(404, 503))
 async def delete_session(session_id: str, request: Request) -> Response:
-    if not await services(request).manager.delete(session_id, owner(request)):
+    if not await services(request).sessions.delete(session_id, owner(request)):
         raise SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
     return Response(status_code=204)
 
@@ -157,5 +160,7 @@ async def bulk_steps(name: str, request: Request) -> Response:
             f"steps has {len(entries)} entries; at most {limit}", field="steps", limit="max_bulk_sessions", max=limit
         )
 
-    results = await svc.manager.step_many(name, entries, owner(request))
-    return _json(b'{"results":[' + b",".join(results) + b"]}")
+    items = codecs.bulk_requests(entries, svc.settings.max_steps_per_request)
+    requests = [item for item in items if isinstance(item, StepRequest)]
+    outcomes = await svc.engine.apply(requests, model=name, owner=owner(request))
+    return _json(codecs.bulk_body(items, outcomes))

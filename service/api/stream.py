@@ -5,9 +5,10 @@ Same semantics and errors as POST /v1/sessions/{id}/steps: each text message is 
 its HTTP-equivalent `status`. An error leaves the session and the connection as they were.
 
 A client may send its next messages without waiting for replies (readings as they arrive).
-Messages already waiting when the server turns to the connection are answered together by
-SessionManager.step_stream: one model call over their concatenated steps when they are all
-valid and in sequence, one by one otherwise, with replies identical either way and in order.
+Messages already waiting when the server turns to the connection are applied together, as one
+batch of the step engine (service/core/engine.py): their steps run as one model call and one
+store write, and each message gets the reply it would have got alone, in order (an invalid
+message, a retry or a conflict is answered in its place without breaking the others' run).
 Reading stops while `ws_max_queue` messages wait, so a fast sender is slowed by TCP, not buffered
 (each message is at most `ws_max_message_bytes`, enforced by the server before it is read).
 """
@@ -20,23 +21,20 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.types import Message
 
+from service.api import codecs
 from service.api.deps import owner, services
 from service.api.middleware import request_id_of
 from service.api.sessions import parse_step_request
-from service.errors import InvalidInput, ServiceError, internal_error_body
+from service.core.engine import StepRequest
+from service.errors import InvalidInput, ServiceError
 from service.logs import set_request_id
 
 log = logging.getLogger("seqserve.errors")
 router = APIRouter(tags=["sessions"])
 SUBPROTOCOL = "seqserve.v1"
-
-
-def _error(exc: ServiceError) -> bytes:
-    return orjson.dumps({"status": exc.status, **exc.body()})
 
 
 def _request(message: Mapping[str, Any], max_bytes: int) -> tuple[Any, Any]:
@@ -58,9 +56,9 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     who = owner(websocket)
     await websocket.accept(subprotocol=SUBPROTOCOL if SUBPROTOCOL in offered else None)
     try:
-        await svc.manager.get(session_id, who)
+        await svc.sessions.get(session_id, who)
     except ServiceError as exc:
-        await websocket.send_text(_error(exc).decode())
+        await websocket.send_text(codecs.stream_error(exc).decode())
         await websocket.close(code=4000 + exc.status)
         return
     max_bytes = svc.settings.max_body_bytes
@@ -86,19 +84,20 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
             messages = [m for m in messages if m["type"] == "websocket.receive"]
             # Parse every message; invalid ones get their error in place, in order.
             replies: list[bytes | None] = [None] * len(messages)
-            requests: list[tuple[Any, Any]] = []
+            requests: list[StepRequest] = []
             slots: list[int] = []
             for i, message in enumerate(messages):
                 try:
-                    requests.append(_request(message, max_bytes))
-                    slots.append(i)
+                    inputs, position = _request(message, max_bytes)
                 except ServiceError as exc:
-                    replies[i] = _error(exc)
+                    replies[i] = codecs.stream_error(exc)
+                    continue
+                requests.append(StepRequest(session_id, inputs, position))
+                slots.append(i)
             if requests:
-                # Runs of valid messages between invalid ones keep their order.
-                results = await _answer_in_order(svc, session_id, who, requests, slots, replies)
-                for i, result in results:
-                    replies[i] = result
+                outcomes = await svc.engine.apply(requests, owner=who)
+                for i, outcome in zip(slots, outcomes, strict=True):
+                    replies[i] = codecs.stream_reply(outcome)
             for reply in replies:
                 await websocket.send_text(reply.decode())  # type: ignore[union-attr]
             if closing:
@@ -110,38 +109,9 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
         set_request_id(rid)
         log.exception("unhandled error")
         with contextlib.suppress(Exception):
-            await websocket.send_text(orjson.dumps({"status": 500, **internal_error_body(rid)}).decode())
+            await websocket.send_text(codecs.stream_internal_error(rid).decode())
             await websocket.close(code=1011)
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader
-
-
-async def _answer_in_order(
-    svc: Any,
-    session_id: str,
-    owner: str,
-    requests: list[tuple[Any, Any]],
-    slots: list[int],
-    replies: list[bytes | None],
-) -> list[tuple[int, bytes]]:
-    """Apply the valid messages in arrival order: consecutive ones (no invalid message
-    between them) go to step_stream together."""
-    out: list[tuple[int, bytes]] = []
-    run: list[int] = []
-
-    async def flush() -> None:
-        if not run:
-            return
-        results = await svc.manager.step_stream(session_id, [requests[k] for k in run], owner)
-        for k, result in zip(run, results, strict=True):
-            out.append((slots[k], _error(result) if isinstance(result, ServiceError) else result))
-        run.clear()
-
-    for k in range(len(requests)):
-        if run and slots[k] != slots[run[-1]] + 1:  # an invalid message sits between
-            await flush()
-        run.append(k)
-    await flush()
-    return out

@@ -29,7 +29,7 @@ says, and a sequence request gets `output` only: its state is implicit and stays
 
 Sequences (Triton's sequence extension), in request `parameters`: `sequence_id` (non-zero
 int or non-empty string; 0 and "" mean none), `sequence_start`, `sequence_end`, and the
-retry-safe `sequence_position`. A sequence is a session of the SessionManager under the
+retry-safe `sequence_position`. A sequence is a session of the step engine (service/core) under the
 deterministic id `v2:<model>:<sequence_id>` (model names cannot hold ':'; 5 and "5" name the
 same sequence), so it lives in the configured session store (memory or Redis), its steps go
 through the batcher, are applied exactly once and in order, and it expires after the session
@@ -57,19 +57,17 @@ Parsing is orjson for the JSON and one numpy call per tensor, never Python work 
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
 from service import inference, triton
+from service.api import codecs
 from service.api.deps import owner, services
 from service.api.schemas import ErrorBody
 from service.errors import MalformedJSON, echo
-from service.inference import DATATYPE, InferenceRequestError, parse_version
-from service.registry import LoadedModel
+from service.inference import InferenceRequestError, parse_version
 
 router = APIRouter(tags=["v2"])
 
@@ -77,8 +75,6 @@ PLATFORM = triton.PLATFORM
 EXTENSIONS = ["binary_tensor_data", "parameters", "sequence", "model_configuration", "statistics", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
-TENSOR_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
-OUTPUT_FIELDS = frozenset({"name", "parameters"})
 INDEX_FIELDS = frozenset({"ready", "repository_name"})
 JSON = "application/json"
 
@@ -198,7 +194,7 @@ async def repository_index(request: Request) -> Response:
             body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
             raise MalformedJSON(f"repository index request is not valid JSON: {exc}") from None
-        body = _check_fields(body, INDEX_FIELDS, "repository index request")
+        body = codecs.check_fields(body, INDEX_FIELDS, "repository index request")
         ready = body.get("ready", False)
         if not isinstance(ready, bool):
             raise Error("ready must be true or false", field="ready")
@@ -206,15 +202,6 @@ async def repository_index(request: Request) -> Response:
 
 
 # ---------------------------------------------------------------------------- request parsing
-
-
-def _check_fields(value: Any, allowed: frozenset[str], what: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise Error(f"{what} must be a JSON object")
-    unknown = value.keys() - allowed
-    if unknown:
-        raise Error(f"{what} has unknown fields {echo(sorted(unknown))}; allowed: {sorted(allowed)}")
-    return value
 
 
 async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
@@ -238,120 +225,7 @@ async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
         body = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"inference request is not valid JSON: {exc}") from None
-    return _check_fields(body, REQUEST_FIELDS, "inference request"), binary
-
-
-def _array(spec: dict[str, Any], name: str, shape: list[int], binary: bytes, offset: int) -> tuple[np.ndarray, int]:
-    """The tensor's data as float32 of `shape`, and the offset after its binary data."""
-    count = math.prod(shape)
-    params = spec.get("parameters") or {}
-    if not isinstance(params, dict):
-        raise Error(f"input '{name}': parameters must be an object", field=name)
-    size = params.get("binary_data_size")
-    if size is not None:
-        if "data" in spec:
-            raise Error(f"input '{name}' has both data and binary_data_size; send one", field=name)
-        if type(size) is not int or size != count * 4:
-            raise Error(
-                f"input '{name}': binary_data_size {echo(size)} does not match shape {shape} of FP32 "
-                f"({count * 4} bytes)",
-                field=name,
-            )
-        if offset + size > len(binary):
-            raise Error(f"input '{name}': the binary data ends before its {size} bytes", field=name)
-        array = np.frombuffer(binary, "<f4", count, offset).reshape(shape)
-        return array, offset + size
-    data = spec.get("data")
-    if not isinstance(data, list):
-        raise Error(
-            f"input '{name}' needs data: a flat, row-major array of {count} numbers (or binary_data_size)", field=name
-        )
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError):
-        raise Error(f"input '{name}': data must be a flat array of numbers", field=name) from None
-    if array.dtype.kind not in "fiu":
-        raise Error(f"input '{name}': data must hold only numbers (FP32)", field=name)
-    if array.size != count:
-        raise Error(
-            f"input '{name}': shape {shape} needs {count} values, data has {array.size}",
-            field=name,
-            expected=count,
-        )
-    with np.errstate(over="ignore"):
-        array = array.astype(np.float32).reshape(shape)
-    return array, offset
-
-
-def _decode_inputs(specs: Any, binary: bytes, model: LoadedModel, max_batch: int, max_steps: int) -> dict:
-    """Validated inputs by name: `input` [B, T, F] and any state tensors [rows, B, width]."""
-    if not isinstance(specs, list) or not specs:
-        raise Error(f"inputs must be a non-empty array of tensors; model '{model.name}' takes {model.input_names}")
-    arrays: dict[str, np.ndarray] = {}
-    offset = 0
-    for i, spec in enumerate(specs):
-        spec = _check_fields(spec, TENSOR_FIELDS, f"inputs[{i}]")
-        name: Any = spec.get("name")  # check_tensor refuses anything but a known input's name
-        shape = inference.check_tensor(name, spec.get("datatype"), spec.get("shape"), model, max_batch, max_steps)
-        if name in arrays:
-            raise Error(f"input '{name}' is given twice", field=name)
-        arrays[name], offset = _array(spec, name, shape, binary, offset)
-    if offset != len(binary):
-        raise Error(f"the request has {len(binary) - offset} bytes of binary data that no input claims")
-    inference.check_inputs(arrays, model)
-    return arrays
-
-
-def _requested_outputs(specs: Any, model: LoadedModel, default: list[str], binary: bool) -> list[tuple[str, bool]]:
-    """(name, as binary) per output to return."""
-    if specs is None:
-        return [(n, binary) for n in default]
-    if not isinstance(specs, list):
-        raise Error("outputs must be an array of {name, parameters?}")
-    chosen: list[tuple[str, bool]] = []
-    for i, spec in enumerate(specs):
-        spec = _check_fields(spec, OUTPUT_FIELDS, f"outputs[{i}]")
-        params = spec.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise Error(f"outputs[{i}].parameters must be an object")
-        if params.get("classification"):
-            raise Error("the classification extension is not supported", field="outputs")
-        as_binary = params.get("binary_data", binary)
-        if not isinstance(as_binary, bool):
-            raise Error(f"outputs[{i}].parameters.binary_data must be true or false")
-        name: Any = spec.get("name")  # an unknown name is refused where outputs are picked
-        chosen.append((name, as_binary))
-    inference.check_outputs([n for n, _ in chosen], model)
-    return chosen
-
-
-def _response(result: inference.Result, request_id: Any, wanted: list[tuple[str, bool]]) -> Response:
-    items = []
-    blobs = []
-    for name, as_binary in wanted:
-        array = result.tensors[name]
-        item: dict[str, Any] = {"name": name, "datatype": DATATYPE, "shape": list(array.shape)}
-        if as_binary:
-            blob = np.ascontiguousarray(array, "<f4").tobytes()
-            item["parameters"] = {"binary_data_size": len(blob)}
-            blobs.append(blob)
-        else:
-            item["data"] = np.ascontiguousarray(array, np.float32).ravel()
-        items.append(item)
-    body: dict[str, Any] = {"model_name": result.model.name, "model_version": str(result.model.version)}
-    if request_id is not None:
-        body["id"] = request_id
-    if result.position is not None:
-        body["parameters"] = {"sequence_position": result.position}
-    body["outputs"] = items
-    header = orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
-    if not blobs:
-        return Response(header, media_type=JSON)
-    return Response(
-        b"".join([header, *blobs]),
-        media_type="application/octet-stream",
-        headers={"Inference-Header-Content-Length": str(len(header))},
-    )
+    return codecs.check_fields(body, REQUEST_FIELDS, "inference request"), binary
 
 
 # ---------------------------------------------------------------------------- inference
@@ -372,12 +246,19 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
         raise Error("binary_data_output must be true or false", field="binary_data_output")
     options = inference.parse_options(params)
     settings = svc.settings
-    arrays = _decode_inputs(body.get("inputs"), binary, model, settings.max_batch_size, settings.max_steps_per_request)
+    arrays = codecs.decode_inputs(
+        body.get("inputs"), binary, model, settings.max_batch_size, settings.max_steps_per_request
+    )
     default = inference.default_outputs(model, options)
-    wanted = _requested_outputs(body.get("outputs"), model, default, binary_output)
+    wanted = codecs.requested_outputs(body.get("outputs"), model, default, binary_output)
     pinned = version is not None
     result = await inference.infer(svc, model, arrays, options, [n for n, _ in wanted], pinned, owner(request))
-    return _response(result, request_id, wanted)
+    content, header = codecs.infer_response(result, request_id, wanted)
+    if header is None:
+        return Response(content, media_type=JSON)
+    return Response(
+        content, media_type="application/octet-stream", headers={"Inference-Header-Content-Length": str(header)}
+    )
 
 
 INFER_ERRORS = _errors(400, 404, 409, 413, 429, 503, 504)

@@ -1,5 +1,5 @@
 """`inference.GRPCInferenceService` (KServe V2 over gRPC, Triton's flavour) on the app's own
-services: the same registry, session manager, batchers and statistics as the HTTP routes, in
+services: the same registry, step engine, batchers and statistics as the HTTP routes, in
 the same event loop, so a sequence can even be stepped over HTTP and gRPC alternately.
 
 Implemented: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelInfer,
@@ -44,7 +44,7 @@ from service.grpc import tensors
 from service.inference import parse_version
 
 if TYPE_CHECKING:
-    from service.app import Services
+    from service.core.services import Services
 
 log = logging.getLogger("seqserve.grpc")
 

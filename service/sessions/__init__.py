@@ -1,2 +1,2 @@
-"""Streaming sessions: the store interface and its implementations, and the manager that
-applies steps to them exactly once and in order."""
+"""Streaming sessions: the store interface and its implementations (memory, Redis, Redis
+cluster). The step engine that applies steps to them lives in service/core/."""

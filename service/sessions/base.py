@@ -110,7 +110,7 @@ NO_QUOTA = Quota()
 
 
 def gone(cls: type[SessionExpired], session_id: str, owner: str, reason: str) -> SessionExpired:
-    """A 410 for a session that existed, carrying its owner for the manager's ownership check."""
+    """A 410 for a session that existed, carrying its owner for the engine's ownership check."""
     exc = cls(f"session '{shown(session_id)}' {reason}", session_id=shown(session_id), reason=reason)
     exc.owner = owner
     return exc

@@ -1,4 +1,4 @@
-"""Bulk steps (SessionManager.step_many) equal the same steps sent one by one."""
+"""Bulk steps (one engine batch over many sessions) equal the same steps sent one by one."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import orjson
 
-from service.app import Services
+from service.api import codecs
+from service.core.engine import StepRequest
+from service.core.services import Services
 from service.metrics import Metrics
 from service.sessions.memory import MemorySessionStore
 from service.settings import Settings
@@ -16,7 +18,19 @@ from tests.support.models import raw_inputs
 
 def services(repository, registry) -> Services:
     settings = Settings(model_repository=repository)
-    return Services(settings, Metrics(), registry, MemorySessionStore(1000), ThreadPoolExecutor(1))
+    return Services(settings, Metrics(), registry, MemorySessionStore(1000), ThreadPoolExecutor(1), codecs.STEP_REPLY)
+
+
+async def step_many(svc: Services, model: str, entries: list) -> list[bytes]:
+    """As the bulk route does it: decode, one engine batch, encode; each entry's reply bytes."""
+    items = codecs.bulk_requests(entries, svc.settings.max_steps_per_request)
+    outcomes = await svc.engine.apply([i for i in items if isinstance(i, StepRequest)], model=model)
+    body = codecs.bulk_body(items, outcomes)
+    return [orjson.dumps(r) for r in orjson.loads(body)["results"]]
+
+
+async def one_step(svc: Services, sid: str, inputs, position=None) -> bytes:
+    return (await svc.engine.step(StepRequest(sid, inputs, position))).payload
 
 
 async def test_bulk_equals_single_steps(repository, registry):
@@ -24,15 +38,15 @@ async def test_bulk_equals_single_steps(repository, registry):
     rng = np.random.default_rng(0)
     # Two versions and two lengths, so several stacked calls; one session appears twice.
     versions = [1, 2, 2, 1, 2]
-    a = [(await bulk.manager.create("lstm", v)).session_id for v in versions]
-    b = [(await single.manager.create("lstm", v)).session_id for v in versions]
+    a = [(await bulk.sessions.create("lstm", v)).session_id for v in versions]
+    b = [(await single.sessions.create("lstm", v)).session_id for v in versions]
     xs = [raw_inputs(rng, n).astype(np.float32).tolist() for n in (1, 1, 3, 3, 1)]
     extra = raw_inputs(rng, 2).astype(np.float32).tolist()
     entries = [{"session_id": sid, "inputs": x} for sid, x in zip(a, xs, strict=True)]
     entries.append({"session_id": a[0], "inputs": extra, "position": 1})  # after its first entry
-    got = [orjson.loads(r) for r in await bulk.manager.step_many("lstm", entries)]
-    want = [orjson.loads(await single.manager.step(sid, x)) for sid, x in zip(b, xs, strict=True)]
-    want.append(orjson.loads(await single.manager.step(b[0], extra, 1)))
+    got = [orjson.loads(r) for r in await step_many(bulk, "lstm", entries)]
+    want = [orjson.loads(await one_step(single, sid, x)) for sid, x in zip(b, xs, strict=True)]
+    want.append(orjson.loads(await one_step(single, b[0], extra, 1)))
     for g, w in zip(got, want, strict=True):
         assert g["position"] == w["position"] and g["version"] == w["version"]
         np.testing.assert_allclose(g["outputs"], w["outputs"], atol=1e-4)
@@ -45,8 +59,8 @@ async def test_bulk_equals_single_steps(repository, registry):
 
 async def test_bulk_errors_are_per_entry_and_change_nothing(repository, registry):
     svc = services(repository, registry)
-    good = (await svc.manager.create("gru")).session_id
-    other = (await svc.manager.create("lstm")).session_id
+    good = (await svc.sessions.create("gru")).session_id
+    other = (await svc.sessions.create("lstm")).session_id
     before = await svc.store.load(good)
     step = [[20.0, 500.0, 12.0]]
     entries = [
@@ -59,7 +73,7 @@ async def test_bulk_errors_are_per_entry_and_change_nothing(repository, registry
         "not an object",
         {"session_id": good, "inputs": step, "extra": 1},
     ]
-    results = [orjson.loads(r) for r in await svc.manager.step_many("gru", entries)]
+    results = [orjson.loads(r) for r in await step_many(svc, "gru", entries)]
     assert [r["status"] for r in results] == [422, 409, 422, 404, 422, 422, 422, 422]
     assert results[1]["position"] == 0 and results[4]["session_id"] is None
     after = await svc.store.load(good)
@@ -69,10 +83,10 @@ async def test_bulk_errors_are_per_entry_and_change_nothing(repository, registry
 
 async def test_bulk_retry_replays(repository, registry):
     svc = services(repository, registry)
-    sid = (await svc.manager.create("gru")).session_id
+    sid = (await svc.sessions.create("gru")).session_id
     entries = [{"session_id": sid, "inputs": [[20.0, 500.0, 12.0]], "position": 0}]
-    first = await svc.manager.step_many("gru", entries)
-    again = await svc.manager.step_many("gru", entries)
+    first = await step_many(svc, "gru", entries)
+    again = await step_many(svc, "gru", entries)
     assert first == again and (await svc.store.load(sid)).position == 1
 
 
@@ -80,18 +94,18 @@ async def test_cancelled_bulk_request_releases_the_locks_it_took(repository, reg
     import asyncio
 
     svc = services(repository, registry)
-    a, b = sorted([(await svc.manager.create("gru")).session_id for _ in range(2)])
+    a, b = sorted([(await svc.sessions.create("gru")).session_id for _ in range(2)])
     step = [[20.0, 500.0, 12.0]]
-    await svc.manager._locks.acquire(b)  # another request holds b
+    await svc.locks.acquire(b)  # another request holds b
     bulk = asyncio.create_task(
-        svc.manager.step_many("gru", [{"session_id": a, "inputs": step}, {"session_id": b, "inputs": step}])
+        step_many(svc, "gru", [{"session_id": a, "inputs": step}, {"session_id": b, "inputs": step}])
     )
     await asyncio.sleep(0.05)  # bulk holds a and waits for b
     bulk.cancel()
     await asyncio.gather(bulk, return_exceptions=True)
-    svc.manager._locks.release(b)
+    svc.locks.release(b)
     # a was released on cancellation: a step on it goes straight through.
-    reply = await asyncio.wait_for(svc.manager.step(a, step), timeout=2)
+    reply = await asyncio.wait_for(one_step(svc, a, step), timeout=2)
     assert orjson.loads(reply)["position"] == 1
 
 
@@ -102,12 +116,12 @@ async def test_an_entry_that_breaks_the_model_call_fails_alone(repository, regis
     from tests.service.test_batching import Poisonable
 
     svc = services(repository, registry)
-    svc.manager.batcher_for = lambda model: Batcher(Poisonable(model), svc.executor)
-    sids = [(await svc.manager.create("lstm")).session_id for _ in range(4)]
+    svc.engine.batcher_for = lambda model: Batcher(Poisonable(model), svc.executor)
+    sids = [(await svc.sessions.create("lstm")).session_id for _ in range(4)]
     good = [[20.0, 500.0, 12.0]]
     entries = [{"session_id": sid, "inputs": good} for sid in sids]
     entries[2]["inputs"] = [[Poisonable.POISON, 500.0, 12.0]]
-    got = [orjson.loads(r) for r in await svc.manager.step_many("lstm", entries)]
+    got = [orjson.loads(r) for r in await step_many(svc, "lstm", entries)]
     assert got[2]["status"] == 500 and got[2]["code"] == "internal_error", got[2]
     assert [g.get("position") for k, g in enumerate(got) if k != 2] == [1, 1, 1]
     assert [(await svc.store.load(sid)).position for sid in sids] == [1, 1, 0, 1]

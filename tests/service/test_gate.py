@@ -97,7 +97,9 @@ async def test_reload_under_latest_policy_keeps_the_default_when_the_new_file_is
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
-    from service.reloader import reload
+    from service.core.reloader import reload
+    from service.core.services import BatcherPool
+    from service.metrics import Metrics
 
     root = tmp_path / "repo"
     export_model(root, "m", 1, "gru", seed=1, layers=1, hidden=4, gate_verdict=gate(True))
@@ -114,8 +116,7 @@ async def test_reload_under_latest_policy_keeps_the_default_when_the_new_file_is
             registry=registry,
             executor=executor,
             reload_lock=asyncio.Lock(),
-            batchers={},
-            batcher_for=lambda model: None,
+            pool=BatcherPool(settings, Metrics(), registry, executor),
             store=SimpleNamespace(usage=no_sessions),
         )
         export_model(root, "m", 2, "gru", seed=2, layers=1, hidden=4, gate_verdict=gate(False))

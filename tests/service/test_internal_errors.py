@@ -26,7 +26,7 @@ def boom(*args, **kwargs):
 
 @pytest.fixture(params=[True, False], ids=["fast-path", "routes-only"])
 def client(request: pytest.FixtureRequest, repository: Path) -> Iterator[TestClient]:
-    app = create_asgi(Settings(model_repository=repository, fast_path=request.param))
+    app = create_asgi(Settings(model_repository=repository, fast_path=request.param, grpc_port=0))
     with TestClient(app, raise_server_exceptions=False) as c:
         yield c
 
@@ -49,7 +49,7 @@ def assert_internal_error(r, request_id: str | None = None) -> None:
 
 def test_step_failing_unexpectedly_is_a_json_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     sid = client.post("/v1/models/lstm/sessions").json()["session_id"]
-    monkeypatch.setattr(services(client).manager, "step", boom)
+    monkeypatch.setattr(services(client).engine, "step", boom)
     assert_internal_error(
         client.post(f"/v1/sessions/{sid}/steps", json=STEP, headers={"x-request-id": "req-1"}), "req-1"
     )
@@ -62,13 +62,13 @@ def test_predict_failing_unexpectedly_is_a_json_500(client: TestClient, monkeypa
 
 
 def test_ordinary_route_failing_unexpectedly_is_a_json_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(services(client).manager, "get", boom)
+    monkeypatch.setattr(services(client).sessions, "get", boom)
     assert_internal_error(client.get("/v1/sessions/anything"))
 
 
 def test_websocket_failing_unexpectedly_gets_a_json_500(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     sid = client.post("/v1/models/lstm/sessions").json()["session_id"]
-    monkeypatch.setattr(services(client).manager, "step_stream", boom)
+    monkeypatch.setattr(services(client).engine, "apply", boom)
     with client.websocket_connect(f"/v1/sessions/{sid}/stream") as ws:
         ws.send_json(STEP)
         reply = ws.receive_json()

@@ -13,7 +13,9 @@ import orjson
 import pytest
 
 from models.repository import scan_repository
-from service.app import build_services
+from service.api import codecs
+from service.core.engine import StepRequest
+from service.core.services import build_services
 from service.errors import ModelChanged
 from service.metrics import Metrics
 from service.registry import load_model
@@ -24,7 +26,7 @@ from tests.support.counting import counting_graph, export_counting
 @pytest.fixture
 async def services(tmp_path: Path):
     export_counting(tmp_path / "repo", "count", 1, width=2)
-    svc = build_services(Settings(model_repository=tmp_path / "repo", inline_max_cost=0), Metrics())
+    svc = build_services(Settings(model_repository=tmp_path / "repo", inline_max_cost=0), Metrics(), codecs.STEP_REPLY)
     await svc.store.start()
     yield svc
     await svc.store.close()
@@ -40,13 +42,13 @@ def rebuild(svc, tmp_path: Path, graph: onnx.ModelProto) -> None:
 
 
 async def step(svc, sid: str, reading: float) -> dict:
-    return orjson.loads(await svc.manager.step(sid, [[reading]]))
+    return orjson.loads((await svc.engine.step(StepRequest(sid, [[reading]]))).payload)
 
 
 @pytest.mark.parametrize("layout", ["other-width", "same-width-other-file"])
 async def test_a_session_whose_model_changed_is_refused_and_neighbours_are_not(services, tmp_path, layout) -> None:
     svc = services
-    old = (await svc.manager.create("count")).session_id
+    old = (await svc.sessions.create("count")).session_id
     assert (await step(svc, old, 5.0))["outputs"] == [[1.0, 5.0]]
     if layout == "other-width":
         graph = counting_graph(width=3)
@@ -56,7 +58,7 @@ async def test_a_session_whose_model_changed_is_refused_and_neighbours_are_not(s
         extra.key, extra.value = "rebuilt", "yes"  # same layout, another file: other weights in real life
     rebuild(svc, tmp_path, graph)
 
-    fresh = [(await svc.manager.create("count")).session_id for _ in range(5)]
+    fresh = [(await svc.sessions.create("count")).session_id for _ in range(5)]
     results = await asyncio.gather(*(step(svc, sid, 2.0) for sid in fresh), step(svc, old, 2.0), return_exceptions=True)
     refused = results[-1]
     assert isinstance(refused, ModelChanged), refused
@@ -64,14 +66,14 @@ async def test_a_session_whose_model_changed_is_refused_and_neighbours_are_not(s
     assert refused.details["model"] == "count" and refused.details["version"] == 1
     for result in results[:-1]:
         assert result["outputs"] == [[1.0, 2.0]], result
-    streamed = await svc.manager.step_stream(old, [([[1.0]], None), ([[1.0]], None)])  # the WebSocket path
+    streamed = await svc.engine.apply([StepRequest(old, [[1.0]]), StepRequest(old, [[1.0]])])  # a WebSocket batch
     assert all(isinstance(r, ModelChanged) for r in streamed), streamed
-    assert (await svc.manager.get(old)).position == 1  # nothing was applied
+    assert (await svc.sessions.get(old)).position == 1  # nothing was applied
 
 
 async def test_an_older_record_without_fingerprint_is_checked_by_its_state_layout(services, tmp_path) -> None:
     svc = services
-    record = await svc.manager.create("count")
+    record = await svc.sessions.create("count")
     entry = svc.store._entries[record.session_id]
     entry.fingerprint = ""  # written before sessions carried fingerprints
     await step(svc, record.session_id, 1.0)  # same layout: fine

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.app import make_store
+from service.core.services import make_store
 from service.sessions.redis_cluster import RedisClusterSessionStore, parse_cluster_url
 from service.settings import Settings
 

@@ -1,4 +1,4 @@
-"""Property: any interleaving of session operations on the real SessionManager matches a simple
+"""Property: any interleaving of session operations on the real engine and lifecycle matches a simple
 sequential model of the same operations.
 
 A generated program is a list of *rounds*; each round is a list of operations (create, step with
@@ -34,7 +34,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.app import Services
+from service.api import codecs
+from service.core.engine import StepRequest
+from service.core.services import Services
 from service.errors import PositionConflict, ServiceError, SessionNotFound
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -108,7 +110,7 @@ class ModelSession:
     version: int
     rows: np.ndarray  # every input row applied, from zero state
     alive: bool = True
-    recent: list[LastRequest] = field(default_factory=list)  # the manager's replay window, oldest first
+    recent: list[LastRequest] = field(default_factory=list)  # the engine's replay window, oldest first
 
     @property
     def last(self) -> LastRequest | None:
@@ -161,7 +163,7 @@ def _check_state(world: World, sid: str, record) -> None:
 
 
 async def run_program(svc: Services, rounds: list[list[Op]]) -> None:
-    manager = svc.manager
+    manager = svc.sessions
     world = World(svc.registry)
 
     for ops in rounds:
@@ -188,7 +190,7 @@ async def run_program(svc: Services, rounds: list[list[Op]]) -> None:
                 )
             else:
                 expectation, inputs, position = _plan_step(world, sid, op)
-                call = manager.step(sid, inputs.tolist(), position)
+                call = _step(svc, sid, inputs.tolist(), position)
                 planned.append((op, sid, call, expectation))
 
         outcomes = await asyncio.gather(*(_outcome(call) for _, _, call, _ in planned))
@@ -207,8 +209,13 @@ async def run_program(svc: Services, rounds: list[list[Op]]) -> None:
                 assert status == "error" and isinstance(value, SessionNotFound), value
 
 
+async def _step(svc: Services, sid: str, inputs: list, position: int | None) -> bytes:
+    """A single step through the engine, answered as the v1 routes answer it."""
+    return (await svc.engine.step(StepRequest(sid, inputs, position))).payload
+
+
 def _plan_step(world: World, sid: str, op: Op):
-    """Decide what the request is and what it must do, and advance the model as the manager
+    """Decide what the request is and what it must do, and advance the model as the engine
     must (in list order)."""
     m = world.model[sid]
     fresh = _inputs(op.seed, op.steps)
@@ -289,9 +296,9 @@ def executor() -> Iterator[ThreadPoolExecutor]:
 
 
 def _services(repository: Path, registry: ModelRegistry, store, executor) -> Services:
-    # As service.app.build_services, with the module's registry and a fresh store and batchers.
+    # As service.core.services.build_services, with the module's registry and a fresh store and batchers.
     settings = Settings(model_repository=repository, max_steps_per_request=100)
-    return Services(settings, Metrics(), registry, store, executor)
+    return Services(settings, Metrics(), registry, store, executor, codecs.STEP_REPLY)
 
 
 FAST = settings(
@@ -354,14 +361,14 @@ def test_concurrent_same_session_steps_apply_in_order_exactly_once(repository, r
     async def main() -> None:
         store = MemorySessionStore(max_sessions=100)
         svc = _services(repository, registry, store, executor)
-        record = await svc.manager.create("lstm", 2)
+        record = await svc.sessions.create("lstm", 2)
         chunks = [_inputs(k, 1 + k % 3) for k in range(40)]
         positions, pos = [], 0
         for k, chunk in enumerate(chunks):
             positions.append(pos if k % 2 == 0 else None)
             pos += chunk.shape[0]
         bodies = await asyncio.gather(
-            *(svc.manager.step(record.session_id, c.tolist(), p) for c, p in zip(chunks, positions, strict=True))
+            *(_step(svc, record.session_id, c.tolist(), p) for c, p in zip(chunks, positions, strict=True))
         )
         history = np.concatenate(chunks)
         loaded = registry.get("lstm", 2)
@@ -372,7 +379,7 @@ def test_concurrent_same_session_steps_apply_in_order_exactly_once(repository, r
             assert data["position"] == pos + chunk.shape[0]
             np.testing.assert_allclose(data["outputs"], outputs[0][pos : data["position"]], atol=ATOL, rtol=RTOL)
             pos = data["position"]
-        final = await svc.manager.get(record.session_id)
+        final = await svc.sessions.get(record.session_id)
         assert final.position == history.shape[0]
         for got, want in zip(final.state, state, strict=True):
             np.testing.assert_allclose(got, want[:, 0, :], atol=ATOL, rtol=RTOL)

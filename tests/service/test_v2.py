@@ -1,5 +1,5 @@
 """Unit tests behind the V2 routes: sessions under a given id (what a V2 sequence is), and the
-request parsing helpers in service/api/v2.py."""
+V2 tensor codec (service/api/codecs.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,9 @@ import orjson
 import pytest
 
 from service import inference
-from service.api import v2
-from service.app import build_services
+from service.api import codecs
+from service.core.engine import StepRequest
+from service.core.services import build_services
 from service.errors import BadRequest
 from service.metrics import Metrics
 from service.settings import Settings
@@ -25,7 +26,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 async def services(repository: Path):
-    svc = build_services(Settings(model_repository=repository), Metrics())
+    svc = build_services(Settings(model_repository=repository), Metrics(), codecs.STEP_REPLY)
     await svc.store.start()
     yield svc
     await svc.store.close()
@@ -33,10 +34,10 @@ async def services(repository: Path):
 
 
 async def test_create_with_given_id_replaces_the_old_session(services) -> None:
-    manager = services.manager
+    manager = services.sessions
     first = await manager.create("gru", session_id="v2:gru:1")
     assert first.session_id == "v2:gru:1"
-    body = orjson.loads(await manager.step("v2:gru:1", [[20.0, 500.0, 12.0]] * 3))
+    body = orjson.loads((await services.engine.step(StepRequest("v2:gru:1", [[20.0, 500.0, 12.0]] * 3))).payload)
     assert body["position"] == 3
     again = await manager.create("gru", 1, session_id="v2:gru:1")  # a restart: back to zero
     assert again.position == 0
@@ -69,17 +70,17 @@ async def test_decode_inputs(services) -> None:
     model = services.registry.get("lstm")
     x = np.arange(6, dtype=np.float32).reshape(1, 2, 3)
     spec = {"name": "input", "shape": [1, 2, 3], "datatype": "FP32", "data": x.ravel().tolist()}
-    arrays = v2._decode_inputs([spec], b"", model, 16, 100)
+    arrays = codecs.decode_inputs([spec], b"", model, 16, 100)
     np.testing.assert_array_equal(arrays["input"], x)
     binary = {**{k: v for k, v in spec.items() if k != "data"}, "parameters": {"binary_data_size": 24}}
-    arrays = v2._decode_inputs([binary], x.tobytes(), model, 16, 100)
+    arrays = codecs.decode_inputs([binary], x.tobytes(), model, 16, 100)
     np.testing.assert_array_equal(arrays["input"], x)
     with pytest.raises(BadRequest, match="2 steps; at most 1"):
-        v2._decode_inputs([spec], b"", model, 16, 1)
+        codecs.decode_inputs([spec], b"", model, 16, 1)
     with pytest.raises(BadRequest, match="batch 1; at most 0"):
-        v2._decode_inputs([spec], b"", model, 0, 100)
+        codecs.decode_inputs([spec], b"", model, 0, 100)
     with pytest.raises(BadRequest, match="no input claims"):
-        v2._decode_inputs([binary], x.tobytes() + b"1234", model, 16, 100)
+        codecs.decode_inputs([binary], x.tobytes() + b"1234", model, 16, 100)
 
 
 def test_options_position_timeout_priority() -> None:

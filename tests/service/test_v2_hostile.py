@@ -20,7 +20,7 @@ NESTED = "[" * DEPTH + "0" + "]" * DEPTH  # JSON text: orjson reads it, a repr()
 
 @pytest.fixture(scope="module")
 def client(repository: Path) -> Iterator[TestClient]:
-    with TestClient(create_asgi(Settings(model_repository=repository, max_sessions_per_model=2))) as c:
+    with TestClient(create_asgi(Settings(model_repository=repository, max_sessions_per_model=2, grpc_port=0))) as c:
         yield c
 
 

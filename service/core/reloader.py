@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 from service.errors import ServiceError
 
 if TYPE_CHECKING:
-    from service.app import Services
+    from service.core.services import Services
 
 log = logging.getLogger("seqserve.reload")
 
@@ -58,8 +58,7 @@ async def reload(svc: Services) -> ReloadReport:
                 if error is not None:
                     report.failed[f"{entry.name}/{entry.version}"] = error
                 continue
-            registry.register(model)
-            svc.batcher_for(model)
+            svc.pool.load(model)
             report.loaded.append(model.key)
         if report.loaded and svc.settings.version_policy == "latest":
             # What was just loaded may turn out unpromoted (its gate is in the file): ask again,
@@ -79,8 +78,7 @@ async def reload(svc: Services) -> ReloadReport:
                 if in_use.get((model.name, model.version), 0):
                     report.kept.append(model.key)
                     continue
-                registry.remove(model.name, model.version)
-                svc.batchers.pop(model.key, None)
+                svc.pool.unload(model)
                 report.unloaded.append(model.key)
                 log.info("unloaded %s", model.key)
         if report.loaded or report.unloaded or report.failed or report.regated:

@@ -1,0 +1,286 @@
+"""Wire formats, in one place: the core's typed results and errors become bytes here, and
+request bodies become the core's typed requests.
+
+- JSON v1: a step's reply (also the recording a retry replays, byte for byte), error bodies,
+  WebSocket replies (with their HTTP-equivalent `status`), bulk results with per-item errors.
+- KServe V2 tensors over HTTP: JSON `data` and the binary tensor data extension, for inputs
+  and outputs. (The protobuf codec of the same protocol is service/grpc/tensors.py; what the
+  tensors must look like is checked by service/inference.py for both.)
+
+Parsing is orjson for the JSON and one numpy call per tensor, never Python work per float.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import orjson
+
+from service import inference
+from service.core.engine import StepRequest, StepResult
+from service.errors import InvalidInput, ServiceError, echo, internal_error_body
+from service.inference import DATATYPE, InferenceRequestError
+from service.logs import request_id
+from service.registry import LoadedModel
+from service.runtime import as_array
+
+log = logging.getLogger("seqserve.errors")
+NUMPY = orjson.OPT_SERIALIZE_NUMPY
+
+# ---------------------------------------------------------------------------- JSON v1
+
+
+class StepReplyJSON:
+    """The v1 step reply {session_id, model, version, position, outputs}: what the engine
+    records with each step, so the fast path answers it as is and a retry gets the same bytes."""
+
+    def encode(self, result: StepResult) -> bytes:
+        return orjson.dumps(
+            {
+                "session_id": result.session_id,
+                "model": result.model.name,
+                "version": result.model.version,
+                "position": result.position,
+                "outputs": result.outputs,
+            },
+            option=NUMPY,
+        )
+
+    def decode_outputs(self, payload: bytes) -> np.ndarray:
+        return np.asarray(orjson.loads(payload)["outputs"], np.float32)
+
+
+STEP_REPLY = StepReplyJSON()
+
+
+def error_body(exc: ServiceError) -> bytes:
+    """A domain error as the JSON body of an HTTP error response."""
+    return orjson.dumps(exc.body())
+
+
+def internal_error(rid: str) -> bytes:
+    return orjson.dumps(internal_error_body(rid))
+
+
+def stream_reply(outcome: StepResult | Exception) -> bytes:
+    """A WebSocket reply: the step reply, or the error body with its HTTP-equivalent status."""
+    if isinstance(outcome, StepResult):
+        return outcome.payload
+    if isinstance(outcome, ServiceError):
+        return orjson.dumps({"status": outcome.status, **outcome.body()})
+    return orjson.dumps({"status": 500, **internal_error_body(request_id())})
+
+
+def stream_error(exc: ServiceError) -> bytes:
+    return orjson.dumps({"status": exc.status, **exc.body()})
+
+
+def stream_internal_error(rid: str) -> bytes:
+    return orjson.dumps({"status": 500, **internal_error_body(rid)})
+
+
+# ---------------------------------------------------------------------------- bulk steps
+
+BULK_FIELDS = frozenset({"session_id", "inputs", "position"})
+
+
+class EntryError:
+    """A bulk entry refused before it reached the engine, with the id it named (if a string)."""
+
+    __slots__ = ("error", "session_id")
+
+    def __init__(self, session_id: str | None, error: ServiceError) -> None:
+        self.session_id = session_id
+        self.error = error
+
+
+def bulk_requests(entries: list[Any], max_steps: int) -> list[StepRequest | EntryError]:
+    """Each entry ({session_id, inputs, position?}) as a step request, or its error. When all
+    inputs are uniform (the common case: one reading per session) they are converted as one
+    [N, T, F] array, in one numpy call; otherwise each entry is converted by the engine, which
+    names its own precise error."""
+    items: list[StepRequest | EntryError] = []
+    for entry in entries:
+        session_id = entry.get("session_id") if isinstance(entry, dict) else None
+        if not isinstance(session_id, str):
+            error = InvalidInput("each entry needs a session_id string", field="session_id")
+            items.append(EntryError(None, error))  # echo only ids, not whatever stood in their place
+            continue
+        if not entry.keys() <= BULK_FIELDS:
+            unknown = sorted(set(entry) - BULK_FIELDS)
+            error = InvalidInput(f"entry has unknown fields {unknown}; allowed: {sorted(BULK_FIELDS)}")
+            items.append(EntryError(session_id, error))
+            continue
+        items.append(StepRequest(session_id, entry.get("inputs"), entry.get("position")))
+    requests = [item for item in items if isinstance(item, StepRequest)]
+    together = _together([r.inputs for r in requests], max_steps)
+    if together is not None:
+        for request, steps in zip(requests, together, strict=True):
+            request.inputs = steps
+    return items
+
+
+def _together(inputs: list[Any], max_steps: int) -> np.ndarray | None:
+    """All inputs as one float32 [N, T, F] array, or None when they are not uniform and valid."""
+    if not inputs or not isinstance(inputs[0], list) or len(inputs[0]) > max_steps:
+        return None
+    try:
+        together = as_array(inputs, "inputs")
+    except ServiceError:
+        return None
+    if together.ndim != 3 or together.shape[1] == 0:
+        return None
+    return together
+
+
+def bulk_body(items: Sequence[StepRequest | EntryError], outcomes: Sequence[StepResult | Exception]) -> bytes:
+    """{"results": [...]}: per entry, in request order, its step reply or its error with the
+    session id and the HTTP-equivalent status."""
+    results = iter(outcomes)
+    parts = [_bulk_item(item, results) for item in items]
+    return b'{"results":[' + b",".join(parts) + b"]}"
+
+
+def _bulk_item(item: StepRequest | EntryError, results: Iterator[StepResult | Exception]) -> bytes:
+    if isinstance(item, EntryError):
+        return orjson.dumps({"session_id": item.session_id, "status": item.error.status, **item.error.body()})
+    outcome = next(results)
+    if isinstance(outcome, StepResult):
+        return outcome.payload
+    if isinstance(outcome, ServiceError):
+        return orjson.dumps({"session_id": item.session_id, "status": outcome.status, **outcome.body()})
+    # a bug hit this entry alone (the engine logged it): its own 500, the others stand
+    return orjson.dumps({"session_id": item.session_id, "status": 500, **internal_error_body(request_id())})
+
+
+# ---------------------------------------------------------------------------- KServe V2 tensors (HTTP)
+
+TENSOR_FIELDS = frozenset({"name", "shape", "datatype", "parameters", "data"})
+OUTPUT_FIELDS = frozenset({"name", "parameters"})
+Error = InferenceRequestError
+
+
+def check_fields(value: Any, allowed: frozenset[str], what: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise Error(f"{what} must be a JSON object")
+    unknown = value.keys() - allowed
+    if unknown:
+        raise Error(f"{what} has unknown fields {echo(sorted(unknown))}; allowed: {sorted(allowed)}")
+    return value
+
+
+def tensor_array(
+    spec: dict[str, Any], name: str, shape: list[int], binary: bytes, offset: int
+) -> tuple[np.ndarray, int]:
+    """The tensor's data as float32 of `shape`, and the offset after its binary data."""
+    count = math.prod(shape)
+    params = spec.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise Error(f"input '{name}': parameters must be an object", field=name)
+    size = params.get("binary_data_size")
+    if size is not None:
+        if "data" in spec:
+            raise Error(f"input '{name}' has both data and binary_data_size; send one", field=name)
+        if type(size) is not int or size != count * 4:
+            raise Error(
+                f"input '{name}': binary_data_size {echo(size)} does not match shape {shape} of FP32 "
+                f"({count * 4} bytes)",
+                field=name,
+            )
+        if offset + size > len(binary):
+            raise Error(f"input '{name}': the binary data ends before its {size} bytes", field=name)
+        array = np.frombuffer(binary, "<f4", count, offset).reshape(shape)
+        return array, offset + size
+    data = spec.get("data")
+    if not isinstance(data, list):
+        raise Error(
+            f"input '{name}' needs data: a flat, row-major array of {count} numbers (or binary_data_size)", field=name
+        )
+    try:
+        array = np.asarray(data)
+    except (ValueError, TypeError):
+        raise Error(f"input '{name}': data must be a flat array of numbers", field=name) from None
+    if array.dtype.kind not in "fiu":
+        raise Error(f"input '{name}': data must hold only numbers (FP32)", field=name)
+    if array.size != count:
+        raise Error(
+            f"input '{name}': shape {shape} needs {count} values, data has {array.size}",
+            field=name,
+            expected=count,
+        )
+    with np.errstate(over="ignore"):
+        array = array.astype(np.float32).reshape(shape)
+    return array, offset
+
+
+def decode_inputs(specs: Any, binary: bytes, model: LoadedModel, max_batch: int, max_steps: int) -> dict:
+    """Validated inputs by name: `input` [B, T, F] and any state tensors [rows, B, width]."""
+    if not isinstance(specs, list) or not specs:
+        raise Error(f"inputs must be a non-empty array of tensors; model '{model.name}' takes {model.input_names}")
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for i, spec in enumerate(specs):
+        spec = check_fields(spec, TENSOR_FIELDS, f"inputs[{i}]")
+        name: Any = spec.get("name")  # check_tensor refuses anything but a known input's name
+        shape = inference.check_tensor(name, spec.get("datatype"), spec.get("shape"), model, max_batch, max_steps)
+        if name in arrays:
+            raise Error(f"input '{name}' is given twice", field=name)
+        arrays[name], offset = tensor_array(spec, name, shape, binary, offset)
+    if offset != len(binary):
+        raise Error(f"the request has {len(binary) - offset} bytes of binary data that no input claims")
+    inference.check_inputs(arrays, model)
+    return arrays
+
+
+def requested_outputs(specs: Any, model: LoadedModel, default: list[str], binary: bool) -> list[tuple[str, bool]]:
+    """(name, as binary) per output to return."""
+    if specs is None:
+        return [(n, binary) for n in default]
+    if not isinstance(specs, list):
+        raise Error("outputs must be an array of {name, parameters?}")
+    chosen: list[tuple[str, bool]] = []
+    for i, spec in enumerate(specs):
+        spec = check_fields(spec, OUTPUT_FIELDS, f"outputs[{i}]")
+        params = spec.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise Error(f"outputs[{i}].parameters must be an object")
+        if params.get("classification"):
+            raise Error("the classification extension is not supported", field="outputs")
+        as_binary = params.get("binary_data", binary)
+        if not isinstance(as_binary, bool):
+            raise Error(f"outputs[{i}].parameters.binary_data must be true or false")
+        name: Any = spec.get("name")  # an unknown name is refused where outputs are picked
+        chosen.append((name, as_binary))
+    inference.check_outputs([n for n, _ in chosen], model)
+    return chosen
+
+
+def infer_response(result: inference.Result, rid: Any, wanted: list[tuple[str, bool]]) -> tuple[bytes, int | None]:
+    """The V2 inference response: (body, length of its JSON header when binary data follows it,
+    else None)."""
+    items = []
+    blobs = []
+    for name, as_binary in wanted:
+        array = result.tensors[name]
+        item: dict[str, Any] = {"name": name, "datatype": DATATYPE, "shape": list(array.shape)}
+        if as_binary:
+            blob = np.ascontiguousarray(array, "<f4").tobytes()
+            item["parameters"] = {"binary_data_size": len(blob)}
+            blobs.append(blob)
+        else:
+            item["data"] = np.ascontiguousarray(array, np.float32).ravel()
+        items.append(item)
+    body: dict[str, Any] = {"model_name": result.model.name, "model_version": str(result.model.version)}
+    if rid is not None:
+        body["id"] = rid
+    if result.position is not None:
+        body["parameters"] = {"sequence_position": result.position}
+    body["outputs"] = items
+    header = orjson.dumps(body, option=NUMPY)
+    if not blobs:
+        return header, None
+    return b"".join([header, *blobs]), len(header)

@@ -1,0 +1,477 @@
+"""The one step engine: apply a batch of step requests to locked sessions, exactly once, in
+arrival order, and retry-safe. A single step is a batch of one; a WebSocket client's pipelined
+messages are a batch on one session; a bulk request is a batch over many sessions. All three go
+through `Engine.apply`, so validation, replay, conflicts and the write are the same code.
+
+How a batch is applied:
+  1. positions are type-checked; the sessions are locked (sorted order: two overlapping
+     batches cannot deadlock) and loaded (one round trip for many);
+  2. each session's requests are checked in order against its record as it would be after the
+     earlier ones: an invalid request gets its error, a retry gets its recorded reply, a
+     request whose position is not the session's gets a conflict; none of these changes
+     the state, so the requests that apply form one run of steps per session;
+  3. runs of equal length on one model version are stacked into one ONNX Runtime call (through
+     the model's batcher, which may join them with other callers' work);
+  4. each record moves past its run (position, state, reply history, a fresh write token) and
+     all records are written with a check-and-set on the position they were loaded at.
+
+Retry-safety: a client that did not see a reply resends the same inputs with the same
+`position`. If one of the session's recent steps (the last `replay_window`) was applied at that
+position with inputs that hash the same, its recorded reply is answered again and nothing is
+applied twice. Requests without a position are never answered from a record: identical
+readings from two requests are two steps. A write that loses the check-and-set to another
+replica was not applied; position-less requests are then recomputed on the new state (at most
+`CAS_ATTEMPTS` times), positioned ones get the conflict.
+
+The reply a retry gets must be the reply the first attempt got, byte for byte, so the engine
+records each step's encoded reply: it is produced by the `ReplyCodec` the engine is built with
+(the transports' wire format; the engine itself encodes nothing).
+
+State is bound to the exact graph it came from: a session records its model's fingerprint,
+and a step on a session whose model version was replaced by a different graph is refused
+(ModelChanged) before anything is computed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.batching import Batcher
+from service.core.locks import KeyedLocks
+from service.errors import (
+    InvalidInput,
+    LimitExceeded,
+    ModelChanged,
+    PositionConflict,
+    ServiceError,
+    SessionExpired,
+    SessionNotFound,
+)
+from service.registry import LoadedModel, ModelRegistry
+from service.runtime import check_features, parse_steps
+from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown
+from service.settings import Settings
+
+log = logging.getLogger("seqserve.errors")
+CAS_ATTEMPTS = 3
+
+
+@dataclass(slots=True)
+class StepRequest:
+    """One step request as a transport decoded it."""
+
+    session_id: str
+    inputs: Any  # float32 ndarray [T, F] already decoded, or the JSON value [time][features]
+    position: Any = None  # the session's position the client expects (int >= 0), or None
+
+
+@dataclass(slots=True)
+class StepResult:
+    """What one step request produced (or replayed)."""
+
+    session_id: str
+    model: LoadedModel  # the version the session runs on
+    position: int  # the session's position after this step
+    outputs: np.ndarray  # float32 [T, outputs]
+    # The session's state after this step, per state tensor [rows, width]: set when this step is
+    # the last the call applied to its session (None for earlier steps of a merged run, and for a
+    # replay of a step that is no longer the session's latest).
+    state: tuple[np.ndarray, ...] | None
+    replayed: bool = False
+    payload: bytes = b""  # the encoded reply (ReplyCodec), recorded for retries
+
+
+class ReplyCodec(Protocol):
+    """Encodes the reply recorded with each step, and reads the outputs back from a recording
+    (a replay answered to another transport). Lives with the wire formats (service/api)."""
+
+    def encode(self, result: StepResult) -> bytes: ...
+
+    def decode_outputs(self, payload: bytes) -> np.ndarray: ...
+
+
+def digest(inputs: np.ndarray) -> bytes:
+    return hashlib.blake2b(inputs.tobytes(), digest_size=16, person=str(inputs.shape).encode()[:16]).digest()
+
+
+def new_tokens(count: int) -> list[str]:
+    """`count` write tokens (sessions/base.py's new_token, 128 random bits each) from one
+    call to the system's random source."""
+    text = os.urandom(count * TOKEN_CHARS // 2).hex()
+    return [text[k : k + TOKEN_CHARS] for k in range(0, len(text), TOKEN_CHARS)]
+
+
+def check_position(position: Any) -> None:
+    if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
+        raise InvalidInput("position must be a non-negative integer", field="position")
+
+
+def not_found(session_id: str) -> SessionNotFound:
+    return SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
+
+
+def owned(record: SessionRecord | ServiceError, session_id: str, owner: str) -> SessionRecord:
+    """The loaded record if `owner` owns it, else the error to answer. Another key's session
+    is reported exactly like a session that does not exist (no oracle), and so is another
+    key's expired session."""
+    if isinstance(record, SessionExpired) and getattr(record, "owner", owner) != owner:
+        raise not_found(session_id)
+    if isinstance(record, ServiceError):
+        raise record
+    if record.owner != owner:
+        raise not_found(session_id)
+    return record
+
+
+@dataclass(slots=True)
+class _Run:
+    """One session's requests within a batch: which apply, which were answered otherwise."""
+
+    session_id: str
+    items: list[int]  # request indices, in arrival order
+    record: SessionRecord = None  # type: ignore[assignment]
+    loaded: LoadedModel = None  # type: ignore[assignment]
+    start: int = 0  # the position the record was loaded at
+    steps: list[np.ndarray] = field(default_factory=list)  # inputs of the applied requests
+    applied: list[tuple[int, int, bytes]] = field(default_factory=list)  # (index, position before, digest)
+    echoes: list[tuple[int, int]] = field(default_factory=list)  # (index, index of the applied step it retries)
+    length: int = 0  # time steps applied
+
+    def reset(self) -> None:
+        self.steps, self.applied, self.echoes, self.length = [], [], [], 0
+
+
+Outcome = StepResult | Exception
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        store: SessionStore,
+        batcher_for: Callable[[LoadedModel], Batcher],
+        replies: ReplyCodec,
+        locks: KeyedLocks | None = None,
+        on_steps: Callable[[str, int], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.batcher_for = batcher_for
+        self.replies = replies
+        self.locks = locks if locks is not None else KeyedLocks()
+        self.on_steps = on_steps
+
+    # ------------------------------------------------------------------------ entry points
+
+    async def step(self, request: StepRequest, *, model: str | None = None, owner: str = "") -> StepResult:
+        """A batch of one; its error is raised. `model`, when given, must be the session's."""
+        outcome = (await self.apply([request], model=model, owner=owner))[0]
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def apply(
+        self, requests: Sequence[StepRequest], *, model: str | None = None, owner: str = ""
+    ) -> list[Outcome]:
+        """Apply `requests` (any sessions; one session's requests apply in their order) and
+        return, in request order, each one's result or its error: a ServiceError, or for a
+        bug hit by one item of a larger batch, the exception itself (already logged)."""
+        results: list[Outcome | None] = [None] * len(requests)
+        runs: dict[str, _Run] = {}
+        for i, request in enumerate(requests):
+            try:
+                check_position(request.position)
+            except ServiceError as exc:
+                results[i] = exc
+                continue
+            run = runs.get(request.session_id)
+            if run is None:
+                runs[request.session_id] = _Run(request.session_id, [i])
+            else:
+                run.items.append(i)
+        if runs:
+            async with self.locks.hold_all(runs) if len(runs) > 1 else self.locks.hold(next(iter(runs))):
+                await self._apply_locked(requests, list(runs.values()), results, model, owner)
+        return results  # type: ignore[return-value]  # every slot is filled
+
+    # ------------------------------------------------------------------------ one locked batch
+
+    async def _apply_locked(
+        self,
+        requests: Sequence[StepRequest],
+        runs: list[_Run],
+        results: list[Outcome | None],
+        model: str | None,
+        owner: str,
+    ) -> None:
+        for attempt in range(CAS_ATTEMPTS):
+            last = attempt == CAS_ATTEMPTS - 1
+            if len(runs) == 1:
+                try:
+                    loaded: list[SessionRecord | ServiceError] = [await self.store.load(runs[0].session_id)]
+                except ServiceError as exc:
+                    loaded = [exc]
+            else:
+                loaded = await self.store.load_many([r.session_id for r in runs])
+            working: list[_Run] = []
+            for run, record in zip(runs, loaded, strict=True):
+                if attempt:
+                    run.reset()
+                try:
+                    run.record = owned(record, run.session_id, owner)
+                    run.start = run.record.position
+                    run.loaded = self._model_for(run.record, model)
+                except ServiceError as exc:
+                    for i in run.items:
+                        results[i] = exc
+                    continue
+                self._plan(run, requests, results)
+                if run.applied:
+                    working.append(run)
+            if not working:
+                return
+            await self._compute(working, results, single=len(requests) == 1)
+            runs = await self._write([r for r in working if r.applied], requests, results, last)
+            if not runs:
+                return
+
+    def _plan(self, run: _Run, requests: Sequence[StepRequest], results: list[Outcome | None]) -> None:
+        """Decide each request of one session in order, against the record as the earlier
+        ones leave it: error, replay (of a recorded or of an earlier applied step), or apply."""
+        record, config = run.record, run.loaded.config
+        position = record.position
+        for i in run.items:
+            request = requests[i]
+            try:
+                steps = self._steps(request.inputs, config)
+            except ServiceError as exc:
+                results[i] = exc
+                continue
+            key = digest(steps)
+            stated = request.position
+            if stated is not None and stated != position:
+                results[i] = self._retry_of(run, i, stated, key, steps.shape[0], position)
+                continue
+            run.applied.append((i, position, key))
+            run.steps.append(steps)
+            position += steps.shape[0]
+        run.length = position - record.position
+
+    def _retry_of(self, run: _Run, index: int, stated: int, key: bytes, length: int, position: int) -> Outcome | None:
+        """A request at another position than the session's: the replay of one of its recent
+        steps (same position, same inputs), or a conflict carrying the current position."""
+        for j, before, applied_key in reversed(run.applied):  # earlier requests of this batch
+            if before == stated and applied_key == key:
+                run.echoes.append((index, j))
+                return None  # filled in once step j has its reply
+        record = run.record
+        for past in reversed(record.history):
+            if past.position_before == stated and past.digest == key:
+                at_head = not run.applied and stated + length == record.position
+                return StepResult(
+                    run.session_id,
+                    run.loaded,
+                    stated + length,
+                    self.replies.decode_outputs(past.response),
+                    record.state if at_head else None,
+                    replayed=True,
+                    payload=past.response,
+                )
+        return PositionConflict(
+            f"position {stated} does not match the session's position {position}", position=position
+        )
+
+    def _steps(self, inputs: Any, config: Any) -> np.ndarray:
+        """The request's readings as float32 [T, F], checked against the session's model."""
+        limit = self.settings.max_steps_per_request
+        if not isinstance(inputs, np.ndarray):
+            return parse_steps(inputs, config, limit)
+        if inputs.ndim != 2 or inputs.shape[0] == 0:
+            raise InvalidInput(
+                f"inputs must be a non-empty [time][features] array; got shape {list(inputs.shape)}", field="inputs"
+            )
+        if inputs.shape[0] > limit:
+            raise LimitExceeded(
+                f"inputs has {inputs.shape[0]} steps; at most {limit} per request (max_steps_per_request)",
+                field="inputs",
+                limit="max_steps_per_request",
+                max=limit,
+            )
+        check_features(inputs.shape[1], config, "inputs")
+        return inputs if inputs.dtype == np.float32 else inputs.astype(np.float32)
+
+    async def _compute(self, runs: list[_Run], results: list[Outcome | None], single: bool) -> None:
+        """One ONNX Runtime call per (model version, run length); each run's record moves
+        past its steps (not yet written). A failing stacked call is retried run by run, so
+        only the run that causes the failure gets the error."""
+        groups: dict[tuple[str, int], list[_Run]] = {}
+        for run in runs:
+            groups.setdefault((run.loaded.key, run.length), []).append(run)
+        for group in groups.values():  # the batcher already overlaps concurrent callers' work
+            try:
+                await self._run_group(group, results)
+            except Exception as exc:
+                if single:
+                    raise
+                if len(group) == 1:
+                    self._fail(group[0], exc, results)
+                    continue
+                for run in group:
+                    try:
+                        await self._run_group([run], results)
+                    except Exception as alone:
+                        self._fail(run, alone, results)
+
+    def _fail(self, run: _Run, exc: Exception, results: list[Outcome | None]) -> None:
+        if not isinstance(exc, ServiceError):
+            log.error("unhandled error applying steps", exc_info=exc)
+        for i, _, _ in run.applied:
+            results[i] = exc
+        for i, _ in run.echoes:
+            results[i] = exc
+        run.reset()
+
+    async def _run_group(self, group: list[_Run], results: list[Outcome | None]) -> None:
+        loaded = group[0].loaded
+        if len(group) == 1:
+            steps = group[0].steps
+            inputs = (steps[0] if len(steps) == 1 else np.concatenate(steps))[None]
+            state = tuple(s[:, None, :] for s in group[0].record.state)
+        else:
+            inputs = np.stack([r.steps[0] if len(r.steps) == 1 else np.concatenate(r.steps) for r in group])
+            n_states = len(group[0].record.state)
+            state = tuple(np.stack([r.record.state[k] for r in group], axis=1) for k in range(n_states))
+        outputs, new_state = await self.batcher_for(loaded).run(inputs, state)
+        tokens = new_tokens(len(group))
+        # Per row, as views (made in C): its outputs [L, O] and its final state tensors.
+        row_outputs = list(outputs)
+        row_states = list(zip(*(list(s.transpose(1, 0, 2)) for s in new_state), strict=True))
+        window = self.settings.replay_window
+        encode = self.replies.encode
+        for b, run in enumerate(group):
+            record, final, out = run.record, row_states[b], row_outputs[b]
+            history = record.history
+            if len(run.applied) == 1 and not run.echoes:  # the common case: one request per session
+                i, before, key = run.applied[0]
+                result = StepResult(run.session_id, loaded, before + run.length, out, final)
+                result.payload = encode(result)
+                results[i] = result
+                history = (*history, LastStep(before, key, result.payload))
+            else:
+                history = self._finish_run(run, loaded, out, final, results, history)
+            record.position = run.start + run.length
+            record.state = final
+            record.history = history[-window:] if len(history) > window else history
+            record.token = tokens[b]
+
+    def _finish_run(
+        self,
+        run: _Run,
+        loaded: LoadedModel,
+        out: np.ndarray,
+        final: tuple[np.ndarray, ...],
+        results: list[Outcome | None],
+        history: tuple[LastStep, ...],
+    ) -> tuple[LastStep, ...]:
+        """Several requests of one session ran as one: each gets its rows of the outputs and
+        its own recorded reply; retries of them within the batch get the same reply."""
+        encode = self.replies.encode
+        offset, last = 0, len(run.applied) - 1
+        recorded = list(history)
+        by_index: dict[int, StepResult] = {}
+        for n, (i, before, key) in enumerate(run.applied):
+            length = run.steps[n].shape[0]
+            result = StepResult(
+                run.session_id, loaded, before + length, out[offset : offset + length], final if n == last else None
+            )
+            offset += length
+            result.payload = encode(result)
+            recorded.append(LastStep(before, key, result.payload))
+            results[i] = by_index[i] = result
+        for i, j in run.echoes:
+            first = by_index[j]
+            results[i] = StepResult(run.session_id, loaded, first.position, first.outputs, None, True, first.payload)
+        return tuple(recorded)
+
+    async def _write(
+        self, runs: list[_Run], requests: Sequence[StepRequest], results: list[Outcome | None], last: bool
+    ) -> list[_Run]:
+        """Write the records (check-and-set); returns the runs to recompute: those that lost
+        the check-and-set to another replica and still have position-less requests."""
+        if not runs:
+            return []
+        if len(runs) == 1:
+            try:
+                await self.store.save(runs[0].record, expected_position=runs[0].start)
+                errors: list[ServiceError | None] = [None]
+            except ServiceError as exc:
+                errors = [exc]
+        else:
+            errors = await self.store.save_many([(r.record, r.start) for r in runs])
+        again: list[_Run] = []
+        applied: dict[str, int] = {}
+        for run, error in zip(runs, errors, strict=True):
+            if error is None:
+                applied[run.loaded.key] = applied.get(run.loaded.key, 0) + run.length
+                continue
+            if isinstance(error, PositionConflict) and not last:
+                # Another replica wrote first: nothing of this run was saved. Its positioned
+                # steps get the conflict (as a single step would); if position-less ones
+                # remain, the run is planned again on the new state (answers to its other
+                # requests are recomputed with it).
+                positioned = {i for i, _, _ in run.applied if requests[i].position is not None}
+                for i in positioned:
+                    results[i] = error
+                if len(positioned) < len(run.applied):
+                    run.items = [i for i in run.items if i not in positioned]
+                    again.append(run)
+                else:
+                    for i, _ in run.echoes:
+                        results[i] = error
+                continue
+            # The store is down, or a conflict on the last attempt: the write may or may not
+            # have landed, so every applied request reports it and none is re-applied.
+            for i, _, _ in run.applied:
+                results[i] = error
+            for i, _ in run.echoes:
+                results[i] = error
+        if self.on_steps is not None:
+            for key, count in applied.items():
+                self.on_steps(key, count)
+        return again
+
+    # ------------------------------------------------------------------------ models
+
+    def _model_for(self, record: SessionRecord, model: str | None) -> LoadedModel:
+        if model is not None and record.model != model:
+            raise InvalidInput(f"session '{shown(record.session_id)}' belongs to model '{record.model}', not '{model}'")
+        return self.model_of(record)
+
+    def model_of(self, record: SessionRecord) -> LoadedModel:
+        """The loaded model a session's state belongs to; ModelChanged when its version is now
+        another graph (a rebuilt repository): the state would be garbage to it, or the wrong
+        shape for it."""
+        loaded = self.registry.get(record.model, record.version)
+        shapes = loaded.state_shapes
+        layout_ok = len(record.state) == len(shapes) and all(
+            array.shape == shape for array, shape in zip(record.state, shapes, strict=False)
+        )
+        if not layout_ok or (record.fingerprint and record.fingerprint != loaded.fingerprint):
+            raise ModelChanged(
+                f"session '{shown(record.session_id)}' was created with another graph than the one now served as "
+                f"'{record.model}' version {record.version} (the model file changed); its state cannot continue "
+                "on it: create a new session",
+                session_id=shown(record.session_id),
+                model=record.model,
+                version=record.version,
+            )
+        return loaded

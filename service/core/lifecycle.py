@@ -1,0 +1,121 @@
+"""Session lifecycle: create (fresh, at a start time, or from an exported state), read, fork,
+delete. Shares the engine's per-session locks, so a replace or a delete comes after the steps
+already queued on the session, never between a step's read and its write."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from service.core.engine import owned
+from service.core.locks import KeyedLocks
+from service.errors import InvalidInput, LimitExceeded, ServiceError
+from service.registry import ModelRegistry
+from service.runtime import check_one_origin, parse_start_time, parse_state
+from service.sessions.base import Quota, SessionRecord, SessionStore, new_session_id
+from service.settings import Settings
+
+
+class Sessions:
+    def __init__(self, settings: Settings, registry: ModelRegistry, store: SessionStore, locks: KeyedLocks) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.store = store
+        self.locks = locks
+
+    @property
+    def quota(self) -> Quota:
+        """Checked by the store in the same atomic step as the create (exact across replicas)."""
+        return Quota(self.settings.max_sessions_per_model, self.settings.max_sessions_per_key)
+
+    def _ttl(self, ttl: Any) -> float:
+        if ttl is None:
+            return self.settings.session_ttl_seconds
+        if not isinstance(ttl, int | float) or isinstance(ttl, bool) or not ttl > 0:
+            raise InvalidInput("ttl_seconds must be a positive number", field="ttl_seconds")
+        if ttl > self.settings.max_session_ttl_seconds:
+            raise LimitExceeded(
+                f"ttl_seconds {ttl} exceeds the maximum {self.settings.max_session_ttl_seconds}",
+                field="ttl_seconds",
+                limit="max_session_ttl_seconds",
+                max=self.settings.max_session_ttl_seconds,
+            )
+        return float(ttl)
+
+    async def _load(self, session_id: str, owner: str) -> SessionRecord:
+        try:
+            record: SessionRecord | ServiceError = await self.store.load(session_id)
+        except ServiceError as exc:
+            record = exc
+        return owned(record, session_id, owner)
+
+    async def create(
+        self,
+        name: str,
+        version: int | None = None,
+        ttl: Any = None,
+        state: Any = None,
+        session_id: str | None = None,
+        start_time: Any = None,
+        owner: str = "",
+    ) -> SessionRecord:
+        """A new session at position 0, owned by `owner`. `session_id`, when given (e.g. a V2
+        sequence id, which the caller namespaces per owner), names it instead of a random id,
+        and replaces any session already under that id (a replacement adds no session to the
+        quotas). `state` ({name: [rows][width]}) resumes an exported stream; otherwise the state
+        is fresh, its clock set from `start_time` (ISO 8601) when given. Not both."""
+        check_one_origin(state, start_time)
+        start = parse_start_time(start_time)
+        model = self.registry.get(name, version)
+        ttl_s = self._ttl(ttl)
+        if state is None:
+            arrays = tuple(s[:, 0, :] for s in model.initial_state(1, start))
+        else:
+            arrays = tuple(s[:, 0, :] for s in parse_state(state, model.config, None))
+        now = time.time()
+        record = SessionRecord(
+            session_id or new_session_id(),
+            model.name,
+            model.version,
+            0,
+            arrays,
+            ttl_s,
+            now + ttl_s,
+            now,
+            fingerprint=model.fingerprint,
+            owner=owner,
+        )
+        if session_id is None:
+            await self.store.create(record, quota=self.quota)
+            return record
+        async with self.locks.hold(session_id):  # after steps already queued on the old session
+            await self.store.create(record, replace=True, quota=self.quota)
+        return record
+
+    async def get(self, session_id: str, owner: str = "") -> SessionRecord:
+        return await self._load(session_id, owner)
+
+    async def fork(self, session_id: str, ttl: Any = None, owner: str = "") -> SessionRecord:
+        async with self.locks.hold(session_id):
+            source = await self._load(session_id, owner)
+        ttl_s = source.ttl_seconds if ttl is None else self._ttl(ttl)
+        now = time.time()
+        record = SessionRecord(
+            new_session_id(),
+            source.model,
+            source.version,
+            source.position,
+            tuple(s.copy() for s in source.state),
+            ttl_s,
+            now + ttl_s,
+            now,
+            fingerprint=source.fingerprint,
+            owner=owner,
+        )
+        await self.store.create(record, quota=self.quota)
+        return record
+
+    async def delete(self, session_id: str, owner: str = "") -> bool:
+        """False when there is no such session of `owner` (another key's counts as none)."""
+        async with self.locks.hold(session_id):
+            return await self.store.delete(session_id, owner)

@@ -1,0 +1,285 @@
+"""The step engine on its own, with no web framework: a real registry (the counting model, whose
+state says exactly which readings were applied), the memory store, real batchers. A single step,
+a WebSocket-style batch on one session and a bulk batch over many sessions all go through
+`Engine.apply`; these tests check its typed results, its exactly-once rules and its batching."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from service.api.codecs import STEP_REPLY
+from service.core.engine import StepRequest, StepResult
+from service.core.services import Services, build_services
+from service.errors import InvalidInput, PositionConflict, SessionNotFound, StoreUnavailable
+from service.metrics import Metrics
+from service.settings import Settings
+from tests.support.counting import export_counting
+
+
+@pytest.fixture
+async def svc(tmp_path: Path) -> AsyncIterator[Services]:
+    export_counting(tmp_path / "repo", "count", 1)
+    export_counting(tmp_path / "repo", "other", 1)
+    services = build_services(
+        Settings(model_repository=tmp_path / "repo", inline_max_cost=0, replay_window=4), Metrics(), STEP_REPLY
+    )
+    await services.store.start()
+    yield services
+    await services.store.close()
+    services.executor.shutdown(wait=True)
+
+
+class Calls:
+    """Counts model calls (rows, time steps) through the pool's batchers."""
+
+    def __init__(self, svc: Services) -> None:
+        self.shapes: list[tuple[int, ...]] = []
+        original = svc.pool.for_model
+        wrapped: set[int] = set()
+
+        def for_model(model):  # type: ignore[no-untyped-def]
+            batcher = original(model)
+            if id(batcher) in wrapped:
+                return batcher
+            wrapped.add(id(batcher))
+            run = batcher.run
+
+            async def counted(inputs, state):  # type: ignore[no-untyped-def]
+                self.shapes.append(inputs.shape)
+                return await run(inputs, state)
+
+            batcher.run = counted  # type: ignore[method-assign]
+            return batcher
+
+        svc.engine.batcher_for = for_model
+
+
+async def new_session(svc: Services, model: str = "count", owner: str = "") -> str:
+    return (await svc.sessions.create(model, owner=owner)).session_id
+
+
+async def truth(svc: Services, sid: str) -> tuple[int, float]:
+    """(readings applied, their sum) from the session's own state."""
+    record = await svc.sessions.get(sid)
+    count, total = record.state[0][0]
+    return int(count), float(total)
+
+
+async def test_a_single_step_returns_a_typed_result(svc: Services) -> None:
+    sid = await new_session(svc)
+    result = await svc.engine.step(StepRequest(sid, np.array([[2.0], [3.0]], np.float32)))
+    assert isinstance(result, StepResult) and not result.replayed
+    assert result.position == 2 and result.model.name == "count" and result.model.version == 1
+    np.testing.assert_array_equal(result.outputs, [[1.0, 2.0], [2.0, 5.0]])
+    assert result.state is not None
+    np.testing.assert_array_equal(result.state[0], [[2.0, 5.0]])  # the new state, no second read
+    assert orjson.loads(result.payload) == {
+        "session_id": sid,
+        "model": "count",
+        "version": 1,
+        "position": 2,
+        "outputs": [[1.0, 2.0], [2.0, 5.0]],
+    }
+    assert await truth(svc, sid) == (2, 5.0)
+    assert len(svc.locks) == 0
+
+
+async def test_json_inputs_and_array_inputs_are_one_step_kind(svc: Services) -> None:
+    a, b = await new_session(svc), await new_session(svc)
+    ra = await svc.engine.step(StepRequest(a, [[4.0]]))
+    rb = await svc.engine.step(StepRequest(b, np.array([[4.0]], np.float32)))
+    np.testing.assert_array_equal(ra.outputs, rb.outputs)
+    with pytest.raises(InvalidInput):
+        await svc.engine.step(StepRequest(a, np.zeros((1, 3), np.float32)))  # wrong feature count
+    with pytest.raises(InvalidInput):
+        await svc.engine.step(StepRequest(a, [[1.0]], position=-1))
+    assert await truth(svc, a) == (1, 4.0)
+
+
+async def test_a_batch_on_one_session_is_one_model_call_and_one_write(svc: Services) -> None:
+    """What a WebSocket client's pipelined messages become: each answered as if alone, the
+    valid in-sequence ones applied as one model call over their concatenated steps."""
+    sid = await new_session(svc)
+    calls = Calls(svc)
+    saves = []
+    save = svc.store.save
+
+    async def counted_save(record, expected_position):  # type: ignore[no-untyped-def]
+        saves.append(expected_position)
+        await save(record, expected_position)
+
+    svc.store.save = counted_save  # type: ignore[method-assign]
+    requests = [
+        StepRequest(sid, [[1.0]]),  # applied: position 0 -> 1
+        StepRequest(sid, [[1.0, 2.0]]),  # invalid: error in place
+        StepRequest(sid, [[2.0], [3.0]], position=1),  # applied: 1 -> 3
+        StepRequest(sid, [[1.0]], position=0),  # a retry of the first: its reply, nothing applied
+        StepRequest(sid, [[9.0]], position=7),  # a conflict: the position is 3 by then
+        StepRequest(sid, [[4.0]]),  # applied: 3 -> 4
+    ]
+    out = await svc.engine.apply(requests)
+    assert [type(o).__name__ for o in out] == [
+        "StepResult",
+        "InvalidInput",
+        "StepResult",
+        "StepResult",
+        "PositionConflict",
+        "StepResult",
+    ]
+    first, _, second, retry, conflict, last = out
+    assert isinstance(first, StepResult) and isinstance(second, StepResult) and isinstance(last, StepResult)
+    assert isinstance(retry, StepResult) and isinstance(conflict, PositionConflict)
+    assert (first.position, second.position, last.position) == (1, 3, 4)
+    assert retry.replayed and retry.payload == first.payload and retry.position == 1
+    np.testing.assert_array_equal(retry.outputs, first.outputs)
+    assert conflict.details["position"] == 3
+    np.testing.assert_array_equal(second.outputs, [[2.0, 3.0], [3.0, 6.0]])
+    assert first.state is None and last.state is not None  # only the run's last step has it
+    assert calls.shapes == [(1, 4, 1)] and saves == [0]
+    assert await truth(svc, sid) == (4, 10.0)
+
+
+async def test_a_bulk_batch_stacks_sessions_per_length_and_answers_each(svc: Services) -> None:
+    ids = [await new_session(svc) for _ in range(5)]
+    other = await new_session(svc, "other")
+    calls = Calls(svc)
+    requests = [
+        StepRequest(ids[0], [[1.0]]),
+        StepRequest(ids[1], [[2.0]]),
+        StepRequest(ids[2], [[1.0], [1.0]]),
+        StepRequest(ids[3], [[5.0], [5.0]]),
+        StepRequest(ids[0], [[3.0]]),  # the same session again: applied after its first entry
+        StepRequest("missing", [[1.0]]),
+        StepRequest(other, [[1.0]]),  # another model's session: refused
+        StepRequest(ids[4], [[1.0]], position=3),  # conflict
+    ]
+    out = await svc.engine.apply(requests, model="count")
+    assert [o.position for o in out[:5] if isinstance(o, StepResult)] == [1, 1, 2, 2, 2]
+    assert isinstance(out[5], SessionNotFound) and isinstance(out[6], InvalidInput)
+    assert isinstance(out[7], PositionConflict)
+    # ids[0] ran two steps, ids[2] and ids[3] two each: one call of length 2 with three rows,
+    # one of length 1 with one row (ids[1]).
+    assert sorted(calls.shapes) == [(1, 1, 1), (3, 2, 1)]
+    assert [await truth(svc, s) for s in ids] == [(2, 4.0), (1, 2.0), (2, 2.0), (2, 10.0), (0, 0.0)]
+    assert await truth(svc, other) == (0, 0.0)
+    # Bulk equals single steps, to the byte of the reply.
+    single = [await new_session(svc) for _ in range(2)]
+    a = await svc.engine.step(StepRequest(single[0], [[1.0]]))
+    b = await svc.engine.step(StepRequest(single[0], [[3.0]]))
+    assert orjson.loads(a.payload)["outputs"] == orjson.loads(out[0].payload)["outputs"]  # type: ignore[union-attr]
+    assert orjson.loads(b.payload)["outputs"] == orjson.loads(out[4].payload)["outputs"]  # type: ignore[union-attr]
+
+
+async def test_retries_replay_the_recorded_reply_byte_for_byte(svc: Services) -> None:
+    sid = await new_session(svc)
+    first = await svc.engine.step(StepRequest(sid, [[2.0]], position=0))
+    await svc.engine.step(StepRequest(sid, [[3.0]], position=1))
+    again = await svc.engine.step(StepRequest(sid, [[2.0]], position=0))  # an older step: still replayed
+    assert again.replayed and again.payload == first.payload and again.position == 1
+    assert again.state is None  # it is no longer the session's latest step
+    latest = await svc.engine.step(StepRequest(sid, [[3.0]], position=1))
+    assert latest.replayed and latest.state is not None
+    np.testing.assert_array_equal(latest.state[0], [[2.0, 5.0]])
+    with pytest.raises(PositionConflict) as info:  # same position, other readings: not a retry
+        await svc.engine.step(StepRequest(sid, [[7.0]], position=0))
+    assert info.value.details["position"] == 2
+    for _ in range(6):  # past the replay window (4): the first step is forgotten
+        await svc.engine.step(StepRequest(sid, [[1.0]]))
+    with pytest.raises(PositionConflict):
+        await svc.engine.step(StepRequest(sid, [[2.0]], position=0))
+    assert await truth(svc, sid) == (8, 11.0)
+
+
+async def test_a_lost_check_and_set_recomputes_positionless_steps_only(svc: Services) -> None:
+    """Another replica writes the session between this batch's read and its write: nothing of
+    the batch was written; position-less steps are recomputed on the new state, positioned ones
+    get the conflict, as they would one by one."""
+    sid = await new_session(svc)
+    save = svc.store.save
+    raced = []
+
+    async def racing_save(record, expected_position):  # type: ignore[no-untyped-def]
+        if not raced:
+            raced.append(True)
+            other = await svc.store.load(sid)
+            other.position += 1
+            other.state = (np.array([[1.0, 100.0]], np.float32),)
+            other.token = "another-replica-write-000000000000"[:32]
+            await save(other, expected_position)
+        await save(record, expected_position)
+
+    svc.store.save = racing_save  # type: ignore[method-assign]
+    out = await svc.engine.apply([StepRequest(sid, [[1.0]]), StepRequest(sid, [[2.0]], position=1)])
+    assert isinstance(out[0], StepResult) and isinstance(out[1], PositionConflict)
+    assert out[0].position == 2  # after the other replica's step
+    np.testing.assert_array_equal(out[0].outputs, [[2.0, 101.0]])
+    assert await truth(svc, sid) == (2, 101.0)
+
+
+async def test_a_store_failure_fails_the_applied_steps_and_keeps_other_answers(svc: Services) -> None:
+    sid = await new_session(svc)
+    await svc.engine.step(StepRequest(sid, [[2.0]], position=0))
+
+    async def down(record, expected_position):  # type: ignore[no-untyped-def]
+        raise StoreUnavailable("the session store is unavailable")
+
+    svc.store.save = down  # type: ignore[method-assign]
+    out = await svc.engine.apply([StepRequest(sid, [[2.0]], position=0), StepRequest(sid, [[5.0]])])
+    assert isinstance(out[0], StepResult) and out[0].replayed  # answered from the record
+    assert isinstance(out[1], StoreUnavailable)
+    with pytest.raises(StoreUnavailable):
+        await svc.engine.step(StepRequest(sid, [[5.0]]))
+    assert len(svc.locks) == 0
+
+
+async def test_sessions_of_another_owner_are_not_found(svc: Services) -> None:
+    sid = await new_session(svc, owner="alice")
+    with pytest.raises(SessionNotFound):
+        await svc.engine.step(StepRequest(sid, [[1.0]]), owner="bob")
+    out = await svc.engine.apply([StepRequest(sid, [[1.0]])], owner="bob")
+    assert isinstance(out[0], SessionNotFound)
+    assert (await svc.engine.step(StepRequest(sid, [[1.0]]), owner="alice")).position == 1
+
+
+async def test_a_bug_in_one_row_of_a_batch_fails_that_row_alone(svc: Services) -> None:
+    ids = [await new_session(svc) for _ in range(3)]
+    original = svc.pool.for_model
+    wrapped: set[int] = set()
+
+    def for_model(model):  # type: ignore[no-untyped-def]
+        batcher = original(model)
+        if id(batcher) in wrapped:
+            return batcher
+        wrapped.add(id(batcher))
+        run = batcher.run
+
+        async def poisoned(inputs, state):  # type: ignore[no-untyped-def]
+            if (inputs == 13.0).any():
+                raise RuntimeError("a bug")
+            return await run(inputs, state)
+
+        batcher.run = poisoned  # type: ignore[method-assign]
+        return batcher
+
+    svc.engine.batcher_for = for_model
+    out = await svc.engine.apply([StepRequest(s, [[13.0 if k == 1 else 1.0]]) for k, s in enumerate(ids)])
+    assert isinstance(out[1], RuntimeError)
+    assert [o.position for o in (out[0], out[2]) if isinstance(o, StepResult)] == [1, 1]
+    with pytest.raises(RuntimeError):  # a single step raises it (the transport answers 500)
+        await svc.engine.step(StepRequest(ids[1], [[13.0]]))
+    assert [await truth(svc, s) for s in ids] == [(1, 1.0), (0, 0.0), (1, 1.0)]
+
+
+async def test_a_resend_within_the_same_batch_gets_the_first_ones_reply(svc: Services) -> None:
+    sid = await new_session(svc)
+    first, again = await svc.engine.apply(
+        [StepRequest(sid, [[3.0]], position=0), StepRequest(sid, [[3.0]], position=0)]
+    )
+    assert isinstance(first, StepResult) and isinstance(again, StepResult)
+    assert not first.replayed and again.replayed and again.payload == first.payload
+    assert await truth(svc, sid) == (1, 3.0)
