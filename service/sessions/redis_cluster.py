@@ -294,6 +294,7 @@ class RedisClusterSessionStore(RedisSessionStore):
         self._nodes_up: dict[str, int] = {}
         self._node_stats = NodeStats()
         self.wait_timeout_ms = max(1, round(wait_timeout * 1000))
+        self._relearn_timeout = socket_timeout + connect_timeout
         super().__init__(
             url,
             password=password,
@@ -357,10 +358,12 @@ class RedisClusterSessionStore(RedisSessionStore):
         per node (the master of `key`'s slot when the call starts)."""
 
         async def attempt() -> T:
-            if self._stale:
-                self._stale = False
-                await self._cluster.nodes_manager.initialize()
             try:
+                if self._stale:  # relearn the layout (no node reachable: mapped below, 503)
+                    self._stale = False
+                    # it asks the nodes one after the other: bounded, or a hung cluster (every
+                    # node paused) would hold each request for a socket timeout per node
+                    await asyncio.wait_for(self._cluster.nodes_manager.initialize(), self._relearn_timeout)
                 return await fn()
             except rex.MovedError as exc:
                 self._stale = True

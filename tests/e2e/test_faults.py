@@ -9,7 +9,8 @@ Not duplicated from tests/e2e/test_scaleout.py (replica SIGKILL, Redis crash/res
   stay on their pinned version (their final state equals a stateless predict on THAT version),
   and new sessions get the new version. A broken version is refused (`failed`), and serving
   goes on.
-* Redis paused (SIGSTOP) under load: requests fail fast and clearly (503
+* Redis paused (SIGSTOP) under load (also every node of a Redis Cluster, with the rolling
+  restart below: those two run on both stores): requests fail fast and clearly (503
   session_store_unavailable JSON, no hang), and after SIGCONT the same clients recover; with
   position-carrying retries nothing is lost or applied twice.
 * a rolling restart (SIGTERM, start again) of both replicas while streams run through nginx:
@@ -22,7 +23,6 @@ Not duplicated from tests/e2e/test_scaleout.py (replica SIGKILL, Redis crash/res
 from __future__ import annotations
 
 import shutil
-import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -34,6 +34,7 @@ import numpy as np
 import pytest
 
 from tests.support.models import export_model, raw_inputs
+from tests.support.redis_cluster import RedisClusterProcesses, WholeCluster
 from tests.support.servers import ServiceProcess
 from tests.support.topology import Topology, compose_topology
 
@@ -52,14 +53,34 @@ def topology(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield topo
 
 
+@pytest.fixture(scope="module")
+def cluster_topology(
+    redis_cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Topology]:
+    """The same, on the 3-master, 3-replica Redis Cluster driven as one (wait_replicas=1)."""
+    root = tmp_path_factory.mktemp("faults-cluster")
+    repo = root / "repository"
+    shutil.copytree(repository, repo)
+    redis_cluster.ensure_up()
+    store = WholeCluster(redis_cluster, prefix="faults:", wait_replicas=1)
+    with compose_topology(repo, root, {"SEQSERVE_LOG_LEVEL": "warning"}, store) as topo:
+        yield topo
+
+
 @pytest.fixture
-def topo(topology: Topology) -> Iterator[Topology]:
+def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
+    """The redis-server topology, or (parametrized "redis-cluster") the cluster one."""
+    store = getattr(request, "param", "redis")
+    topology: Topology = request.getfixturevalue("topology" if store == "redis" else "cluster_topology")
     topology.ensure_up()
     yield topology
     topology.ensure_up()
     for replica in topology.replicas:
         print(f"--- replica {replica.port} log\n{replica.log()[-3000:]}")
     print(f"--- nginx log\n{topology.nginx.log()[-2000:]}")
+
+
+BOTH_STORES = pytest.mark.parametrize("topo", ["redis", "redis-cluster"], indirect=True)
 
 
 # -- streams
@@ -228,6 +249,7 @@ def test_reload_refuses_a_broken_version_and_keeps_serving(topo: Topology) -> No
 # -- Redis paused
 
 
+@BOTH_STORES
 def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology) -> None:
     url = topo.nginx.url
     streams = [_new_stream(url, 200 + k) for k in range(6)]
@@ -235,7 +257,7 @@ def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology) -> No
     threads = _start(url, streams, stop, retry=True)
     try:
         time.sleep(1.0)
-        topo.redis.proc.send_signal(signal.SIGSTOP)
+        topo.redis.pause()
         try:
             time.sleep(0.5)
             started = time.monotonic()
@@ -251,7 +273,7 @@ def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology) -> No
             ready = httpx.get(f"{topo.replicas[1].url}/v2/health/ready", timeout=10)
             time.sleep(2.0)
         finally:
-            topo.redis.proc.send_signal(signal.SIGCONT)
+            topo.redis.resume()
         before = [s.position for s in streams]
         time.sleep(2.0)
         progressed = [s.position > b for s, b in zip(streams, before, strict=True)]
@@ -270,6 +292,7 @@ def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology) -> No
 # -- rolling restart
 
 
+@BOTH_STORES
 def test_rolling_restart_of_replicas_loses_nothing(topo: Topology) -> None:
     url = topo.nginx.url
     streams = [_new_stream(url, 300 + k) for k in range(6)]

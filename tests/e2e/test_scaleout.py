@@ -1,6 +1,8 @@
 """Scale-out, as docker-compose.yml runs it, with processes: one redis-server (AOF on), two
 service replicas sharing it (SEQSERVE_SESSION_STORE=redis://...), and nginx in front with
 service/deploy/nginx.conf (only its listen/upstream includes are rendered with loopback ports).
+Every check runs again with a local Redis Cluster (3 masters + 3 replicas, redis+cluster://,
+wait_replicas=1) in place of the redis-server: "Redis crashed" kills every node.
 
 Streaming sessions must behave as if there were one server: any replica serves any step, a
 replica or Redis dying mid-stream loses nothing and applies nothing twice (the client retries
@@ -22,6 +24,7 @@ import numpy as np
 import pytest
 
 from tests.support.models import raw_inputs
+from tests.support.redis_cluster import RedisClusterProcesses, WholeCluster
 from tests.support.servers import ServiceProcess
 from tests.support.topology import Topology, compose_topology
 
@@ -31,10 +34,19 @@ MODEL = "lstm"  # h and c; the latest version (2)
 RETRY_FOR = 30.0  # seconds a client keeps retrying one step across failures
 
 
-@pytest.fixture(scope="module")
-def topology(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Topology]:
+@pytest.fixture(scope="module", params=["redis", "redis-cluster"])
+def topology(
+    request: pytest.FixtureRequest, repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Topology]:
+    """Once on one redis-server, once on the 3-master, 3-replica Redis Cluster driven as one
+    (its crash, outage and restart are every node's; wait_replicas=1)."""
     env = {"SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
-    with compose_topology(repository, tmp_path_factory.mktemp("scaleout"), env) as topo:
+    store = None
+    if request.param == "redis-cluster":
+        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+        cluster.ensure_up()
+        store = WholeCluster(cluster, prefix="scaleout:", wait_replicas=1)
+    with compose_topology(repository, tmp_path_factory.mktemp("scaleout"), env, store) as topo:
         yield topo
 
 
