@@ -12,6 +12,13 @@ export) is reported separately from the training loop's.
 
 Prints a markdown table and writes the raw records as JSON (--out). Numbers depend on how
 busy the machine is: the load average at start and end is printed with them.
+
+`--allreduce-probe BYTES` measures communication alone: N processes (gloo) all-reduce a
+gradient-sized buffer again and again with nothing else to do, the floor under the all-reduce
+time of a training step (which also waits for the slowest rank's compute). `--compute-probe`
+times one optimiser step (forward, backward, AdamW) of the preset's forecaster in one process for
+32, 16, 8 and 4 streams: how a rank's compute shrinks as the global batch is split over more
+ranks.
 """
 
 from __future__ import annotations
@@ -97,14 +104,97 @@ def _summary(records: list[dict[str, Any]], nproc: int) -> list[str]:
     return lines
 
 
+def _probe(size: int, rounds: int = 500) -> None:
+    """One rank of the all-reduce probe (started by torchrun): median seconds per all-reduce."""
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    buffer = torch.ones(max(size // 4, 1))
+    times = []
+    for i in range(rounds + 50):
+        dist.barrier()
+        start = time.perf_counter()
+        dist.all_reduce(buffer)
+        if i >= 50:
+            times.append(time.perf_counter() - start)
+    if dist.get_rank() == 0:
+        print(
+            f"all-reduce of {size} bytes on {dist.get_world_size()} processes (gloo): median "
+            f"{1000 * statistics.median(times):.3f} ms, p90 {1000 * sorted(times)[int(0.9 * len(times))]:.3f} ms",
+            flush=True,
+        )
+    dist.destroy_process_group()
+
+
+def _compute_probe(preset_name: str, rounds: int = 20) -> None:
+    """Median milliseconds per optimiser step by number of streams (one process, one thread)."""
+    import numpy as np
+    import torch
+
+    from models.forecaster import Forecaster
+    from training import forecast_loop, forecaster_run, loop
+    from training.cli import RunSettings
+    from training.data import load_table, prepare_forecast
+    from training.presets import preset
+
+    settings = RunSettings(**preset(preset_name))
+    frame = load_table(settings.data)
+    data = prepare_forecast(
+        frame, settings.target, settings.features or settings.target, horizon=settings.horizon,
+        window=settings.window, report=lambda _: None,
+    )  # fmt: skip
+    axis = forecaster_run.time_axis(frame, settings.time_column, lambda _: None)
+    config, _ = forecaster_run.build_config(settings, data, settings.cell, "seasonal_diff", axis)
+    loop.seed_everything(0, 1)
+    for streams in (32, 16, 8, 4):
+        model = Forecaster(config)
+        source = forecast_loop._Streams(model, data, forecast_loop.ForecastTrainSettings(streams=streams, chunk=48))
+        optimizer = torch.optim.AdamW(model.parameters())
+        times = []
+        for i in range(rounds + 5):
+            x, y, _ = source.batch()
+            start = time.perf_counter()
+            out, state = model(x, tuple(source.state))
+            loss = (out - y).abs().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            source.state = [s.detach() for s in state]
+            if i >= 5:
+                times.append(time.perf_counter() - start)
+        print(f"{preset_name}: {streams} streams x 48 steps: {1000 * np.median(times):.1f} ms per optimiser step")
+
+
+def _launch_probe(size: int, nproc: int) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    command += ["-m", "bench.distributed_training", "--allreduce-probe", str(size)]
+    subprocess.run(command, env=env, check=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", default="electricity")
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", type=Path, help="write the raw records here (JSON)")
+    parser.add_argument("--allreduce-probe", type=int, metavar="BYTES", help="time all-reduce alone (see above)")
+    parser.add_argument("--compute-probe", action="store_true", help="step time by streams (see above)")
     parser.add_argument("train_args", nargs="*", help="after --: seqserve train flags instead of --preset")
     args = parser.parse_args(argv)
+    if args.compute_probe:
+        print(f"load average: {os.getloadavg()}", flush=True)
+        _compute_probe(args.preset)
+        return 0
+    if args.allreduce_probe:
+        if "RANK" in os.environ:
+            _probe(args.allreduce_probe)
+        else:
+            print(f"load average: {os.getloadavg()}", flush=True)
+            _launch_probe(args.allreduce_probe, args.nproc)
+        return 0
     train_args = args.train_args or ["--preset", args.preset, "--baselines", "naive"]
     print(f"load average at start: {os.getloadavg()}", flush=True)
     records = []

@@ -91,6 +91,12 @@ class Context:
     def label(self) -> str:
         return f"[rank {self.rank}/{self.world_size}] " if self.enabled else ""
 
+    def say(self, message: str) -> None:
+        """One log line, prefixed with the rank under torchrun, written with a single write: the
+        ranks share one stdout pipe, and print's separate newline let their lines run together."""
+        sys.stdout.write(f"{self.label()}{message}\n")
+        sys.stdout.flush()
+
     def shard_count(self, total: int) -> int:
         """This rank's share of `total` interchangeable units (streams): as even as possible."""
         return total // self.world_size + (1 if self.rank < total % self.world_size else 0)
@@ -278,10 +284,7 @@ def load_shard(path: str | Path, series_id: str, max_rows: int) -> Any:
     except (ValueError, OSError, UnicodeDecodeError, pd.errors.ParserError) as exc:
         raise TrainingError(f"cannot read {path}: {' '.join(str(exc).split())}") from exc
     frame = pd.concat(parts, ignore_index=True)
-    print(
-        f"{ctx.label()}data: reads {len(mine)} of {len(keys)} series ({len(frame)} rows) from {path.name}",
-        flush=True,
-    )
+    ctx.say(f"data: reads {len(mine)} of {len(keys)} series ({len(frame)} rows) from {path.name}")
     return frame
 
 

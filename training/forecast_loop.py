@@ -195,10 +195,9 @@ def train_forecaster(
             history.train_loss.append(train_loss)
             history.val_loss.append(val)
             if ctx.enabled:
-                print(
-                    f"{ctx.label()}step {step}/{total}: {len(streams.pos)} streams, local train loss {local:.4g}, "
-                    f"global train loss {train_loss:.4g}, validation MAE {val:.4g}",
-                    flush=True,
+                ctx.say(
+                    f"step {step}/{total}: {len(streams.pos)} streams, local train loss {local:.4g}, "
+                    f"global train loss {train_loss:.4g}, validation MAE {val:.4g}"
                 )
             running, counted = 0.0, 0
             if not math.isfinite(val):
@@ -251,7 +250,7 @@ def _job_record(ctx: distributed.Context, seconds: float) -> dict:  # type: igno
                 "allreduce_share": round(allreduce / step, 4) if step > 0 else 0.0,
             }
         )
-    print(f"{ctx.label()}timings: {json.dumps(timer.to_dict())}", flush=True)
+    ctx.say(f"timings: {json.dumps(timer.to_dict())}")
     return {
         "world_size": ctx.world_size,
         "backend": ctx.backend,

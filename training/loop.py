@@ -14,6 +14,10 @@ client opens a new stream per utterance); the loss is the cross-entropy at each 
 step plus a smaller weight on every step, so the per-step logits are meaningful mid-stream too.
 
 Both use AdamW, gradient clipping and early stopping that keeps the best checkpoint.
+
+Under torchrun (training/distributed.py) each rank takes its share of every update: its subset of
+the forecasting streams, or every world-th sequence of each classification batch; DDP averages
+the gradients, so all ranks keep the same weights and compute the same validation loss.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from models.recurrent import RecurrentModel
-from training.data import ClassifyData, ForecastData, Sequences
+from training import distributed
+from training.data import ClassifyData, ForecastData, Sequences, TrainingError
 
 STEP_LOSS_WEIGHT = 0.3  # classification: weight of the all-steps loss next to the last-step loss
 # Forecasting: an "epoch" is at least this many optimiser steps (several passes over the training
@@ -84,6 +89,23 @@ def _detach(state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     return tuple(s.detach() for s in state)
 
 
+class _Normalized(nn.Module):
+    """`forward_normalized` as a module's forward: DDP only synchronises calls through forward."""
+
+    def __init__(self, model: RecurrentModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, z: Tensor, state: tuple[Tensor, ...] | None = None) -> tuple[Tensor, tuple[Tensor, ...]]:
+        return self.model.forward_normalized(z, state)
+
+
+def _trainer(model: RecurrentModel) -> Callable[..., tuple[Tensor, tuple[Tensor, ...]]]:
+    """The training forward: the model's forward_normalized, through DDP under torchrun."""
+    ctx = distributed.context()
+    return ctx.wrap(_Normalized(model)) if ctx.enabled else model.forward_normalized
+
+
 def _fit(
     model: RecurrentModel,
     settings: TrainSettings,
@@ -104,7 +126,7 @@ def _fit(
         train = run_epoch(model, optimizer)
         model.eval()
         with torch.no_grad():
-            val = val_loss(model)
+            val = distributed.context().mean(val_loss(model), 1.0)  # the same on every rank
         history.train_loss.append(train)
         history.val_loss.append(val)
         if val < best - 1e-7:
@@ -114,6 +136,9 @@ def _fit(
         else:
             stale += 1
         bar.set_postfix(train=f"{train:.4f}", val=f"{val:.4f}", best=f"{best:.4f}@{history.best_epoch}")
+        ctx = distributed.context()
+        if ctx.enabled:  # each rank logs its own (local) training loss
+            ctx.say(f"epoch {epoch}: local train loss {train:.4g}, validation loss {val:.4g}")
         if stale >= settings.patience:
             history.stopped_early = True
             break
@@ -136,21 +161,28 @@ def train_forecast(model: RecurrentModel, data: ForecastData, settings: TrainSet
     window = settings.window
     streams = max(1, min(settings.batch_size, n // window))
     length = n // streams
-    generator = np.random.default_rng(settings.seed)
+    generator = np.random.default_rng(settings.seed)  # the same offsets on every rank
     loss_fn = nn.MSELoss()
+    ctx = distributed.context()
+    if streams < ctx.world_size:
+        raise TrainingError(
+            f"the training block holds {streams} stream(s) of --window {window}: fewer than the "
+            f"{ctx.world_size} processes; use fewer processes or a shorter --window"
+        )
+    forward = _trainer(model)
 
     def run_pass(model: RecurrentModel, optimizer: torch.optim.Optimizer) -> tuple[float, int, int]:
         offset = int(generator.integers(0, max(1, min(window, length - window + 1))))
-        starts = torch.arange(streams, device=device) * length + offset
+        starts = (torch.arange(streams, device=device) * length + offset)[ctx.rank :: ctx.world_size]
         steps = length - offset
-        state = model.init_state(streams, device)
+        state = model.init_state(len(starts), device)
         total, count, updates = 0.0, 0, 0
         for begin in range(0, steps, window):
             span = min(window, steps - begin)
             if span < max(1, window // 4):
                 break
             idx = starts[:, None] + begin + torch.arange(span, device=device)[None, :]  # [S, span]
-            out, state = model.forward_normalized(z[idx], state)
+            out, state = forward(z[idx], state)
             loss = loss_fn(out, yn[idx])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -227,17 +259,22 @@ def train_classify(model: RecurrentModel, data: ClassifyData, settings: TrainSet
     with torch.no_grad():
         train = _tensors(data.train, model, device)
         val = _tensors(data.val, model, device)
-    generator = torch.Generator().manual_seed(settings.seed)
+    generator = torch.Generator().manual_seed(settings.seed)  # the same order on every rank
     count = train[0].shape[0]
+    ctx = distributed.context()
+    forward = _trainer(model)
 
     def run_epoch(model: RecurrentModel, optimizer: torch.optim.Optimizer) -> float:
         order = torch.randperm(count, generator=generator).to(device)
         total = 0.0
         for begin in range(0, count, settings.batch_size):
-            idx = order[begin : begin + settings.batch_size]
+            batch = order[begin : begin + settings.batch_size]
+            if len(batch) < ctx.world_size:
+                continue  # a last batch too small to give every rank a sequence (all ranks skip it)
+            idx = batch[ctx.rank :: ctx.world_size]
             z, lengths, mask, labels = (t[idx] for t in train)
             width = int(lengths.max())
-            out, _ = model.forward_normalized(z[:, :width])
+            out, _ = forward(z[:, :width])
             loss = _classify_loss(out, lengths, mask[:, :width], labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

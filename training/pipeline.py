@@ -62,7 +62,7 @@ class Outcome:
 def _log(settings: RunSettings, message: str) -> None:
     from training import distributed
 
-    print(f"{distributed.context().label()}{message}", flush=True)
+    distributed.context().say(message)
 
 
 def _headline(outcome: Outcome, task: str) -> str:
@@ -185,13 +185,16 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             patience=settings.patience,
             window=settings.window,
             seed=settings.seed,
-            progress=not settings.quiet,
+            progress=not settings.quiet and not ctx.enabled,
         )
         if isinstance(data, ForecastData):
-            assert baselines is not None
             model, history, shaped, transform, scores = _train_forecast_candidates(
                 settings, data, cell, train_settings, device
             )
+            if not ctx.is_main:
+                _log(settings, f"{cell}: trained in {history.seconds:.1f}s; rank 0 publishes")
+                continue
+            assert baselines is not None
             outcome = _evaluate_forecast(model, shaped, settings, history, cell, baselines, times)
             outcome.metrics["transform"] = {
                 "setting": settings.transform,
@@ -205,6 +208,9 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             history = loop.train_classify(model, data, train_settings)
             if not all(np.isfinite(history.val_loss)):
                 raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
+            if not ctx.is_main:
+                _log(settings, f"{cell}: trained in {history.seconds:.1f}s; rank 0 publishes")
+                continue
             outcome = _evaluate_classify(model, data, history, cell)
         _finish(settings, outcomes, outcome, history, model, cell)
 
@@ -230,14 +236,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
 
 
 def _check_distributable(settings: RunSettings, data: ForecastData | ClassifyData, ctx: Any) -> None:
-    """Refuse, before any training, what the data-parallel path does not cover."""
-    from training import forecaster_run
-
-    if not (isinstance(data, ForecastData) and forecaster_run.uses_forecaster(data)):
-        raise TrainingError(
-            "distributed training (torchrun, --nproc) covers forecasting one target that is also an input "
-            "(the history-state forecaster); train this model in one process"
-        )
+    """Refuse, before any training, a batch that cannot give every rank a share."""
     if settings.batch_size < ctx.world_size:
         raise TrainingError(
             f"--batch-size {settings.batch_size} is the global number of streams: it must be at least the "

@@ -28,7 +28,7 @@ from tests.support.servers import ROOT
 from training import distributed
 from training.data import TrainingError
 
-from .conftest import SUNSPOTS, snapshot
+from .conftest import SUNSPOTS, VOWELS, snapshot
 
 SMALL = ["--hidden", "8", "--epochs", "2", "--window", "22", "--batch-size", "8", "--baselines", "naive", "--quiet"]
 
@@ -112,6 +112,31 @@ def test_published_model_streams_a_series_as_the_stateless_call(two_runs) -> Non
         streamed.append(result[0])
         state = result[1:]
     np.testing.assert_allclose(np.concatenate(streamed, axis=1), whole, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_classification_trains_on_two_ranks(tmp_path) -> None:
+    """The plain-model path: each rank trains on every other sequence of each batch, both log
+    their epochs with the same (all-reduced) validation loss, rank 0 publishes one version."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(tmp_path / "mpl")}
+    repo = tmp_path / "repo"
+    argv = ["--data", str(VOWELS), "--task", "classify", "--label", "speaker", "--sequence-id", "series_id"]
+    argv += ["--hidden", "16", "--epochs", "3", "--batch-size", "16", "--quiet", "--name", "v"]
+    command = [sys.executable, "-m", "seqserve.cli", "train", *argv, "--repository", str(repo), "--nproc", "2"]
+    proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    epochs = {
+        rank: [
+            line.split("validation loss ")[1]
+            for line in proc.stdout.splitlines()
+            if line.startswith(f"[rank {rank}/2] epoch")
+        ]
+        for rank in (0, 1)
+    }
+    assert len(epochs[0]) == 3 and epochs[0] == epochs[1], proc.stdout
+    assert sorted(p.name for p in (repo / "v").iterdir()) == ["1"]
+    metrics = json.loads((repo / "v" / "1" / "manifest.json").read_text())["metrics"]
+    assert metrics["model"]["accuracy"] > 2 * metrics["majority"]["accuracy"], metrics
 
 
 def test_shards_are_disjoint_and_cover_everything() -> None:
