@@ -22,10 +22,11 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
-from service.api import admin, codecs, health, models, schemas, sessions, stream, ui, v2
+from service.api import admin, codecs, health, models, openapi, sessions, stream, ui, v2
 from service.api import docs as api_docs
 from service.api import errors as api_errors
 from service.api.fastpath import FastPath
+from service.api.gate import PUBLIC as PUBLIC_PATHS
 from service.api.gate import KeyGate
 from service.api.middleware import RequestMiddleware
 from service.auth import Security
@@ -37,14 +38,6 @@ from service.settings import Settings
 log = logging.getLogger("seqserve.app")
 
 GRPC_GRACE_SECONDS = 10.0
-
-BODY_MODELS = (
-    schemas.PredictRequest,
-    schemas.CreateSessionRequest,
-    schemas.ForkRequest,
-    schemas.StepRequest,
-    schemas.BulkStepRequest,
-)
 
 
 def create_app(settings: Settings | None = None, security: Security | None = None) -> FastAPI:
@@ -116,7 +109,7 @@ def create_app(settings: Settings | None = None, security: Security | None = Non
     app.add_middleware(RequestMiddleware, metrics=metrics, max_body_bytes=settings.max_body_bytes)
     app.state.metrics = metrics
     app.state.security = security
-    _document_bodies(app)
+    openapi.install(app, PUBLIC_PATHS, keys=bool(security.keys))
     return app
 
 
@@ -149,21 +142,3 @@ def create_admin_app(data_app: FastAPI) -> ASGIApp:
     if security.admin_enabled:
         app.include_router(admin.router)
     return admin.AdminGate(app, security.admin_key)
-
-
-def _document_bodies(app: FastAPI) -> None:
-    """Routes parse bodies themselves (orjson + numpy); put their schemas into OpenAPI."""
-    original = app.openapi
-
-    def openapi() -> dict:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = original()
-        components = schema.setdefault("components", {}).setdefault("schemas", {})
-        for model in BODY_MODELS:
-            body = model.model_json_schema(ref_template="#/components/schemas/{model}")
-            components.update(body.pop("$defs", {}))
-            components[model.__name__] = body
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request, Response
 
 from service.api.body import json_response_bytes, read_json
 from service.api.deps import services
+from service.api.schemas import ErrorBody
 from service.errors import NotReady, ServiceError
 
 router = APIRouter(tags=["health"])
@@ -26,7 +27,7 @@ async def live() -> Response:
     return Response(b'{"live":true}', media_type="application/json")
 
 
-@router.get("/v2/health/ready")
+@router.get("/v2/health/ready", responses={503: {"model": ErrorBody, "description": "no model loaded (not_ready)"}})
 async def ready(request: Request) -> Response:
     svc = services(request)
     if len(svc.registry) == 0:
@@ -39,7 +40,7 @@ async def ready(request: Request) -> Response:
     return Response(b'{"ready":true}', media_type="application/json")
 
 
-@router.get("/v1/health/sessions")
+@router.get("/v1/health/sessions", responses={503: {"model": ErrorBody, "description": "session store unavailable"}})
 async def sessions_health(request: Request) -> Response:
     """200 when the session store answers, 503 (session_store_unavailable) when it does not."""
     store = services(request).store

@@ -10,11 +10,19 @@ import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from service.api.body import check_object, json_response_bytes, optional_int, parse_json
+from service.api.body import json_response_bytes
 from service.api.deps import services
-from service.api.schemas import ErrorBody, ModelInfo, ModelList, PredictRequest, PredictResponse, body_schema
+from service.api.schemas import (
+    ErrorBody,
+    ModelInfo,
+    ModelList,
+    PredictRequest,
+    PredictResponse,
+    body_schema,
+    parse,
+    validate,
+)
 from service.api.split import LazySequences, encode_with_outputs, give_back_memory, split_inputs
-from service.errors import InvalidInput
 from service.runtime import check_one_origin, parse_batch, parse_start_time, parse_state
 
 if TYPE_CHECKING:
@@ -23,7 +31,6 @@ if TYPE_CHECKING:
 
 router = APIRouter(tags=["models"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
-PREDICT_FIELDS = frozenset({"inputs", "version", "state", "return_state", "start_time"})
 OFFLOAD_BYTES = 256 * 1024  # bodies above this are decoded off the event loop
 
 
@@ -118,25 +125,24 @@ def _decode(
             body, pieces = found
             body["inputs"] = LazySequences(pieces)
             try:
-                return _decoded(svc, name, check_object(body, PREDICT_FIELDS))
+                return _decoded(svc, name, validate(PredictRequest, body))
             except orjson.JSONDecodeError:
                 pass
-    return _decoded(svc, name, check_object(parse_json(raw), PREDICT_FIELDS))
+    return _decoded(svc, name, parse(PredictRequest, raw))
 
 
 def _decoded(svc: Services, name: str, body: dict) -> tuple[LoadedModel, list[np.ndarray], tuple, bool]:
-    model = svc.registry.get(name, optional_int(body, "version", 1))
+    """A validated PredictRequest (service/api/schemas.py) -> arrays for the model."""
+    model = svc.registry.get(name, body.get("version"))
     settings = svc.settings
-    sequences = parse_batch(body.get("inputs"), model.config, settings.max_batch_size, settings.max_steps_per_request)
-    return_state = body.get("return_state", False)
-    if not isinstance(return_state, bool):
-        raise InvalidInput("return_state must be true or false", field="return_state")
-    check_one_origin(body.get("state"), body.get("start_time"))
-    if body.get("state") is not None:
-        state = parse_state(body["state"], model.config, len(sequences))
+    sequences = parse_batch(body["inputs"], model.config, settings.max_batch_size, settings.max_steps_per_request)
+    state, start_time = body.get("state"), body.get("start_time")
+    check_one_origin(state, start_time)
+    if state is not None:
+        initial = parse_state(state, model.config, len(sequences))
     else:
-        state = model.initial_state(len(sequences), parse_start_time(body.get("start_time")))
-    return model, sequences, state, return_state
+        initial = model.initial_state(len(sequences), parse_start_time(start_time))
+    return model, sequences, initial, body.get("return_state", False)
 
 
 __all__ = ["PredictRequest", "router"]

@@ -1,14 +1,317 @@
-"""Request and response shapes, for the OpenAPI document and for clients reading it.
+"""Request and response shapes. The request shapes are what validates request bodies and what
+the OpenAPI document is drawn from (service/api/openapi.py), so the two cannot drift.
 
-Hot-path bodies are parsed with orjson and validated with numpy (service/runtime.py), not by
-these models; the routes declare them so /docs and the OpenAPI schema describe the API truly.
+A body is decoded with orjson (fast, with JSON errors that say where) and validated against its
+shape with a pydantic TypeAdapter (`parse`): which fields exist, which are required, their
+types and ranges, all from the declaration, in strict mode (no "0" for 0, no true for 1).
+Request shapes are TypedDicts, not models: validating into a dict costs about half as much as
+building a model instance, and the step request is validated once per reading streamed.
+Tensor fields (`inputs`, `state`) are checked here to be JSON arrays/objects; their numbers,
+shapes and limits depend on the model being served and are checked by numpy in one call
+(service/runtime.py), never per float in Python. Their JSON schema still says exactly what
+they hold. A validation failure becomes one InvalidInput (422) naming the field, e.g.
+"position must be greater than or equal to 0".
+
+Response shapes are pydantic models for the document only (responses are encoded by orjson).
 """
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Annotated, Any, NotRequired, Required
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError, WithJsonSchema
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
+
+from service.errors import InvalidInput, MalformedJSON, echo
+from service.runtime import parse_start_time
+
+# Examples name the model `make run` trains by default: `electricity`, one feature (half-hourly
+# demand in MW) and a clock set from `start_time`. Every body example below is accepted by a
+# server that serves it (tests/e2e/test_openapi_examples.py sends each one).
+DEFAULT_MODEL = "electricity"
+EXAMPLE_SESSION_ID = "q83vEjRWeJC7zd7_EjRWeA"
+EXAMPLE_START = "2000-06-05T00:00:00Z"
 
 Steps = list[list[float]]
+
+
+def _schema_of(kind: Any) -> dict[str, Any]:
+    return TypeAdapter(kind).json_schema()
+
+
+def _json_array(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise PydanticCustomError("json_array", "must be a JSON array")
+    return value  # as it came, not copied: service/runtime.py reads it with numpy
+
+
+def _json_object(value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise PydanticCustomError("json_object", "must be a JSON object")
+    return value
+
+
+def _start_time(value: Any) -> Any:
+    parse_start_time(value)  # InvalidInput with the ISO 8601 hint, naming the field; kept as sent
+    return value
+
+
+def _nullable(validator: Any) -> Any:
+    return lambda value: None if value is None else validator(value)
+
+
+# A step's inputs: the outer list is shallow-copied by the validator (cheap); numbers by numpy.
+StepsInput = Annotated[list[Any], WithJsonSchema(_schema_of(Steps))]
+# Predict's inputs may be a list of undecoded sequences (service/api/split.py): kept as is.
+BatchInput = Annotated[Any, PlainValidator(_json_array), WithJsonSchema(_schema_of(list[Steps]))]
+SessionState = Annotated[
+    Any, PlainValidator(_nullable(_json_object)), WithJsonSchema(_schema_of(dict[str, Steps] | None))
+]
+BatchState = Annotated[
+    Any, PlainValidator(_nullable(_json_object)), WithJsonSchema(_schema_of(dict[str, list[Steps]] | None))
+]
+StartTime = Annotated[
+    Any,
+    PlainValidator(_start_time),
+    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}),
+]
+BulkEntries = Annotated[
+    Any,
+    PlainValidator(_json_array),
+    WithJsonSchema({"type": "array", "x-items": "BulkStep"}),  # the reference is resolved in request_schema
+]
+START_TIME_DOC = "ISO 8601 time of the first reading (no offset: UTC); sets the model's clock. Not with state"
+POSITION_DOC = "steps the client believes were applied; enables retry-safety and ordering checks"
+
+
+def _config(*examples: dict[str, Any]) -> ConfigDict:
+    config = ConfigDict(extra="forbid", strict=True)
+    if examples:
+        config["json_schema_extra"] = {"examples": list(examples)}
+    return config
+
+
+# ---------------------------------------------------------------------------- request shapes
+
+
+class PredictRequest(TypedDict):
+    __pydantic_config__ = _config(  # type: ignore[misc]
+        {"inputs": [[[22262.0], [21756.0], [21400.0]]], "start_time": EXAMPLE_START},
+        {"inputs": [[[22262.0], [21756.0]], [[30110.0], [29870.0]]], "return_state": True},
+    )
+    inputs: Required[Annotated[BatchInput, Field(description="[batch][time][features], raw units; lengths may differ")]]
+    version: NotRequired[Annotated[int | None, Field(ge=1, description="default: the highest promoted version")]]
+    state: NotRequired[
+        Annotated[
+            BatchState,
+            Field(
+                description="initial state, every state tensor by name: {'h': [rows][batch][width], ...}; "
+                "default: fresh"
+            ),
+        ]
+    ]
+    start_time: NotRequired[Annotated[StartTime, Field(description=START_TIME_DOC)]]
+    return_state: NotRequired[Annotated[bool, Field(description="answer the final state too")]]
+
+
+class CreateSessionRequest(TypedDict):
+    __pydantic_config__ = _config({"start_time": EXAMPLE_START, "ttl_seconds": 3600}, {})  # type: ignore[misc]
+    version: NotRequired[Annotated[int | None, Field(ge=1, description="default: the highest promoted version")]]
+    ttl_seconds: NotRequired[Annotated[float | None, Field(gt=0, description="idle time-to-live")]]
+    state: NotRequired[
+        Annotated[
+            SessionState,
+            Field(description="resume from a state exported elsewhere: every state tensor by name, [rows][width] each"),
+        ]
+    ]
+    start_time: NotRequired[Annotated[StartTime, Field(description=START_TIME_DOC)]]
+
+
+class ForkRequest(TypedDict):
+    __pydantic_config__ = _config({"ttl_seconds": 600})  # type: ignore[misc]
+    ttl_seconds: NotRequired[Annotated[float | None, Field(gt=0, description="the fork's idle time-to-live")]]
+
+
+class StepRequest(TypedDict):
+    __pydantic_config__ = _config(  # type: ignore[misc]
+        {"inputs": [[22262.0]], "position": 0}, {"inputs": [[22262.0], [21756.0]]}
+    )
+    inputs: Required[Annotated[StepsInput, Field(description="[time][features], one or more steps in raw units")]]
+    position: NotRequired[Annotated[int | None, Field(ge=0, description=POSITION_DOC)]]
+
+
+class BulkStep(TypedDict):
+    """One entry of a bulk request (validated per entry by the session engine: each gets its own
+    result or error, in request order)."""
+
+    __pydantic_config__ = _config()  # type: ignore[misc]
+    session_id: Required[str]
+    inputs: Required[Annotated[StepsInput, Field(description="[time][features], one or more steps in raw units")]]
+    position: NotRequired[Annotated[int | None, Field(ge=0, description=POSITION_DOC)]]
+
+
+class BulkStepRequest(TypedDict):
+    __pydantic_config__ = _config(  # type: ignore[misc]
+        {"steps": [{"session_id": EXAMPLE_SESSION_ID, "inputs": [[22262.0]], "position": 0}]}
+    )
+    steps: Required[
+        Annotated[
+            BulkEntries, Field(description="{session_id, inputs, position?} per session; at most max_bulk_sessions")
+        ]
+    ]
+
+
+# KServe V2 (documented here; service/api/v2.py reads these bodies with the protocol's 400s)
+
+V2_INPUT = {"name": "input", "shape": [1, 2, 1], "datatype": "FP32", "data": [22262.0, 21756.0]}
+
+
+class InferTensor(TypedDict):
+    __pydantic_config__ = _config()  # type: ignore[misc]
+    name: Required[
+        Annotated[
+            str, Field(description="`input` [batch, time, features], or a state input `<name>0` [rows, batch, width]")
+        ]
+    ]
+    shape: Required[list[int]]
+    datatype: Required[Annotated[str, Field(description="FP32")]]
+    parameters: NotRequired[
+        Annotated[
+            dict[str, Any] | None,
+            Field(description="`binary_data_size`: the tensor's bytes in the binary extension instead of `data`"),
+        ]
+    ]
+    data: NotRequired[Annotated[list[Any], Field(description="row-major numbers, flat or nested")]]
+
+
+class InferRequestedOutput(TypedDict):
+    __pydantic_config__ = _config()  # type: ignore[misc]
+    name: Required[str]
+    parameters: NotRequired[
+        Annotated[dict[str, Any] | None, Field(description="`binary_data`: this output in the binary extension")]
+    ]
+
+
+class InferenceRequest(TypedDict):
+    __pydantic_config__ = _config(  # type: ignore[misc]
+        {"inputs": [V2_INPUT]},
+        {
+            "parameters": {"sequence_id": 42, "sequence_start": True, "start_time": EXAMPLE_START},
+            "inputs": [{"name": "input", "shape": [1, 1, 1], "datatype": "FP32", "data": [22262.0]}],
+        },
+    )
+    id: NotRequired[str]
+    parameters: NotRequired[
+        Annotated[
+            dict[str, Any] | None,
+            Field(
+                description="sequence_id, sequence_start, sequence_end, sequence_position, start_time, timeout, "
+                "priority, binary_data_output"
+            ),
+        ]
+    ]
+    inputs: Required[list[InferTensor]]
+    outputs: NotRequired[list[InferRequestedOutput] | None]
+
+
+class RepositoryIndexRequest(TypedDict):
+    __pydantic_config__ = _config({"ready": True})  # type: ignore[misc]
+    ready: NotRequired[Annotated[bool, Field(description="list only the loaded versions")]]
+    repository_name: NotRequired[str]
+
+
+# Every request body shape: validated by `parse`, put into the OpenAPI document by openapi.py.
+REQUEST_SHAPES: tuple[type, ...] = (
+    PredictRequest,
+    CreateSessionRequest,
+    ForkRequest,
+    StepRequest,
+    BulkStep,
+    BulkStepRequest,
+    InferTensor,
+    InferRequestedOutput,
+    InferenceRequest,
+    RepositoryIndexRequest,
+)
+ADAPTERS: dict[type, TypeAdapter[Any]] = {shape: TypeAdapter(shape) for shape in REQUEST_SHAPES}
+
+
+REF = "#/components/schemas/{model}"
+
+
+def request_schema(shape: type) -> dict[str, Any]:
+    """The shape's JSON schema, nested shapes as components references."""
+    schema = ADAPTERS[shape].json_schema(ref_template=REF)
+    for field in schema.get("properties", {}).values():
+        if "x-items" in field:
+            field["items"] = {"$ref": REF.format(model=field.pop("x-items"))}
+    return schema
+
+
+# ---------------------------------------------------------------------------- validation
+
+
+def parse(shape: type, raw: bytes | str, what: str = "request body", optional: bool = False) -> dict[str, Any]:
+    """A request body -> the validated dict of `shape`; MalformedJSON (400) or InvalidInput
+    (422) naming the field. `optional`: an empty body is {}."""
+    if optional and not raw.strip():
+        return {}
+    if not raw:
+        raise MalformedJSON(f"{what} is empty; expected a JSON object")
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
+    return validate(shape, value, what)
+
+
+def validate(shape: type, value: Any, what: str = "request body") -> dict[str, Any]:
+    """A decoded JSON value -> the validated dict of `shape`, or InvalidInput naming the field."""
+    try:
+        return ADAPTERS[shape].validate_python(value)
+    except ValidationError as exc:
+        raise _problem(shape, exc, what) from None
+
+
+def _problem(shape: type, exc: ValidationError, what: str) -> InvalidInput:
+    fields = shape.__annotations__
+    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1]
+    if unknown:
+        return InvalidInput(f"{what} has unknown fields {echo(sorted(unknown))}; allowed: {sorted(fields)}")
+    error = errors[0]
+    loc = error["loc"]
+    if not loc:
+        return InvalidInput(f"{what} must be a JSON object")
+    where = ".".join(str(p) for p in loc)
+    description = _description(shape, str(loc[0])) if len(loc) == 1 else None
+    hint = f" ({description})" if description else ""
+    if error["type"] == "missing":
+        return InvalidInput(f"{where} is required{hint}", field=where)
+    message = str(error["msg"]).replace("Input should be", "must be")
+    for python, json in JSON_WORDS:
+        message = message.replace(python, json)
+    if not message.startswith("must"):
+        message = f"is invalid: {message}"
+    return InvalidInput(f"{where} {message}{hint}", field=where)
+
+
+# pydantic's words for types, in the JSON terms a client sees.
+JSON_WORDS = (
+    ("a valid list", "a JSON array"),
+    ("a valid dictionary", "a JSON object"),
+    ("a valid boolean", "true or false"),
+    ("a valid integer", "an integer"),
+    ("a valid number", "a number"),
+    ("a valid string", "a string"),
+)
+
+
+def _description(shape: type, name: str) -> str | None:
+    properties = request_schema(shape).get("properties", {})
+    return properties.get(name, {}).get("description")
 
 
 def body_schema(name: str) -> dict:
@@ -19,6 +322,9 @@ def body_schema(name: str) -> dict:
 def optional_body_schema(name: str) -> dict:
     ref = {"$ref": f"#/components/schemas/{name}"}
     return {"requestBody": {"required": False, "content": {"application/json": {"schema": ref}}}}
+
+
+# ---------------------------------------------------------------------------- response shapes
 
 
 class ErrorBody(BaseModel):
@@ -83,39 +389,11 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
-class PredictRequest(BaseModel):
-    inputs: list[Steps] = Field(description="[batch][time][features], raw units; lengths may differ")
-    version: int | None = Field(None, description="default: the highest promoted version")
-    state: dict[str, list[list[list[float]]]] | None = Field(
-        None,
-        description="initial state, every state tensor by name: {'h': [rows][batch][width], ...}; default: fresh",
-    )
-    start_time: str | None = Field(
-        None, description="ISO 8601 time of the first reading (no offset: UTC); sets the model's clock. Not with state"
-    )
-    return_state: bool = False
-
-
 class PredictResponse(BaseModel):
     model: str
     version: int
     outputs: list[Steps] = Field(description="[batch][time][outputs], raw units (logits for classifiers)")
     state: dict[str, list[list[list[float]]]] | None = None
-
-
-class CreateSessionRequest(BaseModel):
-    version: int | None = None
-    ttl_seconds: float | None = Field(None, gt=0, description="idle time-to-live")
-    state: dict[str, list[list[float]]] | None = Field(
-        None, description="resume from a state exported elsewhere: every state tensor by name, [rows][width] each"
-    )
-    start_time: str | None = Field(
-        None, description="ISO 8601 time of the first reading (no offset: UTC); sets the model's clock. Not with state"
-    )
-
-
-class ForkRequest(BaseModel):
-    ttl_seconds: float | None = Field(None, gt=0)
 
 
 class SessionInfo(BaseModel):
@@ -129,29 +407,12 @@ class SessionInfo(BaseModel):
     state: dict[str, list[list[float]]] | None = None
 
 
-class StepRequest(BaseModel):
-    inputs: Steps = Field(description="[time][features], one or more steps in raw units")
-    position: int | None = Field(
-        None, ge=0, description="steps the client believes were applied; enables retry-safety and ordering checks"
-    )
-
-
 class StepResponse(BaseModel):
     session_id: str
     model: str
     version: int
     position: int
     outputs: Steps
-
-
-class BulkStep(BaseModel):
-    session_id: str
-    inputs: Steps
-    position: int | None = Field(None, ge=0)
-
-
-class BulkStepRequest(BaseModel):
-    steps: list[BulkStep]
 
 
 class BulkStepResult(BaseModel):

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
-from service.api import codecs
-from service.api.body import check_object, json_response_bytes, optional_int, parse_json, read_json
+from service.api import codecs, schemas
+from service.api.body import json_response_bytes
 from service.api.deps import owner, services
 from service.api.schemas import (
     BulkStepResponse,
@@ -16,18 +16,16 @@ from service.api.schemas import (
     StepResponse,
     body_schema,
     optional_body_schema,
+    parse,
 )
 from service.core.engine import StepRequest
-from service.errors import InvalidInput, LimitExceeded, SessionNotFound
+from service.errors import LimitExceeded, SessionNotFound
 from service.sessions.base import SessionRecord, shown
 
 if TYPE_CHECKING:
     from service.core.services import Services
 
 router = APIRouter(tags=["sessions"])
-CREATE_FIELDS = frozenset({"version", "ttl_seconds", "state", "start_time"})
-STEP_FIELDS = frozenset({"inputs", "position"})
-FORK_FIELDS = frozenset({"ttl_seconds"})
 
 
 def errors(*codes: int) -> dict:
@@ -56,13 +54,6 @@ def _json(data: dict | bytes, status: int = 200) -> Response:
     return Response(content, status_code=status, media_type="application/json")
 
 
-async def _optional_body(request: Request, allowed: frozenset[str]) -> dict:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    return check_object(await read_json(request), allowed)
-
-
 @router.post(
     "/v1/models/{name}/sessions",
     status_code=201,
@@ -71,10 +62,10 @@ async def _optional_body(request: Request, allowed: frozenset[str]) -> dict:
     openapi_extra=optional_body_schema("CreateSessionRequest"),
 )
 async def create_session(name: str, request: Request) -> Response:
-    body = await _optional_body(request, CREATE_FIELDS)
+    body = parse(schemas.CreateSessionRequest, await request.body(), optional=True)
     record = await services(request).sessions.create(
         name,
-        optional_int(body, "version", 1),
+        body.get("version"),
         body.get("ttl_seconds"),
         body.get("state"),
         start_time=body.get("start_time"),
@@ -103,9 +94,7 @@ async def apply_steps(svc: Services, session_id: str, raw: bytes, owner: str = "
 
 def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[Any, Any]:
     """A StepRequest's (inputs, position), as the steps route and the WebSocket stream read it."""
-    body = check_object(parse_json(raw, what), STEP_FIELDS, what)
-    if "inputs" not in body:
-        raise InvalidInput("inputs is required: [time][features]", field="inputs")
+    body = parse(schemas.StepRequest, raw, what)
     return body["inputs"], body.get("position")
 
 
@@ -127,7 +116,7 @@ async def get_session(session_id: str, request: Request, include_state: bool = F
     openapi_extra=optional_body_schema("ForkRequest"),
 )
 async def fork_session(session_id: str, request: Request) -> Response:
-    body = await _optional_body(request, FORK_FIELDS)
+    body = parse(schemas.ForkRequest, await request.body(), optional=True)
     record = await services(request).sessions.fork(session_id, body.get("ttl_seconds"), owner(request))
     return _json(session_info(record), 201)
 
@@ -150,10 +139,7 @@ async def bulk_steps(name: str, request: Request) -> Response:
     in request order. Equal-length steps of one version go out as one ONNX Runtime call."""
     svc = services(request)
     svc.registry.get(name)  # unknown model: 404 for the whole request
-    body = check_object(await read_json(request), frozenset({"steps"}))
-    entries = body.get("steps")
-    if not isinstance(entries, list):
-        raise InvalidInput("steps must be an array of {session_id, inputs, position?}", field="steps")
+    entries = parse(schemas.BulkStepRequest, await request.body())["steps"]
     limit = svc.settings.max_bulk_sessions
     if len(entries) > limit:
         raise LimitExceeded(

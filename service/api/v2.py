@@ -65,7 +65,7 @@ from fastapi import APIRouter, Request, Response
 from service import inference, triton
 from service.api import codecs
 from service.api.deps import owner, services
-from service.api.schemas import ErrorBody
+from service.api.schemas import ErrorBody, body_schema, optional_body_schema
 from service.errors import MalformedJSON, echo
 from service.inference import InferenceRequestError, parse_version
 
@@ -183,7 +183,9 @@ async def model_version_statistics(name: str, version: str, request: Request) ->
     return _json({"model_stats": triton.statistics(services(request), name, version)})
 
 
-@router.post("/v2/repository/index", responses=_errors(400))
+@router.post(
+    "/v2/repository/index", responses=_errors(400), openapi_extra=optional_body_schema("RepositoryIndexRequest")
+)
 async def repository_index(request: Request) -> Response:
     """Every version in the model repository with its state (READY or UNAVAILABLE and why).
     Optional body: {"ready": true} lists only the loaded ones."""
@@ -261,7 +263,7 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     )
 
 
-INFER_ERRORS = _errors(400, 404, 409, 413, 429, 503, 504)
+INFER_ERRORS = _errors(400, 404, 409, 410, 413, 422, 429, 503, 504)
 
 
 INFER_DOC = """KServe V2 inference (JSON or the binary tensor data extension).
@@ -279,11 +281,21 @@ Without `/versions/{v}`, the model's default version serves: the highest promote
 quality gate (model metadata `parameters.default_version`)."""
 
 
-@router.post("/v2/models/{name}/infer", responses=INFER_ERRORS, description=INFER_DOC)
+@router.post(
+    "/v2/models/{name}/infer",
+    responses=INFER_ERRORS,
+    description=INFER_DOC,
+    openapi_extra=body_schema("InferenceRequest"),
+)
 async def infer(name: str, request: Request) -> Response:
     return await _infer(request, name, None)
 
 
-@router.post("/v2/models/{name}/versions/{version}/infer", responses=INFER_ERRORS, description=INFER_DOC)
+@router.post(
+    "/v2/models/{name}/versions/{version}/infer",
+    responses=INFER_ERRORS,
+    description=INFER_DOC,
+    openapi_extra=body_schema("InferenceRequest"),
+)
 async def infer_version(name: str, version: str, request: Request) -> Response:
     return await _infer(request, name, version)

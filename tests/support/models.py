@@ -225,3 +225,34 @@ def export_forecaster(repository: Path, name: str, version: int, cell: str, seed
     path = repository / name / str(version) / "model.onnx"
     export_onnx(model.eval(), path)
     return path
+
+
+def export_electricity(repository: Path, name: str = "electricity", version: int = 1, seed: int = 11) -> Path:
+    """A small stand-in for the model `make run` trains by default (the `electricity` preset):
+    the project's forecaster with one feature (half-hourly demand in MW), one step ahead,
+    daily and weekly seasons, and a phase clock that `start_time` sets. Random head weights;
+    quality does not matter where it is used (protocol and documentation tests)."""
+    from models.forecast_spec import make_spec
+    from models.forecaster import Forecaster, fit_spec, forecaster_config
+    from tests.support.demand import electricity
+
+    spec = make_spec(
+        target_index=0, num_features=1, horizon=1, seasons=(48, 336), transform="seasonal_diff", phase=True
+    )
+    base = ModelConfig(
+        cell="lstm",
+        input_size=1,
+        hidden_size=8,
+        output_size=1,
+        features=("demand_mw",),
+        outputs=("demand_mw@t+1",),
+        horizon=1,
+    )
+    clock = Clock("phase", 1800.0, EPOCH, spec.cycle)
+    series = electricity()[:2000].astype(np.float64)
+    config = fit_spec(forecaster_config(base, spec, clock), series, 1500)
+    torch.manual_seed(seed)
+    model = Forecaster(config)
+    path = repository / name / str(version) / "model.onnx"
+    export_onnx(model.eval(), path)
+    return path.parent
