@@ -17,7 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from service.errors import ServiceError, internal_error_body
+from service.api import codecs
+from service.errors import ServiceError
 from service.logs import request_id
 
 log = logging.getLogger("seqserve.errors")
@@ -29,9 +30,9 @@ def render_error(exc: BaseException, rid: str) -> tuple[int, bytes]:
     """(status, JSON body) for any exception: a domain error's own status and body, anything
     else (a bug) logged with its traceback and answered as the 500 carrying `rid`."""
     if isinstance(exc, ServiceError):
-        return exc.status, orjson.dumps(exc.body())
+        return exc.status, codecs.error_body(exc)
     log.error("unhandled error", exc_info=exc)
-    return 500, orjson.dumps(internal_error_body(rid))
+    return 500, codecs.internal_error(rid)
 
 
 def error_response(status: int, body: dict | bytes) -> Response:
