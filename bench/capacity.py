@@ -239,11 +239,10 @@ def transport_costs(
         if redis and r0:
             d = _redis_delta(r0, redis.snapshot())
             d["cpu_s"] = max(0.0, d["cpu_s"] - idle_redis * wall)
-            scripts = d["calls"].get("evalsha", 0) + d["calls"].get("eval", 0)
             row["redis"] = {
-                # round trips of the step path: load and save are one script call each; commands
-                # count what Redis executed, the ones inside those scripts included
-                "round_trips_per_step": (scripts + d["ops"] - _inside_scripts(d["calls"])) / steps if steps else None,
+                # round trips: what the service sent (load and save are one script call each, plus
+                # connection handshakes); commands: what Redis executed, inside those scripts included
+                "round_trips_per_step": (d["ops"] - _inside_scripts(d["calls"])) / steps if steps else None,
                 "ops_per_step": d["ops"] / steps if steps else None,
                 "bytes_per_step": d["net_bytes"] / steps if steps else None,
                 "bytes_in_per_step": d["net_in"] / steps if steps else None,
@@ -540,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     duration = args.duration or (1.0 if args.quick else 8.0)
     warmup = 0.2 if args.quick else 1.0
-    idle_count = args.idle_sessions or (2_000 if args.quick else 50_000)
+    idle_count = args.idle_sessions or (2_000 if args.quick else 20_000)
     epochs = args.epochs or (1 if args.quick else 10)
     if wrk_path() is None:
         print("wrk not found: apt-get install wrk", file=sys.stderr)

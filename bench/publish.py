@@ -41,6 +41,8 @@ def block(results_md: str) -> str:
     if not lines or not lines[0].startswith("# "):
         raise PublishError("not a bench/run.py results file (no '# ' title)")
     body = [("#" + line) if line.startswith("## ") else line for line in lines[1:]]
+    while body and not body[0].strip():
+        body.pop(0)
     return "\n".join([BEGIN, "", *body, "", END])
 
 

@@ -292,6 +292,19 @@ def _load_text(values: list[float] | None) -> str:
     return " / ".join(f"{v:.2f}" for v in values) if values else "?"
 
 
+def _overload_warning(env: dict) -> list[str]:
+    """A run that started or ended with more runnable work than cores measured the neighbours too."""
+    loads = [*(env.get("load_start") or [0.0])[:1], *(env.get("load_end") or [0.0])[:1]]
+    if not env.get("cpus") or max(loads) <= env["cpus"]:
+        return []
+    return [
+        "",
+        f"**Overloaded machine**: the 1-minute load average ({max(loads):.1f}) exceeded the {env['cpus']} CPUs, "
+        "so other work shared the cores with every server here: absolute figures are far below a quiet "
+        "machine's and ratios move between rounds (see `per round`). Rerun on a quiet machine before quoting.",
+    ]
+
+
 def render_markdown(report: dict) -> str:
     env = report["environment"]
     dirty = " + uncommitted service/models changes" if env.get("uncommitted_service_files") else ""
@@ -307,6 +320,7 @@ def render_markdown(report: dict) -> str:
         f"(own sessions) + {report['duration_s']} s measured, closed loop, one step per request in order; "
         f"best of {report['rounds']} round(s) (servers interleaved per round).",
         f"Command: `{report['command']}`",
+        *_overload_warning(env),
         "",
         "## Targets",
         "",
