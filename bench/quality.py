@@ -69,6 +69,20 @@ CASES: tuple[Case, ...] = (
         ("--data", US_MACRO, "--target", "realgdp", "--season", "4", "--name", "us-gdp"),
         "Only --data, --target and --season (4 quarters).",
     ),
+    Case(
+        "world-fertility",
+        "world fertility (194 yearly series, one global model), 1 year ahead",
+        ("--preset", "world_fertility"),
+        "One model across every country (`--series-id country_code`), split within each series; every "
+        "baseline is fitted per series on that series' training block. Headline: mean MASE over series; "
+        "`model better on` is the share of series where the model's MASE is lower.",
+    ),
+    Case(
+        "world-fertility-5",
+        "world fertility, one global model, 5 years ahead",
+        ("--preset", "world_fertility", "--horizon", "5", "--name", "world_fertility-5"),
+        "As above, leads 1-5 (MASE over the five leads).",
+    ),
     Case("vowels", "Japanese vowels, speaker classification", ("--preset", "vowels")),
 )
 
@@ -203,6 +217,38 @@ def _forecast_table(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _global_table(result: dict[str, Any]) -> list[str]:
+    """A global model over many series: mean (and median) per-series MASE, pooled MAE, and the
+    share of series where the model beats each baseline."""
+    first = result["outcomes"][0]["metrics"]
+    lines = [
+        f"{first['series']} series, {first['test_pairs']} test origins in all, horizon "
+        f"{result['settings'].horizon}; best baseline on mean MASE: `{first['best_baseline']}`.",
+        "",
+        "| model | mean MASE | median MASE | MAE (pooled) | model better on | fit s | notes |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for outcome in result["outcomes"]:
+        m = outcome["metrics"]
+        s = m["streaming"]
+        verdict = "promoted" if outcome["gate"].get("promoted") else "**not promoted**"
+        transform = (m.get("transform") or {}).get("chosen", "-")
+        lines.append(
+            f"| **seqserve {outcome['cell'].upper()}** (streaming, one session per series) | **{s['mase']:.3f}** | "
+            f"{s['median_mase']:.3f} | {_num(s['mae'])} | - | {outcome['train_seconds']:.0f} | transform "
+            f"{transform}; {outcome['parameters']} parameters; gate: {verdict} |"
+        )
+    for name, info in first["baselines"].items():
+        m = first[name]
+        lines.append(
+            f"| {name} (per series) | {m['mase']:.3f} | {m['median_mase']:.3f} | {_num(m['mae'])} | "
+            f"{first['beats'][name]:.0%} of {m['series']} | {info['seconds']:.0f} | {info['description']} |"
+        )
+    for name, why in first.get("baselines_skipped", {}).items():
+        lines.append(f"| {name} | - | - | - | - | - | failed on some series: {why} |")
+    return lines
+
+
 def _classify_table(result: dict[str, Any]) -> list[str]:
     lines = ["| model | accuracy | macro-F1 | fit s | notes |", "| --- | ---: | ---: | ---: | --- |"]
     for outcome in result["outcomes"]:
@@ -238,6 +284,13 @@ def _summary(results: list[dict[str, Any]]) -> list[str]:
             if result["settings"].task != "forecast":
                 model, majority = m["model"]["accuracy"], m["majority"]["accuracy"]
                 lines.append(f"| {case.title} | accuracy {model:.4f} | majority {majority:.4f} | - | {verdict} |")
+                continue
+            if result["settings"].series_id:
+                best = m["best_baseline"]
+                ours, theirs = m["streaming"]["mase"], m[best]["mase"]
+                lines.append(
+                    f"| {case.title} | mean MASE {ours:.3f} | {best} {theirs:.3f} | {ours / theirs:.3f} | {verdict} |"
+                )
                 continue
             metric = "mape" if result["settings"].horizon > 1 else "mae"
             best = min(m["baselines"], key=lambda n: m[n][metric] if m[n][metric] is not None else float("inf"))
@@ -283,7 +336,10 @@ def render(results: list[dict[str, Any]], commit: str, started: datetime, load: 
             lines += [f"Failed: {result['error']}", ""]
             continue
         task = result["settings"].task
-        lines += _forecast_table(result) if task == "forecast" else _classify_table(result)
+        if result["settings"].series_id:
+            lines += _global_table(result)
+        else:
+            lines += _forecast_table(result) if task == "forecast" else _classify_table(result)
         lines.append("")
     return "\n".join(lines)
 

@@ -15,6 +15,10 @@ Terms (y is the target's raw reading, t the reading just received):
     seasonal       y_{t+k-mS} (seasonal naive, S the longest season available)
     seasonal_diff  y_{t+k-mS} + m (y_t - y_{t-S}) ("last season's value plus this season's change")
     revin          the mean of the last K readings seen (per-window level); residual scale = their std
+- local_scale (with diff, seasonal or seasonal_diff): the residual scale, the analog columns and
+  the RNN's difference inputs are divided by the session's own scale, the mean absolute one-step
+  change among the readings in the ring (and y_t), so one model serves series of any scale
+  without per-series parameters (a global model over many series).
   While the ring is filling up, seasons whose lags are not yet available are skipped, shortest
   last, ending at the last value: the first K steps answer from what the session has seen.
 - analog columns, per lead k and lag L: the lead change y_{t+k-L} - y_{t-L} (only for L >= k)
@@ -51,6 +55,7 @@ class ForecastSpec:
     cycle: int  # phase wraps here; 0 = no phase state (no clock)
     blocks: int  # one-hot blocks of the longest season (0 = none)
     harmonics: int
+    local_scale: bool = False  # scale by the ring's mean absolute change (see the module docstring)
     # Constants fitted on the training block (1.0 until fitted).
     level_mean: float = 0.0
     level_std: float = 1.0
@@ -119,6 +124,8 @@ def make_spec(
     seasons: tuple[int, ...] | list[int] | None,
     transform: str,
     phase: bool,
+    history: int = 0,
+    local_scale: bool = False,
 ) -> ForecastSpec:
     """The feature layout for the given seasons; constants are fitted later (fit_constants)."""
     seasons = tuple(sorted({int(s) for s in (seasons or ()) if int(s) >= 2}))
@@ -126,6 +133,10 @@ def make_spec(
         raise SpecError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
     if transform in ("seasonal", "seasonal_diff") and not seasons:
         raise SpecError(f"transform {transform!r} needs --season")
+    if local_scale and transform in ("none", "revin"):
+        raise SpecError(f"transform {transform!r} has no per-series scale from the history; use diff or a seasonal one")
+    if history < 0:
+        raise SpecError(f"history must be >= 0, got {history}")
     if seasons:
         short, long = seasons[0], seasons[-1]
         multiples = tuple(short * m for m in range(1, long // short + 1))
@@ -143,6 +154,7 @@ def make_spec(
     else:
         lags = (1, 2, 3, 4)
         ring, cycle, blocks = max(lags), 0, 0
+    ring = max(ring, history)
     return ForecastSpec(
         target_index=target_index,
         num_features=num_features,
@@ -154,4 +166,5 @@ def make_spec(
         cycle=cycle,
         blocks=blocks,
         harmonics=HARMONICS if cycle else 0,
+        local_scale=local_scale,
     )

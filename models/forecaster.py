@@ -32,6 +32,11 @@ from models.forecast_spec import ForecastSpec
 
 State = tuple[Tensor, ...]
 REVIN_EPS = 1e-2  # window std floor, in units of the training std
+# Local scale floor (a constant series has no changes): this share of the latest reading's size,
+# plus LOCAL_EPS_STD training stds for a series at zero. Relative to the series itself, so the
+# floor scales with the series like everything else.
+LOCAL_EPS = 1e-3
+LOCAL_EPS_STD = 1e-6
 
 
 def history_states(spec: ForecastSpec) -> tuple[StateSpec, ...]:
@@ -110,7 +115,7 @@ class Forecaster(nn.Module):
             self.register_buffer("feature_std", torch.tensor(spec.feature_std, dtype=torch.float32))
         if spec.blocks:
             self.register_buffer("block_ids", torch.arange(spec.blocks, dtype=torch.float32))
-        if spec.transform == "revin":
+        if spec.transform == "revin" or spec.local_scale:
             self.register_buffer("window_ones", torch.ones(1, 1, spec.ring))
         # Constant index tables into the lag axis (lag L at position L), so the graph needs one
         # Gather per table however many leads and columns there are.
@@ -169,9 +174,14 @@ class Forecaster(nn.Module):
             state = self.init_state(x.shape[0], x.device)
         spec = self.spec
         parts, new_state = self.features(x, state)
-        inputs = [parts["dy"] / spec.dy_std]
-        if spec.seasons:
-            inputs += [parts["e"] / spec.e_std, parts["warm"]]
+        if spec.local_scale:  # differences in units of the session's own scale
+            inputs = [parts["dy"] / parts["window_scale"]]
+            if spec.seasons:
+                inputs += [parts["e"] / parts["window_scale"], parts["warm"]]
+        else:
+            inputs = [parts["dy"] / spec.dy_std]
+            if spec.seasons:
+                inputs += [parts["e"] / spec.e_std, parts["warm"]]
         if spec.transform in ("none", "revin"):
             inputs.append(parts["centred"])
         inputs += parts["phase"]
@@ -229,6 +239,8 @@ class Forecaster(nn.Module):
             parts["warm"] = avail(spec.seasons[-1]).to(y.dtype)
 
         level = None
+        if spec.local_scale:
+            parts["window_scale"] = self._local_scale(full, count0)
         if spec.transform == "revin":
             level, parts["window_scale"] = self._window_stats(full, count0)
             parts["centred"] = (y - level) / parts["window_scale"]
@@ -307,6 +319,24 @@ class Forecaster(nn.Module):
         std = torch.sqrt(var + REVIN_EPS**2)
         return spec.level_mean + spec.level_std * mean, spec.level_std * std
 
+    def _local_scale(self, full: Tensor, count0: Tensor) -> Tensor:
+        """[B, T] mean absolute one-step change among the readings seen in the ring and y_t
+        (K changes once the ring is full), floored at LOCAL_EPS x |y_t| (see LOCAL_EPS). Like
+        `_window_stats`, a ones-kernel convolution over the masked changes, so any chunking of
+        the stream gives the same values."""
+        spec = self.spec
+        k_ring = spec.ring
+        position = torch.ones_like(full).cumsum(1) - 1.0  # 0..K+T-1
+        seen = (position >= float(k_ring) - count0).to(full.dtype)
+        valid = seen[:, :-1]  # change p-1 -> p is real when reading p-1 was seen (then p is too)
+        change = (full[:, 1:] - full[:, :-1]).abs() * valid  # positions 1..K+T-1
+        stacked = torch.stack([change, valid], dim=1).reshape(-1, 1, change.shape[1])  # [2B, 1, K+T-1]
+        sums = nn.functional.conv1d(stacked, self.window_ones).reshape(full.shape[0], 2, -1)  # [B, 2, T]
+        mean = sums[:, 0] / torch.clamp(sums[:, 1], min=1.0)
+        floor = LOCAL_EPS * full[:, k_ring:]  # y_t; squared below, so its sign does not matter
+        tiny = LOCAL_EPS_STD * spec.level_std
+        return torch.sqrt(mean * mean + floor * floor + tiny * tiny)
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
@@ -318,37 +348,61 @@ def _std(values: np.ndarray) -> float:
 
 def fit_spec(config: ModelConfig, series: np.ndarray, train_rows: int) -> ModelConfig:
     """The config with its forecaster constants fitted on the training block `series[:train_rows]`
-    ([N, F] raw): level and difference scales, each analog column's std, each lead's residual
-    std over its baseline. Computed with the module's own feature code, so they match the graph."""
+    ([N, F] raw): see `fit_spec_many`."""
+    return fit_spec_many(config, [np.asarray(series[:train_rows])])
+
+
+def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
+    """The config with its forecaster constants fitted on training blocks ([N_i, F] raw each: one
+    series, or every series of a global model, each read from its own start): level and
+    difference scales, each analog column's std, each lead's residual std over its baseline.
+    Computed with the module's own feature code, so they match the graph; pooled over every
+    origin with a full ring and all its leads inside its block."""
     from dataclasses import replace
 
     spec = spec_of(config)
     if spec is None:
         raise ValueError("config has no forecaster spec")
-    train = np.asarray(series[:train_rows], dtype=np.float64)
-    y = train[:, spec.target_index]
-    others = train[:, list(spec.other_features)] if spec.other_features else np.zeros((len(train), 0))
+    trains = [np.asarray(b, dtype=np.float64) for b in blocks]
+    pooled = np.concatenate(trains)
+    y_all = pooled[:, spec.target_index]
+    others = pooled[:, list(spec.other_features)] if spec.other_features else np.zeros((len(pooled), 0))
     spec = replace(
         spec,
-        level_mean=float(y.mean()),
-        level_std=_std(y),
+        level_mean=float(y_all.mean()),
+        level_std=_std(y_all),
         feature_mean=tuple(float(v) for v in others.mean(axis=0)),
         feature_std=tuple(_std(others[:, i]) for i in range(others.shape[1])),
     )
     probe = Forecaster(forecaster_config(config, spec, config.clock)).eval()
-    with torch.no_grad():
-        x = torch.from_numpy(train.astype(np.float32))[None]
-        parts, _ = probe.features(x, probe.init_state(1))
-    first, last = spec.ring, len(y) - 1 - spec.horizon  # full ring; every lead's target in training
-    if last - first < 8:
+    collected: dict[str, list[np.ndarray]] = {k: [] for k in ("window", "base", "columns", "target", "dy", "e")}
+    for train in trains:
+        y = train[:, spec.target_index]
+        first, last = spec.ring, len(y) - 1 - spec.horizon  # full ring; every lead's target in training
+        if last < first:
+            continue
+        with torch.no_grad():
+            x = torch.from_numpy(train.astype(np.float32))[None]
+            parts, _ = probe.features(x, probe.init_state(1))
+        t = np.arange(first, last + 1)
+        window = parts["window_scale"][0].numpy()[t] if "window_scale" in parts else np.ones(len(t))
+        collected["window"].append(window)
+        collected["base"].append(parts["base"][0].numpy()[t])  # [P, H]
+        collected["columns"].append(parts["columns"][0].numpy()[t])  # [P, H, C]
+        collected["target"].append(np.stack([y[t + k] for k in range(1, spec.horizon + 1)], axis=1))
+        collected["dy"].append(parts["dy"][0].numpy()[t] / (window if spec.local_scale else 1.0))
+        if "e" in parts:
+            collected["e"].append(parts["e"][0].numpy()[t] / (window if spec.local_scale else 1.0))
+    rows = sum(len(w) for w in collected["window"])
+    if rows < 9:
+        longest = max(len(t) for t in trains)
         raise ValueError(
-            f"{len(y)} training rows are too few for a {spec.ring}-reading history and horizon {spec.horizon}"
+            f"{longest} training rows are too few for a {spec.ring}-reading history and horizon {spec.horizon}"
         )
-    t = np.arange(first, last + 1)
-    window = parts["window_scale"][0].numpy()[t] if "window_scale" in parts else np.ones(len(t))
-    base = parts["base"][0].numpy()[t]  # [P, H]
-    columns = parts["columns"][0].numpy()[t]  # [P, H, C]
-    target = np.stack([y[t + k] for k in range(1, spec.horizon + 1)], axis=1)
+    window = np.concatenate(collected["window"])
+    base = np.concatenate(collected["base"])
+    columns = np.concatenate(collected["columns"])
+    target = np.concatenate(collected["target"])
     residual = (target - base) / window[:, None]
     scaled = columns / window[:, None, None]
     column_std = tuple(
@@ -357,8 +411,8 @@ def fit_spec(config: ModelConfig, series: np.ndarray, train_rows: int) -> ModelC
     )
     spec = replace(
         spec,
-        dy_std=_std(parts["dy"][0].numpy()[t]),
-        e_std=_std(parts["e"][0].numpy()[t]) if "e" in parts else 1.0,
+        dy_std=_std(np.concatenate(collected["dy"])),
+        e_std=_std(np.concatenate(collected["e"])) if collected["e"] else 1.0,
         scale=tuple(_std(residual[:, k]) for k in range(spec.horizon)),
         column_std=column_std,
     )

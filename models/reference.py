@@ -271,12 +271,19 @@ class ForecasterReference:
             return seen >= lag + 1
 
         dy = y_t - y(1) if available(1) else 0.0
-        features = [dy / spec.dy_std]
+        level, wscale = spec.level_mean, 1.0
+        dy_scale, e_scale = spec.dy_std, spec.e_std
+        if spec.local_scale:  # mean |one-step change| among the readings seen (ring and y_t)
+            real = int(min(seen, K + 1))
+            changes = np.abs(np.diff(np.array(history[K + 1 - real :])))
+            mad = float(changes.mean()) if len(changes) else 0.0
+            wscale = float(np.sqrt(mad**2 + (1e-3 * y_t) ** 2 + (1e-6 * spec.level_std) ** 2))
+            dy_scale = e_scale = wscale
+        features = [dy / dy_scale]
         if spec.seasons:
             s0 = spec.short_season
             e = dy - (y(s0) - y(s0 + 1)) if available(s0 + 1) else 0.0
-            features += [e / spec.e_std, 1.0 if available(spec.seasons[-1]) else 0.0]
-        level, wscale = spec.level_mean, 1.0
+            features += [e / e_scale, 1.0 if available(spec.seasons[-1]) else 0.0]
         if spec.transform == "revin":
             real = int(min(seen, K))
             window = (np.array(history[K + 1 - real :]) - spec.level_mean) / spec.level_std

@@ -130,6 +130,25 @@ def _rolled(model: object, y: np.ndarray, pairs: np.ndarray, h: int) -> np.ndarr
     return out
 
 
+_FITTED: dict[tuple[str, int, bytes], object] = {}
+_FITTED_MAX = 4096
+
+
+def _fitted(model_cls: type, season: int, train: np.ndarray) -> object:
+    """A statsforecast model fitted on `train`, remembered for this process: the fit depends only
+    on the training block, so runs over the same series at another horizon (a global model over
+    many series at horizons 1 and 5) reuse it instead of searching again. `forward` does not
+    change a fitted model, so sharing it is safe."""
+    key = (model_cls.__name__, season, np.ascontiguousarray(train, dtype=np.float64).tobytes())
+    model = _FITTED.get(key)
+    if model is None:
+        model = model_cls(season_length=season).fit(np.asarray(train, dtype=np.float64))
+        if len(_FITTED) >= _FITTED_MAX:
+            _FITTED.pop(next(iter(_FITTED)))
+        _FITTED[key] = model
+    return model
+
+
 def _ets_season(seasons: Sequence[int], train_rows: int) -> int:
     short = [s for s in sorted(seasons) if 1 < s <= MAX_ETS_SEASON and 2 * s < train_rows]
     return short[0] if short else 1
@@ -168,7 +187,7 @@ def statistical_forecasts(
             (
                 "autoets",
                 f"statsforecast AutoETS(season {m}) fitted on the training block, rolled forward without refit",
-                lambda y: _rolled(AutoETS(season_length=m).fit(y[:train_rows]), y, pairs, h),
+                lambda y: _rolled(_fitted(AutoETS, m, y[:train_rows]), y, pairs, h),
             )
         )
     if short:
@@ -176,7 +195,7 @@ def statistical_forecasts(
             (
                 "autoarima",
                 f"statsforecast AutoARIMA(season {m}) fitted on the training block, rolled forward without refit",
-                lambda y: _rolled(AutoARIMA(season_length=m).fit(y[:train_rows]), y, pairs, h),
+                lambda y: _rolled(_fitted(AutoARIMA, m, y[:train_rows]), y, pairs, h),
             )
         )
     for name, description, run in plans:

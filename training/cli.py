@@ -49,6 +49,7 @@ class RunSettings:
     season: list[int] = field(default_factory=list)
     time_column: str = ""
     transform: str = "auto"
+    history: int = 0
     baselines: str = "full"
     allow_worse: bool = False
     repository: str = "model_repository"
@@ -126,6 +127,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--transform",
         choices=TRANSFORMS,
         help="forecast target transform; auto (default) picks the best candidate on the validation split",
+    )
+    model.add_argument(
+        "--history",
+        type=int,
+        metavar="N",
+        help="readings a forecaster keeps in its ring state (default: the longest season; with --series-id at "
+        "least 8): the window of its per-series scale",
     )
     model.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads for torch (default 1: small RNNs gain nothing from more)"
@@ -217,6 +225,7 @@ _TYPES: dict[str, type] = {
     "patience": int,
     "seed": int,
     "threads": int,
+    "history": int,
     "max_rows": int,
     "dropout": float,
     "lr": float,
@@ -293,6 +302,8 @@ def resolve(args: argparse.Namespace) -> RunSettings:
     for key in ("layers", "hidden", "window", "epochs", "batch_size", "horizon", "patience", "threads"):
         if int(getattr(settings, key)) < 1:
             raise TrainingError(f"--{key.replace('_', '-')} must be a positive integer")
+    if settings.history < 0:
+        raise TrainingError("--history must be 0 (default) or a positive integer")
     if settings.max_rows < 0:
         raise TrainingError("--max-rows must be 0 (no limit) or a positive integer")
     if not 0 < settings.val_fraction < 1 or not 0 < settings.test_fraction < 1:

@@ -19,6 +19,13 @@ Under torchrun (training/distributed.py) the same loop runs on every rank: `stre
 global batch and each rank walks its share, the model is wrapped in DDP (gradients averaged by
 all-reduce), and the validation MAE and training loss are summed over ranks, so all ranks take
 the same early-stopping and checkpoint decisions.
+
+Many series (a global model, training/series.py): the loop works on a list of `Segment`s, one
+per series (one in all for a single series). A restarting stream picks a series with
+probability proportional to its training origins, so it never reads across two series;
+validation streams every series from its own first row with a fresh state, and each series'
+errors (and training loss) are divided by its `weight` (its training-block naive MAE), so every
+series counts by its relative error whatever its units.
 """
 
 from __future__ import annotations
@@ -68,17 +75,46 @@ class StepHistory(History):
     distributed: dict = field(default_factory=dict)  # type: ignore[type-arg]  # world, per-rank timings
 
 
-class _Streams:
-    """Where each TBPTT stream is and how to restart it."""
+@dataclass
+class Segment:
+    """One series as the loop sees it: raw readings, the targets of each origin, the last
+    training origin, the validation origins, the phase of row 0 and the error divisor."""
 
-    def __init__(self, model: Forecaster, data: ForecastData, settings: ForecastTrainSettings) -> None:
+    x: np.ndarray  # [n, F] raw readings
+    y: np.ndarray  # [P, horizon] targets of origin t (t+1..t+h)
+    last_train: int  # last training origin
+    val: np.ndarray  # validation origins
+    start_time: float | None = None  # time of row 0 (sets the phase), None: unknown
+    weight: float = 1.0  # errors of this series are divided by it (1: raw units)
+    key: str = ""
+
+    @classmethod
+    def of(cls, data: ForecastData, start_time: float | None, weight: float = 1.0, key: str = "") -> Segment:
+        return cls(
+            data.features.astype(np.float32),
+            data.y,
+            int(data.train[-1]),
+            data.val,
+            start_time,
+            weight,
+            key,
+        )
+
+
+class _Streams:
+    """Where each TBPTT stream is (which series, which row) and how to restart it."""
+
+    def __init__(self, model: Forecaster, segments: list[Segment], settings: ForecastTrainSettings) -> None:
         self.model, self.settings = model, settings
         self.spec = model.spec
-        self.x = data.features.astype(np.float32)
-        self.y = data.y.astype(np.float32)
-        self.last = int(data.train[-1])  # last training origin
-        chunk = min(settings.chunk, max(1, (self.last + 1) // 2))
+        self.segments = segments
+        longest = max(s.last_train for s in segments)
+        chunk = min(settings.chunk, max(1, (longest + 1) // 2))
         self.chunk = chunk
+        # Series that hold at least one chunk of training origins, drawn by their share of them.
+        self.usable = np.array([i for i, s in enumerate(segments) if s.last_train + 2 - chunk > 0])
+        sizes = np.array([segments[i].last_train + 2 - chunk for i in self.usable], dtype=np.float64)
+        self.share = sizes / sizes.sum()
         ctx = distributed.context()
         # A single process keeps its historical stream (seed); ranks draw from (seed, rank).
         self.rng = np.random.default_rng([settings.seed, ctx.rank] if ctx.enabled else settings.seed)
@@ -90,38 +126,92 @@ class _Streams:
                 f"--batch-size {settings.streams} gives rank {ctx.rank} of {ctx.world_size} no stream: "
                 "use a batch size of at least the number of processes"
             )
+        self.seg = np.zeros(n, dtype=np.int64)
         self.pos = np.zeros(n, dtype=np.int64)
         self.since = np.zeros(n, dtype=np.int64)
         self.state = [torch.from_numpy(s) for s in model.config.initial_state(n)]
+        self.phase0 = [self._phase0(s) for s in segments]
         for i in range(n):
             self.restart(i)
 
+    def _phase0(self, segment: Segment) -> float:
+        """Phase of the segment's row 0 (-1 unknown); 0 for a single series without a clock."""
+        clock = self.model.config.clock
+        if clock is not None and segment.start_time is not None:
+            return clock.phase(segment.start_time)
+        return 0.0 if len(self.segments) == 1 else -1.0
+
     def restart(self, i: int) -> None:
         spec, k_ring = self.spec, self.spec.ring
-        p = int(self.rng.integers(0, self.last + 2 - self.chunk))
+        # One series: the historical stream of draws; several: pick the series first.
+        k = 0 if len(self.segments) == 1 else int(self.usable[self.rng.choice(len(self.usable), p=self.share)])
+        segment = self.segments[k]
+        p = int(self.rng.integers(0, segment.last_train + 2 - self.chunk))
         cells = self.model.cell_states
         for s in self.state[:cells]:
             s[:, i] = 0.0
         ring = np.zeros(k_ring, np.float32)
-        past = self.x[max(0, p - k_ring) : p, spec.target_index]
+        past = segment.x[max(0, p - k_ring) : p, spec.target_index]
         if len(past):
             ring[-len(past) :] = past
         self.state[cells][0, i] = torch.from_numpy(ring)
         self.state[cells + 1][0, i] = float(min(p, k_ring + 1))
         if spec.cycle:
-            hidden = self.rng.random() < self.settings.phase_dropout
-            self.state[cells + 2][0, i] = -1.0 if hidden else float(p % spec.cycle)
-        self.pos[i], self.since[i] = p, 0
+            hidden = self.rng.random() < self.settings.phase_dropout or self.phase0[k] < 0
+            self.state[cells + 2][0, i] = -1.0 if hidden else float((self.phase0[k] + p) % spec.cycle)
+        self.seg[i], self.pos[i], self.since[i] = k, p, 0
 
     def batch(self) -> tuple[Tensor, Tensor, Tensor]:
         for i in range(len(self.pos)):
-            if self.pos[i] + self.chunk - 1 > self.last:
+            if self.pos[i] + self.chunk - 1 > self.segments[self.seg[i]].last_train:
                 self.restart(i)
-        idx = self.pos[:, None] + np.arange(self.chunk)[None, :]
-        mask = (self.since[:, None] + np.arange(self.chunk)[None, :]) >= self.settings.burn_in
+        steps = np.arange(self.chunk)
+        x = np.stack([self.segments[k].x[p + steps] for k, p in zip(self.seg, self.pos, strict=True)])
+        y = np.stack([self.segments[k].y[p + steps] for k, p in zip(self.seg, self.pos, strict=True)])
+        y = y.astype(np.float32)
+        mask = (self.since[:, None] + steps[None, :]) >= self.settings.burn_in
         self.pos += self.chunk
         self.since += self.chunk
-        return torch.from_numpy(self.x[idx]), torch.from_numpy(self.y[idx]), torch.from_numpy(mask)
+        return torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(mask)
+
+    def weights(self) -> Tensor:
+        """[streams, 1, 1] error divisor of each stream's series."""
+        return torch.tensor([self.segments[k].weight for k in self.seg], dtype=torch.float32)[:, None, None]
+
+
+def stream_many(model: Forecaster, segments: list[Segment], ends: list[int]) -> list[np.ndarray]:
+    """[end_i, horizon] forecasts at origins 0..end_i-1 of every segment, each from a fresh state
+    with its own phase, as one session per series would produce them. One batched call: the
+    shorter series are padded at the end, which cannot change their earlier outputs."""
+    longest = max(ends)
+    x = np.stack(
+        [
+            np.concatenate([s.x[:e], np.repeat(s.x[e - 1 : e], longest - e, 0)])
+            for s, e in zip(segments, ends, strict=True)
+        ]
+    )
+    states = [model.init_state(1, start_time=s.start_time) for s in segments]
+    state = tuple(torch.cat([st[j] for st in states], dim=1) for j in range(len(states[0])))
+    with torch.no_grad():
+        y, _ = model(torch.from_numpy(x.astype(np.float32)), state)
+    out = y.numpy().astype(np.float64)
+    return [out[i, :e] for i, e in enumerate(ends)]
+
+
+def validation_errors(model: Forecaster, segments: list[Segment]) -> np.ndarray:
+    """|forecast - actual| / weight at every validation origin of every segment (flattened)."""
+    ends = [int(s.val[-1]) + 1 for s in segments]
+    if len(segments) == 1:  # the historical single-series path
+        s = segments[0]
+        x = torch.from_numpy(s.x[: ends[0]])[None]
+        with torch.no_grad():
+            y, _ = model(x, model.init_state(1, start_time=s.start_time))
+        preds = [y[0].numpy().astype(np.float64)]
+    else:
+        preds = stream_many(model, segments, ends)
+    return np.concatenate(
+        [(np.abs(p[s.val] - s.y[s.val]) / s.weight).ravel() for p, s in zip(preds, segments, strict=True)]
+    )
 
 
 def stream_forecasts(model: Forecaster, data: ForecastData, end: int, start_time: float | None) -> np.ndarray:
@@ -134,10 +224,16 @@ def stream_forecasts(model: Forecaster, data: ForecastData, end: int, start_time
 
 
 def train_forecaster(
-    model: Forecaster, data: ForecastData, settings: ForecastTrainSettings, start_time: float | None
+    model: Forecaster,
+    data: ForecastData | list[Segment],
+    settings: ForecastTrainSettings,
+    start_time: float | None = None,
 ) -> StepHistory:
+    """Train on one series (`data` a ForecastData, phase of row 0 from `start_time`) or on many
+    (`data` a list of Segments, each with its own start time and weight)."""
     ctx = distributed.context()
-    streams = _Streams(model, data, settings)
+    segments = [Segment.of(data, start_time)] if isinstance(data, ForecastData) else data
+    streams = _Streams(model, segments, settings)
     net = ctx.wrap(model)  # DDP under torchrun: backward all-reduces the gradients
     if ctx.enabled:  # dropout masks differ across ranks (as their streams do), reproducibly
         torch.manual_seed(int(np.random.SeedSequence([settings.seed, ctx.rank]).generate_state(1)[0]))
@@ -147,15 +243,12 @@ def train_forecaster(
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.02 + 0.98 * 0.5 * (1.0 + math.cos(math.pi * min(step, total) / total))
     )
-    val_end = int(data.val[-1]) + 1
-    val_actual = data.y[data.val]
 
     def validate() -> float:
         """Validation MAE over every rank's validation origins (identical on all ranks)."""
         model.eval()
-        pred = stream_forecasts(model, data, val_end, start_time)[data.val]
+        errors = validation_errors(model, segments)
         model.train()
-        errors = np.abs(pred - val_actual)
         return ctx.mean(float(errors.sum()), float(errors.size))
 
     history = StepHistory(eval_every=settings.eval_every)
@@ -174,7 +267,7 @@ def train_forecaster(
         x, y, mask = streams.batch()
         began = time.perf_counter()
         out, new_state = net(x, tuple(streams.state))
-        err = ((out - y).abs() / scale).mean(-1)
+        err = ((out - y).abs() / scale / streams.weights()).mean(-1)
         weight = mask.to(err.dtype)
         loss = (err * weight).sum() / weight.sum().clamp(min=1.0)
         optimizer.zero_grad(set_to_none=True)

@@ -100,6 +100,7 @@ def build_config(
             seasons=seasons,
             transform=transform,
             phase=axis is not None,
+            history=int(getattr(settings, "history", 0) or 0),
         )
     except SpecError as exc:
         raise TrainingError(str(exc)) from exc

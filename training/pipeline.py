@@ -39,6 +39,7 @@ from training.data import (
     prepare_forecast,
 )
 from training.gate import decide
+from training.series import MultiSeriesData
 
 
 @dataclass
@@ -96,8 +97,10 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     from models.recurrent import RecurrentModel
     from training import distributed, loop
 
-    if settings.series_id:
-        raise TrainingError("--series-id: global training over many series is not available in this build yet")
+    if settings.series_id:  # one global model over many series (training/global_run.py)
+        from training.global_run import train_and_publish_global
+
+        return train_and_publish_global(settings)
     ctx = distributed.context()
     path = Path(settings.data)
     frame = load_table(path, settings.max_rows)
@@ -427,7 +430,7 @@ def _publish(
     outcome: Outcome,
     name: str,
     settings: RunSettings,
-    data: ForecastData | ClassifyData,
+    data: ForecastData | ClassifyData | MultiSeriesData,
     fingerprint: str,
     torch_version: str,
 ) -> None:
@@ -461,9 +464,26 @@ def _publish(
         for filename, draw in outcome.plots.items():
             draw(directory / filename)
         history = outcome.history
+        policy = "linear interpolation (edges: nearest value); refused above 20% per column"
+        split: dict[str, Any]
         if isinstance(data, ForecastData):
             split = {"train_pairs": len(data.train), "val_pairs": len(data.val), "test_pairs": len(data.test)}
             rows = len(data.features)
+        elif isinstance(data, MultiSeriesData):
+            split = {
+                "within": "each series: chronological, its last part is its test block",
+                "series": len(data.series),
+                "series_left_out": data.dropped,
+                "train_pairs": data.pairs("train"),
+                "val_pairs": data.pairs("val"),
+                "test_pairs": data.pairs("test"),
+            }
+            rows = int(sum(len(s.rows) for s in data.series))
+            policy = (
+                "per series: leading/trailing empty values dropped; gaps inside a series linearly interpolated "
+                "within that series; origins whose input or targets were interpolated are not scored; refused "
+                "above 20% per series"
+            )
         else:
             split = {
                 "train_sequences": len(data.train.labels),
@@ -502,7 +522,7 @@ def _publish(
                 "sha256": fingerprint,
                 "rows": rows,
                 "missing_values_filled": data.filled,
-                "missing_value_policy": "linear interpolation (edges: nearest value); refused above 20% per column",
+                "missing_value_policy": policy,
                 "split": split,
             },
             "versions": {

@@ -125,3 +125,62 @@ def confusion(matrix: np.ndarray, classes: Sequence[str], path: Path, title: str
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def mase_distribution(metrics: dict[str, Any], path: Path, title: str) -> None:
+    """A global model over many series: the distribution of per-series test MASE (ECDF, log x)
+    of the model and every baseline, and the share of series where the model is better."""
+    per_series = metrics["per_series"]
+    names = ["streaming", *metrics["beats"]]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in names:
+        values = np.sort([e[name]["mase"] for e in per_series.values() if name in e])
+        values = np.maximum(values, 1e-3)
+        share = np.arange(1, len(values) + 1) / len(values)
+        if name == "streaming":
+            label = f"model (mean {metrics[name]['mase']:.3f})"
+        else:
+            label = f"{name} (mean {metrics[name]['mase']:.3f}; model better on {metrics['beats'][name]:.0%})"
+        ax.step(values, share, where="post", linewidth=2.2 if name == "streaming" else 1.2, label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("test MASE of a series (log scale; lower is better)")
+    ax.set_ylabel("share of series with MASE at most x")
+    ax.set_title(f"{title} ({len(per_series)} series)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def series_panels(
+    data: Any, predictions: list[np.ndarray], baselines: list[Any], metrics: dict[str, Any], path: Path, title: str
+) -> None:
+    """Six series chosen across the model's MASE distribution (best to worst): each series'
+    whole history and, at every test origin, the forecast of the last lead from the model and
+    the best baseline."""
+    order = np.argsort([metrics["per_series"][s.key]["streaming"]["mase"] for s in data.series])
+    picks = order[np.unique(np.linspace(0, len(order) - 1, min(6, len(order))).round().astype(int))]
+    best = metrics["best_baseline"]
+    h = data.horizon
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5), squeeze=False)
+    for ax, i in zip(axes.ravel(), picks, strict=False):
+        s = data.series[int(i)]
+        d = s.data
+        ax.plot(np.arange(len(d.targets)), d.targets[:, 0], color="black", linewidth=1.2, label="actual")
+        when = d.test + h
+        ax.plot(when, predictions[int(i)][:, h - 1], marker="o", markersize=3, label="model")
+        if best in baselines[int(i)].predictions:
+            ax.plot(when, baselines[int(i)].predictions[best][:, h - 1], marker="x", markersize=3, label=best)
+        ax.axvline(d.train_rows - 0.5, color="grey", linestyle=":")
+        ax.axvline(int(d.val[-1]) + h + 0.5, color="grey", linestyle="--")
+        mase = metrics["per_series"][s.key]["streaming"]["mase"]
+        ax.set_title(f"{s.key}: model MASE {mase:.2f}", fontsize=9)
+        ax.grid(alpha=0.3)
+    for ax in axes.ravel()[len(picks) :]:
+        ax.axis("off")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle(f"{title}; {h} step{'s' if h > 1 else ''} ahead; dotted: end of training, dashed: start of test")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -65,6 +65,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "transform": "diff",
         "name": "co2",
     },
+    "world_fertility": {
+        # One global model over 194 countries' yearly fertility (long format); --horizon 5 for
+        # five years ahead. Per-series baselines (AutoETS, AutoARIMA per country) take minutes.
+        "data": str(DATASETS / "world_fertility" / "world_fertility.csv"),
+        "task": "forecast",
+        "series_id": "country_code",
+        "target": ["fertility"],
+        "time_column": "year",
+        "horizon": 1,
+        "cell": "lstm",
+        "hidden": 32,
+        "window": 12,
+        "history": 10,
+        "epochs": 20,
+        "patience": 20,
+        "batch_size": 32,
+        "lr": 0.002,
+        "weight_decay": 0.01,
+        "name": "world_fertility",
+    },
     "vowels": {
         "data": str(DATASETS / "japanese_vowels" / "japanese_vowels.csv"),
         "task": "classify",

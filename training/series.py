@@ -313,13 +313,14 @@ def prepare_multiseries(
     series = []
     for split in splits:
         data = _series_forecast_data(split, filled_cols, features, target, horizon, observed[split.key], norm)
+        if len(data.val) == 0 or len(data.test) == 0:
+            dropped[split.key] = "no fully observed validation or test origin (gaps near its end)"
+            report(f"series {split.key!r} left out: {dropped[split.key]}")
+            continue
         start = float(seconds[split.rows[0]]) if seconds is not None and period is not None else None
         series.append(Series(split.key, data, split.rows, observed[split.key], start))
-    empty = [s.key for s in series if len(s.data.val) == 0 or len(s.data.test) == 0]
-    if empty:
-        raise TrainingError(
-            f"series {empty[:5]} have no fully observed validation or test origin; fill the gaps or drop them"
-        )
+    if not series:
+        raise TrainingError("no series has a fully observed validation and test origin")
     return MultiSeriesData(series_id, tuple(features), (target,), horizon, series, norm, filled, dropped, period)
 
 

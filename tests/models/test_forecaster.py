@@ -40,9 +40,18 @@ def make_forecaster(
     features: int = 2,
     seed: int = 0,
     zero_head: bool = False,
+    local_scale: bool = False,
+    history: int = 0,
 ) -> Forecaster:
     spec = make_spec(
-        target_index=0, num_features=features, horizon=horizon, seasons=SEASONS, transform=transform, phase=phase
+        target_index=0,
+        num_features=features,
+        horizon=horizon,
+        seasons=SEASONS,
+        transform=transform,
+        phase=phase,
+        local_scale=local_scale,
+        history=history,
     )
     base = ModelConfig(
         cell=cell,  # type: ignore[arg-type]
@@ -78,6 +87,9 @@ CASES = [  # every transform, both cells, 2 layers with dropout (export must run
     ("lstm", "none", 1, 2, 0.2),
     ("gru", "seasonal", 2, 2, 0.2),
     ("gru", "diff", 1, 1, 0.0),
+    # per-session scale from the ring (global models over many series), with a longer history
+    ("lstm", "diff", 3, 1, 0.0, "local"),
+    ("gru", "seasonal_diff", 2, 1, 0.0, "local"),
 ]
 
 
@@ -86,8 +98,11 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, tuple[Fore
     root = tmp_path_factory.mktemp("forecaster")
     out = {}
     for case in CASES:
-        cell, transform, horizon, layers, dropout = case
-        model = make_forecaster(cell, transform, horizon, layers, dropout)
+        cell, transform, horizon, layers, dropout, *flags = case
+        local = "local" in flags
+        model = make_forecaster(
+            cell, transform, horizon, layers, dropout, local_scale=local, history=20 if local else 0
+        )
         model.train()  # export must evaluate in eval mode whatever mode it is given
         path = root / f"{'-'.join(map(str, case))}.onnx"
         export_onnx(model, path)
@@ -217,3 +232,27 @@ def test_parity_check_catches_a_wrong_forecaster(exported) -> None:
     with pytest.raises(ExportError):
         check_parity(other, path)
     check_parity(model, path)
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_local_scale_makes_forecasts_follow_the_series_scale(cell: str) -> None:
+    """With local_scale a series multiplied by c and shifted by d gets forecasts multiplied by c
+    and shifted by d (up to the tiny scale floor): no per-series parameters needed. Without it
+    the same weights do not scale (the control)."""
+    x = series(120, seed=4)[None, :, :1]
+    for local, should_follow in ((True, True), (False, False)):
+        model = make_forecaster(cell, "diff", 2, features=1, local_scale=local, history=16 if local else 0)
+        with torch.no_grad():
+            base, _ = model(torch.from_numpy(x.astype(np.float32)))
+            c, d = 0.5, 300.0
+            moved, _ = model(torch.from_numpy((c * x + d).astype(np.float32)))
+        # from the second reading on (the very first has no change yet: its scale is the floor)
+        error = float(np.abs(moved.numpy() - (c * base.numpy() + d))[:, 1:].max())
+        assert (error < 1e-4 * np.abs(base.numpy()).max()) == should_follow, (local, error)
+
+
+def test_local_scale_needs_a_history_baseline() -> None:
+    with pytest.raises(SpecError, match="per-series scale"):
+        make_spec(
+            target_index=0, num_features=1, horizon=1, seasons=(), transform="revin", phase=False, local_scale=True
+        )
