@@ -69,15 +69,30 @@ def ensure_peers_venv(venv: Path | None = None, log=print) -> Path:
     return venv
 
 
+def first_step_output(model_path: Path, x: list[float]) -> float:
+    """What the served ONNX model answers for one step `x` from a zero state (ONNX Runtime here)."""
+    import numpy as np
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+    inputs = sess.get_inputs()
+    feed = {inputs[0].name: np.asarray(x, np.float32).reshape(1, 1, -1)}
+    for state in inputs[1:]:
+        feed[state.name] = np.zeros((state.shape[0], 1, state.shape[2]), np.float32)
+    return float(sess.run(None, feed)[0].reshape(-1)[0])
+
+
 class TritonServer(Server):
-    """tritonserver as a bench Server: ready on /v2/health/ready, first request one sequence step."""
+    """tritonserver as a bench Server: ready on /v2/health/ready; the first request is one
+    sequence step whose answer must equal the ONNX model's (the peer computes the same thing)."""
 
     def _first_request(self, client) -> None:
+        x = [0.1, 0.2, 0.3, 0.4]
         resp = client.post(
             f"{self.url}/v2/models/{TRITON_MODEL}/infer",
             json={
                 "parameters": {"sequence_id": 1, "sequence_start": True, "sequence_end": True},
-                "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": [0.1, 0.2, 0.3, 0.4]}],
+                "inputs": [{"name": "X", "shape": [1, 4], "datatype": "FP32", "data": x}],
             },
             timeout=60,
         )
@@ -85,6 +100,9 @@ class TritonServer(Server):
         outputs = resp.json().get("outputs") or []
         if not outputs or outputs[0].get("name") != "Y":
             raise RuntimeError(f"unexpected Triton answer: {resp.text[:300]}")
+        want = first_step_output(Path(self.env["LSTM_ONNX"]), x)
+        if abs(outputs[0]["data"][0] - want) > 1e-4 * max(1.0, abs(want)):
+            raise RuntimeError(f"Triton answered {outputs[0]['data'][0]}, the model computes {want}")
 
 
 def triton_server(label: str, model_path: Path, venv: Path) -> TritonServer:

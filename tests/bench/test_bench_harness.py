@@ -25,7 +25,7 @@ import pytest
 from bench import baseline, publish, targets
 from bench.loadgen import _run_wrk, wrk_path
 from bench.servers import ROOT, export_bench_model
-from bench.triton import PEERS_DIR, START_SCRIPT, TRITON_MODEL, venv_commands
+from bench.triton import PEERS_DIR, START_SCRIPT, TRITON_MODEL, first_step_output, venv_commands
 
 MODEL_DIR = PEERS_DIR / "triton_repo" / TRITON_MODEL
 
@@ -195,6 +195,8 @@ def test_triton_model_steps_equal_the_onnx_model_over_the_sequence(
         zeros = {n: np.zeros((2, 1, 64), np.float32) for n in names[1:]}
         want = sess.run(None, {names[0]: x[None], **zeros})[0][0, :, 0]
         np.testing.assert_allclose(got[cid], want, rtol=1e-4, atol=1e-5)
+        # what the bench checks Triton's first answer against
+        assert first_step_output(model_path, list(x[0])) == pytest.approx(got[cid][0], rel=1e-4, abs=1e-6)
 
 
 class _StubTriton(BaseHTTPRequestHandler):
