@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, 
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from service.errors import InvalidInput, MalformedJSON, echo
+from service.errors import InvalidInput, MalformedJSON, ServiceError, echo
 from service.runtime import parse_start_time
 
 # Examples name the model `make run` trains by default: `electricity`, one feature (half-hourly
@@ -163,7 +163,8 @@ class BulkStepRequest(TypedDict):
     ]
 
 
-# KServe V2 (documented here; service/api/v2.py reads these bodies with the protocol's 400s)
+# KServe V2 (service/api/v2.py validates these with the protocol's 400 instead of 422; what a
+# tensor holds is checked against the model in service/api/codecs.py, shared with gRPC)
 
 V2_INPUT = {"name": "input", "shape": [1, 2, 1], "datatype": "FP32", "data": [22262.0, 21756.0]}
 
@@ -183,7 +184,14 @@ class InferTensor(TypedDict):
             Field(description="`binary_data_size`: the tensor's bytes in the binary extension instead of `data`"),
         ]
     ]
-    data: NotRequired[Annotated[list[Any], Field(description="row-major numbers, flat or nested")]]
+    data: NotRequired[
+        Annotated[
+            Any,
+            PlainValidator(_json_array),  # not copied: read by numpy in one call
+            WithJsonSchema({"type": "array", "items": {}}),
+            Field(description="row-major numbers, flat or nested"),
+        ]
+    ]
 
 
 class InferRequestedOutput(TypedDict):
@@ -202,7 +210,7 @@ class InferenceRequest(TypedDict):
             "inputs": [{"name": "input", "shape": [1, 1, 1], "datatype": "FP32", "data": [22262.0]}],
         },
     )
-    id: NotRequired[str]
+    id: NotRequired[str | None]
     parameters: NotRequired[
         Annotated[
             dict[str, Any] | None,
@@ -253,9 +261,15 @@ def request_schema(shape: type) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- validation
 
 
-def parse(shape: type, raw: bytes | str, what: str = "request body", optional: bool = False) -> dict[str, Any]:
-    """A request body -> the validated dict of `shape`; MalformedJSON (400) or InvalidInput
-    (422) naming the field. `optional`: an empty body is {}."""
+def parse(
+    shape: type,
+    raw: bytes | str,
+    what: str = "request body",
+    optional: bool = False,
+    error: type[ServiceError] = InvalidInput,
+) -> dict[str, Any]:
+    """A request body -> the validated dict of `shape`; MalformedJSON (400) or `error` (by
+    default InvalidInput, 422) naming the field. `optional`: an empty body is {}."""
     if optional and not raw.strip():
         return {}
     if not raw:
@@ -264,38 +278,41 @@ def parse(shape: type, raw: bytes | str, what: str = "request body", optional: b
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
-    return validate(shape, value, what)
+    return validate(shape, value, what, error)
 
 
-def validate(shape: type, value: Any, what: str = "request body") -> dict[str, Any]:
-    """A decoded JSON value -> the validated dict of `shape`, or InvalidInput naming the field."""
+def validate(
+    shape: type, value: Any, what: str = "request body", error: type[ServiceError] = InvalidInput
+) -> dict[str, Any]:
+    """A decoded JSON value -> the validated dict of `shape`, or `error` naming the field
+    (InvalidInput, 422, for v1 bodies; the V2 protocol's 400 for V2 ones)."""
     try:
         return ADAPTERS[shape].validate_python(value)
     except ValidationError as exc:
-        raise _problem(shape, exc, what) from None
+        raise _problem(shape, exc, what, error) from None
 
 
-def _problem(shape: type, exc: ValidationError, what: str) -> InvalidInput:
+def _problem(shape: type, exc: ValidationError, what: str, error_type: type[ServiceError]) -> ServiceError:
     fields = shape.__annotations__
     errors = exc.errors(include_url=False, include_input=False, include_context=False)
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1]
     if unknown:
-        return InvalidInput(f"{what} has unknown fields {echo(sorted(unknown))}; allowed: {sorted(fields)}")
+        return error_type(f"{what} has unknown fields {echo(sorted(unknown))}; allowed: {sorted(fields)}")
     error = errors[0]
     loc = error["loc"]
     if not loc:
-        return InvalidInput(f"{what} must be a JSON object")
-    where = ".".join(str(p) for p in loc)
+        return error_type(f"{what} must be a JSON object")
+    where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")  # inputs[0].shape
     description = _description(shape, str(loc[0])) if len(loc) == 1 else None
     hint = f" ({description})" if description else ""
     if error["type"] == "missing":
-        return InvalidInput(f"{where} is required{hint}", field=where)
+        return error_type(f"{where} is required{hint}", field=where)
     message = str(error["msg"]).replace("Input should be", "must be")
     for python, json in JSON_WORDS:
         message = message.replace(python, json)
     if not message.startswith("must"):
         message = f"is invalid: {message}"
-    return InvalidInput(f"{where} {message}{hint}", field=where)
+    return error_type(f"{where} {message}{hint}", field=where)
 
 
 # pydantic's words for types, in the JSON terms a client sees.

@@ -63,7 +63,7 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from service import inference, triton
-from service.api import codecs
+from service.api import codecs, schemas
 from service.api.deps import owner, services
 from service.api.schemas import ErrorBody, body_schema, optional_body_schema
 from service.errors import MalformedJSON, echo
@@ -74,8 +74,6 @@ router = APIRouter(tags=["v2"])
 PLATFORM = triton.PLATFORM
 EXTENSIONS = ["binary_tensor_data", "parameters", "sequence", "model_configuration", "statistics", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
-REQUEST_FIELDS = frozenset({"id", "parameters", "inputs", "outputs"})
-INDEX_FIELDS = frozenset({"ready", "repository_name"})
 JSON = "application/json"
 
 Error = InferenceRequestError
@@ -189,18 +187,9 @@ async def model_version_statistics(name: str, version: str, request: Request) ->
 async def repository_index(request: Request) -> Response:
     """Every version in the model repository with its state (READY or UNAVAILABLE and why).
     Optional body: {"ready": true} lists only the loaded ones."""
-    raw = await request.body()
-    ready = False
-    if raw.strip():
-        try:
-            body = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            raise MalformedJSON(f"repository index request is not valid JSON: {exc}") from None
-        body = codecs.check_fields(body, INDEX_FIELDS, "repository index request")
-        ready = body.get("ready", False)
-        if not isinstance(ready, bool):
-            raise Error("ready must be true or false", field="ready")
-    return _json(triton.repository_index(services(request), ready))
+    what = "repository index request"
+    body = schemas.parse(schemas.RepositoryIndexRequest, await request.body(), what, optional=True, error=Error)
+    return _json(triton.repository_index(services(request), body.get("ready", False)))
 
 
 # ---------------------------------------------------------------------------- request parsing
@@ -227,7 +216,7 @@ async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
         body = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
         raise MalformedJSON(f"inference request is not valid JSON: {exc}") from None
-    return codecs.check_fields(body, REQUEST_FIELDS, "inference request"), binary
+    return schemas.validate(schemas.InferenceRequest, body, "inference request", Error), binary
 
 
 # ---------------------------------------------------------------------------- inference
