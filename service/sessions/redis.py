@@ -374,6 +374,14 @@ class RedisSessionStore(SessionStore):
                 if attempt + 1 < attempts:
                     continue
                 raise self._unavailable(what, exc) from None
+            except RuntimeError as exc:
+                # uvloop's answer to a write on a connection the server (or the network) had
+                # already closed: a connection error by another name (nothing was sent)
+                if "handler is closed" not in str(exc):
+                    raise
+                if attempt + 1 < attempts:
+                    continue
+                raise self._unavailable(what, exc) from None
             except (rex.ReadOnlyError, rex.OutOfMemoryError) as exc:
                 raise self._unavailable(what, exc, "refused the write") from None
             except rex.ResponseError as exc:

@@ -1,6 +1,7 @@
 """Exactly-once under faults: two real replicas on one redis-server, with a fault-injecting
 proxy between them and Redis (replies dropped after the command ran, connections reset,
-replies delayed, the link paused).
+replies delayed, the link paused); and the same checks on a Redis Cluster (3 masters + 3
+replicas) with a proxy in front of every node.
 
 The model counts (tests/support/counting.py): its state is (steps applied, sum of readings),
 and each step's output is that state after the step. So the server's own state says exactly
@@ -32,6 +33,7 @@ import pytest
 from tests.support.counting import applied, export_counting
 from tests.support.faultproxy import FaultProxy
 from tests.support.redis import RedisProcess
+from tests.support.redis_cluster import ProxyGroup, RedisClusterProcesses, proxied_cluster
 from tests.support.servers import ServiceProcess
 
 pytestmark = pytest.mark.e2e
@@ -45,27 +47,40 @@ START_TIMEOUT = 90.0  # a loaded 2-core machine can take long to import and warm
 
 @dataclass
 class Cluster:
-    redis: RedisProcess
-    proxy: FaultProxy
+    redis: RedisProcess | RedisClusterProcesses
+    proxy: FaultProxy | ProxyGroup
     replicas: list[ServiceProcess]
+    # Requests per writer in the fault test: on the cluster (six proxies and six servers on
+    # the same cores) a smaller volume, so that CI time stays modest; the checks are the same.
+    per_writer: int = 110
 
     @property
     def urls(self) -> list[str]:
         return [r.url for r in self.replicas]
 
 
+def _replicas(repository: Path, root: Path, store_url: str) -> list[ServiceProcess]:
+    # Five writers contend for each session here, so many steps can land between a lost
+    # reply and its retry: the replay window must cover them (the default suits one writer).
+    env = {"SEQSERVE_SESSION_STORE": store_url, "SEQSERVE_REPLAY_WINDOW": str(REPLAY_WINDOW)}
+    replicas = [ServiceProcess(repository, root, env) for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda r: r.start(timeout=START_TIMEOUT), replicas))
+    return replicas
+
+
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("exactly-once")
-    repository = root / "repository"
+def counting_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    repository = tmp_path_factory.mktemp("counting") / "repository"
     export_counting(repository, MODEL)
+    return repository
+
+
+@pytest.fixture(scope="module")
+def cluster(counting_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("exactly-once")
     with RedisProcess(root / "redis", appendonly=False) as redis, FaultProxy(redis.port, seed=7) as proxy:
-        # Five writers contend for each session here, so many steps can land between a lost
-        # reply and its retry: the replay window must cover them (the default suits one writer).
-        env = {"SEQSERVE_SESSION_STORE": proxy.url, "SEQSERVE_REPLAY_WINDOW": str(REPLAY_WINDOW)}
-        replicas = [ServiceProcess(repository, root, env) for _ in range(2)]
-        with ThreadPoolExecutor(2) as pool:
-            list(pool.map(lambda r: r.start(timeout=START_TIMEOUT), replicas))
+        replicas = _replicas(counting_repository, root, proxy.url)
         try:
             yield Cluster(redis, proxy, replicas)
         finally:
@@ -74,13 +89,36 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 replica.stop()
 
 
+@pytest.fixture(scope="module")
+def redis_cluster_behind_proxies(
+    counting_repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Cluster]:
+    """The same on a 3-master, 3-replica Redis Cluster with a fault proxy in front of every
+    node (each node announces its proxy's port: every command and reply crosses one)."""
+    root = tmp_path_factory.mktemp("exactly-once-cluster")
+    with proxied_cluster(root / "cluster", seed=7) as (nodes, proxies):
+        replicas = _replicas(counting_repository, root, nodes.url)
+        try:
+            yield Cluster(nodes, proxies, replicas, per_writer=40)
+        finally:
+            proxies.calm()
+            for replica in replicas:
+                replica.stop()
+
+
 @pytest.fixture
-def cl(cluster: Cluster) -> Iterator[Cluster]:
+def cl(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """One redis-server behind a proxy, or (parametrized "redis-cluster") the proxied cluster."""
+    store = getattr(request, "param", "redis")
+    cluster: Cluster = request.getfixturevalue("cluster" if store == "redis" else "redis_cluster_behind_proxies")
     cluster.proxy.calm()
     yield cluster
     cluster.proxy.calm()
     for replica in cluster.replicas:  # captured: shown only when the test failed
         print(f"--- replica {replica.port} log\n{replica.log()[-3000:]}")
+
+
+BOTH_STORES = pytest.mark.parametrize("cl", ["redis", "redis-cluster"], indirect=True)
 
 
 @contextmanager
@@ -236,6 +274,7 @@ def check(ledger: Ledger, position: int, count: int, total: int) -> Counter[str]
     return tally
 
 
+@BOTH_STORES
 def test_identical_readings_from_concurrent_positionless_requests_are_separate_steps(cl: Cluster) -> None:
     """The reported loss: 32 concurrent position-less steps with the same reading, through two
     replicas, were all answered 200 while the session ended at position 24."""
@@ -255,11 +294,13 @@ def test_identical_readings_from_concurrent_positionless_requests_are_separate_s
 
 
 @pytest.mark.slow
+@BOTH_STORES
 def test_exactly_once_under_redis_faults(cl: Cluster) -> None:
-    """>= 2,000 step requests on 4 sessions through both replicas: per session two position-less
+    """>= 2,000 step requests (on the cluster >= 727) on 4 sessions through both replicas: per session two position-less
     writers of one identical reading, one of distinct readings, and two positioned writers,
     while the proxy drops replies after the command ran, resets connections, delays replies and
     pauses the link."""
+    n = cl.per_writer
     sessions = [create_session(cl.urls[k % 2]) for k in range(4)]
     ledgers = {sid: Ledger() for sid in sessions}
     distinct = itertools.count(1000)  # next() is atomic under the GIL: unique across threads
@@ -282,11 +323,11 @@ def test_exactly_once_under_redis_faults(cl: Cluster) -> None:
                 ledger = ledgers[sid]
                 for _ in range(2):
                     futures.append(
-                        pool.submit(positionless_writer, cl.urls, sid, itertools.repeat(IDENTICAL), 110, ledger)
+                        pool.submit(positionless_writer, cl.urls, sid, itertools.repeat(IDENTICAL), n, ledger)
                     )
-                futures.append(pool.submit(positionless_writer, cl.urls, sid, distinct, 110, ledger))
+                futures.append(pool.submit(positionless_writer, cl.urls, sid, distinct, n, ledger))
                 for w in range(2):
-                    futures.append(pool.submit(positioned_writer, cl.urls, sid, 100 + 10 * k + w, 110, ledger))
+                    futures.append(pool.submit(positioned_writer, cl.urls, sid, 100 + 10 * k + w, n, ledger))
             for f in futures:
                 f.result()
     finally:
@@ -300,8 +341,8 @@ def test_exactly_once_under_redis_faults(cl: Cluster) -> None:
         totals += check(ledgers[sid], *final_state(cl.urls[0], sid))
     unknown = Counter(a.answers[-1] for ledger in ledgers.values() for a in ledger.attempts if a.outcome == "unknown")
     print("outcomes:", dict(totals), "faults:", dict(faults), "unknown answers:", dict(unknown))
-    assert sum(totals.values()) >= 2000
-    assert totals["acked"] >= 1000, totals
+    assert sum(totals.values()) >= 2000 * n / 110  # 20 writers
+    assert totals["acked"] >= 1000 * n / 110, totals
     # Unknown outcomes are only 503s (Redis did not answer within the socket timeout while
     # paused, on a busy machine) or a client timeout; check() showed each applied at most once.
     assert set(unknown) <= {"503", "ReadTimeout"}, unknown
@@ -309,6 +350,7 @@ def test_exactly_once_under_redis_faults(cl: Cluster) -> None:
     assert faults["drop_reply"] >= 20 and faults["reset"] >= 5 and faults["pause"] >= 3, faults
 
 
+@BOTH_STORES
 def test_positioned_retry_after_a_lost_reply_replays_even_after_other_steps(cl: Cluster) -> None:
     """A client whose reply was lost retries the same request after other steps were applied:
     it gets its recorded answer, not a 409 for a step that was applied."""
@@ -333,6 +375,7 @@ def test_session_outliving_a_rebuilt_repository_is_410_and_spares_its_neighbours
     same time (batched with it) are served."""
     repository = tmp_path / "repository"
     export_counting(repository, MODEL, width=2)
+    assert isinstance(cl.redis, RedisProcess)
     env = {"SEQSERVE_SESSION_STORE": cl.redis.url + "?prefix=rebuilt:"}
     with started(ServiceProcess(repository, tmp_path, env)) as before:
         old = create_session(before.url)

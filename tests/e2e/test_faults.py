@@ -9,8 +9,8 @@ Not duplicated from tests/e2e/test_scaleout.py (replica SIGKILL, Redis crash/res
   stay on their pinned version (their final state equals a stateless predict on THAT version),
   and new sessions get the new version. A broken version is refused (`failed`), and serving
   goes on.
-* Redis paused (SIGSTOP) under load (also every node of a Redis Cluster, with the rolling
-  restart below: those two run on both stores): requests fail fast and clearly (503
+* Redis paused (SIGSTOP) under load (also every node of a Redis Cluster: this check runs on
+  both stores): requests fail fast and clearly (503
   session_store_unavailable JSON, no hang), and after SIGCONT the same clients recover; with
   position-carrying retries nothing is lost or applied twice.
 * a rolling restart (SIGTERM, start again) of both replicas while streams run through nginx:
@@ -292,7 +292,6 @@ def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology) -> No
 # -- rolling restart
 
 
-@BOTH_STORES
 def test_rolling_restart_of_replicas_loses_nothing(topo: Topology) -> None:
     url = topo.nginx.url
     streams = [_new_stream(url, 300 + k) for k in range(6)]

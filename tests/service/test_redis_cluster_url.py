@@ -74,3 +74,34 @@ def test_node_metrics_have_a_bounded_label_space() -> None:
     assert 'seqserve_session_store_node_operations_total{node="10.0.0.0:6379"} 2.0' in text
     assert 'seqserve_session_store_node_errors_total{node="_other"} 5.0' in text
     assert 'seqserve_session_store_node_latency_seconds_sum{node="10.0.0.0:6379"} 0.006' in text
+
+
+async def test_a_write_on_a_closed_transport_is_a_connection_error() -> None:
+    """uvloop raises RuntimeError("... the handler is closed") for a write on a connection the
+    peer had closed (seen under injected resets): re-sent like a connection error, then 503;
+    any other RuntimeError is a bug and propagates."""
+    from service.errors import StoreUnavailable
+    from service.sessions.redis import RedisSessionStore
+
+    closed = RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
+    for store in (RedisSessionStore("redis://127.0.0.1:1/0"), RedisClusterSessionStore("redis+cluster://127.0.0.1:1")):
+        calls: list[int] = []
+
+        async def flaky(fail: int, calls: list[int] = calls) -> str:
+            calls.append(1)
+            if len(calls) <= fail:
+                raise closed
+            return "ok"
+
+        assert await store._call("save", lambda: flaky(1), attempts=4) == "ok"
+        calls.clear()
+        with pytest.raises(StoreUnavailable):
+            await store._call("save", lambda: flaky(9), attempts=2)
+        assert len(calls) == 2
+
+        async def bug() -> None:
+            raise RuntimeError("something else")
+
+        with pytest.raises(RuntimeError, match="something else"):
+            await store._call("load", bug)
+        await store.close()

@@ -16,8 +16,11 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import time
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
+from tests.support.faultproxy import FaultProxy
 from tests.support.redis import RedisProcess
 from tests.support.servers import free_port, require
 
@@ -28,10 +31,20 @@ class ClusterNodeProcess(RedisProcess):
     def __init__(self, directory: Path) -> None:
         super().__init__(directory)
         self.bus_port = free_port()
+        self.announce_port: int | None = None  # the port clients are told (a proxy in front)
+
+    @property
+    def client_port(self) -> int:
+        return self.announce_port or self.port
 
     def command(self) -> list[str]:
+        announce = []
+        if self.announce_port:
+            announce = ["--cluster-announce-port", str(self.announce_port)]
+            announce += ["--cluster-announce-bus-port", str(self.bus_port)]
         return [
             *super().command(),
+            *announce,
             "--cluster-enabled", "yes",
             "--cluster-config-file", str(self.directory / "nodes.conf"),
             "--cluster-node-timeout", str(NODE_TIMEOUT_MS),
@@ -57,7 +70,7 @@ class RedisClusterProcesses:
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.client_port}" for n in self.nodes)
 
     def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
         for node in self.nodes:
@@ -209,3 +222,54 @@ class WholeCluster:
 
     def log(self) -> str:
         return "\n".join(f"[{n.port}] {n.log()[-600:]}" for n in self.cluster.nodes)
+
+
+class ProxyGroup:
+    """One FaultProxy per cluster node, driven as one: the same fault rates on every proxy,
+    pause() holds them all, `faults` adds up what they injected."""
+
+    RATES = frozenset({"drop_reply_rate", "reset_rate", "delay_rate", "delay_s"})
+
+    def __init__(self, proxies: list[FaultProxy]) -> None:
+        self.__dict__["proxies"] = proxies
+
+    def __setattr__(self, name: str, value: float) -> None:
+        if name not in self.RATES:
+            raise AttributeError(name)
+        for proxy in self.proxies:
+            setattr(proxy, name, value)
+
+    @property
+    def faults(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for proxy in self.proxies:
+            total += proxy.faults
+        return total
+
+    def pause(self, seconds: float) -> None:
+        for proxy in self.proxies:
+            proxy.pause(seconds)
+
+    def calm(self) -> None:
+        for proxy in self.proxies:
+            proxy.calm()
+
+
+@contextlib.contextmanager
+def proxied_cluster(directory: Path, seed: int = 0) -> Iterator[tuple[RedisClusterProcesses, ProxyGroup]]:
+    """A 3+3 cluster whose nodes announce a fault proxy's port in front of each of them, so
+    every client connection (and replication link) goes through a proxy; the cluster bus does
+    not (failure detection stays as it is)."""
+    cluster = RedisClusterProcesses(directory)
+    proxies = [FaultProxy(node.port, seed=seed + i).start() for i, node in enumerate(cluster.nodes)]
+    for node, proxy in zip(cluster.nodes, proxies, strict=True):
+        node.announce_port = proxy.port
+    try:
+        cluster.start()
+        yield cluster, ProxyGroup(proxies)
+    finally:
+        for proxy in proxies:
+            proxy.calm()
+        cluster.stop()
+        for proxy in proxies:
+            proxy.stop()
