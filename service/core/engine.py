@@ -34,6 +34,7 @@ and a step on a session whose model version was replaced by a different graph is
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
@@ -97,8 +98,19 @@ class ReplyCodec(Protocol):
     def decode_outputs(self, payload: bytes) -> np.ndarray: ...
 
 
+_PERSONS: dict[tuple[int, ...], bytes] = {}
+
+
 def digest(inputs: np.ndarray) -> bytes:
-    return hashlib.blake2b(inputs.tobytes(), digest_size=16, person=str(inputs.shape).encode()[:16]).digest()
+    """What identifies a request's readings for replay: a 16-byte hash of their bytes, keyed
+    by their shape."""
+    shape = inputs.shape
+    person = _PERSONS.get(shape)
+    if person is None:
+        person = str(shape).encode()[:16]
+        if len(_PERSONS) < 4096:
+            _PERSONS[shape] = person
+    return hashlib.blake2b(inputs.tobytes(), digest_size=16, person=person).digest()
 
 
 def new_tokens(count: int) -> list[str]:
@@ -174,10 +186,14 @@ class Engine:
 
     async def step(self, request: StepRequest, *, model: str | None = None, owner: str = "") -> StepResult:
         """A batch of one; its error is raised. `model`, when given, must be the session's."""
-        outcome = (await self.apply([request], model=model, owner=owner))[0]
+        check_position(request.position)
+        results: list[Outcome | None] = [None]
+        async with self.locks.hold(request.session_id):
+            await self._apply_locked([request], [_Run(request.session_id, [0])], results, model, owner)
+        outcome = results[0]
         if isinstance(outcome, Exception):
             raise outcome
-        return outcome
+        return outcome  # type: ignore[return-value]  # the slot is filled
 
     async def apply(
         self, requests: Sequence[StepRequest], *, model: str | None = None, owner: str = ""
@@ -223,13 +239,14 @@ class Engine:
             else:
                 loaded = await self.store.load_many([r.session_id for r in runs])
             working: list[_Run] = []
+            models: dict[tuple[str, int], LoadedModel] = {}  # looked up once per batch
             for run, record in zip(runs, loaded, strict=True):
                 if attempt:
                     run.reset()
                 try:
                     run.record = owned(record, run.session_id, owner)
                     run.start = run.record.position
-                    run.loaded = self._model_for(run.record, model)
+                    run.loaded = self._model_for(run.record, model, models)
                 except ServiceError as exc:
                     for i in run.items:
                         results[i] = exc
@@ -310,26 +327,35 @@ class Engine:
         return inputs if inputs.dtype == np.float32 else inputs.astype(np.float32)
 
     async def _compute(self, runs: list[_Run], results: list[Outcome | None], single: bool) -> None:
-        """One ONNX Runtime call per (model version, run length); each run's record moves
-        past its steps (not yet written). A failing stacked call is retried run by run, so
-        only the run that causes the failure gets the error."""
-        groups: dict[tuple[str, int], list[_Run]] = {}
+        """One ONNX Runtime call per (model version, run length), the calls in flight together;
+        each run's record moves past its steps (not yet written)."""
+        if single:  # its error is raised, whatever it is
+            await self._run_group(runs, results)
+            return
+        if len(runs) == 1:
+            await self._run_guarded(runs, results, single)
+            return
+        groups: dict[tuple[int, int], list[_Run]] = {}
         for run in runs:
-            groups.setdefault((run.loaded.key, run.length), []).append(run)
-        for group in groups.values():  # the batcher already overlaps concurrent callers' work
-            try:
-                await self._run_group(group, results)
-            except Exception as exc:
-                if single:
-                    raise
-                if len(group) == 1:
-                    self._fail(group[0], exc, results)
-                    continue
-                for run in group:
-                    try:
-                        await self._run_group([run], results)
-                    except Exception as alone:
-                        self._fail(run, alone, results)
+            groups.setdefault((id(run.loaded), run.length), []).append(run)
+        await asyncio.gather(*(self._run_guarded(group, results, single) for group in groups.values()))
+
+    async def _run_guarded(self, group: list[_Run], results: list[Outcome | None], single: bool) -> None:
+        """A failing stacked call is retried run by run, so only the run that causes the
+        failure gets the error (a single step raises it)."""
+        try:
+            await self._run_group(group, results)
+        except Exception as exc:
+            if single:
+                raise
+            if len(group) == 1:
+                self._fail(group[0], exc, results)
+                return
+            for run in group:
+                try:
+                    await self._run_group([run], results)
+                except Exception as alone:
+                    self._fail(run, alone, results)
 
     def _fail(self, run: _Run, exc: Exception, results: list[Outcome | None]) -> None:
         if not isinstance(exc, ServiceError):
@@ -353,8 +379,12 @@ class Engine:
         outputs, new_state = await self.batcher_for(loaded).run(inputs, state)
         tokens = new_tokens(len(group))
         # Per row, as views (made in C): its outputs [L, O] and its final state tensors.
-        row_outputs = list(outputs)
-        row_states = list(zip(*(list(s.transpose(1, 0, 2)) for s in new_state), strict=True))
+        if len(group) == 1:
+            row_outputs = [outputs[0]]
+            row_states = [tuple(s[:, 0, :] for s in new_state)]
+        else:
+            row_outputs = list(outputs)
+            row_states = list(zip(*(list(s.transpose(1, 0, 2)) for s in new_state), strict=True))
         window = self.settings.replay_window
         encode = self.replies.encode
         for b, run in enumerate(group):
@@ -410,18 +440,23 @@ class Engine:
         if not runs:
             return []
         if len(runs) == 1:
+            run = runs[0]
             try:
-                await self.store.save(runs[0].record, expected_position=runs[0].start)
-                errors: list[ServiceError | None] = [None]
+                await self.store.save(run.record, expected_position=run.start)
             except ServiceError as exc:
-                errors = [exc]
+                errors: list[ServiceError | None] = [exc]
+            else:
+                if self.on_steps is not None:
+                    self.on_steps(run.loaded.key, run.length)
+                return []
         else:
             errors = await self.store.save_many([(r.record, r.start) for r in runs])
         again: list[_Run] = []
-        applied: dict[str, int] = {}
+        applied: dict[int, tuple[LoadedModel, int]] = {}
         for run, error in zip(runs, errors, strict=True):
             if error is None:
-                applied[run.loaded.key] = applied.get(run.loaded.key, 0) + run.length
+                counted = applied.get(id(run.loaded))
+                applied[id(run.loaded)] = (run.loaded, run.length + (counted[1] if counted else 0))
                 continue
             if isinstance(error, PositionConflict) and not last:
                 # Another replica wrote first: nothing of this run was saved. Its positioned
@@ -445,26 +480,35 @@ class Engine:
             for i, _ in run.echoes:
                 results[i] = error
         if self.on_steps is not None:
-            for key, count in applied.items():
-                self.on_steps(key, count)
+            for loaded, count in applied.values():
+                self.on_steps(loaded.key, count)
         return again
 
     # ------------------------------------------------------------------------ models
 
-    def _model_for(self, record: SessionRecord, model: str | None) -> LoadedModel:
+    def _model_for(
+        self, record: SessionRecord, model: str | None, models: dict[tuple[str, int], LoadedModel]
+    ) -> LoadedModel:
         if model is not None and record.model != model:
             raise InvalidInput(f"session '{shown(record.session_id)}' belongs to model '{record.model}', not '{model}'")
-        return self.model_of(record)
+        key = (record.model, record.version)
+        loaded = models.get(key)
+        if loaded is None:
+            loaded = models[key] = self.registry.get(record.model, record.version)
+        return self.model_of(record, loaded)
 
-    def model_of(self, record: SessionRecord) -> LoadedModel:
+    def model_of(self, record: SessionRecord, loaded: LoadedModel | None = None) -> LoadedModel:
         """The loaded model a session's state belongs to; ModelChanged when its version is now
         another graph (a rebuilt repository): the state would be garbage to it, or the wrong
         shape for it."""
-        loaded = self.registry.get(record.model, record.version)
+        if loaded is None:
+            loaded = self.registry.get(record.model, record.version)
         shapes = loaded.state_shapes
-        layout_ok = len(record.state) == len(shapes) and all(
-            array.shape == shape for array, shape in zip(record.state, shapes, strict=False)
-        )
+        layout_ok = len(record.state) == len(shapes)
+        if layout_ok:
+            for array, shape in zip(record.state, shapes, strict=True):
+                if array.shape != shape:
+                    layout_ok = False
         if not layout_ok or (record.fingerprint and record.fingerprint != loaded.fingerprint):
             raise ModelChanged(
                 f"session '{shown(record.session_id)}' was created with another graph than the one now served as "

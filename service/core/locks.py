@@ -1,10 +1,15 @@
 """Per-session FIFO locks: within a process, a session's requests are applied one at a time in
-arrival order (asyncio.Lock wakes waiters in arrival order); different sessions run in
-parallel. Across processes the store's check-and-set on the position does the same job."""
+arrival order; different sessions run in parallel. Across processes the store's check-and-set
+on the position does the same job.
+
+A lock that nobody holds does not exist: taking it is one dict insert (a bulk request takes
+hundreds at once), and only a caller that finds it held waits, on a future of its own, in a
+queue the holder hands the lock down on release."""
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
@@ -13,29 +18,39 @@ class KeyedLocks:
     """One FIFO lock per key, dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._queues: dict[str, deque[asyncio.Future[None]]] = {}  # held keys -> their waiters
+
+    def try_acquire(self, key: str) -> bool:
+        """Take the lock if nobody holds it (never waits)."""
+        if key in self._queues:
+            return False
+        self._queues[key] = deque()
+        return True
 
     async def acquire(self, key: str) -> None:
-        lock, users = self._locks.get(key, (None, 0))
-        if lock is None:
-            lock = asyncio.Lock()
-        self._locks[key] = (lock, users + 1)
+        queue = self._queues.get(key)
+        if queue is None:
+            self._queues[key] = deque()
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue.append(waiter)
         try:
-            await lock.acquire()
-        except BaseException:  # cancelled while waiting: no longer a user
-            self._forget(key)
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self.release(key)  # handed the lock just as this caller was cancelled: pass it on
+            else:
+                waiter.cancel()  # skipped by release
             raise
 
     def release(self, key: str) -> None:
-        self._locks[key][0].release()
-        self._forget(key)
-
-    def _forget(self, key: str) -> None:
-        lock, users = self._locks[key]
-        if users == 1:
-            del self._locks[key]
-        else:
-            self._locks[key] = (lock, users - 1)
+        queue = self._queues[key]
+        while queue:
+            waiter = queue.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # the key stays held, by the next in line
+                return
+        del self._queues[key]
 
     @asynccontextmanager
     async def hold(self, key: str) -> AsyncIterator[None]:
@@ -51,8 +66,9 @@ class KeyedLocks:
         cannot deadlock; only what was acquired is released, even if cancelled midway."""
         held: list[str] = []
         try:
-            for key in sorted(set(keys)):
-                await self.acquire(key)
+            for key in sorted(keys):
+                if not self.try_acquire(key):
+                    await self.acquire(key)
                 held.append(key)
             yield
         finally:
@@ -60,4 +76,4 @@ class KeyedLocks:
                 self.release(key)
 
     def __len__(self) -> int:
-        return len(self._locks)
+        return len(self._queues)

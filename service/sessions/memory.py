@@ -168,8 +168,35 @@ class MemorySessionStore(SessionStore):
         heapq.heappush(self._deadlines, (record.expires_at, record.session_id))
 
     async def load(self, session_id: str) -> SessionRecord:
-        entry = self._live_entry(session_id)
-        entry.expires_at = time.time() + entry.ttl
+        return self._load(session_id, time.time())
+
+    async def save(self, record: SessionRecord, expected_position: int) -> None:
+        self._save(record, expected_position, time.time())
+
+    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
+        results: list[SessionRecord | ServiceError] = []
+        now = time.time()  # no I/O: one clock reading and a plain loop for the whole batch
+        for sid in session_ids:
+            try:
+                results.append(self._load(sid, now))
+            except ServiceError as exc:
+                results.append(exc)
+        return results
+
+    async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        results: list[ServiceError | None] = []
+        now = time.time()
+        for record, expected in items:
+            try:
+                self._save(record, expected, now)
+                results.append(None)
+            except ServiceError as exc:
+                results.append(exc)
+        return results
+
+    def _load(self, session_id: str, now: float) -> SessionRecord:
+        entry = self._live_entry(session_id, now)
+        entry.expires_at = now + entry.ttl
         self._entries.move_to_end(session_id)
         self._by_owner[entry.owner].move_to_end(session_id)
         return SessionRecord(
@@ -186,8 +213,8 @@ class MemorySessionStore(SessionStore):
             owner=entry.owner,
         )
 
-    async def save(self, record: SessionRecord, expected_position: int) -> None:
-        entry = self._live_entry(record.session_id)
+    def _save(self, record: SessionRecord, expected_position: int, now: float) -> None:
+        entry = self._live_entry(record.session_id, now)
         if record.token and record.token == entry.token:
             return  # this very write was applied already
         if entry.position != expected_position or entry.created_at != record.created_at:
@@ -200,28 +227,9 @@ class MemorySessionStore(SessionStore):
         entry.history = record.history
         entry.token = record.token
         entry.ttl = record.ttl_seconds
-        entry.expires_at = time.time() + entry.ttl
+        entry.expires_at = now + entry.ttl
         self._entries.move_to_end(record.session_id)
         self._by_owner[entry.owner].move_to_end(record.session_id)
-
-    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
-        results: list[SessionRecord | ServiceError] = []
-        for sid in session_ids:  # no I/O: a plain loop beats a task per session
-            try:
-                results.append(await self.load(sid))
-            except ServiceError as exc:
-                results.append(exc)
-        return results
-
-    async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
-        results: list[ServiceError | None] = []
-        for record, expected in items:
-            try:
-                await self.save(record, expected)
-                results.append(None)
-            except ServiceError as exc:
-                results.append(exc)
-        return results
 
     async def delete(self, session_id: str, owner: str | None = None) -> bool:
         entry = self._entries.get(session_id)
@@ -258,7 +266,7 @@ class MemorySessionStore(SessionStore):
 
     # -- internals
 
-    def _live_entry(self, session_id: str) -> _Entry:
+    def _live_entry(self, session_id: str, now: float | None = None) -> _Entry:
         entry = self._entries.get(session_id)
         if entry is None:
             tomb = self._tombstones.get(session_id)
@@ -266,7 +274,7 @@ class MemorySessionStore(SessionStore):
                 cls, owner = tomb
                 raise gone(cls, session_id, owner, "evicted" if cls is SessionEvicted else "expired")
             raise SessionNotFound(f"session '{shown(session_id)}' does not exist", session_id=shown(session_id))
-        if entry.expires_at <= time.time():
+        if entry.expires_at <= (time.time() if now is None else now):
             self._expire(session_id)
             raise gone(SessionExpired, session_id, entry.owner, "expired")
         return entry
