@@ -329,9 +329,6 @@ class Engine:
     async def _compute(self, runs: list[_Run], results: list[Outcome | None], single: bool) -> None:
         """One ONNX Runtime call per (model version, run length), the calls in flight together;
         each run's record moves past its steps (not yet written)."""
-        if single:  # its error is raised, whatever it is
-            await self._run_group(runs, results)
-            return
         if len(runs) == 1:
             await self._run_guarded(runs, results, single)
             return
@@ -342,11 +339,11 @@ class Engine:
 
     async def _run_guarded(self, group: list[_Run], results: list[Outcome | None], single: bool) -> None:
         """A failing stacked call is retried run by run, so only the run that causes the
-        failure gets the error (a single step raises it)."""
+        failure gets the error. A bug (not a domain error) in a batch of one is raised."""
         try:
             await self._run_group(group, results)
         except Exception as exc:
-            if single:
+            if single and not isinstance(exc, ServiceError):
                 raise
             if len(group) == 1:
                 self._fail(group[0], exc, results)

@@ -283,3 +283,26 @@ async def test_a_resend_within_the_same_batch_gets_the_first_ones_reply(svc: Ser
     assert isinstance(first, StepResult) and isinstance(again, StepResult)
     assert not first.replayed and again.replayed and again.payload == first.payload
     assert await truth(svc, sid) == (1, 3.0)
+
+
+async def test_a_domain_error_of_the_model_call_is_the_answer_not_a_crash(svc: Services) -> None:
+    """A batch of one whose model call refuses with a domain error (e.g. a limit) gets that
+    error as its result, as a WebSocket message or a bulk entry would; step() raises it."""
+    sid = await new_session(svc)
+    original = svc.pool.for_model
+
+    def refusing(model):  # type: ignore[no-untyped-def]
+        batcher = original(model)
+
+        class Refusing:
+            async def run(self, inputs, state):  # type: ignore[no-untyped-def]
+                raise StoreUnavailable("busy")
+
+        return Refusing() if batcher else batcher
+
+    svc.engine.batcher_for = refusing
+    out = await svc.engine.apply([StepRequest(sid, [[1.0]])])
+    assert isinstance(out[0], StoreUnavailable)
+    with pytest.raises(StoreUnavailable):
+        await svc.engine.step(StepRequest(sid, [[1.0]]))
+    assert await truth(svc, sid) == (0, 0.0) and len(svc.locks) == 0
