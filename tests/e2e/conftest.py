@@ -7,8 +7,9 @@ import httpx
 import pytest
 
 from tests.support.models import make_repository
-from tests.support.redis_cluster import RedisClusterProcesses
+from tests.support.redis_cluster import RedisClusterProcesses, WholeCluster
 from tests.support.servers import ServiceProcess
+from tests.support.topology import Topology, compose_topology
 
 
 @pytest.fixture(scope="session")
@@ -22,6 +23,19 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
     (each under its own key prefix; a test that kills nodes leaves the cluster healthy)."""
     with RedisClusterProcesses(tmp_path_factory.mktemp("redis-cluster")) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="session")
+def cluster_topology(
+    redis_cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Topology]:
+    """Two service replicas and nginx on the shared Redis Cluster (wait_replicas=1), driven as
+    one store: shared by the suites that check scale-out and faults on the cluster too."""
+    redis_cluster.ensure_up()
+    store = WholeCluster(redis_cluster, prefix="seqserve:", wait_replicas=1)
+    env = {"SEQSERVE_MAX_STEPS_PER_REQUEST": "1000", "SEQSERVE_LOG_LEVEL": "warning"}
+    with compose_topology(repository, tmp_path_factory.mktemp("cluster-topology"), env, store) as topology:
+        yield topology
 
 
 @pytest.fixture(scope="module")

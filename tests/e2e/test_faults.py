@@ -34,7 +34,6 @@ import numpy as np
 import pytest
 
 from tests.support.models import export_model, raw_inputs
-from tests.support.redis_cluster import RedisClusterProcesses, WholeCluster
 from tests.support.servers import ServiceProcess
 from tests.support.topology import Topology, compose_topology
 
@@ -53,23 +52,10 @@ def topology(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iter
         yield topo
 
 
-@pytest.fixture(scope="module")
-def cluster_topology(
-    redis_cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Topology]:
-    """The same, on the 3-master, 3-replica Redis Cluster driven as one (wait_replicas=1)."""
-    root = tmp_path_factory.mktemp("faults-cluster")
-    repo = root / "repository"
-    shutil.copytree(repository, repo)
-    redis_cluster.ensure_up()
-    store = WholeCluster(redis_cluster, prefix="faults:", wait_replicas=1)
-    with compose_topology(repo, root, {"SEQSERVE_LOG_LEVEL": "warning"}, store) as topo:
-        yield topo
-
-
 @pytest.fixture
 def topo(request: pytest.FixtureRequest) -> Iterator[Topology]:
-    """The redis-server topology, or (parametrized "redis-cluster") the cluster one."""
+    """The redis-server topology, or (parametrized "redis-cluster") the shared cluster one
+    (tests/e2e/conftest.py)."""
     store = getattr(request, "param", "redis")
     topology: Topology = request.getfixturevalue("topology" if store == "redis" else "cluster_topology")
     topology.ensure_up()

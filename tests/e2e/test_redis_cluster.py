@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,6 +23,7 @@ from tests.e2e.test_scaleout import assert_close, assert_state_close, session_st
 from tests.support.models import raw_inputs
 from tests.support.redis_cluster import RedisClusterProcesses
 from tests.support.servers import ServiceProcess
+from tests.support.topology import Topology
 
 pytestmark = pytest.mark.e2e
 
@@ -37,19 +37,11 @@ def cluster(redis_cluster: RedisClusterProcesses) -> RedisClusterProcesses:
     return redis_cluster
 
 
-@pytest.fixture(scope="module")
-def replicas(
-    redis_cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[list[ServiceProcess]]:
-    env = {"SEQSERVE_SESSION_STORE": redis_cluster.url + "?wait_replicas=1", "SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
-    procs = [ServiceProcess(repository, tmp_path_factory.mktemp("svc"), env) for _ in range(2)]
-    try:
-        for proc in procs:
-            proc.start()
-        yield procs
-    finally:
-        for proc in procs:
-            proc.stop()
+@pytest.fixture
+def replicas(cluster: RedisClusterProcesses, cluster_topology: Topology) -> list[ServiceProcess]:
+    """The two service replicas of the shared cluster topology (wait_replicas=1)."""
+    cluster_topology.ensure_up()
+    return cluster_topology.replicas
 
 
 def create(base_url: str) -> str:

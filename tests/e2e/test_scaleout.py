@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 
 from tests.support.models import raw_inputs
-from tests.support.redis_cluster import RedisClusterProcesses, WholeCluster
 from tests.support.servers import ServiceProcess
 from tests.support.topology import Topology, compose_topology
 
@@ -40,13 +39,11 @@ def topology(
 ) -> Iterator[Topology]:
     """Once on one redis-server, once on the 3-master, 3-replica Redis Cluster driven as one
     (its crash, outage and restart are every node's; wait_replicas=1)."""
-    env = {"SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
-    store = None
     if request.param == "redis-cluster":
-        cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
-        cluster.ensure_up()
-        store = WholeCluster(cluster, prefix="scaleout:", wait_replicas=1)
-    with compose_topology(repository, tmp_path_factory.mktemp("scaleout"), env, store) as topo:
+        yield request.getfixturevalue("cluster_topology")
+        return
+    env = {"SEQSERVE_MAX_STEPS_PER_REQUEST": "1000"}
+    with compose_topology(repository, tmp_path_factory.mktemp("scaleout"), env) as topo:
         yield topo
 
 
