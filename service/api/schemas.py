@@ -62,8 +62,10 @@ def _nullable(validator: Any) -> Any:
     return lambda value: None if value is None else validator(value)
 
 
-# A step's inputs: the outer list is shallow-copied by the validator (cheap); numbers by numpy.
-StepsInput = Annotated[list[Any], WithJsonSchema(_schema_of(Steps))]
+# A step's inputs (validated once per streamed reading): taken as they are here and checked
+# whole by numpy against the session's model (service/runtime.py: "inputs must be a JSON array
+# of numbers", ragged rows, feature count, limits), which costs less than a second pass.
+StepsInput = Annotated[Any, WithJsonSchema(_schema_of(Steps))]
 # Predict's inputs may be a list of undecoded sequences (service/api/split.py): kept as is.
 BatchInput = Annotated[Any, PlainValidator(_json_array), WithJsonSchema(_schema_of(list[Steps]))]
 SessionState = Annotated[

@@ -1,0 +1,62 @@
+"""The OpenAPI document is drawn from the shapes that validate request bodies, and lists the
+statuses every operation can answer; checked on the app itself (no server)."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.api import schemas
+from service.app import create_app
+from service.errors import InvalidInput
+from service.settings import Settings
+
+
+def _document(**settings) -> dict:
+    return create_app(Settings(**settings)).openapi()
+
+
+def test_request_bodies_are_the_validating_shapes() -> None:
+    document = _document()
+    components = document["components"]["schemas"]
+    for shape in schemas.REQUEST_SHAPES:
+        drawn = schemas.request_schema(shape)
+        drawn.pop("$defs", None)
+        assert components[shape.__name__] == drawn, shape.__name__
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            media = operation.get("requestBody", {}).get("content", {}).get("application/json")
+            if media is not None:
+                name = media["schema"]["$ref"].rsplit("/", 1)[-1]
+                assert any(shape.__name__ == name for shape in schemas.REQUEST_SHAPES), (method, path)
+
+
+def test_every_body_example_passes_its_own_validation() -> None:
+    for shape in schemas.REQUEST_SHAPES:
+        for example in schemas.request_schema(shape).get("examples", []):
+            assert schemas.validate(shape, example) == example, shape.__name__
+
+
+@pytest.mark.parametrize(
+    ("body", "words"),
+    [
+        ({"inputs": [[1.0]], "position": "0"}, "position must be an integer"),
+        ({"inputs": [[1.0]], "position": True}, "position must be an integer"),
+        ({"inputs": [[1.0]], "position": -1}, "position must be greater than or equal to 0"),
+        ({"inputs": [[1.0]], "extra": 1}, "unknown fields ['extra']"),
+        ({"position": 0}, "inputs is required"),
+        ([1, 2], "must be a JSON object"),
+    ],
+)
+def test_a_bad_step_body_is_refused_naming_the_field(body, words: str) -> None:
+    with pytest.raises(InvalidInput) as info:
+        schemas.validate(schemas.StepRequest, body)
+    assert words in info.value.message
+
+
+def test_401_is_documented_only_with_api_keys_and_never_on_public_paths() -> None:
+    plain = _document()
+    assert all("401" not in op["responses"] for ops in plain["paths"].values() for op in ops.values())
+    keyed = _document(api_keys="a-key-of-some-length-0123456789")
+    assert "401" in keyed["paths"]["/v1/models"]["get"]["responses"]
+    assert "401" in keyed["paths"]["/v1/sessions/{session_id}/steps"]["post"]["responses"]
+    assert "401" not in keyed["paths"]["/v2/health/live"]["get"]["responses"]
