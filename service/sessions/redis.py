@@ -23,8 +23,9 @@ Quotas are exact across replicas: the create script counts and adds in one atomi
 delete removes the id from both sets in the same script. Expiry needs no write on the hot
 path: the create script re-checks the members whose recorded expiry has passed (PTTL of their
 hash) and drops the ones that are gone, so an expired session frees its slot the moment it
-expires. The quota scripts touch keys of other slots (single Redis or a replicated primary,
-not Redis Cluster).
+expires. The quota scripts touch keys of other slots (single Redis or a replicated primary);
+on Redis Cluster the same sets live in slots of their own and a create is a short protocol
+around the shared create script (service.sessions.redis_cluster).
 
 Every operation is one round trip. load, save and create are Lua scripts (EVALSHA, falling
 back to EVAL, which also caches the script, when the server does not know it, e.g. after a

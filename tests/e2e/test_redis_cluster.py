@@ -247,3 +247,69 @@ def test_a_shard_down_is_503_and_heals_without_a_restart(
         again = client.post(f"/v1/sessions/{down_sid}/steps", json=one_step)
         assert again.status_code == 200, again.text
         assert again.json()["position"] == 1
+
+
+async def test_quota_holds_under_concurrent_creates_deletes_and_expiry_through_two_stores(
+    cluster: RedisClusterProcesses,
+) -> None:
+    """Two stores (as two replicas) create and delete sessions of one model concurrently
+    against a per-model limit of 5. Each admitted session certainly existed from its create's
+    answer until its delete was sent; those intervals never overlap more than 5 deep. Then
+    sessions that expire free their slots without any delete."""
+    import asyncio
+    import random
+
+    from service.errors import TooManySessions
+    from service.sessions.base import Quota, SessionRecord, new_session_id
+    from service.sessions.redis_cluster import RedisClusterSessionStore
+
+    limit = 5
+    quota = Quota(per_model=limit)
+    stores = [RedisClusterSessionStore(cluster.url + "?prefix=qstress:", stats_interval=0) for _ in range(2)]
+    held: list[tuple[float, float]] = []
+    refused = 0
+
+    def record(ttl: float) -> SessionRecord:
+        now = time.time()
+        return SessionRecord(new_session_id(), "m", 1, 0, (np.zeros((1, 2), np.float32),), ttl, now + ttl, now)
+
+    async def worker(seed: int) -> None:
+        nonlocal refused
+        rng = random.Random(seed)
+        for _ in range(12):
+            rec = record(60.0)
+            try:
+                await stores[rng.randrange(2)].create(rec, quota=quota)
+            except TooManySessions:
+                refused += 1
+                await asyncio.sleep(rng.uniform(0, 0.01))
+                continue
+            created = time.monotonic()
+            await asyncio.sleep(rng.uniform(0, 0.02))
+            deleting = time.monotonic()
+            assert await stores[rng.randrange(2)].delete(rec.session_id)
+            held.append((created, deleting))
+
+    try:
+        await asyncio.gather(*(worker(k) for k in range(10)))
+        events = sorted([(t, 1) for t, _ in held] + [(t, -1) for _, t in held])
+        deepest = depth = 0
+        for _, delta in events:
+            depth += delta
+            deepest = max(deepest, depth)
+        assert deepest <= limit, deepest
+        assert refused > 0 and len(held) >= 2 * limit, (refused, len(held))
+        # every slot is free again, and expiry frees slots the moment sessions expire
+        short = [record(0.5) for _ in range(limit)]
+        for k, rec in enumerate(short):
+            await stores[k % 2].create(rec, quota=quota)
+        with pytest.raises(TooManySessions):
+            await stores[0].create(record(60.0), quota=quota)
+        await asyncio.sleep(0.7)
+        for k in range(limit):
+            rec = record(60.0)
+            await stores[k % 2].create(rec, quota=quota)
+            assert await stores[1 - k % 2].delete(rec.session_id)
+    finally:
+        for store in stores:
+            await store.close()
