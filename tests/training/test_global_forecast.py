@@ -149,3 +149,19 @@ def test_series_id_with_bad_settings_is_refused(tmp_path: Path) -> None:
         train_and_publish(settings_from([*base, "--target", "reading", "--series-id", "nope"]))
     with pytest.raises(TrainingError, match="forecasting"):
         settings_from([*base, "--task", "classify", "--label", "device", "--sequence-id", "device"])
+
+
+def test_the_world_fertility_preset_loads_every_country() -> None:
+    """The bundled preset: 194 yearly series split within each (1960-2011 observed: 36 training,
+    8 validation, 8 test years each), the empty 2012-2013 trimmed, LUX/SGP gaps filled but not
+    scored; at horizon 5 SGP has no fully observed test origin and is left out."""
+    from training.global_run import load
+
+    settings = settings_from(["--preset", "world_fertility", "--quiet"])
+    assert settings.series_id == "country_code" and settings.time_column == "year" and settings.history == 10
+    data = load(settings, report=lambda _: None)
+    assert len(data.series) == 194 and data.filled == 4 and not data.dropped
+    usa = next(s for s in data.series if s.key == "USA")
+    assert (usa.data.train_rows, len(usa.data.val), len(usa.data.test)) == (36, 8, 8)
+    five = load(settings_from(["--preset", "world_fertility", "--horizon", "5"]), report=lambda _: None)
+    assert list(five.dropped) == ["SGP"] and len(five.series) == 193
