@@ -79,6 +79,7 @@ class Context:
     local_rank: int = 0
     backend: str = ""
     timer: CommTimer = field(default_factory=CommTimer)
+    owned: frozenset[str] | None = None  # the series keys this rank trains on (None: all)
 
     @property
     def enabled(self) -> bool:
@@ -100,6 +101,10 @@ class Context:
     def shard_count(self, total: int) -> int:
         """This rank's share of `total` interchangeable units (streams): as even as possible."""
         return total // self.world_size + (1 if self.rank < total % self.world_size else 0)
+
+    def owns(self, key: str) -> bool:
+        """Whether this rank trains on the series `key` (`load_shard` deals them out)."""
+        return self.owned is None or key in self.owned
 
     def shard_items(self, items: list[Any]) -> list[Any]:
         """This rank's items (series) of an ordered list: every world_size-th, from its rank."""
@@ -221,13 +226,15 @@ def shutdown() -> None:
 SHARD_BATCH_ROWS = 100_000
 
 
-def load_shard(path: str | Path, series_id: str, max_rows: int) -> Any:
+def load_shard(path: str | Path, series_id: str, max_rows: int, *, whole: bool = False) -> Any:
     """This rank's rows of a long-format CSV or Parquet file: the whole table in one process.
 
     Under torchrun the series-id column alone is read first (every rank, so all agree); the
-    sorted series keys are dealt round-robin (key i to rank i mod world) and the file is then
-    streamed in batches keeping only this rank's series, so a rank holds about 1/world of the
-    table. `max_rows` limits the shard, the part that is held in memory."""
+    sorted series keys are dealt round-robin (key i to rank i mod world, recorded in
+    `Context.owned`) and the file is then streamed in batches keeping only this rank's series,
+    so a rank holds about 1/world of the table. `max_rows` limits the shard, the part that is
+    held in memory. `whole` (rank 0, which evaluates every series) reads the whole table but
+    trains on its share all the same."""
     import pandas as pd
 
     from training.data import TrainingError, load_table
@@ -235,6 +242,19 @@ def load_shard(path: str | Path, series_id: str, max_rows: int) -> Any:
     ctx = context()
     if not ctx.enabled:
         return load_table(path, max_rows)
+    if whole:
+        frame = load_table(path, max_rows)
+        if series_id in frame.columns:  # else the data checks name the missing column
+            ids = frame[series_id]
+            ids = ids[ids.notna() & (ids.astype(str).str.strip() != "")]
+            keys = sorted(set(ids.astype(str)))
+            if len(keys) < ctx.world_size:
+                raise TrainingError(
+                    f"{len(keys)} series cannot be shared by {ctx.world_size} processes: use at most {len(keys)}"
+                )
+            ctx.owned = frozenset(ctx.shard_items(keys))
+            ctx.say(f"data: reads all {len(keys)} series (evaluates them all), trains on {len(ctx.owned)}")
+        return frame
     path = Path(path)
     if not path.is_file():
         raise TrainingError(f"data file not found: {path}")
@@ -265,6 +285,7 @@ def load_shard(path: str | Path, series_id: str, max_rows: int) -> Any:
             f"{len(keys)} series cannot be shared by {ctx.world_size} processes: use at most {len(keys)}"
         )
     mine = set(ctx.shard_items(keys))
+    ctx.owned = frozenset(mine)
     del ids
     if parquet:
         batches = (b.to_pandas() for b in reader.iter_batches(batch_size=SHARD_BATCH_ROWS))

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from training.cli import RunSettings
-from training.data import TrainingError, file_sha256, load_table
+from training.data import TrainingError, file_sha256
 from training.evaluate import MASE_SCALE, forecast_metrics, mase_scale
 from training.series import MultiSeriesData, Series, prepare_multiseries
 
@@ -37,13 +37,19 @@ AUTO_TRANSFORMS = ("diff", "seasonal", "seasonal_diff")
 def _log(message: str) -> None:
     from training import distributed
 
-    print(f"{distributed.context().label()}{message}", flush=True)
+    distributed.context().say(message)
 
 
 def load(settings: RunSettings, report: Any = None) -> MultiSeriesData:
     if len(settings.target) != 1:
         raise TrainingError(f"--series-id trains one target across the series; got {settings.target}")
-    frame = load_table(Path(settings.data), settings.max_rows)
+    from training import distributed
+
+    # Under torchrun a rank reads only its own series; rank 0 reads them all (it evaluates and
+    # publishes) and trains on its share like the others.
+    frame = distributed.load_shard(
+        Path(settings.data), settings.series_id, settings.max_rows, whole=distributed.context().is_main
+    )
     return prepare_multiseries(
         frame,
         settings.series_id,
@@ -64,13 +70,35 @@ def segments(data: MultiSeriesData) -> list[Any]:
     return [Segment.of(s.data, s.start_time, float(mase_scale(s.data)[0]), s.key) for s in data.series]
 
 
+def owned_segments(data: MultiSeriesData) -> list[Any]:
+    """The segments this rank trains and validates on (all of them in one process)."""
+    from training import distributed
+
+    ctx = distributed.context()
+    owned = [s for s in segments(data) if ctx.owns(s.key)]
+    if not owned:
+        raise TrainingError(
+            f"rank {ctx.rank} of {ctx.world_size} has no usable series (short series were left out): "
+            "use fewer processes"
+        )
+    return owned
+
+
 def _history(settings: RunSettings) -> int:
     return max(int(settings.history or 0), MIN_HISTORY)
 
 
 def build_config(settings: RunSettings, data: MultiSeriesData, cell: str, transform: str) -> Any:
     """The forecaster config (local scale, ring of --history readings) fitted on every series'
-    training block."""
+    training block. Under torchrun rank 0, which holds every series, fits it and the other
+    ranks receive it: the same constants as in one process, identical on every rank."""
+    from training import distributed
+
+    ctx = distributed.context()
+    return ctx.broadcast(_fit_config(settings, data, cell, transform) if ctx.is_main else None)
+
+
+def _fit_config(settings: RunSettings, data: MultiSeriesData, cell: str, transform: str) -> Any:
     from models.config import Clock
     from models.forecast_spec import SpecError, make_spec
     from models.forecaster import fit_spec_many, forecaster_config
@@ -125,18 +153,21 @@ def choose_transform(settings: RunSettings, data: MultiSeriesData, cell: str) ->
     asked = settings.transform or "auto"
     if asked != "auto":
         return asked, {}
+    from training import distributed
+
     seasons = seasons_of(settings)
     scores: dict[str, float] = {}
-    segs = segments(data)
+    segs = owned_segments(data)
     for transform in [t for t in AUTO_TRANSFORMS if seasons or t == "diff"]:
         model = Forecaster(build_config(settings, data, cell, transform)).eval()
-        scores[transform] = float(validation_errors(model, segs).mean())
+        errors = validation_errors(model, segs)  # this rank's series; summed over ranks below
+        scores[transform] = distributed.context().mean(float(errors.sum()), float(errors.size))
     return min(scores, key=scores.__getitem__), scores
 
 
 def train(settings: RunSettings, data: MultiSeriesData, cell: str) -> tuple[Any, Any]:
     from models.forecaster import Forecaster
-    from training import distributed, forecast_loop, loop
+    from training import forecast_loop, loop
     from training.forecaster_run import STEPS_PER_EPOCH
 
     transform, scores = choose_transform(settings, data, cell)
@@ -160,7 +191,7 @@ def train(settings: RunSettings, data: MultiSeriesData, cell: str) -> tuple[Any,
     )
     # Under torchrun each rank trains on (and validates) its share of the series; the loop sums
     # the validation error over ranks, so the decisions are the global ones.
-    history = forecast_loop.train_forecaster(model, distributed.context().shard_items(segments(data)), train_settings)
+    history = forecast_loop.train_forecaster(model, owned_segments(data), train_settings)
     model.start_time = None
     model.transform_choice = {
         "setting": settings.transform,
@@ -300,9 +331,7 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
     ctx = distributed.context()
     if ctx.enabled and settings.batch_size < ctx.world_size:
         raise TrainingError(f"--batch-size {settings.batch_size} must be at least the {ctx.world_size} processes")
-    data = load(settings)
-    if ctx.enabled and len(data.series) < ctx.world_size:
-        raise TrainingError(f"{len(data.series)} series cannot be shared by {ctx.world_size} processes")
+    data = load(settings)  # under torchrun: this rank's series (rank 0: all, see load)
     _log(
         f"data: {len(data.series)} series ({len(data.dropped)} left out), "
         f"{data.pairs('train')} train / {data.pairs('val')} validation / {data.pairs('test')} test pairs, "

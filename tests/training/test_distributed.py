@@ -1,10 +1,12 @@
 """Data-parallel training for real: `seqserve train --nproc 2` starts torchrun with two gloo
-processes on the CPU. Both ranks train (each logs its own steps), rank 0 alone publishes one
-version, the model beats naive, its file streams a series exactly as a stateless call computes
-it, and a second run with the same seed gives the same weights and metrics.
+processes on the CPU, on the bundled many-series file (194 countries, `--series-id`). Each rank
+reads and trains on its own half of the series (rank 0 reads them all: it evaluates and
+publishes), both log their steps, rank 0 alone publishes one version, the global model beats
+naive, its file streams a series exactly as a stateless call computes it, and a second run with
+the same seed gives the same weights and metrics.
 
-The helpers of training/distributed.py (sharding, the launcher's exit codes, flag checks) are
-tested without processes."""
+The helpers of training/distributed.py (sharding, sharded reading, the launcher's exit codes,
+flag checks) are tested without processes."""
 
 from __future__ import annotations
 
@@ -27,16 +29,18 @@ from seqserve.cli import main
 from tests.support.servers import ROOT
 from training import distributed
 from training.data import TrainingError
+from training.presets import DATASETS
 
 from .conftest import SUNSPOTS, VOWELS, snapshot
 
-SMALL = ["--hidden", "8", "--epochs", "2", "--window", "22", "--batch-size", "8", "--baselines", "naive", "--quiet"]
+FERTILITY = DATASETS / "world_fertility" / "world_fertility.csv"
+SMALL = ["--hidden", "8", "--epochs", "2", "--batch-size", "8", "--baselines", "naive", "--quiet"]
 
 
 def _train_nproc(tmp_path: Path, repo: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(tmp_path / "mpl")}
     env.pop("SEQSERVE_TRAIN_STATUS", None)
-    argv = ["--data", str(SUNSPOTS), "--target", "sunactivity", "--season", "11", "--name", "spots", *SMALL]
+    argv = ["--preset", "world_fertility", "--name", "fert", *SMALL]
     command = [sys.executable, "-m", "seqserve.cli", "train", *argv, "--repository", str(repo), "--nproc", "2"]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=240, check=False, cwd=tmp_path)
 
@@ -59,9 +63,11 @@ def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[subpr
 
 
 @pytest.mark.slow
-def test_both_ranks_train_and_rank0_publishes_one_version(two_runs) -> None:
+def test_both_ranks_train_on_their_series_and_rank0_publishes_one_version(two_runs) -> None:
     repo, runs = two_runs
     out = runs[0].stdout
+    assert "[rank 1/2] data: reads 97 of 194 series" in out, out  # only its half of the file
+    assert "[rank 0/2] data: reads all 194 series (evaluates them all), trains on 97" in out, out
     for rank in (0, 1):
         steps = [line for line in out.splitlines() if line.startswith(f"[rank {rank}/2] step ")]
         assert len(steps) == 2, out  # one line per evaluation (2 epochs)
@@ -69,26 +75,27 @@ def test_both_ranks_train_and_rank0_publishes_one_version(two_runs) -> None:
     assert "[rank 1/2] lstm: trained 50 steps" in out, out
     assert out.count("] wrote ") == 1 and "[rank 0/2] wrote " in out, out
     # one version per run, nothing left behind
-    files = ("manifest.json", "model.onnx", "loss.png", "forecast.png")
-    assert snapshot(repo / "spots") == sorted(["1", "2", *(f"{v}/{f}" for v in ("1", "2") for f in files)])
-    manifest = json.loads((repo / "spots" / "1" / "manifest.json").read_text())
+    files = ("manifest.json", "model.onnx", "loss.png", "forecast.png", "mase_by_series.png")
+    assert snapshot(repo / "fert") == sorted(["1", "2", *(f"{v}/{f}" for v in ("1", "2") for f in files)])
+    manifest = json.loads((repo / "fert" / "1" / "manifest.json").read_text())
     job = manifest["training"]["distributed"]
     assert job["world_size"] == 2 and job["backend"] == "gloo"
     assert [r["rank"] for r in job["ranks"]] == [0, 1]
     assert all(r["steps"] == 50 and r["allreduce_seconds"] > 0 and r["compute_seconds"] > 0 for r in job["ranks"])
     assert job["allreduce_bytes_per_step"] >= 4 * manifest["training"]["parameters"]
     metrics = manifest["metrics"]
-    assert metrics["streaming"]["mae"] < metrics["naive"]["mae"], metrics
+    assert metrics["streaming"]["series"] == 194  # rank 0 evaluated every series
+    assert metrics["streaming"]["mase"] < metrics["naive"]["mase"], metrics
     assert manifest["gate"]["promoted"] is True
 
 
 @pytest.mark.slow
 def test_same_seed_same_world_size_gives_identical_model(two_runs) -> None:
     repo, _ = two_runs
-    first, second = (json.loads((repo / "spots" / v / "manifest.json").read_text()) for v in ("1", "2"))
+    first, second = (json.loads((repo / "fert" / v / "manifest.json").read_text()) for v in ("1", "2"))
     assert first["metrics"]["streaming"] == second["metrics"]["streaming"]
     assert first["training"]["val_loss"] == second["training"]["val_loss"]
-    a, b = _weights(repo / "spots" / "1"), _weights(repo / "spots" / "2")
+    a, b = _weights(repo / "fert" / "1"), _weights(repo / "fert" / "2")
     assert a.keys() == b.keys() and len(a) > 3
     for name in a:
         assert np.array_equal(a[name], b[name]), name
@@ -96,12 +103,15 @@ def test_same_seed_same_world_size_gives_identical_model(two_runs) -> None:
 
 @pytest.mark.slow
 def test_published_model_streams_a_series_as_the_stateless_call(two_runs) -> None:
-    """One session fed the series a few readings at a time, state carried, equals one call
-    over the whole series from the initial state."""
+    """One session fed a country's series a few readings at a time, state carried, equals one
+    call over the whole series from the initial state."""
     repo, _ = two_runs
-    entry = repo / "spots" / "1"
+    entry = repo / "fert" / "1"
     config = ModelConfig.from_dict(json.loads((entry / "manifest.json").read_text())["config"])
-    series = pd.read_csv(SUNSPOTS)["sunactivity"].to_numpy(np.float32)[None, :, None]
+    frame = pd.read_csv(FERTILITY)
+    country = frame[frame["country_code"] == "FRA"].sort_values("year").dropna(subset=["fertility"])  # trailing gaps
+    series = country["fertility"].to_numpy(np.float32)[None, :, None]
+    assert series.shape[1] > 40 and not np.isnan(series).any()
     session = ort.InferenceSession(str(entry / "model.onnx"), providers=["CPUExecutionProvider"])
     names_in, names_out = input_names(config), output_names(config)
     whole = session.run(names_out, dict(zip(names_in, [series, *config.initial_state(1)], strict=True)))[0]
@@ -111,7 +121,10 @@ def test_published_model_streams_a_series_as_the_stateless_call(two_runs) -> Non
         result = session.run(names_out, dict(zip(names_in, [series[:, begin : begin + 7], *state], strict=True)))
         streamed.append(result[0])
         state = result[1:]
-    np.testing.assert_allclose(np.concatenate(streamed, axis=1), whole, rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(np.concatenate(streamed, axis=1), whole, rtol=1e-5, atol=1e-5)
+    # and the stream forecasts the series better than its last value does
+    actual = series[0, 1:, 0]
+    assert np.abs(whole[0, :-1, 0] - actual).mean() < np.abs(series[0, :-1, 0] - actual).mean()
 
 
 @pytest.mark.slow
