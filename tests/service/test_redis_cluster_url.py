@@ -105,3 +105,27 @@ async def test_a_write_on_a_closed_transport_is_a_connection_error() -> None:
         with pytest.raises(RuntimeError, match="something else"):
             await store._call("load", bug)
         await store.close()
+
+
+async def test_a_slot_without_a_master_fails_readiness(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every master answering is not enough: a slot no master serves (the client's layout has a
+    hole) makes ping() raise StoreUnavailable; a full layout passes."""
+    from service.errors import StoreUnavailable
+    from service.sessions.redis_cluster import SLOTS
+
+    store = RedisClusterSessionStore("redis+cluster://127.0.0.1:1")
+    cluster = store._cluster
+
+    async def nothing(*args: object, **kwargs: object) -> None:
+        return None
+
+    monkeypatch.setattr(store, "_ping_nodes", nothing)
+    monkeypatch.setattr(cluster, "ping", nothing)
+    monkeypatch.setattr(type(cluster.nodes_manager), "initialize", nothing)
+    monkeypatch.setattr(cluster.nodes_manager, "slots_cache", {slot: [] for slot in range(SLOTS)})
+    await store.ping()
+    monkeypatch.setattr(cluster.nodes_manager, "slots_cache", {slot: [] for slot in range(SLOTS - 1)})
+    with pytest.raises(StoreUnavailable):
+        await store.ping()
+    assert store.stats()["available"] == 0
+    await store.close()
