@@ -179,23 +179,45 @@ class _Streams:
         return torch.tensor([self.segments[k].weight for k in self.seg], dtype=torch.float32)[:, None, None]
 
 
+STREAM_BATCH_ELEMENTS = 8_000_000  # series x steps x ring per batched call (the graph's lag table)
+
+
 def stream_many(model: Forecaster, segments: list[Segment], ends: list[int]) -> list[np.ndarray]:
     """[end_i, horizon] forecasts at origins 0..end_i-1 of every segment, each from a fresh state
-    with its own phase, as one session per series would produce them. One batched call: the
-    shorter series are padded at the end, which cannot change their earlier outputs."""
-    longest = max(ends)
-    x = np.stack(
-        [
-            np.concatenate([s.x[:e], np.repeat(s.x[e - 1 : e], longest - e, 0)])
-            for s, e in zip(segments, ends, strict=True)
-        ]
-    )
-    states = [model.init_state(1, start_time=s.start_time) for s in segments]
-    state = tuple(torch.cat([st[j] for st in states], dim=1) for j in range(len(states[0])))
-    with torch.no_grad():
-        y, _ = model(torch.from_numpy(x.astype(np.float32)), state)
-    out = y.numpy().astype(np.float64)
-    return [out[i, :e] for i, e in enumerate(ends)]
+    with its own phase, as one session per series would produce them. Series of similar length
+    are batched together (the shorter ones padded at the end, which cannot change their earlier
+    outputs), in groups small enough for the graph's [series, steps, ring] lag table."""
+    out: list[np.ndarray | None] = [None] * len(segments)
+    order = sorted(range(len(segments)), key=lambda i: ends[i])
+    width = model.spec.ring + 1
+    group: list[int] = []
+
+    def flush() -> None:
+        longest = max(ends[i] for i in group)
+        x = np.stack(
+            [
+                np.concatenate(
+                    [segments[i].x[: ends[i]], np.repeat(segments[i].x[ends[i] - 1 : ends[i]], longest - ends[i], 0)]
+                )
+                for i in group
+            ]
+        )
+        states = [model.init_state(1, start_time=segments[i].start_time) for i in group]
+        state = tuple(torch.cat([st[j] for st in states], dim=1) for j in range(len(states[0])))
+        with torch.no_grad():
+            y, _ = model(torch.from_numpy(x.astype(np.float32)), state)
+        made = y.numpy().astype(np.float64)
+        for row, i in enumerate(group):
+            out[i] = made[row, : ends[i]]
+        group.clear()
+
+    for i in order:  # ascending length: the group's longest is the one just added
+        if group and (len(group) + 1) * ends[i] * width > STREAM_BATCH_ELEMENTS:
+            flush()
+        group.append(i)
+    if group:
+        flush()
+    return [o for o in out if o is not None]
 
 
 def validation_errors(model: Forecaster, segments: list[Segment]) -> np.ndarray:

@@ -165,3 +165,33 @@ def test_the_world_fertility_preset_loads_every_country() -> None:
     assert (usa.data.train_rows, len(usa.data.val), len(usa.data.test)) == (36, 8, 8)
     five = load(settings_from(["--preset", "world_fertility", "--horizon", "5"]), report=lambda _: None)
     assert list(five.dropped) == ["SGP"] and len(five.series) == 193
+
+
+def test_streaming_many_series_at_once_equals_one_session_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batched validation/test streaming (series padded to a common length, grouped by size)
+    gives every series what one fresh session over that series alone gives."""
+    import torch
+
+    from models.forecaster import Forecaster
+    from training import forecast_loop
+    from training.global_run import build_config, segments
+    from training.series import prepare_multiseries
+
+    data = prepare_multiseries(fleet(), "device", "reading", time_column="year", horizon=2, report=lambda _: None)
+    settings = settings_from(["--data", "x.csv", "--series-id", "device", "--target", "reading", "--horizon", "2"])
+    torch.manual_seed(0)
+    model = Forecaster(build_config(settings, data, "gru", "diff")).eval()
+    with torch.no_grad():
+        model.head.weight.normal_(0.0, 0.3)
+    segs = segments(data)
+    ends = [len(s.x) for s in segs]
+    alone = []
+    for s in segs:
+        with torch.no_grad():
+            y, _ = model(torch.from_numpy(s.x)[None], model.init_state(1))
+        alone.append(y[0].numpy())
+    for budget in (10**9, 3 * 60 * (model.spec.ring + 1)):  # one batch; groups of about 3 series
+        monkeypatch.setattr(forecast_loop, "STREAM_BATCH_ELEMENTS", budget)
+        together = forecast_loop.stream_many(model, segs, ends)
+        for a, b in zip(alone, together, strict=True):
+            assert a.shape == b.shape and np.abs(a - b).max() <= 1e-4 * np.abs(a).max()
