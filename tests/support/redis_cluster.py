@@ -241,9 +241,11 @@ class ProxyGroup:
 
     @property
     def faults(self) -> Counter[str]:
+        """Faults injected by all proxies; a pause of the group counts once."""
         total: Counter[str] = Counter()
         for proxy in self.proxies:
             total += proxy.faults
+        total["pause"] = self.proxies[0].faults["pause"]
         return total
 
     def pause(self, seconds: float) -> None:
