@@ -6,11 +6,11 @@ shape with a pydantic TypeAdapter (`parse`): which fields exist, which are requi
 types and ranges, all from the declaration, in strict mode (no "0" for 0, no true for 1).
 Request shapes are TypedDicts, not models: validating into a dict costs about half as much as
 building a model instance, and the step request is validated once per reading streamed.
-Tensor fields (`inputs`, `state`) are checked here to be JSON arrays/objects; their numbers,
-shapes and limits depend on the model being served and are checked by numpy in one call
-(service/runtime.py), never per float in Python. Their JSON schema still says exactly what
-they hold. A validation failure becomes one InvalidInput (422) naming the field, e.g.
-"position must be greater than or equal to 0".
+Tensor fields (`inputs`, `state`) are at most checked here to be JSON arrays/objects (a step's
+inputs not even that: numpy's check says it); their numbers, shapes and limits depend on the
+model being served and are checked by numpy in one call (service/runtime.py), never per float
+in Python. Their JSON schema still says exactly what they hold. A validation failure becomes
+one InvalidInput (422) naming the field, e.g. "position must be greater than or equal to 0".
 
 Response shapes are pydantic models for the document only (responses are encoded by orjson).
 """
