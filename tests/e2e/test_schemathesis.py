@@ -1,8 +1,9 @@
 """The service against its own OpenAPI document (schemathesis, over a real uvicorn process).
 
 Every operation in the served /openapi.json gets generated requests, valid and invalid (bounded
-per operation); each response must not be a 5xx (`not_a_server_error`) and must conform to the
-schema the document declares for that status (`response_schema_conformance`). Random path
+per operation); each response must not be a 5xx (`not_a_server_error`), its status must be one
+the operation documents (`status_code_conformance`), and it must conform to the schema the
+document declares for that status (`response_schema_conformance`). Random path
 parameters would only ever reach 404s, so about half of the cases are pointed at things that
 exist: a loaded model name and version, and a fresh real session (one per case, so a DELETE or
 a step in one case cannot disturb the next).
@@ -25,7 +26,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
+from schemathesis.checks import FailureGroup, not_a_server_error, response_schema_conformance, status_code_conformance
+from schemathesis.openapi.checks import UndefinedStatusCode
 
 from service.app import create_app
 from service.settings import Settings
@@ -113,3 +115,17 @@ def test_explicit_cases_conform(api_schema, server, label, path_parameters, body
     operation = api_schema.find_operation_by_label(label)
     case = operation.Case(path_parameters=path_parameters, body=body, media_type="application/json")
     case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=30)
+
+
+def test_an_undocumented_status_is_caught(server) -> None:
+    """The conformance check is live: with 409 taken out of the steps operation's document, a
+    position conflict (a real 409 from the server) fails the checks."""
+    document = httpx.get(f"{server.url}/openapi.json", timeout=10).json()
+    del document["paths"]["/v1/sessions/{session_id}/steps"]["post"]["responses"]["409"]
+    operation = schemathesis.openapi.from_dict(document).find_operation_by_label("POST /v1/sessions/{session_id}/steps")
+    sid = httpx.post(f"{server.url}/v1/models/lstm/sessions", timeout=10).json()["session_id"]
+    body = {"inputs": [[20.0, 500.0, 12.0]], "position": 7}
+    case = operation.Case(path_parameters={"session_id": sid}, body=body, media_type="application/json")
+    with pytest.raises(FailureGroup) as info:
+        case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=30)
+    assert info.group_contains(UndefinedStatusCode, match="Undocumented status code")
