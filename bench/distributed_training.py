@@ -150,7 +150,8 @@ def _compute_probe(preset_name: str, rounds: int = 20) -> None:
     loop.seed_everything(0, 1)
     for streams in (32, 16, 8, 4):
         model = Forecaster(config)
-        source = forecast_loop._Streams(model, data, forecast_loop.ForecastTrainSettings(streams=streams, chunk=48))
+        segments = [forecast_loop.Segment.of(data, None)]
+        source = forecast_loop._Streams(model, segments, forecast_loop.ForecastTrainSettings(streams=streams, chunk=48))
         optimizer = torch.optim.AdamW(model.parameters())
         times = []
         for i in range(rounds + 5):
