@@ -39,7 +39,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -142,22 +142,24 @@ def owned(record: SessionRecord | ServiceError, session_id: str, owner: str) -> 
     return record
 
 
-@dataclass(slots=True)
 class _Run:
     """One session's requests within a batch: which apply, which were answered otherwise."""
 
-    session_id: str
-    items: list[int]  # request indices, in arrival order
-    record: SessionRecord = None  # type: ignore[assignment]
-    loaded: LoadedModel = None  # type: ignore[assignment]
-    start: int = 0  # the position the record was loaded at
-    steps: list[np.ndarray] = field(default_factory=list)  # inputs of the applied requests
-    applied: list[tuple[int, int, bytes]] = field(default_factory=list)  # (index, position before, digest)
-    echoes: list[tuple[int, int]] = field(default_factory=list)  # (index, index of the applied step it retries)
-    length: int = 0  # time steps applied
+    __slots__ = ("applied", "echoes", "items", "length", "loaded", "record", "session_id", "start", "steps")
+
+    def __init__(self, session_id: str, items: list[int]) -> None:
+        self.session_id = session_id
+        self.items = items  # request indices, in arrival order
+        self.record: SessionRecord = None  # type: ignore[assignment]  # set once loaded
+        self.loaded: LoadedModel = None  # type: ignore[assignment]
+        self.start = 0  # the position the record was loaded at
+        self.reset()
 
     def reset(self) -> None:
-        self.steps, self.applied, self.echoes, self.length = [], [], [], 0
+        self.steps: list[np.ndarray] = []  # inputs of the applied requests
+        self.applied: list[tuple[int, int, bytes]] = []  # (index, position before, digest)
+        self.echoes: list[tuple[int, int]] = []  # (index, index of the applied step it retries)
+        self.length = 0  # time steps applied
 
 
 Outcome = StepResult | Exception
@@ -374,7 +376,7 @@ class Engine:
             n_states = len(group[0].record.state)
             state = tuple(np.stack([r.record.state[k] for r in group], axis=1) for k in range(n_states))
         outputs, new_state = await self.batcher_for(loaded).run(inputs, state)
-        tokens = new_tokens(len(group))
+        tokens = new_tokens(len(group)) if len(group) > 1 else [os.urandom(TOKEN_CHARS // 2).hex()]
         # Per row, as views (made in C): its outputs [L, O] and its final state tensors.
         if len(group) == 1:
             row_outputs = [outputs[0]]
