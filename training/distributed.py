@@ -139,6 +139,16 @@ class Context:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, value: Any) -> list[Any]:
+        """Every rank's `value` (pickled), in rank order, on rank 0; an empty list elsewhere."""
+        if not self.enabled:
+            return [value]
+        import torch.distributed as dist
+
+        out: list[Any] | None = [None] * self.world_size if self.is_main else None
+        dist.gather_object(value, out, dst=0)
+        return out or []
+
     def barrier(self) -> None:
         if self.enabled:
             import torch.distributed as dist

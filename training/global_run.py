@@ -339,12 +339,26 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
     )
     start = time.perf_counter()
     seasons = list(seasons_of(settings))
+    statistical = settings.baselines == "full"
+    if ctx.enabled:
+        # The per-series fits (AutoETS, AutoARIMA: minutes for many series) are shared out like the
+        # series: each rank fits its own, rank 0 gathers them all for the report.
+        from dataclasses import replace
+
+        mine = replace(data, series=[s for s in data.series if ctx.owns(s.key)])
+        fitted = dict(zip(series_keys(mine), series_baselines(mine, seasons, statistical), strict=True))
+        _log(f"baselines: fitted here for {len(fitted)} series ({time.perf_counter() - start:.1f}s)")
+        gathered = ctx.gather(fitted)
     if not ctx.is_main:  # rank 0 alone evaluates and publishes
         for cell in ["lstm", "gru"] if settings.cell == "both" else [settings.cell]:
             _, history = train(settings, data, cell)
             _log(f"{cell}: trained {history.steps_run} steps in {history.seconds:.1f}s; rank 0 publishes")
         return []
-    baselines = series_baselines(data, seasons, statistical=settings.baselines == "full")
+    if ctx.enabled:
+        merged = {key: value for part in gathered for key, value in part.items()}
+        baselines = [merged[key] for key in series_keys(data)]
+    else:
+        baselines = series_baselines(data, seasons, statistical)
     _log(f"baselines: {', '.join(baselines[0].predictions)} per series ({time.perf_counter() - start:.1f}s)")
     fingerprint = file_sha256(settings.data)
     cells = ["lstm", "gru"] if settings.cell == "both" else [settings.cell]

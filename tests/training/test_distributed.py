@@ -68,6 +68,8 @@ def test_both_ranks_train_on_their_series_and_rank0_publishes_one_version(two_ru
     out = runs[0].stdout
     assert "[rank 1/2] data: reads 97 of 194 series" in out, out  # only its half of the file
     assert "[rank 0/2] data: reads all 194 series (evaluates them all), trains on 97" in out, out
+    for rank in (0, 1):  # the per-series baseline fits are shared out too
+        assert f"[rank {rank}/2] baselines: fitted here for 97 series" in out, out
     for rank in (0, 1):
         steps = [line for line in out.splitlines() if line.startswith(f"[rank {rank}/2] step ")]
         assert len(steps) == 2, out  # one line per evaluation (2 epochs)
