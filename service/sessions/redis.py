@@ -100,6 +100,8 @@ T = TypeVar("T")
 
 DEFAULT_PREFIX = "seqserve:"
 SAVE_ATTEMPTS = 4  # sends of one save in all, after connection errors
+POOL_CONNECTIONS = 128  # connections per store (per process); `?max_connections=N` on the URL overrides
+POOL_WAIT_SECONDS = 5.0  # how long a request waits for a free connection before a 503
 STATE_DTYPE = np.dtype("<f4")
 
 # KEYS: hash, marker. ARGV: tombstone_ms.
@@ -339,9 +341,19 @@ class RedisSessionStore(SessionStore):
         return split_url(url)
 
     def _connect(self, url: str, health_check_interval: float) -> aioredis.Redis:
-        return aioredis.Redis.from_url(
-            url, health_check_interval=health_check_interval, retry_on_error=[], **self._connection
+        # A blocking pool: a burst wider than the pool (a bulk request over hundreds of sessions,
+        # or hundreds of concurrent clients) waits for a free connection instead of failing with
+        # "Too many connections"; the wait is bounded, then it is a StoreUnavailable (503).
+        # `?max_connections=N` on the store URL overrides the size.
+        pool = aioredis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=POOL_CONNECTIONS,
+            timeout=POOL_WAIT_SECONDS,
+            health_check_interval=health_check_interval,
+            retry_on_error=[],
+            **self._connection,
         )
+        return aioredis.Redis.from_pool(pool)  # the client owns the pool and closes it
 
     # -- keys
 

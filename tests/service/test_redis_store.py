@@ -422,3 +422,30 @@ def test_hash_in_the_older_layout_is_still_read(server: RedisProcess, prefix: st
     loaded = run(go())
     assert [s.shape for s in loaded.state] == [(2, 16), (2, 16)]
     assert same_bytes(loaded.state, record.state)
+
+
+def test_a_burst_wider_than_the_pool_waits_for_connections(server: RedisProcess, prefix: str) -> None:
+    """A bulk step over hundreds of sessions loads and saves them concurrently: with a pool of 8
+    connections, 300 concurrent loads and saves all succeed (a non-blocking pool answered
+    "Too many connections" past its size, which a bulk request over 256 sessions hit)."""
+    records = [make_record(seed=k) for k in range(300)]
+
+    async def go():
+        store = store_for(server.url + "?max_connections=8", prefix)
+        try:
+            for record in records:
+                await store.create(record)
+            loaded = await store.load_many([r.session_id for r in records])
+            assert all(isinstance(r, SessionRecord) for r in loaded), [
+                r for r in loaded if not isinstance(r, SessionRecord)
+            ][:3]
+            for record in loaded:
+                record.position = 1
+            saved = await store.save_many([(r, 0) for r in loaded])
+            assert saved == [None] * len(records)
+            return await store.load_many([r.session_id for r in records])
+        finally:
+            await store.close()
+
+    again = run(go())
+    assert [r.position for r in again] == [1] * len(records)
