@@ -235,8 +235,15 @@ def test_reload_refuses_a_broken_version_and_keeps_serving(topo: Topology) -> No
 # -- Redis paused
 
 
+# How long one step may take to be refused while the store is paused. One redis-server: a socket
+# timeout (1 s) and one re-send. A cluster client first relearns the layout from the nodes, each
+# of them paused too; bounded, but measured at up to about 5 s on a loaded 2-core machine.
+PAUSED_503_SECONDS = {"redis": 5.0, "redis-cluster": 8.0}
+
+
 @BOTH_STORES
-def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology) -> None:
+def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology, request: pytest.FixtureRequest) -> None:
+    bound = PAUSED_503_SECONDS[request.node.callspec.params["topo"]]
     url = topo.nginx.url
     streams = [_new_stream(url, 200 + k) for k in range(6)]
     stop = threading.Event()
@@ -255,7 +262,7 @@ def test_redis_paused_under_load_is_fast_503_then_recovers(topo: Topology) -> No
             elapsed = time.monotonic() - started
             assert r.status_code == 503, r.text
             assert r.json()["code"] == "session_store_unavailable", r.text
-            assert elapsed < 5.0, f"a request took {elapsed:.1f}s while Redis was paused"
+            assert elapsed < bound, f"a request took {elapsed:.1f}s while Redis was paused"
             ready = httpx.get(f"{topo.replicas[1].url}/v2/health/ready", timeout=10)
             time.sleep(2.0)
         finally:

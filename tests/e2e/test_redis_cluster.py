@@ -285,7 +285,9 @@ async def test_quota_holds_under_concurrent_creates_deletes_and_expiry_through_t
                 await asyncio.sleep(rng.uniform(0, 0.01))
                 continue
             created = time.monotonic()
-            await asyncio.sleep(rng.uniform(0, 0.02))
+            # held long enough that ten workers want more than `limit` sessions at once, however
+            # fast the creates are: the limit must be reached for the test to test it
+            await asyncio.sleep(rng.uniform(0.03, 0.08))
             deleting = time.monotonic()
             assert await stores[rng.randrange(2)].delete(rec.session_id)
             held.append((created, deleting))
