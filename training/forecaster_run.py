@@ -18,7 +18,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +28,31 @@ from models.forecast_spec import SpecError, make_spec
 from training.data import ForecastData, TrainingError
 from training.pipeline import model_config
 
+if TYPE_CHECKING:
+    from training.forecast_loop import ForecastTrainSettings
+
 STEPS_PER_EPOCH = 25
+
+
+def loop_settings(settings: Any, **overrides: Any) -> ForecastTrainSettings:
+    """The TBPTT loop's settings from the CLI's: one mapping for the single-series and the
+    many-series paths (which overrides what differs, e.g. `burn_in`)."""
+    from training.forecast_loop import ForecastTrainSettings  # torch: imported when training
+
+    fields: dict[str, Any] = dict(
+        steps=settings.epochs * STEPS_PER_EPOCH,
+        streams=settings.batch_size,
+        chunk=settings.window,
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        eval_every=STEPS_PER_EPOCH,
+        patience=settings.patience,
+        seed=settings.seed,
+        progress=not settings.quiet,
+    )
+    return ForecastTrainSettings(**(fields | overrides))
+
+
 TIME_NAMES = ("timestamp", "time", "date", "datetime", "ds")
 AUTO_TRANSFORMS = ("diff", "seasonal", "seasonal_diff")
 
@@ -160,18 +184,7 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
     config, start = build_config(settings, data, cell, transform, axis)
     loop.seed_everything(settings.seed, settings.threads)
     model = Forecaster(config)
-    train_settings = forecast_loop.ForecastTrainSettings(
-        steps=settings.epochs * STEPS_PER_EPOCH,
-        streams=settings.batch_size,
-        chunk=settings.window,
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        eval_every=STEPS_PER_EPOCH,
-        patience=settings.patience,
-        seed=settings.seed,
-        progress=not settings.quiet,
-    )
-    history = forecast_loop.train_forecaster(model, data, train_settings, start)
+    history = forecast_loop.train_forecaster(model, data, loop_settings(settings), start)
     model.start_time = start
     model.transform_choice = {
         "setting": getattr(settings, "transform", "auto"),

@@ -168,7 +168,7 @@ def choose_transform(settings: RunSettings, data: MultiSeriesData, cell: str) ->
 def train(settings: RunSettings, data: MultiSeriesData, cell: str) -> tuple[Any, Any]:
     from models.forecaster import Forecaster
     from training import forecast_loop, loop
-    from training.forecaster_run import STEPS_PER_EPOCH
+    from training.forecaster_run import loop_settings
 
     transform, scores = choose_transform(settings, data, cell)
     if scores:
@@ -177,18 +177,8 @@ def train(settings: RunSettings, data: MultiSeriesData, cell: str) -> tuple[Any,
     config = build_config(settings, data, cell, transform)
     loop.seed_everything(settings.seed, settings.threads)
     model = Forecaster(config)
-    train_settings = forecast_loop.ForecastTrainSettings(
-        steps=settings.epochs * STEPS_PER_EPOCH,
-        streams=settings.batch_size,
-        chunk=settings.window,
-        lr=settings.lr,
-        weight_decay=settings.weight_decay,
-        eval_every=STEPS_PER_EPOCH,
-        patience=settings.patience,
-        burn_in=0,  # a restart fills the ring from the series' past; short series cannot spare rows
-        seed=settings.seed,
-        progress=not settings.quiet,
-    )
+    # burn_in 0: a restart fills the ring from the series' past; short series cannot spare rows
+    train_settings = loop_settings(settings, burn_in=0)
     # Under torchrun each rank trains on (and validates) its share of the series; the loop sums
     # the validation error over ranks, so the decisions are the global ones.
     history = forecast_loop.train_forecaster(model, owned_segments(data), train_settings)
