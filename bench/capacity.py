@@ -512,17 +512,11 @@ def render(report: dict) -> str:
 
 
 def _environment() -> dict:
-    from bench.run import _cpu_model
+    from bench.run import _cpu_model, current_commit
 
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        commit = ""
     return {
         "date": time.strftime("%Y-%m-%d %H:%M:%S %z"),
-        "commit": os.environ.get("BENCH_COMMIT", commit),
+        "commit": current_commit(),
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "load_start": list(os.getloadavg()),

@@ -82,16 +82,21 @@ def _log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def _environment() -> dict:
-    import onnxruntime
-
+def current_commit() -> str:
+    """The checkout's short commit; BENCH_COMMIT names it for a snapshot without .git (git archive)."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         commit = ""
-    commit = os.environ.get("BENCH_COMMIT", commit)  # a snapshot without .git (git archive) names its commit
+    return os.environ.get("BENCH_COMMIT", commit)
+
+
+def _environment() -> dict:
+    import onnxruntime
+
+    commit = current_commit()
     try:
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--", "service", "models"], cwd=ROOT, capture_output=True, text=True
