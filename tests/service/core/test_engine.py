@@ -39,24 +39,30 @@ class Calls:
 
     def __init__(self, svc: Services) -> None:
         self.shapes: list[tuple[int, ...]] = []
-        original = svc.pool.for_model
-        wrapped: set[int] = set()
 
-        def for_model(model):  # type: ignore[no-untyped-def]
-            batcher = original(model)
-            if id(batcher) in wrapped:
-                return batcher
-            wrapped.add(id(batcher))
-            run = batcher.run
-
+        def counting(run):  # type: ignore[no-untyped-def]
             async def counted(inputs, state):  # type: ignore[no-untyped-def]
                 self.shapes.append(inputs.shape)
                 return await run(inputs, state)
 
-            batcher.run = counted  # type: ignore[method-assign]
-            return batcher
+            return counted
 
-        svc.engine.batcher_for = for_model
+        wrap_batchers(svc, counting)
+
+
+def wrap_batchers(svc: Services, wrap) -> None:  # type: ignore[no-untyped-def]
+    """Route every model call of the engine through `wrap(batcher.run)`, each batcher once."""
+    original = svc.pool.for_model
+    wrapped: set[int] = set()
+
+    def for_model(model):  # type: ignore[no-untyped-def]
+        batcher = original(model)
+        if id(batcher) not in wrapped:
+            wrapped.add(id(batcher))
+            batcher.run = wrap(batcher.run)  # type: ignore[method-assign]
+        return batcher
+
+    svc.engine.batcher_for = for_model
 
 
 async def new_session(svc: Services, model: str = "count", owner: str = "") -> str:
@@ -248,25 +254,16 @@ async def test_sessions_of_another_owner_are_not_found(svc: Services) -> None:
 
 async def test_a_bug_in_one_row_of_a_batch_fails_that_row_alone(svc: Services) -> None:
     ids = [await new_session(svc) for _ in range(3)]
-    original = svc.pool.for_model
-    wrapped: set[int] = set()
 
-    def for_model(model):  # type: ignore[no-untyped-def]
-        batcher = original(model)
-        if id(batcher) in wrapped:
-            return batcher
-        wrapped.add(id(batcher))
-        run = batcher.run
-
+    def poisoning(run):  # type: ignore[no-untyped-def]
         async def poisoned(inputs, state):  # type: ignore[no-untyped-def]
             if (inputs == 13.0).any():
                 raise RuntimeError("a bug")
             return await run(inputs, state)
 
-        batcher.run = poisoned  # type: ignore[method-assign]
-        return batcher
+        return poisoned
 
-    svc.engine.batcher_for = for_model
+    wrap_batchers(svc, poisoning)
     out = await svc.engine.apply([StepRequest(s, [[13.0 if k == 1 else 1.0]]) for k, s in enumerate(ids)])
     assert isinstance(out[1], RuntimeError)
     assert [o.position for o in (out[0], out[2]) if isinstance(o, StepResult)] == [1, 1]
