@@ -7,13 +7,13 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPOSITORY ?= model_repository
 DEFAULT_MODEL ?= electricity
-# Real components the tests start: redis-server, nginx (scale-out topology), podman + runc +
+# Real components the tests start: iptables (netavark, podman's network backend, needs it), redis-server, nginx (scale-out topology), podman + runc +
 # debootstrap (builds and runs the serving image against a local stand-in base), nsenter, curl,
 # wrk (benchmark smoke test), chromium (the dashboard's browser tests, driven by Playwright).
 # podman-compose (a pip package in the dev extra) drives docker-compose.yml for real, on
 # podman's netavark network with aardvark-dns for the service names.
-SYSTEM_PACKAGES := redis-server redis-tools nginx podman runc netavark aardvark-dns debootstrap util-linux curl wrk chromium
-SYSTEM_COMMANDS := redis-server redis-cli nginx podman runc netavark aardvark-dns debootstrap nsenter curl wrk chromium
+SYSTEM_PACKAGES := iptables redis-server redis-tools nginx podman runc netavark aardvark-dns debootstrap util-linux curl wrk chromium
+SYSTEM_COMMANDS := iptables redis-server redis-cli nginx podman runc netavark aardvark-dns debootstrap nsenter curl wrk chromium
 SECRETS ?= secrets
 
 .PHONY: run test lint install system-deps train-default serve clean bench bench-publish capacity grpc-stubs quality secrets

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from service.core.settings import Settings
     from service.server import serve
-    from service.settings import Settings
 
     overrides = {
         key: value

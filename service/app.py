@@ -29,11 +29,11 @@ from service.api.fastpath import FastPath
 from service.api.gate import PUBLIC as PUBLIC_PATHS
 from service.api.gate import KeyGate
 from service.api.middleware import RequestMiddleware
-from service.auth import Security
+from service.core.auth import Security
+from service.core.metrics import Metrics
 from service.core.reloader import poll_forever
 from service.core.services import build_services
-from service.metrics import Metrics
-from service.settings import Settings
+from service.core.settings import Settings
 
 log = logging.getLogger("seqserve.app")
 

@@ -5,7 +5,7 @@ the admin API plus /metrics on SEQSERVE_ADMIN_HOST:ADMIN_PORT. The data server o
 signal handling and the lifespan (models, session store); the admin server follows it: it
 stops when the data server has finished its graceful shutdown.
 
-Before anything starts, the security settings are checked (service/auth.py): a server that
+Before anything starts, the security settings are checked (service/core/auth.py): a server that
 listens beyond loopback without keys refuses to start, with the reason on stderr.
 """
 
@@ -20,11 +20,11 @@ from typing import Any
 
 import uvicorn
 
-from service import protocol
+from service.api import http_coalescing as protocol
 from service.app import create_admin_app, create_app, create_asgi
-from service.auth import KeyConfigError, Security
-from service.logs import configure
-from service.settings import Settings
+from service.core.auth import KeyConfigError, Security
+from service.core.logs import configure
+from service.core.settings import Settings
 
 log = logging.getLogger("seqserve.server")
 

@@ -2,7 +2,7 @@
 
 They are served only by the admin listener (SEQSERVE_ADMIN_PORT, see service/server.py), never
 on the data port, and every one of them needs the admin key (`X-API-Key: <key>` or
-`Authorization: Bearer <key>`; service/auth.py), checked by `AdminGate` before routing.
+`Authorization: Bearer <key>`; service/core/auth.py), checked by `AdminGate` before routing.
 Session ids are listed only here: clients cannot enumerate them.
 """
 
@@ -17,9 +17,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from service.api.body import json_response_bytes
 from service.api.deps import services
 from service.api.schemas import ErrorBody
-from service.auth import AdminKey
+from service.core.auth import AdminKey
+from service.core.errors import ServiceError, Unauthorized
 from service.core.reloader import reload
-from service.errors import ServiceError, Unauthorized
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 ERRORS: dict[int | str, dict[str, Any]] = {

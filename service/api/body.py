@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from service.errors import MalformedJSON
+from service.core.errors import MalformedJSON
 
 
 async def read_json(request: Request) -> Any:

@@ -5,7 +5,7 @@ request bodies become the core's typed requests.
   WebSocket replies (with their HTTP-equivalent `status`), bulk results with per-item errors.
 - KServe V2 tensors over HTTP: JSON `data` and the binary tensor data extension, for inputs
   and outputs. (The protobuf codec of the same protocol is service/grpc/tensors.py; what the
-  tensors must look like is checked by service/inference.py for both.)
+  tensors must look like is checked by service/core/v2.py for both.)
 
 Parsing is orjson for the JSON and one numpy call per tensor, never Python work per float.
 """
@@ -20,13 +20,13 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service import inference
+from service.core import v2 as inference
 from service.core.engine import StepRequest, StepResult
-from service.errors import InvalidInput, ServiceError, echo, internal_error_body
-from service.inference import DATATYPE, InferenceRequestError
-from service.logs import request_id
-from service.registry import LoadedModel
-from service.runtime import as_array
+from service.core.errors import InvalidInput, ServiceError, echo, internal_error_body
+from service.core.logs import request_id
+from service.core.registry import LoadedModel
+from service.core.v2 import DATATYPE, InferenceRequestError
+from service.core.validate import as_array
 
 log = logging.getLogger("seqserve.errors")
 NUMPY = orjson.OPT_SERIALIZE_NUMPY

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 from starlette.requests import HTTPConnection
 
 from service.api.gate import owner_of
-from service.errors import NotReady
+from service.core.errors import NotReady
 
 if TYPE_CHECKING:
     from service.core.services import Services

@@ -18,8 +18,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from service.api import codecs
-from service.errors import ServiceError
-from service.logs import request_id
+from service.core.errors import ServiceError
+from service.core.logs import request_id
 
 log = logging.getLogger("seqserve.errors")
 

@@ -23,8 +23,8 @@ from service.api.gate import owner_of
 from service.api.middleware import Recorder, begin, declared_too_large, read_body, send_error, send_json, too_large
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
-from service.errors import NotReady
-from service.metrics import Metrics
+from service.core.errors import NotReady
+from service.core.metrics import Metrics
 
 SESSIONS, STEPS = "/v1/sessions/", "/steps"
 MODELS, PREDICT = "/v1/models/", "/predict"

@@ -15,9 +15,9 @@ import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api.middleware import Recorder, request_id_of
-from service.auth import KeyRing
-from service.errors import Unauthorized
-from service.metrics import Metrics
+from service.core.auth import KeyRing
+from service.core.errors import Unauthorized
+from service.core.metrics import Metrics
 
 OWNER = "seqserve.owner"
 PUBLIC = frozenset({"/v2/health/live", "/v2/health/ready", "/v1/health/sessions", "/docs", "/redoc", "/openapi.json"})

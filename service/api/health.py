@@ -17,7 +17,7 @@ from fastapi import APIRouter, Request, Response
 from service.api.body import json_response_bytes, read_json
 from service.api.deps import services
 from service.api.schemas import ErrorBody
-from service.errors import NotReady, ServiceError
+from service.core.errors import NotReady, ServiceError
 
 router = APIRouter(tags=["health"])
 

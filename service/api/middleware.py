@@ -16,9 +16,9 @@ from prometheus_client.metrics import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import render_error
-from service.errors import BadRequest, PayloadTooLarge
-from service.logs import set_request_id
-from service.metrics import Metrics
+from service.core.errors import BadRequest, PayloadTooLarge
+from service.core.logs import set_request_id
+from service.core.metrics import Metrics
 
 log = logging.getLogger("seqserve.http")
 

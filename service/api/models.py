@@ -23,11 +23,11 @@ from service.api.schemas import (
     validate,
 )
 from service.api.split import LazySequences, encode_with_outputs, give_back_memory, split_inputs
-from service.runtime import check_one_origin, parse_batch, parse_start_time, parse_state
+from service.core.validate import check_one_origin, parse_batch, parse_start_time, parse_state
 
 if TYPE_CHECKING:
+    from service.core.registry import LoadedModel
     from service.core.services import Services
-    from service.registry import LoadedModel
 
 router = APIRouter(tags=["models"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorBody} for code in (400, 404, 413, 422)}
@@ -36,7 +36,7 @@ OFFLOAD_BYTES = 256 * 1024  # bodies above this are decoded off the event loop
 
 def _model_info(request: Request, name: str) -> dict:
     """`latest`: the highest loaded version; `default`: the one unpinned requests get (the
-    highest promoted by its quality gate; see service/registry.py), and why."""
+    highest promoted by its quality gate; see service/core/registry.py), and why."""
     registry = services(request).registry
     versions = [registry.get(name, v).describe() for v in registry.versions(name)]
     default, reason = registry.default_version(name)

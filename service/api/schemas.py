@@ -8,7 +8,7 @@ Request shapes are TypedDicts, not models: validating into a dict costs about ha
 building a model instance, and the step request is validated once per reading streamed.
 Tensor fields (`inputs`, `state`) are at most checked here to be JSON arrays/objects (a step's
 inputs not even that: numpy's check says it); their numbers, shapes and limits depend on the
-model being served and are checked by numpy in one call (service/runtime.py), never per float
+model being served and are checked by numpy in one call (service/core/validate.py), never per float
 in Python. Their JSON schema still says exactly what they hold. A validation failure becomes
 one InvalidInput (422) naming the field, e.g. "position must be greater than or equal to 0".
 
@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, 
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from service.errors import InvalidInput, MalformedJSON, ServiceError, echo
-from service.runtime import parse_start_time
+from service.core.errors import InvalidInput, MalformedJSON, ServiceError, echo
+from service.core.validate import parse_start_time
 
 # Examples name the model `make run` trains by default: `electricity`, one feature (half-hourly
 # demand in MW) and a clock set from `start_time`. Every body example below is accepted by a
@@ -44,7 +44,7 @@ def _schema_of(kind: Any) -> dict[str, Any]:
 def _json_array(value: Any) -> Any:
     if not isinstance(value, list):
         raise PydanticCustomError("json_array", "must be a JSON array")
-    return value  # as it came, not copied: service/runtime.py reads it with numpy
+    return value  # as it came, not copied: service/core/validate.py reads it with numpy
 
 
 def _json_object(value: Any) -> Any:
@@ -63,7 +63,7 @@ def _nullable(validator: Any) -> Any:
 
 
 # A step's inputs (validated once per streamed reading): taken as they are here and checked
-# whole by numpy against the session's model (service/runtime.py: "inputs must be a JSON array
+# whole by numpy against the session's model (service/core/validate.py: "inputs must be a JSON array
 # of numbers", ragged rows, feature count, limits), which costs less than a second pass.
 StepsInput = Annotated[Any, WithJsonSchema(_schema_of(Steps))]
 # Predict's inputs may be a list of undecoded sequences (service/api/split.py): kept as is.

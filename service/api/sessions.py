@@ -19,7 +19,7 @@ from service.api.schemas import (
     parse,
 )
 from service.core.engine import StepRequest
-from service.errors import LimitExceeded, SessionNotFound
+from service.core.errors import LimitExceeded, SessionNotFound
 from service.sessions.base import SessionRecord, shown
 
 if TYPE_CHECKING:

@@ -29,8 +29,8 @@ from service.api.deps import owner, services
 from service.api.middleware import request_id_of
 from service.api.sessions import parse_step_request
 from service.core.engine import StepRequest
-from service.errors import InvalidInput, ServiceError
-from service.logs import set_request_id
+from service.core.errors import InvalidInput, ServiceError
+from service.core.logs import set_request_id
 
 log = logging.getLogger("seqserve.errors")
 router = APIRouter(tags=["sessions"])

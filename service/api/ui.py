@@ -24,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 from service.api.body import json_response_bytes
 from service.api.deps import services
 from service.api.schemas import ErrorBody
-from service.errors import NotFound
+from service.core.errors import NotFound
 
 router = APIRouter(tags=["dashboard"])
 STATIC = Path(__file__).resolve().parent.parent / "ui"

@@ -11,7 +11,7 @@ Metadata, readiness and inference for every loaded model version:
     POST /v2/repository/index                         every version in the repository and its state
 
 (`/v2/health/live` and `/v2/health/ready` live in service/api/health.py; the same protocol over
-gRPC lives in service/grpc/, and both go through service/inference.py after decoding.)
+gRPC lives in service/grpc/, and both go through service/core/v2.py after decoding.)
 
 Tensors. Inputs: `input` FP32 [batch, time, features]; optional explicit state: one input
 `<name>0` per state tensor of the model (`h0`, `c0` for an LSTM, and any others it declares,
@@ -44,10 +44,10 @@ steps: the recorded reply, nothing applied twice) or refused with 409 and the cu
 `timeout` (microseconds) bounds the wait (504 when exceeded) and `priority` must be 0 (400
 otherwise). `start_time` (ISO 8601, the time of the first reading; no offset: UTC) sets a fresh
 state's clock on a stateless request or with `sequence_start`, not with explicit state inputs.
-All of it is service/inference.py, shared with gRPC.
+All of it is service/core/v2.py, shared with gRPC.
 
 Default version: without /versions/{v}, the highest version promoted by its quality gate
-(service/registry.py); model metadata's `parameters` say which, with each version's gate.
+(service/core/registry.py); model metadata's `parameters` say which, with each version's gate.
 
 Errors are the project's JSON errors ({"error": message, "code", ...}), which is the
 protocol's error form; malformed requests are 400.
@@ -62,12 +62,13 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request, Response
 
-from service import inference, triton
 from service.api import codecs, schemas
 from service.api.deps import owner, services
 from service.api.schemas import ErrorBody, body_schema, optional_body_schema
-from service.errors import MalformedJSON, echo
-from service.inference import InferenceRequestError, parse_version
+from service.core import triton
+from service.core import v2 as inference
+from service.core.errors import MalformedJSON, echo
+from service.core.v2 import InferenceRequestError, parse_version
 
 router = APIRouter(tags=["v2"])
 

@@ -44,9 +44,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.batching import Batcher
-from service.core.locks import KeyedLocks
-from service.errors import (
+from service.core.batching import Batcher
+from service.core.errors import (
     InvalidInput,
     LimitExceeded,
     ModelChanged,
@@ -55,10 +54,11 @@ from service.errors import (
     SessionExpired,
     SessionNotFound,
 )
-from service.registry import LoadedModel, ModelRegistry
-from service.runtime import check_features, parse_steps
+from service.core.locks import KeyedLocks
+from service.core.registry import LoadedModel, ModelRegistry
+from service.core.settings import Settings
+from service.core.validate import check_features, parse_steps
 from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown
-from service.settings import Settings
 
 log = logging.getLogger("seqserve.errors")
 CAS_ATTEMPTS = 3

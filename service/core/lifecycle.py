@@ -8,12 +8,12 @@ import time
 from typing import Any
 
 from service.core.engine import owned
+from service.core.errors import InvalidInput, LimitExceeded, ServiceError
 from service.core.locks import KeyedLocks
-from service.errors import InvalidInput, LimitExceeded, ServiceError
-from service.registry import ModelRegistry
-from service.runtime import check_one_origin, parse_start_time, parse_state
+from service.core.registry import ModelRegistry
+from service.core.settings import Settings
+from service.core.validate import check_one_origin, parse_start_time, parse_state
 from service.sessions.base import Quota, SessionRecord, SessionStore, new_session_id
-from service.settings import Settings
 
 
 class Sessions:

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from service.errors import ServiceError
+from service.core.errors import ServiceError
 
 if TYPE_CHECKING:
     from service.core.services import Services

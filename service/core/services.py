@@ -9,15 +9,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from service.auth import KeyRing, Security
-from service.batching import Batcher
+from service.core.auth import KeyRing, Security
+from service.core.batching import Batcher
 from service.core.engine import Engine, ReplyCodec
 from service.core.lifecycle import Sessions
 from service.core.locks import KeyedLocks
-from service.metrics import Metrics
-from service.registry import LoadedModel, ModelRegistry
+from service.core.metrics import Metrics
+from service.core.registry import LoadedModel, ModelRegistry
+from service.core.settings import Settings
 from service.sessions.base import SessionStore
-from service.settings import Settings
 
 
 def make_store(settings: Settings, security: Security | None = None) -> SessionStore:

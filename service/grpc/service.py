@@ -13,7 +13,7 @@ are written as they complete, so across sequences they may come back in another 
 the requests (clients match them by `id`, as with Triton). A failed request does not end the
 stream: its reply carries `error_message`, as Triton's does.
 
-Errors: the domain errors of service/errors.py become status codes (`STATUS`), with the
+Errors: the domain errors of service/core/errors.py become status codes (`STATUS`), with the
 message as details and the JSON error body in the `seqserve-error-bin` trailer.
 
 API keys: with SEQSERVE_API_KEYS set, every RPC but ServerLive and ServerReady needs a key in
@@ -35,13 +35,14 @@ import grpc
 import orjson
 from google.protobuf import json_format
 
-from service import inference, triton
-from service.errors import NotFound, PositionConflict, ServiceError, SessionExists, Unauthorized
+from service.core import triton
+from service.core import v2 as inference
+from service.core.errors import NotFound, PositionConflict, ServiceError, SessionExists, Unauthorized
+from service.core.v2 import parse_version
 from service.grpc import grpc_service_pb2 as pb
 from service.grpc import grpc_service_pb2_grpc as pb_grpc
 from service.grpc import model_config_pb2 as config_pb
 from service.grpc import tensors
-from service.inference import parse_version
 
 if TYPE_CHECKING:
     from service.core.services import Services

@@ -2,7 +2,7 @@
 (`contents.fp32_contents`) or raw little-endian bytes (`raw_input_contents`, what tritonclient
 sends), request parameters as plain Python values, and replies with raw output contents (what
 Triton answers and tritonclient reads). Validation of what the tensors mean is shared with HTTP
-(service/inference.py)."""
+(service/core/v2.py)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from service import inference
+from service.core import v2 as inference
+from service.core.registry import LoadedModel
+from service.core.v2 import DATATYPE, InferenceRequestError
 from service.grpc import grpc_service_pb2 as pb
-from service.inference import DATATYPE, InferenceRequestError
-from service.registry import LoadedModel
 
 Error = InferenceRequestError
 

@@ -24,7 +24,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.errors import ServiceError, SessionExpired, TooManySessions
+from service.core.errors import ServiceError, SessionExpired, TooManySessions
 
 
 def shown(session_id: str) -> str:

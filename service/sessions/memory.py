@@ -25,7 +25,7 @@ from collections import Counter, OrderedDict
 
 import numpy as np
 
-from service.errors import (
+from service.core.errors import (
     PositionConflict,
     ServiceError,
     SessionEvicted,

@@ -71,7 +71,7 @@ from redis import exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from service.errors import (
+from service.core.errors import (
     PositionConflict,
     ServiceError,
     SessionExists,

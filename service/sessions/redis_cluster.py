@@ -80,7 +80,7 @@ from redis import exceptions as rex
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
-from service.errors import ServiceError, StoreUnavailable
+from service.core.errors import ServiceError, StoreUnavailable
 from service.sessions import redis as single
 from service.sessions.base import NO_QUOTA, Quota, SessionRecord, too_many
 from service.sessions.redis import CREATE_TEMPLATE, DELETE_TEMPLATE, RedisSessionStore, _ms, _Script, session_script

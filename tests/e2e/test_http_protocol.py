@@ -36,7 +36,7 @@ def test_mode_serves_predict_and_steps(repository: Path, tmp_path: Path, mode: s
 def test_unknown_mode_is_refused() -> None:
     from pydantic import ValidationError
 
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     with pytest.raises(ValidationError):
         Settings(http_protocol="h11")  # type: ignore[arg-type]

@@ -259,7 +259,7 @@ async def test_quota_holds_under_concurrent_creates_deletes_and_expiry_through_t
     import asyncio
     import random
 
-    from service.errors import TooManySessions
+    from service.core.errors import TooManySessions
     from service.sessions.base import Quota, SessionRecord, new_session_id
     from service.sessions.redis_cluster import RedisClusterSessionStore
 

@@ -30,7 +30,7 @@ from schemathesis.checks import FailureGroup, not_a_server_error, response_schem
 from schemathesis.openapi.checks import UndefinedStatusCode
 
 from service.app import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 
 pytestmark = pytest.mark.e2e
 

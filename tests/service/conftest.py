@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from service.registry import ModelRegistry
-from service.settings import Settings
+from service.core.registry import ModelRegistry
+from service.core.settings import Settings
 from tests.support.models import make_repository
 
 

@@ -9,10 +9,10 @@ import orjson
 
 from service.api import codecs
 from service.core.engine import StepRequest
+from service.core.metrics import Metrics
 from service.core.services import Services
-from service.metrics import Metrics
+from service.core.settings import Settings
 from service.sessions.memory import MemorySessionStore
-from service.settings import Settings
 from tests.support.models import raw_inputs
 
 
@@ -112,8 +112,8 @@ async def test_cancelled_bulk_request_releases_the_locks_it_took(repository, reg
 async def test_an_entry_that_breaks_the_model_call_fails_alone(repository, registry):
     """One entry whose model call fails (a bug, injected) gets its own JSON 500; the entries
     stacked with it are applied and answered."""
-    from service.batching import Batcher
-    from tests.service.test_batching import Poisonable
+    from service.core.batching import Batcher
+    from tests.service.core.test_batching import Poisonable
 
     svc = services(repository, registry)
     svc.engine.batcher_for = lambda model: Batcher(Poisonable(model), svc.executor)

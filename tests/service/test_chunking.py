@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.registry import ModelRegistry, run_in_time_chunks
-from service.settings import Settings
+from service.core.registry import ModelRegistry, run_in_time_chunks
+from service.core.settings import Settings
 from tests.support.models import raw_inputs
 
 

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from service.registry import ModelRegistry
-from service.settings import Settings
+from service.core.registry import ModelRegistry
+from service.core.settings import Settings
 from tests.support.models import export_model, gate
 
 
@@ -97,9 +97,9 @@ async def test_reload_under_latest_policy_keeps_the_default_when_the_new_file_is
     from concurrent.futures import ThreadPoolExecutor
     from types import SimpleNamespace
 
+    from service.core.metrics import Metrics
     from service.core.reloader import reload
     from service.core.services import BatcherPool
-    from service.metrics import Metrics
 
     root = tmp_path / "repo"
     export_model(root, "m", 1, "gru", seed=1, layers=1, hidden=4, gate_verdict=gate(True))

@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_asgi
-from service.settings import Settings
+from service.core.settings import Settings
 
 STEP = {"inputs": [[20.0, 500.0, 12.0]]}
 

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from service.errors import PositionConflict, SessionEvicted, SessionExpired
+from service.core.errors import PositionConflict, SessionEvicted, SessionExpired
 from service.sessions.base import LastStep, SessionRecord, new_session_id, new_token
 from service.sessions.memory import BLOCK, MemorySessionStore, StatePool
 

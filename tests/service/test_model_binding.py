@@ -15,11 +15,11 @@ import pytest
 from models.repository import scan_repository
 from service.api import codecs
 from service.core.engine import StepRequest
+from service.core.errors import ModelChanged
+from service.core.metrics import Metrics
+from service.core.registry import load_model
 from service.core.services import build_services
-from service.errors import ModelChanged
-from service.metrics import Metrics
-from service.registry import load_model
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.support.counting import counting_graph, export_counting
 
 

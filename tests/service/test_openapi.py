@@ -7,8 +7,8 @@ import pytest
 
 from service.api import schemas
 from service.app import create_app
-from service.errors import InvalidInput
-from service.settings import Settings
+from service.core.errors import InvalidInput
+from service.core.settings import Settings
 
 
 def _document(**settings) -> dict:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from service.core.services import make_store
+from service.core.settings import Settings
 from service.sessions.redis_cluster import RedisClusterSessionStore, parse_cluster_url
-from service.settings import Settings
 
 
 def test_parses_nodes_prefix_and_wait_replicas() -> None:
@@ -57,7 +57,7 @@ def test_quota_sets_have_their_own_hash_tag() -> None:
 def test_node_metrics_have_a_bounded_label_space() -> None:
     """Failovers and resharding bring new node addresses: past MAX_NODES they share one label;
     operations, errors and time per node come out as counters and a summary."""
-    from service.metrics import Metrics
+    from service.core.metrics import Metrics
     from service.sessions.redis_cluster import MAX_NODES, NodeStats
 
     nodes = NodeStats()
@@ -80,7 +80,7 @@ async def test_a_write_on_a_closed_transport_is_a_connection_error() -> None:
     """uvloop raises RuntimeError("... the handler is closed") for a write on a connection the
     peer had closed (seen under injected resets): re-sent like a connection error, then 503;
     any other RuntimeError is a bug and propagates."""
-    from service.errors import StoreUnavailable
+    from service.core.errors import StoreUnavailable
     from service.sessions.redis import RedisSessionStore
 
     closed = RuntimeError("unable to perform operation on <TCPTransport closed=True>; the handler is closed")
@@ -110,7 +110,7 @@ async def test_a_write_on_a_closed_transport_is_a_connection_error() -> None:
 async def test_a_slot_without_a_master_fails_readiness(monkeypatch: pytest.MonkeyPatch) -> None:
     """Every master answering is not enough: a slot no master serves (the client's layout has a
     hole) makes ping() raise StoreUnavailable; a full layout passes."""
-    from service.errors import StoreUnavailable
+    from service.core.errors import StoreUnavailable
     from service.sessions.redis_cluster import SLOTS
 
     store = RedisClusterSessionStore("redis+cluster://127.0.0.1:1")

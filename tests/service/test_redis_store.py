@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import redis
 
-from service.errors import PositionConflict, SessionExpired, SessionNotFound, StoreUnavailable
+from service.core.errors import PositionConflict, SessionExpired, SessionNotFound, StoreUnavailable
 from service.sessions.base import LastStep, SessionRecord, new_session_id, new_token
 from service.sessions.redis import RedisSessionStore, SessionExists, split_url
 from tests.support.redis import RedisProcess

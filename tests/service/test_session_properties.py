@@ -36,12 +36,12 @@ from hypothesis import strategies as st
 
 from service.api import codecs
 from service.core.engine import StepRequest
+from service.core.errors import PositionConflict, ServiceError, SessionNotFound
+from service.core.metrics import Metrics
+from service.core.registry import ModelRegistry
 from service.core.services import Services
-from service.errors import PositionConflict, ServiceError, SessionNotFound
-from service.metrics import Metrics
-from service.registry import ModelRegistry
+from service.core.settings import Settings
 from service.sessions.memory import MemorySessionStore
-from service.settings import Settings
 from tests.support.models import raw_inputs
 
 REPLAY_WINDOW = Settings().replay_window

@@ -151,8 +151,8 @@ def test_undertrained_model_is_written_but_not_promoted(tmp_path: Path, capsys: 
     assert [(e["version"], e["promoted"]) for e in listing] == [(1, False), (2, True), (3, False)]
     assert listing[0]["gate"]["reason"].startswith("does not beat")
 
-    from service.registry import ModelRegistry
-    from service.settings import Settings
+    from service.core.registry import ModelRegistry
+    from service.core.settings import Settings
 
     registry = ModelRegistry(Settings(model_repository=str(repo)))
     registry.load_all()

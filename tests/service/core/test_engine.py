@@ -14,10 +14,10 @@ import pytest
 
 from service.api.codecs import STEP_REPLY
 from service.core.engine import StepRequest, StepResult
+from service.core.errors import InvalidInput, PositionConflict, SessionNotFound, StoreUnavailable
+from service.core.metrics import Metrics
 from service.core.services import Services, build_services
-from service.errors import InvalidInput, PositionConflict, SessionNotFound, StoreUnavailable
-from service.metrics import Metrics
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.support.counting import export_counting
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from service.protocol import _CoalescingTransport
+from service.api.http_coalescing import _CoalescingTransport
 
 
 class FakeTransport:

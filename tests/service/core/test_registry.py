@@ -7,9 +7,9 @@ import logging
 import onnxruntime as ort
 import pytest
 
-from service.errors import ModelNotFound, VersionNotFound
-from service.registry import CPU, CUDA, ModelLoadError, ModelRegistry, choose_providers
-from service.settings import Settings
+from service.core.errors import ModelNotFound, VersionNotFound
+from service.core.registry import CPU, CUDA, ModelLoadError, ModelRegistry, choose_providers
+from service.core.settings import Settings
 from tests.support.models import export_model
 from tests.support.servers import ROOT
 

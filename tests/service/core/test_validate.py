@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.errors import InvalidInput, LimitExceeded
-from service.runtime import parse_batch, parse_state, parse_steps
+from service.core.errors import InvalidInput, LimitExceeded
+from service.core.validate import parse_batch, parse_state, parse_steps
 from tests.support.models import make_config
 
 CFG = make_config("lstm", layers=2, hidden=4)

@@ -9,13 +9,13 @@ import numpy as np
 import orjson
 import pytest
 
-from service import inference
 from service.api import codecs
+from service.core import v2 as inference
 from service.core.engine import StepRequest
+from service.core.errors import BadRequest
+from service.core.metrics import Metrics
 from service.core.services import build_services
-from service.errors import BadRequest
-from service.metrics import Metrics
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.support.models import make_repository
 
 
@@ -106,7 +106,7 @@ def test_options_position_timeout_priority() -> None:
 def test_grpc_status_of_each_error() -> None:
     import grpc
 
-    from service.errors import (
+    from service.core.errors import (
         DeadlineExceeded,
         LimitExceeded,
         ModelNotFound,
@@ -129,7 +129,7 @@ def test_grpc_status_of_each_error() -> None:
 
 
 def test_statistics_count_requests_and_executions() -> None:
-    from service.stats import StatsBook
+    from service.core.stats import StatsBook
 
     book = StatsBook()
     stats = book.of("gru", 1)

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from service.errors import Unauthorized
+from service.core.errors import Unauthorized
 
 if TYPE_CHECKING:
-    from service.settings import Settings
+    from service.core.settings import Settings
 
 HASHED = re.compile(r"sha256:([0-9a-fA-F]{64})")
 MIN_PLAINTEXT_CHARS = 16

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.registry import LoadedModel
-from service.stats import ModelStatistics
+from service.core.registry import LoadedModel
+from service.core.stats import ModelStatistics
 
 Result = tuple[np.ndarray, tuple[np.ndarray, ...]]
 

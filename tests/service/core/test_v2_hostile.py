@@ -12,7 +12,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from service.app import create_asgi
-from service.settings import Settings
+from service.core.settings import Settings
 
 DEPTH = 1000
 NESTED = "[" * DEPTH + "0" + "]" * DEPTH  # JSON text: orjson reads it, a repr() of it crashes

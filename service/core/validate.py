@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from models.config import ModelConfig
-from service.errors import InvalidInput, LimitExceeded
+from service.core.errors import InvalidInput, LimitExceeded
 
 F32_MAX = float(np.finfo(np.float32).max)
 

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from service.batching import Batcher
+from service.core.batching import Batcher
 
 
 async def test_concurrent_requests_are_stacked_and_exact(registry):

@@ -31,8 +31,8 @@ import onnxruntime as ort
 from models.config import METADATA_KEY, ConfigError, ModelConfig
 from models.fileio import call_with_timeout, read_file
 from models.repository import MAX_MODEL_BYTES, RepositoryEntry, scan_repository
-from service.errors import ModelNotFound, VersionNotFound
-from service.settings import Settings
+from service.core.errors import ModelNotFound, VersionNotFound
+from service.core.settings import Settings
 
 log = logging.getLogger("seqserve.registry")
 
@@ -131,7 +131,7 @@ class LoadedModel:
     def run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         """inputs [B, T, F] float32, state [L, B, H] each -> (outputs [B, T, O], new state).
 
-        Blocking: callers run it off the event loop (see service/batching.py). Work of more
+        Blocking: callers run it off the event loop (see service/core/batching.py). Work of more
         than `max_chunk_elements` rows x steps runs as consecutive time chunks, each starting
         from the state the previous one ended in: the recurrence is the same, so the result
         is the one-call result, while ONNX Runtime's intermediate buffers (gates for every

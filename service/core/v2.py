@@ -41,8 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from service.core.engine import StepRequest
-from service.core.lifecycle import Sessions
-from service.errors import (
+from service.core.errors import (
     BadRequest,
     DeadlineExceeded,
     InvalidInput,
@@ -51,8 +50,9 @@ from service.errors import (
     SessionNotFound,
     echo,
 )
-from service.registry import LoadedModel
-from service.runtime import parse_start_time
+from service.core.lifecycle import Sessions
+from service.core.registry import LoadedModel
+from service.core.validate import parse_start_time
 from service.sessions.base import SessionRecord
 
 if TYPE_CHECKING:
@@ -284,7 +284,7 @@ async def infer(
     owner: str = "",
 ) -> Result:
     """Run one validated request. `pinned`: the client named the version explicitly. `owner`:
-    the caller's API key owner id (service/auth.py), "" without keys.
+    the caller's API key owner id (service/core/auth.py), "" without keys.
 
     A sequence step runs in a task of its own that completes even when its caller gives up
     (deadline, cancelled RPC, closed connection): a step cut in half would leave the session
