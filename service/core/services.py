@@ -26,15 +26,14 @@ def make_store(settings: Settings, security: Security | None = None) -> SessionS
         from service.sessions.memory import MemorySessionStore
 
         return MemorySessionStore(settings.max_sessions)
+    password = security.redis_password if security is not None else None
     if settings.session_store.startswith(("redis://", "rediss://", "unix://")):
         from service.sessions.redis import RedisSessionStore
 
-        password = security.redis_password if security is not None else None
         return RedisSessionStore(settings.session_store, password=password)
     if settings.session_store.startswith("redis+cluster://"):
         from service.sessions.redis_cluster import RedisClusterSessionStore
 
-        password = security.redis_password if security is not None else None
         return RedisClusterSessionStore(settings.session_store, password=password)
     raise ValueError(
         f"SEQSERVE_SESSION_STORE must be 'memory', a redis:// or a redis+cluster:// URL, got {settings.session_store!r}"

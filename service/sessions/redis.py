@@ -27,9 +27,10 @@ expires. The quota scripts touch keys of other slots (single Redis or a replicat
 on Redis Cluster the same sets live in slots of their own and a create is a short protocol
 around the shared create script (service.sessions.redis_cluster).
 
-Every operation is one round trip. load, save and create are Lua scripts (EVALSHA, falling
-back to EVAL, which also caches the script, when the server does not know it, e.g. after a
-restart):
+Every operation is one round trip. load, save, create and delete are Lua scripts, one
+`.lua` file each in service/sessions/scripts/ (the cluster store runs the same files), sent as
+EVALSHA, falling back to EVAL, which also caches the script, when the server does not know it
+(e.g. after a restart):
   - load: HGETALL + PEXPIRE of both keys, or a code saying "expired" / "not found".
   - save: check-and-set on the position. A save whose token is among the recorded tokens was
     applied already (its reply was lost and it is sent again, by this module or by the Redis
@@ -59,9 +60,9 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -97,186 +98,27 @@ from service.sessions.base import (
 
 log = logging.getLogger("seqserve.sessions.redis")
 T = TypeVar("T")
+# A script as the store sends it: (client, keys, args) -> reply.
+ScriptCall = Callable[[aioredis.Redis, list[str], list[Any]], Awaitable[Any]]
 
 DEFAULT_PREFIX = "seqserve:"
 SAVE_ATTEMPTS = 4  # sends of one save in all, after connection errors
 POOL_CONNECTIONS = 128  # connections per store (per process); `?max_connections=N` on the URL overrides
 POOL_WAIT_SECONDS = 5.0  # how long a request waits for a free connection before a 503
 STATE_DTYPE = np.dtype("<f4")
-
-# KEYS: hash, marker. ARGV: tombstone_ms.
-# Returns the hash as a flat list, or 1 (no such session) / {2, owner} (expired).
-LOAD = """
-local h = redis.call('HGETALL', KEYS[1])
-if #h == 0 then
-  local owner = redis.call('GET', KEYS[2])
-  if owner then return {2, owner} end
-  return 1
-end
-local ttl = 0
-for i = 1, #h, 2 do
-  if h[i] == 'ttl_ms' then ttl = tonumber(h[i + 1]) end
-end
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[1], ttl)
-  redis.call('PEXPIRE', KEYS[2], ttl + tonumber(ARGV[1]))
-end
-return h
-"""
-
-# KEYS: hash, marker. ARGV: expected, position, state, ttl_ms, tombstone_ms, token, history,
-#       created_at, token window (entries).
-# Returns {1, position} written (or written before by this very save), {0, stored} conflict,
-# {-1} not found, {-2} expired.
-SAVE = """
-local cur = redis.call('HGET', KEYS[1], 'position')
-if not cur then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end
-  return {-1}
-end
-local tokens = redis.call('HGET', KEYS[1], 'tokens') or ''
-local at = string.find(tokens, ARGV[6] .. '=', 1, true)
-if at then
-  return {1, tonumber(string.sub(tokens, at + 33, at + 52))}
-end
-if tonumber(cur) ~= tonumber(ARGV[1]) or redis.call('HGET', KEYS[1], 'created_at') ~= ARGV[8] then
-  return {0, tonumber(cur)}
-end
-local entry = ARGV[6] .. '=' .. string.format('%020d', tonumber(ARGV[2])) .. ';'
-tokens = string.sub(tokens .. entry, -54 * tonumber(ARGV[9]))
-redis.call('HSET', KEYS[1], 'position', ARGV[2], 'state', ARGV[3], 'ttl_ms', ARGV[4], 'tokens', tokens)
-if ARGV[7] ~= '' then
-  redis.call('HSET', KEYS[1], 'history', ARGV[7])
-else
-  redis.call('HDEL', KEYS[1], 'history')
-end
-redis.call('HDEL', KEYS[1], 'last_before', 'last_digest', 'last_response')
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('SET', KEYS[2], redis.call('HGET', KEYS[1], 'owner') or '', 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
-return {1, tonumber(ARGV[2])}
-"""
-
-# The create and delete scripts are shared with the cluster store (service.sessions.redis_cluster),
-# which keeps the same session keys but cannot touch the quota sets (other slots) from them:
-# each is a template whose `--@name` lines are filled in per store (session_script below).
-
-# KEYS: hash, marker (the single-server store adds the model and owner quota sets).
-# ARGV: ttl_ms, tombstone_ms, created_at, replace ("1"/"0"), admission (two values: here
-#       per_model, per_key), session id, key prefix, owner, then field/value pairs.
-# Returns 1 created (or this very create was already applied: its expiry is refreshed, a
-# propagated write), 0 the id exists, negative: refused by the admission fragment (here -1 the
-# model's quota is full, -2 the owner's). With replace, an existing session under the id is
-# swapped for the new one atomically.
-CREATE_TEMPLATE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local id = ARGV[7]
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  if redis.call('HGET', KEYS[1], 'created_at') == ARGV[3] then
-    redis.call('PEXPIRE', KEYS[1], ARGV[1])
-    return 1
-  end
-  if ARGV[4] ~= '1' then return 0 end
-  redis.call('DEL', KEYS[1])
---@replaced
-end
---@admit
-redis.call('HSET', KEYS[1], unpack(ARGV, 10))
-redis.call('PEXPIRE', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[2], ARGV[9], 'PX', tonumber(ARGV[1]) + tonumber(ARGV[2]))
---@admitted
-return 1
-"""
-
-# KEYS: hash, marker. ARGV: owner, check owner ("1"/"0"), key prefix, session id.
-# Returns 1 deleted (an expired session: its marker), 0 no such session (or, when checked,
-# another owner's); the `freed` fragment may return more about a deleted live session.
-DELETE_TEMPLATE = """
-local f = redis.call('HMGET', KEYS[1], 'model', 'owner', 'quota')
-if not f[1] then
-  local marker = redis.call('GET', KEYS[2])
-  if marker and (ARGV[2] ~= '1' or marker == ARGV[1]) then
-    redis.call('DEL', KEYS[2])
-    return 1
-  end
-  return 0
-end
-local owner = f[2] or ''
-if ARGV[2] == '1' and owner ~= ARGV[1] then return 0 end
-redis.call('DEL', KEYS[1], KEYS[2])
---@freed
-return 1
-"""
+# The Lua scripts, one .lua file each (package data), shared by this store and the cluster store.
+SCRIPTS = resources.files("service.sessions").joinpath("scripts")
 
 
-def session_script(template: str, **fragments: str) -> str:
-    """A template with its `--@name` lines replaced by the given Lua fragments (absent: empty)."""
-    names = set(re.findall(r"^--@(\w+)$", template, re.M))
-    if not set(fragments) <= names:
-        raise ValueError(f"unknown fragments {sorted(set(fragments) - names)}")
+class Script:
+    """One of the Lua scripts in service/sessions/scripts/ (shared by the single-server and the
+    cluster store): EVALSHA, falling back to EVAL (which caches the script) when the server
+    lacks it."""
 
-    def fill(match: re.Match[str]) -> str:
-        fragment = fragments.get(match.group(1), "").strip("\n")
-        return fragment + "\n" if fragment else ""
-
-    return re.sub(r"^--@(\w+)\n", fill, template, flags=re.M)
-
-
-# The single server's quotas: sorted sets of session ids scored by the session's known expiry.
-# Members whose recorded expiry has passed are re-checked (PTTL of their hash): the live ones
-# are re-scored, the gone ones dropped, so an expired session frees its slot the moment it
-# expires. A replaced session leaves the sets first (never counted twice).
-CREATE = session_script(
-    CREATE_TEMPLATE,
-    replaced="""
-  redis.call('ZREM', KEYS[3], id)
-  redis.call('ZREM', KEYS[4], id)
-""",
-    admit="""
-local function prune(set, due)
-  for _, member in ipairs(due) do
-    local pttl = redis.call('PTTL', ARGV[8] .. 's:{' .. member .. '}')
-    if pttl == -2 then
-      redis.call('ZREM', set, member)
-    elseif pttl == -1 then
-      redis.call('ZADD', set, now + tonumber(ARGV[2]), member)
-    else
-      redis.call('ZADD', set, now + pttl, member)
-    end
-  end
-end
-local function full(set, limit)
-  if limit <= 0 then return false end
-  prune(set, redis.call('ZRANGEBYSCORE', set, '-inf', now, 'LIMIT', 0, 32))
-  if redis.call('ZCARD', set) < limit then return false end
-  prune(set, redis.call('ZRANGEBYSCORE', set, '-inf', now))
-  return redis.call('ZCARD', set) >= limit
-end
-local per_model, per_key = tonumber(ARGV[5]), tonumber(ARGV[6])
-if full(KEYS[3], per_model) then return -1 end
-if full(KEYS[4], per_key) then return -2 end
-""",
-    admitted="""
-if per_model > 0 then redis.call('ZADD', KEYS[3], now + tonumber(ARGV[1]), id) end
-if per_key > 0 then redis.call('ZADD', KEYS[4], now + tonumber(ARGV[1]), id) end
-""",
-)
-
-DELETE = session_script(
-    DELETE_TEMPLATE,
-    freed="""
-redis.call('ZREM', ARGV[3] .. 'q:m:' .. f[1], ARGV[4])
-redis.call('ZREM', ARGV[3] .. 'q:k:' .. owner, ARGV[4])
-""",
-)
-
-
-class _Script:
-    """EVALSHA, falling back to EVAL (which caches the script) when the server lacks it."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.source = SCRIPTS.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: aioredis.Redis, keys: list[str], args: list[Any]) -> Any:
         try:
@@ -300,7 +142,9 @@ def _ms(seconds: float) -> int:
 
 class RedisSessionStore(SessionStore):
     kind = "redis"
-    save_source, create_source, delete_source = SAVE, CREATE, DELETE
+    # Whether the delete script frees the session's quota slots itself (the sets are keys it may
+    # touch on a single server; a cluster store frees them in their own slots afterwards).
+    frees_quota_in_script = True
 
     def __init__(
         self,
@@ -311,9 +155,15 @@ class RedisSessionStore(SessionStore):
         socket_timeout: float = 1.0,
         connect_timeout: float = 0.5,
         health_check_interval: float = 5.0,
+        wait_timeout: float = 1.0,
         tombstone_seconds: float = 24 * 3600.0,
         stats_interval: float = 30.0,
     ) -> None:
+        """The one constructor of both Redis stores (the cluster store overrides only the hooks
+        `_split_url`, `_connect` and `_writer`). `wait_timeout`: how long a write waits for
+        replicas to confirm it, where the URL asks for that (`wait_replicas`, Redis Cluster)."""
+        self.wait_replicas = 0
+        self.wait_timeout_ms = _ms(wait_timeout)
         url, url_prefix = self._split_url(url)
         self.prefix = prefix or url_prefix or DEFAULT_PREFIX
         self.tombstone_ms = _ms(tombstone_seconds)
@@ -327,8 +177,8 @@ class RedisSessionStore(SessionStore):
             **({"password": password} if password else {}),
         }
         self._redis = self._connect(url, health_check_interval)
-        self._load, self._save = _Script(LOAD), _Script(self.save_source)
-        self._create, self._delete = _Script(self.create_source), _Script(self.delete_source)
+        self._load, self._delete = Script("load"), Script("delete")
+        self._save, self._create = self._writer(Script("save")), self._writer(Script("create"))
         self._active = 0
         self._usage: dict[tuple[str, int], int] = {}
         self._unavailable_since: float | None = None
@@ -339,6 +189,11 @@ class RedisSessionStore(SessionStore):
     def _split_url(self, url: str) -> tuple[str, str | None]:
         """The URL to connect to, and the key prefix it names (if any)."""
         return split_url(url)
+
+    def _writer(self, script: Script) -> ScriptCall:
+        """How a write script (save, create) is sent: as it is here; the cluster store follows
+        it with WAIT when the URL asks for replicas."""
+        return script
 
     def _connect(self, url: str, health_check_interval: float) -> aioredis.Redis:
         # A blocking pool: a burst wider than the pool (a bulk request over hundreds of sessions,
@@ -477,7 +332,7 @@ class RedisSessionStore(SessionStore):
 
     async def create(self, record: SessionRecord, replace: bool = False, quota: Quota = NO_QUOTA) -> None:
         keys = self._quota_keys(record.model, record.owner)
-        created = await self._run_create(record, replace, [quota.per_model, quota.per_key], keys)
+        created = await self._run_create(record, replace, keys, limits=(quota.per_model, quota.per_key))
         if created == -1:
             raise too_many("max_sessions_per_model", quota.per_model, f"model '{record.model}'")
         if created == -2:
@@ -488,12 +343,15 @@ class RedisSessionStore(SessionStore):
         self,
         record: SessionRecord,
         replace: bool,
-        admission: list[Any],
-        extra_keys: list[str],
+        quota_keys: list[str],
+        limits: tuple[int, int] = (0, 0),
+        deadline: int = 0,
         extra: tuple[Any, ...] = (),
     ) -> int:
-        """One create script (CREATE_TEMPLATE's ARGV layout): `admission` fills ARGV[5..6],
-        `extra_keys` follow the session's two keys, `extra` field/value pairs are stored too."""
+        """One create script (scripts/create.lua): `quota_keys` (the model's and the owner's
+        sets, or none) follow the session's two keys and are counted against `limits`;
+        `deadline` (ms of server time, 0: none) refuses a create that comes too late; `extra`
+        field/value pairs are stored too."""
         state, shape = self._encode_state(record.state)
         ttl_ms = _ms(record.ttl_seconds)
         created_at = repr(float(record.created_at))
@@ -505,10 +363,10 @@ class RedisSessionStore(SessionStore):
         if record.history:
             fields += ["history", encode_history(record.history)]
         args = [
-            ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", *admission,
-            record.session_id, self.prefix, record.owner, *fields,
+            ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", *limits,
+            record.session_id, self.prefix, record.owner, deadline, *fields,
         ]  # fmt: skip
-        keys = [*self._keys(record.session_id), *extra_keys]
+        keys = [*self._keys(record.session_id), *quota_keys]
         return int(await self._call("create", lambda: self._create(self._redis, keys, args), key=keys[0]))
 
     def _created(self, record: SessionRecord, code: int) -> None:
@@ -553,7 +411,7 @@ class RedisSessionStore(SessionStore):
 
     async def delete(self, session_id: str, owner: str | None = None) -> bool:
         keys = self._keys(session_id)
-        args = [owner or "", "0" if owner is None else "1", self.prefix, session_id]
+        args = [owner or "", "0" if owner is None else "1", self.prefix, session_id, int(self.frees_quota_in_script)]
         # Not re-sent: a lost reply to an applied delete would turn into "did not exist".
         removed = await self._call("delete", lambda: self._delete(self._redis, keys, args), attempts=1, key=keys[0])
         return await self._deleted(session_id, removed)

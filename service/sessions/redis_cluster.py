@@ -1,8 +1,11 @@
 """Sessions on Redis Cluster: `redis+cluster://host:port[,host:port...][?wait_replicas=N&prefix=P]`.
 
-The key layout and the Lua scripts are those of the single-server store (service.sessions.redis):
-both keys of a session carry the session id as a hash tag, so every session script touches one
-slot and runs unchanged on whichever master owns that slot. Session counts (`usage`, `count`)
+The key layout and the Lua scripts (service/sessions/scripts/*.lua) are those of the
+single-server store (service.sessions.redis), and so is the constructor: both keys of a session
+carry the session id as a hash tag, so every session script touches one slot and runs unchanged
+on whichever master owns that slot (the create script counts quotas only when it is given the
+quota sets as keys, which only a single server does). The quota scripts of the protocol below
+are scripts/quota_*.lua. Session counts (`usage`, `count`)
 SCAN every master.
 
 Quotas (SEQSERVE_MAX_SESSIONS_PER_MODEL / _PER_KEY) keep the single store's sorted sets of
@@ -81,9 +84,8 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from service.core.errors import ServiceError, StoreUnavailable
-from service.sessions import redis as single
 from service.sessions.base import NO_QUOTA, Quota, SessionRecord, too_many
-from service.sessions.redis import CREATE_TEMPLATE, DELETE_TEMPLATE, RedisSessionStore, _ms, _Script, session_script
+from service.sessions.redis import RedisSessionStore, Script, ScriptCall, _ms
 
 T = TypeVar("T")
 SCHEME = "redis+cluster://"
@@ -96,96 +98,8 @@ BUSY_WAIT_S = 0.005  # between tries while a full set holds such reservations
 CREATE_ATTEMPTS = 3  # creates whose reservation lapsed before the session was written
 RESERVE_MARGIN_MS = 1000  # tolerated clock difference between two masters
 
-# A re-sent write that finds itself already applied still propagates one write (an expiry
-# refresh), so that the WAIT after it covers the original write, whose reply was lost.
-_SAVE_RESENT = "if at then\n"
-
-
-def _durable(source: str, anchor: str, refresh: str) -> str:
-    if anchor not in source:
-        raise RuntimeError("the session scripts changed: update service/sessions/redis_cluster.py")
-    return source.replace(anchor, refresh, 1)
-
-
-SAVE = _durable(single.SAVE, _SAVE_RESENT, "if at then\n  redis.call('PEXPIRE', KEYS[1], ARGV[4])\n")
-
-# The shared create, admitting by the reservation's deadline (ARGV[5], ms of server time; 0:
-# no reservation) instead of counting: -3 when it passed.
-CREATE = session_script(
-    CREATE_TEMPLATE,
-    admit="""
-local deadline = tonumber(ARGV[5])
-if deadline > 0 and now > deadline then return -3 end
-""",
-)
-
-# The shared delete; a session in quota sets answers {1, model, owner, sets} so that the
-# caller frees its slots (other slots than the session's).
-DELETE = session_script(DELETE_TEMPLATE, freed="if f[3] then return {1, f[1], owner, f[3]} end")
-
-# KEYS: a quota set, its pending set (same slot). ARGV: session id, limit, ttl_ms, due batch,
-# pending_ms. {1, score}: reserved until score (ms, server time), and marked pending for
-# pending_ms (the create may still give it back); {2}: a member already (its score pushed out
-# to now + ttl); {0, member, score, ...}: full, with the members whose score has passed to
-# check; {0}: full of live sessions; {3}: full, but with reservations that may be given back.
-RESERVE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local score = now + tonumber(ARGV[3])
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  redis.call('ZADD', KEYS[1], 'GT', score, ARGV[1])
-  return {2}
-end
-if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('ZADD', KEYS[1], score, ARGV[1])
-  redis.call('ZADD', KEYS[2], now + tonumber(ARGV[5]), ARGV[1])
-  return {1, score}
-end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-if #due == 0 then
-  redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
-  if redis.call('ZCARD', KEYS[2]) > 0 then return {3} end
-end
-table.insert(due, 1, 0)
-return due
-"""
-
-# KEYS: a quota set, its pending set. ARGV: session id, reservation score, "1" to give the
-# reservation back (if still unchanged) or "0" to keep it (the session was created).
-SETTLE = """
-redis.call('ZREM', KEYS[2], ARGV[1])
-if ARGV[3] == '1' then
-  local seen = redis.call('ZSCORE', KEYS[1], ARGV[1])
-  if seen and tonumber(seen) == tonumber(ARGV[2]) then redis.call('ZREM', KEYS[1], ARGV[1]) end
-end
-return 1
-"""
-
-# KEYS: a quota set. ARGV: triples of member, the score it was seen with, the PTTL of its
-# session's hash (-2: gone). Each member still at that score is dropped (gone) or re-scored to
-# its hash's expiry. Returns how many were dropped.
-REVISE = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local dropped = 0
-for i = 1, #ARGV, 3 do
-  local seen = redis.call('ZSCORE', KEYS[1], ARGV[i])
-  if seen and tonumber(seen) == tonumber(ARGV[i + 1]) then
-    local pttl = tonumber(ARGV[i + 2])
-    if pttl == -2 then
-      redis.call('ZREM', KEYS[1], ARGV[i])
-      dropped = dropped + 1
-    elseif pttl >= 0 then
-      redis.call('ZADD', KEYS[1], now + pttl, ARGV[i])
-    else
-      redis.call('ZADD', KEYS[1], now + 3600000, ARGV[i])
-    end
-  end
-end
-return dropped
-"""
-
-FREE = "return redis.call('ZREM', KEYS[1], ARGV[1])"  # KEYS: a quota set. ARGV: session id.
+# The quota scripts of the cluster (the session scripts are the single store's, unchanged).
+RESERVE, SETTLE, REVISE, FREE = (Script(f"quota_{name}") for name in ("reserve", "settle", "revise", "free"))
 
 
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
@@ -238,9 +152,9 @@ class _WaitingScript:
     """A write script followed by `WAIT replicas timeout` on the same connection (pipelined),
     sent straight to the master that owns the keys' slot."""
 
-    def __init__(self, store: RedisClusterSessionStore, source: str) -> None:
+    def __init__(self, store: RedisClusterSessionStore, script: Script) -> None:
         self.store = store
-        self.script = _Script(source)
+        self.script = script
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
         direct = self.store._master_for(keys[0])
@@ -276,51 +190,31 @@ class RedisClusterSessionStore(RedisSessionStore):
     """The Redis store over redis-py's cluster client; see the module docstring."""
 
     kind = "redis-cluster"
-    save_source, create_source, delete_source = SAVE, CREATE, DELETE
+    frees_quota_in_script = False  # the quota sets live in other slots: freed by _deleted()
 
-    def __init__(
-        self,
-        url: str,
-        *,
-        password: str | None = None,
-        socket_timeout: float = 1.0,
-        connect_timeout: float = 0.5,
-        wait_timeout: float = 1.0,
-        tombstone_seconds: float = 24 * 3600.0,
-        stats_interval: float = 30.0,
-    ) -> None:
-        self._direct: dict[str, Redis] = {}
-        self._stale = False
-        self._nodes_up: dict[str, int] = {}
-        self._node_stats = NodeStats()
-        self.wait_timeout_ms = max(1, round(wait_timeout * 1000))
-        self._relearn_timeout = socket_timeout + connect_timeout
-        super().__init__(
-            url,
-            password=password,
-            socket_timeout=socket_timeout,
-            connect_timeout=connect_timeout,
-            tombstone_seconds=tombstone_seconds,
-            stats_interval=stats_interval,
-        )
-        self._reserve, self._revise, self._free = _Script(RESERVE), _Script(REVISE), _Script(FREE)
-        self._settle = _Script(SETTLE)
-        if self.wait_replicas:
-            self._save = _WaitingScript(self, SAVE)  # type: ignore[assignment]
-            self._create = _WaitingScript(self, CREATE)  # type: ignore[assignment]
-
-    # -- connections
+    # -- connections (the hooks of the base constructor)
 
     def _split_url(self, url: str) -> tuple[str, str | None]:
         self._seeds, prefix, self.wait_replicas = parse_cluster_url(url)
         return url, prefix
 
     def _connect(self, url: str, health_check_interval: float) -> Any:
+        """The cluster client, and the bookkeeping that goes with it: plain connections to the
+        masters (script + WAIT pipelines), whether the layout must be learnt again, per-node
+        health and counters."""
+        self._direct: dict[str, Redis] = {}
+        self._stale = False
+        self._nodes_up: dict[str, int] = {}
+        self._node_stats = NodeStats()
+        self._relearn_timeout = self._connection["socket_timeout"] + self._connection["socket_connect_timeout"]
         return RedisCluster(
             startup_nodes=[ClusterNode(host, port) for host, port in self._seeds],
             require_full_coverage=False,  # slots of a failed master are 503, the others keep serving
             **self._connection,
         )
+
+    def _writer(self, script: Script) -> ScriptCall:
+        return _WaitingScript(self, script) if self.wait_replicas else script
 
     @property
     def _cluster(self) -> RedisCluster:
@@ -406,7 +300,7 @@ class RedisClusterSessionStore(RedisSessionStore):
             if limit > 0
         ]
         if not limits:
-            self._created(record, await self._run_create(record, replace, [0, 0], []))
+            self._created(record, await self._run_create(record, replace, []))
             return
         ttl_ms = _ms(record.ttl_seconds)
         margin = min(RESERVE_MARGIN_MS, ttl_ms // 2)
@@ -421,7 +315,7 @@ class RedisClusterSessionStore(RedisSessionStore):
                 if score:
                     held.append((key, score))
             deadline = min(score for _, score in held) - margin if held else 0
-            code = await self._run_create(record, replace, [deadline, 0], [], ("quota", flags))
+            code = await self._run_create(record, replace, [], deadline=deadline, extra=("quota", flags))
             if code == -3:  # the reservation lapsed before the session was written: again
                 await self._settle_all(held, record.session_id, give_back=True)
                 continue
@@ -438,7 +332,7 @@ class RedisClusterSessionStore(RedisSessionStore):
         keys = [key, key + ":pending"]
         rounds, busy_until = 0, time.monotonic() + PENDING_MS / 1000
         while rounds < PRUNE_ROUNDS:
-            reply = await self._on_set(self._reserve, keys, args)
+            reply = await self._on_set(RESERVE, keys, args)
             code, due = int(reply[0]), reply[1:]
             if code == 1:
                 return int(due[0])
@@ -462,10 +356,10 @@ class RedisClusterSessionStore(RedisSessionStore):
 
             ttls = await self._call("quota", pttls)
             revise = [x for triple in zip(members, due[1::2], ttls, strict=True) for x in triple]
-            await self._on_set(self._revise, [key], revise)
+            await self._on_set(REVISE, [key], revise)
         return None
 
-    async def _on_set(self, script: _Script, keys: list[str], args: list[Any]) -> Any:
+    async def _on_set(self, script: Script, keys: list[str], args: list[Any]) -> Any:
         """One quota script on the master of the set keys[0]."""
         return await self._call("quota", lambda: script(self._redis, keys, args), key=keys[0])
 
@@ -476,7 +370,7 @@ class RedisClusterSessionStore(RedisSessionStore):
         for key, score in held:
             with contextlib.suppress(StoreUnavailable):
                 args = [session_id, score, "1" if give_back else "0"]
-                await self._on_set(self._settle, [key, key + ":pending"], args)
+                await self._on_set(SETTLE, [key, key + ":pending"], args)
 
     async def _deleted(self, session_id: str, reply: Any) -> bool:
         if isinstance(reply, list):  # a live session in quota sets: free its slots
@@ -484,7 +378,7 @@ class RedisClusterSessionStore(RedisSessionStore):
             for kind, name in (("m", model), ("k", owner)):
                 if kind in flags:
                     with contextlib.suppress(StoreUnavailable):  # else freed once its score passes
-                        await self._on_set(self._free, [self._quota_set(kind, name)], [session_id])
+                        await self._on_set(FREE, [self._quota_set(kind, name)], [session_id])
             return True
         return bool(reply)
 
