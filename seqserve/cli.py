@@ -6,9 +6,24 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+def version() -> str:
+    """The installed distribution's version (pyproject.toml), or 'unknown' from a bare checkout."""
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as installed
+
+    try:
+        return installed("seqserve")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
     from service.core.settings import Settings
     from service.server import serve
 
@@ -18,13 +33,26 @@ def _serve(args: argparse.Namespace) -> int:
             "host": args.host,
             "port": args.port,
             "grpc_port": args.grpc_port,
+            "admin_host": args.admin_host,
+            "admin_port": args.admin_port,
             "model_repository": args.model_repository,
             "workers": args.workers,
             "log_level": args.log_level,
         }.items()
         if value is not None
     }
-    serve(Settings(**overrides))
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:  # a bad SEQSERVE_* value: name it, no traceback
+        for error in exc.errors():
+            name = str(error["loc"][0]) if error["loc"] else "settings"
+            print(
+                f"seqserve: invalid setting {name} (--{name.replace('_', '-')} or SEQSERVE_{name.upper()}): "
+                f"{error['msg']}",
+                file=sys.stderr,
+            )
+        return 2
+    serve(settings)
     return 0
 
 
@@ -36,12 +64,47 @@ def _gate(manifest: dict) -> dict:
     return {"promoted": True, "reason": "no gate recorded (written before the quality gate): counts as promoted"}
 
 
-def _models(args: argparse.Namespace) -> int:
+class RepositoryMissing(Exception):
+    """The --model-repository path is not a directory."""
+
+
+def _entries(repository: str) -> list[Any]:
     from models.repository import scan_repository
 
+    if not Path(repository).is_dir():
+        raise RepositoryMissing(
+            f"seqserve: no model repository at {repository} (not a directory); "
+            "pass --model-repository, or train one with `seqserve train`"
+        )
+    return scan_repository(repository)
+
+
+def _ratio(gate: dict[str, Any] | None) -> str:
+    """The model's gate metric over the best baseline's ('0.83 mae vs naive'): below 1 beats
+    the baseline for an error, above 1 for accuracy; '-' where the manifest has no numbers."""
+    if gate is None:
+        return "-"
+    model, baseline = gate.get("model"), gate.get("best_baseline_value")
+    if not isinstance(model, int | float) or not isinstance(baseline, int | float) or baseline == 0:
+        return "-"
+    return f"{model / baseline:.3f} {gate.get('metric', '?')} vs {gate.get('best_baseline', '?')}"
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
+
+
+def _models(args: argparse.Namespace) -> int:
+    try:
+        entries = _entries(args.model_repository)
+    except RepositoryMissing as exc:
+        print(exc, file=sys.stderr)
+        return 2
     listing = []
-    for entry in scan_repository(args.model_repository):
-        gate = _gate(entry.manifest())
+    for entry in entries:
+        manifest = entry.manifest()
+        gate = _gate(manifest)
         listing.append(
             {
                 "name": entry.name,
@@ -49,23 +112,61 @@ def _models(args: argparse.Namespace) -> int:
                 "path": str(entry.path),
                 "promoted": gate["promoted"],
                 "gate": gate,
+                "recorded_gate": manifest.get("gate") if isinstance(manifest.get("gate"), dict) else None,
+                "created": manifest.get("created"),
             }
         )
-    print(json.dumps(listing, indent=2))
+    # The version an unpinned request gets, as the service chooses it: the highest promoted one,
+    # else the highest (service/core/registry.py).
+    defaults: dict[str, int] = {}
+    for name in {e["name"] for e in listing}:
+        versions = [e for e in listing if e["name"] == name]
+        promoted = [e["version"] for e in versions if e["promoted"]]
+        defaults[name] = max(promoted or [e["version"] for e in versions])
+    for item in listing:
+        item["default"] = defaults[item["name"]] == item["version"]
+    if args.json:
+        print(json.dumps([{k: v for k, v in e.items() if k != "recorded_gate"} for e in listing], indent=2))
+        return 0
+    if not listing:
+        print(f"no models in {args.model_repository}", file=sys.stderr)
+        return 0
+    rows = [["NAME", "VERSION", "DEFAULT", "GATE", "RATIO TO BEST BASELINE", "CREATED"]]
+    for item in listing:
+        recorded = item["recorded_gate"]
+        gate_cell = "-" if recorded is None else ("promoted" if recorded["promoted"] else "NOT promoted")
+        rows.append(
+            [
+                item["name"],
+                str(item["version"]),
+                "*" if item["default"] else "",
+                gate_cell,
+                _ratio(recorded),
+                str(item["created"] or "-"),
+            ]
+        )
+    print(_table(rows))
     return 0
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from models.repository import scan_repository
-
     try:
         from models.verify import verify_file
     except ImportError as exc:
         print(f"verify needs the [train] extra (onnx): {exc}", file=sys.stderr)
         return 2
-    entries = [e for e in scan_repository(args.model_repository) if args.name in (None, e.name)]
+    try:
+        everything = _entries(args.model_repository)
+    except RepositoryMissing as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if not everything:
+        print(f"seqserve: no models in {args.model_repository}", file=sys.stderr)
+        return 2
+    entries = [e for e in everything if args.name in (None, e.name)]
     if not entries:
-        print(f"no models in {args.model_repository}", file=sys.stderr)
+        names = ", ".join(sorted({e.name for e in everything}))
+        print(f"seqserve: no model named {args.name!r} in {args.model_repository}; available: {names}", file=sys.stderr)
         return 2
     failures = 0
     for entry in entries:
@@ -89,21 +190,29 @@ def _train(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqserve", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"seqserve {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="start the HTTP service (settings also from SEQSERVE_*)")
     serve.add_argument("--host", help="bind address (SEQSERVE_HOST, default 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (SEQSERVE_PORT, default 8000)")
+    serve.add_argument("--port", type=int, help="HTTP data-plane port (SEQSERVE_PORT, default 8000; 0: any free)")
     serve.add_argument(
         "--grpc-port", type=int, help="KServe V2 gRPC port (SEQSERVE_GRPC_PORT, default 8001; 0 disables)"
     )
+    serve.add_argument(
+        "--admin-port", type=int, help="admin API and /metrics port (SEQSERVE_ADMIN_PORT, default 8082; 0: any free)"
+    )
+    serve.add_argument("--admin-host", help="admin listener address (SEQSERVE_ADMIN_HOST, default: --host)")
     serve.add_argument("--model-repository", help="model repository (SEQSERVE_MODEL_REPOSITORY)")
     serve.add_argument("--workers", type=int, help="worker processes (SEQSERVE_WORKERS)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
 
-    models = sub.add_parser("models", help="list the models and versions in a repository")
+    models = sub.add_parser(
+        "models", help="list the models and versions in a repository: gate, ratio to the best baseline, default"
+    )
     models.add_argument("--model-repository", default="model_repository")
+    models.add_argument("--json", action="store_true", help="the listing as JSON (every gate field and the path)")
     models.set_defaults(func=_models)
 
     verify = sub.add_parser(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures as cf
+import json
 
 import httpx
 import numpy as np
@@ -248,3 +249,14 @@ def test_openapi_and_metrics(server, client):
     assert "seqserve_requests_total" in metrics and "seqserve_sessions_active" in metrics
     assert "seqserve_onnxruntime_seconds" in metrics
     assert "seqserve_session_store_up 1.0" in metrics
+
+
+def test_startup_says_where_it_listens(server, client):
+    """The log names every listener once both accept: HTTP with /ui/ and /docs, gRPC, admin."""
+    messages = [json.loads(line)["msg"] for line in server.log().splitlines() if line.startswith("{")]
+    base = server.url
+    assert f"HTTP (v1 REST, WebSocket, KServe V2) on {base}; dashboard {base}/ui/, API docs {base}/docs" in messages
+    assert f"gRPC (KServe V2) on 127.0.0.1:{server.grpc_port}" in messages
+    assert f"admin API (/v1/admin/*) and /metrics on {server.admin_url}" in messages
+    for url in (f"{base}/ui/", f"{base}/docs", f"{server.admin_url}/metrics"):
+        assert client.get(url).status_code == 200, url

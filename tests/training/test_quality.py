@@ -146,7 +146,7 @@ def test_undertrained_model_is_written_but_not_promoted(tmp_path: Path, capsys: 
     # A later version that fails the gate again: the service keeps serving v2 by default.
     assert main(argv) == gate.EXIT_NOT_PROMOTED
     capsys.readouterr()
-    assert main(["models", "--model-repository", str(repo)]) == 0
+    assert main(["models", "--json", "--model-repository", str(repo)]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert [(e["version"], e["promoted"]) for e in listing] == [(1, False), (2, True), (3, False)]
     assert listing[0]["gate"]["reason"].startswith("does not beat")
@@ -168,7 +168,7 @@ def test_models_listing_counts_a_version_without_gate_as_promoted(
     entry.mkdir(parents=True)
     (entry / "model.onnx").write_bytes(b"x")
     (entry / "manifest.json").write_text(json.dumps({"name": "old"}))
-    assert main(["models", "--model-repository", str(tmp_path)]) == 0
+    assert main(["models", "--json", "--model-repository", str(tmp_path)]) == 0
     listing = json.loads(capsys.readouterr().out)
     assert listing[0]["promoted"] is True and "no gate recorded" in listing[0]["gate"]["reason"]
 
