@@ -19,6 +19,12 @@ Head = Literal["regression", "classification"]
 
 METADATA_KEY = "seqserve.config"
 FORMAT_VERSION = 1
+# The quantile levels whose intervals flag a reading (80 % and 95 %, central): a model whose
+# levels hold all four carries the previous step's forecast of them and outputs "anomaly".
+ANOMALY_LEVELS = (0.025, 0.1, 0.9, 0.975)
+DEFAULT_QUANTILES = (0.025, 0.1, 0.5, 0.9, 0.975)
+# Columns of the graph's "anomaly" output [B, T, 4], one row per reading.
+ANOMALY_COLUMNS = ("seen", "outside_80", "outside_95", "score")
 
 
 class ConfigError(ValueError):
@@ -96,6 +102,9 @@ class ModelConfig:
     extra_states: tuple[StateSpec, ...] = ()
     # How `start_time` initialises a phase state; None when the model has no notion of time.
     clock: Clock | None = None
+    # Quantile levels of the graph's extra output "quantiles" [B, T, output_size, levels],
+    # ascending in (0, 1), monotone in level for every output; () for point forecasts only.
+    quantiles: tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         if self.cell not in ("lstm", "gru"):
@@ -119,6 +128,12 @@ class ModelConfig:
             raise ConfigError("every state tensor needs rows >= 1 and width >= 1")
         if self.clock is not None and self.clock.state not in names:
             raise ConfigError(f"clock state {self.clock.state!r} is not one of {names}")
+        levels = self.quantiles
+        if levels:
+            if self.head != "regression":
+                raise ConfigError("quantiles need a regression head")
+            if any(not 0.0 < q < 1.0 for q in levels) or list(levels) != sorted(set(levels)):
+                raise ConfigError(f"quantile levels must be distinct, ascending and inside (0, 1), got {list(levels)}")
         norm = self.normalization
         if norm is not None:
             if len(norm.input_mean) != self.input_size or len(norm.input_std) != self.input_size:
@@ -135,6 +150,23 @@ class ModelConfig:
     @property
     def output_names(self) -> tuple[str, ...]:
         return self.outputs or tuple(f"y{i}" for i in range(self.output_size))
+
+    @property
+    def anomaly(self) -> bool:
+        """Whether the graph flags readings (its levels hold ANOMALY_LEVELS): output "anomaly"."""
+        return bool(self.quantiles) and all(q in self.quantiles for q in ANOMALY_LEVELS)
+
+    @property
+    def extra_outputs(self) -> tuple[str, ...]:
+        """Graph outputs after the states: "quantiles" (and "anomaly") when the model has levels."""
+        if not self.quantiles:
+            return ()
+        return ("quantiles", "anomaly") if self.anomaly else ("quantiles",)
+
+    @property
+    def quantile_keys(self) -> tuple[str, ...]:
+        """The levels as the wire names them ("0.025", "0.1", ...): shortest exact decimal."""
+        return tuple(repr(float(q)) for q in self.quantiles)
 
     @property
     def state_specs(self) -> tuple[StateSpec, ...]:
@@ -187,7 +219,7 @@ class ModelConfig:
         norm = data.get("normalization")
         if norm is not None:
             data["normalization"] = Normalization(**{k: tuple(v) for k, v in norm.items()})
-        for key in ("features", "outputs"):
+        for key in ("features", "outputs", "quantiles"):
             if key in data:
                 data[key] = tuple(data[key])
         known = set(cls.__dataclass_fields__)

@@ -39,7 +39,9 @@ def input_names(config: ModelConfig) -> list[str]:
 
 
 def output_names(config: ModelConfig) -> list[str]:
-    return ["output", *(f"{s}n" for s in config.state_names)]
+    """Forecasts, the states, then the extra outputs (quantiles, anomaly) of a model with levels:
+    a caller that asks only for the first ones runs the same graph unchanged."""
+    return ["output", *(f"{s}n" for s in config.state_names), *config.extra_outputs]
 
 
 class _FlatSignature(nn.Module):
@@ -50,8 +52,17 @@ class _FlatSignature(nn.Module):
         self.model = model
 
     def forward(self, x: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
-        y, new_state = self.model(x, tuple(state))
-        return (y, *new_state)
+        return _graph_outputs(self.model, x, tuple(state))
+
+
+def _graph_outputs(model: nn.Module, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+    """Every graph output in `output_names` order: forecasts, states, then any extras."""
+    own = getattr(model, "graph_outputs", None)
+    if own is not None:
+        y, new_state, extras = own(x, state)
+        return (y, *new_state, *extras)
+    y, new_state = model(x, state)
+    return (y, *new_state)
 
 
 def export_onnx(
@@ -75,6 +86,8 @@ def export_onnx(
     dynamic_axes = {"input": batch_time, "output": batch_time}
     for name in [*input_names(config)[1:], *output_names(config)[1:]]:
         dynamic_axes[name] = {1: "batch"}
+    for name in config.extra_outputs:
+        dynamic_axes[name] = batch_time
 
     buffer = io.BytesIO()
     # The exporter warns about fixed batch sizes for RNNs; our states are graph inputs with a
@@ -159,8 +172,8 @@ def check_parity(
         x = random_input(model, batch, steps, rng)
         state = random_state(model, batch, rng)
         with torch.no_grad():
-            y, new_state = model(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state))
-        expected = [y.numpy(), *(s.numpy() for s in new_state)]
+            made = _graph_outputs(model, torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state))
+        expected = [t.numpy() for t in made]
         feeds = dict(zip(input_names(config), [x, *state], strict=True))
         got = session.run(output_names(config), feeds)
         for name, want, have in zip(output_names(config), expected, got, strict=True):

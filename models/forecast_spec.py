@@ -24,6 +24,13 @@ Terms (y is the target's raw reading, t the reading just received):
 - analog columns, per lead k and lag L: the lead change y_{t+k-L} - y_{t-L} (only for L >= k)
   and the gap y_t - y_{t-L}. The network outputs one weight per column and a bias per lead;
   forecast_k = base_k + scale_k * (bias_k + sum_c w_kc * column_kc / column_std_kc).
+- quantiles (config.quantiles, levels tau ascending): a second linear head gives r_kj per lead
+  and level; with u_k = scale_k (x the local scale) and softplus offsets accumulated outward
+  from the point forecast p_k,
+      tau > 0.5:  p_k + u_k * (sum over 0.5 < tau_i <= tau of softplus(r_ki) + shift_kj)
+      tau < 0.5:  p_k - u_k * (sum over tau <= tau_i < 0.5 of softplus(r_ki)) + u_k * shift_kj
+      tau = 0.5:  p_k + u_k * (r_kj + shift_kj)
+  then a running maximum over the levels, so the quantiles are monotone whatever the shifts.
 """
 
 from __future__ import annotations
@@ -65,6 +72,10 @@ class ForecastSpec:
     column_std: tuple[tuple[float, ...], ...] = ()  # [horizon][columns]
     feature_mean: tuple[float, ...] = ()  # for the non-target inputs
     feature_std: tuple[float, ...] = ()
+    # Per lead and quantile level (config.quantiles order): the split-conformal shift added to
+    # each quantile, in units of that lead's residual scale (fitted on the validation block by
+    # training/calibrate.py; () = none).
+    quantile_shift: tuple[tuple[float, ...], ...] = ()
 
     # ------------------------------------------------------------------ derived
     @property
@@ -113,6 +124,7 @@ class ForecastSpec:
         for key in ("seasons", "lags", "scale", "feature_mean", "feature_std"):
             data[key] = tuple(data.get(key, ()))
         data["column_std"] = tuple(tuple(row) for row in data.get("column_std", ()))
+        data["quantile_shift"] = tuple(tuple(row) for row in data.get("quantile_shift", ()))
         return cls(**data)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.config import Clock, ModelConfig, StateSpec
+from models.config import ANOMALY_LEVELS, Clock, ModelConfig, StateSpec
 from models.forecast_spec import ForecastSpec
 
 State = tuple[Tensor, ...]
@@ -39,23 +39,62 @@ LOCAL_EPS = 1e-3
 LOCAL_EPS_STD = 1e-6
 
 
-def history_states(spec: ForecastSpec) -> tuple[StateSpec, ...]:
-    """The state tensors a forecaster carries after h (and c)."""
+def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec, ...]:
+    """The state tensors a forecaster carries after h (and c); with `anomaly` also the
+    quantiles it forecast for the next reading, so the next step can flag that reading."""
     states = [
         StateSpec("ring", 1, spec.ring, f"last {spec.ring} raw readings of the target, oldest first"),
         StateSpec("count", 1, 1, f"readings seen, capped at {spec.ring + 1} (warm-up)"),
     ]
     if spec.cycle:
         states.append(StateSpec("phase", 1, 1, f"phase of the next reading in a {spec.cycle}-cycle; -1 unknown", -1.0))
+    if anomaly:
+        levels = ", ".join(str(q) for q in ANOMALY_LEVELS)
+        states.append(StateSpec("pending", 1, len(ANOMALY_LEVELS), f"quantiles {levels} forecast for the next reading"))
     return tuple(states)
 
 
 def forecaster_config(base: ModelConfig, spec: ForecastSpec, clock: Clock | None) -> ModelConfig:
-    """`base` (cell, sizes, names) with the forecaster's states, spec and clock."""
+    """`base` (cell, sizes, names, quantile levels) with the forecaster's states, spec and clock."""
     from dataclasses import replace
 
+    if base.quantiles and spec.quantile_shift and len(spec.quantile_shift[0]) != len(base.quantiles):
+        raise ValueError(f"{len(spec.quantile_shift[0])} quantile shifts for {len(base.quantiles)} levels")
     extra = {**base.extra, "forecaster": spec.to_dict(), "transform": spec.transform}
-    return replace(base, extra=extra, extra_states=history_states(spec), clock=clock if spec.cycle else None)
+    states = history_states(spec, base.anomaly)
+    return replace(base, extra=extra, extra_states=states, clock=clock if spec.cycle else None)
+
+
+def quantile_tables(levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """[Q, Q] signed accumulation matrix (offset_j = sum_i softplus(r_i) * M[i, j]) and [Q] mask
+    of the level 0.5 (which takes r itself): the cumulative softplus offsets of forecast_spec."""
+    n = len(levels)
+    accumulate = np.zeros((n, n), np.float32)
+    for j, tau in enumerate(levels):
+        for i, other in enumerate(levels):
+            if 0.5 < other <= tau:
+                accumulate[i, j] = 1.0
+            elif tau <= other < 0.5:
+                accumulate[i, j] = -1.0
+    middle = np.array([1.0 if tau == 0.5 else 0.0 for tau in levels], np.float32)
+    return accumulate, middle
+
+
+def quantile_bias(levels: tuple[float, ...]) -> np.ndarray:
+    """[Q] head bias whose offsets are the normal quantiles (in units of the residual scale):
+    an untrained quantile head answers a Gaussian band around the point forecast."""
+    from statistics import NormalDist
+
+    normal = NormalDist()
+    bias = np.zeros(len(levels), np.float32)
+    for j, tau in enumerate(levels):
+        if tau == 0.5:
+            continue
+        inner = [q for q in levels if (0.5 < q < tau) or (tau < q < 0.5)]
+        nearest = (max(inner) if tau > 0.5 else min(inner)) if inner else 0.5
+        step = abs(normal.inv_cdf(tau) - normal.inv_cdf(nearest))
+        bias[j] = math.log(math.expm1(max(step, 1e-3)))  # softplus^-1
+    return bias
 
 
 def spec_of(config: ModelConfig) -> ForecastSpec | None:
@@ -78,6 +117,9 @@ class Forecaster(nn.Module):
     older_needs: torch.Tensor
     seasonal_lag: torch.Tensor
     seasonal_multiple: torch.Tensor
+    quantile_accumulate: torch.Tensor
+    quantile_middle: torch.Tensor
+    quantile_shift: torch.Tensor
     # Set by training (training/forecaster_run.py) and written into the manifest.
     start_time: float | None
     transform_choice: dict[str, Any]
@@ -102,6 +144,19 @@ class Forecaster(nn.Module):
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
         h, c = spec.horizon, len(spec.columns)
+        levels = config.quantiles
+        if levels:
+            # A second head after the point head (the reference finds them in this order).
+            self.quantile_head = nn.Linear(config.hidden_size, h * len(levels))
+            nn.init.zeros_(self.quantile_head.weight)
+            with torch.no_grad():
+                self.quantile_head.bias.copy_(torch.from_numpy(np.tile(quantile_bias(levels), h)))
+            accumulate, middle = quantile_tables(levels)
+            self.register_buffer("quantile_accumulate", torch.from_numpy(accumulate))
+            self.register_buffer("quantile_middle", torch.from_numpy(middle))
+            shift = np.asarray(spec.quantile_shift or np.zeros((h, len(levels))), np.float32)
+            self.register_buffer("quantile_shift", torch.from_numpy(shift.reshape(h, len(levels))))
+            self.anomaly_index = [levels.index(q) for q in ANOMALY_LEVELS] if config.anomaly else []
         inv = np.zeros((h, c), np.float32)
         for k in range(h):
             for j in range(c):
@@ -135,6 +190,17 @@ class Forecaster(nn.Module):
         multiples = np.array([[math.ceil(k / s) for k in range(1, h + 1)] for s in spec.seasons], np.float32)
         self.register_buffer("seasonal_multiple", torch.from_numpy(multiples))
 
+    def set_quantile_shift(self, shift: np.ndarray) -> None:
+        """Install calibration shifts [horizon, Q] (units of each lead's residual scale) in the
+        graph's constants and in the spec the config (and so the exported file) carries."""
+        from dataclasses import replace
+
+        shift = np.asarray(shift, dtype=np.float64).reshape(self.spec.horizon, len(self.config.quantiles))
+        self.spec = replace(self.spec, quantile_shift=tuple(tuple(float(v) for v in row) for row in shift))
+        self.config = forecaster_config(self.config, self.spec, self.config.clock)
+        with torch.no_grad():
+            self.quantile_shift.copy_(torch.from_numpy(shift.astype(np.float32)))
+
     # ----------------------------------------------------------------- state
     @property
     def cell_states(self) -> int:
@@ -155,6 +221,9 @@ class Forecaster(nn.Module):
         out.append(rng.integers(0, spec.ring + 2, (1, batch, 1)).astype(np.float32))
         if spec.cycle:
             out.append(rng.integers(-1, spec.cycle, (1, batch, 1)).astype(np.float32))
+        if self.config.anomaly:
+            pending = spec.level_mean + spec.level_std * rng.standard_normal((1, batch, len(ANOMALY_LEVELS)))
+            out.append(np.sort(pending, axis=-1).astype(np.float32))
         return out
 
     def random_input(self, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -170,6 +239,19 @@ class Forecaster(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """x [B, T, F] raw -> (forecasts [B, T, horizon] raw, new state)."""
+        y, new_state, _ = self.predict(x, state)
+        return y, new_state
+
+    def graph_outputs(self, x: Tensor, state: State) -> tuple[Tensor, State, tuple[Tensor, ...]]:
+        """What the exported graph returns: forecasts, new state, then `config.extra_outputs`
+        (quantiles [B, T, horizon, Q] raw, anomaly [B, T, 4])."""
+        return self.predict(x, state, extras=True)
+
+    def predict(
+        self, x: Tensor, state: State | None = None, extras: bool = False
+    ) -> tuple[Tensor, State, tuple[Tensor, ...]]:
+        """Forecasts and new state; with `extras` (and quantile levels) also the quantiles and
+        the anomaly rows of every reading (forecast_spec's docstring; ANOMALY_COLUMNS)."""
         if state is None:
             state = self.init_state(x.shape[0], x.device)
         spec = self.spec
@@ -205,7 +287,46 @@ class Forecaster(nn.Module):
             columns = columns / window_scale.unsqueeze(-1).unsqueeze(-1)
             scale = scale * window_scale.unsqueeze(-1)
         residual = coef[..., 0] + (coef[..., 1:] * columns).sum(-1)  # [B, T, H]
-        return parts["base"] + scale * residual, (*new_cell, *new_state)
+        point = parts["base"] + scale * residual
+        if not self.config.quantiles:
+            return point, (*new_cell, *new_state), ()
+        quantiles = self.quantiles(self.drop(out), point, scale)
+        if not self.config.anomaly:
+            return point, (*new_cell, *new_state), (quantiles,)
+        y = x[:, :, spec.target_index]
+        anomaly, pending = self._anomaly(y, quantiles, state[-1][0], parts["count"])
+        return point, (*new_cell, *new_state, pending.unsqueeze(0)), (quantiles, anomaly)
+
+    def quantiles(self, top: Tensor, point: Tensor, scale: Tensor) -> Tensor:
+        """[B, T, H, Q] quantiles from the top layer's output, the point forecasts [B, T, H] and
+        the residual unit ([H] or [B, T, H]): cumulative softplus offsets, the calibration
+        shift, then a running maximum over the levels (monotone by construction)."""
+        levels = len(self.config.quantiles)
+        raw = self.quantile_head(top)
+        raw = raw.reshape(raw.shape[0], raw.shape[1], self.spec.horizon, levels)
+        offsets = nn.functional.softplus(raw) @ self.quantile_accumulate + raw * self.quantile_middle
+        unit = scale.unsqueeze(-1)
+        q = point.unsqueeze(-1) + unit * (offsets + self.quantile_shift)
+        ordered = [q[..., 0]]
+        for j in range(1, levels):
+            ordered.append(torch.maximum(q[..., j], ordered[-1]))
+        return torch.stack(ordered, dim=-1)
+
+    def _anomaly(self, y: Tensor, quantiles: Tensor, pending0: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T, 4] (seen, outside_80, outside_95, score) of each reading against the 80 % and
+        95 % intervals forecast for it one step earlier (the previous step of the chunk, or
+        the `pending` state for the first), and the new pending state [B, 4]. A reading with
+        no earlier one (count < 2) has seen = 0 and zeros. The score is the reading's distance
+        from the 95 % interval's centre in its half-widths (|score| > 1: outside)."""
+        ahead = quantiles[:, :, 0][:, :, self.anomaly_index]  # [B, T, 4] for the next reading
+        before = torch.cat([pending0.unsqueeze(1), ahead[:, :-1]], dim=1)
+        lo95, lo80, hi80, hi95 = before.unbind(-1)
+        seen = (count >= 2.0).to(y.dtype)
+        outside_80 = ((y < lo80) | (y > hi80)).to(y.dtype) * seen
+        outside_95 = ((y < lo95) | (y > hi95)).to(y.dtype) * seen
+        half = torch.clamp(0.5 * (hi95 - lo95), min=LOCAL_EPS_STD * self.spec.level_std)
+        score = (y - 0.5 * (lo95 + hi95)) / half * seen
+        return torch.stack([seen, outside_80, outside_95, score], dim=-1), ahead[:, -1]
 
     def features(self, x: Tensor, state: State) -> tuple[dict, State]:  # type: ignore[type-arg]
         """Everything the graph derives from the readings and the history states, unscaled:
@@ -230,7 +351,7 @@ class Forecaster(nn.Module):
             return count >= float(lag_ + 1)
 
         zero = torch.zeros_like(y)
-        parts: dict = {}  # type: ignore[type-arg]
+        parts: dict = {"count": count}  # type: ignore[type-arg]
         dy = torch.where(avail(1), y - lag(1), zero)
         parts["dy"] = dy
         if spec.seasons:

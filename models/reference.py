@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.config import METADATA_KEY, ModelConfig
+from models.config import ANOMALY_LEVELS, METADATA_KEY, ModelConfig
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -202,6 +202,8 @@ class ForecasterReference:
     layers: list[LayerWeights]
     head_w: np.ndarray  # [head_outputs, hidden]
     head_b: np.ndarray
+    quantile_w: np.ndarray | None = None  # [horizon * levels, hidden] when the model has levels
+    quantile_b: np.ndarray | None = None
 
     @property
     def spec(self) -> Any:
@@ -215,7 +217,15 @@ class ForecasterReference:
     def run(
         self, x: np.ndarray, state: tuple[np.ndarray, ...] | None = None
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        """x [B, T, F] raw -> (forecasts [B, T, horizon], final state), float64."""
+        out = self.run_all(x, state)
+        return out["output"], out["state"]
+
+    def run_all(self, x: np.ndarray, state: tuple[np.ndarray, ...] | None = None) -> dict[str, Any]:
+        """Forecasts ("output"), final "state", and when the model has levels "quantiles"
+        [B, T, horizon, Q] and (with the anomaly levels) "anomaly" [B, T, 4]."""
         cfg, spec = self.config, self.spec
+        levels = cfg.quantiles
         x = np.asarray(x, dtype=np.float64)
         batch, steps, _ = x.shape
         state = self.zero_state(batch) if state is None else tuple(np.array(s, np.float64) for s in state)
@@ -226,7 +236,10 @@ class ForecasterReference:
         rings = [list(state[cells][0, b]) for b in range(batch)]
         counts = [float(state[cells + 1][0, b, 0]) for b in range(batch)]
         phases = [float(state[cells + 2][0, b, 0]) for b in range(batch)] if spec.cycle else [-1.0] * batch
+        pending = [state[-1][0, b].copy() for b in range(batch)] if cfg.anomaly else []
         out = np.zeros((batch, steps, spec.horizon))
+        quantiles = np.zeros((batch, steps, spec.horizon, len(levels)))
+        anomaly = np.zeros((batch, steps, 4))
         for t in range(steps):
             inputs, extras = [], []
             for b in range(batch):
@@ -245,15 +258,71 @@ class ForecasterReference:
                     h[layer] = gru_cell(inp, h[layer], weights)
                 inp = h[layer]
             coef = (inp @ self.head_w.T + self.head_b).reshape(batch, spec.horizon, len(spec.columns) + 1)
+            raw_q = None
+            if levels:
+                assert self.quantile_w is not None and self.quantile_b is not None
+                raw_q = (inp @ self.quantile_w.T + self.quantile_b).reshape(batch, spec.horizon, len(levels))
             for b, (base, columns, wscale) in enumerate(extras):
                 residual = coef[b, :, 0] + (coef[b, :, 1:] * columns).sum(axis=1)
-                out[b, t] = base + np.asarray(spec.scale) * wscale * residual
+                unit = np.asarray(spec.scale) * wscale
+                out[b, t] = base + unit * residual
+                if raw_q is not None:
+                    quantiles[b, t] = self._quantiles(levels, spec, out[b, t], unit, raw_q[b])
+                if cfg.anomaly:
+                    reading = x[b, t, spec.target_index]
+                    anomaly[b, t] = self._flag(reading, pending[b], counts[b] >= 2, spec.level_std)
+                    pending[b] = np.array([quantiles[b, t, 0, levels.index(q)] for q in ANOMALY_LEVELS])
         final = [np.stack(h)] + ([np.stack(c)] if lstm else [])
         final.append(np.array(rings)[None])
         final.append(np.array(counts)[None, :, None])
         if spec.cycle:
             final.append(np.array(phases)[None, :, None])
-        return out, tuple(final)
+        if cfg.anomaly:
+            final.append(np.array(pending)[None])
+        result: dict[str, Any] = {"output": out, "state": tuple(final)}
+        if levels:
+            result["quantiles"] = quantiles
+        if cfg.anomaly:
+            result["anomaly"] = anomaly
+        return result
+
+    @staticmethod
+    def _quantiles(
+        levels: tuple[float, ...], spec: Any, point: np.ndarray, unit: np.ndarray, raw: np.ndarray
+    ) -> np.ndarray:
+        """[horizon, Q] for one reading, written out from forecast_spec's docstring."""
+        softplus = np.log1p(np.exp(-np.abs(raw))) + np.maximum(raw, 0.0)
+        shift = np.asarray(spec.quantile_shift) if spec.quantile_shift else np.zeros_like(raw)
+        q = np.zeros_like(raw)
+        for k in range(len(point)):
+            for j, tau in enumerate(levels):
+                if tau > 0.5:
+                    offset = sum(softplus[k, i] for i, other in enumerate(levels) if 0.5 < other <= tau)
+                elif tau < 0.5:
+                    offset = -sum(softplus[k, i] for i, other in enumerate(levels) if tau <= other < 0.5)
+                else:
+                    offset = raw[k, j]
+                q[k, j] = point[k] + unit[k] * (offset + shift[k, j])
+                if j > 0:
+                    q[k, j] = max(q[k, j], q[k, j - 1])
+        return q
+
+    @staticmethod
+    def _flag(reading: float, pending: np.ndarray, seen: bool, level_std: float) -> np.ndarray:
+        """(seen, outside_80, outside_95, score) of one reading against the previous step's
+        2.5/10/90/97.5 % quantiles for it."""
+        if not seen:
+            return np.zeros(4)
+        lo95, lo80, hi80, hi95 = pending
+        half = max(0.5 * (hi95 - lo95), 1e-6 * level_std)
+        return np.array(
+            [
+                1.0,
+                float(reading < lo80 or reading > hi80),
+                float(reading < lo95 or reading > hi95),
+                (reading - 0.5 * (lo95 + hi95)) / half,
+            ]
+        )
 
     @staticmethod
     def _step_features(
@@ -344,7 +413,14 @@ class ForecasterReference:
             )
             for k in range(model.config.num_layers)
         ]
-        return cls(model.config, layers, params["head.weight"], params["head.bias"])
+        return cls(
+            model.config,
+            layers,
+            params["head.weight"],
+            params["head.bias"],
+            params.get("quantile_head.weight"),
+            params.get("quantile_head.bias"),
+        )
 
     @classmethod
     def from_onnx(cls, path: str | Path) -> ForecasterReference:
@@ -361,25 +437,31 @@ class ForecasterReference:
         spec = ForecastSpec.from_dict(config.extra["forecaster"])
         constants = _graph_constants(proto, numpy_helper)
         hidden, width = config.hidden_size, spec.head_outputs
+        # The point head, then (with quantile levels) the quantile head, in graph order.
+        widths = [width] + ([spec.horizon * len(config.quantiles)] if config.quantiles else [])
         layers: list[LayerWeights] = []
-        head_w = head_b = None
+        weights: list[np.ndarray] = []
+        biases: list[np.ndarray] = []
         for node in proto.graph.node:
             if node.op_type in ("LSTM", "GRU"):
                 w, r, b = (constants[name][0] for name in node.input[1:4])
                 layers.append(_onnx_to_torch_gates(node.op_type, w, r, b, hidden))
-            elif node.op_type in ("MatMul", "Gemm") and layers and head_w is None:
-                name = node.input[1]
-                if name in constants and constants[name].shape == (hidden, width):
-                    head_w = constants[name].T
+            elif node.op_type in ("MatMul", "Gemm") and layers and len(weights) == len(biases) < len(widths):
+                name, want = node.input[1], widths[len(weights)]
+                if name in constants and constants[name].shape == (hidden, want):
+                    weights.append(constants[name].T)
                     if node.op_type == "Gemm" and len(node.input) > 2:
-                        head_b = constants[node.input[2]]
-            elif node.op_type == "Add" and head_w is not None and head_b is None:
+                        biases.append(constants[node.input[2]])
+            elif node.op_type == "Add" and len(weights) == len(biases) + 1:
                 for name in node.input:
-                    if name in constants and constants[name].shape == (width,):
-                        head_b = constants[name]
-        if len(layers) != config.num_layers or head_w is None or head_b is None:
-            raise ValueError(f"{path}: graph does not hold {config.num_layers} {config.cell} layers and a head")
-        return cls(config, layers, head_w, head_b)
+                    if name in constants and constants[name].shape == (widths[len(biases)],):
+                        biases.append(constants[name])
+                        break
+        if len(layers) != config.num_layers or len(weights) != len(widths) or len(biases) != len(widths):
+            raise ValueError(f"{path}: graph does not hold {config.num_layers} {config.cell} layers and its heads")
+        if config.quantiles:
+            return cls(config, layers, weights[0], biases[0], weights[1], biases[1])
+        return cls(config, layers, weights[0], biases[0])
 
 
 def _graph_constants(proto: Any, numpy_helper: Any) -> dict[str, np.ndarray]:

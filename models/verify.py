@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from models.config import ModelConfig
-from models.reference import load_reference
+from models.reference import ForecasterReference, load_reference
 from models.reference import tolerance as relative_tolerance
 
 
@@ -24,10 +24,13 @@ class Verdict:
     max_error: float
     tolerance: float
     streamed_error: float
+    quantile_error: float = 0.0  # quantiles (models with levels), against quantile_tolerance
+    quantile_tolerance: float = 0.0
 
     @property
     def ok(self) -> bool:
-        return self.max_error <= self.tolerance and self.streamed_error <= self.tolerance
+        quantiles_ok = self.quantile_error <= self.quantile_tolerance
+        return self.max_error <= self.tolerance and self.streamed_error <= self.tolerance and quantiles_ok
 
 
 def _inputs(config: ModelConfig, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -49,6 +52,11 @@ def verify_file(path: str | Path, steps: int = 64, batch: int = 3, seed: int = 0
     zero = list(config.initial_state(batch))
     want, _ = reference.run(x)
     got = session.run(outputs, dict(zip(inputs, [x, *zero], strict=True)))[0]
+    quantile_error = quantile_tolerance = 0.0
+    if config.quantiles and isinstance(reference, ForecasterReference):  # quantiles in one pass too
+        full = reference.run_all(x)["quantiles"]
+        quantiles = session.run(["quantiles"], dict(zip(inputs, [x, *zero], strict=True)))[0]
+        quantile_error, quantile_tolerance = float(np.abs(quantiles - full).max()), relative_tolerance(full)
     state, streamed = zero, []
     for t in range(steps):
         y, *state = session.run(outputs, dict(zip(inputs, [x[:, t : t + 1], *state], strict=True)))
@@ -59,4 +67,6 @@ def verify_file(path: str | Path, steps: int = 64, batch: int = 3, seed: int = 0
         float(np.abs(got - want).max()),
         tolerance,
         float(np.abs(np.concatenate(streamed, axis=1) - want).max()),
+        quantile_error,
+        quantile_tolerance,
     )

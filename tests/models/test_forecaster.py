@@ -42,6 +42,7 @@ def make_forecaster(
     zero_head: bool = False,
     local_scale: bool = False,
     history: int = 0,
+    quantiles: tuple[float, ...] = (),
 ) -> Forecaster:
     spec = make_spec(
         target_index=0,
@@ -63,6 +64,7 @@ def make_forecaster(
         features=("y", "x")[:features],
         outputs=tuple(f"y@t+{k}" for k in range(1, horizon + 1)),
         horizon=horizon,
+        quantiles=quantiles,
     )
     clock = Clock("phase", PERIOD, 0.0, spec.cycle) if spec.cycle else None
     config = fit_spec(forecaster_config(base, spec, clock), series()[:, :features], 160)
@@ -72,6 +74,9 @@ def make_forecaster(
         with torch.no_grad():  # the head starts at zero; give the analog path something to do
             model.head.weight.normal_(0.0, 0.3)
             model.head.bias.normal_(0.0, 0.3)
+            if quantiles:  # and the quantile head, so its levels differ step by step
+                model.quantile_head.weight.normal_(0.0, 0.3)
+                model.quantile_head.bias.normal_(0.0, 0.5)
     return model.eval()
 
 
