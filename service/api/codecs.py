@@ -36,7 +36,8 @@ NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 class StepReplyJSON:
     """The v1 step reply {session_id, model, version, position, outputs}: what the engine
-    records with each step, so the fast path answers it as is and a retry gets the same bytes."""
+        encodes for each step (the fast path answers it as is); encoding the same result again gives
+    the same bytes, which is how a retry gets the first reply (service/core/engine.py)."""
 
     def encode(self, result: StepResult) -> bytes:
         return orjson.dumps(
@@ -49,9 +50,6 @@ class StepReplyJSON:
             },
             option=NUMPY,
         )
-
-    def decode_outputs(self, payload: bytes) -> np.ndarray:
-        return np.asarray(orjson.loads(payload)["outputs"], np.float32)
 
 
 STEP_REPLY = StepReplyJSON()

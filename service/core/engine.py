@@ -16,16 +16,22 @@ How a batch is applied:
      all records are written with a check-and-set on the position they were loaded at.
 
 Retry-safety: a client that did not see a reply resends the same inputs with the same
-`position`. If one of the session's recent steps (the last `replay_window`) was applied at that
-position with inputs that hash the same, its recorded reply is answered again and nothing is
-applied twice. Requests without a position are never answered from a record: identical
+`position`. If one of the session's recent positioned steps (the last `replay_window`) was
+applied at that position with inputs that hash the same, its reply is answered again and
+nothing is applied twice. Requests without a position are never answered from a record: identical
 readings from two requests are two steps. A write that loses the check-and-set to another
 replica was not applied; position-less requests are then recomputed on the new state (at most
 `CAS_ATTEMPTS` times), positioned ones get the conflict.
 
-The reply a retry gets must be the reply the first attempt got, byte for byte, so the engine
-records each step's encoded reply: it is produced by the `ReplyCodec` the engine is built with
-(the transports' wire format; the engine itself encodes nothing).
+The reply a retry gets must be the reply the first attempt got, byte for byte. A reply is a
+pure function of the session, its model version, the position and the outputs, encoded by the
+`ReplyCodec` the engine is built with (the transports' wire format; the engine itself encodes
+nothing), so the record keeps only what regenerates it, bounded per session by
+`replay_max_bytes`: a step's raw float32 outputs when they fit, else the state the step
+started from, from which a retry recomputes the outputs (ONNX Runtime gives the same bits for
+a row alone as stacked with others, and for a sequence run whole as in time chunks). A
+session's replay record therefore costs at most `replay_max_bytes` or one state, whichever is
+larger, however long its replies were (docs/scaling.md counts it).
 
 State is bound to the exact graph it came from: a session records its model's fingerprint,
 and a step on a session whose model version was replaced by a different graph is refused
@@ -86,16 +92,14 @@ class StepResult:
     # replay of a step that is no longer the session's latest).
     state: tuple[np.ndarray, ...] | None
     replayed: bool = False
-    payload: bytes = b""  # the encoded reply (ReplyCodec), recorded for retries
+    payload: bytes = b""  # the encoded reply (ReplyCodec)
 
 
 class ReplyCodec(Protocol):
-    """Encodes the reply recorded with each step, and reads the outputs back from a recording
-    (a replay answered to another transport). Lives with the wire formats (service/api)."""
+    """Encodes a step's reply (the same bytes for a retry of it). Lives with the wire formats
+    (service/api)."""
 
     def encode(self, result: StepResult) -> bytes: ...
-
-    def decode_outputs(self, payload: bytes) -> np.ndarray: ...
 
 
 _PERSONS: dict[tuple[int, ...], bytes] = {}
@@ -145,7 +149,10 @@ def owned(record: SessionRecord | ServiceError, session_id: str, owner: str) -> 
 class _Run:
     """One session's requests within a batch: which apply, which were answered otherwise."""
 
-    __slots__ = ("applied", "echoes", "items", "length", "loaded", "record", "session_id", "start", "steps")
+    __slots__ = (
+        "applied", "echoes", "items", "length", "loaded", "positioned", "record", "regens", "session_id", "start",
+        "steps",
+    )  # fmt: skip
 
     def __init__(self, session_id: str, items: list[int]) -> None:
         self.session_id = session_id
@@ -159,6 +166,10 @@ class _Run:
         self.steps: list[np.ndarray] = []  # inputs of the applied requests
         self.applied: list[tuple[int, int, bytes]] = []  # (index, position before, digest)
         self.echoes: list[tuple[int, int]] = []  # (index, index of the applied step it retries)
+        self.positioned: list[bool] = []  # per applied request: did it state a position (recorded)
+        # retries of recorded steps whose outputs are recomputed from their pre-step state:
+        # (index, position before, inputs, recorded step)
+        self.regens: list[tuple[int, int, np.ndarray, LastStep]] = []
         self.length = 0  # time steps applied
 
 
@@ -256,6 +267,9 @@ class Engine:
                 self._plan(run, requests, results)
                 if run.applied:
                     working.append(run)
+            regenerating = [run for run in runs if run.regens]
+            if regenerating:
+                await asyncio.gather(*(self._regenerate(run, results) for run in regenerating))
             if not working:
                 return
             await self._compute(working, results, single=len(requests) == 1)
@@ -278,36 +292,97 @@ class Engine:
             key = digest(steps)
             stated = request.position
             if stated is not None and stated != position:
-                results[i] = self._retry_of(run, i, stated, key, steps.shape[0], position)
+                results[i] = self._retry_of(run, i, stated, key, steps, position)
                 continue
             run.applied.append((i, position, key))
+            run.positioned.append(stated is not None)
             run.steps.append(steps)
             position += steps.shape[0]
         run.length = position - record.position
 
-    def _retry_of(self, run: _Run, index: int, stated: int, key: bytes, length: int, position: int) -> Outcome | None:
+    def _retry_of(
+        self, run: _Run, index: int, stated: int, key: bytes, steps: np.ndarray, position: int
+    ) -> Outcome | None:
         """A request at another position than the session's: the replay of one of its recent
         steps (same position, same inputs), or a conflict carrying the current position."""
         for j, before, applied_key in reversed(run.applied):  # earlier requests of this batch
             if before == stated and applied_key == key:
                 run.echoes.append((index, j))
                 return None  # filled in once step j has its reply
-        record = run.record
-        for past in reversed(record.history):
-            if past.position_before == stated and past.digest == key:
-                at_head = not run.applied and stated + length == record.position
-                return StepResult(
-                    run.session_id,
-                    run.loaded,
-                    stated + length,
-                    self.replies.decode_outputs(past.response),
-                    record.state if at_head else None,
-                    replayed=True,
-                    payload=past.response,
-                )
+        length = steps.shape[0]
+        for past in reversed(run.record.history):
+            if past.position_before != stated or past.digest != key:
+                continue
+            if past.state:
+                run.regens.append((index, stated, steps, past))
+                return None  # filled in by _regenerate
+            if past.outputs and len(past.outputs) % (4 * length) == 0:
+                outputs = np.frombuffer(past.outputs, np.float32).reshape(length, -1)
+                return self._replayed(run, stated, length, outputs)
+            break
         return PositionConflict(
             f"position {stated} does not match the session's position {position}", position=position
         )
+
+    def _replayed(self, run: _Run, stated: int, length: int, outputs: np.ndarray) -> StepResult:
+        """The reply to a retry, encoded again from the recorded step's outputs: the same
+        bytes as the first time. It carries the state when the step is still the latest."""
+        record = run.record
+        at_head = not run.applied and stated + length == record.position
+        result = StepResult(
+            run.session_id, run.loaded, stated + length, outputs, record.state if at_head else None, replayed=True
+        )
+        result.payload = self.replies.encode(result)
+        return result
+
+    async def _regenerate(self, run: _Run, results: list[Outcome | None]) -> None:
+        """Retries of steps recorded by their pre-step state: the outputs are computed again
+        from it on the retry's own inputs (which hash the same as the first attempt's)."""
+        for index, stated, steps, past in run.regens:
+            try:
+                flat = np.frombuffer(past.state, np.float32)
+                state, start = [], 0
+                for rows, width in run.loaded.state_shapes:
+                    state.append(flat[start : start + rows * width].reshape(rows, 1, width))
+                    start += rows * width
+                if start != flat.size:
+                    raise PositionConflict(
+                        f"position {stated} does not match the session's position {run.record.position}",
+                        position=run.record.position,
+                    )
+                outputs, _ = await self.batcher_for(run.loaded).run(steps[None], tuple(state))
+                results[index] = self._replayed(run, stated, steps.shape[0], outputs[0])
+            except Exception as exc:
+                if not isinstance(exc, ServiceError):
+                    log.error("unhandled error recomputing a replayed reply", exc_info=exc)
+                results[index] = exc
+        run.regens = []
+
+    def _entry(
+        self, before: int, key: bytes, outputs: np.ndarray, pre: tuple[np.ndarray, ...] | None
+    ) -> LastStep | None:
+        """The replay record of one applied positioned step: its outputs when they fit in
+        `replay_max_bytes`, else the state it started from (`pre`; None when it is not known:
+        a later request of a merged run, which then keeps no record and a retry of it gets the
+        conflict, as one past the window does)."""
+        if outputs.nbytes <= self.settings.replay_max_bytes:
+            return LastStep(before, key, np.ascontiguousarray(outputs, np.float32).tobytes())
+        if pre is None:
+            return None
+        return LastStep(before, key, state=b"".join(np.ascontiguousarray(s, np.float32).tobytes() for s in pre))
+
+    def _trimmed(self, history: tuple[LastStep, ...]) -> tuple[LastStep, ...]:
+        """The newest records that fit the window and the byte budget (the newest always)."""
+        window, budget = self.settings.replay_window, self.settings.replay_max_bytes
+        kept: list[LastStep] = []
+        used = 0
+        for entry in reversed(history):
+            if len(kept) == window or (kept and used + entry.size > budget):
+                break
+            kept.append(entry)
+            used += entry.size
+        kept.reverse()
+        return tuple(kept)
 
     def _steps(self, inputs: Any, config: Any) -> np.ndarray:
         """The request's readings as float32 [T, F], checked against the session's model."""
@@ -384,7 +459,6 @@ class Engine:
         else:
             row_outputs = list(outputs)
             row_states = list(zip(*(list(s.transpose(1, 0, 2)) for s in new_state), strict=True))
-        window = self.settings.replay_window
         encode = self.replies.encode
         for b, run in enumerate(group):
             record, final, out = run.record, row_states[b], row_outputs[b]
@@ -394,12 +468,15 @@ class Engine:
                 result = StepResult(run.session_id, loaded, before + run.length, out, final)
                 result.payload = encode(result)
                 results[i] = result
-                history = (*history, LastStep(before, key, result.payload))
+                if run.positioned[0]:
+                    entry = self._entry(before, key, out, record.state)
+                    if entry is not None:
+                        history = self._trimmed((*history, entry))
             else:
                 history = self._finish_run(run, loaded, out, final, results, history)
             record.position = run.start + run.length
             record.state = final
-            record.history = history[-window:] if len(history) > window else history
+            record.history = history
             record.token = tokens[b]
 
     def _finish_run(
@@ -412,24 +489,29 @@ class Engine:
         history: tuple[LastStep, ...],
     ) -> tuple[LastStep, ...]:
         """Several requests of one session ran as one: each gets its rows of the outputs and
-        its own recorded reply; retries of them within the batch get the same reply."""
+        its own reply (and replay record); retries of them within the batch get the same reply."""
         encode = self.replies.encode
         offset, last = 0, len(run.applied) - 1
         recorded = list(history)
+        pre: tuple[np.ndarray, ...] | None = run.record.state  # the first request's starting state
         by_index: dict[int, StepResult] = {}
         for n, (i, before, key) in enumerate(run.applied):
             length = run.steps[n].shape[0]
             result = StepResult(
                 run.session_id, loaded, before + length, out[offset : offset + length], final if n == last else None
             )
-            offset += length
             result.payload = encode(result)
-            recorded.append(LastStep(before, key, result.payload))
+            if run.positioned[n]:
+                entry = self._entry(before, key, result.outputs, pre)
+                if entry is not None:
+                    recorded.append(entry)
+            pre = None  # the states between merged requests are not computed
+            offset += length
             results[i] = by_index[i] = result
         for i, j in run.echoes:
             first = by_index[j]
             results[i] = StepResult(run.session_id, loaded, first.position, first.outputs, None, True, first.payload)
-        return tuple(recorded)
+        return self._trimmed(tuple(recorded))
 
     async def _write(
         self, runs: list[_Run], requests: Sequence[StepRequest], results: list[Outcome | None], last: bool

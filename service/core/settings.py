@@ -39,7 +39,13 @@ class Settings(BaseSettings):
     max_session_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)
     max_sessions: int = Field(100_000, ge=1, description="per process, memory store; LRU eviction beyond")
     replay_window: int = Field(
-        4, ge=1, description="recent steps per session whose response a retry (same position and inputs) gets back"
+        4, ge=1, description="recent positioned steps per session whose reply a retry (same position and inputs) gets"
+    )
+    replay_max_bytes: int = Field(
+        4096,
+        ge=0,
+        description="bytes of recorded outputs per session for retries; a step whose outputs do not fit records "
+        "the state it started from instead (a retry recomputes its reply), older records are dropped first",
     )
     max_sessions_per_model: int = Field(0, ge=0, description="sessions one model may hold; 0: no limit; 429 beyond")
 

@@ -2,8 +2,8 @@
 
 A store keeps, per session: the pinned model version and the fingerprint of its graph, the
 position (steps applied so far), the recurrent state (float32 [layers, hidden] per state
-tensor), an idle TTL, and the most recent responses for retry-safety. `save` is a
-check-and-set on the position so that two writers (two requests, two replicas) can never both
+tensor), an idle TTL, and a bounded record of its recent steps for retry-safety (LastStep).
+`save` is a check-and-set on the position so that two writers (two requests, two replicas) can never both
 apply a step on the same old state.
 
 Idempotency is by request identity, never by content: every write carries a fresh random
@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import numpy as np
+import orjson
 
 from service.core.errors import ServiceError, SessionExpired, TooManySessions
 
@@ -50,31 +51,79 @@ TOKEN_WINDOW = 32
 
 @dataclass(slots=True)
 class LastStep:
-    """A recently applied request with a stated position: replayed verbatim if the client
-    retries it (same position, same inputs)."""
+    """A recently applied request with a stated position, kept so that a client's retry of it
+    (same position, same inputs) gets the same reply. The reply is never stored: it is a pure
+    function of the session id, the model version, the position and the outputs, so a record
+    holds the outputs (raw float32 [T, outputs]) when they are small, else the state the step
+    started from (raw float32, the state tensors in graph order), from which the engine
+    recomputes them (ONNX Runtime gives the same bits for one row alone or stacked). Exactly
+    one of `outputs` and `state` is set; the engine decides which and bounds the sum per
+    session (SEQSERVE_REPLAY_MAX_BYTES)."""
 
     position_before: int
-    digest: bytes  # hash of the request's inputs, 16 bytes
-    response: bytes  # the JSON body that was returned
+    digest: bytes  # hash of the request's inputs (shape included), 16 bytes
+    outputs: bytes = b""
+    state: bytes = b""
+
+    @property
+    def size(self) -> int:
+        """Bytes this entry keeps (what counts against the replay budget)."""
+        return len(self.outputs) + len(self.state)
 
 
-_ENTRY = struct.Struct("<qI16s")
+# A history blob starts with this magic; the entries follow, each an _ENTRY header and its
+# bytes. Blobs of the previous format (no magic: entries of position, length, digest and a JSON
+# reply) start with a non-negative int64, whose eighth byte is below 0x80, so the two never mix.
+_MAGIC = b"SQRPLY\x01\xff"
+_ENTRY = struct.Struct("<qB16sI")  # position before, kind (1 outputs, 2 state), digest, size
+_OLD_ENTRY = struct.Struct("<qI16s")
+_OUTPUTS, _STATE = 1, 2
 
 
 def encode_history(history: tuple[LastStep, ...]) -> bytes:
-    """Recent steps as bytes (for stores that keep bytes): per step its position before, the
-    response length, the digest, then the response."""
-    return b"".join(_ENTRY.pack(s.position_before, len(s.response), s.digest) + s.response for s in history)
+    """Recent steps as bytes (for stores that keep bytes); b"" when there are none."""
+    if not history:
+        return b""
+    parts = [_MAGIC]
+    for s in history:
+        kind, data = (_STATE, s.state) if s.state else (_OUTPUTS, s.outputs)
+        parts += [_ENTRY.pack(s.position_before, kind, s.digest, len(data)), data]
+    return b"".join(parts)
 
 
 def decode_history(blob: bytes) -> tuple[LastStep, ...]:
-    steps, offset = [], 0
+    if not blob.startswith(_MAGIC):
+        return _decode_old_history(blob)
+    steps, offset = [], len(_MAGIC)
     while offset < len(blob):
-        before, size, digest = _ENTRY.unpack_from(blob, offset)
+        before, kind, digest, size = _ENTRY.unpack_from(blob, offset)
         offset += _ENTRY.size
-        steps.append(LastStep(before, digest, blob[offset : offset + size]))
+        data = blob[offset : offset + size]
+        offset += size
+        steps.append(LastStep(before, digest, state=data) if kind == _STATE else LastStep(before, digest, data))
+    return tuple(steps)
+
+
+def _decode_old_history(blob: bytes) -> tuple[LastStep, ...]:
+    """Records written by the previous release kept each reply whole (JSON): their outputs are
+    read out of it once, so a retry across an upgrade still gets its reply."""
+    steps, offset = [], 0
+    while offset + _OLD_ENTRY.size <= len(blob):
+        before, size, digest = _OLD_ENTRY.unpack_from(blob, offset)
+        offset += _OLD_ENTRY.size
+        steps.append(LastStep(before, digest, old_reply_outputs(blob[offset : offset + size])))
         offset += size
     return tuple(steps)
+
+
+def old_reply_outputs(reply: bytes) -> bytes:
+    """The raw float32 outputs of a reply recorded whole by the previous release (b"" if it is
+    not one: that entry then answers a retry with a conflict, as a step past the window does)."""
+    try:
+        outputs = orjson.loads(reply)["outputs"]
+        return np.asarray(outputs, np.float32).tobytes()
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return b""
 
 
 @dataclass(slots=True)

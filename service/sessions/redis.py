@@ -8,7 +8,9 @@ Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...`
                   [2, 64] and a history ring of [1, 336]: "2,64;2,64;1,336"); hashes written
                   by older versions say "tensors,rows,width" (all tensors one shape), still read
         state     raw little-endian float32 bytes of every state tensor, concatenated
-        history   the most recent steps, for replaying a client's retry (base.encode_history)
+        history   the recent positioned steps, for answering a client's retry (base.encode_history:
+                  per step its digest and its outputs or pre-step state, bounded by
+                  SEQSERVE_REPLAY_MAX_BYTES)
         tokens    the tokens of the last TOKEN_WINDOW writes, each "<32 hex>=<20-digit position>;"
         owner     owner id of the API key that created it ("" without keys)
     PREFIX x:{ID}   expiry marker, expires `tombstone_seconds` after the hash; its value is the
@@ -92,6 +94,7 @@ from service.sessions.base import (
     encode_history,
     gone,
     new_token,
+    old_reply_outputs,
     shown,
     too_many,
 )
@@ -302,7 +305,7 @@ class RedisSessionStore(SessionStore):
         if b"history" in h:
             history = decode_history(h[b"history"])
         elif b"last_before" in h:  # written by an older release
-            history = (LastStep(int(h[b"last_before"]), h[b"last_digest"], h[b"last_response"]),)
+            history = (LastStep(int(h[b"last_before"]), h[b"last_digest"], old_reply_outputs(h[b"last_response"])),)
         else:
             history = ()
         return SessionRecord(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import struct
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ import pytest
 import redis
 
 from service.core.errors import PositionConflict, SessionExpired, SessionNotFound, StoreUnavailable
-from service.sessions.base import LastStep, SessionRecord, new_session_id, new_token
+from service.sessions.base import LastStep, SessionRecord, decode_history, encode_history, new_session_id, new_token
 from service.sessions.redis import RedisSessionStore, SessionExists, split_url
 from tests.support.redis import RedisProcess
 from tests.support.servers import free_port
@@ -158,7 +159,7 @@ def test_check_and_set_conflict_and_idempotent_resend(server: RedisProcess, pref
 
     third, conflict, final = run(go())
     assert conflict.details["position"] == 3 and conflict.status == 409
-    assert final.position == 4 and final.last.response == b"r1"
+    assert final.position == 4 and final.last.outputs == b"r1"
     assert same_bytes(final.state, third.state)
 
 
@@ -449,3 +450,16 @@ def test_a_burst_wider_than_the_pool_waits_for_connections(server: RedisProcess,
 
     again = run(go())
     assert [r.position for r in again] == [1] * len(records)
+
+
+def test_history_blobs_round_trip_and_the_previous_format_is_read() -> None:
+    """Records hold outputs or a pre-step state; a blob written by the previous release (whole
+    JSON replies) is still read: its outputs come out of the reply, so a retry across an
+    upgrade gets its reply."""
+    outputs = np.array([[1.5, -2.0]], np.float32).tobytes()
+    history = (LastStep(0, b"a" * 16, outputs), LastStep(1, b"b" * 16, state=b"\x00" * 8))
+    assert decode_history(encode_history(history)) == history
+    assert encode_history(()) == b""
+    reply = b'{"session_id":"s","model":"m","version":1,"position":1,"outputs":[[1.5,-2.0]]}'
+    old = struct.pack("<qI16s", 0, len(reply), b"a" * 16) + reply + struct.pack("<qI16s", 255, 2, b"c" * 16) + b"{}"
+    assert decode_history(old) == (LastStep(0, b"a" * 16, outputs), LastStep(255, b"c" * 16, b""))

@@ -44,7 +44,12 @@ from service.core.settings import Settings
 from service.sessions.memory import MemorySessionStore
 from tests.support.models import raw_inputs
 
+# The replay record: the memory store's runs keep the default window with a byte budget no
+# step here exceeds (every record holds its outputs); the Redis store's runs give it no bytes,
+# so every record holds the step's starting state (only the newest is kept) and every replay is
+# recomputed from it.
 REPLAY_WINDOW = Settings().replay_window
+AMPLE_BYTES = 1 << 20
 
 MODELS = [("lstm", 1), ("lstm", 2), ("gru", 1)]
 MAX_SESSIONS = 6
@@ -124,6 +129,7 @@ class ModelSession:
 @dataclass
 class World:
     registry: ModelRegistry
+    window: int  # positioned steps a retry is answered for (the engine's record)
     sessions: list[str] = field(default_factory=list)  # real ids, in creation order
     model: dict[str, ModelSession] = field(default_factory=dict)
 
@@ -164,7 +170,8 @@ def _check_state(world: World, sid: str, record) -> None:
 
 async def run_program(svc: Services, rounds: list[list[Op]]) -> None:
     manager = svc.sessions
-    world = World(svc.registry)
+    window = svc.settings.replay_window if svc.settings.replay_max_bytes else 1
+    world = World(svc.registry, window)
 
     for ops in rounds:
         known = list(world.sessions)
@@ -236,10 +243,11 @@ def _plan_step(world: World, sid: str, op: Op):
     if op.kind == "ahead":
         return ("conflict", pos), fresh, pos + 1 + op.seed % 5
     # a normal step (also retry/stale when there is nothing to retry yet)
-    position = pos if op.with_position else None
-    m.recent = [*m.recent, LastRequest(pos, fresh)][-REPLAY_WINDOW:]
+    request = LastRequest(pos, fresh)
+    if op.with_position:  # position-less steps are never replayed, so they keep no record
+        m.recent = [*m.recent, request][-world.window :]
     m.rows = np.concatenate([m.rows, fresh])
-    return ("applied", pos, fresh.shape[0], m.last), fresh, position
+    return ("applied", pos, fresh.shape[0], request), fresh, pos if op.with_position else None
 
 
 def _check(world: World, op: Op, sid: str | None, expectation, status: str, value) -> None:
@@ -295,9 +303,11 @@ def executor() -> Iterator[ThreadPoolExecutor]:
         yield pool
 
 
-def _services(repository: Path, registry: ModelRegistry, store, executor) -> Services:
+def _services(
+    repository: Path, registry: ModelRegistry, store, executor, replay_max_bytes: int = AMPLE_BYTES
+) -> Services:
     # As service.core.services.build_services, with the module's registry and a fresh store and batchers.
-    settings = Settings(model_repository=repository, max_steps_per_request=100)
+    settings = Settings(model_repository=repository, max_steps_per_request=100, replay_max_bytes=replay_max_bytes)
     return Services(settings, Metrics(), registry, store, executor, codecs.STEP_REPLY)
 
 
@@ -347,7 +357,7 @@ def test_redis_store_matches_sequential_model(repository, registry, executor, re
         store = RedisSessionStore(redis_server.url, prefix=prefix, socket_timeout=10.0, connect_timeout=5.0)
         await store.start()
         try:
-            await run_program(_services(repository, registry, store, executor), program)
+            await run_program(_services(repository, registry, store, executor, replay_max_bytes=0), program)
         finally:
             await store.close()
 

@@ -194,11 +194,104 @@ async def test_retries_replay_the_recorded_reply_byte_for_byte(svc: Services) ->
     with pytest.raises(PositionConflict) as info:  # same position, other readings: not a retry
         await svc.engine.step(StepRequest(sid, [[7.0]], position=0))
     assert info.value.details["position"] == 2
-    for _ in range(6):  # past the replay window (4): the first step is forgotten
-        await svc.engine.step(StepRequest(sid, [[1.0]]))
+    for k in range(6):  # past the replay window (4): the first step is forgotten
+        await svc.engine.step(StepRequest(sid, [[1.0]], position=2 + k))
     with pytest.raises(PositionConflict):
         await svc.engine.step(StepRequest(sid, [[2.0]], position=0))
     assert await truth(svc, sid) == (8, 11.0)
+
+
+async def test_positionless_steps_keep_no_replay_record(svc: Services) -> None:
+    """They are never answered from a record, so they neither store one nor push out the
+    records of positioned steps a retry may still need."""
+    sid = await new_session(svc)
+    first = await svc.engine.step(StepRequest(sid, [[2.0]], position=0))
+    for _ in range(10):
+        await svc.engine.step(StepRequest(sid, [[1.0]]))
+    record = await svc.store.load(sid)
+    assert [entry.position_before for entry in record.history] == [0]
+    again = await svc.engine.step(StepRequest(sid, [[2.0]], position=0))
+    assert again.replayed and again.payload == first.payload and again.state is None
+    assert await truth(svc, sid) == (11, 12.0)
+
+
+async def bounded_services(tmp_path: Path, **settings: int) -> Services:
+    export_counting(tmp_path / "repo", "count", 1)
+    services = build_services(
+        Settings(model_repository=tmp_path / "repo", inline_max_cost=0, **settings),  # type: ignore[arg-type]
+        Metrics(),
+        STEP_REPLY,
+    )
+    await services.store.start()
+    return services
+
+
+async def test_the_replay_record_is_bounded_and_long_replies_are_recomputed(tmp_path: Path) -> None:
+    """A reply whose outputs exceed replay_max_bytes is recorded by the state its step started
+    from (8 bytes for the counting model), not by its outputs; a retry recomputes the outputs
+    on its own inputs and gets the first reply byte for byte, and nothing is applied twice."""
+    svc = await bounded_services(tmp_path, replay_max_bytes=64, replay_window=4)
+    try:
+        sid = await new_session(svc)
+        calls = Calls(svc)
+        long = [[float(k % 7)] for k in range(1000)]  # 1000 x 2 outputs: 8,000 bytes of float32
+        first = await svc.engine.step(StepRequest(sid, long, position=0))
+        short = await svc.engine.step(StepRequest(sid, [[1.0], [2.0]], position=1000))  # 16 bytes: kept as is
+        record = await svc.store.load(sid)
+        assert [(e.position_before, len(e.outputs), len(e.state)) for e in record.history] == [(0, 0, 8), (1000, 16, 0)]
+        assert sum(e.size for e in record.history) <= 64
+        calls.shapes.clear()
+        again = await svc.engine.step(StepRequest(sid, long, position=0))
+        assert again.replayed and again.payload == first.payload and again.position == 1000
+        assert calls.shapes == [(1, 1000, 1)]  # recomputed, not written
+        replay = await svc.engine.step(StepRequest(sid, [[1.0], [2.0]], position=1000))
+        assert replay.replayed and replay.payload == short.payload and replay.state is not None
+        assert calls.shapes == [(1, 1000, 1)]  # small outputs: answered from the record
+        assert await truth(svc, sid) == (1002, sum(k % 7 for k in range(1000)) + 3.0)
+        for k in range(8):  # records of 16 bytes each: the byte budget keeps four, the window four
+            await svc.engine.step(StepRequest(sid, [[1.0], [1.0]], position=1002 + 2 * k))
+        record = await svc.store.load(sid)
+        assert [e.position_before for e in record.history] == [1010, 1012, 1014, 1016]
+    finally:
+        await svc.store.close()
+        svc.executor.shutdown(wait=True)
+
+
+async def test_merged_requests_record_what_regenerates_their_replies(tmp_path: Path) -> None:
+    """Pipelined requests merged into one run: the first records its starting state when its
+    outputs are long, later ones their outputs when they fit, else nothing (a retry of such a
+    step gets the conflict with the session's position, as one past the window)."""
+    svc = await bounded_services(tmp_path, replay_max_bytes=64, replay_window=4)
+    try:
+        sid = await new_session(svc)
+        long = [[1.0]] * 100
+        out = await svc.engine.apply(
+            [
+                StepRequest(sid, long, position=0),
+                StepRequest(sid, [[2.0]], position=100),
+                StepRequest(sid, [[3.0]] * 50, position=101),
+            ]
+        )
+        assert all(isinstance(o, StepResult) for o in out)
+        record = await svc.store.load(sid)
+        assert [(e.position_before, bool(e.outputs), bool(e.state)) for e in record.history] == [
+            (0, False, True),
+            (100, True, False),
+        ]
+        a, b, c = await svc.engine.apply(
+            [
+                StepRequest(sid, long, position=0),
+                StepRequest(sid, [[2.0]], position=100),
+                StepRequest(sid, [[3.0]] * 50, position=101),
+            ]
+        )
+        assert isinstance(a, StepResult) and a.replayed and a.payload == out[0].payload  # type: ignore[union-attr]
+        assert isinstance(b, StepResult) and b.replayed and b.payload == out[1].payload  # type: ignore[union-attr]
+        assert isinstance(c, PositionConflict) and c.details["position"] == 151
+        assert await truth(svc, sid) == (151, 252.0)
+    finally:
+        await svc.store.close()
+        svc.executor.shutdown(wait=True)
 
 
 async def test_a_lost_check_and_set_recomputes_positionless_steps_only(svc: Services) -> None:
