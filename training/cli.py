@@ -47,6 +47,9 @@ class RunSettings:
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     season: list[int] = field(default_factory=list)
+    # --season auto (default): seasons found in the data (training/seasons.py); --season 0 sets
+    # this False with no seasons; --season N,... sets the seasons and this False.
+    season_auto: bool = True
     time_column: str = ""
     transform: str = "auto"
     history: int = 0
@@ -57,6 +60,9 @@ class RunSettings:
     preset: str = ""
     quiet: bool = False
     max_rows: int = 2_000_000
+    # The settings the user did not give (no flag, preset or config value): sizes among these
+    # adapt to the data (training/sizing.py); recorded so a manifest says what was chosen for them.
+    defaulted: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -105,7 +111,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument(
         "--season",
         metavar="N,...",
-        help="season length(s) in steps, e.g. 48,336: seasonal lags and a seasonal-naive baseline per season",
+        help="season length(s) in steps, e.g. 48,336: seasonal lags and a seasonal-naive baseline per season; "
+        "auto (default): found from the time column's period and confirmed on the training block; 0: none",
     )
     data.add_argument(
         "--time-column", metavar="COL", help="timestamps of the rows: sampling period and phase (default: detected)"
@@ -196,7 +203,13 @@ def _normalise(values: dict[str, Any], source: str) -> dict[str, Any]:
         elif key == "season" and isinstance(value, int | float) and not isinstance(value, bool):
             out[key] = [value]
     if "season" in out:
-        out["season"] = _seasons(out["season"], source)
+        words = [str(v).strip().lower() for v in out["season"]]
+        if words == ["auto"]:
+            out["season"], out["season_auto"] = [], True
+        elif words in (["0"], ["off"], ["none"]):
+            out["season"], out["season_auto"] = [], False
+        else:
+            out["season"], out["season_auto"] = _seasons(out["season"], source), False
     return out
 
 
@@ -234,6 +247,7 @@ _TYPES: dict[str, type] = {
     "test_fraction": float,
     "quiet": bool,
     "allow_worse": bool,
+    "season_auto": bool,
 }
 
 
@@ -245,7 +259,8 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         kind = _TYPES.get(key)
         if value is None or kind is None:
-            if kind is None and key not in ("target", "features", "season") and not isinstance(value, str):
+            lists = ("target", "features", "season", "defaulted")
+            if kind is None and key not in lists and not isinstance(value, str):
                 raise TrainingError(f"setting {key!r} must be a string, got {value!r}")
             continue
         if kind is bool:
@@ -275,7 +290,9 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         merged["preset"] = preset_name
     merged.update(config)
     merged.update(_normalise(given, "flags"))
+    merged.pop("defaulted", None)
     settings = RunSettings(**_coerce(merged))
+    settings.defaulted = sorted(FIELD_NAMES - set(merged) - {"defaulted", "season_auto"})
     if not settings.data:
         raise TrainingError("no data: give --data FILE (or --preset NAME)")
     if not settings.name:

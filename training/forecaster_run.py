@@ -3,8 +3,8 @@
 - Which runs use it: forecasting one target that is also an input (the default: features = the
   target). Several targets keep the plain RecurrentModel path.
 - Seasons: `--season` (several allowed, e.g. 48,336); none gives a model of recent differences.
-- Time: `--time-column`, or else a column named like a timestamp (timestamp, time, date,
-  datetime, ds) that parses as dates with a regular spacing. It gives the sampling period and the
+- Time: `--time-column`, or else a detected time column (training/seasons.py) with a regular
+  spacing. It gives the sampling period and the
   phase of row 0, recorded as the model's Clock so a client's `start_time` sets the phase. Without
   one, the model has no phase state and learns from the history alone.
 - Transform (`--transform`): what the network corrects (models/forecast_spec.py). `auto` picks
@@ -53,7 +53,6 @@ def loop_settings(settings: Any, **overrides: Any) -> ForecastTrainSettings:
     return ForecastTrainSettings(**(fields | overrides))
 
 
-TIME_NAMES = ("timestamp", "time", "date", "datetime", "ds")
 AUTO_TRANSFORMS = ("diff", "seasonal", "seasonal_diff")
 
 
@@ -77,36 +76,15 @@ def seasons_of(settings: Any) -> tuple[int, ...]:
 
 
 def time_axis(frame: pd.DataFrame, column: str, report: Any = print) -> TimeAxis | None:
-    """The sampling period and first time from `column` (or a detected time column); None when
-    there is none or its spacing is irregular (the phase would then be wrong)."""
-    explicit = bool(column)
-    if not explicit:
-        column = next((c for c in frame.columns if str(c).strip().lower() in TIME_NAMES), "")
-        if not column:
-            return None
-    if column not in frame.columns:
-        raise TrainingError(f"unknown time column {column!r}; the data has columns {list(frame.columns)}")
-    try:
-        import warnings
+    """The sampling period and first time from `column` (or a detected time column,
+    training/seasons.py); None when there is none or its spacing is irregular (the phase would
+    then be wrong). `frame` is expected in time order (training/seasons.read_time sorts it)."""
+    from training.seasons import read_time
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            stamps = pd.to_datetime(frame[column], utc=True)
-    except (ValueError, TypeError) as exc:
-        if explicit:
-            raise TrainingError(f"time column {column!r} does not hold timestamps: {exc}") from exc
+    _, info = read_time(frame, column, report=report)
+    if info is None or info.period_seconds is None:
         return None
-    if stamps.isna().any() or len(stamps) < 3:
-        if explicit:
-            raise TrainingError(f"time column {column!r} has missing or unreadable timestamps")
-        return None
-    seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
-    period = (seconds[-1] - seconds[0]) / (len(seconds) - 1)
-    steps = np.floor((seconds - seconds[0]) / period + 0.5) if period > 0 else None
-    if steps is None or not np.array_equal(steps, np.arange(len(seconds))):
-        report(f"time column {column!r} is not regularly spaced: the model gets no phase (start_time ignored)")
-        return None
-    return TimeAxis(str(column), float(period), float(seconds[0]))
+    return TimeAxis(info.column, info.period_seconds, info.first)
 
 
 def build_config(
@@ -176,7 +154,7 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
     from models.forecaster import Forecaster
     from training import forecast_loop, loop
 
-    axis = time_axis(frame, getattr(settings, "time_column", "") or "", report)
+    axis = time_axis(frame, getattr(settings, "time_column", "") or "", lambda _: None)
     transform, scores = choose_transform(settings, data, cell, axis)
     if scores:
         listing = ", ".join(f"{t} {v:.4g}" for t, v in scores.items())

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ class Outcome:
     parity_error: float = 0.0
     gate: dict[str, Any] = field(default_factory=dict)
     error: str = ""  # why this cell was not published (its export failed); empty when it was
+    record: dict[str, Any] = field(default_factory=dict)  # more top-level manifest entries (time, seasons)
 
 
 def _log(settings: RunSettings, message: str) -> None:
@@ -110,8 +111,20 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
         _log(settings, f"data: {message}")
 
     data: ForecastData | ClassifyData
+    time_info = None
+    season_choice = None
     if settings.task == "forecast":
+        from training import seasons as season_finder
+        from training.sizing import adapt
+
         features = settings.features or settings.target
+        frame, time_info = season_finder.read_time(
+            frame, settings.time_column, skip={*settings.target, *features}, report=report
+        )
+        if time_info is not None:
+            how = "detected" if time_info.detected else "--time-column"
+            report(f"time column {time_info.column!r} ({how}): {time_info.frequency}")
+        settings = adapt(settings, len(frame), report)
         data = prepare_forecast(
             frame,
             settings.target,
@@ -127,6 +140,18 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             f"data: {len(frame)} rows -> {len(data.train)} train / {len(data.val)} validation / "
             f"{len(data.test)} test pairs (chronological), {len(features)} feature(s) -> "
             f"{len(data.output_names)} output(s)",
+        )
+        season_choice = season_finder.choose_seasons(
+            data.targets[: data.train_rows, 0],
+            time_info,
+            setting="given" if settings.season else ("auto" if settings.season_auto else "off"),
+            given=settings.season,
+        )
+        _log(settings, season_choice.describe())
+        settings = replace(
+            settings,
+            season=list(season_choice.seasons),
+            time_column=time_info.column if time_info is not None else settings.time_column,
         )
     else:
         data = prepare_classify(
@@ -150,7 +175,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
     if ctx.enabled:
         _check_distributable(settings, data, ctx)
     baselines = None
-    times = _timestamps(frame, settings.time_column)
+    times = None if time_info is None else np.round(time_info.seconds * 1e9).astype("int64").astype("datetime64[ns]")
     if isinstance(data, ForecastData) and ctx.is_main:
         from training.baselines import compute_baselines
 
@@ -178,6 +203,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             assert baselines is not None
             outcome = _evaluate_forecast(model, data, settings, history, cell, baselines, times)
             outcome.metrics["transform"] = model.transform_choice
+            outcome.record = _time_record(time_info, season_choice)
             _finish(settings, outcomes, outcome, history, model, cell)
             continue
         train_settings = loop.TrainSettings(
@@ -205,6 +231,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
                 "validation_mae": scores,
                 "chosen_by": "lowest validation MAE (streamed, raw units)",
             }
+            outcome.record = _time_record(time_info, season_choice)
         else:
             loop.seed_everything(settings.seed, settings.threads)
             model = RecurrentModel(model_config(settings, data, cell)).to(device)
@@ -264,19 +291,12 @@ def _finish(
         _warn_if_still_improving(settings, cell, history)
 
 
-def _timestamps(frame: Any, column: str) -> np.ndarray | None:
-    """Parsed `--time-column` (plots use it as their x axis); a clear error when it is unusable."""
-    if not column:
-        return None
-    import pandas as pd
-
-    from training.data import require_columns
-
-    require_columns(frame, [column], "time")
-    try:
-        return pd.to_datetime(frame[column]).to_numpy()
-    except (ValueError, TypeError) as exc:
-        raise TrainingError(f"time column {column!r} does not hold timestamps: {exc}") from exc
+def _time_record(time_info: Any, season_choice: Any) -> dict[str, Any]:
+    """The manifest's `time` (column, frequency, period, sorting) and `seasons` (choice, evidence)."""
+    return {
+        "time": time_info.to_dict() if time_info is not None else None,
+        "seasons": season_choice.to_dict() if season_choice is not None else None,
+    }
 
 
 def _train_forecast_candidates(
@@ -533,6 +553,7 @@ def _publish(
             },
             "training_args": settings.to_dict(),
             "files": ["model.onnx", "manifest.json", *outcome.plots],
+            **outcome.record,
         }
 
     outcome.name = name

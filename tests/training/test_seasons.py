@@ -1,0 +1,196 @@
+"""Time and seasons from the data (training/seasons.py), and default-flag training through them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from training import cli
+from training.data import TrainingError
+from training.presets import DATASETS
+from training.seasons import MONTH, QUARTER, choose_seasons, parse_times, read_time
+
+from .conftest import settings_from
+
+RNG = np.random.default_rng(7)
+
+
+def quiet(_: str) -> None:
+    return None
+
+
+def monthly(n: int, seed: int = 0) -> pd.DataFrame:
+    """Trend + yearly cycle + noise, `month` as 'YYYY-MM'."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    y = 100 + 0.8 * t + 12 * np.sin(2 * np.pi * t / 12) + 6 * np.cos(2 * np.pi * t / 6) + rng.normal(0, 1.5, n)
+    months = pd.period_range("1990-01", periods=n, freq="M").strftime("%Y-%m")
+    return pd.DataFrame({"month": months, "sales": np.round(y, 3)})
+
+
+def hourly(n: int) -> pd.DataFrame:
+    t = np.arange(n)
+    y = 50 + 10 * np.sin(2 * np.pi * t / 24) + 8 * ((t % 168) >= 120) + RNG.normal(0, 1, n)
+    stamps = pd.date_range("2021-03-01", periods=n, freq="h").strftime("%Y/%m/%d %H:%M")
+    return pd.DataFrame({"when": stamps, "load": y})
+
+
+def seasons_of(frame: pd.DataFrame, target: str, column: str = "") -> tuple[list[int], str]:
+    frame, info = read_time(frame, column, skip={target}, report=quiet)
+    y = frame[target].to_numpy(float)
+    choice = choose_seasons(y[: int(0.7 * len(y))], info)
+    return choice.seasons, choice.source
+
+
+# ----------------------------------------------------------------------------------- formats
+
+
+@pytest.mark.parametrize(
+    ("values", "expected_first", "spacing"),
+    [
+        (["1949-01", "1949-02", "1949-03"], "1949-01-01T00:00:00", MONTH),
+        (["1949-01-01", "1949-02-01", "1949-03-01"], "1949-01-01T00:00:00", MONTH),
+        (["2010/01/01 00:00", "2010/01/01 01:00", "2010/01/01 02:00"], "2010-01-01T00:00:00", 3600),
+        (["1990Q1", "1990Q2", "1990Q3"], "1990-01-01T00:00:00", QUARTER),
+        (["1990-Q1", "1990-Q2", "1990-Q3"], "1990-01-01T00:00:00", QUARTER),
+        ([1262304000, 1262307600, 1262311200], "2010-01-01T00:00:00", 3600),
+        (["2010-01-01T01:00+01:00", "2010-01-01T02:00+01:00", "2010-01-01T03:00+01:00"], "2010-01-01T00:00:00", 3600),
+        ([1949, 1950, 1951], "1949-01-01T00:00:00", 12 * MONTH),
+    ],
+)
+def test_time_formats_parse_to_utc_seconds(values: list, expected_first: str, spacing: float) -> None:
+    seconds = parse_times(pd.Series(values))
+    assert seconds is not None
+    assert seconds[0] == pd.Timestamp(expected_first, tz="UTC").timestamp()
+    _, info = read_time(pd.DataFrame({"t": values, "y": [1.0, 2.0, 3.0]}), "t", report=quiet)
+    assert info is not None and info.period_seconds == pytest.approx(spacing)
+
+
+def test_values_that_are_not_times_are_not_a_time_column() -> None:
+    frame = pd.DataFrame({"step": [1, 2, 3, 4], "sales": [1500.0, 1700.0, 1600.0, 1800.0], "code": list("abcd")})
+    assert parse_times(frame["step"]) is None
+    _, info = read_time(frame, "", skip={"sales"}, report=quiet)
+    assert info is None
+    with pytest.raises(TrainingError, match=r"time column 'code' does not hold timestamps \(data row 1: 'a'\)"):
+        read_time(frame, "code", report=quiet)
+
+
+def test_newest_first_is_sorted_with_a_warning() -> None:
+    frame = monthly(30).iloc[::-1].reset_index(drop=True)
+    said: list[str] = []
+    ordered, info = read_time(frame, "", skip={"sales"}, report=said.append)
+    assert info is not None and info.sorted_rows and info.frequency == "monthly"
+    assert ordered["month"].iloc[0] == "1990-01"
+    assert any("not in time order (newest first): sorted by 'month'" in m for m in said)
+
+
+def test_duplicated_timestamps_are_refused_naming_the_rows() -> None:
+    frame = monthly(20)
+    frame.loc[7, "month"] = frame.loc[3, "month"]
+    with pytest.raises(TrainingError, match=r"duplicated timestamps: data rows 4 and 8 \(1990-04-01"):
+        read_time(frame, "", skip={"sales"}, report=quiet)
+
+
+# ----------------------------------------------------------------------------------- seasons
+
+
+def test_monthly_series_finds_12() -> None:
+    assert seasons_of(monthly(120), "sales") == ([12], "calendar")
+
+
+def test_hourly_series_finds_24_and_168() -> None:
+    assert seasons_of(hourly(24 * 7 * 8), "load") == ([24, 168], "calendar")
+
+
+def test_white_noise_and_random_walk_find_none() -> None:
+    for y in (RNG.normal(size=400), RNG.normal(size=400).cumsum()):
+        stamps = pd.date_range("2000-01-01", periods=400, freq="D").strftime("%Y-%m-%d")
+        assert seasons_of(pd.DataFrame({"date": stamps, "y": y}), "y")[0] == []
+        assert seasons_of(pd.DataFrame({"y": y}), "y")[0] == []
+
+
+def test_without_a_time_column_the_season_comes_from_the_values() -> None:
+    assert seasons_of(monthly(120).drop(columns="month"), "sales") == ([12], "values")
+
+
+def test_off_and_given_are_taken_as_said() -> None:
+    y = monthly(120)["sales"].to_numpy()
+    assert choose_seasons(y, None, setting="off").seasons == []
+    assert choose_seasons(y, None, setting="given", given=[7]).seasons == [7]
+
+
+@pytest.mark.parametrize(
+    ("path", "target", "expected"),
+    [
+        ("electricity_halfhourly/electricity_halfhourly.csv", "demand_mw", [48, 336]),
+        ("co2_weekly/co2_weekly.csv", "co2_ppm", [52]),
+        ("sunspots_yearly/sunspots_yearly.csv", "sunactivity", [11]),
+        ("us_macro_quarterly/us_macro_quarterly.csv", "realgdp", []),  # seasonally adjusted
+    ],
+)
+def test_bundled_series(path: str, target: str, expected: list[int]) -> None:
+    assert seasons_of(pd.read_csv(DATASETS / path), target)[0] == expected
+
+
+def test_season_flag_values() -> None:
+    assert settings_from(["--data", "x.csv", "--target", "y"]).season_auto
+    off = settings_from(["--data", "x.csv", "--target", "y", "--season", "0"])
+    assert (off.season, off.season_auto) == ([], False)
+    given = settings_from(["--data", "x.csv", "--target", "y", "--season", "12,4"])
+    assert (given.season, given.season_auto) == ([4, 12], False)
+    assert settings_from(["--data", "x.csv", "--target", "y", "--season", "auto"]).season_auto
+    assert "hidden" in given.defaulted and "target" not in given.defaulted
+
+
+# ------------------------------------------------------------------------- default-flag runs
+
+
+def train(tmp_path: Path, frame: pd.DataFrame, name: str, *extra: str) -> tuple[int, dict]:
+    path = tmp_path / f"{name}.csv"
+    frame.to_csv(path, index=False)
+    repo = tmp_path / "repo"
+    argv = ["--data", str(path), "--target", "sales", "--repository", str(repo), "--quiet", *extra]
+    parser = __import__("argparse").ArgumentParser()
+    cli.add_arguments(parser)
+    code = cli.train(parser.parse_args(argv))
+    manifests = sorted((repo / name).glob("*/manifest.json"))
+    return code, json.loads(manifests[-1].read_text()) if manifests else {}
+
+
+def test_36_row_monthly_series_trains_with_default_flags_and_beats_naive(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, manifest = train(tmp_path, monthly(36), "short")
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "seasons: [12] found from the sampling period (12: acf" in out
+    assert manifest["seasons"]["seasons"] == [12] and manifest["seasons"]["setting"] == "auto"
+    assert manifest["seasons"]["evidence"]["12"]["verdict"] == "kept"
+    assert manifest["time"]["column"] == "month" and manifest["time"]["frequency"] == "monthly"
+    metrics = manifest["metrics"]
+    assert metrics["streaming"]["mae"] < metrics["naive"]["mae"]
+    assert "seasonal_naive_12" in metrics and "autoets" in metrics  # baselines use the season found
+    assert manifest["config"]["clock"]["period_seconds"] == MONTH
+
+
+def test_newest_first_file_gives_the_same_model_as_the_sorted_one(tmp_path: Path) -> None:
+    frame = monthly(60, seed=3)
+    args = ("--epochs", "4", "--baselines", "naive")
+    _, ordered = train(tmp_path, frame, "ordered", *args)
+    _, reverse = train(tmp_path, frame.iloc[::-1], "reverse", *args)
+    assert reverse["time"]["sorted_rows"] and not ordered["time"]["sorted_rows"]
+    assert ordered["metrics"]["streaming"] == reverse["metrics"]["streaming"]
+    assert ordered["config"] == {**reverse["config"]}
+    assert ordered["training"]["val_loss"] == reverse["training"]["val_loss"]
+
+
+def test_duplicated_timestamps_refuse_training(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    frame = monthly(40)
+    frame.loc[20, "month"] = frame.loc[10, "month"]
+    code, manifest = train(tmp_path, frame, "dup")
+    assert code == 2 and not manifest
+    assert "duplicated timestamps: data rows 11 and 21 (1990-11-01" in capsys.readouterr().err

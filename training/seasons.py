@@ -1,0 +1,409 @@
+"""Time and seasons from the data: which column holds the time, how often the series is sampled,
+and which seasons the training block confirms.
+
+A new user gives only `--data` and `--target`; the seasons a model needs (48 and 336 for
+half-hourly demand, 12 for monthly sales) are then read from the data instead of from flags.
+
+**Time** (`read_time`): the `--time-column`, or else the first column whose values all parse as
+times (a column named like a timestamp is tried first). Accepted: ISO dates and date-times
+(`1949-01`, `1949-01-01`, `2010/01/01 00:00`, `2010-01-01T00:00+01:00`; offsets are converted to
+UTC), quarters (`1990Q1`, `1990-Q2`, `1990 Q3`), whole years (`1949`), and epoch seconds (numbers
+from 1e8 on, i.e. after 1973; milliseconds from 1e11). Rows out of time order are sorted (with a
+warning naming the first row out of order); two rows with the same time are refused naming them.
+
+**Period** (`TimeInfo.period_seconds`): the median spacing, snapped to a calendar unit when it
+is one (a month is 28-31 days, so monthly data gets the mean Gregorian month, 2,629,746 s: a
+phase counted in mean months stays within two days of the calendar for centuries). The series
+is regular when every row sits on that grid; an irregular one gets no phase (and is said so).
+
+**Seasons** (`choose_seasons`): the candidates a sampling period implies (`CANDIDATES`) are kept
+only when the training block confirms them: the autocorrelation of the first differences at the
+season's lag is above the one-sided 95 % white-noise bound (1.645 / sqrt(n), one test per
+a-priori candidate) and above MIN_ACF, with at least two full cycles in the training block.
+Differences, because a trend makes every lag of the levels look correlated. Without a time
+column (or with a period that implies no candidate, like yearly data), the lag with the highest
+such autocorrelation between 2 and a third of the training block is the candidate, held to a
+stricter bound (Bartlett's large-lag standard error times Z_VALUES, at least MIN_ACF_VALUES),
+since it was picked as the best of many lags. Only the training block
+is read: validation and test stay unseen. The final use of a season, the forecaster's baseline
+transform, is still chosen on validation error (training/forecaster_run.py), so a season kept
+here that does not help is not used as the baseline either.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import warnings
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from training.data import TrainingError
+
+TIME_NAMES = ("timestamp", "time", "date", "datetime", "ds", "period", "month", "year", "quarter", "week", "day")
+DAY = 86_400.0
+MONTH = 2_629_746.0  # mean Gregorian month (365.2425 days / 12)
+QUARTER = 3 * MONTH
+YEAR = 12 * MONTH
+# (name, seconds, accepted spacing range in seconds) of the periods with calendar seasons.
+UNITS: tuple[tuple[str, float, float, float], ...] = (
+    ("minutely", 60.0, 59.0, 61.0),
+    ("5-minutely", 300.0, 299.0, 301.0),
+    ("10-minutely", 600.0, 599.0, 601.0),
+    ("15-minutely", 900.0, 899.0, 901.0),
+    ("half-hourly", 1800.0, 1799.0, 1801.0),
+    ("hourly", 3600.0, 3599.0, 3601.0),
+    ("daily", DAY, DAY - 1, DAY + 1),
+    ("weekly", 7 * DAY, 7 * DAY - 1, 7 * DAY + 1),
+    ("monthly", MONTH, 28 * DAY, 31 * DAY + 1),
+    ("quarterly", QUARTER, 89 * DAY, 92 * DAY + 1),
+    ("yearly", YEAR, 365 * DAY, 366 * DAY + 1),
+)
+# Seasons each period implies, in steps: the day and the week, the year where it is a whole
+# number of steps (daily 365.25 is used as 365, weekly 52.18 as 52).
+CANDIDATES: dict[str, tuple[int, ...]] = {
+    "minutely": (60, 1440),
+    "5-minutely": (12, 288),
+    "10-minutely": (6, 144),
+    "15-minutely": (4, 96, 672),
+    "half-hourly": (48, 336),
+    "hourly": (24, 168),
+    "daily": (7, 365),
+    "weekly": (52,),
+    "monthly": (12,),
+    "quarterly": (4,),
+    "yearly": (),
+}
+MIN_ACF = 0.1  # a calendar season's difference autocorrelation must be at least this
+MIN_ACF_VALUES = 0.3  # a season found from the values alone (the best of many lags): at least this
+Z_CALENDAR = 1.645  # one-sided 95 %: only a positive correlation confirms a season
+Z_VALUES = 3.0
+MIN_CYCLES = 2  # full cycles of a season in the training block
+MAX_SEASON = 10_000
+EPOCH_SECONDS_MIN = 1e8  # numbers from here on are epoch seconds (1973 on)
+EPOCH_MS_MIN = 1e11  # and from here on epoch milliseconds
+_QUARTER = re.compile(r"^\s*(\d{4})\s*[-/ ]?\s*[Qq]([1-4])\s*$")
+_QUARTER_FIRST = re.compile(r"^\s*[Qq]([1-4])\s*[-/ ]?\s*(\d{4})\s*$")
+
+
+@dataclass
+class TimeInfo:
+    """The time axis of a table (after sorting): what the manifest records under `time`."""
+
+    column: str
+    first: float  # unix seconds of row 0
+    period_seconds: float | None  # None: not regularly spaced
+    frequency: str  # "monthly", "hourly", ... or "every N s", "irregular"
+    detected: bool  # found without --time-column
+    sorted_rows: bool = False  # the file was not in time order and was sorted
+    first_out_of_order: int | None = None  # data row (1-based) of the first row out of order
+    seconds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+
+    @property
+    def regular(self) -> bool:
+        return self.period_seconds is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("seconds")
+        out["first_iso"] = pd.Timestamp(self.first, unit="s", tz="UTC").isoformat()
+        return out
+
+
+@dataclass
+class SeasonChoice:
+    """The seasons used and why: recorded in the manifest under `seasons` and printed."""
+
+    setting: str  # "auto", "off" or "given"
+    seasons: list[int]
+    source: str  # "flag", "calendar", "values", "none"
+    candidates: list[int] = field(default_factory=list)
+    evidence: dict[str, dict[str, Any]] = field(default_factory=dict)  # season -> acf, bound, kept, why
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        if self.setting == "off":
+            return "seasons: off (--season 0)"
+        if self.setting == "given":
+            return f"seasons: {self.seasons} (--season)"
+        parts = []
+        for season, e in self.evidence.items():
+            if "acf" in e:
+                parts.append(f"{season}: acf {e['acf']:.2f} vs bound {e['bound']:.2f} -> {e['verdict']}")
+            else:
+                parts.append(f"{season}: {e['verdict']}")
+        found = str(self.seasons) if self.seasons else "none"
+        how = {"calendar": "from the sampling period", "values": "from the values alone"}.get(self.source, "")
+        evidence = f" ({'; '.join(parts)})" if parts else ""
+        return f"seasons: {found} found {how}{evidence}".replace("  ", " ")
+
+
+# ------------------------------------------------------------------------------------- time
+
+
+def _quarters(text: pd.Series) -> np.ndarray | None:
+    """Unix seconds of quarter labels (1990Q1, 1990-Q1, Q1 1990), or None if any is not one."""
+    out = np.empty(len(text))
+    for i, value in enumerate(text):
+        m = _QUARTER.match(value)
+        if m:
+            year, q = int(m.group(1)), int(m.group(2))
+        else:
+            m = _QUARTER_FIRST.match(value)
+            if not m:
+                return None
+            year, q = int(m.group(2)), int(m.group(1))
+        out[i] = pd.Timestamp(year=year, month=3 * (q - 1) + 1, day=1, tz="UTC").timestamp()
+    return out
+
+
+def parse_times(raw: pd.Series) -> np.ndarray | None:
+    """Unix seconds of every value, or None when the column does not hold times (see module doc).
+
+    Numbers are times only as whole years (1000-3000) or epoch seconds/milliseconds; smaller
+    numbers are step counters or values, not times."""
+    if len(raw) == 0 or raw.isna().any():
+        return None
+    if pd.api.types.is_bool_dtype(raw):
+        return None
+    if pd.api.types.is_numeric_dtype(raw):
+        values = raw.to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            return None
+        if np.all(values == np.floor(values)) and values.min() >= 1000 and values.max() <= 3000:
+            years = pd.to_datetime(pd.Series(values.astype(int).astype(str)), format="%Y", utc=True)
+            return (years - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+        if values.min() >= EPOCH_MS_MIN:
+            return values / 1000.0
+        if values.min() >= EPOCH_SECONDS_MIN:
+            return values
+        return None
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        stamps = pd.to_datetime(raw, utc=True)
+        return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    text = raw.astype(str).str.strip()
+    if not text.str.contains(r"\d").all():
+        return None
+    quarters = _quarters(text)
+    if quarters is not None:
+        return quarters
+    if text.str.fullmatch(r"[+-]?\d+(\.\d+)?").all():  # numbers stored as text: as numbers above
+        return parse_times(pd.to_numeric(text))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for fmt in (None, "ISO8601", "mixed"):
+            try:
+                stamps = pd.to_datetime(text, utc=True, format=fmt)
+            except (ValueError, TypeError, OverflowError):
+                continue
+            if stamps.isna().any():
+                return None
+            return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    return None
+
+
+def find_time_column(frame: pd.DataFrame, skip: set[str]) -> tuple[str, np.ndarray] | None:
+    """The first column that parses as times (columns named like a time first), with its seconds."""
+    columns = [c for c in frame.columns if str(c) not in skip]
+    named = [c for c in columns if str(c).strip().lower() in TIME_NAMES]
+    # Other columns only when they hold text or datetimes: a numeric column that is not named
+    # like a time is a value (sales of 1500 are not the year 1500), not a clock.
+    others = [c for c in columns if c not in named and not pd.api.types.is_numeric_dtype(frame[c])]
+    for column in [*named, *others]:
+        seconds = parse_times(frame[column])
+        if seconds is not None and len(np.unique(seconds)) > 1:
+            return str(column), seconds
+    return None
+
+
+def _frequency(spacing: float) -> tuple[str, float]:
+    for name, seconds, low, high in UNITS:
+        if low <= spacing <= high:
+            return name, seconds
+    return f"every {spacing:g} s", spacing
+
+
+def read_time(
+    frame: pd.DataFrame,
+    column: str = "",
+    *,
+    skip: set[str] | None = None,
+    report: Callable[[str], None] = print,
+) -> tuple[pd.DataFrame, TimeInfo | None]:
+    """The table in time order and its time axis (None: no time column given or found).
+
+    `--time-column` that does not parse is an error; a detected column is only used when every
+    value parses. Duplicated times are refused naming the rows."""
+    explicit = bool(column)
+    if explicit:
+        from training.data import require_columns
+
+        require_columns(frame, [column], "time")
+        seconds = parse_times(frame[column])
+        if seconds is None:
+            bad = _first_unreadable(frame[column])
+            raise TrainingError(
+                f"time column {column!r} does not hold timestamps{bad}; accepted: dates and date-times "
+                "(1949-01, 1949-01-01, 2010/01/01 00:00, ISO 8601 with an offset), quarters (1990Q1), "
+                "years (1949) and epoch seconds"
+            )
+    else:
+        found = find_time_column(frame, skip or set())
+        if found is None:
+            return frame, None
+        column, seconds = found
+    duplicated = _duplicates(seconds)
+    if duplicated:
+        raise TrainingError(f"time column {column!r} has duplicated timestamps: {duplicated}; one row per time")
+    order = np.argsort(seconds, kind="stable")
+    moved = bool(np.any(order != np.arange(len(order))))
+    first_bad = None
+    if moved:
+        first_bad = int(np.flatnonzero(np.diff(seconds) < 0)[0]) + 2
+        newest_first = bool(np.all(np.diff(seconds) < 0))
+        how = "newest first" if newest_first else f"first out of order at data row {first_bad}"
+        report(f"warning: rows are not in time order ({how}): sorted by {column!r}")
+        frame = frame.iloc[order].reset_index(drop=True)
+        seconds = seconds[order]
+    info = _axis(str(column), seconds, detected=not explicit)
+    info.sorted_rows, info.first_out_of_order = moved, first_bad
+    if info.period_seconds is None:
+        report(
+            f"time column {column!r} is not regularly spaced ({info.frequency}): the model gets no phase "
+            "(start_time is ignored); seasons are read from the values"
+        )
+    return frame, info
+
+
+def _first_unreadable(raw: pd.Series) -> str:
+    for i, value in enumerate(raw):
+        if pd.isna(value) or parse_times(pd.Series([value])) is None:
+            return f" (data row {i + 1}: {value!r})"
+    return ""
+
+
+def _duplicates(seconds: np.ndarray) -> str:
+    """'data rows 3 and 7 (1949-03-01T00:00:00+00:00), ...' for the first few duplicated times."""
+    values, inverse, counts = np.unique(seconds, return_inverse=True, return_counts=True)
+    if np.all(counts == 1):
+        return ""
+    parts = []
+    for index in np.flatnonzero(counts > 1)[:5]:
+        rows = (np.flatnonzero(inverse == index) + 1).tolist()
+        when = pd.Timestamp(values[index], unit="s", tz="UTC").isoformat()
+        parts.append(f"data rows {', '.join(map(str, rows[:-1]))} and {rows[-1]} ({when})")
+    more = int((counts > 1).sum()) - len(parts)
+    return "; ".join(parts) + (f" and {more} more" if more > 0 else "")
+
+
+def _axis(column: str, seconds: np.ndarray, detected: bool) -> TimeInfo:
+    spacing = float(np.median(np.diff(seconds))) if len(seconds) > 1 else 0.0
+    if spacing <= 0:
+        return TimeInfo(column, float(seconds[0]), None, "irregular", detected, seconds=seconds)
+    frequency, period = _frequency(spacing)
+    steps = np.floor((seconds - seconds[0]) / period + 0.5)
+    # Calendar units wander around their mean length (months of 28-31 days): allow that much.
+    tolerance = 0.2 if period >= 28 * DAY else 0.02
+    regular = np.array_equal(steps, np.arange(len(seconds))) and bool(
+        np.all(np.abs((seconds - seconds[0]) / period - steps) <= tolerance)
+    )
+    if not regular:
+        gaps = int(np.sum(np.diff(steps) > 1)) if np.all(np.diff(steps) >= 1) else -1
+        label = f"{frequency} with {gaps} gap(s)" if gaps > 0 else "irregular"
+        return TimeInfo(column, float(seconds[0]), None, label, detected, seconds=seconds)
+    return TimeInfo(column, float(seconds[0]), period, frequency, detected, seconds=seconds)
+
+
+# ------------------------------------------------------------------------------------ seasons
+
+
+def _acf(x: np.ndarray, max_lag: int) -> np.ndarray:
+    """Sample autocorrelation at lags 0..max_lag (FFT, biased estimator as in Box-Jenkins)."""
+    x = x - x.mean()
+    n = len(x)
+    size = 1 << math.ceil(math.log2(2 * n))
+    spectrum = np.fft.rfft(x, size)
+    acov = np.fft.irfft(spectrum * np.conj(spectrum), size)[: max_lag + 1]
+    return acov / acov[0] if acov[0] > 0 else np.zeros(max_lag + 1)
+
+
+def _bound(acf: np.ndarray, lag: int, n: int, z: float) -> float:
+    """Bartlett's large-lag standard error of the autocorrelation at `lag`, times z."""
+    return float(z * math.sqrt((1.0 + 2.0 * float(np.sum(acf[1:lag] ** 2))) / n))
+
+
+def candidate_seasons(info: TimeInfo | None) -> tuple[int, ...]:
+    if info is None or info.period_seconds is None:
+        return ()
+    return CANDIDATES.get(info.frequency, ())
+
+
+def choose_seasons(
+    train: np.ndarray,
+    info: TimeInfo | None,
+    *,
+    setting: str = "auto",
+    given: list[int] | None = None,
+) -> SeasonChoice:
+    """Seasons for one series from its training block (see the module docstring).
+
+    `setting`: "auto" (detect), "off" (none) or "given" (`given`, as typed: not checked here)."""
+    if setting == "off":
+        return SeasonChoice("off", [], "none")
+    if setting == "given":
+        return SeasonChoice("given", sorted(set(given or [])), "flag")
+    y = np.asarray(train, dtype=np.float64)
+    y = y[np.isfinite(y)]
+    diffs = np.diff(y)
+    n = len(diffs)
+    candidates = candidate_seasons(info)
+    evidence: dict[str, dict[str, Any]] = {}
+    kept: list[int] = []
+    if n < 8 or float(np.std(diffs)) <= 1e-12:
+        return SeasonChoice("auto", [], "none", list(candidates), {"-": {"verdict": "too few or constant values"}})
+    if candidates:
+        for season in candidates:
+            if MIN_CYCLES * season > len(y) - 1:
+                evidence[str(season)] = {
+                    "verdict": f"not tested: needs {MIN_CYCLES} cycles ({MIN_CYCLES * season + 1} training rows)"
+                }
+                continue
+            acf = _acf(diffs, season)
+            # One test per a-priori candidate: the white-noise bound z / sqrt(n).
+            bound = max(Z_CALENDAR / math.sqrt(n), MIN_ACF)
+            ok = bool(acf[season] > bound)
+            evidence[str(season)] = {
+                "acf": round(float(acf[season]), 4),
+                "bound": round(bound, 4),
+                "verdict": "kept" if ok else "dropped",
+            }
+            if ok:
+                kept.append(season)
+        if kept:
+            return SeasonChoice("auto", kept, "calendar", list(candidates), evidence)
+    # From the values alone: the strongest peak of the difference autocorrelation.
+    top = min(MAX_SEASON, (len(y) - 1) // max(MIN_CYCLES, 3))
+    if top < 2:
+        return SeasonChoice("auto", [], "none", list(candidates), evidence)
+    acf = _acf(diffs, top)
+    lags = np.arange(2, top + 1)
+    peaks = [int(lag) for lag in lags if acf[lag] >= acf[lag - 1] and (lag >= top or acf[lag] >= acf[lag + 1])]
+    if not peaks:
+        return SeasonChoice("auto", [], "none", list(candidates), evidence)
+    best = max(peaks, key=lambda lag: acf[lag])
+    bound = max(_bound(acf, best, n, Z_VALUES), MIN_ACF_VALUES)
+    ok = bool(acf[best] > bound)
+    evidence[f"{best} (values)"] = {
+        "acf": round(float(acf[best]), 4),
+        "bound": round(bound, 4),
+        "verdict": "kept" if ok else "dropped",
+    }
+    if ok:
+        return SeasonChoice("auto", [best], "values", list(candidates), evidence)
+    return SeasonChoice("auto", [], "none", list(candidates), evidence)
