@@ -17,6 +17,7 @@ from fastapi import APIRouter, Request, Response
 from service.api.body import json_response_bytes, read_json
 from service.api.deps import services
 from service.api.schemas import ErrorBody
+from service.core import v2
 from service.core.errors import NotReady, ServiceError
 
 router = APIRouter(tags=["health"])
@@ -29,14 +30,9 @@ async def live() -> Response:
 
 @router.get("/v2/health/ready", responses={503: {"model": ErrorBody, "description": "no model loaded (not_ready)"}})
 async def ready(request: Request) -> Response:
-    svc = services(request)
-    if len(svc.registry) == 0:
-        raise NotReady("no model is loaded")
-    if svc.settings.ready_requires_store:
-        try:
-            await svc.store.ping()
-        except ServiceError:
-            raise NotReady("session store unavailable") from None
+    reason = await v2.not_ready(services(request))  # the same answer as gRPC's ServerReady
+    if reason is not None:
+        raise NotReady(reason)
     return Response(b'{"ready":true}', media_type="application/json")
 
 

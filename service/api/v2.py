@@ -72,57 +72,34 @@ from service.core.v2 import InferenceRequestError, parse_version
 
 router = APIRouter(tags=["v2"])
 
-PLATFORM = triton.PLATFORM
-EXTENSIONS = ["binary_tensor_data", "parameters", "sequence", "model_configuration", "statistics", "model_repository"]
 HEADER_LENGTH = "inference-header-content-length"
 JSON = "application/json"
 
 Error = InferenceRequestError
 
 
+def _json(body: Any) -> Response:
+    return Response(orjson.dumps(body), media_type=JSON)
+
+
 def _errors(*codes: int) -> dict:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-# ---------------------------------------------------------------------------- metadata
+# ---------------------------------------------------------------------------- metadata (built in service/core/v2.py)
 
 
 def _model_metadata(request: Request, name: str, version: str | None) -> Response:
-    registry = services(request).registry
-    model = registry.get(name, parse_version(version))
-    versions = [model.version] if version is not None else registry.versions(name)
-    inputs, outputs = inference.tensor_metadata(model)
-    default, reason = registry.default_version(name)
-    body = {
-        "name": model.name,
-        "versions": [str(v) for v in versions],
-        "platform": PLATFORM,
-        "inputs": inputs,
-        "outputs": outputs,
-        "parameters": {
-            "default_version": str(default),
-            "default_reason": reason,
-            "promoted": {str(v): registry.get(name, v).promoted for v in versions},
-            "gate": {str(v): registry.get(name, v).gate for v in versions},
-            "state_tensors": [
-                {"name": s.name, "shape": [s.rows, -1, s.width], "fill": s.fill, "doc": s.doc}
-                for s in model.config.state_specs
-            ],
-        },
-    }
-    return Response(orjson.dumps(body), media_type=JSON)
+    return _json(inference.model_metadata(services(request).registry, name, version))
 
 
 def _model_ready(request: Request, name: str, version: str | None) -> Response:
-    model = services(request).registry.get(name, parse_version(version))  # 404 when not loaded
-    body = {"name": model.name, "version": str(model.version), "ready": True}
-    return Response(orjson.dumps(body), media_type=JSON)
+    return _json(inference.model_ready(services(request).registry, name, version))  # 404 when not loaded
 
 
 @router.get("/v2")
 async def server_metadata(request: Request) -> Response:
-    body = {"name": "seqserve", "version": request.app.version, "extensions": EXTENSIONS}
-    return Response(orjson.dumps(body), media_type=JSON)
+    return _json(inference.server_metadata(request.app.version))
 
 
 @router.get("/v2/models/stats", responses=_errors(400))
@@ -152,10 +129,6 @@ async def model_version_ready(name: str, version: str, request: Request) -> Resp
 
 
 # ---------------------------------------------------------------------------- configuration, index, statistics
-
-
-def _json(body: Any) -> Response:
-    return Response(orjson.dumps(body), media_type=JSON)
 
 
 @router.get("/v2/models/{name}/config", responses=_errors(400, 404))

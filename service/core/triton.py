@@ -16,13 +16,12 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from models.repository import scan_repository
-from service.core.v2 import InferenceRequestError, parse_version
+from service.core.v2 import PLATFORM, InferenceRequestError, parse_version
 
 if TYPE_CHECKING:
     from service.core.registry import LoadedModel
     from service.core.services import Services
 
-PLATFORM = "onnxruntime_onnx"
 TYPE = "TYPE_FP32"
 
 

@@ -46,12 +46,13 @@ from service.core.errors import (
     DeadlineExceeded,
     InvalidInput,
     PositionConflict,
+    ServiceError,
     SessionExpired,
     SessionNotFound,
     echo,
 )
 from service.core.lifecycle import Sessions
-from service.core.registry import LoadedModel
+from service.core.registry import LoadedModel, ModelRegistry
 from service.core.validate import parse_start_time
 from service.sessions.base import SessionRecord
 
@@ -59,6 +60,9 @@ if TYPE_CHECKING:
     from service.core.services import Services
 
 DATATYPE = "FP32"
+SERVER_NAME = "seqserve"
+PLATFORM = "onnxruntime_onnx"  # Triton's name for what serves the models
+EXTENSIONS = ("binary_tensor_data", "parameters", "sequence", "model_configuration", "statistics", "model_repository")
 MAX_SEQUENCE_ID_CHARS = 128
 MAX_RANK = 8  # dimensions a tensor's shape may list (the model's take 3)
 MAX_TIMEOUT_US = 3600 * 10**6
@@ -163,6 +167,63 @@ def parse_version(version: str | None) -> int | None:
     if not (version.isascii() and version.isdigit()) or len(version) > 18:
         raise Error(f"model version must be a positive integer, got {echo(version)}", field="version")
     return int(version)
+
+
+# ---------------------------------------------------------------------------- health and metadata
+# Built here once; HTTP answers them as JSON, gRPC as Triton's messages.
+
+
+async def not_ready(svc: Services) -> str | None:
+    """Why the server is not ready (None: ready). Ready means predictions can be served: at
+    least one model is loaded; the session store counts only with
+    SEQSERVE_READY_REQUIRES_STORE (else an outage of Redis would take every replica out of
+    its load balancer although stateless prediction still works)."""
+    if len(svc.registry) == 0:
+        return "no model is loaded"
+    if svc.settings.ready_requires_store:
+        try:
+            await svc.store.ping()
+        except ServiceError:
+            return "session store unavailable"
+    return None
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    """The V2 server metadata: name, version, extensions."""
+    return {"name": SERVER_NAME, "version": version, "extensions": list(EXTENSIONS)}
+
+
+def model_ready(registry: ModelRegistry, name: str, version: str | None) -> dict[str, Any]:
+    """A loaded model version's readiness (NotFound when it is not loaded)."""
+    model = registry.get(name, parse_version(version))
+    return {"name": model.name, "version": str(model.version), "ready": True}
+
+
+def model_metadata(registry: ModelRegistry, name: str, version: str | None) -> dict[str, Any]:
+    """The V2 model metadata: the version asked for (or every loaded one), the tensors with
+    their shapes, and in `parameters` which version is the default and why, each version's
+    quality gate and whether it is promoted, and the state tensors."""
+    model = registry.get(name, parse_version(version))
+    versions = [model.version] if version else registry.versions(model.name)
+    inputs, outputs = tensor_metadata(model)
+    default, reason = registry.default_version(model.name)
+    return {
+        "name": model.name,
+        "versions": [str(v) for v in versions],
+        "platform": PLATFORM,
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "default_version": str(default),
+            "default_reason": reason,
+            "promoted": {str(v): registry.get(model.name, v).promoted for v in versions},
+            "gate": {str(v): registry.get(model.name, v).gate for v in versions},
+            "state_tensors": [
+                {"name": s.name, "shape": [s.rows, -1, s.width], "fill": s.fill, "doc": s.doc}
+                for s in model.config.state_specs
+            ],
+        },
+    }
 
 
 # ---------------------------------------------------------------------------- tensors

@@ -13,6 +13,11 @@ are written as they complete, so across sequences they may come back in another 
 the requests (clients match them by `id`, as with Triton). A failed request does not end the
 stream: its reply carries `error_message`, as Triton's does.
 
+Documents (readiness, server and model metadata, configuration, statistics, the repository
+index) are the ones HTTP answers, built in service/core/; ModelMetadata's `parameters` (default
+version, gates, state tensors), for which Triton's message has no field, come as JSON in the
+`seqserve-parameters-bin` trailing metadata.
+
 Errors: the domain errors of service/core/errors.py become status codes (`STATUS`), with the
 message as details and the JSON error body in the `seqserve-error-bin` trailer.
 
@@ -68,6 +73,7 @@ MAX_STREAMS_PER_CONNECTION = 128  # concurrent calls on one HTTP/2 connection
 IDLE_CONNECTION_MS = 300_000  # a connection without calls is closed (clients reconnect on their own)
 
 Reply = TypeVar("Reply")
+PARAMETERS_TRAILER = "seqserve-parameters-bin"  # ModelMetadata's `parameters`, JSON
 PUBLIC_METHODS = frozenset({"ServerLive", "ServerReady"})  # health probes: no key
 
 
@@ -145,44 +151,29 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
 
     @_rpc
     async def ServerReady(self, request: pb.ServerReadyRequest, context: Any) -> pb.ServerReadyResponse:
-        # As /v2/health/ready: predictions can be served; the store only when configured to gate.
-        if len(self.svc.registry) == 0:
-            return pb.ServerReadyResponse(ready=False)
-        if self.svc.settings.ready_requires_store:
-            try:
-                await self.svc.store.ping()
-            except ServiceError:
-                return pb.ServerReadyResponse(ready=False)
-        return pb.ServerReadyResponse(ready=True)
+        # The same answer as /v2/health/ready (service/core/v2.py)
+        return pb.ServerReadyResponse(ready=await inference.not_ready(self.svc) is None)
 
     @_rpc
     async def ModelReady(self, request: pb.ModelReadyRequest, context: Any) -> pb.ModelReadyResponse:
-        version = parse_version(request.version)
         try:
-            self.svc.registry.get(request.name, version)
+            inference.model_ready(self.svc.registry, request.name, request.version)
         except NotFound:
             return pb.ModelReadyResponse(ready=False)
         return pb.ModelReadyResponse(ready=True)
 
     @_rpc
     async def ServerMetadata(self, request: pb.ServerMetadataRequest, context: Any) -> pb.ServerMetadataResponse:
-        from service.api.v2 import EXTENSIONS
-
-        return pb.ServerMetadataResponse(name="seqserve", version=self.version, extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(**inference.server_metadata(self.version))
 
     @_rpc
     async def ModelMetadata(self, request: pb.ModelMetadataRequest, context: Any) -> pb.ModelMetadataResponse:
-        registry = self.svc.registry
-        model = registry.get(request.name, parse_version(request.version))
-        versions = [model.version] if request.version else registry.versions(model.name)
-        inputs, outputs = inference.tensor_metadata(model)
-        return pb.ModelMetadataResponse(
-            name=model.name,
-            versions=[str(v) for v in versions],
-            platform=triton.PLATFORM,
-            inputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in inputs],
-            outputs=[pb.ModelMetadataResponse.TensorMetadata(**t) for t in outputs],
-        )
+        """The document HTTP answers (service/core/v2.py). Triton's message has no field for its
+        `parameters` (default version, gates, state tensors): they come as JSON in the
+        `seqserve-parameters-bin` trailing metadata."""
+        document = inference.model_metadata(self.svc.registry, request.name, request.version or None)
+        context.set_trailing_metadata(((PARAMETERS_TRAILER, orjson.dumps(document.pop("parameters"))),))
+        return json_format.ParseDict(document, pb.ModelMetadataResponse())
 
     @_rpc
     async def ModelConfig(self, request: pb.ModelConfigRequest, context: Any) -> pb.ModelConfigResponse:

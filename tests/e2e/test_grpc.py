@@ -86,6 +86,28 @@ def test_health_and_metadata(triton: grpcclient.InferenceServerClient) -> None:
     assert code_of(info.value) == "StatusCode.UNIMPLEMENTED"
 
 
+@pytest.mark.parametrize("version", ["", "1"])
+def test_model_metadata_over_grpc_and_http(stub, client: httpx.Client, version: str) -> None:
+    """One document (service/core/v2.py) for both: the same tensors, versions and platform, and
+    the `parameters` (default version, gates, state tensors), which gRPC carries in the
+    `seqserve-parameters-bin` trailer because Triton's message has no field for them."""
+    path = "/v2/models/lstm" + (f"/versions/{version}" if version else "")
+    http = client.get(path).json()
+    reply, call = stub.ModelMetadata.with_call(service_pb2.ModelMetadataRequest(name="lstm", version=version))
+    trailers = dict(call.trailing_metadata())
+    parameters = http.pop("parameters")
+    assert orjson.loads(trailers["seqserve-parameters-bin"]) == parameters
+    assert parameters["default_version"] == "2" and [s["name"] for s in parameters["state_tensors"]] == ["h", "c"]
+    assert set(parameters["gate"]) == set(parameters["promoted"]) == set(http["versions"])
+    tensors = {
+        side: [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in getattr(reply, side)]
+        for side in ("inputs", "outputs")
+    }
+    got = {"name": reply.name, "versions": list(reply.versions), "platform": reply.platform, **tensors}
+    assert got == http
+    assert got["versions"] == (["1"] if version else ["1", "2"])
+
+
 def test_model_config_over_grpc_and_http(triton: grpcclient.InferenceServerClient, client: httpx.Client) -> None:
     config = triton.get_model_config("lstm", as_json=True)["config"]
     assert config["name"] == "lstm" and config["platform"] == "onnxruntime_onnx"

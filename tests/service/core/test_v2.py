@@ -12,7 +12,7 @@ import pytest
 from service.api import codecs
 from service.core import v2 as inference
 from service.core.engine import StepRequest
-from service.core.errors import BadRequest
+from service.core.errors import BadRequest, NotFound
 from service.core.metrics import Metrics
 from service.core.services import build_services
 from service.core.settings import Settings
@@ -146,3 +146,32 @@ def test_statistics_count_requests_and_executions() -> None:
         {"batch_size": 3, "compute_input": {"count": 0, "ns": 0}, "compute_infer": {"count": 1, "ns": 300},
          "compute_output": {"count": 0, "ns": 0}}
     ]  # fmt: skip
+
+
+async def test_readiness_is_built_once_for_http_and_grpc(repository: Path, tmp_path: Path) -> None:
+    """not_ready(): no model loaded, or (only when configured to gate on it) the session store
+    down; None when ready. Both transports answer from it."""
+    empty = build_services(Settings(model_repository=tmp_path), Metrics(), codecs.STEP_REPLY)
+    assert await inference.not_ready(empty) == "no model is loaded"
+    await empty.store.close()
+    down = "redis://127.0.0.1:1/0"
+    for gate, expected in ((False, None), (True, "session store unavailable")):
+        settings = Settings(model_repository=repository, session_store=down, ready_requires_store=gate)
+        svc = build_services(settings, Metrics(), codecs.STEP_REPLY)
+        assert await inference.not_ready(svc) == expected
+        await svc.store.close()
+        svc.executor.shutdown(wait=True)
+
+
+def test_model_metadata_and_readiness_documents(services) -> None:
+    registry = services.registry
+    meta = inference.model_metadata(registry, "lstm", None)
+    assert meta["versions"] == ["1", "2"] and meta["platform"] == inference.PLATFORM
+    assert [t["name"] for t in meta["inputs"]] == ["input", "h0", "c0"]
+    assert meta["parameters"]["default_version"] == str(registry.default_version("lstm")[0])
+    one = inference.model_metadata(registry, "lstm", "1")
+    assert one["versions"] == ["1"] and list(one["parameters"]["gate"]) == ["1"]
+    assert inference.model_ready(registry, "gru", "1") == {"name": "gru", "version": "1", "ready": True}
+    with pytest.raises(NotFound):
+        inference.model_ready(registry, "gru", "7")
+    assert inference.server_metadata("9.9")["extensions"] == list(inference.EXTENSIONS)
