@@ -20,8 +20,10 @@ Retry-safety: a client that did not see a reply resends the same inputs with the
 applied at that position with inputs that hash the same, its reply is answered again and
 nothing is applied twice. Requests without a position are never answered from a record: identical
 readings from two requests are two steps. A write that loses the check-and-set to another
-replica was not applied; position-less requests are then recomputed on the new state (at most
-`CAS_ATTEMPTS` times), positioned ones get the conflict.
+replica was not applied; position-less requests are "apply next": they are recomputed on the
+new state and written again, after a short random pause that grows with each lost round (so
+replicas contending for one session take turns), up to `apply_attempts` rounds; positioned ones
+get the conflict (their client stated where they belong).
 
 The reply a retry gets must be the reply the first attempt got, byte for byte. A reply is a
 pure function of the session, its model version, the position and the outputs, encoded by the
@@ -44,6 +46,7 @@ import asyncio
 import hashlib
 import logging
 import os
+import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -59,6 +62,7 @@ from service.core.errors import (
     ServiceError,
     SessionExpired,
     SessionNotFound,
+    refused,
 )
 from service.core.locks import KeyedLocks
 from service.core.registry import LoadedModel, ModelRegistry
@@ -67,7 +71,8 @@ from service.core.validate import check_features, parse_steps
 from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown
 
 log = logging.getLogger("seqserve.errors")
-CAS_ATTEMPTS = 3
+BACKOFF_SECONDS = 0.001  # the first pause after a lost check-and-set; doubled per round ...
+BACKOFF_MAX_SECONDS = 0.05  # ... up to this (each pause is uniform in [0, bound])
 
 
 @dataclass(slots=True)
@@ -242,8 +247,11 @@ class Engine:
         model: str | None,
         owner: str,
     ) -> None:
-        for attempt in range(CAS_ATTEMPTS):
-            last = attempt == CAS_ATTEMPTS - 1
+        attempts = self.settings.apply_attempts
+        for attempt in range(attempts):
+            last = attempt == attempts - 1
+            if attempt:  # the previous round lost the check-and-set: let the winner's replica go on
+                await asyncio.sleep(random.uniform(0, min(BACKOFF_SECONDS * 2 ** (attempt - 1), BACKOFF_MAX_SECONDS)))
             if len(runs) == 1:
                 try:
                     loaded: list[SessionRecord | ServiceError] = [await self.store.load(runs[0].session_id)]
@@ -556,6 +564,8 @@ class Engine:
                 continue
             # The store is down, or a conflict on the last attempt: the write may or may not
             # have landed, so every applied request reports it and none is re-applied.
+            if isinstance(error, PositionConflict):
+                refused("apply_attempts")
             for i, _, _ in run.applied:
                 results[i] = error
             for i, _ in run.echoes:

@@ -4,6 +4,7 @@ and any details that help it recover (e.g. the current position on a conflict)."
 
 from __future__ import annotations
 
+import collections
 from typing import Any
 
 ECHO_CHARS = 80
@@ -46,6 +47,18 @@ def _echo(value: Any, depth: int) -> str:
     return f"<{type(value).__name__}>"
 
 
+# Every refusal by a configured limit, by the limit's setting name: a fixed set (the names are
+# constants in the code that refuses, never client input). Process-wide, because refusals
+# happen below any one app (the HTTP protocol, the gRPC server, the engine, a store); each
+# metrics registry exports it as seqserve_refusals_total{limit} (service/core/metrics.py).
+REFUSALS: collections.Counter[str] = collections.Counter()
+
+
+def refused(limit: str) -> None:
+    """Count one refusal by `limit` (a setting's name, e.g. "max_response_bytes")."""
+    REFUSALS[limit] += 1
+
+
 class ServiceError(Exception):
     status: int = 500
     code: str = "internal_error"
@@ -54,6 +67,9 @@ class ServiceError(Exception):
         super().__init__(message)
         self.message = message
         self.details = details
+        limit = details.get("limit")
+        if isinstance(limit, str):  # an error naming the limit that refused it
+            refused(limit)
 
     def body(self) -> dict[str, Any]:
         return {"error": self.message, "code": self.code, **self.details}

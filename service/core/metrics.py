@@ -9,9 +9,23 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from service.core.errors import REFUSALS
 from service.core.stats import StatsBook
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _RefusalCollector(Collector):
+    """seqserve_refusals_total{limit}: every refusal by a configured limit (service.core.errors
+    counts them where they happen, in any transport)."""
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily(
+            "seqserve_refusals", "Requests, messages or connections refused by a limit", labels=["limit"]
+        )
+        for limit, n in sorted(REFUSALS.items()):
+            family.add_metric([limit], n)
+        yield family
 
 
 class _SessionCollector(Collector):
@@ -114,6 +128,7 @@ class Metrics:
             registry=self.registry,
         )
         self.model_stats = StatsBook()  # Triton-style statistics (V2 statistics extension)
+        self.registry.register(_RefusalCollector())
 
     def watch_sessions(self, read: Callable[[], dict[str, float]]) -> None:
         self.registry.register(_SessionCollector(read))

@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         description="bytes of recorded outputs per session for retries; a step whose outputs do not fit records "
         "the state it started from instead (a retry recomputes its reply), older records are dropped first",
     )
+    apply_attempts: int = Field(
+        32,
+        ge=1,
+        description="rounds a position-less step is recomputed after losing the check-and-set to another replica "
+        "(apply next); 409 after the last",
+    )
     max_sessions_per_model: int = Field(0, ge=0, description="sessions one model may hold; 0: no limit; 429 beyond")
 
     # Request limits
