@@ -39,9 +39,14 @@ def input_names(config: ModelConfig) -> list[str]:
 
 
 def output_names(config: ModelConfig) -> list[str]:
-    """Forecasts, the states, then the extra outputs (quantiles, anomaly) of a model with levels:
-    a caller that asks only for the first ones runs the same graph unchanged."""
-    return ["output", *(f"{s}n" for s in config.state_names), *config.extra_outputs]
+    """The streaming contract: forecasts, then the new states (what a caller feeds back)."""
+    return ["output", *(f"{s}n" for s in config.state_names)]
+
+
+def graph_output_names(config: ModelConfig) -> list[str]:
+    """Every graph output: `output_names`, then the extras (quantiles, anomaly) of a model with
+    levels; a caller that asks only for the first ones runs the same graph unchanged."""
+    return [*output_names(config), *config.extra_outputs]
 
 
 class _FlatSignature(nn.Module):
@@ -56,7 +61,7 @@ class _FlatSignature(nn.Module):
 
 
 def _graph_outputs(model: nn.Module, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
-    """Every graph output in `output_names` order: forecasts, states, then any extras."""
+    """Every graph output in `graph_output_names` order: forecasts, states, then any extras."""
     own = getattr(model, "graph_outputs", None)
     if own is not None:
         y, new_state, extras = own(x, state)
@@ -100,7 +105,7 @@ def export_onnx(
             (x, *state),
             buffer,  # type: ignore[arg-type]  # a file object is accepted; torch's hint names only paths
             input_names=input_names(config),
-            output_names=output_names(config),
+            output_names=graph_output_names(config),
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
             do_constant_folding=True,
@@ -175,8 +180,8 @@ def check_parity(
             made = _graph_outputs(model, torch.from_numpy(x), tuple(torch.from_numpy(s) for s in state))
         expected = [t.numpy() for t in made]
         feeds = dict(zip(input_names(config), [x, *state], strict=True))
-        got = session.run(output_names(config), feeds)
-        for name, want, have in zip(output_names(config), expected, got, strict=True):
+        got = session.run(graph_output_names(config), feeds)
+        for name, want, have in zip(graph_output_names(config), expected, got, strict=True):
             if want.shape != have.shape:
                 raise ExportError(f"{name}: shape {have.shape} from ONNX Runtime, {want.shape} from torch")
             err = float(np.max(np.abs(want - have)))

@@ -123,6 +123,7 @@ class Forecaster(nn.Module):
     # Set by training (training/forecaster_run.py) and written into the manifest.
     start_time: float | None
     transform_choice: dict[str, Any]
+    calibration: dict[str, Any]  # set by training/calibrate.py (levels, shifts, coverage)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -251,9 +252,24 @@ class Forecaster(nn.Module):
         self, x: Tensor, state: State | None = None, extras: bool = False
     ) -> tuple[Tensor, State, tuple[Tensor, ...]]:
         """Forecasts and new state; with `extras` (and quantile levels) also the quantiles and
-        the anomaly rows of every reading (forecast_spec's docstring; ANOMALY_COLUMNS)."""
+        the anomaly rows of every reading (forecast_spec's docstring; ANOMALY_COLUMNS). The
+        quantiles are computed either way when the model carries the `pending` state."""
         if state is None:
             state = self.init_state(x.shape[0], x.device)
+        point, top, scale, parts, new_cell, new_state = self.readout(x, state)
+        if not self.config.quantiles or not (extras or self.config.anomaly):
+            return point, (*new_cell, *new_state), ()
+        quantiles = self.quantiles(top, point, scale)
+        if not self.config.anomaly:
+            return point, (*new_cell, *new_state), (quantiles,)
+        y = x[:, :, self.spec.target_index]
+        anomaly, pending = self._anomaly(y, quantiles, state[-1][0], parts["count"])
+        return point, (*new_cell, *new_state, pending.unsqueeze(0)), (quantiles, anomaly)
+
+    def readout(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, dict, State, State]:  # type: ignore[type-arg]
+        """(point forecasts [B, T, H], the top layer's output after dropout [B, T, hidden], the
+        residual unit [H] or [B, T, H], the feature parts, new h (, c), new history states):
+        what the heads read; training/calibrate.py fits the quantile head on it."""
         spec = self.spec
         parts, new_state = self.features(x, state)
         if spec.local_scale:  # differences in units of the session's own scale
@@ -278,7 +294,8 @@ class Forecaster(nn.Module):
         else:
             out, h = self.rnn(rnn_in, state[0])
             new_cell = (h,)
-        coef = self.head(self.drop(out))  # [B, T, H*(C+1)]
+        top = self.drop(out)
+        coef = self.head(top)  # [B, T, H*(C+1)]
         coef = coef.reshape(coef.shape[0], coef.shape[1], spec.horizon, len(spec.columns) + 1)
         columns = parts["columns"] * self.column_inv_std  # [B, T, H, C]
         scale = self.scale
@@ -287,15 +304,7 @@ class Forecaster(nn.Module):
             columns = columns / window_scale.unsqueeze(-1).unsqueeze(-1)
             scale = scale * window_scale.unsqueeze(-1)
         residual = coef[..., 0] + (coef[..., 1:] * columns).sum(-1)  # [B, T, H]
-        point = parts["base"] + scale * residual
-        if not self.config.quantiles:
-            return point, (*new_cell, *new_state), ()
-        quantiles = self.quantiles(self.drop(out), point, scale)
-        if not self.config.anomaly:
-            return point, (*new_cell, *new_state), (quantiles,)
-        y = x[:, :, spec.target_index]
-        anomaly, pending = self._anomaly(y, quantiles, state[-1][0], parts["count"])
-        return point, (*new_cell, *new_state, pending.unsqueeze(0)), (quantiles, anomaly)
+        return parts["base"] + scale * residual, top, scale, parts, new_cell, new_state
 
     def quantiles(self, top: Tensor, point: Tensor, scale: Tensor) -> Tensor:
         """[B, T, H, Q] quantiles from the top layer's output, the point forecasts [B, T, H] and

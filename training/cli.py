@@ -53,6 +53,8 @@ class RunSettings:
     time_column: str = ""
     transform: str = "auto"
     history: int = 0
+    # Forecast quantile levels (training/calibrate.py); [] = point forecasts only.
+    quantiles: list[float] = field(default_factory=lambda: [0.025, 0.1, 0.5, 0.9, 0.975])
     baselines: str = "full"
     allow_worse: bool = False
     repository: str = "model_repository"
@@ -143,6 +145,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "least 8): the window of its per-series scale",
     )
     model.add_argument(
+        "--quantiles",
+        metavar="Q,...",
+        help="forecast quantile levels in (0, 1), calibrated on the validation split (default "
+        "0.025,0.1,0.5,0.9,0.975: 80 %% and 95 %% intervals and anomaly flags); none: point forecasts only",
+    )
+    model.add_argument(
         "--threads", type=int, metavar="N", help="CPU threads for torch (default 1: small RNNs gain nothing from more)"
     )
     model.add_argument(
@@ -210,6 +218,13 @@ def _normalise(values: dict[str, Any], source: str) -> dict[str, Any]:
             out["season"], out["season_auto"] = [], False
         else:
             out["season"], out["season_auto"] = _seasons(out["season"], source), False
+    if "quantiles" in out:
+        from training.calibrate import parse_levels
+
+        try:
+            out["quantiles"] = parse_levels(out["quantiles"] if out["quantiles"] != [] else "none")
+        except ValueError as exc:
+            raise TrainingError(f"{exc} in {source}") from exc
     return out
 
 
@@ -259,7 +274,7 @@ def _coerce(values: dict[str, Any]) -> dict[str, Any]:
     for key, value in values.items():
         kind = _TYPES.get(key)
         if value is None or kind is None:
-            lists = ("target", "features", "season", "defaulted")
+            lists = ("target", "features", "season", "defaulted", "quantiles")
             if kind is None and key not in lists and not isinstance(value, str):
                 raise TrainingError(f"setting {key!r} must be a string, got {value!r}")
             continue

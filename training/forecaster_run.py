@@ -120,10 +120,19 @@ def build_config(
     base = model_config(
         settings, data, cell, extra={"seasons": list(seasons), "time_column": axis.column if axis else ""}
     )
+    base = with_quantiles(base, settings)
     try:
         return fit_spec(forecaster_config(base, spec, clock), data.features, data.train_rows), start
     except ValueError as exc:
         raise TrainingError(str(exc)) from exc
+
+
+def with_quantiles(base: ModelConfig, settings: Any) -> ModelConfig:
+    """`base` with the `--quantiles` levels (none when the settings have none)."""
+    from dataclasses import replace
+
+    levels = getattr(settings, "quantiles", None) or ()
+    return replace(base, quantiles=tuple(float(q) for q in levels))
 
 
 def choose_transform(
@@ -164,6 +173,14 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
     model = Forecaster(config)
     history = forecast_loop.train_forecaster(model, data, loop_settings(settings), start)
     model.start_time = start
+    model.calibration = {}
+    if config.quantiles:
+        from training import calibrate
+
+        segment = forecast_loop.Segment.of(data, start)
+        model.calibration = calibrate.calibrate(
+            model, [segment], calibrate.QuantileSettings(seed=settings.seed), report
+        )
     model.transform_choice = {
         "setting": getattr(settings, "transform", "auto"),
         "chosen": transform,

@@ -102,7 +102,7 @@ def _fit_config(settings: RunSettings, data: MultiSeriesData, cell: str, transfo
     from models.config import Clock
     from models.forecast_spec import SpecError, make_spec
     from models.forecaster import fit_spec_many, forecaster_config
-    from training.forecaster_run import seasons_of
+    from training.forecaster_run import seasons_of, with_quantiles
     from training.pipeline import model_config
 
     seasons = seasons_of(settings)
@@ -135,6 +135,7 @@ def _fit_config(settings: RunSettings, data: MultiSeriesData, cell: str, transfo
             "global_model": {"series": len(data.series), "scale": "per session, from its ring (local_scale)"},
         },
     )
+    base = with_quantiles(base, settings)
     try:
         return fit_spec_many(
             forecaster_config(base, spec, clock), [s.data.features[: s.data.train_rows] for s in data.series]
@@ -167,7 +168,7 @@ def choose_transform(settings: RunSettings, data: MultiSeriesData, cell: str) ->
 
 def train(settings: RunSettings, data: MultiSeriesData, cell: str) -> tuple[Any, Any]:
     from models.forecaster import Forecaster
-    from training import forecast_loop, loop
+    from training import distributed, forecast_loop, loop
     from training.forecaster_run import loop_settings
 
     transform, scores = choose_transform(settings, data, cell)
@@ -183,6 +184,13 @@ def train(settings: RunSettings, data: MultiSeriesData, cell: str) -> tuple[Any,
     # the validation error over ranks, so the decisions are the global ones.
     history = forecast_loop.train_forecaster(model, owned_segments(data), train_settings)
     model.start_time = None
+    model.calibration = {}
+    if config.quantiles and distributed.context().is_main:  # rank 0 holds every series and publishes
+        from training import calibrate
+
+        model.calibration = calibrate.calibrate(
+            model, segments(data), calibrate.QuantileSettings(seed=settings.seed), lambda m: _log(m)
+        )
     model.transform_choice = {
         "setting": settings.transform,
         "chosen": transform,
@@ -360,6 +368,11 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
         predictions = test_forecasts(model, data)
         metrics = global_report(data, predictions, baselines)
         metrics["transform"] = model.transform_choice
+        if model.config.quantiles:
+            from training import calibrate
+
+            metrics["intervals"] = calibrate.global_interval_report(model, data)
+            metrics["calibration"] = model.calibration
         outcome = Outcome(cell, model, history, metrics)
         outcome.gate = decide("forecast", metrics, settings.allow_worse)
         outcome.plots = {

@@ -389,6 +389,11 @@ def _evaluate_forecast(
         streaming = loop.predict_streaming(model, data, data.test)
     metrics = evaluate.forecast_report(data, {"windowed": windowed, "streaming": streaming}, baselines)
     metrics["windowed"]["window"] = settings.window + (model.spec.ring if hasattr(model, "spec") else 0)
+    if model.config.quantiles:
+        from training import calibrate
+
+        metrics["intervals"] = calibrate.interval_report(model, data, float(evaluate.mase_scale(data)[0]))
+        metrics["calibration"] = model.calibration
     outcome = Outcome(cell, model, history, metrics)
     shown = plots.baselines_to_draw(metrics)
     outcome.plots = {
@@ -457,7 +462,7 @@ def _publish(
     import onnx
     import onnxruntime
 
-    from models.config import METADATA_KEY
+    from models.config import ANOMALY_COLUMNS, METADATA_KEY
     from models.export import ExportError, export_onnx
     from training.gate import GATE_KEY, to_metadata
     from training.repository import publish
@@ -519,6 +524,8 @@ def _publish(
             "config_key": METADATA_KEY,
             "features": list(config.feature_names),
             "outputs": list(config.output_names),
+            "quantiles": list(config.quantiles),
+            "anomaly": list(ANOMALY_COLUMNS[1:]) if config.anomaly else [],
             "normalization": config.to_dict()["normalization"],
             "metrics": outcome.metrics,
             "gate": outcome.gate,

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from models.config import ANOMALY_LEVELS, DEFAULT_QUANTILES, ConfigError, ModelConfig
-from models.export import export_onnx, input_names, output_names
+from models.export import export_onnx, graph_output_names, input_names
 from models.forecaster import Forecaster, quantile_bias, quantile_tables
 from models.reference import load_reference, tolerance
 from tests.models.test_forecaster import PERIOD, make_forecaster, series
@@ -48,7 +48,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, tuple[Fore
 
 
 def run_onnx(session: ort.InferenceSession, config: ModelConfig, x: np.ndarray, state: list) -> dict:
-    names = output_names(config)
+    names = graph_output_names(config)
     got = session.run(names, dict(zip(input_names(config), [x.astype(np.float32), *state], strict=True)))
     states = got[1 : 1 + len(config.state_names)]
     extras = dict(zip(config.extra_outputs, got[1 + len(config.state_names) :], strict=True))
@@ -68,7 +68,7 @@ def test_graph_outputs_and_states_follow_the_levels(exported, case) -> None:
     assert config.extra_outputs == (("quantiles", "anomaly") if anomaly else ("quantiles",))
     assert ("pending" in config.state_names) == anomaly
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    assert [o.name for o in session.get_outputs()] == output_names(config)
+    assert [o.name for o in session.get_outputs()] == graph_output_names(config)
     again = ModelConfig.from_json(config.to_json())
     assert again.quantiles == case[4] and again.quantile_keys == tuple(repr(q) for q in case[4])
 

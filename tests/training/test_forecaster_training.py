@@ -58,8 +58,9 @@ def test_time_column_is_detected_and_sets_the_phase(electricity: tuple[Path, dic
     seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
     for row in (0, 1, 47, 48, 335, 336, 1000):
         assert config.clock.phase(seconds[row]) == row % 336
-    assert config.state_names == ("h", "c", "ring", "count", "phase")
-    assert [s["name"] for s in manifest["config"]["extra_states"]] == ["ring", "count", "phase"]
+    # "pending": the next reading's forecast interval (default quantile levels: anomaly flags)
+    assert config.state_names == ("h", "c", "ring", "count", "phase", "pending")
+    assert [s["name"] for s in manifest["config"]["extra_states"]] == ["ring", "count", "phase", "pending"]
 
 
 def test_served_file_streams_with_and_without_start_time(electricity: tuple[Path, dict]) -> None:

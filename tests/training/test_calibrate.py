@@ -1,0 +1,129 @@
+"""Calibrated quantiles (training/calibrate.py): on a synthetic series whose noise is known,
+test coverage of the 80 % and 95 % intervals is within a few points of nominal and their width
+is close to the noise's own; the pieces (levels, conformal order statistics, scores) on their
+own; `--quantiles none` leaves the point model as it was."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.config import ModelConfig
+from training.calibrate import conformal_shift, interval_scores, parse_levels
+from training.data import TrainingError
+
+from .conftest import settings_from
+
+NOISE = 5.0  # std of the Gaussian noise on top of a clean daily shape
+SEASON = 24
+
+
+def synthetic(path: Path, n: int = 3000, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    y = 100 + 20 * np.sin(2 * np.pi * t / SEASON) + 8 * np.cos(2 * np.pi * t / 6) + NOISE * rng.standard_normal(n)
+    pd.DataFrame({"y": y}).to_csv(path, index=False)
+    return path
+
+
+def train(tmp_path: Path, *extra: str) -> dict:
+    from training.pipeline import train_and_publish
+
+    data = synthetic(tmp_path / "noise.csv")
+    argv = ["--data", str(data), "--target", "y", "--season", str(SEASON), "--epochs", "6", "--hidden", "16"]
+    argv += ["--baselines", "naive", "--quiet", "--repository", str(tmp_path / "repo"), "--name", "m", *extra]
+    train_and_publish(settings_from(argv))
+    return json.loads((tmp_path / "repo" / "m" / "1" / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def noisy(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return train(tmp_path_factory.mktemp("noisy"), "--horizon", "2")
+
+
+def test_coverage_is_near_nominal_on_a_series_with_known_noise(noisy: dict) -> None:
+    intervals = noisy["metrics"]["intervals"]
+    assert abs(intervals["coverage"]["80"] - 0.80) <= 0.04, intervals["coverage"]
+    assert abs(intervals["coverage"]["95"] - 0.95) <= 0.03, intervals["coverage"]
+    for lead in range(2):
+        assert abs(intervals["by_lead"]["coverage_80"][lead] - 0.80) <= 0.05
+        assert abs(intervals["by_lead"]["coverage_95"][lead] - 0.95) <= 0.035
+    for level, below in intervals["below"].items():
+        assert abs(below - float(level)) <= 0.05, (level, below)
+    assert noisy["metrics"]["intervals"]["flagged"]["outside_95"] <= 0.10
+    assert noisy["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
+    assert noisy["anomaly"] == ["outside_80", "outside_95", "score"]
+    config = ModelConfig.from_dict(noisy["config"])
+    assert config.quantiles == (0.025, 0.1, 0.5, 0.9, 0.975) and config.state_names[-1] == "pending"
+    shift = noisy["config"]["extra"]["forecaster"]["quantile_shift"]
+    assert np.asarray(shift).shape == (2, 5)
+    np.testing.assert_allclose(shift, noisy["metrics"]["calibration"]["shift"], atol=1e-5)
+
+
+def test_the_interval_width_matches_the_error_spread(noisy: dict, tmp_path: Path) -> None:
+    """Served quantiles one step ahead span about +-1.28 and +-1.96 standard deviations of the
+    model's own test errors (the noise plus what a briefly trained model still misses), and
+    never less than the noise itself."""
+    import onnxruntime as ort
+
+    from models.export import graph_output_names, input_names
+
+    config = ModelConfig.from_dict(noisy["config"])
+    path = Path(noisy["data"]["path"]).parent / "repo" / "m" / "1" / "model.onnx"
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y = pd.read_csv(noisy["data"]["path"])["y"].to_numpy(np.float32)
+    feeds = dict(zip(input_names(config), [y[None, :, None], *config.initial_state(1)], strict=True))
+    q = session.run(graph_output_names(config), feeds)[-2][0, 500:, 0]  # [T, Q] one step ahead
+    width80 = float(np.median(q[:, 3] - q[:, 1]))
+    width95 = float(np.median(q[:, 4] - q[:, 0]))
+    spread = noisy["metrics"]["streaming"]["rmse"]
+    assert spread > NOISE
+    assert max(2 * 1.2816 * NOISE, 2 * 1.2816 * spread * 0.8) < width80 < 2 * 1.2816 * spread * 1.2, width80
+    assert max(2 * 1.96 * NOISE, 2 * 1.96 * spread * 0.8) < width95 < 2 * 1.96 * spread * 1.2, width95
+
+
+def test_quantiles_none_trains_a_point_model(tmp_path: Path) -> None:
+    manifest = train(tmp_path, "--quantiles", "none", "--epochs", "1")
+    config = ModelConfig.from_dict(manifest["config"])
+    assert config.quantiles == () and "pending" not in config.state_names and config.extra_outputs == ()
+    assert "intervals" not in manifest["metrics"] and manifest["quantiles"] == []
+
+
+@pytest.mark.parametrize(
+    ("given", "levels"),
+    [(None, [0.025, 0.1, 0.5, 0.9, 0.975]), ("0.9, 0.1", [0.1, 0.9]), ("none", []), ([0.5, 0.05], [0.05, 0.5])],
+)
+def test_levels_parse(given, levels) -> None:
+    assert parse_levels(given) == levels
+
+
+@pytest.mark.parametrize("given", ["0.1,x", "0,0.5", "1.5", "0.1,0.1", "nan"])
+def test_bad_levels_are_named(given: str) -> None:
+    with pytest.raises(ValueError, match="quantile levels"):
+        parse_levels(given)
+    with pytest.raises(TrainingError, match="quantile levels"):
+        settings_from(["--data", "x.csv", "--target", "y", "--quantiles", given])
+
+
+def test_conformal_shift_takes_the_finite_sample_order_statistic() -> None:
+    scores = np.arange(1.0, 20.0)[:, None, None].repeat(2, axis=2)  # n = 19: scores 1..19
+    shift = conformal_shift([0.1, 0.9], scores)
+    # upper: ceil(20 * 0.9) = 18th smallest; lower: floor(20 * 0.1) = 2nd smallest
+    assert shift.tolist() == [[2.0, 18.0]]
+    assert conformal_shift([0.01, 0.99], scores).tolist() == [[1.0, 19.0]]  # clamped to the sample
+
+
+def test_interval_scores_of_exact_gaussian_quantiles() -> None:
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal((200_000, 1))
+    z = np.array([-1.95996, -1.28155, 0.0, 1.28155, 1.95996])
+    q = np.broadcast_to(z, (200_000, 1, 5))
+    scores = interval_scores(q, target, [0.025, 0.1, 0.5, 0.9, 0.975], 1.0)
+    assert abs(scores["coverage"]["80"] - 0.8) < 0.005 and abs(scores["coverage"]["95"] - 0.95) < 0.003
+    # MSIS of the exact 95 % interval of N(0, 1): width 3.92 plus 2/0.05 x the expected miss on
+    # both sides, 2 x (phi(1.96) - 1.96 x 0.025) = 2 x 0.009445
+    assert abs(scores["msis"] - (3.9199 + 40 * 2 * 0.009445)) < 0.03

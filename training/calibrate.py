@@ -1,0 +1,325 @@
+"""Probabilistic forecasts: fit the forecaster's quantile head, calibrate it on the validation
+block, and score intervals on the test block.
+
+Why in two stages after the point training:
+- The point model is trained exactly as without quantiles (training/forecast_loop.py); the
+  quantile head (models/forecaster.py) is then fitted on the frozen network's top-layer outputs
+  over the training block with the pinball loss. No backpropagation through time, so it takes
+  seconds, and asking for quantiles cannot change the point forecasts.
+- The network fits its own training block: its in-sample residuals are narrower than its errors
+  on new data, so quantiles fitted there under-cover. Split-conformal calibration corrects that
+  on data the network never trained on: per lead k and level tau, the shift delta_k,tau is the
+  finite-sample tau order statistic of (y - q_tau) / u over the validation origins (u the lead's
+  residual unit, so one shift serves every session's scale), and becomes a graph constant.
+  The graph's running maximum keeps the shifted levels monotone.
+
+Scores (test block, streamed from row 0 as a session sees it): coverage of the central 80 % and
+95 % intervals, the mean scaled interval score (MSIS, Gneiting & Raftery 2007 as in M4: width
+plus 2/alpha times the miss, divided by the MASE scale of training/evaluate.py), the mean
+pinball loss over the levels (scaled the same way) and the share of test readings the anomaly
+flags mark.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models.config import ANOMALY_LEVELS, DEFAULT_QUANTILES
+
+if TYPE_CHECKING:
+    from models.forecaster import Forecaster
+    from training.data import ForecastData
+    from training.forecast_loop import Segment
+
+INTERVALS = {"80": (0.1, 0.9), "95": (0.025, 0.975)}
+
+
+def parse_levels(value: str | Sequence[Any] | None) -> list[float]:
+    """`--quantiles`: comma-separated levels in (0, 1), or `none` (point forecasts only). Raises
+    ValueError naming the problem."""
+    if value is None:
+        return list(DEFAULT_QUANTILES)
+    parts = [p.strip() for p in value.split(",")] if isinstance(value, str) else [str(v).strip() for v in value]
+    parts = [p for p in parts if p]
+    if parts in ([], ["none"]):
+        return []
+    levels = []
+    for part in parts:
+        try:
+            level = float(part)
+        except ValueError:
+            raise ValueError(f"quantile levels must be numbers in (0, 1) or 'none', got {part!r}") from None
+        if not 0.0 < level < 1.0 or not math.isfinite(level):
+            raise ValueError(f"quantile levels must be inside (0, 1), got {part}")
+        levels.append(level)
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"quantile levels must be distinct, got {parts}")
+    return sorted(levels)
+
+
+@dataclass
+class QuantileSettings:
+    steps: int = 400  # full-batch Adam steps on the head
+    lr: float = 0.03
+    max_origins: int = 20_000  # origins per step (a random subset beyond this)
+    seed: int = 0
+
+
+@dataclass
+class Readout:
+    """What the heads read at a set of origins, pooled over series: top-layer outputs, point
+    forecasts, residual units and targets (raw units)."""
+
+    top: np.ndarray  # [N, hidden]
+    point: np.ndarray  # [N, H]
+    unit: np.ndarray  # [N, H]
+    target: np.ndarray  # [N, H]
+
+
+def readout(model: Forecaster, segments: list[Segment], which: str) -> Readout:
+    """Stream every segment from a fresh state (its own phase) up to the end of its `which`
+    block ("train": origins from a full ring to the last training origin; "val": the validation
+    origins) and keep what the heads read there."""
+    import torch
+
+    tops, points, units, targets = [], [], [], []
+    for segment in segments:
+        if which == "train":
+            origins = np.arange(min(model.spec.ring, segment.last_train), segment.last_train + 1)
+        else:
+            origins = np.asarray(segment.val)
+        if len(origins) == 0:
+            continue
+        end = int(origins[-1]) + 1
+        x = torch.from_numpy(segment.x[:end].astype(np.float32))[None]
+        with torch.no_grad():
+            point, top, unit, *_ = model.readout(x, model.init_state(1, start_time=segment.start_time))
+        unit = unit.expand_as(point)
+        tops.append(top[0].numpy()[origins])
+        points.append(point[0].numpy()[origins])
+        units.append(unit[0].numpy()[origins])
+        targets.append(segment.y[origins])
+    if not tops:
+        raise ValueError(f"no {which} origins to fit quantiles on")
+    return Readout(
+        np.concatenate(tops),
+        np.concatenate(points).astype(np.float64),
+        np.concatenate(units).astype(np.float64),
+        np.concatenate(targets).astype(np.float64),
+    )
+
+
+def quantiles_of(model: Forecaster, data: Readout) -> np.ndarray:
+    """[N, H, Q] the graph's quantiles (with its current shifts) from a readout."""
+    import torch
+
+    with torch.no_grad():
+        q = model.quantiles(
+            torch.from_numpy(data.top)[:, None],
+            torch.from_numpy(data.point.astype(np.float32))[:, None],
+            torch.from_numpy(data.unit.astype(np.float32))[:, None],
+        )
+    return q[:, 0].numpy().astype(np.float64)
+
+
+def fit_head(model: Forecaster, data: Readout, settings: QuantileSettings) -> float:
+    """Fit the quantile head on a (training) readout with the pinball loss in residual units;
+    returns the final loss. Shifts are zero while fitting."""
+    import torch
+
+    levels = torch.tensor(model.config.quantiles, dtype=torch.float32)
+    top = torch.from_numpy(data.top)[:, None]
+    point = torch.from_numpy(data.point.astype(np.float32))[:, None]
+    unit = torch.from_numpy(data.unit.astype(np.float32))[:, None]
+    target = torch.from_numpy(data.target.astype(np.float32))[:, None]
+    head = model.quantile_head
+    optimizer = torch.optim.Adam(head.parameters(), lr=settings.lr)
+    generator = torch.Generator().manual_seed(settings.seed)
+    n = top.shape[0]
+    loss = torch.tensor(float("nan"))
+    for _ in range(settings.steps):
+        batch = [top, point, unit, target]
+        if n > settings.max_origins:
+            rows = torch.randperm(n, generator=generator)[: settings.max_origins]
+            batch = [t[rows] for t in batch]
+        b_top, b_point, b_unit, b_target = batch
+        q = model.quantiles(b_top, b_point, b_unit)
+        error = (b_target.unsqueeze(-1) - q) / b_unit.unsqueeze(-1)
+        loss = torch.maximum(levels * error, (levels - 1.0) * error).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    return float(loss.detach())
+
+
+def conformal_shift(levels: Sequence[float], scores: np.ndarray) -> np.ndarray:
+    """[H, Q] split-conformal shifts from validation scores [n, H, Q] = (y - q) / u: for an
+    upper level the ceil((n + 1) tau)-th smallest score (so at least tau of new readings fall
+    below, in exchangeable data), for a lower level the floor((n + 1) tau)-th, clamped to the
+    sample's range when n is too small for the level."""
+    n = scores.shape[0]
+    ordered = np.sort(scores, axis=0)
+    shift = np.zeros(scores.shape[1:])
+    for j, tau in enumerate(levels):
+        rank = math.ceil((n + 1) * tau) if tau >= 0.5 else math.floor((n + 1) * tau)
+        shift[:, j] = ordered[min(max(rank, 1), n) - 1, :, j]
+    return shift
+
+
+def coverage(q: np.ndarray, target: np.ndarray, levels: Sequence[float]) -> dict[str, float]:
+    """Share of targets inside each central interval the levels hold (80, 95), and below each
+    level, over every origin and lead."""
+    out: dict[str, float] = {}
+    for name, (lo, hi) in INTERVALS.items():
+        if lo in levels and hi in levels:
+            inside = (target >= q[..., levels.index(lo)]) & (target <= q[..., levels.index(hi)])
+            out[name] = float(inside.mean())
+    return out
+
+
+def calibrate(
+    model: Forecaster, segments: list[Segment], settings: QuantileSettings | None = None, report: Any = print
+) -> dict[str, Any]:
+    """Fit the quantile head (training block) and the conformal shifts (validation block) of
+    `model` in place; returns what the manifest records."""
+    settings = settings or QuantileSettings()
+    levels = list(model.config.quantiles)
+    model.eval()
+    model.set_quantile_shift(np.zeros((model.spec.horizon, len(levels))))
+    train = readout(model, segments, "train")
+    loss = fit_head(model, train, settings)
+    val = readout(model, segments, "val")
+    raw = quantiles_of(model, val)
+    scores = (val.target[..., None] - raw) / val.unit[..., None]
+    shift = conformal_shift(levels, scores)
+    model.set_quantile_shift(shift)
+    calibrated = quantiles_of(model, val)
+    # The reference the quantiles must beat: split-conformal intervals around the point forecast
+    # (|y - p| / u order statistics per lead), fitted on the same validation origins.
+    spread = np.abs(val.target - val.point) / val.unit
+    point_conformal = {
+        name: conformal_shift([hi - lo], spread[..., None])[:, 0].round(6).tolist()
+        for name, (lo, hi) in INTERVALS.items()
+    }
+    before, after = coverage(raw, val.target, levels), coverage(calibrated, val.target, levels)
+    if before:
+        text = ", ".join(f"{k} % {before[k]:.3f} -> {after[k]:.3f}" for k in before)
+        report(f"quantiles: validation coverage before -> after calibration: {text} ({len(val.target)} origins)")
+    return {
+        "levels": levels,
+        "method": "quantile head fitted with the pinball loss on the training block (network frozen); "
+        "split-conformal shift per lead and level on the validation block, in residual units",
+        "train_origins": len(train.target),
+        "validation_origins": len(val.target),
+        "train_pinball": loss,
+        "shift": shift.round(6).tolist(),
+        "validation_coverage_before": before,
+        "validation_coverage_after": after,
+        "point_conformal_half_width": point_conformal,
+    }
+
+
+# ------------------------------------------------------------------------------ test scores
+
+
+def point_conformal_quantiles(point: np.ndarray, unit: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
+    """[N, H, 4] the 2.5/10/90/97.5 % bounds of split-conformal intervals around the point
+    forecasts [N, H] (half-widths from `calibrate`, in residual units [N, H] or [H])."""
+    half = calibration["point_conformal_half_width"]
+    h95, h80 = (np.asarray(half[name]) * unit for name in ("95", "80"))
+    return np.stack([point - h95, point - h80, point + h80, point + h95], axis=-1)
+
+
+def interval_scores(q: np.ndarray, target: np.ndarray, levels: Sequence[float], scale: float) -> dict[str, Any]:
+    """Coverage, MSIS (95 %) and mean pinball (both divided by `scale`) of quantiles [N, H, Q]
+    against targets [N, H]; overall and by lead."""
+    levels = list(levels)
+    tau = np.asarray(levels)
+    error = target[..., None] - q
+    pinball = np.maximum(tau * error, (tau - 1.0) * error) / scale  # [N, H, Q]
+    out: dict[str, Any] = {
+        "coverage": coverage(q, target, levels),
+        "pinball": float(pinball.mean()),
+        "below": {repr(t): float((target <= q[..., j]).mean()) for j, t in enumerate(levels)},
+    }
+    horizon = target.shape[1]
+    by_lead: dict[str, list[float]] = {"pinball": [float(pinball[:, k].mean()) for k in range(horizon)]}
+    for name, (lo, hi) in INTERVALS.items():
+        if lo in levels and hi in levels:
+            low, high = q[..., levels.index(lo)], q[..., levels.index(hi)]
+            inside = (target >= low) & (target <= high)
+            by_lead[f"coverage_{name}"] = [float(inside[:, k].mean()) for k in range(horizon)]
+            if name == "95":
+                alpha = 1.0 - (hi - lo)
+                msis = (high - low) + 2.0 / alpha * (
+                    (low - target) * (target < low) + (target - high) * (target > high)
+                )
+                out["msis"] = float(msis.mean() / scale)
+                by_lead["msis"] = [float(msis[:, k].mean() / scale) for k in range(horizon)]
+    out["by_lead"] = by_lead
+    return out
+
+
+def stream_extras(model: Forecaster, data: ForecastData, end: int, start_time: float | None) -> dict[str, np.ndarray]:
+    """The graph's extra outputs at origins 0..end-1 from one fresh session (phase known):
+    quantiles [end, H, Q] and, with the anomaly levels, anomaly rows [end, 4]; and the point
+    forecasts and residual units [end, H]."""
+    import torch
+
+    x = torch.from_numpy(data.features[:end].astype(np.float32))[None]
+    state = model.init_state(1, start_time=start_time)
+    with torch.no_grad():
+        _, _, extras = model.graph_outputs(x, state)
+        point, _, unit, *_ = model.readout(x, state)
+    made = {name: e[0].numpy().astype(np.float64) for name, e in zip(model.config.extra_outputs, extras, strict=True)}
+    made["point"] = point[0].numpy().astype(np.float64)
+    made["unit"] = unit.expand_as(point)[0].numpy().astype(np.float64)
+    return made
+
+
+def interval_report(model: Forecaster, data: ForecastData, scale: float) -> dict[str, Any]:
+    """Interval scores on the test origins, and the share of test readings flagged (a reading
+    t is flagged against the interval forecast at t - 1, so test readings are rows test+1)."""
+    pairs = data.test
+    made = stream_extras(model, data, int(pairs[-1]) + 2, model.start_time)
+    q = made["quantiles"][pairs]
+    report = interval_scores(q, data.y[pairs], model.config.quantiles, scale)
+    report["scale"] = "in-sample MAE of the one-step naive forecast on the training block (as MASE)"
+    if getattr(model, "calibration", None):
+        bounds = point_conformal_quantiles(made["point"][pairs], made["unit"][pairs], model.calibration)
+        reference = interval_scores(bounds, data.y[pairs], ANOMALY_LEVELS, scale)
+        report["point_conformal"] = {k: reference[k] for k in ("coverage", "msis")}
+    if "anomaly" in made:
+        rows = made["anomaly"][pairs + 1]
+        report["flagged"] = {"outside_80": float(rows[:, 1].mean()), "outside_95": float(rows[:, 2].mean())}
+    return report
+
+
+def global_interval_report(model: Forecaster, data: Any) -> dict[str, Any]:
+    """`interval_report` pooled over every series of a global model (training/series.py), each
+    series' quantiles and targets divided by its own MASE scale first."""
+    from training.evaluate import mase_scale
+
+    quantiles, targets, flagged = [], [], []
+    for series in data.series:
+        pairs = series.data.test
+        made = stream_extras(model, series.data, int(pairs[-1]) + 2, series.start_time)
+        scale = float(mase_scale(series.data)[0])
+        quantiles.append(made["quantiles"][pairs] / scale)
+        targets.append(series.data.y[pairs] / scale)
+        if "anomaly" in made:
+            flagged.append(made["anomaly"][pairs + 1])
+    report = interval_scores(np.concatenate(quantiles), np.concatenate(targets), model.config.quantiles, 1.0)
+    report["scale"] = "each series' in-sample one-step naive MAE on its training block (as MASE); pooled"
+    if flagged:
+        rows = np.concatenate(flagged)
+        report["flagged"] = {"outside_80": float(rows[:, 1].mean()), "outside_95": float(rows[:, 2].mean())}
+    return report
+
+
+__all__ = ["ANOMALY_LEVELS", "DEFAULT_QUANTILES", "calibrate", "interval_report", "parse_levels"]
