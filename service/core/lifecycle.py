@@ -5,6 +5,7 @@ already queued on the session, never between a step's read and its write."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 from service.core.engine import owned
@@ -16,17 +17,34 @@ from service.core.validate import check_one_origin, parse_start_time, parse_stat
 from service.sessions.base import Quota, SessionRecord, SessionStore, new_session_id
 
 
+def per_key_quota(settings: Settings, tenants: int) -> int:
+    """The sessions one API key may hold (0: no limit). Unset, it is a quarter of
+    `max_sessions` once two or more keys share the service, so that no one key can take every
+    slot and leave the others a 429; with one key (or none) there is no one else to starve."""
+    if settings.max_sessions_per_key is not None:
+        return settings.max_sessions_per_key
+    return max(1, settings.max_sessions // 4) if tenants >= 2 else 0
+
+
 class Sessions:
-    def __init__(self, settings: Settings, registry: ModelRegistry, store: SessionStore, locks: KeyedLocks) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        store: SessionStore,
+        locks: KeyedLocks,
+        tenants: Callable[[], int] = lambda: 0,
+    ) -> None:
         self.settings = settings
         self.registry = registry
         self.store = store
         self.locks = locks
+        self.tenants = tenants  # how many API keys are configured (0: anonymous, one owner)
 
     @property
     def quota(self) -> Quota:
         """Checked by the store in the same atomic step as the create (exact across replicas)."""
-        return Quota(self.settings.max_sessions_per_model, self.settings.max_sessions_per_key)
+        return Quota(self.settings.max_sessions_per_model, per_key_quota(self.settings, self.tenants()))
 
     def _ttl(self, ttl: Any) -> float:
         if ttl is None:

@@ -111,7 +111,9 @@ class Services:
             self.locks,
             on_steps=lambda key, n: steps.labels(key).inc(n),
         )
-        self.sessions = Sessions(self.settings, self.registry, self.store, self.locks)
+        self.sessions = Sessions(
+            self.settings, self.registry, self.store, self.locks, tenants=lambda: len(self.keys.digests)
+        )
 
     def batcher_for(self, model: LoadedModel) -> Batcher:
         return self.pool.for_model(model)

@@ -97,7 +97,12 @@ class Settings(BaseSettings):
         128, ge=0, description="calls of at most this many rows x steps run on the event loop, not a thread"
     )
 
-    max_sessions_per_key: int = Field(0, ge=0, description="sessions one API key may hold; 0: no limit; 429 beyond")
+    max_sessions_per_key: int | None = Field(
+        None,
+        ge=0,
+        description="sessions one API key may hold; 429 beyond; 0: no limit; unset: a quarter of max_sessions when "
+        "two or more API keys are configured (no key can take every slot), else no limit",
+    )
 
     # Security (docs/deployment.md). Keys may come inline or from files (container secrets).
     api_keys: str | None = Field(

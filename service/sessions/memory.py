@@ -32,6 +32,7 @@ from service.core.errors import (
     SessionExists,
     SessionExpired,
     SessionNotFound,
+    TooManySessions,
 )
 from service.sessions.base import NO_QUOTA, LastStep, Quota, SessionRecord, SessionStore, gone, shown, too_many
 
@@ -150,7 +151,13 @@ class MemorySessionStore(SessionStore):
         if len(self._entries) >= self.max_sessions:
             owned = self._by_owner.get(record.owner)
             if not owned:
-                raise too_many("max_sessions", self.max_sessions, "the session store")
+                # Nothing of this key's own to evict. The answer names no count: the store's
+                # size and how much of it other keys hold are theirs, not this caller's.
+                raise TooManySessions(
+                    "no session can be created now: the session store is full and this API key holds none to "
+                    "replace; retry later",
+                    limit="max_sessions",
+                )
             victim = next(iter(owned))
             self._remove(victim)
             self._bury(victim, SessionEvicted, record.owner)

@@ -256,7 +256,8 @@ def test_keys_from_files(repository: Path, tmp_path: Path) -> None:
 
 
 def test_eviction_is_410_evicted_and_never_takes_another_keys_session(repository: Path, tmp_path: Path) -> None:
-    env = {"SEQSERVE_API_KEYS": f"{KEY_A},{KEY_B}", "SEQSERVE_MAX_SESSIONS": "3"}
+    # No per-key quota (by default it would be a quarter of the store): eviction itself is tested.
+    env = {"SEQSERVE_API_KEYS": f"{KEY_A},{KEY_B}", "SEQSERVE_MAX_SESSIONS": "3", "SEQSERVE_MAX_SESSIONS_PER_KEY": "0"}
     with (
         ServiceProcess(repository, tmp_path, env).start(timeout=120) as proc,
         httpx.Client(base_url=proc.url, headers=auth(KEY_A), timeout=30) as a,
@@ -276,6 +277,7 @@ def test_eviction_is_410_evicted_and_never_takes_another_keys_session(repository
         assert a.post("/v1/models/gru/sessions").status_code == 201  # A now holds all 3
         r = b.post("/v1/models/gru/sessions")
         assert r.status_code == 429 and r.json()["limit"] == "max_sessions", r.text
+        assert "max" not in r.json() and "3" not in r.json()["error"]  # nothing about the store's size
 
 
 def test_grpc_needs_a_valid_key_and_sequences_belong_to_it(server: ServiceProcess) -> None:
