@@ -124,6 +124,7 @@ class Forecaster(nn.Module):
     start_time: float | None
     transform_choice: dict[str, Any]
     calibration: dict[str, Any]  # set by training/calibrate.py (levels, shifts, coverage)
+    learned: dict[str, Any]  # whether the network beat its formula on validation (verdict)
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()

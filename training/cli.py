@@ -57,6 +57,7 @@ class RunSettings:
     quantiles: list[float] = field(default_factory=lambda: [0.025, 0.1, 0.5, 0.9, 0.975])
     baselines: str = "full"
     allow_worse: bool = False
+    gate: str = "naive"
     repository: str = "model_repository"
     name: str = ""
     preset: str = ""
@@ -171,6 +172,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--baselines",
         choices=["full", "naive"],
         help="full (default): naive, seasonal naive and statsforecast models; naive: the first two only (fast)",
+    )
+    out.add_argument(
+        "--gate",
+        choices=["naive", "statistical"],
+        help="promotion gate: naive (default) beats naive and seasonal naive; statistical also beats the best "
+        "statistical baseline (AutoETS, AutoARIMA, MSTL)",
     )
     out.add_argument(
         "--allow-worse",
@@ -329,6 +336,10 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         raise TrainingError(f"--transform must be one of {TRANSFORMS}, not {settings.transform!r}")
     if settings.baselines not in ("full", "naive"):
         raise TrainingError(f"--baselines must be full or naive, not {settings.baselines!r}")
+    if settings.gate not in ("naive", "statistical"):
+        raise TrainingError(f"--gate must be naive or statistical, not {settings.gate!r}")
+    if settings.gate == "statistical" and (settings.task != "forecast" or settings.baselines != "full"):
+        raise TrainingError("--gate statistical is for forecasting with the statistical baselines (--baselines full)")
     if settings.cell not in ("lstm", "gru", "both"):
         raise TrainingError(f"--cell must be lstm, gru or both, not {settings.cell!r}")
     for key in ("layers", "hidden", "window", "epochs", "batch_size", "horizon", "patience", "threads"):

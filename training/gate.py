@@ -2,7 +2,8 @@
 
 Forecasting: the model's streaming test MAE (the numbers the service would produce) must be
 strictly lower than the best of naive and every seasonal naive on the same test origins (a
-global model over many series: its mean per-series MASE, `metrics["gate_metric"]`).
+global model over many series: its mean per-series MASE, `metrics["gate_metric"]`); with
+`--gate statistical` also lower than the best statistical baseline (AutoETS, AutoARIMA, MSTL).
 Classification: test accuracy must be strictly higher than always predicting the training
 split's majority class.
 
@@ -28,8 +29,9 @@ GATE_KEY = "seqserve.gate"
 EXIT_NOT_PROMOTED = 3
 
 
-def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False) -> dict[str, Any]:
-    """The gate record for one trained model from its test metrics."""
+def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False, gate: str = "naive") -> dict[str, Any]:
+    """The gate record for one trained model from its test metrics. `gate` "statistical"
+    (`--gate statistical`, forecasting) also requires beating the best statistical baseline."""
     if task == "forecast":
         # One series: MAE. A global model over many series: mean MASE over the series
         # (`gate_metric`), since MAEs of series in different units do not add up.
@@ -40,6 +42,19 @@ def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False) -> dic
         better = model < value
         label = "MAE" if metric == "mae" else "mean MASE over series"
         comparison = f"streaming test {label} {model:.6g} {'<' if better else '>='} {baseline} {value:.6g}"
+        if gate == "statistical":
+            statistical = [n for n in metrics.get("baselines", {}) if n != "naive" and not n.startswith("seasonal_")]
+            if not statistical:
+                better = False
+                comparison += "; --gate statistical, but no statistical baseline was fitted"
+            else:
+                stat = min(statistical, key=lambda n: float(metrics[n][metric]))
+                stat_value = float(metrics[stat][metric])
+                beats = model < stat_value
+                comparison += f"; {label} {model:.6g} {'<' if beats else '>='} {stat} {stat_value:.6g}"
+                better = better and beats
+                if stat_value < value:  # the record names the stronger of the two
+                    baseline, value = stat, stat_value
     else:
         metric = "accuracy"
         model = float(metrics["model"]["accuracy"])
@@ -47,12 +62,13 @@ def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False) -> dic
         value = float(metrics["majority"]["accuracy"])
         better = model > value
         comparison = f"test accuracy {model:.4f} {'>' if better else '<='} majority class {value:.4f}"
+    what = "the best naive and statistical baselines" if gate == "statistical" else "the best naive baseline"
     if better:
-        reason = f"beats the best naive baseline: {comparison}"
+        reason = f"beats {what}: {comparison}"
     elif allow_worse:
-        reason = f"promoted by --allow-worse although it does not beat the best naive baseline: {comparison}"
+        reason = f"promoted by --allow-worse although it does not beat {what}: {comparison}"
     else:
-        reason = f"does not beat the best naive baseline: {comparison}"
+        reason = f"does not beat {what}: {comparison}"
     return {
         "promoted": bool(better or allow_worse),
         "reason": reason,

@@ -324,7 +324,7 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
     from training import distributed, plots
     from training.forecaster_run import seasons_of
     from training.gate import decide
-    from training.pipeline import Outcome, _publish
+    from training.pipeline import Outcome, _publish, attach_verdict
 
     ctx = distributed.context()
     if ctx.enabled and settings.batch_size < ctx.world_size:
@@ -374,7 +374,7 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
             metrics["intervals"] = calibrate.global_interval_report(model, data)
             metrics["calibration"] = model.calibration
         outcome = Outcome(cell, model, history, metrics)
-        outcome.gate = decide("forecast", metrics, settings.allow_worse)
+        outcome.gate = decide("forecast", metrics, settings.allow_worse, settings.gate)
         outcome.plots = {
             "loss.png": lambda p, h=history, c=cell: plots.loss_curves(h, p, f"{c.upper()} loss (weighted MAE)"),
             "mase_by_series.png": lambda p, m=metrics, c=cell: plots.mase_distribution(
@@ -386,6 +386,7 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
         }
         outcomes.append(outcome)
         _log(f"{cell}: {history.seconds:.1f}s, best step {history.best_step}, {headline(metrics)}")
+        attach_verdict(outcome, None, settings, cell)
     for outcome in outcomes:
         name = f"{settings.name}-{outcome.cell}" if settings.cell == "both" else settings.name
         _publish(outcome, name, settings, data, fingerprint, torch.__version__)

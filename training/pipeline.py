@@ -281,14 +281,29 @@ def _finish(
     if not all(np.isfinite(history.val_loss)):
         raise TrainingError(f"{cell}: training diverged (validation loss not finite); lower --lr")
     model.cpu()
-    outcome.gate = decide(settings.task, outcome.metrics, settings.allow_worse)
+    outcome.gate = decide(settings.task, outcome.metrics, settings.allow_worse, settings.gate)
     outcomes.append(outcome)
     best = f"best step {history.best_step}" if hasattr(history, "best_step") else f"best epoch {history.best_epoch}"
     _log(settings, f"{cell}: {history.seconds:.1f}s, {best}, {_headline(outcome, settings.task)}")
+    if settings.task == "forecast":
+        attach_verdict(outcome, getattr(model, "learned", None), settings, cell)
     if getattr(history, "best_is_last", False):
         _log(settings, f"warning: {cell}: the best checkpoint is the last one: still improving; raise --epochs")
     elif not hasattr(history, "best_step"):
         _warn_if_still_improving(settings, cell, history)
+
+
+def attach_verdict(outcome: Outcome, learned: dict[str, Any] | None, settings: RunSettings, cell: str) -> None:
+    """The verdict in words (training/verdict.py): printed, in the manifest (`verdict`) and, as
+    text and ratio, in the gate record."""
+    from training.verdict import forecast_verdict, lines
+
+    verdict = forecast_verdict(outcome.metrics, learned)
+    outcome.record["verdict"] = verdict
+    outcome.gate["verdict"] = verdict["text"]
+    outcome.gate["ratio_to_best_baseline"] = verdict["ratio_to_best_baseline"]
+    for line in lines(verdict):
+        _log(settings, f"{cell}: {line}")
 
 
 def _time_record(time_info: Any, season_choice: Any) -> dict[str, Any]:
@@ -394,6 +409,15 @@ def _evaluate_forecast(
 
         metrics["intervals"] = calibrate.interval_report(model, data, float(evaluate.mase_scale(data)[0]))
         metrics["calibration"] = model.calibration
+    if hasattr(model, "spec"):  # the formula the network corrects: the same config, head at zero
+        from models.forecaster import Forecaster
+        from training.forecast_loop import stream_forecasts
+
+        formula = stream_forecasts(Forecaster(model.config).eval(), data, int(data.test[-1]) + 1, model.start_time)
+        metrics["formula"] = evaluate.forecast_metrics(
+            formula[data.test], data.y[data.test], evaluate.mase_scale(data), data.horizon
+        )
+        metrics["formula"]["description"] = model.learned["formula_description"]
     outcome = Outcome(cell, model, history, metrics)
     shown = plots.baselines_to_draw(metrics)
     outcome.plots = {
