@@ -5,7 +5,8 @@ through `Engine.apply`, so validation, replay, conflicts and the write are the s
 
 How a batch is applied:
   1. positions are type-checked; the sessions are locked (sorted order: two overlapping
-     batches cannot deadlock) and loaded (one round trip for many);
+     batches cannot deadlock) and loaded (one round trip for many), or taken from the store's
+     replica-local cache (service.sessions.cache: no round trip) when it has a copy;
   2. each session's requests are checked in order against its record as it would be after the
      earlier ones: an invalid request gets its error, a retry gets its recorded reply, a
      request whose position is not the session's gets a conflict; none of these changes
@@ -24,6 +25,13 @@ replica was not applied; position-less requests are "apply next": they are recom
 new state and written again, after a short random pause that grows with each lost round (so
 replicas contending for one session take turns), up to `apply_attempts` rounds; positioned ones
 get the conflict (their client stated where they belong).
+
+A cached copy is provisional: only the save's check-and-set confirms it. When it was stale
+(another replica advanced the session), the refused save answers the current record and every
+request of the run is planned again from it, positioned ones included, exactly as if that
+record had been loaded (this round does not count against `apply_attempts`); a run planned
+from a copy that writes nothing (only replays, conflicts or errors) is planned again from a
+loaded record, since nothing confirmed the copy.
 
 The reply a retry gets must be the reply the first attempt got, byte for byte. A reply is a
 pure function of the session, its model version, the position and the outputs, encoded by the
@@ -155,8 +163,8 @@ class _Run:
     """One session's requests within a batch: which apply, which were answered otherwise."""
 
     __slots__ = (
-        "applied", "echoes", "items", "length", "loaded", "positioned", "record", "regens", "session_id", "start",
-        "steps",
+        "applied", "echoes", "fresh", "items", "length", "loaded", "positioned", "provisional", "record", "regens",
+        "session_id", "start", "steps", "use_cache",
     )  # fmt: skip
 
     def __init__(self, session_id: str, items: list[int]) -> None:
@@ -165,6 +173,9 @@ class _Run:
         self.record: SessionRecord = None  # type: ignore[assignment]  # set once loaded
         self.loaded: LoadedModel = None  # type: ignore[assignment]
         self.start = 0  # the position the record was loaded at
+        self.use_cache = True  # the first round may plan from the store's cached copy
+        self.provisional = False  # this round's record is that copy (only a save confirms it)
+        self.fresh: SessionRecord | None = None  # the record a refused save answered with
         self.reset()
 
     def reset(self) -> None:
@@ -248,42 +259,71 @@ class Engine:
         owner: str,
     ) -> None:
         attempts = self.settings.apply_attempts
-        for attempt in range(attempts):
+        attempt = 0  # rounds lost to another replica's write (a stale cached copy does not count)
+        while runs:
             last = attempt == attempts - 1
-            if attempt:  # the previous round lost the check-and-set: let the winner's replica go on
-                await asyncio.sleep(random.uniform(0, min(BACKOFF_SECONDS * 2 ** (attempt - 1), BACKOFF_MAX_SECONDS)))
-            if len(runs) == 1:
-                try:
-                    loaded: list[SessionRecord | ServiceError] = [await self.store.load(runs[0].session_id)]
-                except ServiceError as exc:
-                    loaded = [exc]
-            else:
-                loaded = await self.store.load_many([r.session_id for r in runs])
+            loaded = await self._records(runs)
             working: list[_Run] = []
+            recheck: list[_Run] = []  # planned from a cached copy, answered without a write
             models: dict[tuple[str, int], LoadedModel] = {}  # looked up once per batch
             for run, record in zip(runs, loaded, strict=True):
-                if attempt:
-                    run.reset()
+                run.reset()
                 try:
                     run.record = owned(record, run.session_id, owner)
                     run.start = run.record.position
                     run.loaded = self._model_for(run.record, model, models)
                 except ServiceError as exc:
+                    if run.provisional:
+                        recheck.append(run)
+                        continue
                     for i in run.items:
                         results[i] = exc
                     continue
                 self._plan(run, requests, results)
                 if run.applied:
                     working.append(run)
-            regenerating = [run for run in runs if run.regens]
+                elif run.provisional:
+                    recheck.append(run)
+            # (a copy that nothing confirms answers nothing: those runs are planned again)
+            regenerating = [run for run in runs if run.regens and (run.applied or not run.provisional)]
             if regenerating:
                 await asyncio.gather(*(self._regenerate(run, results) for run in regenerating))
-            if not working:
-                return
-            await self._compute(working, results, single=len(requests) == 1)
-            runs = await self._write([r for r in working if r.applied], requests, results, last)
-            if not runs:
-                return
+            again: list[_Run] = []
+            if working:
+                await self._compute(working, results, single=len(requests) == 1)
+                again = await self._write([r for r in working if r.applied], requests, results, last)
+            if any(not r.provisional for r in again):
+                attempt += 1  # lost the check-and-set: let the winner's replica go on first
+                await asyncio.sleep(random.uniform(0, min(BACKOFF_SECONDS * 2 ** (attempt - 1), BACKOFF_MAX_SECONDS)))
+            runs = recheck + again
+
+    async def _records(self, runs: list[_Run]) -> list[SessionRecord | ServiceError]:
+        """Each run's record for this round: the one its refused save answered with, else (first
+        round only) the store's cached copy, else loaded (one round trip for all)."""
+        out: list[SessionRecord | ServiceError | None] = [None] * len(runs)
+        missing: list[int] = []
+        for k, run in enumerate(runs):
+            record, run.fresh = run.fresh, None
+            run.provisional = False
+            if record is None and run.use_cache:
+                record = self.store.cached(run.session_id)
+                run.provisional = record is not None
+            run.use_cache = False
+            if record is None:
+                missing.append(k)
+            else:
+                out[k] = record
+        if len(missing) == 1:
+            k = missing[0]
+            try:
+                out[k] = await self.store.load(runs[k].session_id)
+            except ServiceError as exc:
+                out[k] = exc
+        elif missing:
+            records = await self.store.load_many([runs[k].session_id for k in missing])
+            for k, answer in zip(missing, records, strict=True):
+                out[k] = answer
+        return out  # type: ignore[return-value]  # every slot is filled
 
     def _plan(self, run: _Run, requests: Sequence[StepRequest], results: list[Outcome | None]) -> None:
         """Decide each request of one session in order, against the record as the earlier
@@ -547,7 +587,13 @@ class Engine:
                 counted = applied.get(id(run.loaded))
                 applied[id(run.loaded)] = (run.loaded, run.length + (counted[1] if counted else 0))
                 continue
-            if isinstance(error, PositionConflict) and not last:
+            if isinstance(error, PositionConflict) and (run.provisional or not last):
+                run.fresh = getattr(error, "current", None)  # the record the store holds now, if it said
+                if run.provisional:
+                    # Planned from a cached copy that another replica had moved past: every
+                    # request is planned again from the current record, as if it had been loaded.
+                    again.append(run)
+                    continue
                 # Another replica wrote first: nothing of this run was saved. Its positioned
                 # steps get the conflict (as a single step would); if position-less ones
                 # remain, the run is planned again on the new state (answers to its other

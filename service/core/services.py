@@ -20,6 +20,11 @@ from service.core.settings import Settings
 from service.sessions.base import SessionStore
 
 
+def cache_bytes(settings: Settings) -> int:
+    """The replica-local record cache of a shared store (service.sessions.cache), in bytes."""
+    return int(settings.session_cache_mb * 1024 * 1024)
+
+
 def make_store(settings: Settings, security: Security | None = None) -> SessionStore:
     """The session store SEQSERVE_SESSION_STORE names: memory, Redis, or a Redis cluster."""
     if settings.session_store == "memory":
@@ -30,11 +35,11 @@ def make_store(settings: Settings, security: Security | None = None) -> SessionS
     if settings.session_store.startswith(("redis://", "rediss://", "unix://")):
         from service.sessions.redis import RedisSessionStore
 
-        return RedisSessionStore(settings.session_store, password=password)
+        return RedisSessionStore(settings.session_store, password=password, cache_bytes=cache_bytes(settings))
     if settings.session_store.startswith("redis+cluster://"):
         from service.sessions.redis_cluster import RedisClusterSessionStore
 
-        return RedisClusterSessionStore(settings.session_store, password=password)
+        return RedisClusterSessionStore(settings.session_store, password=password, cache_bytes=cache_bytes(settings))
     raise ValueError(
         f"SEQSERVE_SESSION_STORE must be 'memory', a redis:// or a redis+cluster:// URL, got {settings.session_store!r}"
     )

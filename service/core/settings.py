@@ -53,6 +53,12 @@ class Settings(BaseSettings):
         description="rounds a position-less step is recomputed after losing the check-and-set to another replica "
         "(apply next); 409 after the last",
     )
+    session_cache_mb: float = Field(
+        64.0,
+        ge=0,
+        description="Redis stores: memory for this replica's cache of the session records it served (a step "
+        "whose cached record is current costs one round trip instead of two); 0: off",
+    )
     max_sessions_per_model: int = Field(0, ge=0, description="sessions one model may hold; 0: no limit; 429 beyond")
 
     # Request limits

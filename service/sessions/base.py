@@ -25,7 +25,7 @@ from typing import TypeVar
 import numpy as np
 import orjson
 
-from service.core.errors import ServiceError, SessionExpired, TooManySessions
+from service.core.errors import PositionConflict, ServiceError, SessionExpired, TooManySessions
 
 
 def shown(session_id: str) -> str:
@@ -165,6 +165,16 @@ def gone(cls: type[SessionExpired], session_id: str, owner: str, reason: str) ->
     return exc
 
 
+class Superseded(PositionConflict):
+    """A save refused because another write landed on the session first. `current` is the
+    record the store holds now when it answered it with the refusal (a shared store does, so
+    that the step is planned again without another round trip), else None."""
+
+    def __init__(self, message: str, current: SessionRecord | None = None, **details: object) -> None:
+        super().__init__(message, **details)
+        self.current = current
+
+
 def too_many(limit: str, value: int, what: str) -> TooManySessions:
     return TooManySessions(
         f"{what} already holds {value} sessions; delete some or wait for them to expire", limit=limit, max=value
@@ -186,10 +196,17 @@ class SessionStore(abc.ABC):
     async def load(self, session_id: str) -> SessionRecord:
         """The record, with its idle expiry refreshed. Raises SessionNotFound/SessionExpired."""
 
+    def cached(self, session_id: str) -> SessionRecord | None:
+        """The record as this process last saw it in the store, if it keeps a copy (a copy the
+        caller may change), else None. Possibly stale: only a save's check-and-set confirms it
+        (the engine plans from it and lets the save decide). Stores in this process return None."""
+        return None
+
     @abc.abstractmethod
     async def save(self, record: SessionRecord, expected_position: int) -> None:
         """Write position, state, expiry and history, only if the stored position is still
-        `expected_position`; otherwise raise PositionConflict with the stored position.
+        `expected_position`; otherwise raise PositionConflict (a Superseded, with the stored
+        record when the store answers it) with the stored position.
         A save whose `record.token` the store already recorded (a re-send of a write that was
         applied) returns normally without writing again."""
 

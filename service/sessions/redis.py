@@ -75,7 +75,6 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from service.core.errors import (
-    PositionConflict,
     ServiceError,
     SessionExists,
     SessionExpired,
@@ -90,6 +89,7 @@ from service.sessions.base import (
     Quota,
     SessionRecord,
     SessionStore,
+    Superseded,
     decode_history,
     encode_history,
     gone,
@@ -98,6 +98,7 @@ from service.sessions.base import (
     shown,
     too_many,
 )
+from service.sessions.cache import RecordCache
 
 log = logging.getLogger("seqserve.sessions.redis")
 T = TypeVar("T")
@@ -109,6 +110,7 @@ SAVE_ATTEMPTS = 4  # sends of one save in all, after connection errors
 POOL_CONNECTIONS = 128  # connections per store (per process); `?max_connections=N` on the URL overrides
 POOL_WAIT_SECONDS = 5.0  # how long a request waits for a free connection before a 503
 STATE_DTYPE = np.dtype("<f4")
+CACHE_BYTES = 64 * 1024 * 1024  # the replica-local record cache (service.sessions.cache); 0: off
 # The Lua scripts, one .lua file each (package data), shared by this store and the cluster store.
 SCRIPTS = resources.files("service.sessions").joinpath("scripts")
 
@@ -161,10 +163,13 @@ class RedisSessionStore(SessionStore):
         wait_timeout: float = 1.0,
         tombstone_seconds: float = 24 * 3600.0,
         stats_interval: float = 30.0,
+        cache_bytes: int = CACHE_BYTES,
     ) -> None:
         """The one constructor of both Redis stores (the cluster store overrides only the hooks
         `_split_url`, `_connect` and `_writer`). `wait_timeout`: how long a write waits for
-        replicas to confirm it, where the URL asks for that (`wait_replicas`, Redis Cluster)."""
+        replicas to confirm it, where the URL asks for that (`wait_replicas`, Redis Cluster).
+        `cache_bytes`: this replica's cache of the session records it served (0: off)."""
+        self._cache = RecordCache(cache_bytes)
         self.wait_replicas = 0
         self.wait_timeout_ms = _ms(wait_timeout)
         url, url_prefix = self._split_url(url)
@@ -181,7 +186,9 @@ class RedisSessionStore(SessionStore):
         }
         self._redis = self._connect(url, health_check_interval)
         self._load, self._delete = Script("load"), Script("delete")
-        self._save, self._create = self._writer(Script("save")), self._writer(Script("create"))
+        save = Script("save")
+        self._save_sha = save.sha  # for pipelined saves (save_many)
+        self._save, self._create = self._writer(save), self._writer(Script("create"))
         self._active = 0
         self._usage: dict[tuple[str, int], int] = {}
         self._unavailable_since: float | None = None
@@ -377,45 +384,141 @@ class RedisSessionStore(SessionStore):
         if not code:
             raise SessionExists(f"session id '{record.session_id}' is already taken", session_id=record.session_id)
         self._active += 1
+        self._cache.put(record)
+
+    def cached(self, session_id: str) -> SessionRecord | None:
+        return self._cache.get(session_id)
+
+    def _loaded(self, session_id: str, reply: Any) -> SessionRecord | ServiceError:
+        """The load script's answer as a record (remembered in the cache) or the error to raise."""
+        if isinstance(reply, int):
+            self._cache.drop(session_id)
+            return self._missing(session_id, reply)
+        if len(reply) == 2 and isinstance(reply[0], int):  # {2, owner}: expired
+            self._cache.drop(session_id)
+            return self._missing(session_id, reply[0], reply[1].decode())
+        record = self._decode(session_id, reply)
+        self._cache.put(record)
+        return record
 
     async def load(self, session_id: str) -> SessionRecord:
         keys = self._keys(session_id)
         result = await self._call(
             "load", lambda: self._load(self._redis, keys, [self.tombstone_ms]), timeouts=1, key=keys[0]
         )
-        if isinstance(result, int):
-            raise self._missing(session_id, result)
-        if len(result) == 2 and isinstance(result[0], int):  # {2, owner}: expired
-            raise self._missing(session_id, result[0], result[1].decode())
-        return self._decode(session_id, result)
+        loaded = self._loaded(session_id, result)
+        if isinstance(loaded, ServiceError):
+            raise loaded
+        return loaded
 
-    async def save(self, record: SessionRecord, expected_position: int) -> None:
+    def _save_args(self, record: SessionRecord, expected_position: int) -> list[Any]:
+        """The save script's ARGV (a fresh write token when the record carries none)."""
         state, _ = self._encode_state(record.state)
         token = record.token if len(record.token) == TOKEN_CHARS else new_token()
-        args: list[Any] = [
+        return [
             expected_position, record.position, state, _ms(record.ttl_seconds), self.tombstone_ms,
             token, encode_history(record.history), repr(float(record.created_at)), TOKEN_WINDOW,
         ]  # fmt: skip
-        keys = self._keys(record.session_id)
-        # Safe to re-send, also after a timeout: the script recognises this save by its token.
-        result = await self._call(
-            "save", lambda: self._save(self._redis, keys, args), attempts=SAVE_ATTEMPTS, timeouts=1, key=keys[0]
-        )
+
+    def _saved(self, record: SessionRecord, expected_position: int, result: Any) -> ServiceError | None:
+        """The save script's answer: None when written (the record is cached as written), else
+        the error: not found / expired, or Superseded carrying the record the store holds now."""
         code = int(result[0])
         if code < 0:
-            raise self._missing(record.session_id, -code)
+            self._cache.drop(record.session_id)
+            return self._missing(record.session_id, -code)
         if code == 0:
             stored = int(result[1])
-            raise PositionConflict(
-                f"session is at position {stored}, not {expected_position}",
-                position=stored,
+            current = self._decode(record.session_id, result[2]) if len(result) > 2 and result[2] else None
+            if current is not None:
+                self._cache.put(current)
+            else:
+                self._cache.drop(record.session_id)
+            return Superseded(
+                f"session is at position {stored}, not {expected_position}", current=current, position=stored
             )
         record.expires_at = time.time() + record.ttl_seconds
+        self._cache.put(record)
+        return None
+
+    async def save(self, record: SessionRecord, expected_position: int) -> None:
+        args = self._save_args(record, expected_position)
+        keys = self._keys(record.session_id)
+        # Safe to re-send, also after a timeout: the script recognises this save by its token.
+        try:
+            result = await self._call(
+                "save", lambda: self._save(self._redis, keys, args), attempts=SAVE_ATTEMPTS, timeouts=1, key=keys[0]
+            )
+        except StoreUnavailable:
+            self._cache.drop(record.session_id)  # the write may or may not have landed
+            raise
+        error = self._saved(record, expected_position, result)
+        if error is not None:
+            raise error
+
+    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
+        """One pipeline of load scripts (one round trip; on a cluster redis-py groups them per
+        master, one round trip per master). Items the pipeline could not answer (a script not
+        cached yet, a moved slot) are loaded one by one; a pipeline that fails as a whole falls
+        back to one load per id."""
+        if len(session_ids) < 2:
+            return await SessionStore.load_many(self, session_ids)
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for sid in session_ids:
+                pipe.execute_command("EVALSHA", self._load.sha, 2, *self._keys(sid), self.tombstone_ms)
+            return await pipe.execute(raise_on_error=False)
+
+        try:
+            replies = await self._call("load_many", run)
+        except StoreUnavailable:
+            return await SessionStore.load_many(self, session_ids)
+        out: list[SessionRecord | ServiceError] = []
+        for sid, reply in zip(session_ids, replies, strict=True):
+            if isinstance(reply, Exception):
+                out.extend(await SessionStore.load_many(self, [sid]))
+            else:
+                out.append(self._loaded(sid, reply))
+        return out
+
+    async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        """One pipeline of save scripts (one round trip), re-sent whole after a connection
+        error (each save is recognised by its token). Items the pipeline could not answer (a
+        script not cached yet, an error reply) are saved one by one (same token: safe)."""
+        if len(items) < 2:
+            return await SessionStore.save_many(self, items)
+        for record, _ in items:  # a save re-sent alone below must carry the same token
+            if len(record.token) != TOKEN_CHARS:
+                record.token = new_token()
+        sends = [(self._keys(r.session_id), self._save_args(r, p)) for r, p in items]
+        sha = self._save_sha
+
+        async def run() -> list[Any]:
+            pipe = self._redis.pipeline(transaction=False)
+            for keys, args in sends:
+                pipe.execute_command("EVALSHA", sha, 2, *keys, *args)
+            return await pipe.execute(raise_on_error=False)
+
+        try:
+            replies = await self._call("save_many", run, attempts=SAVE_ATTEMPTS, timeouts=1)
+        except StoreUnavailable as exc:
+            for record, _ in items:
+                self._cache.drop(record.session_id)
+            return [exc] * len(items)
+        out: list[ServiceError | None] = []
+        for (record, expected), reply in zip(items, replies, strict=True):
+            if isinstance(reply, Exception):  # the script not cached yet, a refused write: mapped there
+                out.extend(await SessionStore.save_many(self, [(record, expected)]))
+            else:
+                out.append(self._saved(record, expected, reply))
+        return out
 
     async def delete(self, session_id: str, owner: str | None = None) -> bool:
         keys = self._keys(session_id)
         args = [owner or "", "0" if owner is None else "1", self.prefix, session_id, int(self.frees_quota_in_script)]
         # Not re-sent: a lost reply to an applied delete would turn into "did not exist".
+        self._cache.drop(session_id)
         removed = await self._call("delete", lambda: self._delete(self._redis, keys, args), attempts=1, key=keys[0])
         return await self._deleted(session_id, removed)
 

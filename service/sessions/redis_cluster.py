@@ -39,9 +39,10 @@ whose creator or deleter died between the two steps (until the member's recorded
 Quota writes are not followed by WAIT: a failover may forget reservations made just before it
 (at most the creates of that moment over the limit).
 
-Bulk steps load every session in one cluster pipeline (redis-py groups the scripts per master:
-one round trip per master) and save each session with its own script, sent to its master
-concurrently (each save may need its own WAIT).
+Bulk steps load every session in one cluster pipeline (the single store's load_many: redis-py
+groups the scripts per master, one round trip per master) and save each session with its own
+script, sent to its master concurrently (each save may need its own WAIT). Records are cached
+per replica as in the single store (service.sessions.cache).
 
 Durability (`wait_replicas=N`, N >= 1): a session's write (create and every step's save) is
 followed by `WAIT N timeout` on the same connection, in one pipeline. The write is
@@ -84,7 +85,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from service.core.errors import ServiceError, StoreUnavailable
-from service.sessions.base import NO_QUOTA, Quota, SessionRecord, too_many
+from service.sessions.base import NO_QUOTA, Quota, SessionRecord, SessionStore, too_many
 from service.sessions.redis import RedisSessionStore, Script, ScriptCall, _ms
 
 T = TypeVar("T")
@@ -384,34 +385,10 @@ class RedisClusterSessionStore(RedisSessionStore):
 
     # -- bulk
 
-    async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
-        """One pipeline: redis-py groups the loads per master and sends each group in one round
-        trip. Items the pipeline could not answer (a script not cached yet, a moved slot) are
-        loaded one by one; a pipeline that fails as a whole falls back to one load per id."""
-        if len(session_ids) < 2:
-            return await super().load_many(session_ids)
-
-        async def run() -> list[Any]:
-            pipe = self._redis.pipeline()
-            for sid in session_ids:
-                pipe.execute_command("EVALSHA", self._load.sha, 2, *self._keys(sid), self.tombstone_ms)
-            return await pipe.execute(raise_on_error=False)
-
-        try:
-            replies = await self._call("load_many", run)
-        except StoreUnavailable:
-            return await super().load_many(session_ids)
-        out: list[SessionRecord | ServiceError] = []
-        for sid, reply in zip(session_ids, replies, strict=True):
-            if isinstance(reply, Exception):
-                out.extend(await super().load_many([sid]))
-            elif isinstance(reply, int):
-                out.append(self._missing(sid, reply))
-            elif len(reply) == 2 and isinstance(reply[0], int):  # {2, owner}: expired
-                out.append(self._missing(sid, reply[0], reply[1].decode()))
-            else:
-                out.append(self._decode(sid, reply))
-        return out
+    async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        """Each save with its own script, sent to its master concurrently: with
+        `wait_replicas`, each is followed by its own WAIT on the master's connection."""
+        return await SessionStore.save_many(self, items)
 
     # -- health
 

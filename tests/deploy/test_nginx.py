@@ -1,7 +1,8 @@
 """service/deploy/nginx.conf, run for real by nginx in front of stub replicas on loopback.
 
 Checks the behaviour the config promises: `nginx -t` on both the compose upstreams and the test
-rendering, round-robin over the replicas, keep-alive to upstreams, retries only where safe (GET
+rendering, consistent hashing on the session id (one session's requests reach one replica, other
+requests spread over all), keep-alive to upstreams, retries only where safe (GET
 and stateless predict are re-sent to the next replica, a session step that reached a failing
 replica is not), WebSocket upgrade headers on /stream, the 8 MiB body limit, the client's
 X-Request-ID kept (one generated only when absent), admin and metrics never proxied.
@@ -131,8 +132,9 @@ def test_config_text_has_the_promised_directives() -> None:
     code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
     assert "client_max_body_size 8m;" in code
     assert re.search(r"upstream seqserve \{[^}]*include upstreams\.conf;[^}]*keepalive \d+;", code, re.S)
-    for balancing in ("ip_hash", "hash ", "sticky", "least_conn"):
-        assert balancing not in code, f"{balancing}: replicas must be plain round-robin"
+    assert re.search(r"upstream seqserve \{\s*hash \$seqserve_affinity consistent;", code)
+    for balancing in ("ip_hash", "sticky", "least_conn"):
+        assert balancing not in code, f"{balancing}: replicas are chosen by the session id's hash"
     # non_idempotent appears exactly once: on the stateless predict location.
     assert code.count("non_idempotent") == 1
     predict = re.search(r"location ~ \^/v1/models/\[\^/\]\+/predict\$ \{([^}]*)\}", code)
@@ -141,15 +143,32 @@ def test_config_text_has_the_promised_directives() -> None:
     assert stream and "Upgrade $http_upgrade" in stream.group(1) and "$connection_upgrade" in stream.group(1)
 
 
-def test_round_robin_over_both_replicas_with_keepalive(topology: tuple[int, Stub, Stub]) -> None:
+def test_requests_without_a_session_spread_over_both_replicas_with_keepalive(topology: tuple[int, Stub, Stub]) -> None:
     port, a, b = topology
-    replicas = [json.loads(request(port, "GET", "/v1/models")[1])["replica"] for _ in range(20)]
-    # Each nginx worker process keeps its own round-robin position (worker_processes auto), so
-    # the split is even per worker, not strictly alternating overall.
-    assert replicas.count("a") >= 6 and replicas.count("b") >= 6, replicas
+    replicas = [json.loads(request(port, "GET", "/v1/models")[1])["replica"] for _ in range(60)]
+    # hashed on each request's random id: an even split, at random (binomial, p < 1e-4 below 15)
+    assert replicas.count("a") >= 15 and replicas.count("b") >= 15, replicas
     for _, _, headers in a.hits + b.hits:
         assert headers.get("connection", "") != "close"  # keep-alive to the upstreams
         assert headers.get("x-request-id") and headers.get("x-forwarded-for") == "127.0.0.1"
+
+
+def test_one_sessions_requests_reach_one_replica_and_sessions_spread(topology: tuple[int, Stub, Stub]) -> None:
+    """Consistent hashing on the session id keeps each replica's record cache hot."""
+    port, _, _ = topology
+    body = json.dumps({"inputs": [[1.0]]}).encode()
+    homes: dict[str, set[str]] = {}
+    for k in range(24):
+        sid = f"session-{k}"
+        for _ in range(3):
+            status, data = request(port, "POST", f"/v1/sessions/{sid}/steps", body)
+            assert status == 200
+            homes.setdefault(sid, set()).add(json.loads(data)["replica"])
+        status, data = request(port, "GET", f"/v1/sessions/{sid}")
+        homes[sid].add(json.loads(data)["replica"])
+    assert all(len(replicas) == 1 for replicas in homes.values()), homes
+    spread = [next(iter(r)) for r in homes.values()]
+    assert spread.count("a") >= 4 and spread.count("b") >= 4, spread
 
 
 def test_predict_and_get_are_retried_on_the_other_replica(topology: tuple[int, Stub, Stub]) -> None:
@@ -168,13 +187,14 @@ def test_session_steps_that_reached_a_replica_are_not_resent(topology: tuple[int
     port, a, b = topology
     b.drop = True
     body = json.dumps({"inputs": [[1.0]], "position": 0}).encode()
-    statuses = [request(port, "POST", "/v1/sessions/s1/steps", body)[0] for _ in range(4)]
-    steps_on_b = [hit for hit in b.hits if hit[1] == "/v1/sessions/s1/steps"]
-    steps_on_a = [hit for hit in a.hits if hit[1] == "/v1/sessions/s1/steps"]
+    paths = [f"/v1/sessions/s{k}/steps" for k in range(8)]  # some hash to b (the other test checks)
+    statuses = [request(port, "POST", path, body)[0] for path in paths]
+    steps_on_b = [hit for hit in b.hits if hit[1] in paths]
+    steps_on_a = [hit for hit in a.hits if hit[1] in paths]
     assert steps_on_b, "the broken replica was never tried"
     # Every step that went to the broken replica came back as 502 and was applied nowhere else.
     assert statuses.count(502) == len(steps_on_b), statuses
-    assert statuses.count(200) == len(steps_on_a) == 4 - len(steps_on_b)
+    assert statuses.count(200) == len(steps_on_a) == len(paths) - len(steps_on_b)
 
 
 def test_post_that_never_reached_a_replica_fails_over(nginx: str, tmp_path: Path) -> None:
