@@ -14,67 +14,12 @@ import argparse
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from training.settings import EXIT_NOT_PROMOTED, FIELD_NAMES, TRANSFORMS, RunSettings
 
-@dataclass
-class RunSettings:
-    """The resolved training request; recorded verbatim in each manifest as `training_args`."""
-
-    data: str = ""
-    task: str = "forecast"
-    target: list[str] = field(default_factory=list)
-    features: list[str] = field(default_factory=list)
-    horizon: int = 1
-    label: str = ""
-    sequence_id: str = ""
-    series_id: str = ""
-    split_column: str = ""
-    cell: str = "lstm"
-    layers: int = 1
-    hidden: int = 32
-    dropout: float = 0.0
-    window: int = 48
-    epochs: int = 60
-    batch_size: int = 16
-    lr: float = 3e-3
-    weight_decay: float = 1e-4
-    patience: int = 10
-    seed: int = 0
-    threads: int = 1
-    val_fraction: float = 0.15
-    test_fraction: float = 0.15
-    season: list[int] = field(default_factory=list)
-    # --season auto (default): seasons found in the data (training/seasons.py); --season 0 sets
-    # this False with no seasons; --season N,... sets the seasons and this False.
-    season_auto: bool = True
-    time_column: str = ""
-    transform: str = "auto"
-    history: int = 0
-    # Forecast quantile levels (training/calibrate.py); [] = point forecasts only.
-    quantiles: list[float] = field(default_factory=lambda: [0.025, 0.1, 0.5, 0.9, 0.975])
-    baselines: str = "full"
-    allow_worse: bool = False
-    gate: str = "naive"
-    repository: str = "model_repository"
-    name: str = ""
-    preset: str = ""
-    quiet: bool = False
-    max_rows: int = 2_000_000
-    # The settings the user did not give (no flag, preset or config value): sizes among these
-    # adapt to the data (training/sizing.py); recorded so a manifest says what was chosen for them.
-    defaulted: list[str] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-FIELD_NAMES = {f.name for f in fields(RunSettings)}
-# Forecast target transforms (models/forecast_spec.py, training/transforms.py); auto chooses on validation.
-TRANSFORMS = ["auto", "none", "diff", "seasonal", "seasonal_diff", "revin"]
-EXIT_NOT_PROMOTED = 3  # a version was written but failed the quality gate (training/gate.py)
+__all__ = ["EXIT_NOT_PROMOTED", "FIELD_NAMES", "TRANSFORMS", "RunSettings", "add_arguments", "resolve", "run", "train"]
 
 
 def _comma_list(text: str) -> list[str]:

@@ -25,8 +25,8 @@ import pandas as pd
 
 from models.config import Clock, ModelConfig
 from models.forecast_spec import SpecError, make_spec
+from training.configs import model_config
 from training.data import ForecastData, TrainingError
-from training.pipeline import model_config
 
 if TYPE_CHECKING:
     from training.forecast_loop import ForecastTrainSettings

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
-from training.cli import RunSettings
 from training.data import TrainingError, file_sha256
 from training.evaluate import MASE_SCALE, forecast_metrics, mase_scale
 from training.series import MultiSeriesData, Series, prepare_multiseries
+from training.settings import RunSettings
 
 MIN_HISTORY = 8
 AUTO_TRANSFORMS = ("diff", "seasonal", "seasonal_diff")
@@ -102,8 +102,8 @@ def _fit_config(settings: RunSettings, data: MultiSeriesData, cell: str, transfo
     from models.config import Clock
     from models.forecast_spec import SpecError, make_spec
     from models.forecaster import fit_spec_many, forecaster_config
+    from training.configs import model_config
     from training.forecaster_run import seasons_of, with_quantiles
-    from training.pipeline import model_config
 
     seasons = seasons_of(settings)
     first = data.series[0].data
@@ -324,7 +324,8 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
     from training import distributed, plots
     from training.forecaster_run import seasons_of
     from training.gate import decide
-    from training.pipeline import Outcome, _publish, attach_verdict
+    from training.publish import Outcome, publish_outcome
+    from training.verdict import attach_verdict
 
     ctx = distributed.context()
     if ctx.enabled and settings.batch_size < ctx.world_size:
@@ -389,7 +390,7 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
         attach_verdict(outcome, None, settings, cell)
     for outcome in outcomes:
         name = f"{settings.name}-{outcome.cell}" if settings.cell == "both" else settings.name
-        _publish(outcome, name, settings, data, fingerprint, torch.__version__)
+        publish_outcome(outcome, name, settings, data, fingerprint, torch.__version__)
         verdict = "promoted" if outcome.gate["promoted"] else "NOT promoted"
         _log(f"wrote {outcome.path} ({headline(outcome.metrics)}); gate: {verdict}")
     return outcomes

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from training.cli import RunSettings
 from training.data import TrainingError
+from training.settings import RunSettings
 
 MIN_TRAIN_PAIRS = 8
 # (training rows below which, hidden size) for a hidden size the user did not give.

@@ -123,3 +123,16 @@ def lines(verdict: dict[str, Any]) -> list[str]:
     if verdict.get("warning"):
         out.append(f"warning: {verdict['warning']}")
     return out
+
+
+def attach_verdict(outcome: Any, learned: dict[str, Any] | None, settings: Any, cell: str) -> None:
+    """The verdict in words (training/verdict.py): printed, in the manifest (`verdict`) and, as
+    text and ratio, in the gate record."""
+    from training import distributed
+
+    verdict = forecast_verdict(outcome.metrics, learned)
+    outcome.record["verdict"] = verdict
+    outcome.gate["verdict"] = verdict["text"]
+    outcome.gate["ratio_to_best_baseline"] = verdict["ratio_to_best_baseline"]
+    for line in lines(verdict):
+        distributed.context().say(f"{cell}: {line}")
