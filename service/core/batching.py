@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service.core.errors import NonFiniteResult
 from service.core.registry import LoadedModel
 from service.core.stats import ModelStatistics
 
@@ -52,6 +53,22 @@ def run_stacked(model: LoadedModel, items: list[_Item]) -> list[Result]:
     return results
 
 
+def finite(result: Result) -> Result:
+    """The result if every output and state value is finite. Inputs are checked finite on the
+    way in, so inf or NaN here come from a state whose values are finite but far outside what
+    the graph ever produces (a tampered import): answering them (as JSON null) or storing them
+    would poison the session, so the request is refused instead."""
+    outputs, state = result
+    if np.isfinite(outputs).all() and all(np.isfinite(s).all() for s in state):
+        return result
+    raise NonFiniteResult(
+        "the model produced non-finite values (inf or NaN) from this state and these inputs; nothing was applied. "
+        "The state holds values the model never produces (was it edited?) or the inputs are far outside the "
+        "training range",
+        field="state",
+    )
+
+
 class Batcher:
     def __init__(
         self,
@@ -79,11 +96,13 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None  # referenced so it is not collected mid-drain
 
     async def run(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> Result:
+        """This caller's outputs and new state; NonFiniteResult (422) when either holds inf or
+        NaN (checked per caller, so a stacked neighbour is never blamed)."""
         if self.stats is None:
-            return await self._run(inputs, state)
+            return finite(await self._run(inputs, state))
         start = time.perf_counter_ns()
         try:
-            result = await self._run(inputs, state)
+            result = finite(await self._run(inputs, state))
         except Exception:
             self.stats.request(inputs.shape[0], time.perf_counter_ns() - start, False)
             raise

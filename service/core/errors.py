@@ -145,6 +145,13 @@ class InvalidInput(ServiceError):
     status, code = 422, "invalid_input"
 
 
+class NonFiniteResult(InvalidInput):
+    """The model produced inf or NaN from the request's state and inputs (finite themselves,
+    but e.g. a tampered imported state with huge values): nothing was applied or returned."""
+
+    code = "non_finite_result"
+
+
 class LimitExceeded(ServiceError):
     """A configurable limit refused the request; `limit` names it and `max` gives its value."""
 

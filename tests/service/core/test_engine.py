@@ -396,3 +396,24 @@ async def test_a_domain_error_of_the_model_call_is_the_answer_not_a_crash(svc: S
     with pytest.raises(StoreUnavailable):
         await svc.engine.step(StepRequest(sid, [[1.0]]))
     assert await truth(svc, sid) == (0, 0.0) and len(svc.locks) == 0
+
+
+async def test_a_tampered_finite_state_is_refused_not_answered_with_nulls(svc: Services) -> None:
+    """An imported state with huge finite values makes the model overflow: the step is 422
+    non_finite_result and applies nothing, while a neighbour in the same batch is answered;
+    the same for a stateless prediction from that state."""
+    from service.core import predict
+    from service.core.errors import NonFiniteResult
+
+    tampered = (await svc.sessions.create("count", state={"h": [[1.0, 3.0e38]]})).session_id
+    fine = await new_session(svc)
+    with pytest.raises(NonFiniteResult) as info:
+        await svc.engine.step(StepRequest(tampered, [[3.0e38]], position=0))
+    assert info.value.status == 422 and info.value.details["field"] == "state"
+    bad, good = await svc.engine.apply([StepRequest(tampered, [[3.0e38]]), StepRequest(fine, [[3.0]])])
+    assert isinstance(bad, NonFiniteResult) and isinstance(good, StepResult) and good.position == 1
+    record = await svc.store.load(tampered)
+    assert record.position == 0 and record.state[0][0][1] == np.float32(3.0e38)  # untouched
+    body = {"inputs": [[[3.0e38]]], "state": {"h": [[[1.0, 3.0e38]]]}}
+    with pytest.raises(NonFiniteResult):
+        await predict.predict(svc, predict.prepare(svc, "count", body))
