@@ -32,6 +32,7 @@ _EXPORTS = {
     "PositionConflict": "seqserve.errors",
     "ProtocolError": "seqserve.errors",
     "RetryPolicy": "seqserve._protocol",
+    "Intervals": "seqserve._protocol",
     "SeqserveError": "seqserve.errors",
     "ServerError": "seqserve.errors",
     "Session": "seqserve.client",
@@ -47,7 +48,7 @@ _EXPORTS = {
 }
 
 if TYPE_CHECKING:
-    from seqserve._protocol import RetryPolicy
+    from seqserve._protocol import Intervals, RetryPolicy
     from seqserve.aio import AsyncClient, AsyncSession, BulkStepError
     from seqserve.client import Client, Session
     from seqserve.errors import (
@@ -91,6 +92,7 @@ __all__ = [
     "BulkStepError",
     "Client",
     "Conflict",
+    "Intervals",
     "InvalidInput",
     "LimitExceeded",
     "ModelNotFound",

@@ -123,3 +123,42 @@ def as_batch(inputs: Any) -> tuple[list[np.ndarray], str]:
             same = len({s.shape for s in sequences}) == 1
             return sequences, "batch" if same else "ragged"
     return [as_steps(inputs)], "one"
+
+
+@dataclass(frozen=True)
+class Intervals:
+    """What a model with quantile levels adds to a reply, as arrays: `quantiles` by level
+    ("0.1", ...), each shaped like the outputs ([time][outputs]); `anomaly` per reading, an
+    {"outside_80", "outside_95", "score"} dict or None (no earlier forecast: a session's first
+    reading)."""
+
+    quantiles: dict[str, np.ndarray]
+    anomaly: list[dict[str, Any] | None]
+
+    @classmethod
+    def of(cls, reply: Any, sequence: int | None = None) -> Intervals | None:
+        """From a step reply (`sequence` None) or one sequence of a predict reply; None when
+        the model has no levels."""
+        levels = reply.get("quantiles") if isinstance(reply, dict) else None
+        if levels is None:
+            return None
+
+        def pick(value: Any) -> Any:
+            return value if sequence is None else value[sequence]
+
+        quantiles = {k: np.asarray(pick(v), dtype=np.float32) for k, v in levels.items()}
+        anomaly = reply.get("anomaly")
+        anomaly = pick(anomaly) if anomaly is not None else []
+        return cls(quantiles, anomaly if isinstance(anomaly, list) else [anomaly])
+
+    def columns(self, outputs: list[str]) -> dict[str, np.ndarray]:
+        """DataFrame columns: `<output>:q<level>` per output and level (e.g. ``y@t+1:q0.1``),
+        then `outside_80`, `outside_95`, `anomaly_score` (NaN where a reading has no flag)."""
+        out: dict[str, np.ndarray] = {}
+        for j, name in enumerate(outputs):
+            for level, values in self.quantiles.items():
+                out[f"{name}:q{level}"] = values[:, j]
+        if self.anomaly:
+            for key, column in (("outside_80", "outside_80"), ("outside_95", "outside_95"), ("score", "anomaly_score")):
+                out[column] = np.array([np.nan if a is None else float(a[key]) for a in self.anomaly])
+        return out

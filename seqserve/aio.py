@@ -30,7 +30,16 @@ import httpx
 import numpy as np
 import orjson
 
-from seqserve._protocol import RETRY_STATUSES, Attempts, RetryPolicy, as_batch, as_steps, body_of, error_of
+from seqserve._protocol import (
+    RETRY_STATUSES,
+    Attempts,
+    Intervals,
+    RetryPolicy,
+    as_batch,
+    as_steps,
+    body_of,
+    error_of,
+)
 from seqserve.errors import (
     NotFound,
     PositionConflict,
@@ -79,6 +88,9 @@ class AsyncClient:
         self.headers = _auth_headers(api_key, auth_header)
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
+        # The quantiles and anomaly flags of the last prediction, per sequence (None for a
+        # model without quantile levels).
+        self.last_intervals: list[Intervals | None] = []
         self.http = httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
         )
@@ -137,8 +149,11 @@ class AsyncClient:
 
         `inputs` is [time][features] (array, list or DataFrame), [batch][time][features], or a
         list of sequences of different lengths. The outputs come back in the same form
-        (a DataFrame with the model's output names for a DataFrame). With `return_state`,
-        returns ``(outputs, state)`` where state maps names to [rows][batch][width] arrays.
+        (a DataFrame with the model's output names for a DataFrame; for a model with quantile
+        levels also a column per output and level, ``y@t+1:q0.1``..., and the anomaly flags,
+        see `Intervals.columns`; `intervals(answer)` reads them for other forms). With
+        `return_state`, returns ``(outputs, state)`` where state maps names to
+        [rows][batch][width] arrays.
 
         Example: ``y = await client.predict("electricity", np.array([[22262.0], [21756.0]]))``
         """
@@ -149,6 +164,7 @@ class AsyncClient:
         if state is not None:
             body["state"] = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in state.items()}
         answer = await self.request("POST", f"/v1/models/{name}/predict", body)
+        self.last_intervals = [Intervals.of(answer, i) for i in range(len(answer["outputs"]))]
         outputs = [np.asarray(o, dtype=np.float32) for o in answer["outputs"]]
         result: Any = outputs[0] if form == "one" else (np.stack(outputs) if form == "batch" else outputs)
         if form == "one" and _is_dataframe(inputs):
@@ -157,6 +173,10 @@ class AsyncClient:
             versions = (await self.model(name))["versions"]
             info = next((v for v in versions if v["version"] == answer["version"]), versions[-1])
             result = pd.DataFrame(outputs[0], index=inputs.index, columns=info["outputs"])
+            intervals = self.last_intervals[0]
+            if intervals is not None:
+                extra = pd.DataFrame(intervals.columns(info["outputs"]), index=inputs.index)
+                result = pd.concat([result, extra], axis=1)
         if return_state:
             return result, {k: np.asarray(v, dtype=np.float32) for k, v in answer["state"].items()}
         return result
@@ -347,6 +367,9 @@ class AsyncSession:
         # What recovery took so far: requests sent again, 409s our own lost reply explained,
         # WebSocket reconnections, steps whose outputs were recomputed after lost replies.
         self.stats = {"resent": 0, "conflicts_resolved": 0, "reconnects": 0, "recomputed": 0}
+        # The quantiles and anomaly flags of the last `step` reply (None for a model without
+        # quantile levels): e.g. ``session.last_intervals.anomaly[-1]["outside_95"]``.
+        self.last_intervals: Intervals | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncSession {self.session_id[:8]}… {self.model} v{self.version} at {self.position}>"
@@ -412,6 +435,7 @@ class AsyncSession:
         if reply.get("position") != expected:
             raise ProtocolError(f"step reply says position {reply.get('position')}, expected {expected}")
         outputs = np.asarray(reply["outputs"], dtype=np.float32)
+        self.last_intervals = Intervals.of(reply)
         self.position += len(steps)
         if self._checkpoint is not None:
             self._journal.append(steps)

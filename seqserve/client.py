@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 
-from seqserve._protocol import RetryPolicy
+from seqserve._protocol import Intervals, RetryPolicy
 from seqserve.aio import CHECKPOINT_EVERY, DEFAULT_TIMEOUT, AsyncClient, AsyncSession, BulkStepError
 
 T = TypeVar("T")
@@ -193,6 +193,11 @@ class Session:
     def stats(self) -> dict[str, int]:
         """What recovery took so far (resent requests, reconnects, recomputed steps...)."""
         return self.aio.stats
+
+    @property
+    def last_intervals(self) -> Intervals | None:
+        """Quantiles and anomaly flags of the last `step` (None: the model has no levels)."""
+        return self.aio.last_intervals
 
     def step(self, readings: Any) -> np.ndarray:
         """Apply readings exactly once and return their outputs [time][outputs].

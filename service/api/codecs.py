@@ -35,24 +35,65 @@ NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 
 class StepReplyJSON:
-    """The v1 step reply {session_id, model, version, position, outputs}: what the engine
-        encodes for each step (the fast path answers it as is); encoding the same result again gives
+    """The v1 step reply {session_id, model, version, position, outputs} (with `quantiles` and
+    `anomaly` for a model with quantile levels, see `probabilistic`): what the engine
+    encodes for each step (the fast path answers it as is); encoding the same result again gives
     the same bytes, which is how a retry gets the first reply (service/core/engine.py)."""
 
     def encode(self, result: StepResult) -> bytes:
-        return orjson.dumps(
-            {
-                "session_id": result.session_id,
-                "model": result.model.name,
-                "version": result.model.version,
-                "position": result.position,
-                "outputs": result.outputs,
-            },
-            option=NUMPY,
-        )
+        model = result.model
+        if not model.extra_outputs:
+            return orjson.dumps(
+                {
+                    "session_id": result.session_id,
+                    "model": model.name,
+                    "version": model.version,
+                    "position": result.position,
+                    "outputs": result.outputs,
+                },
+                option=NUMPY,
+            )
+        # A model with quantile levels: its packed rows split into outputs, quantiles, anomaly.
+        outputs, quantiles, anomaly = model.unpack(result.outputs)
+        body = {
+            "session_id": result.session_id,
+            "model": model.name,
+            "version": model.version,
+            "position": result.position,
+            "outputs": outputs,
+            **probabilistic(model, quantiles, anomaly, many=outputs.shape[0] > 1),
+        }
+        return orjson.dumps(body, option=NUMPY)
 
 
 STEP_REPLY = StepReplyJSON()
+
+
+def anomaly_rows(anomaly: np.ndarray) -> list[dict[str, Any] | None]:
+    """[T, 4] anomaly rows -> one {"outside_80", "outside_95", "score"} per reading, None for a
+    reading with no earlier forecast (a session's first)."""
+    return [
+        {"outside_80": bool(o80), "outside_95": bool(o95), "score": float(score)} if seen else None
+        for seen, o80, o95, score in anomaly.tolist()
+    ]
+
+
+def probabilistic(
+    model: LoadedModel, quantiles: np.ndarray | None, anomaly: np.ndarray | None, many: bool
+) -> dict[str, Any]:
+    """The v1 fields of a model with quantile levels, from unpacked rows [T, ...]: `quantiles`,
+    an object keyed by level ("0.025", ...) whose values are shaped like `outputs` ([T, O]);
+    `anomaly`, per reading just received whether it fell outside the 80 % and 95 % intervals
+    forecast for it one step earlier and its score (distance from the 95 % interval's centre
+    in half-widths): one object, or null, for one reading; a list when `many`."""
+    out: dict[str, Any] = {}
+    if quantiles is not None:
+        by_level = np.moveaxis(quantiles, -1, 0).copy()  # [Q, ..., O], each level contiguous
+        out["quantiles"] = dict(zip(model.quantile_keys, by_level, strict=True))
+    if anomaly is not None:
+        rows = anomaly_rows(anomaly)
+        out["anomaly"] = rows if many else rows[0]
+    return out
 
 
 def error_body(exc: ServiceError) -> bytes:

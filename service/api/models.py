@@ -7,10 +7,12 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.api.body import json_response_bytes
+from service.api.codecs import anomaly_rows
 from service.api.deps import services
 from service.api.schemas import (
     ErrorBody,
@@ -70,6 +72,12 @@ async def run_predict(svc: Services, name: str, raw: bytes, owner: str = "") -> 
         request = _decode(svc, name, raw)
     result = await core.predict(svc, request)
     response: dict[str, Any] = {"model": result.model.name, "version": result.model.version, "outputs": result.outputs}
+    if result.quantiles is not None:  # keyed by level, each shaped like outputs [sequence][time][output]
+        keys = result.model.quantile_keys
+        levels = [np.moveaxis(q, -1, 0).copy() for q in result.quantiles]  # [Q, T, O] per sequence
+        response["quantiles"] = {key: [q[j] for q in levels] for j, key in enumerate(keys)}
+    if result.anomaly is not None:  # per sequence, per reading: an object, or null for a first reading
+        response["anomaly"] = [anomaly_rows(a) for a in result.anomaly]
     if result.state is not None:
         response["state"] = result.state
     if large:

@@ -384,6 +384,10 @@ class ModelVersion(BaseModel):
     horizon: int
     features: list[str]
     outputs: list[str]
+    quantiles: list[str] = Field(
+        [], description="quantile levels the replies carry under `quantiles` (keys like '0.1'); [] for none"
+    )
+    anomaly: list[str] = Field([], description="fields of each reply's `anomaly` objects; [] when it has none")
     state: dict[str, list[int]] = Field(description="[rows, width] per state tensor, by name")
     state_tensors: list[StateTensor] = Field(description="every state tensor, in graph order")
     state_bytes: int = Field(description="bytes of state one session holds")
@@ -408,10 +412,27 @@ class ModelList(BaseModel):
     models: list[ModelInfo]
 
 
+class Anomaly(BaseModel):
+    outside_80: bool = Field(description="the reading fell outside the 80 % interval forecast for it one step earlier")
+    outside_95: bool = Field(description="... outside the 95 % interval")
+    score: float = Field(description="distance from that 95 % interval's centre in half-widths (|score| > 1: outside)")
+
+
+QUANTILES_DOC = "by quantile level ('0.025', '0.1', ...), each shaped like `outputs`; models with levels only"
+ANOMALY_DOC = (
+    "per reading received: against the intervals the session forecast for it at the previous step; "
+    "null for a session's first reading; one object for one reading, a list for several"
+)
+
+
 class PredictResponse(BaseModel):
     model: str
     version: int
     outputs: list[Steps] = Field(description="[batch][time][outputs], raw units (logits for classifiers)")
+    quantiles: dict[str, list[Steps]] | None = Field(None, description=QUANTILES_DOC)
+    anomaly: list[list[Anomaly | None]] | None = Field(
+        None, description="[batch][time]: each reading against the previous step's intervals (null: none yet)"
+    )
     state: dict[str, list[list[list[float]]]] | None = None
 
 
@@ -432,6 +453,8 @@ class StepResponse(BaseModel):
     version: int
     position: int
     outputs: Steps
+    quantiles: dict[str, Steps] | None = Field(None, description=QUANTILES_DOC)
+    anomaly: Anomaly | list[Anomaly | None] | None = Field(None, description=ANOMALY_DOC)
 
 
 class BulkStepResult(BaseModel):
@@ -439,6 +462,8 @@ class BulkStepResult(BaseModel):
     session_id: str | None = Field(description="the entry's session_id; null when the entry had no session_id string")
     position: int | None = None
     outputs: Steps | None = None
+    quantiles: dict[str, Steps] | None = Field(None, description=QUANTILES_DOC)
+    anomaly: Anomaly | list[Anomaly | None] | None = Field(None, description=ANOMALY_DOC)
     status: int = 200
     error: str | None = None
     code: str | None = None

@@ -163,8 +163,8 @@ class _Run:
     """One session's requests within a batch: which apply, which were answered otherwise."""
 
     __slots__ = (
-        "applied", "echoes", "fresh", "items", "length", "loaded", "positioned", "provisional", "record", "regens",
-        "session_id", "start", "steps", "use_cache",
+        "applied", "echoes", "fresh", "items", "length", "loaded", "outputs", "positioned", "provisional", "record",
+        "regens", "session_id", "start", "steps", "use_cache",
     )  # fmt: skip
 
     def __init__(self, session_id: str, items: list[int]) -> None:
@@ -180,6 +180,7 @@ class _Run:
 
     def reset(self) -> None:
         self.steps: list[np.ndarray] = []  # inputs of the applied requests
+        self.outputs: np.ndarray | None = None  # what the applied steps produced [length, width]
         self.applied: list[tuple[int, int, bytes]] = []  # (index, position before, digest)
         self.echoes: list[tuple[int, int]] = []  # (index, index of the applied step it retries)
         self.positioned: list[bool] = []  # per applied request: did it state a position (recorded)
@@ -202,6 +203,7 @@ class Engine:
         replies: ReplyCodec,
         locks: KeyedLocks | None = None,
         on_steps: Callable[[str, int], None] | None = None,
+        on_outputs: Callable[[LoadedModel, np.ndarray], None] | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -210,6 +212,9 @@ class Engine:
         self.replies = replies
         self.locks = locks if locks is not None else KeyedLocks()
         self.on_steps = on_steps
+        # Called with the outputs of every run written (applied exactly once; never for a
+        # replay), for models that flag readings: the metrics count the flags from them.
+        self.on_outputs = on_outputs
 
     # ------------------------------------------------------------------------ entry points
 
@@ -510,6 +515,7 @@ class Engine:
         encode = self.replies.encode
         for b, run in enumerate(group):
             record, final, out = run.record, row_states[b], row_outputs[b]
+            run.outputs = out
             history = record.history
             if len(run.applied) == 1 and not run.echoes:  # the common case: one request per session
                 i, before, key = run.applied[0]
@@ -577,6 +583,7 @@ class Engine:
             else:
                 if self.on_steps is not None:
                     self.on_steps(run.loaded.key, run.length)
+                self._count_outputs(run)
                 return []
         else:
             errors = await self.store.save_many([(r.record, r.start) for r in runs])
@@ -584,6 +591,7 @@ class Engine:
         applied: dict[int, tuple[LoadedModel, int]] = {}
         for run, error in zip(runs, errors, strict=True):
             if error is None:
+                self._count_outputs(run)
                 counted = applied.get(id(run.loaded))
                 applied[id(run.loaded)] = (run.loaded, run.length + (counted[1] if counted else 0))
                 continue
@@ -620,6 +628,10 @@ class Engine:
             for loaded, count in applied.values():
                 self.on_steps(loaded.key, count)
         return again
+
+    def _count_outputs(self, run: _Run) -> None:
+        if self.on_outputs is not None and run.outputs is not None and run.loaded.anomaly:
+            self.on_outputs(run.loaded, run.outputs)
 
     # ------------------------------------------------------------------------ models
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
+from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
@@ -114,6 +116,18 @@ class Metrics:
             registry=self.registry,
         )
         self.steps = Counter("seqserve_steps", "Time steps applied to sessions", ["model"], registry=self.registry)
+        self.anomalies = Counter(
+            "seqserve_anomalies",
+            "Session readings outside the interval (80 or 95 %) the session forecast for them one step earlier",
+            ["model", "interval"],
+            registry=self.registry,
+        )
+        self.scored = Counter(
+            "seqserve_anomaly_readings",
+            "Session readings checked against an earlier forecast interval (models with quantile levels)",
+            ["model"],
+            registry=self.registry,
+        )
         self.grpc_requests = Counter(
             "seqserve_grpc_requests",
             "KServe V2 gRPC requests (each ModelStreamInfer message counts as one)",
@@ -129,6 +143,20 @@ class Metrics:
         )
         self.model_stats = StatsBook()  # Triton-style statistics (V2 statistics extension)
         self.registry.register(_RefusalCollector())
+
+    def count_anomalies(self, model: Any, rows: np.ndarray) -> None:
+        """Count the flags in the packed outputs [T, width] of steps applied to a session of
+        `model` (a LoadedModel that flags readings)."""
+        _, _, anomaly = model.unpack(rows)
+        if anomaly is None:
+            return
+        seen, outside_80, outside_95 = (float(v) for v in anomaly[:, :3].sum(axis=0))
+        if seen:
+            self.scored.labels(model.key).inc(seen)
+        if outside_80:
+            self.anomalies.labels(model.key, "80").inc(outside_80)
+        if outside_95:
+            self.anomalies.labels(model.key, "95").inc(outside_95)
 
     def watch_sessions(self, read: Callable[[], dict[str, float]]) -> None:
         self.registry.register(_SessionCollector(read))

@@ -43,6 +43,10 @@ class Predicted:
     model: LoadedModel
     outputs: list[np.ndarray]
     state: dict[str, np.ndarray] | None
+    # A model with quantile levels: per sequence [T_i, outputs, levels], and with the anomaly
+    # levels per sequence [T_i, 4] (seen, outside_80, outside_95, score); None otherwise.
+    quantiles: list[np.ndarray] | None = None
+    anomaly: list[np.ndarray] | None = None
 
 
 def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
@@ -81,7 +85,12 @@ async def predict(svc: Services, request: Prediction) -> Predicted:
         per_seq = [out[0] for out, _ in results]
         final = tuple(np.concatenate([st[k] for _, st in results], axis=1) for k in range(len(state)))
     named = dict(zip(model.state_names, final, strict=True)) if request.return_state else None
-    return Predicted(model, per_seq, named)
+    if not model.extra_outputs:
+        return Predicted(model, per_seq, named)
+    parts = [model.unpack(rows) for rows in per_seq]
+    quantiles = [q for _, q, _ in parts] if model.quantile_keys else None
+    anomaly = [a for _, _, a in parts] if model.anomaly else None
+    return Predicted(model, [o for o, _, _ in parts], named, quantiles, anomaly)  # type: ignore[arg-type]
 
 
 def model_info(registry: ModelRegistry, name: str) -> dict[str, Any]:

@@ -97,6 +97,18 @@ class LoadedModel:
         # What a session's state is bound to: this exact graph (file) and its state layout.
         self.fingerprint = f"{self.file_hash[:32]}/{layout}"
         self._fresh = self.config.initial_state(1)  # shared, read-only: copied by every user
+        # A model with quantile levels also outputs "quantiles" [B, T, O, Q] (and "anomaly"
+        # [B, T, 4]); run() packs them after the forecasts into one [B, T, width] array, so
+        # batching, the engine and the replay record carry them unchanged, and the codecs split
+        # them again (unpack). A model without levels runs exactly as before.
+        self.extra_outputs = self.config.extra_outputs
+        self.quantile_keys = self.config.quantile_keys
+        self.anomaly = self.config.anomaly
+        outputs, levels = self.config.output_size, len(self.config.quantiles)
+        self.output_width = outputs * (1 + levels) + (4 if self.anomaly else 0)
+        if self.extra_outputs:
+            self._graph_outputs = [*self.output_names, *self.extra_outputs]
+            self._call = self._call_packed  # type: ignore[method-assign]
         for array in self._fresh:
             array.flags.writeable = False
         self.gate = self.file_gate
@@ -145,6 +157,30 @@ class LoadedModel:
         outputs, *new_state = self.session.run(self.output_names, feeds)
         return outputs, tuple(new_state)
 
+    def _call_packed(
+        self, inputs: np.ndarray, state: tuple[np.ndarray, ...]
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        feeds = {"input": inputs}
+        for name, array in zip(self.input_names[1:], state, strict=True):
+            feeds[name] = array
+        got = self.session.run(self._graph_outputs, feeds)
+        n = len(self.output_names)
+        outputs, new_state, extras = got[0], got[1:n], got[n:]
+        batch, steps = outputs.shape[0], outputs.shape[1]
+        parts = [outputs, *(e.reshape(batch, steps, -1) for e in extras)]
+        return np.concatenate(parts, axis=-1), tuple(new_state)
+
+    def unpack(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """Packed run() outputs [..., output_width] -> (forecasts [..., O], quantiles
+        [..., O, Q] or None, anomaly [..., 4] (seen, outside_80, outside_95, score) or None)."""
+        if not self.extra_outputs:
+            return rows, None, None
+        o, q = self.config.output_size, len(self.quantile_keys)
+        outputs = np.ascontiguousarray(rows[..., :o])
+        quantiles = rows[..., o : o * (1 + q)].reshape(*rows.shape[:-1], o, q)
+        anomaly = rows[..., o * (1 + q) :] if self.anomaly else None
+        return outputs, quantiles, anomaly
+
     def describe(self) -> dict[str, Any]:
         cfg = self.config
         return {
@@ -159,6 +195,8 @@ class LoadedModel:
             "horizon": cfg.horizon,
             "features": list(cfg.feature_names),
             "outputs": list(cfg.output_names),
+            "quantiles": list(self.quantile_keys),
+            "anomaly": ["outside_80", "outside_95", "score"] if self.anomaly else [],
             "state": {s.name: [s.rows, s.width] for s in cfg.state_specs},
             "state_tensors": [
                 {

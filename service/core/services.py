@@ -115,6 +115,7 @@ class Services:
             self.replies,
             self.locks,
             on_steps=lambda key, n: steps.labels(key).inc(n),
+            on_outputs=self.metrics.count_anomalies,
         )
         self.sessions = Sessions(
             self.settings, self.registry, self.store, self.locks, tenants=lambda: len(self.keys.digests)

@@ -241,6 +241,11 @@ def tensor_metadata(model: LoadedModel) -> tuple[list[dict], list[dict]]:
     outputs += [
         {"name": n, "datatype": DATATYPE, "shape": s} for n, s in zip(model.output_names[1:], states, strict=True)
     ]
+    if model.extra_outputs:  # [batch, time, outputs, levels] and [batch, time, 4]
+        levels = len(model.quantile_keys)
+        outputs.append({"name": "quantiles", "datatype": DATATYPE, "shape": [-1, -1, cfg.output_size, levels]})
+    if model.anomaly:
+        outputs.append({"name": "anomaly", "datatype": DATATYPE, "shape": [-1, -1, 4]})
     return inputs, outputs
 
 
@@ -302,18 +307,19 @@ def check_inputs(arrays: dict[str, np.ndarray], model: LoadedModel) -> None:
 
 
 def default_outputs(model: LoadedModel, options: Options) -> list[str]:
-    """Without an outputs list: every output when stateless; only `output` on a sequence (its
-    state is implicit and stays on the server)."""
-    return ["output"] if options.sequence_id is not None else list(model.output_names)
+    """Without an outputs list: every output when stateless; on a sequence `output` and the
+    quantiles/anomaly of a model with levels (its state is implicit and stays on the server)."""
+    if options.sequence_id is not None:
+        return ["output", *model.extra_outputs]
+    return [*model.output_names, *model.extra_outputs]
 
 
 def check_outputs(names: list[str], model: LoadedModel) -> None:
+    known = [*model.output_names, *model.extra_outputs]
     seen: set[str] = set()
     for name in names:
-        if name not in model.output_names:
-            raise Error(
-                f"unknown output {echo(name)}; model '{model.name}' gives {model.output_names}", field="outputs"
-            )
+        if name not in known:
+            raise Error(f"unknown output {echo(name)}; model '{model.name}' gives {known}", field="outputs")
         if name in seen:
             raise Error(f"output '{name}' is requested twice", field="outputs")
         seen.add(name)
@@ -393,7 +399,21 @@ async def _stateless(
     state = given or model.initial_state(x.shape[0], options.start_seconds)
     outputs, final = await svc.batcher_for(model).run(x, state)
     by_name = dict(zip(model.output_names, (outputs, *final), strict=True))
+    if model.extra_outputs:
+        by_name.update(extra_tensors(model, outputs))
     return Result(model, {n: by_name[n] for n in wanted})
+
+
+def extra_tensors(model: LoadedModel, packed: np.ndarray) -> dict[str, np.ndarray]:
+    """`output`, `quantiles` [B, T, O, Q] and `anomaly` [B, T, 4] (seen, outside_80,
+    outside_95, score; the v1 codec's null is seen == 0) from packed rows [B, T, width]."""
+    outputs, quantiles, anomaly = model.unpack(packed)
+    tensors = {"output": outputs}
+    if quantiles is not None:
+        tensors["quantiles"] = quantiles
+    if anomaly is not None:
+        tensors["anomaly"] = anomaly
+    return tensors
 
 
 async def _sequence_step(
@@ -444,8 +464,8 @@ async def _sequence_step(
     except (SessionNotFound, SessionExpired) as exc:
         raise _not_started(seq_id, model.name, exc) from None
     served = step.model
-    tensors: dict[str, np.ndarray] = {"output": step.outputs[None]}
-    if any(n != "output" for n in wanted):
+    tensors: dict[str, np.ndarray] = extra_tensors(served, step.outputs[None])
+    if any(n not in tensors for n in wanted):
         if step.state is None:  # a replay of a step that is no longer the sequence's latest
             record = await _record(sessions, session_id, seq_id, model.name, owner)
             raise PositionConflict(
