@@ -321,6 +321,7 @@ class LiveRun {
     this.errModel = 0;
     this.errNaive = 0;
     this.scored = 0;
+    this.flagged = 0; // readings outside the 95 % interval forecast for them
     this.stopped = false;
     this.sessionId = null;
   }
@@ -397,6 +398,15 @@ class LiveRun {
     const forecast = message.outputs[0][0];
     this.forecasts[t] = forecast;
     this.chart.series[1].points.push([t + 1, forecast]);
+    // A model with quantile levels: its 95 % interval for the next reading, and whether the
+    // reading just sent fell outside the interval forecast for it one step earlier.
+    const q = message.quantiles;
+    if (q && q["0.025"] && q["0.975"]) this.chart.band.points.push([t + 1, q["0.025"][0][0], q["0.975"][0][0]]);
+    if (message.anomaly && message.anomaly.outside_95) {
+      this.chart.marks.points.push([t, this.rows[t][0]]);
+      this.flagged += 1;
+      setFigure("#live-flagged", this.flagged);
+    }
     this.chart.request();
     setFigure("#live-position", message.position);
     this.score(t + 1);
@@ -467,6 +477,8 @@ async function startLive(event) {
   chart.series[1].name = `forecast (${model.info.outputs[0]})`;
   chart.clear();
   ["#live-mae", "#live-naive", "#live-ratio"].forEach((id) => setFigure(id, null, "–"));
+  const levels = model.info.quantiles || [];
+  setFigure("#live-flagged", levels.length ? 0 : null, levels.length ? "0" : "–");
   setFigure("#live-position", 0);
   document.body.dataset.live = "running";
   $("#live-start").disabled = true;
@@ -504,7 +516,9 @@ function init() {
   chart = new window.LineChart($("#live-chart"), [
     { name: "actual", color: getComputedStyle(document.documentElement).getPropertyValue("--actual").trim(), points: [], width: 2.2 },
     { name: "forecast", color: getComputedStyle(document.documentElement).getPropertyValue("--forecast").trim(), points: [], width: 1.3 },
-  ]);
+  ],
+  { name: "95 % interval", color: getComputedStyle(document.documentElement).getPropertyValue("--band").trim(), points: [] },
+  { name: "outside 95 %", color: getComputedStyle(document.documentElement).getPropertyValue("--flagged").trim(), points: [] });
   $("#api-key").value = state.key;
   $("#key-form").addEventListener("submit", (event) => {
     event.preventDefault();

@@ -3,9 +3,13 @@
 "use strict";
 
 class LineChart {
-  constructor(canvas, series) {
+  constructor(canvas, series, band = null, marks = null) {
     this.canvas = canvas;
     this.series = series; // [{name, color, points: [[x, y], ...]}]
+    // An interval drawn under the lines ({name, color, points: [[x, low, high], ...]}) and
+    // points ringed on top ({name, color, points: [[x, y], ...]}); each optional.
+    this.band = band;
+    this.marks = marks;
     this.pending = false;
     this.resize = this.resize.bind(this);
     window.addEventListener("resize", this.resize);
@@ -24,6 +28,8 @@ class LineChart {
 
   clear() {
     for (const s of this.series) s.points = [];
+    if (this.band) this.band.points = [];
+    if (this.marks) this.marks.points = [];
     this.request();
   }
 
@@ -44,6 +50,14 @@ class LineChart {
         if (x > x1) x1 = x;
         if (y < y0) y0 = y;
         if (y > y1) y1 = y;
+      }
+    }
+    if (this.band) {
+      for (const [x, lo, hi] of this.band.points) {
+        if (x < x0) x0 = x;
+        if (x > x1) x1 = x;
+        if (lo < y0) y0 = lo;
+        if (hi > y1) y1 = hi;
       }
     }
     if (!Number.isFinite(x0)) return null;
@@ -68,7 +82,10 @@ class LineChart {
 
     // legend, wrapping onto a second line on narrow screens
     let lx = left, ly = 10;
-    for (const s of this.series) {
+    const shown = [...this.series];
+    if (this.band && this.band.points.length) shown.push(this.band);
+    if (this.marks && this.marks.points.length) shown.push(this.marks);
+    for (const s of shown) {
       const w = ctx.measureText(s.name).width + 40;
       if (lx > left && lx + w > W - right) { lx = left; ly += 16; }
       ctx.fillStyle = s.color;
@@ -89,6 +106,8 @@ class LineChart {
       ctx.fillText("no data yet", left + plotW / 2 - 30, top + plotH / 2);
       this.canvas.dataset.actualPoints = "0";
       this.canvas.dataset.forecastPoints = "0";
+      this.canvas.dataset.bandPoints = "0";
+      this.canvas.dataset.flaggedPoints = "0";
       return;
     }
     const sx = (x) => left + ((x - b.x0) / (b.x1 - b.x0)) * plotW;
@@ -111,6 +130,17 @@ class LineChart {
     // series (at most ~2 points per pixel column)
     ctx.save();
     ctx.beginPath(); ctx.rect(left, top, plotW, plotH); ctx.clip();
+    const band = this.band ? this.band.points : [];
+    if (band.length) {  // upper edge left to right, lower edge back: one filled shape
+      const stride = Math.max(1, Math.floor(band.length / (plotW * 2)));
+      const picked = band.filter((_, i) => i % stride === 0 || i === band.length - 1);
+      ctx.fillStyle = this.band.color;
+      ctx.beginPath();
+      picked.forEach(([x, , hi], i) => (i === 0 ? ctx.moveTo(sx(x), sy(hi)) : ctx.lineTo(sx(x), sy(hi))));
+      for (let i = picked.length - 1; i >= 0; i--) ctx.lineTo(sx(picked[i][0]), sy(picked[i][1]));
+      ctx.closePath();
+      ctx.fill();
+    }
     for (const s of this.series) {
       const pts = s.points;
       if (!pts.length) continue;
@@ -126,7 +156,16 @@ class LineChart {
       ctx.lineTo(sx(lxp), sy(lyp));
       ctx.stroke();
     }
+    if (this.marks) {
+      ctx.strokeStyle = this.marks.color;
+      ctx.lineWidth = 1.8;
+      for (const [x, y] of this.marks.points) {
+        ctx.beginPath(); ctx.arc(sx(x), sy(y), 4.5, 0, 2 * Math.PI); ctx.stroke();
+      }
+    }
     ctx.restore();
+    this.canvas.dataset.bandPoints = String(band.length);
+    this.canvas.dataset.flaggedPoints = String(this.marks ? this.marks.points.length : 0);
     this.canvas.dataset.actualPoints = String(this.series[0].points.length);
     this.canvas.dataset.forecastPoints = String(this.series[1] ? this.series[1].points.length : 0);
   }

@@ -278,3 +278,23 @@ def test_python_client_returns_quantile_columns_and_flags(server: ServiceProcess
     with Client(server.url) as client, client.session("plain") as session:
         session.step(raw_inputs(np.random.default_rng(1), 1))
         assert session.last_intervals is None
+
+
+def test_redis_sessions_give_the_same_replies(rest: dict, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The pending interval is one more state tensor: a Redis-backed server (two replicas on
+    one redis-server, the session stepped on both in turn) answers exactly what memory did."""
+    from tests.support.redis import RedisProcess
+
+    x = rest["x"]
+    repository = tmp_path_factory.mktemp("quantile-redis-repo")
+    export_quantile_model(repository)
+    logs = tmp_path_factory.mktemp("redis-logs")
+    with RedisProcess(tmp_path_factory.mktemp("redis")) as redis:
+        env = {"SEQSERVE_SESSION_STORE": redis.url}
+        with ServiceProcess(repository, logs, env) as one, ServiceProcess(repository, logs, env) as two:
+            sid = new_session(httpx.Client(base_url=one.url, timeout=30))
+            for t in range(N):
+                with httpx.Client(base_url=(one, two)[t % 2].url, timeout=30) as c:
+                    got = step(c, sid, x[t : t + 1].tolist(), position=t)
+                want = rest["replies"][t]
+                assert got["quantiles"] == want["quantiles"] and got["anomaly"] == want["anomaly"]
