@@ -16,7 +16,7 @@ SYSTEM_PACKAGES := iptables redis-server redis-tools nginx podman runc netavark 
 SYSTEM_COMMANDS := iptables redis-server redis-cli nginx podman runc netavark aardvark-dns debootstrap nsenter curl wrk chromium
 SECRETS ?= secrets
 
-.PHONY: run test lint install system-deps train-default serve clean bench bench-publish capacity grpc-stubs quality secrets
+.PHONY: run test test-fast lint install system-deps train-default serve clean bench bench-publish capacity grpc-stubs quality secrets
 
 install: $(STAMP)
 
@@ -55,10 +55,19 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy service models training seqserve
 
+# The whole suite (CI runs it): lint, types, and every test, real servers, containers and
+# clusters included (with CI=true a missing component fails instead of skipping).
 test: $(STAMP) system-deps
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy service models training seqserve
 	$(PY) -m pytest -q
+
+# For development: unit and in-process tests only, no server processes, containers, clusters,
+# torchrun or trainings to quality (those are marked slow or e2e; tests/support/tier.py keeps
+# an unmarked one out). A few minutes at most on 2 cores; needs no system packages.
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not e2e"
 
 # Compose secrets (docker-compose.yml): random keys, written once, never overwritten. Mode 0644
 # because compose bind-mounts the files as they are and the containers run as other users;

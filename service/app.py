@@ -28,7 +28,7 @@ from service.api import errors as api_errors
 from service.api.fastpath import FastPath
 from service.api.gate import PUBLIC as PUBLIC_PATHS
 from service.api.gate import KeyGate
-from service.api.middleware import RequestMiddleware
+from service.api.middleware import RequestMiddleware, TrailingSlash
 from service.core.auth import Security
 from service.core.metrics import Metrics
 from service.core.reloader import poll_forever
@@ -127,7 +127,7 @@ def create_asgi(settings: Settings | None = None, app: FastAPI | None = None) ->
     security: Security = app.state.security
     if security.keys:
         asgi = KeyGate(asgi, security.keys, app.state.metrics, allow_preflight=bool(settings.cors_origins))
-    return asgi
+    return TrailingSlash(asgi, app)
 
 
 def create_admin_app(data_app: FastAPI) -> ASGIApp:
@@ -141,4 +141,4 @@ def create_admin_app(data_app: FastAPI) -> ASGIApp:
     app.add_api_route("/v2/health/live", health.live, methods=["GET"])
     if security.admin_enabled:
         app.include_router(admin.router)
-    return admin.AdminGate(app, security.admin_key)
+    return TrailingSlash(admin.AdminGate(app, security.admin_key), app)

@@ -10,6 +10,8 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
+from tests.support import tier
+
 
 def _flushes_subnormals() -> bool:
     """True when the CPU's floating-point state flushes subnormals to zero (FTZ/DAZ)."""
@@ -34,3 +36,22 @@ def ieee_floats(request: pytest.FixtureRequest) -> Iterator[None]:
         warnings.warn(f"flush-to-zero was on before {request.node.nodeid}; restored IEEE defaults", stacklevel=1)
         assert not _flushes_subnormals(), "could not restore IEEE-754 subnormals"
     yield
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test whose fixtures start a real component must be marked slow or e2e (tests/support/tier.py)."""
+    unmarked = [
+        f"{item.nodeid}: {', '.join(started)}"
+        for item in items
+        if not tier.is_marked(item) and (started := tier.started_by_fixtures(item))
+    ]
+    if unmarked:
+        raise pytest.UsageError(
+            "these tests start real components or long work but are not marked slow or e2e (tests/support/tier.py):\n  "
+            + "\n  ".join(unmarked)
+        )
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    tier.running(item)

@@ -45,7 +45,7 @@ from tqdm import tqdm
 from models.forecaster import Forecaster
 from training import distributed
 from training.data import ForecastData
-from training.loop import History
+from training.loop import History, bars_wanted
 
 
 @dataclass
@@ -284,7 +284,7 @@ def train_forecaster(
     start = time.perf_counter()
     model.train()
     show = settings.progress and not ctx.enabled  # interleaved bars of several ranks are unreadable
-    bar = tqdm(range(1, total + 1), desc=f"train {model.config.cell}", unit="step", disable=not show)
+    bar = tqdm(range(1, total + 1), desc=f"train {model.config.cell}", unit="step", disable=not bars_wanted(show))
     for step in bar:
         x, y, mask = streams.batch()
         began = time.perf_counter()

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +37,13 @@ from tqdm import tqdm
 from models.recurrent import RecurrentModel
 from training import distributed
 from training.data import ClassifyData, ForecastData, Sequences, TrainingError
+
+
+def bars_wanted(requested: bool) -> bool:
+    """Progress bars only where someone watches them redraw: on a terminal. Written to a file, a
+    pipe or a log collector, every redraw would be one more line (thousands per training)."""
+    return requested and sys.stderr.isatty()
+
 
 STEP_LOSS_WEIGHT = 0.3  # classification: weight of the all-steps loss next to the last-step loss
 # Forecasting: an "epoch" is at least this many optimiser steps (several passes over the training
@@ -120,7 +128,9 @@ def _fit(
     best_state = copy.deepcopy(model.state_dict())
     stale = 0
     start = time.perf_counter()
-    bar = tqdm(range(1, settings.epochs + 1), desc=f"train {label}", unit="epoch", disable=not settings.progress)
+    bar = tqdm(
+        range(1, settings.epochs + 1), desc=f"train {label}", unit="epoch", disable=not bars_wanted(settings.progress)
+    )
     for epoch in bar:
         model.train()
         train = run_epoch(model, optimizer)

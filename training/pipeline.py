@@ -148,7 +148,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
         _log(
             settings,
             f"data: {len(data.train.labels)} train / {len(data.val.labels)} validation / "
-            f"{len(data.test.labels)} test sequences, {len(data.feature_names)} features, "
+            f"{len(data.test.labels)} test sequences, {len(data.feature_names)} feature(s), "
             f"{len(data.classes)} classes",
         )
 

@@ -13,6 +13,8 @@ import time
 from typing import Any
 
 from prometheus_client.metrics import Counter, Histogram
+from starlette.applications import Starlette
+from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.api.errors import render_error
@@ -192,3 +194,34 @@ class RequestMiddleware:
         self.recorder.record(
             scope, template, scope.get("path_params", {}).get("name", ""), status, time.perf_counter() - start
         )
+
+
+class TrailingSlash:
+    """`/v1/models/` is `/v1/models`: a path that matches a route only without its trailing
+    slash is served as that route, for every method and for WebSockets. Starlette's own answer is
+    an empty 307 to the other spelling, which curl and most HTTP clients do not follow (and a
+    POST's body would have to be sent again). Paths that match as written (`/ui/`) are left
+    alone; a path that matches nothing either way gets the usual JSON 404. Costs one endswith()
+    for every request without a trailing slash."""
+
+    def __init__(self, app: ASGIApp, routed: Starlette) -> None:
+        self.app = app
+        self.routes: list[BaseRoute] = routed.router.routes  # the router's own list: later routes are seen
+        self.state = routed.state  # as the app's other wrappers: its services, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] in ("http", "websocket") and len(path) > 1 and path.endswith("/"):
+            scope = self._canonical(scope)
+        await self.app(scope, receive, send)
+
+    def _matches(self, scope: Scope) -> bool:
+        return any(route.matches(scope)[0] is not Match.NONE for route in self.routes)
+
+    def _canonical(self, scope: Scope) -> Scope:
+        if self._matches(scope):
+            return scope
+        stripped = {**scope, "path": scope["path"].rstrip("/") or "/"}
+        if isinstance(scope.get("raw_path"), bytes):
+            stripped["raw_path"] = scope["raw_path"].rstrip(b"/") or b"/"
+        return stripped if self._matches(stripped) else scope

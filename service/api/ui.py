@@ -59,14 +59,31 @@ async def manifest(name: str, version: int, request: Request) -> Response:
     return _json(body)
 
 
-@router.get("/v1/models/{name}/versions/{version}/files/{filename}", responses=NOT_FOUND)
+class PngFile(FileResponse):
+    """What the plot route answers, so that its document lists image/png, not JSON."""
+
+    media_type = "image/png"
+
+
+@router.get(
+    "/v1/models/{name}/versions/{version}/files/{filename}",
+    response_class=PngFile,
+    responses={
+        200: {"description": "the plot", "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}}},
+        # spelt out: with `model`, FastAPI would list the error under the route's image/png
+        404: {
+            "description": "no such model, version or plot",
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        },
+    },
+)
 async def model_file(name: str, version: int, filename: str, request: Request) -> Response:
     """A training plot (PNG) written next to the model."""
     model = services(request).registry.get(name, version)
     path = model.path / filename
     if not PLOT_NAME.match(filename) or not path.is_file():
         raise NotFound(f"{model.key} has no plot '{filename[:64]}'")
-    return FileResponse(path, media_type="image/png", headers={"Cache-Control": "max-age=300"})
+    return PngFile(path, headers={"Cache-Control": "max-age=300"})
 
 
 @router.get("/v1/ui/stats")

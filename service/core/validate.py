@@ -70,7 +70,8 @@ def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "in
 def check_features(count: int, config: ModelConfig, what: str) -> None:
     if count != config.input_size:
         raise InvalidInput(
-            f"{what}: each step needs {config.input_size} features {list(config.feature_names)}, got {count}",
+            f"{what}: each step needs {config.input_size} feature{'' if config.input_size == 1 else 's'} "
+            f"{list(config.feature_names)}, got {count}",
             field=what,
             expected=config.input_size,
         )

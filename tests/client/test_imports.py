@@ -6,6 +6,8 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from tests.support.servers import ROOT
 
 
@@ -25,6 +27,7 @@ def test_py_typed_marker_ships():
     assert (ROOT / "seqserve" / "py.typed").is_file()
 
 
+@pytest.mark.slow
 def test_client_is_mypy_strict_clean(tmp_path):
     """Users get checked types (py.typed): the package passes mypy --strict."""
     client = ["__init__.py", "errors.py", "_protocol.py", "aio.py", "_stream.py", "client.py"]  # not the CLI

@@ -10,9 +10,12 @@ import os
 import shutil
 import socket
 import stat
+import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.tier import heavy
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_BIN = REPO / ".venv" / "bin"
@@ -30,8 +33,11 @@ def unavailable(reason: str) -> None:
 
 
 def require_tool(name: str, hint: str = "") -> str:
-    """Absolute path of a command (also looked up in .venv/bin), or skip/fail."""
+    """Absolute path of a command (also looked up in .venv/bin), or skip/fail. A system
+    command (not one of the virtualenv's, like hadolint) is for tests marked slow or e2e."""
     path = shutil.which(name) or shutil.which(name, path=str(VENV_BIN))
+    if path is not None and Path(path).parent not in {VENV_BIN, Path(sys.executable).parent}:
+        heavy(name)
     if path is None:
         unavailable(f"`{name}` is not installed{f' ({hint})' if hint else ''}")
     return path  # type: ignore[return-value]

@@ -35,6 +35,7 @@ import numpy as np
 import pytest
 
 from tests.deploy.conftest import REPO, free_port, require_root, require_tool
+from tests.support.tier import starts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
@@ -54,6 +55,7 @@ def sh(*cmd: str, timeout: float = 300, check: bool = True, env: dict | None = N
 
 
 @pytest.fixture(scope="module")
+@starts("podman containers")
 def podman() -> str:
     require_root("rootful podman with runc")
     for tool, package in (("runc", "runc"), ("debootstrap", "debootstrap")):

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.conftest import REPO, require_root, require_tool
+from tests.support.tier import starts
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1500)]
 
@@ -60,6 +61,7 @@ def sh(*cmd: str, timeout: float = 120, check: bool = True) -> subprocess.Comple
 
 
 @pytest.fixture(scope="module")
+@starts("podman containers")
 def podman() -> str:
     require_root("rootful podman with runc")
     for tool, package in (("runc", "runc"), ("debootstrap", "debootstrap"), ("nsenter", "util-linux")):

@@ -23,6 +23,9 @@ import pytest
 
 from tests.deploy.conftest import free_port, require_tool
 from tests.deploy.nginx_topology import DEPLOY, check_config, rendered_nginx_dir, start_nginx
+from tests.support.tier import starts
+
+pytestmark = pytest.mark.e2e
 
 MiB = 1024 * 1024
 
@@ -79,6 +82,7 @@ class Stub:
 
 
 @pytest.fixture
+@starts("nginx")
 def nginx() -> str:
     return require_tool("nginx", "apt-get install nginx")
 

@@ -8,7 +8,11 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.deploy.conftest import REPO, free_port, require_tool
+
+pytestmark = pytest.mark.e2e
 
 
 def command(port: int, *args: str) -> bytes:

@@ -9,6 +9,7 @@ import pytest
 from tests.support.models import make_repository
 from tests.support.redis_cluster import RedisClusterProcesses, WholeCluster
 from tests.support.servers import ServiceProcess
+from tests.support.tier import starts
 from tests.support.topology import Topology, compose_topology
 
 
@@ -18,6 +19,7 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+@starts("a Redis Cluster")
 def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
     """One local Redis Cluster (3 masters + 3 replicas) for every module that runs against one
     (each under its own key prefix; a test that kills nodes leaves the cluster healthy)."""
@@ -26,6 +28,7 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 @pytest.fixture(scope="session")
+@starts("service processes, nginx and a Redis Cluster")
 def cluster_topology(
     redis_cluster: RedisClusterProcesses, repository: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Topology]:
@@ -39,6 +42,7 @@ def cluster_topology(
 
 
 @pytest.fixture(scope="module")
+@starts("a service process")
 def server(repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One real uvicorn process per test module, with small limits so limit errors are cheap."""
     env = {

@@ -11,6 +11,8 @@ import pytest
 from tests.support.models import export_model, make_repository
 from tests.support.servers import ServiceProcess
 
+pytestmark = pytest.mark.e2e
+
 KEY = "test-admin-key-0123"
 AUTH = {"X-API-Key": KEY}
 STEP = {"inputs": [[20.0, 500.0, 12.0]]}

@@ -17,6 +17,8 @@ from models.export import export_onnx
 from models.recurrent import RecurrentModel
 from tests.support.servers import ServiceProcess
 
+pytestmark = pytest.mark.e2e
+
 MB = 1024 * 1024
 
 

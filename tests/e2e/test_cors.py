@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from tests.support.servers import ServiceProcess
+
+pytestmark = pytest.mark.e2e
 
 ORIGIN = "https://dashboard.example"
 STEP = {"inputs": [[20.0, 500.0, 12.0]]}

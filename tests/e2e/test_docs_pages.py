@@ -8,6 +8,8 @@ import re
 import httpx
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 # Every URL a page would fetch: src/href/spec-url attributes and the url(...)s in inline script.
 REFERENCE = re.compile(r"""(?:src|href|spec-url)\s*=\s*["']([^"']+)["']|url\s*:\s*["']([^"']+)["']""")
 ASSET_TYPES = {

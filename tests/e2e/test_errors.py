@@ -11,6 +11,8 @@ import json
 import httpx
 import pytest
 
+pytestmark = pytest.mark.e2e
+
 GOOD_STEP = [[20.0, 500.0, 12.0]]
 SID = "{sid}"  # replaced by the LSTM session's id
 BIG = 2_100_000  # over the test server's 2,000,000-byte body limit

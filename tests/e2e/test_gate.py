@@ -9,9 +9,12 @@ import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from tests.support.models import export_model, gate
 from tests.support.servers import ServiceProcess
+
+pytestmark = pytest.mark.e2e
 
 X = [[[20.0, 500.0, 12.0], [21.0, 480.0, 13.0]]]
 FLAT = [v for row in X[0] for v in row]

@@ -15,6 +15,8 @@ from websockets.sync.client import connect
 
 from tests.support.servers import ServiceProcess
 
+pytestmark = pytest.mark.e2e
+
 LIMITS = {
     "SEQSERVE_MAX_HEADER_BYTES": "8192",
     "SEQSERVE_HEADER_TIMEOUT_SECONDS": "2",

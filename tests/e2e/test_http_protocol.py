@@ -10,6 +10,8 @@ import pytest
 
 from tests.support.servers import ServiceProcess
 
+pytestmark = pytest.mark.e2e
+
 ROW = [20.0, 500.0, 12.0]
 HEADER_LIMIT = 4096
 PAD = {"x-pad": "a" * (2 * HEADER_LIMIT)}

@@ -10,6 +10,9 @@ import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 
 def _series(server) -> list[str]:

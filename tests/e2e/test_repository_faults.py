@@ -10,9 +10,12 @@ import signal
 import time
 
 import httpx
+import pytest
 
 from tests.support.models import export_model
 from tests.support.servers import ServiceProcess, wait_for
+
+pytestmark = pytest.mark.e2e
 
 
 def _versions(server: ServiceProcess, name: str) -> list[int]:

@@ -12,6 +12,8 @@ import pytest
 from models.reference import ReferenceModel
 from tests.support.models import raw_inputs
 
+pytestmark = pytest.mark.e2e
+
 
 def tol(y: np.ndarray) -> float:
     return 1e-5 * max(1.0, float(np.abs(y).max()))

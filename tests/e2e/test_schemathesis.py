@@ -26,7 +26,13 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import FailureGroup, not_a_server_error, response_schema_conformance, status_code_conformance
+from schemathesis.checks import (
+    FailureGroup,
+    content_type_conformance,
+    not_a_server_error,
+    response_schema_conformance,
+    status_code_conformance,
+)
 from schemathesis.openapi.checks import UndefinedStatusCode
 
 from service.app import create_app
@@ -34,7 +40,8 @@ from service.core.settings import Settings
 
 pytestmark = pytest.mark.e2e
 
-CHECKS = [not_a_server_error, status_code_conformance, response_schema_conformance]
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+PLOT = "forecast.png"  # written next to lstm v1, so that the plot route answers its PNG too
 MAX_EXAMPLES = 25
 
 
@@ -47,7 +54,8 @@ LABELS = _labels()
 
 
 @pytest.fixture(scope="module")
-def api_schema(server):
+def api_schema(server, repository):
+    (repository / "lstm" / "1" / PLOT).write_bytes(b"\x89PNG\r\n\x1a\n(a plot)")
     return schemathesis.openapi.from_url(f"{server.url}/openapi.json")
 
 
@@ -59,6 +67,8 @@ def _point_at_real_things(case, base_url: str, rng: random.Random) -> None:
         params["name"] = rng.choice(["lstm", "gru"])
         if "version" in params and rng.random() < 0.7:
             params["version"] = "1"
+            if "filename" in params and rng.random() < 0.7:
+                params["filename"] = PLOT
     if "session_id" in params and rng.random() < 0.6:
         r = httpx.post(f"{base_url}/v1/models/{rng.choice(['lstm', 'gru'])}/sessions", timeout=10)
         assert r.status_code == 201, r.text

@@ -9,9 +9,12 @@ import time
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.support.models import raw_inputs
 from tests.support.servers import ServiceProcess
+
+pytestmark = pytest.mark.e2e
 
 
 def test_sigterm_finishes_in_flight_requests(repository, tmp_path):

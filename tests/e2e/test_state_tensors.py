@@ -19,6 +19,8 @@ from tests.support.models import CYCLE, EPOCH, PERIOD, RING, forecast_series, ma
 from tests.support.redis import RedisProcess
 from tests.support.servers import ServiceProcess
 
+pytestmark = pytest.mark.e2e
+
 START = "2014-01-06T01:30:00Z"  # 3 periods after a Monday midnight
 START_PHASE = float((datetime(2014, 1, 6, 1, 30, tzinfo=UTC).timestamp() - EPOCH) // PERIOD % CYCLE)
 

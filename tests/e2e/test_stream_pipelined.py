@@ -8,9 +8,12 @@ import re
 
 import httpx
 import numpy as np
+import pytest
 from websockets.sync.client import connect
 
 from tests.support.models import raw_inputs
+
+pytestmark = pytest.mark.e2e
 
 
 def _ort_calls(server) -> float:

@@ -16,6 +16,8 @@ from models.reference import ReferenceModel
 from tests.support.models import raw_inputs
 from tests.support.servers import ServiceProcess
 
+pytestmark = pytest.mark.e2e
+
 MODELS = [("lstm", 2), ("gru", 1)]  # (name, latest version)
 
 

@@ -8,10 +8,13 @@ import sys
 
 import httpx
 import numpy as np
+import pytest
 
 from tests.support.models import raw_inputs
 from tests.support.redis import RedisProcess
 from tests.support.servers import ROOT, ServiceProcess, require
+
+pytestmark = pytest.mark.e2e
 
 
 def test_two_workers_share_sessions_through_redis(repository, tmp_path):

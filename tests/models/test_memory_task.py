@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import torch
 
 from models.config import ModelConfig
@@ -32,6 +33,7 @@ def memory_task(n: int, steps: int, rng: np.random.Generator) -> tuple[np.ndarra
     return x, target[..., None].astype(np.float32), x3.astype(bool)
 
 
+@pytest.mark.slow
 def test_lstm_learns_the_memory_task(tmp_path):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)

@@ -60,3 +60,25 @@ def test_401_is_documented_only_with_api_keys_and_never_on_public_paths() -> Non
     assert "401" in keyed["paths"]["/v1/models"]["get"]["responses"]
     assert "401" in keyed["paths"]["/v1/sessions/{session_id}/steps"]["post"]["responses"]
     assert "401" not in keyed["paths"]["/v2/health/live"]["get"]["responses"]
+
+
+def test_the_plot_route_documents_the_content_types_it_answers(tmp_path) -> None:
+    """200 is image/png, its 404 JSON (schemathesis found a PNG answer documented as JSON)."""
+    from starlette.testclient import TestClient
+
+    from service.app import create_asgi
+    from tests.support.models import export_model
+
+    export_model(tmp_path, "m", 1, "gru")
+    (tmp_path / "m" / "1" / "forecast.png").write_bytes(b"\x89PNG\r\n\x1a\n not a real plot")
+    settings = Settings(model_repository=tmp_path, grpc_port=0)
+    operation = _document(model_repository=tmp_path, grpc_port=0)["paths"][
+        "/v1/models/{name}/versions/{version}/files/{filename}"
+    ]["get"]
+    documented = {status: set(answer.get("content", {})) for status, answer in operation["responses"].items()}
+    assert documented["200"] == {"image/png"} and documented["404"] == {"application/json"}
+    with TestClient(create_asgi(settings)) as client:
+        plot = client.get("/v1/models/m/versions/1/files/forecast.png")
+        assert plot.status_code == 200 and plot.headers["content-type"] == "image/png"
+        missing = client.get("/v1/models/m/versions/1/files/other.png")
+        assert missing.status_code == 404 and missing.headers["content-type"] == "application/json"

@@ -21,15 +21,20 @@ from service.sessions.base import LastStep, SessionRecord, decode_history, encod
 from service.sessions.redis import RedisSessionStore, SessionExists, split_url
 from tests.support.redis import RedisProcess
 from tests.support.servers import free_port
+from tests.support.tier import starts
+
+pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
+@starts("redis-server")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     with RedisProcess(tmp_path_factory.mktemp("redis")) as proc:
         yield proc
 
 
 @pytest.fixture
+@starts("redis-server")
 def own_server(tmp_path: Path) -> Iterator[RedisProcess]:
     """A redis-server this test may stop, kill and restart."""
     proc = RedisProcess(tmp_path / "redis").start()

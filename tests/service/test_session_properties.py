@@ -43,6 +43,7 @@ from service.core.services import Services
 from service.core.settings import Settings
 from service.sessions.memory import MemorySessionStore
 from tests.support.models import raw_inputs
+from tests.support.tier import starts
 
 # The replay record: the memory store's runs keep the default window with a byte budget no
 # step here exceeds (every record holds its outputs); the Redis store's runs give it no bytes,
@@ -334,6 +335,7 @@ def test_memory_store_matches_sequential_model(repository, registry, executor, p
 
 
 @pytest.fixture(scope="module")
+@starts("redis-server")
 def redis_server(tmp_path_factory: pytest.TempPathFactory):
     from tests.support.redis import RedisProcess
 
@@ -347,6 +349,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory):
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 @given(program=programs())
+@pytest.mark.e2e
 def test_redis_store_matches_sequential_model(repository, registry, executor, redis_server, program) -> None:
     from service.sessions.redis import RedisSessionStore
 

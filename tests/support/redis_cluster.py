@@ -23,6 +23,7 @@ from pathlib import Path
 from tests.support.faultproxy import FaultProxy
 from tests.support.redis import RedisProcess
 from tests.support.servers import free_port, require
+from tests.support.tier import heavy
 
 NODE_TIMEOUT_MS = 1000
 
@@ -73,6 +74,7 @@ class RedisClusterProcesses:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.client_port}" for n in self.nodes)
 
     def start(self, timeout: float = 30.0) -> RedisClusterProcesses:
+        heavy("a Redis Cluster")
         for node in self.nodes:
             node.start()
         addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]

@@ -18,6 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.tier import heavy
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -28,7 +30,9 @@ def free_port() -> int:
 
 
 def require(binary: str) -> str:
-    """A system binary the test needs: under CI its absence is a failure, not a skip."""
+    """A system binary the test needs: under CI its absence is a failure, not a skip. Only
+    tests marked slow or e2e may start one (tests/support/tier.py)."""
+    heavy(binary)
     path = shutil.which(binary) or next(
         (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.path.exists(p)), None
     )
@@ -84,6 +88,7 @@ class ServiceProcess:
         return f"http://127.0.0.1:{self.admin_port}"
 
     def start(self, timeout: float = 90.0) -> ServiceProcess:
+        heavy("a service process")
         log = self.log_path.open("ab")
         # Its own process group: a server with workers is a supervisor plus children, and a
         # stop that has to kill must take the children too (or they keep their ports).

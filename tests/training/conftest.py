@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.tier import starts
 from training.cli import RunSettings, add_arguments, resolve
 from training.pipeline import Outcome, train_and_publish
 from training.presets import DATASETS
@@ -28,6 +29,7 @@ def settings_from(argv: list[str]) -> RunSettings:
 
 
 @pytest.fixture(scope="session")
+@starts("a training run to quality")
 def forecast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Outcome]]:
     """Small LSTM and GRU on the electricity preset (real data), published as <name>-lstm/-gru."""
     repo = tmp_path_factory.mktemp("forecast_repo")
@@ -38,6 +40,7 @@ def forecast_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[O
 
 
 @pytest.fixture(scope="session")
+@starts("a training run to quality")
 def classify_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Outcome]]:
     repo = tmp_path_factory.mktemp("classify_repo")
     argv = ["--preset", "vowels", "--cell", "lstm", "--hidden", "16", "--epochs", "25"]

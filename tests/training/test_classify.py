@@ -7,11 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 
 from models.export import input_names, output_names
 from training.pipeline import Outcome
 
 
+@pytest.mark.slow
 def test_clearly_beats_majority(classify_run: tuple[Path, list[Outcome]]) -> None:
     repo, _ = classify_run
     manifest = json.loads((repo / "vowels" / "1" / "manifest.json").read_text())
@@ -29,6 +31,7 @@ def test_clearly_beats_majority(classify_run: tuple[Path, list[Outcome]]) -> Non
     ]
 
 
+@pytest.mark.slow
 def test_onnx_matches_reported_predictions(classify_run: tuple[Path, list[Outcome]]) -> None:
     """Raw LPC values into the exported graph give the same classes as the torch evaluation."""
     from training import loop

@@ -27,6 +27,7 @@ from models.config import ModelConfig
 from models.export import input_names, output_names
 from seqserve.cli import main
 from tests.support.servers import ROOT
+from tests.support.tier import heavy, starts
 from training import distributed
 from training.data import TrainingError
 from training.presets import DATASETS
@@ -38,6 +39,7 @@ SMALL = ["--hidden", "8", "--epochs", "2", "--batch-size", "8", "--baselines", "
 
 
 def _train_nproc(tmp_path: Path, repo: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    heavy("torchrun")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(tmp_path / "mpl")}
     env.pop("SEQSERVE_TRAIN_STATUS", None)
     argv = ["--preset", "world_fertility", "--name", "fert", *SMALL]
@@ -51,6 +53,7 @@ def _weights(entry: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.fixture(scope="module")
+@starts("torchrun")
 def two_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[subprocess.CompletedProcess[str]]]:
     """Two 2-process runs with the same seed into one repository (versions 1 and 2)."""
     tmp = tmp_path_factory.mktemp("ddp")
@@ -133,6 +136,7 @@ def test_published_model_streams_a_series_as_the_stateless_call(two_runs) -> Non
 def test_classification_trains_on_two_ranks(tmp_path) -> None:
     """The plain-model path: each rank trains on every other sequence of each batch, both log
     their epochs with the same (all-reduced) validation loss, rank 0 publishes one version."""
+    heavy("torchrun")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MPLCONFIGDIR": str(tmp_path / "mpl")}
     repo = tmp_path / "repo"
     argv = ["--data", str(VOWELS), "--task", "classify", "--label", "speaker", "--sequence-id", "series_id"]

@@ -25,6 +25,7 @@ def _entry(repo: Path, name: str) -> Path:
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.slow
 def test_beats_naive_windowed_and_streaming(forecast_run: tuple[Path, list[Outcome]], cell: str) -> None:
     repo, _ = forecast_run
     metrics = json.loads((_entry(repo, f"elec-{cell}") / "manifest.json").read_text())["metrics"]
@@ -36,6 +37,7 @@ def test_beats_naive_windowed_and_streaming(forecast_run: tuple[Path, list[Outco
     assert "seasonal_naive_48" in metrics
 
 
+@pytest.mark.slow
 def test_entry_is_complete(forecast_run: tuple[Path, list[Outcome]]) -> None:
     repo, outcomes = forecast_run
     assert sorted(p.name for p in repo.iterdir()) == ["elec-gru", "elec-lstm"]
@@ -58,6 +60,7 @@ def test_entry_is_complete(forecast_run: tuple[Path, list[Outcome]]) -> None:
         assert (entry / "forecast.png").read_bytes()[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_service_reader_sees_the_entries(forecast_run: tuple[Path, list[Outcome]]) -> None:
     from models.repository import scan_repository
 
@@ -65,6 +68,7 @@ def test_service_reader_sees_the_entries(forecast_run: tuple[Path, list[Outcome]
     assert [(e.name, e.version) for e in scan_repository(repo)] == [("elec-gru", 1), ("elec-lstm", 1)]
 
 
+@pytest.mark.slow
 def test_normalisation_fitted_on_train_only(forecast_run: tuple[Path, list[Outcome]]) -> None:
     repo, _ = forecast_run
     manifest = json.loads((_entry(repo, "elec-lstm") / "manifest.json").read_text())
@@ -78,6 +82,7 @@ def test_normalisation_fitted_on_train_only(forecast_run: tuple[Path, list[Outco
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.slow
 def test_raw_units_round_trip_onnx_torch_reference(forecast_run: tuple[Path, list[Outcome]], cell: str) -> None:
     """Raw demand in, raw-unit forecasts out, identical in ONNX Runtime, torch and the NumPy reference."""
     repo, outcomes = forecast_run

@@ -15,6 +15,7 @@ import pytest
 
 from models.config import ModelConfig
 from models.export import input_names, output_names
+from tests.support.tier import starts
 
 from .conftest import CO2, ELECTRICITY, SUNSPOTS, settings_from
 
@@ -38,10 +39,12 @@ def _beats_baselines(metrics: dict) -> None:
 
 
 @pytest.fixture(scope="module")
+@starts("a training run to quality")
 def electricity(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
     return _train(tmp_path_factory.mktemp("elec"), ELECTRICITY, "demand_mw", "48,336")
 
 
+@pytest.mark.slow
 def test_seasonal_series_beats_naive_and_seasonal_naive(electricity: tuple[Path, dict]) -> None:
     _, manifest = electricity
     metrics = manifest["metrics"]
@@ -50,6 +53,7 @@ def test_seasonal_series_beats_naive_and_seasonal_naive(electricity: tuple[Path,
     assert metrics["transform"]["chosen"] == "seasonal_diff"  # the best baseline on validation
 
 
+@pytest.mark.slow
 def test_time_column_is_detected_and_sets_the_phase(electricity: tuple[Path, dict]) -> None:
     _, manifest = electricity
     config = ModelConfig.from_dict(manifest["config"])
@@ -63,6 +67,7 @@ def test_time_column_is_detected_and_sets_the_phase(electricity: tuple[Path, dic
     assert [s["name"] for s in manifest["config"]["extra_states"]] == ["ring", "count", "phase", "pending"]
 
 
+@pytest.mark.slow
 def test_served_file_streams_with_and_without_start_time(electricity: tuple[Path, dict]) -> None:
     """From a fresh session at row 0, as a client would: the whole series through ONNX Runtime,
     with start_time (phase known) and without (phase unknown): both beat the baselines."""

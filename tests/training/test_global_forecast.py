@@ -16,6 +16,7 @@ import pytest
 
 from models.config import ModelConfig
 from models.export import input_names, output_names
+from tests.support.tier import starts
 
 from .conftest import settings_from
 
@@ -40,6 +41,7 @@ def fleet(seed: int = 0) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
+@starts("a training run to quality")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, pd.DataFrame]:
     from training.pipeline import train_and_publish
 
@@ -56,6 +58,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, pd.Da
     return entry, json.loads((entry / "manifest.json").read_text()), frame
 
 
+@pytest.mark.slow
 def test_the_global_model_beats_per_series_naive(trained: tuple[Path, dict, pd.DataFrame]) -> None:
     entry, manifest, _ = trained
     m = manifest["metrics"]
@@ -73,6 +76,7 @@ def test_the_global_model_beats_per_series_naive(trained: tuple[Path, dict, pd.D
     assert spec["local_scale"] and spec["ring"] == 8 and config.extra["series_id"] == "device"
 
 
+@pytest.mark.slow
 def test_statistical_baselines_are_fitted_per_series(trained: tuple[Path, dict, pd.DataFrame]) -> None:
     _, manifest, _ = trained
     m = manifest["metrics"]
@@ -96,6 +100,7 @@ def _session(path: Path) -> tuple[ort.InferenceSession, ModelConfig]:
     )
 
 
+@pytest.mark.slow
 def test_onnx_streaming_one_series_equals_the_stateless_call(trained: tuple[Path, dict, pd.DataFrame]) -> None:
     entry, manifest, frame = trained
     session, config = _session(entry / "model.onnx")
@@ -120,6 +125,7 @@ def test_onnx_streaming_one_series_equals_the_stateless_call(trained: tuple[Path
     assert abs(float(np.abs(whole[0, origins] - actual).mean()) - per) <= 1e-4 * max(per, 1e-3) + 1e-4
 
 
+@pytest.mark.slow
 def test_a_new_device_in_other_units_needs_no_parameters(trained: tuple[Path, dict, pd.DataFrame]) -> None:
     """A series the model never saw, 1000x larger than any training series: forecasts follow it
     (the scale comes from the session's own ring)."""

@@ -14,6 +14,7 @@ import pytest
 from tests.support.demand import export_demand_model, write_manifest
 from tests.support.models import export_model
 from tests.support.servers import ROOT, ServiceProcess, require
+from tests.support.tier import starts
 
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM_ARGS = [
@@ -61,12 +62,14 @@ def ui_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+@starts("a service process")
 def ui_server(ui_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     with ServiceProcess(ui_repository, tmp_path_factory.mktemp("ui-logs")) as server:
         yield server
 
 
 @pytest.fixture(scope="module")
+@starts("chromium")
 def browser() -> Iterator[object]:
     """Module-scoped: Playwright's sync API keeps an event loop running in this thread while it
     is started, which would stop later asyncio tests from running theirs."""

@@ -55,3 +55,16 @@ def test_parse_state_shapes():
         parse_state({"h": h}, CFG, None)
     with pytest.raises(InvalidInput, match="shape"):
         parse_state({"h": h, "c": h}, CFG, 3)
+
+
+def test_one_feature_is_singular():
+    from dataclasses import replace
+
+    from models.config import Normalization
+
+    one = replace(
+        CFG, input_size=1, features=("demand",), normalization=Normalization((0.0,), (1.0,), (0.0, 0.0), (1.0, 1.0))
+    )
+    with pytest.raises(InvalidInput) as err:
+        parse_steps([[1.0, 2.0]], one, 10)
+    assert str(err.value) == "inputs: each step needs 1 feature ['demand'], got 2"
