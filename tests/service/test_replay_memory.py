@@ -23,6 +23,7 @@ from service.core.metrics import Metrics
 from service.core.services import build_services
 from service.core.settings import Settings
 from tests.support.redis import RedisProcess
+from tests.support.tier import starts
 
 SESSIONS = 16
 STEPS = 4  # positioned steps per session: the whole replay window
@@ -34,6 +35,7 @@ OVERHEAD = 4096
 
 
 @pytest.fixture(scope="module")
+@starts("redis-server")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     with RedisProcess(tmp_path_factory.mktemp("redis"), appendonly=False) as proc:
         yield proc
@@ -54,6 +56,7 @@ def wide_model(root: Path) -> Path:
     return root
 
 
+@pytest.mark.e2e
 def test_redis_memory_per_session_is_bounded_by_the_replay_budget(redis_server: RedisProcess, tmp_path: Path) -> None:
     repository = wide_model(tmp_path / "repo")
     budget = Settings().replay_max_bytes

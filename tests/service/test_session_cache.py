@@ -28,6 +28,7 @@ from service.sessions.base import LastStep, SessionRecord, Superseded
 from service.sessions.cache import RecordCache, record_bytes
 from tests.support.counting import export_counting
 from tests.support.redis import RedisProcess
+from tests.support.tier import starts
 
 
 def record(sid: str, ttl: float = 60.0, hidden: int = 64, replies: int = 4) -> SessionRecord:
@@ -108,6 +109,7 @@ def test_bounded_in_memory_under_100k_sessions() -> None:
 
 
 @pytest.fixture(scope="module")
+@starts("redis-server")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     with RedisProcess(tmp_path_factory.mktemp("redis"), appendonly=False) as proc:
         yield proc
@@ -166,6 +168,7 @@ async def truth(svc: Services, sid: str) -> tuple[int, float]:
     return int(count), float(total)
 
 
+@pytest.mark.e2e
 async def test_two_replicas_stepping_one_session_alternately_stay_exact(replicas) -> None:  # type: ignore[no-untyped-def]
     """Every step finds the other replica moved the session on since its own cached copy: the
     save is refused with the current record, the step is recomputed from it (no load), and
@@ -186,6 +189,7 @@ async def test_two_replicas_stepping_one_session_alternately_stay_exact(replicas
     assert await truth(a, sid) == (12, total)
 
 
+@pytest.mark.e2e
 async def test_a_stale_copy_is_recomputed_and_a_positioned_step_not_refused(replicas) -> None:  # type: ignore[no-untyped-def]
     a, b = replicas
     sid = (await a.sessions.create("count")).session_id
@@ -209,6 +213,7 @@ async def test_a_stale_copy_is_recomputed_and_a_positioned_step_not_refused(repl
     assert await truth(a, sid) == (4, 15.0)
 
 
+@pytest.mark.e2e
 async def test_answers_without_a_write_are_never_given_from_a_stale_copy(replicas) -> None:  # type: ignore[no-untyped-def]
     a, b = replicas
     sid = (await a.sessions.create("count")).session_id
@@ -222,6 +227,7 @@ async def test_answers_without_a_write_are_never_given_from_a_stale_copy(replica
     assert first.position == 1
 
 
+@pytest.mark.e2e
 async def test_an_expired_session_is_gone_whatever_the_cache_held(tmp_path: Path, server: RedisProcess) -> None:
     export_counting(tmp_path / "repo", "count", 1)
     svc = stack(tmp_path / "repo", f"{server.url}?prefix=e{uuid.uuid4().hex[:8]}:")
@@ -241,6 +247,7 @@ def commandstats(client: redis.Redis) -> dict[str, int]:
     return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
 
 
+@pytest.mark.e2e
 async def test_a_step_on_a_current_copy_is_one_round_trip(replicas, server: RedisProcess) -> None:  # type: ignore[no-untyped-def]
     """Redis's own statistics: per step one EVALSHA (the save) and four commands inside it."""
     a, _ = replicas
@@ -260,6 +267,7 @@ async def test_a_step_on_a_current_copy_is_one_round_trip(replicas, server: Redi
     assert delta == {"evalsha": steps, "hmget": steps, "hset": steps, "pexpire": steps, "set": steps}
 
 
+@pytest.mark.e2e
 async def test_bulk_over_redis_equals_single_steps_byte_for_byte(replicas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A bulk batch (pipelined loads and saves) answers what single steps on another stack
     answer, byte for byte, cached or not; per-item errors stay per item."""

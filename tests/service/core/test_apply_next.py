@@ -18,17 +18,20 @@ from service.core.services import Services, build_services
 from service.core.settings import Settings
 from tests.support.counting import export_counting
 from tests.support.redis import RedisProcess
+from tests.support.tier import starts
 
 REPLICAS = 6
 STEPS = 30  # per replica, all on one session, concurrently
 
 
 @pytest.fixture(scope="module")
+@starts("redis-server")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
     with RedisProcess(tmp_path_factory.mktemp("redis"), appendonly=False) as proc:
         yield proc
 
 
+@pytest.mark.e2e
 def test_positionless_steps_from_many_replicas_are_all_applied(redis_server: RedisProcess, tmp_path: Path) -> None:
     export_counting(tmp_path / "repo", "count", 1)
     settings = Settings(model_repository=tmp_path / "repo", session_store=redis_server.url, inline_max_cost=0)
@@ -63,6 +66,7 @@ def test_positionless_steps_from_many_replicas_are_all_applied(redis_server: Red
     asyncio.run(main())
 
 
+@pytest.mark.e2e
 def test_a_refusal_after_the_last_round_is_a_409_and_counted(redis_server: RedisProcess, tmp_path: Path) -> None:
     """With one round only (SEQSERVE_APPLY_ATTEMPTS=1) contending replicas do get 409s: each is
     counted under seqserve_refusals_total{limit="apply_attempts"}, and none was applied."""
