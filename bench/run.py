@@ -4,14 +4,17 @@ Exports the benchmark model (2-layer 64-hidden LSTM, 4 features) into a temporar
 then starts each server as its own process, one at a time, and runs the same closed-loop load
 against each (bench/loadgen.py: wrk, one connection per stream, in-order steps):
 
-  service-batching  `seqserve serve`, SEQSERVE_BATCHING=true    per-step sessions (+ predict, ws, bulk)
+  service-batching  `seqserve serve`, SEQSERVE_BATCHING=true    per-step sessions (+ predict, ws, bulk;
+                    + the forecaster `seqserve train --task forecast` makes, same size: "forecaster")
+  service-redis     the same on its own redis-server, cache on: Redis round trips, commands, bytes
+                    and CPU per step (bench/redis_cost.py; "redis")
   service-nobatch   `seqserve serve`, SEQSERVE_BATCHING=false   per-step sessions (+ ws)
   naive             bench/naive_server.py, client-carried h/c
   floor             `seqserve serve`, SEQSERVE_NOOP_ROUTE=true, POST /v1/noop (no model, no state)
   floor-bare        the naive app's async /v1/noop: a bare FastAPI route, the floor without the
                     service's middleware (and the only floor when the service is not there yet)
-  baseline          `seqserve serve` from a snapshot of an older commit (default f498e8c, where the
-                    step-engine rewrite of issue #12 started), same venv: the "no regression" target
+  baseline          `seqserve serve` from a snapshot of an older commit (default fbe055e, the service
+                    before the record cache of #20), same venv: the "no regression" target
   triton            raw Triton with its sequence batcher serving the same ONNX model (bench/triton.py,
                     bench/peers/), same wrk load shape: the ">= 2x Triton at 8 streams" target
 
@@ -48,21 +51,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench import baseline as baseline_mod
+from bench import redis_cost
 from bench import targets as targets_mod
 from bench import triton as triton_mod
 from bench.loadgen import LoadError, LoadResult, run_load, wrk_path
 from bench.servers import (
     CACHE_DIR,
+    FORECASTER_NAME,
     MODEL_NAME,
     ROOT,
     Server,
+    export_bench_forecaster,
     export_bench_model,
     naive_server,
     service_available,
     service_server,
 )
 
-SCENARIOS = ("http", "predict", "ws", "bulk", "grpc", "baseline", "triton", "startup")
+SCENARIOS = ("http", "forecaster", "predict", "ws", "bulk", "grpc", "baseline", "triton", "redis", "startup")
 RESULTS_DIR = ROOT / "bench" / "results"
 
 
@@ -170,11 +176,13 @@ def _load(server: Server, mode: str, streams: int, args: argparse.Namespace, **k
         kw = {**kw, "ws_window": args.ws_window}
     if mode == "triton":
         kw = {**kw, "model": triton_mod.TRITON_MODEL}
+    if mode == "forecaster":  # per-step HTTP sessions on the forecaster (one feature)
+        kw = {**kw, "model": FORECASTER_NAME, "features": 1}
     try:
         if mode == "grpc-stream":
             result = _grpc_stream(server, streams, args)
         else:
-            load_mode = "ws" if mode == "ws-pipelined" else mode
+            load_mode = {"ws-pipelined": "ws", "forecaster": "steps"}.get(mode, mode)
             result = run_load(server.url, load_mode, streams, args.duration, args.warmup, ws_procs=args.ws_procs, **kw)
     except (LoadError, OSError, RuntimeError, KeyError, ValueError) as exc:
         _log(f"{label}: FAILED {exc}")
@@ -238,6 +246,8 @@ def _plan(
             if base is not None:
                 pair.append((base, "steps", n))
             jobs += pair if round_no % 2 else pair[::-1]
+            if "forecaster" in scen:  # next to the plain LSTM's load, same server, same streams
+                jobs.append((current, "forecaster", n))
         if triton is not None:
             jobs.append((triton, "triton", args.triton_streams))
         if "predict" in scen:
@@ -381,6 +391,19 @@ def render_markdown(report: dict) -> str:
             "",
             "HTTP load is wrk (C); WebSocket load is a Python asyncio client (`websockets`) sharing the same "
             "2 cores, so the WS figure includes a heavier client.",
+        ]
+    if report.get("redis"):
+        lines += [
+            "",
+            "## Redis per step",
+            "",
+            "The service on its own redis-server (AOF everysec), record cache on. Round trips: what the service "
+            "sent (script calls and other commands); commands: what Redis executed, inside the scripts "
+            "included (`INFO commandstats`); bytes: `INFO stats` network in + out; CPU: the redis-server "
+            "process, idle subtracted. All per step the service counted. Round trips, commands and bytes do "
+            "not depend on the machine's load; CPU and steps/s do.",
+            "",
+            *redis_cost.render(report["redis"]),
         ]
     if report["startup"]:
         lines += ["", "## Start-up", "", "| server | ready s | first answered request s |", "| --- | ---: | ---: |"]
@@ -542,12 +565,22 @@ def main(argv: list[str] | None = None) -> int:
         repo = Path(tmp) / "repository"
         _log("exporting the benchmark model")
         model_path = export_bench_model(repo)
+        if "forecaster" in args.scenarios:
+            _log("exporting the benchmark forecaster")
+            export_bench_forecaster(repo)
         peers = _prepare_peers(args, repo, model_path, notes) if service_available() and not args.no_service else {}
         for round_no in range(1, args.rounds + 1):
             if args.rounds > 1:
                 _log(f"round {round_no}/{args.rounds}")
             for servers, jobs in _plan(args, repo, model_path, round_no, peers):
                 _run_group(servers, jobs, args, Path(tmp) / "logs", rows, startup, notes, round_no)
+        redis_rows: list[dict] = []
+        if "redis" in args.scenarios and service_available() and not args.no_service:
+            _log("Redis cost per step (service on its own redis-server)")
+            try:
+                redis_rows = redis_cost.measure(repo, Path(tmp) / "redis-cost", args.duration, args.warmup)
+            except (RuntimeError, OSError) as exc:
+                notes.append(f"Redis cost not measured: {exc}")
     every_round = [dict(r) for r in rows]
     rows = _merge_rounds(rows)
     startup = _merge_startup(startup)
@@ -565,7 +598,8 @@ def main(argv: list[str] | None = None) -> int:
         "rows": rows,
         "startup": startup,
         "notes": notes,
-        "targets": targets_mod.evaluate(rows, every_round),
+        "redis": redis_rows,
+        "targets": targets_mod.evaluate(rows, every_round, redis_rows),
         "every_round": every_round,
     }
     markdown = render_markdown(report)

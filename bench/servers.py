@@ -48,6 +48,42 @@ def export_bench_model(repository: Path, name: str = MODEL_NAME) -> Path:
     return path
 
 
+FORECASTER_NAME = "forecaster"
+
+
+def export_bench_forecaster(repository: Path, name: str = FORECASTER_NAME) -> Path:
+    """What `seqserve train --task forecast` produces, at the benchmark model's size: the
+    project's forecaster (2-layer 64-hidden LSTM, one feature, one step ahead, daily and weekly
+    seasons of half-hourly data, seasonal differencing, a phase clock), its constants fitted on a
+    synthetic demand-like series, random weights (speed does not depend on them)."""
+    path = Path(repository) / name / "1" / "model.onnx"
+    if path.is_file():
+        return path
+    import numpy as np
+
+    from models.config import Clock, ModelConfig
+    from models.export import export_onnx
+    from models.forecast_spec import make_spec
+    from models.forecaster import Forecaster, fit_spec, forecaster_config
+
+    spec = make_spec(
+        target_index=0, num_features=1, horizon=1, seasons=(48, 336), transform="seasonal_diff", phase=True
+    )
+    base = ModelConfig(
+        cell="lstm", input_size=1, hidden_size=64, num_layers=2, output_size=1, features=("load",),
+        outputs=("load@t+1",), horizon=1,
+    )  # fmt: skip
+    t = np.arange(3000, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    series = (
+        1000 + 200 * np.sin(2 * np.pi * t / 48) + 80 * np.sin(2 * np.pi * t / 336) + 20 * rng.standard_normal(t.size)
+    )
+    clock = Clock("phase", 1800.0, 0.0, spec.cycle)
+    config = fit_spec(forecaster_config(base, spec, clock), series[:, None], 2000)
+    export_onnx(Forecaster(config).eval(), path)
+    return path
+
+
 def _seqserve_cmd(root: Path = ROOT) -> list[str]:
     """`seqserve` as `python -m seqserve.cli` run in `root`: the service measured is the one in
     that checkout (this one next to bench/, or an exported snapshot of another commit), whatever

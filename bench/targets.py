@@ -18,7 +18,7 @@ class Target:
     issue: int
     text: str
     threshold: float
-    unit: str  # "x" (ratio, higher is better), "steps/s" (higher), "ms" (lower)
+    unit: str  # "x" (ratio, higher is better), "steps/s" (higher), "ms" (lower), "max" (a count: lower)
     value: float | None = None
     measured: str = ""
     per_round: list[float] = field(default_factory=list)
@@ -27,7 +27,7 @@ class Target:
     def status(self) -> str:
         if self.value is None:
             return "NOT MEASURED"
-        ok = self.value <= self.threshold if self.unit == "ms" else self.value >= self.threshold
+        ok = self.value <= self.threshold if self.unit in ("ms", "max") else self.value >= self.threshold
         return "MET" if ok else "MISSED"
 
     def to_dict(self) -> dict:
@@ -74,7 +74,9 @@ def _ratio_target(
     return t
 
 
-def evaluate(rows: list[dict], every_round: list[dict] | None = None) -> list[dict]:
+def evaluate(
+    rows: list[dict], every_round: list[dict] | None = None, redis_rows: list[dict] | None = None
+) -> list[dict]:
     """All targets, in the order of the issues' text."""
     every_round = every_round or rows
     targets: list[Target] = []
@@ -168,7 +170,40 @@ def evaluate(rows: list[dict], every_round: list[dict] | None = None) -> list[di
         else:
             t.measured = f"no {n}-stream figure in this run"
         targets.append(t)
+    targets.append(
+        _ratio_target(
+            rows,
+            every_round,
+            20,
+            "The forecaster: >= 0.95x the plain 2x64 LSTM over HTTP at 8 streams (same server)",
+            0.95,
+            (CURRENT, "forecaster", 8),
+            (CURRENT, "steps", 8),
+            ("forecaster", "LSTM"),
+        )
+    )
+    targets += _redis_targets(redis_rows or [])
     return [t.to_dict() for t in targets]
+
+
+def _redis_targets(redis_rows: list[dict]) -> list[Target]:
+    """Redis per step, 8 HTTP streams through one replica, steady state (issue #20)."""
+    row = next((r for r in redis_rows if r.get("mode") == "steps" and "redis" in r), None)
+    out = []
+    for key, text, limit in (
+        ("round_trips_per_step", "Redis round trips per step (8 HTTP streams): <= 1.1", 1.1),
+        ("ops_per_step", "Redis commands per step (8 HTTP streams): <= 5", 5.0),
+        ("bytes_per_step", "Redis network bytes per step (8 HTTP streams): <= 2,000", 2000.0),
+    ):
+        t = Target(20, text, limit, "max")
+        value = row["redis"].get(key) if row else None
+        if row is not None and value is not None:
+            t.value = value
+            t.measured = f"{value:,.2f}"
+        else:
+            t.measured = "no Redis figure in this run"
+        out.append(t)
+    return out
 
 
 def render(targets: list[dict]) -> list[str]:
@@ -184,6 +219,8 @@ def render(targets: list[dict]) -> list[str]:
             value = f"{t['value']:.2f}x"
         elif t["unit"] == "ms":
             value = f"{t['value']:.2f} ms"
+        elif t["unit"] == "max":
+            value = f"{t['value']:,.2f}"
         else:
             value = f"{t['value']:,.0f}"
         rounds = ", ".join(f"{x:.2f}x" for x in t["per_round"]) if len(t["per_round"]) > 1 else ""

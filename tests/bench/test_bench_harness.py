@@ -55,7 +55,10 @@ def test_targets_from_one_run() -> None:
         key = (r["server"], r["mode"], r["streams"])
         if key not in best or r["steps_per_s"] > best[key]["steps_per_s"]:
             best[key] = r
-    result = _by_text(targets.evaluate(list(best.values()), rounds))
+    redis_rows = [
+        {"mode": "steps", "redis": {"round_trips_per_step": 1.01, "ops_per_step": 5.0, "bytes_per_step": 2400}}
+    ]
+    result = _by_text(targets.evaluate(list(best.values()), rounds, redis_rows))
     eight = result["No regression: 8 HTTP streams within 5% of the baseline commit"]
     assert eight["status"] == "MET" and eight["value"] == pytest.approx(1200 / 1150)
     assert eight["per_round"] == [pytest.approx(1000 / 1100, abs=1e-3), pytest.approx(1200 / 1150, abs=1e-3)]
@@ -68,6 +71,11 @@ def test_targets_from_one_run() -> None:
     assert next(t for t in result.values() if t["text"].startswith("gRPC"))["status"] == "NOT MEASURED"
     assert result["64 HTTP streams: p99 <= 50 ms"]["status"] == "MISSED"
     assert result["8 HTTP streams: p99 <= 5 ms"]["status"] == "MET"
+    assert result["Redis round trips per step (8 HTTP streams): <= 1.1"]["status"] == "MET"
+    assert result["Redis commands per step (8 HTTP streams): <= 5"]["status"] == "MET"
+    assert result["Redis network bytes per step (8 HTTP streams): <= 2,000"]["status"] == "MISSED"
+    forecaster = next(t for t in result.values() if t["text"].startswith("The forecaster"))
+    assert forecaster["status"] == "NOT MEASURED"
     lines = targets.render(targets.evaluate(list(best.values()), rounds))
     assert any("**NOT MEASURED**" in line and "gRPC" in line for line in lines)
 
@@ -112,6 +120,25 @@ def test_baseline_snapshot_is_runnable_code(tmp_path: Path) -> None:
     assert out.stdout.strip().startswith(str(snap.root))
     with pytest.raises(baseline.BaselineError):
         baseline.snapshot("no-such-commit-xyz", tmp_path)
+
+
+def test_the_default_baseline_loads_the_models_exported_today(tmp_path: Path) -> None:
+    """The no-regression peer reads the bench model's config as today's code writes it (a
+    baseline that refuses today's manifests measures nothing)."""
+    from models.config import ModelConfig
+
+    snap = baseline.snapshot(baseline.DEFAULT_BASELINE, tmp_path)
+    config = ModelConfig(cell="lstm", input_size=4, hidden_size=64, num_layers=2, output_size=1)
+    probe = "import sys; from models.config import ModelConfig; print(ModelConfig.from_json(sys.stdin.read()).cell)"
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=snap.root,
+        env={**os.environ, "PYTHONPATH": str(snap.root)},
+        input=config.to_json(),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and out.stdout.strip() == "lstm", out.stderr[-2000:]
 
 
 def test_triton_peer_files_parse() -> None:
@@ -241,3 +268,26 @@ def test_wrk_triton_mode_sends_v2_sequence_steps() -> None:
         # wrk builds one probe request per thread before the run; the first answered one starts the sequence
         starts = [b["parameters"].get("sequence_start", False) for b in bodies]
         assert starts[0] is True and not any(starts[2:])
+
+
+def test_redis_cost_table() -> None:
+    from bench import redis_cost
+
+    rows = [
+        {
+            "transport": "HTTP step, 8 streams",
+            "mode": "steps",
+            "cache_mb": 64.0,
+            "measured_steps_per_s": 500.0,
+            "redis": {
+                "round_trips_per_step": 1.01,
+                "ops_per_step": 5.06,
+                "bytes_per_step": 1483,
+                "cpu_us_per_step": 107,
+            },
+        },
+        {"transport": "bulk", "mode": "bulk", "failed": "ConnectionError: refused"},
+    ]
+    lines = redis_cost.render(rows)
+    assert lines[2] == "| HTTP step, 8 streams | 64 MiB | 1.01 | 5.06 | 1,483 | 107 | 500 |"
+    assert "failed: ConnectionError" in lines[3]
