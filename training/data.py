@@ -94,6 +94,9 @@ def require_columns(frame: pd.DataFrame, columns: Sequence[str], role: str) -> N
         raise TrainingError(f"unknown {role} column(s) {missing}; the data has columns {list(frame.columns)}")
 
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
 def numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
     """float64 values of a column; empty cells become NaN, any other non-number is an error."""
     raw = frame[column]
@@ -105,7 +108,18 @@ def numeric_column(frame: pd.DataFrame, column: str) -> np.ndarray:
             f"column {column!r} has {int(bad.sum())} non-numeric value(s), first {raw.iloc[first]!r} "
             f"at data row {first + 1}"
         )
-    return values.to_numpy(dtype=np.float64)
+    array = values.to_numpy(dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        too_large = ~np.isnan(array) & ~(np.abs(array) <= FLOAT32_MAX)
+    if too_large.any():
+        rows = np.flatnonzero(too_large)
+        shown = ", ".join(str(int(r) + 1) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        raise TrainingError(
+            f"column {column!r} has {len(rows)} value(s) that float32 cannot hold (infinite, or beyond "
+            f"±{FLOAT32_MAX:.4g}), first {raw.iloc[int(rows[0])]!r}, at data row(s) {shown}; the model trains and "
+            "serves in float32: fix or drop them"
+        )
+    return array
 
 
 def fill_missing(values: np.ndarray, column: str, report: Callable[[str], None]) -> np.ndarray:

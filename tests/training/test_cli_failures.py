@@ -121,3 +121,20 @@ def test_unexpected_error_is_one_line_too(repo, monkeypatch, capsys):
     monkeypatch.delenv("SEQSERVE_TRACEBACK", raising=False)
     argv = ["--data", str(SUNSPOTS), "--target", "sunactivity", *TINY]
     _fails_cleanly(argv, repo, capsys, "unexpected RuntimeError: something unforeseen")
+
+
+@pytest.mark.parametrize("bad", ["inf", "-inf", "1e300"])
+def test_values_float32_cannot_hold_are_named_by_column_and_row(tmp_path, repo, capsys, bad):
+    """Not blamed on --lr (what training diverging on them used to say): the column, the rows."""
+    frame = pd.read_csv(SUNSPOTS)
+    lines = frame.to_csv(index=False).splitlines()
+    header = lines[0].split(",")
+    column = header.index("sunactivity")
+    for row in (3, 40):  # data rows 3 and 40 (1-based, as the message counts)
+        cells = lines[row].split(",")
+        cells[column] = bad
+        lines[row] = ",".join(cells)
+    path = tmp_path / "bad.csv"
+    path.write_text("\n".join(lines) + "\n")
+    err = _fails_cleanly(["--data", str(path), "--target", "sunactivity", *TINY], repo, capsys, "float32 cannot hold")
+    assert "'sunactivity'" in err and "2 value(s)" in err and "row(s) 3, 40" in err and "--lr" not in err
