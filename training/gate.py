@@ -2,7 +2,8 @@
 
 Forecasting: the model's streaming test MAE (the numbers the service would produce) must be
 strictly lower than the best of naive and every seasonal naive on the same test origins (a
-global model over many series: its mean per-series MASE, `metrics["gate_metric"]`); with
+global model over many series: its mean per-series MASE, `metrics["gate_metric"]`, and it must
+be better on at least half of the series, `metrics["beats"]`); with
 `--gate statistical` also lower than the best statistical baseline (AutoETS, AutoARIMA, MSTL).
 Classification: test accuracy must be strictly higher than always predicting the training
 split's majority class.
@@ -27,11 +28,13 @@ from typing import Any
 GATE_KEY = "seqserve.gate"
 # `seqserve train` exits with this code when a version was written but not promoted.
 EXIT_NOT_PROMOTED = 3
+MIN_SHARE_BEATEN = 0.5  # many series: the share of series the model must beat the best naive baseline on
 
 
 def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False, gate: str = "naive") -> dict[str, Any]:
     """The gate record for one trained model from its test metrics. `gate` "statistical"
     (`--gate statistical`, forecasting) also requires beating the best statistical baseline."""
+    share: float | None = None
     if task == "forecast":
         # One series: MAE. A global model over many series: mean MASE over the series
         # (`gate_metric`), since MAEs of series in different units do not add up.
@@ -42,6 +45,14 @@ def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False, gate: 
         better = model < value
         label = "MAE" if metric == "mae" else "mean MASE over series"
         comparison = f"streaming test {label} {model:.6g} {'<' if better else '>='} {baseline} {value:.6g}"
+        if "beats" in metrics and baseline in metrics["beats"]:
+            # Many series: the model must also win on at least MIN_SHARE_BEATEN of them, so a
+            # mean carried by a few series cannot hide losses on most of the others.
+            share = float(metrics["beats"][baseline])
+            wins = share >= MIN_SHARE_BEATEN
+            comparison += f"; better than {baseline} on {share:.0%} of series ({'>=' if wins else '<'} "
+            comparison += f"{MIN_SHARE_BEATEN:.0%})"
+            better = better and wins
         if gate == "statistical":
             statistical = [n for n in metrics.get("baselines", {}) if n != "naive" and not n.startswith("seasonal_")]
             if not statistical:
@@ -76,6 +87,7 @@ def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False, gate: 
         "model": model,
         "best_baseline": baseline,
         "best_baseline_value": value,
+        **({"share_beaten": share} if share is not None else {}),
     }
 
 

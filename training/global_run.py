@@ -40,16 +40,17 @@ def _log(message: str) -> None:
     distributed.context().say(message)
 
 
-def load(settings: RunSettings, report: Any = None) -> MultiSeriesData:
+def load(settings: RunSettings, report: Any = None, frame: Any = None) -> MultiSeriesData:
     if len(settings.target) != 1:
         raise TrainingError(f"--series-id trains one target across the series; got {settings.target}")
     from training import distributed
 
     # Under torchrun a rank reads only its own series; rank 0 reads them all (it evaluates and
     # publishes) and trains on its share like the others.
-    frame = distributed.load_shard(
-        Path(settings.data), settings.series_id, settings.max_rows, whole=distributed.context().is_main
-    )
+    if frame is None:  # (a wide file arrives reshaped, training/wide.py)
+        frame = distributed.load_shard(
+            Path(settings.data), settings.series_id, settings.max_rows, whole=distributed.context().is_main
+        )
     return prepare_multiseries(
         frame,
         settings.series_id,
@@ -315,14 +316,14 @@ def headline(metrics: dict[str, Any]) -> str:
     return "; ".join(parts)
 
 
-def train_and_publish_global(settings: RunSettings) -> list[Any]:
-    """The `--series-id` path of `seqserve train`: one outcome per cell, published like any other."""
+def train_and_publish_global(settings: RunSettings, frame: Any = None, wide: list[str] | None = None) -> list[Any]:
+    """The `--series-id` path of `seqserve train`: one outcome per cell, published like any other.
+    `frame`/`wide`: a wide file's target columns reshaped to long format (training/wide.py)."""
     import time
 
     import torch
 
     from training import distributed, plots
-    from training.forecaster_run import seasons_of
     from training.gate import decide
     from training.publish import Outcome, publish_outcome
     from training.verdict import attach_verdict
@@ -330,14 +331,32 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
     ctx = distributed.context()
     if ctx.enabled and settings.batch_size < ctx.world_size:
         raise TrainingError(f"--batch-size {settings.batch_size} must be at least the {ctx.world_size} processes")
-    data = load(settings)  # under torchrun: this rank's series (rank 0: all, see load)
+    data = load(settings, frame=frame)  # under torchrun: this rank's series (rank 0: all, see load)
     _log(
         f"data: {len(data.series)} series ({len(data.dropped)} left out), "
         f"{data.pairs('train')} train / {data.pairs('val')} validation / {data.pairs('test')} test pairs, "
         f"split within each series"
     )
+    from dataclasses import replace as replaced
+
+    from training.seasons import choose_for_many, choose_seasons
+
+    setting = "given" if settings.season else ("auto" if settings.season_auto else "off")
+    if setting == "auto":
+        trains = [s.data.targets[: s.data.train_rows, 0] for s in data.series]
+        choice = choose_for_many(trains, data.period_seconds)
+    else:
+        choice = choose_seasons(np.zeros(0), None, setting=setting, given=settings.season)
+    choice = ctx.broadcast(choice if ctx.is_main else None)  # rank 0 holds every series
+    _log(choice.describe())
+    settings = replaced(settings, season=list(choice.seasons))
+    record = {
+        "time": {"column": settings.time_column or None, "period_seconds": data.period_seconds},
+        "seasons": choice.to_dict(),
+        "wide": {"columns": wide, "as": "one series per target column, one global model"} if wide else None,
+    }
     start = time.perf_counter()
-    seasons = list(seasons_of(settings))
+    seasons = list(settings.season)
     statistical = settings.baselines == "full"
     if ctx.enabled:
         # The per-series fits (AutoETS, AutoARIMA: minutes for many series) are shared out like the
@@ -375,6 +394,7 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
             metrics["intervals"] = calibrate.global_interval_report(model, data)
             metrics["calibration"] = model.calibration
         outcome = Outcome(cell, model, history, metrics)
+        outcome.record = dict(record)
         outcome.gate = decide("forecast", metrics, settings.allow_worse, settings.gate)
         outcome.plots = {
             "loss.png": lambda p, h=history, c=cell: plots.loss_curves(h, p, f"{c.upper()} loss (weighted MAE)"),
@@ -387,6 +407,9 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
         }
         outcomes.append(outcome)
         _log(f"{cell}: {history.seconds:.1f}s, best step {history.best_step}, {headline(metrics)}")
+        if wide:
+            for line in wins_table(metrics):
+                _log(f"{cell}: {line}")
         attach_verdict(outcome, None, settings, cell)
     for outcome in outcomes:
         name = f"{settings.name}-{outcome.cell}" if settings.cell == "both" else settings.name
@@ -394,6 +417,19 @@ def train_and_publish_global(settings: RunSettings) -> list[Any]:
         verdict = "promoted" if outcome.gate["promoted"] else "NOT promoted"
         _log(f"wrote {outcome.path} ({headline(outcome.metrics)}); gate: {verdict}")
     return outcomes
+
+
+def wins_table(metrics: dict[str, Any]) -> list[str]:
+    """Per series (a wide file's columns): the model's test MASE against the best naive baseline's."""
+    naive = metrics["best_naive_baseline"]
+    rows = []
+    wins = 0
+    for key, entry in metrics["per_series"].items():
+        model, base = entry["streaming"]["mase"], entry.get(naive, {}).get("mase")
+        won = base is not None and model < base
+        wins += won
+        rows.append(f"  {key}: MASE {model:.3f} vs {naive} {base:.3f} -> {'win' if won else 'loss'}")
+    return [f"per column (test MASE), wins against {naive}: {wins} of {len(rows)}", *rows]
 
 
 def series_keys(data: MultiSeriesData) -> list[str]:

@@ -104,6 +104,17 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
         if time_info is not None:
             how = "detected" if time_info.detected else "--time-column"
             report(f"time column {time_info.column!r} ({how}): {time_info.frequency}")
+        from training import wide
+
+        if wide.is_wide(settings):
+            if ctx.enabled:
+                raise TrainingError(
+                    "several target columns under torchrun: reshape the file to the long format and use --series-id"
+                )
+            from training.global_run import train_and_publish_global
+
+            long, as_series = wide.to_long(frame, settings, time_info.column if time_info else "", report)
+            return train_and_publish_global(as_series, frame=long, wide=list(settings.target))
         settings = adapt(settings, len(frame), report)
         data = prepare_forecast(
             frame,

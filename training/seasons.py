@@ -134,7 +134,11 @@ class SeasonChoice:
             return f"seasons: {self.seasons} (--season)"
         parts = []
         for season, e in self.evidence.items():
-            if "acf" in e:
+            if "series_confirming" in e:
+                parts.append(
+                    f"{season}: confirmed on {e['series_confirming']} of {e['series']} series -> {e['verdict']}"
+                )
+            elif "acf" in e:
                 parts.append(f"{season}: acf {e['acf']:.2f} vs bound {e['bound']:.2f} -> {e['verdict']}")
             else:
                 parts.append(f"{season}: {e['verdict']}")
@@ -302,6 +306,13 @@ def _duplicates(seconds: np.ndarray) -> str:
     return "; ".join(parts) + (f" and {more} more" if more > 0 else "")
 
 
+def regular_period(seconds: np.ndarray) -> float | None:
+    """The sampling period of times in order when they are regularly spaced, else None."""
+    if len(seconds) < 2:
+        return None
+    return _axis("", seconds, detected=False).period_seconds
+
+
 def _axis(column: str, seconds: np.ndarray, detected: bool) -> TimeInfo:
     spacing = float(np.median(np.diff(seconds))) if len(seconds) > 1 else 0.0
     if spacing <= 0:
@@ -407,3 +418,26 @@ def choose_seasons(
     if ok:
         return SeasonChoice("auto", [best], "values", list(candidates), evidence)
     return SeasonChoice("auto", [], "none", list(candidates), evidence)
+
+
+def choose_for_many(trains: list[np.ndarray], period_seconds: float | None) -> SeasonChoice:
+    """Seasons for one global model over many series: those kept (as `choose_seasons` keeps
+    them, on each series' training block) by at least half of the series."""
+    info = None
+    if period_seconds is not None:
+        frequency, _ = _frequency(period_seconds)
+        info = TimeInfo("", 0.0, period_seconds, frequency, detected=True)
+    votes: dict[int, int] = {}
+    sources: dict[int, str] = {}
+    for train in trains:
+        choice = choose_seasons(train, info)
+        for season in choice.seasons:
+            votes[season] = votes.get(season, 0) + 1
+            sources[season] = choice.source
+    kept = sorted(s for s, n in votes.items() if n >= len(trains) / 2)
+    evidence = {
+        str(s): {"series_confirming": n, "series": len(trains), "verdict": "kept" if s in kept else "dropped"}
+        for s, n in sorted(votes.items())
+    }
+    source = sources[kept[0]] if kept else "none"
+    return SeasonChoice("auto", kept, source, list(candidate_seasons(info)), evidence)

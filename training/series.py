@@ -130,22 +130,14 @@ def _order(frame: pd.DataFrame, series_id: str, time_column: str) -> tuple[dict[
     seconds = None
     if time_column:
         require_columns(frame, [time_column], "time")
-        import warnings
+        from training.seasons import parse_times
 
-        raw = frame[time_column]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                if pd.api.types.is_numeric_dtype(raw):  # plain years or step numbers
-                    seconds = raw.to_numpy(dtype=np.float64)
-                    seconds = _year_seconds(seconds) if _looks_like_years(seconds) else seconds
-                else:
-                    stamps = pd.to_datetime(raw, utc=True)
-                    seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
-        except (ValueError, TypeError) as exc:
-            raise TrainingError(f"time column {time_column!r} does not hold timestamps: {exc}") from exc
-        if np.isnan(seconds).any():
-            raise TrainingError(f"time column {time_column!r} has missing or unreadable timestamps")
+        seconds = parse_times(frame[time_column])
+        if seconds is None:
+            raise TrainingError(
+                f"time column {time_column!r} does not hold timestamps (accepted: dates and date-times, quarters "
+                "such as 1990Q1, years, epoch seconds), or has missing values"
+            )
     groups: dict[str, np.ndarray] = {}
     for key, index in frame.groupby(ids.astype(str), sort=True).indices.items():
         rows = np.asarray(index, dtype=np.int64)
@@ -155,15 +147,6 @@ def _order(frame: pd.DataFrame, series_id: str, time_column: str) -> tuple[dict[
                 raise TrainingError(f"series {key!r} has two rows with the same {time_column!r}")
         groups[str(key)] = rows
     return groups, seconds
-
-
-def _looks_like_years(values: np.ndarray) -> bool:
-    return bool(np.all(values == np.floor(values)) and values.min() >= 1000 and values.max() <= 3000)
-
-
-def _year_seconds(years: np.ndarray) -> np.ndarray:
-    stamps = pd.to_datetime(pd.Series(years.astype(int).astype(str)), format="%Y", utc=True)
-    return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
 
 
 def split_series(
@@ -325,14 +308,16 @@ def prepare_multiseries(
 
 
 def _shared_period(splits: list[SeriesSplit], seconds: np.ndarray | None) -> float | None:
-    """The sampling period when every series is regularly spaced with the same period."""
+    """The sampling period when every series is regularly spaced with the same period (calendar
+    units snapped as in training/seasons.py: monthly series have months of 28-31 days)."""
     if seconds is None:
         return None
+    from training.seasons import regular_period
+
     periods = set()
     for split in splits:
-        t = seconds[split.rows]
-        step = np.diff(t)
-        if len(step) == 0 or np.any(np.abs(step - np.median(step)) > 0.02 * np.median(step)):
+        period = regular_period(seconds[split.rows])
+        if period is None:
             return None
-        periods.add(round(float(np.median(step)), 0))
+        periods.add(round(period, 0))
     return periods.pop() if len(periods) == 1 else None

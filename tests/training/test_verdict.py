@@ -95,3 +95,42 @@ def test_white_noise_is_labelled_as_serving_its_formula(tmp_path: Path, capsys: 
     assert manifest["gate"]["ratio_to_best_baseline"] == pytest.approx(ratio, abs=1e-4)
     # serving the formula means exactly the formula's forecasts
     assert manifest["metrics"]["streaming"]["mae"] == pytest.approx(manifest["metrics"]["formula"]["mae"], rel=1e-6)
+
+
+def test_many_series_gate_needs_half_of_the_series_beaten() -> None:
+    m = metrics(1.0, 1.2) | {"gate_metric": "mase", "beats": {"naive": 0.4}}
+    m["streaming"]["mase"], m["naive"]["mase"] = 1.0, 1.2
+    gate = decide("forecast", m)
+    assert not gate["promoted"] and gate["share_beaten"] == 0.4
+    assert "better than naive on 40% of series (< 50%)" in gate["reason"]
+    m["beats"]["naive"] = 0.5
+    assert decide("forecast", m)["promoted"]
+
+
+def test_wide_file_reports_per_column_wins_and_gates_on_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rng = np.random.default_rng(5)
+    n = 120
+    t = np.arange(n)
+    frame = pd.DataFrame({"month": pd.period_range("2000-01", periods=n, freq="M").strftime("%Y-%m")})
+    for i in range(3):  # seasonal columns: a model can beat naive on these
+        frame[f"shop{i}"] = 100 + 20 * np.sin(2 * np.pi * (t + i) / 12) + rng.normal(0, 2, n)
+    path = tmp_path / "shops.csv"
+    frame.to_csv(path, index=False)
+    repo = tmp_path / "repo"
+    argv = ["train", "--data", str(path), "--target", "shop0,shop1,shop2", "--repository", str(repo), "--quiet"]
+    code = main([*argv, "--epochs", "6", "--baselines", "naive"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "3 target columns are 3 series" in out and "--series-id" in out  # the long-format hint
+    assert "per column (test MASE), wins against" in out
+    for column in ("shop0", "shop1", "shop2"):
+        assert f"  {column}: MASE " in out
+    manifest = json.loads((repo / "shops" / "1" / "manifest.json").read_text())
+    assert sorted(manifest["metrics"]["per_series"]) == ["shop0", "shop1", "shop2"]
+    assert manifest["wide"]["columns"] == ["shop0", "shop1", "shop2"]
+    assert manifest["seasons"]["seasons"] == [12]
+    gate = manifest["gate"]
+    assert gate["metric"] == "mase" and "share_beaten" in gate and "of series" in gate["reason"]
+    assert gate["promoted"] == (gate["share_beaten"] >= 0.5 and gate["model"] < gate["best_baseline_value"])
