@@ -1,6 +1,7 @@
 """Python client for seqserve: stateless predictions and exactly-once streaming sessions.
 
-Needs only httpx, websockets and numpy (pandas optional); no torch, no server code.
+Needs only httpx, websockets and numpy (pandas optional); no torch, no server code (the one
+module it shares with the server is the table of error codes, models/error_codes.py).
 
 Example::
 
@@ -25,6 +26,7 @@ _EXPORTS = {
     "Conflict": "seqserve.errors",
     "InvalidInput": "seqserve.errors",
     "LimitExceeded": "seqserve.errors",
+    "ModelChanged": "seqserve.errors",
     "ModelNotFound": "seqserve.errors",
     "NotFound": "seqserve.errors",
     "NotReady": "seqserve.errors",
@@ -56,6 +58,7 @@ if TYPE_CHECKING:
         Conflict,
         InvalidInput,
         LimitExceeded,
+        ModelChanged,
         ModelNotFound,
         NotFound,
         NotReady,
@@ -95,6 +98,7 @@ __all__ = [
     "Intervals",
     "InvalidInput",
     "LimitExceeded",
+    "ModelChanged",
     "ModelNotFound",
     "NotFound",
     "NotReady",

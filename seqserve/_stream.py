@@ -23,18 +23,18 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
 
-from seqserve._protocol import RETRY_STATUSES, Attempts, as_steps
+from seqserve import _requests as requests
+from seqserve._progress import Progress, State
+from seqserve._protocol import RETRY_STATUSES, Attempts, RetryPolicy, as_steps
+from seqserve._requests import Request
 from seqserve.errors import PositionConflict, ProtocolError, SeqserveError, SessionLost, error_from_body
-
-if TYPE_CHECKING:
-    from seqserve.aio import AsyncSession
 
 _END = object()
 _DROPPED = (ConnectionClosed, OSError, TimeoutError, InvalidHandshake, asyncio.IncompleteReadError)
@@ -50,13 +50,41 @@ class _Message:
     def end(self) -> int:
         return self.start + len(self.steps)
 
-    def text(self, base: int) -> str:
-        return orjson.dumps(
-            {"inputs": self.steps, "position": self.start - base}, option=orjson.OPT_SERIALIZE_NUMPY
-        ).decode()
+    def text(self, progress: Progress) -> str:
+        return requests.stream_message(self.steps, progress.on_server(self.start))
 
     def shaped(self, outputs: np.ndarray) -> np.ndarray:
         return outputs[0] if self.single else outputs
+
+
+class Link(Protocol):
+    """What the stream needs of a session (seqserve.aio gives it one per stream): its
+    progress, its lock, its settings, and the calls below."""
+
+    progress: Progress
+    lock: asyncio.Lock
+    features: int | None
+    recreate: bool
+    stats: dict[str, int]
+    retry: RetryPolicy
+    timeout: float
+    base_url: str
+    headers: dict[str, str]
+
+    async def send(self, request: Request) -> Any:
+        """A request with the client's retry policy: the decoded answer or the typed error."""
+
+    async def export_state(self) -> None:
+        """Export the state and make it the checkpoint."""
+
+    async def read_state(self) -> tuple[int, State]:
+        """(logical position, state) as the server holds them."""
+
+    async def recreate_session(self) -> None:
+        """A new server-side session from the checkpoint (recreate=True)."""
+
+    async def recompute(self, steps: np.ndarray) -> np.ndarray:
+        """Outputs of `steps` (applied, replies lost) by a stateless predict."""
 
 
 class _Resync(Exception):
@@ -88,19 +116,12 @@ def _is_pandas(value: Any) -> bool:
     return module.startswith("pandas") and hasattr(value, "to_numpy")
 
 
-def _ws_url(session: AsyncSession) -> str:
-    base = session.client.base_url
-    scheme, rest = base.split("://", 1)
-    return f"{'wss' if scheme == 'https' else 'ws'}://{rest}/v1/sessions/{session.session_id}/stream"
-
-
-async def _connect(session: AsyncSession) -> ClientConnection:
-    client = session.client
+async def _connect(link: Link) -> ClientConnection:
     try:
         return await connect(
-            _ws_url(session),
-            additional_headers=client.headers,
-            open_timeout=client.timeout,
+            requests.stream_url(link.base_url, link.progress.session_id),
+            additional_headers=link.headers,
+            open_timeout=link.timeout,
             close_timeout=1.0,
             max_size=None,
         )
@@ -125,23 +146,23 @@ async def _drop(ws: ClientConnection | None) -> None:
 
 
 async def stream_session(
-    session: AsyncSession, readings: Iterable[Any] | AsyncIterable[Any], window: int = 16
+    link: Link, readings: Iterable[Any] | AsyncIterable[Any], window: int = 16
 ) -> AsyncIterator[np.ndarray]:
     if window < 1:
         raise ValueError("window must be at least 1")
-    async with session._lock:
-        if session._checkpoint is None:
-            await session.export_state()
-            if session._checkpoint is None:
+    async with link.lock:
+        if link.progress.checkpoint is None:
+            await link.export_state()
+            if link.progress.checkpoint is None:
                 raise PositionConflict(
                     "the session is not where this client left it; cannot stream from here",
                     body={"position": None},
                 )
         source = _items(readings).__aiter__()
         pending: deque[_Message] = deque()
-        next_position = session.position
+        next_position = link.progress.position
         exhausted = False
-        attempts = Attempts(session.client.retry)
+        attempts = Attempts(link.retry)
         ws: ClientConnection | None = None
         fetch: asyncio.Future[Any] | None = None  # the next reading, being produced
         receive: asyncio.Future[Any] | None = None  # the next reply, being read
@@ -150,9 +171,9 @@ async def stream_session(
             while pending or not exhausted:
                 try:
                     if ws is None:
-                        ws = await _connect(session)
+                        ws = await _connect(link)
                         for message in pending:  # not applied as far as we know: same positions
-                            await ws.send(message.text(session._base))
+                            await ws.send(message.text(link.progress))
                     can_send = not exhausted and len(pending) < window
                     if can_send and fetch is None:
                         fetch = asyncio.ensure_future(anext(source, _END))
@@ -165,11 +186,11 @@ async def stream_session(
                         if item is _END:
                             exhausted = True
                             continue
-                        steps = as_steps(item, session.features)
+                        steps = as_steps(item, link.features)
                         message = _Message(next_position, steps, np.ndim(item) <= 1 and len(steps) == 1)
                         pending.append(message)
                         next_position = message.end
-                        await ws.send(message.text(session._base))
+                        await ws.send(message.text(link.progress))
                         continue
                     if not pending:
                         continue
@@ -178,11 +199,9 @@ async def stream_session(
                     if receive is None:
                         receive = asyncio.ensure_future(ws.recv())
                     waiting = {receive, fetch} if can_send and fetch is not None else {receive}
-                    done, _ = await asyncio.wait(
-                        waiting, timeout=session.client.timeout, return_when=asyncio.FIRST_COMPLETED
-                    )
+                    done, _ = await asyncio.wait(waiting, timeout=link.timeout, return_when=asyncio.FIRST_COMPLETED)
                     if not done:
-                        raise TimeoutError(f"no reply within {session.client.timeout}s")
+                        raise TimeoutError(f"no reply within {link.timeout}s")
                     if receive not in done:
                         continue  # a reading is ready; the reply is still awaited
                     raw, receive = receive.result(), None
@@ -194,7 +213,7 @@ async def stream_session(
                         error = error_from_body(status if isinstance(status, int) else 500, reply)
                         if isinstance(error, PositionConflict | SessionLost) or error.status in RETRY_STATUSES:
                             raise _Resync(error)
-                        raise session._annotate(error, pending[0].steps)
+                        raise link.progress.annotate(error, pending[0].steps)
                 except (_Resync, *_DROPPED) as exc:
                     _forget(receive)
                     receive = None
@@ -203,15 +222,15 @@ async def stream_session(
                     why = exc.error if isinstance(exc, _Resync) else exc
                     if not isinstance(why, SessionLost):
                         await attempts.wait(why)
-                    session.stats["reconnects"] += 1
-                    for message, outputs in await _resync(session, pending):
+                    link.stats["reconnects"] += 1
+                    for message, outputs in await _resync(link, pending):
                         yield message.shaped(outputs)
                     continue
                 message = pending.popleft()
-                outputs = session._accept(message.steps, reply)
+                outputs = link.progress.accept(message.steps, reply)
                 attempts.reset()
                 yield message.shaped(outputs)
-                await _refresh_checkpoint(session)
+                await _refresh_checkpoint(link)
             if source_error is not None:
                 raise source_error
         finally:
@@ -219,29 +238,27 @@ async def stream_session(
             _forget(fetch)
             await _drop(ws)
             if pending:  # left early (the caller stopped, or an error): agree on the position
-                await _settle(session, pending)
+                await _settle(link, pending)
 
 
-async def _settle(session: AsyncSession, pending: deque[_Message]) -> None:
+async def _settle(link: Link, pending: deque[_Message]) -> None:
     """Messages in flight when the stream ended were maybe applied: count those the service
     applied as acknowledged (their outputs were not asked for), so that the session's next
     step carries the service's position instead of meeting a conflict."""
+    progress = link.progress
     last = pending[-1].end
     server = -1
     try:
         for _ in range(20):  # the service may still be applying what it had already received
-            info = await session.client.request("GET", session._path)
-            seen, server = server, session._base + info["position"]
+            info = await link.send(requests.info(progress.session_id))
+            seen, server = server, progress.base + info["position"]
             if server in (seen, last):
                 break
             await asyncio.sleep(0.05)
     except SeqserveError:
         return  # the next call finds out what happened
-    while pending and pending[0].end <= server and pending[0].start == session.position:
-        message = pending.popleft()
-        session.position = message.end
-        if session._checkpoint is not None:
-            session._journal.append(message.steps)
+    while pending and pending[0].end <= server and pending[0].start == progress.position:
+        progress.acknowledge(pending.popleft().steps)
 
 
 def _forget(task: asyncio.Future[Any] | None) -> None:
@@ -251,54 +268,55 @@ def _forget(task: asyncio.Future[Any] | None) -> None:
         task.exception()  # retrieved: no "exception was never retrieved" warning
 
 
-async def _resync(session: AsyncSession, pending: deque[_Message]) -> list[tuple[_Message, np.ndarray]]:
+async def _resync(link: Link, pending: deque[_Message]) -> list[tuple[_Message, np.ndarray]]:
     """Where the session is now decides which messages in flight were applied (see module)."""
+    progress = link.progress
     try:
-        info = await session.client.request("GET", session._path)
+        info = await link.send(requests.info(progress.session_id))
     except SessionLost as error:
-        if not session.recreate:
+        if not link.recreate:
             steps = np.concatenate([m.steps for m in pending]) if pending else None
-            raise session._annotate(error, steps) from None
-        await session._recreate()  # the messages in flight go to the new session, unapplied
+            raise progress.annotate(error, steps) from None
+        await link.recreate_session()  # the messages in flight go to the new session, unapplied
         return []
-    server = session._base + info["position"]
-    if server < session.position:
-        raise ProtocolError(f"the service is at position {server}, behind the {session.position} it acknowledged")
+    server = progress.base + info["position"]
+    if server < progress.position:
+        raise ProtocolError(f"the service is at position {server}, behind the {progress.position} it acknowledged")
     applied: list[_Message] = []
     while pending and pending[0].end <= server:
         applied.append(pending.popleft())
-    if (applied[-1].end if applied else session.position) != server:
+    if (applied[-1].end if applied else progress.position) != server:
         conflict = PositionConflict(
             f"session is at position {server}, which none of this client's messages explains",
-            body={"position": server - session._base},
+            body={"position": progress.on_server(server)},
         )
-        raise session._annotate(conflict, None)
+        raise progress.annotate(conflict, None)
     if not applied:
         return []
-    outputs = await session._recompute(np.concatenate([m.steps for m in applied]))
-    session.stats["recomputed"] += len(outputs)
+    outputs = await link.recompute(np.concatenate([m.steps for m in applied]))
+    link.stats["recomputed"] += len(outputs)
     results, offset = [], 0
     for message in applied:
         rows = outputs[offset : offset + len(message.steps)]
         offset += len(message.steps)
-        session._accept(message.steps, {"position": message.end - session._base, "outputs": rows})
+        progress.accept(message.steps, {"position": progress.on_server(message.end), "outputs": rows})
         results.append((message, rows))
     return results
 
 
-async def _refresh_checkpoint(session: AsyncSession) -> None:
+async def _refresh_checkpoint(link: Link) -> None:
     """Export the state again once enough steps were acknowledged since the last export; the
     export may land ahead of what is acknowledged (messages in flight), so it is adopted
     when the acknowledged position reaches it."""
-    upcoming = session._upcoming
-    if upcoming is not None and session._adopt_checkpoint(*upcoming):
-        session._upcoming = None
+    progress = link.progress
+    upcoming = progress.upcoming
+    if upcoming is not None and progress.adopt(*upcoming):
+        progress.upcoming = None
         return
-    checkpoint = session._checkpoint
-    if upcoming is None and checkpoint is not None and session.position - checkpoint[0] >= session.checkpoint_every:
+    if upcoming is None and progress.due():
         try:
-            position, state = await session._read_state()
+            position, state = await link.read_state()
         except SeqserveError:
             return  # tried again after the next reply; a lost session shows up there
-        if not session._adopt_checkpoint(position, state):
-            session._upcoming = (position, state)
+        if not progress.adopt(position, state):
+            progress.upcoming = (position, state)

@@ -15,6 +15,8 @@ never applied twice. So:
 - 404 / 410: raise SessionLost carrying the position and the readings not applied, or with
   ``recreate=True`` create a new session from the last exported state, re-apply the readings
   acknowledged since then, and carry on;
+- 410 model_changed: raise ModelChanged, also with ``recreate=True``: the exported state
+  belongs to the graph that was replaced, so nothing is rebuilt from it;
 - 429 / 503: bounded backoff with jitter, then the same request.
 """
 
@@ -28,8 +30,9 @@ from typing import Any
 
 import httpx
 import numpy as np
-import orjson
 
+from seqserve import _requests as requests
+from seqserve._progress import Progress, State
 from seqserve._protocol import (
     RETRY_STATUSES,
     Attempts,
@@ -40,13 +43,9 @@ from seqserve._protocol import (
     body_of,
     error_of,
 )
-from seqserve.errors import (
-    NotFound,
-    PositionConflict,
-    ProtocolError,
-    SeqserveError,
-    SessionLost,
-)
+from seqserve._requests import Request
+from seqserve._stream import stream_session
+from seqserve.errors import NotFound, PositionConflict, SeqserveError, SessionLost, error_from_body
 
 DEFAULT_TIMEOUT = 10.0
 CHECKPOINT_EVERY = 1000
@@ -105,15 +104,20 @@ class AsyncClient:
         await self.http.aclose()
 
     async def request(
-        self, method: str, path: str, body: Any = None, *, params: Mapping[str, Any] | None = None
+        self, method: str, path: str, body: Any = None, *, params: Mapping[str, str] | None = None
     ) -> Any:
         """One call with the retry policy for transport errors and 429/502/503/504; the decoded
-        JSON answer, or the typed error. Used for everything but session steps."""
-        content = None if body is None else orjson.dumps(body, option=orjson.OPT_SERIALIZE_NUMPY)
+        JSON answer, or the typed error."""
+        return await self.send(Request(method, path, body, params))
+
+    async def send(self, request: Request) -> Any:
+        """A built request (seqserve/_requests.py) with the retry policy of `request`. Used for
+        everything but session steps."""
+        content = request.content()
         attempts = Attempts(self.retry)
         while True:
             try:
-                response = await self.http.request(method, path, content=content, params=params)
+                response = await self.http.request(request.method, request.path, content=content, params=request.params)
             except httpx.TransportError as exc:
                 await attempts.wait(exc)
                 continue
@@ -129,12 +133,12 @@ class AsyncClient:
 
     async def models(self) -> list[dict[str, Any]]:
         """Every served model: ``[{"name", "latest", "versions": [...]}]``."""
-        models: list[dict[str, Any]] = (await self.request("GET", "/v1/models"))["models"]
+        models: list[dict[str, Any]] = (await self.send(requests.models()))["models"]
         return models
 
     async def model(self, name: str) -> dict[str, Any]:
         """One model: its versions with features, outputs, state shapes and training metrics."""
-        info: dict[str, Any] = await self.request("GET", f"/v1/models/{name}")
+        info: dict[str, Any] = await self.send(requests.model(name))
         return info
 
     async def predict(
@@ -158,12 +162,7 @@ class AsyncClient:
         Example: ``y = await client.predict("electricity", np.array([[22262.0], [21756.0]]))``
         """
         sequences, form = as_batch(inputs)
-        body: dict[str, Any] = {"inputs": [s.tolist() for s in sequences], "return_state": return_state}
-        if version is not None:
-            body["version"] = version
-        if state is not None:
-            body["state"] = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in state.items()}
-        answer = await self.request("POST", f"/v1/models/{name}/predict", body)
+        answer = await self.send(requests.predict(name, sequences, version, return_state, state))
         self.last_intervals = [Intervals.of(answer, i) for i in range(len(answer["outputs"]))]
         outputs = [np.asarray(o, dtype=np.float32) for o in answer["outputs"]]
         result: Any = outputs[0] if form == "one" else (np.stack(outputs) if form == "batch" else outputs)
@@ -218,16 +217,9 @@ class AsyncClient:
         state: Mapping[str, Any] | None,
         extra: Mapping[str, Any],
     ) -> dict[str, Any]:
-        body: dict[str, Any] = dict(extra)
-        if version is not None:
-            body["version"] = version
-        if ttl is not None:
-            body["ttl_seconds"] = ttl
-        if state is not None:
-            body["state"] = {k: np.asarray(v, dtype=np.float32).tolist() for k, v in state.items()}
         # A create whose reply is lost and is sent again leaves one unused session behind; it
         # expires after its TTL. Nothing else about a create can be applied twice.
-        created: dict[str, Any] = await self.request("POST", f"/v1/models/{name}/sessions", body)
+        created: dict[str, Any] = await self.send(requests.create(name, version, ttl, state, extra))
         return created
 
     async def step_many(self, steps: Mapping[AsyncSession, Any]) -> dict[AsyncSession, np.ndarray]:
@@ -259,33 +251,27 @@ class AsyncClient:
         results: dict[AsyncSession, np.ndarray],
         errors: dict[AsyncSession, SeqserveError],
     ) -> None:
-        body = {
-            "steps": [
-                {"session_id": s.session_id, "inputs": x.tolist(), "position": s.position - s._base} for s, x in entries
-            ]
-        }
+        request = requests.bulk(model, [(s.session_id, x, s._progress.on_server()) for s, x in entries])
         try:
-            answer = await self.request("POST", f"/v1/models/{model}/sessions/steps", body)
+            answer = await self.send(request)
             replies: list[Any] = answer["results"]
         except SeqserveError:
             replies = [None] * len(entries)  # unclear as a whole: each session finishes its own
         for (session, x), reply in zip(entries, replies, strict=True):
             try:
                 if isinstance(reply, dict) and "outputs" in reply:
-                    results[session] = session._accept(x, reply)
+                    results[session] = session._progress.accept(x, reply)
                     continue
                 if isinstance(reply, dict) and reply.get("status") not in (None, 409, *RETRY_STATUSES):
                     error = _error_from_entry(reply)
                     if not isinstance(error, SessionLost) or not session.recreate:
-                        raise session._annotate(error, x)
+                        raise session._progress.annotate(error, x)
                 results[session] = await session.step(x)  # resend the identical entry, alone
             except SeqserveError as exc:
                 errors[session] = exc
 
 
 def _error_from_entry(reply: dict[str, Any]) -> SeqserveError:
-    from seqserve.errors import error_from_body
-
     status = reply.get("status")
     return error_from_body(status if isinstance(status, int) else 500, reply)
 
@@ -350,33 +336,40 @@ class AsyncSession:
         self, client: AsyncClient, info: Mapping[str, Any], *, recreate: bool = False, checkpoint_every: int = 1000
     ) -> None:
         self.client = client
-        self.session_id: str = info["session_id"]
         self.model: str = info["model"]
         self.version: int = info["version"]
-        self.position: int = info.get("position", 0)
         self.recreate = recreate
-        self.checkpoint_every = max(1, checkpoint_every)
         self.features: int | None = None
-        self._base = 0  # logical position at which the current server-side session started
+        self._progress = Progress(info["session_id"], info.get("position", 0), checkpoint_every)
         self._lock = asyncio.Lock()
-        self._checkpoint: tuple[int, dict[str, np.ndarray]] | None = None
-        self._journal: list[np.ndarray] = []  # acknowledged readings since the checkpoint
-        self._upcoming: tuple[int, dict[str, np.ndarray]] | None = None  # a checkpoint ahead of acks
         self._create_args: tuple[float | None, Mapping[str, Any]] = (None, {})
         self.recreated = 0
         # What recovery took so far: requests sent again, 409s our own lost reply explained,
         # WebSocket reconnections, steps whose outputs were recomputed after lost replies.
         self.stats = {"resent": 0, "conflicts_resolved": 0, "reconnects": 0, "recomputed": 0}
-        # The quantiles and anomaly flags of the last `step` reply (None for a model without
-        # quantile levels): e.g. ``session.last_intervals.anomaly[-1]["outside_95"]``.
-        self.last_intervals: Intervals | None = None
 
     def __repr__(self) -> str:
         return f"<AsyncSession {self.session_id[:8]}… {self.model} v{self.version} at {self.position}>"
 
     @property
-    def _path(self) -> str:
-        return f"/v1/sessions/{self.session_id}"
+    def session_id(self) -> str:
+        """The server-side session's id (a new one after a recreation)."""
+        return self._progress.session_id
+
+    @property
+    def position(self) -> int:
+        """Steps acknowledged so far (over recreations)."""
+        return self._progress.position
+
+    @property
+    def last_intervals(self) -> Intervals | None:
+        """The quantiles and anomaly flags of the last step reply (None for a model without
+        quantile levels): e.g. ``session.last_intervals.anomaly[-1]["outside_95"]``."""
+        return self._progress.last_intervals
+
+    @property
+    def checkpoint_every(self) -> int:
+        return self._progress.checkpoint_every
 
     async def __aenter__(self) -> AsyncSession:
         return self
@@ -393,134 +386,90 @@ class AsyncSession:
         steps = as_steps(readings, self.features)
         async with self._lock:
             outputs = await self._apply(steps)
-            await self._after_ack()
+            if self._progress.due():
+                await self.export_state()
             return outputs
 
     async def _apply(self, steps: np.ndarray) -> np.ndarray:
         attempts = Attempts(self.client.retry)
         replays = 0
+        progress = self._progress
         while True:
-            body = orjson.dumps(
-                {"inputs": steps, "position": self.position - self._base}, option=orjson.OPT_SERIALIZE_NUMPY
-            )
+            request = requests.step(progress.session_id, steps, progress.on_server())
             try:
-                response = await self.client.http.post(f"{self._path}/steps", content=body)
+                response = await self.client.http.post(request.path, content=request.content())
             except httpx.TransportError as exc:
                 await attempts.wait(exc)  # the identical request again: applied once either way
                 self.stats["resent"] += 1
                 continue
             if response.status_code == 200:
-                return self._accept(steps, body_of(response))
+                return progress.accept(steps, body_of(response))
             error = error_of(response)
             if isinstance(error, PositionConflict):
-                if error.server_position == self.position - self._base + len(steps) and replays < 2:
+                if error.server_position == progress.on_server() + len(steps) and replays < 2:
                     replays += 1  # ours was applied, its reply lost: the same request fetches it
                     self.stats["conflicts_resolved"] += 1
                     continue
-                raise self._annotate(error, steps)
-            if isinstance(error, SessionLost):
+                raise progress.annotate(error, steps)
+            if isinstance(error, SessionLost):  # not ModelChanged: its exported state is the old graph's
                 if self.recreate:
                     await self._recreate()
                     continue
-                raise self._annotate(error, steps)
+                raise progress.annotate(error, steps)
             if response.status_code in RETRY_STATUSES:
                 await attempts.wait(error)
                 self.stats["resent"] += 1
                 continue
-            raise self._annotate(error, steps)
-
-    def _accept(self, steps: np.ndarray, reply: Mapping[str, Any]) -> np.ndarray:
-        """A step reply for `steps`: check it is the one expected, move the position on."""
-        expected = self.position - self._base + len(steps)
-        if reply.get("position") != expected:
-            raise ProtocolError(f"step reply says position {reply.get('position')}, expected {expected}")
-        outputs = np.asarray(reply["outputs"], dtype=np.float32)
-        self.last_intervals = Intervals.of(reply)
-        self.position += len(steps)
-        if self._checkpoint is not None:
-            self._journal.append(steps)
-        return outputs
-
-    def _annotate(self, error: SeqserveError, pending: np.ndarray | None) -> SeqserveError:
-        if isinstance(error, SessionLost):
-            error.session_id, error.position, error.pending = self.session_id, self.position, pending
-        if isinstance(error, PositionConflict):
-            error.client_position = self.position - self._base
-        return error
-
-    async def _after_ack(self) -> None:
-        if self._checkpoint is not None and self.position - self._checkpoint[0] >= self.checkpoint_every:
-            await self.export_state()
+            raise progress.annotate(error, steps)
 
     async def export_state(self) -> dict[str, np.ndarray]:
         """The session's state now, {name: [rows][width]} (feed it to
         ``client.session(name, state=...)`` to continue the stream elsewhere). Also the point
         a ``recreate=True`` session or a stream recovers from."""
         position, state = await self._read_state()
-        self._adopt_checkpoint(position, state)
+        self._progress.adopt(position, state)
         return state
 
-    async def _read_state(self) -> tuple[int, dict[str, np.ndarray]]:
+    async def _read_state(self) -> tuple[int, State]:
         """(logical position, state) as the server holds them, read together."""
-        info = await self.client.request("GET", self._path, params={"include_state": "true"})
-        return self._base + info["position"], {k: np.asarray(v, dtype=np.float32) for k, v in info["state"].items()}
-
-    def _adopt_checkpoint(self, position: int, state: dict[str, np.ndarray]) -> bool:
-        """Make (position, state) the point to recover from, keeping the acknowledged readings
-        after it. False when it lies ahead of what is acknowledged (adopt it later); True when
-        adopted or of no use (older than the current one)."""
-        if position > self.position:
-            return False
-        if self._checkpoint is None:
-            if position == self.position:
-                self._checkpoint, self._journal = (position, state), []
-            return True
-        start = self._checkpoint[0]
-        if position < start:
-            return True
-        rest = np.concatenate(self._journal)[position - start :] if self._journal else None
-        self._journal = [rest] if rest is not None and len(rest) else []
-        self._checkpoint = (position, state)
-        return True
+        info = await self.client.send(requests.info(self.session_id, include_state=True))
+        state = {k: np.asarray(v, dtype=np.float32) for k, v in info["state"].items()}
+        return self._progress.base + info["position"], state
 
     async def info(self) -> dict[str, Any]:
         """The server's view: position, version, expiry (no state)."""
-        info: dict[str, Any] = await self.client.request("GET", self._path)
+        info: dict[str, Any] = await self.client.send(requests.info(self.session_id))
         return info
 
     async def _recreate(self) -> None:
         """A new server-side session from the last checkpoint, brought up to `position` by
         re-applying the acknowledged readings since (their outputs are already known)."""
-        if self._checkpoint is None:
+        checkpoint = self._progress.checkpoint
+        if checkpoint is None:
             raise SessionLost("session lost before any state was exported; cannot recreate", status=410)
-        start, state = self._checkpoint
         ttl, extra = self._create_args
         extra = {k: v for k, v in extra.items() if k != "start_time"}  # the state carries the clock
-        info = await self.client._create(self.model, self.version, ttl, state, extra)
-        self.session_id, self._base, self.recreated = info["session_id"], start, self.recreated + 1
-        journal, self._journal, self._upcoming = self._journal, [], None
-        self.position = start
-        if journal:
-            await self._apply(np.concatenate(journal))
+        info = await self.client._create(self.model, self.version, ttl, checkpoint[1], extra)
+        journal = self._progress.restart(info["session_id"])
+        self.recreated += 1
+        if journal is not None:
+            await self._apply(journal)
 
     async def fork(self, ttl: float | None = None) -> AsyncSession:
         """A new session starting from a copy of this one's state (what-if runs); it has
         this session's position and recovery settings."""
         async with self._lock:
-            info = await self.client.request("POST", f"{self._path}/fork", {} if ttl is None else {"ttl_seconds": ttl})
+            info = await self.client.send(requests.fork(self.session_id, ttl))
             child = AsyncSession(self.client, info, recreate=self.recreate, checkpoint_every=self.checkpoint_every)
-            child._base = self._base
-            child.position = self._base + info["position"]
+            child._progress = self._progress.copy(info["session_id"], info["position"])
             child.features = self.features
             child._create_args = (ttl, self._create_args[1])
-            child._checkpoint = self._checkpoint
-            child._journal = list(self._journal)
             return child
 
     async def close(self) -> None:
         """Delete the session (a session already gone counts as deleted)."""
         with contextlib.suppress(SessionLost, NotFound):
-            await self.client.request("DELETE", self._path)
+            await self.client.send(requests.delete(self.session_id))
 
     def stream(self, readings: Iterable[Any] | AsyncIterable[Any], window: int = 16) -> AsyncIterator[np.ndarray]:
         """Send readings over the WebSocket without waiting for each reply (up to `window`
@@ -534,21 +483,44 @@ class AsyncSession:
             async for y in session.stream(readings, window=16):
                 print(y)
         """
-        from seqserve._stream import stream_session
-
-        return stream_session(self, readings, window)
+        return stream_session(_StreamLink(self), readings, window)
 
     async def _recompute(self, steps: np.ndarray) -> np.ndarray:
         """Outputs for `steps`, which the server applied right after `position` but whose
         replies were lost: a stateless predict from the checkpoint over the journal and
         `steps` (equal to the session's own outputs: stream == whole sequence)."""
-        assert self._checkpoint is not None
-        _start, state = self._checkpoint
-        inputs = np.concatenate([*self._journal, steps]) if self._journal else steps
-        body = {
-            "inputs": [inputs],
-            "version": self.version,
-            "state": {k: v[:, None, :] for k, v in state.items()},
-        }
-        answer = await self.client.request("POST", f"/v1/models/{self.model}/predict", body)
+        state, inputs = self._progress.since_checkpoint(steps)
+        batch_state = {k: v[:, None, :] for k, v in state.items()}
+        answer = await self.client.send(requests.predict(self.model, [inputs], self.version, state=batch_state))
         return np.asarray(answer["outputs"][0], dtype=np.float32)[len(inputs) - len(steps) :]
+
+
+class _StreamLink:
+    """What the WebSocket stream (seqserve/_stream.py) works with: one session's progress,
+    lock and settings, and the calls it needs, without reaching into the session."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        client = session.client
+        self.progress = session._progress
+        self.lock = session._lock
+        self.features = session.features
+        self.recreate = session.recreate
+        self.stats = session.stats
+        self.retry, self.timeout = client.retry, client.timeout
+        self.base_url, self.headers = client.base_url, client.headers
+
+    async def send(self, request: Request) -> Any:
+        return await self._session.client.send(request)
+
+    async def export_state(self) -> None:
+        await self._session.export_state()
+
+    async def read_state(self) -> tuple[int, State]:
+        return await self._session._read_state()
+
+    async def recreate_session(self) -> None:
+        await self._session._recreate()  # the same progress object, restarted
+
+    async def recompute(self, steps: np.ndarray) -> np.ndarray:
+        return await self._session._recompute(steps)

@@ -1,9 +1,11 @@
 """Typed errors for the service's answers, one class per stable `code` the service sends.
 
 The service answers every refusal with a JSON body ``{"error": ..., "code": ..., ...details}``;
-:func:`error_from_response` turns such a body into the matching exception, so callers can
-``except SessionExpired`` instead of comparing strings. An unknown code still maps by HTTP
-status (a newer server may add codes), so nothing is ever left untyped.
+:func:`error_from_body` turns such a body into the matching exception, so callers can
+``except SessionExpired`` instead of comparing strings. The codes and their statuses are the
+server's own table (models/error_codes.py): a code without a class of its own here maps to
+the class of its family (an evicted session is a SessionExpired), and an unknown code (a newer
+server may add codes) by HTTP status, so nothing is ever left untyped.
 
 Example::
 
@@ -17,9 +19,11 @@ Example::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
+
+from models.error_codes import CODES, TABLE
 
 
 class SeqserveError(Exception):
@@ -29,6 +33,13 @@ class SeqserveError(Exception):
 
     status: int = 0
     code: str = "error"
+    _by_code: ClassVar[dict[str, type[SeqserveError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__ and cls.code in CODES:  # one of the server's codes: its status
+            cls.status = CODES[cls.code].status
+            SeqserveError._by_code[cls.code] = cls
 
     def __init__(self, message: str, *, status: int | None = None, code: str | None = None, body: Any = None) -> None:
         super().__init__(message)
@@ -52,13 +63,13 @@ class ProtocolError(SeqserveError):
 
 
 class BadRequest(SeqserveError):
-    status, code = 400, "bad_request"
+    code = "bad_request"
 
 
 class Unauthorized(SeqserveError):
     """401: no API key, or not a valid one (pass ``api_key=`` to the client)."""
 
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class Forbidden(SeqserveError):
@@ -66,7 +77,7 @@ class Forbidden(SeqserveError):
 
 
 class NotFound(SeqserveError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class ModelNotFound(NotFound):
@@ -95,7 +106,20 @@ class SessionNotFound(SessionLost, NotFound):
 
 
 class SessionExpired(SessionLost):
-    status, code = 410, "session_expired"
+    code = "session_expired"
+
+
+class ModelChanged(SeqserveError):
+    """410: the session's model version is now another graph (the model file was replaced):
+    its state, and any state exported from it, belong to the old graph and cannot continue on
+    the new one. Not a SessionLost: ``recreate=True`` does not rebuild from such a state; the
+    caller decides (e.g. a new session from the start, or another version). Carries
+    `session_id`, `position` and `pending` like SessionLost."""
+
+    code = "model_changed"
+    session_id: str | None = None
+    position: int | None = None
+    pending: np.ndarray | None = None
 
 
 class Conflict(SeqserveError):
@@ -126,11 +150,11 @@ class VersionInUse(Conflict):
 
 
 class PayloadTooLarge(SeqserveError):
-    status, code = 413, "payload_too_large"
+    code = "payload_too_large"
 
 
 class InvalidInput(SeqserveError):
-    status, code = 422, "invalid_input"
+    code = "invalid_input"
 
 
 class LimitExceeded(InvalidInput):
@@ -142,7 +166,7 @@ class InvalidRequest(InvalidInput):
 
 
 class TooManySessions(SeqserveError):
-    status, code = 429, "too_many_sessions"
+    code = "too_many_sessions"
 
 
 class TooManyRequests(SeqserveError):
@@ -152,7 +176,7 @@ class TooManyRequests(SeqserveError):
 class ServerError(SeqserveError):
     """5xx the service did not describe further (e.g. an unexpected 500, a proxy's 502)."""
 
-    status, code = 500, "internal_error"
+    code = "internal_error"
 
 
 class Unavailable(ServerError):
@@ -167,34 +191,13 @@ class NotReady(Unavailable):
     code = "not_ready"
 
 
+# Every code of the server's table: its own class here, else its family's (by status when
+# neither has one, e.g. too_many_connections is an Unavailable).
 _BY_CODE: dict[str, type[SeqserveError]] = {
-    cls.code: cls
-    for cls in (
-        BadRequest,
-        Unauthorized,
-        Forbidden,
-        NotFound,
-        ModelNotFound,
-        VersionNotFound,
-        SessionNotFound,
-        SessionExpired,
-        PositionConflict,
-        SessionExists,
-        VersionInUse,
-        PayloadTooLarge,
-        InvalidInput,
-        LimitExceeded,
-        InvalidRequest,
-        TooManySessions,
-        TooManyRequests,
-        ServerError,
-        StoreUnavailable,
-        NotReady,
-    )
+    entry.code: cls
+    for entry in TABLE
+    if (cls := SeqserveError._by_code.get(entry.code) or SeqserveError._by_code.get(entry.family or "")) is not None
 }
-_BY_CODE.update(
-    {"malformed_json": BadRequest, "invalid_inference_request": BadRequest, "method_not_allowed": BadRequest}
-)
 _BY_STATUS: dict[int, type[SeqserveError]] = {
     400: BadRequest,
     401: Unauthorized,

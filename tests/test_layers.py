@@ -65,11 +65,49 @@ def test_packages_import_only_downwards(package: str) -> None:
     assert not bad, f"{package}/ imports a floor above it or a framework it must not: {bad}"
 
 
+# What the client shares with the server: the error code table (plain data, standard library).
+CLIENT_SHARED = {"models.error_codes"}
+
+
+def client_violations(files: list[Path]) -> dict[str, list[str]]:
+    """Imports of the client's modules that are server, training or framework code (the
+    shared modules of CLIENT_SHARED excepted)."""
+    bad: dict[str, list[str]] = {}
+    for path in files:
+        found = set()
+        for node in ast.walk(parsed(path)):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] if node.module != "models" else [f"models.{a.name}" for a in node.names]
+            found.update(n for n in names if n.split(".")[0] in CLIENT_FORBIDDEN and n not in CLIENT_SHARED)
+        if found:
+            bad[str(path)] = sorted(found)
+    return bad
+
+
 def test_client_needs_no_server_code() -> None:
     client = [p for p in modules("seqserve") if p.name != "cli.py"]
     assert client
-    bad = {str(p.relative_to(ROOT)): sorted(imported_packages(p) & CLIENT_FORBIDDEN) for p in client}
-    assert not {k: v for k, v in bad.items() if v}
+    assert not client_violations(client)
+
+
+def test_the_shared_table_needs_nothing_but_the_standard_library() -> None:
+    """The client imports models/error_codes.py on a machine without the server: it may import
+    only the standard library (models/__init__.py, which runs first, imports nothing)."""
+    import sys
+
+    for module in (*CLIENT_SHARED, "models"):
+        path = module_file(ROOT, module)
+        assert path is not None
+        assert imported_packages(path) <= set(sys.stdlib_module_names) | {"__future__"}, module
+
+
+def test_the_client_rule_catches_a_server_import(tmp_path: Path) -> None:
+    probe = tmp_path / "probe.py"
+    probe.write_text("from models.error_codes import CODES\nfrom models import config\nimport service.core\n")
+    assert client_violations([probe]) == {str(probe): ["models.config", "service.core"]}
 
 
 WEB = {"fastapi", "starlette", "uvicorn", "grpc"}

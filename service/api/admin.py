@@ -31,7 +31,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 class VersionInUse(ServiceError):
-    status, code = 409, "version_in_use"
+    code = "version_in_use"
 
 
 class AdminGate:

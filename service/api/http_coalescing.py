@@ -20,6 +20,8 @@ from typing import Any
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from models.error_codes import status_of
+
 
 class _CoalescingTransport:
     __slots__ = ("_pending", "_scheduled", "_transport")
@@ -78,7 +80,10 @@ def configure(max_header_bytes: int, header_timeout: float, max_connections: int
     Limits.max_connections = max_connections
 
 
-def _refusal(status: int, phrase: bytes, code: str, message: str) -> bytes:
+def _refusal(phrase: bytes, code: str, message: str) -> bytes:
+    """A whole HTTP response refusing a request before it is parsed; its status is the code's
+    (models/error_codes.py)."""
+    status = status_of(code)
     body = orjson.dumps({"error": message, "code": code})
     return b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s" % (
         status,
@@ -114,7 +119,7 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         super().connection_made(transport)
         if len(self.connections) > Limits.max_connections:
             self.logger.warning("connection refused: %d connections open (max_connections)", len(self.connections) - 1)
-            self._refuse(_refusal(503, b"Service Unavailable", "too_many_connections", "too many open connections"))
+            self._refuse(_refusal(b"Service Unavailable", "too_many_connections", "too many open connections"))
             return
         self._arm_header_timer()
 
@@ -128,7 +133,7 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         if self._reading_headers and not self._headers_fit(data):
             self.logger.warning("request refused: header block over %d bytes", Limits.max_header_bytes)
             message = f"request headers exceed {Limits.max_header_bytes} bytes"
-            self._refuse(_refusal(431, b"Request Header Fields Too Large", "headers_too_large", message))
+            self._refuse(_refusal(b"Request Header Fields Too Large", "headers_too_large", message))
             return
         super().data_received(data)
         if self._reading_headers and self._header_bytes and self._header_timer is None:
@@ -171,7 +176,7 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             return
         if self._header_bytes:
             message = f"request headers not received within {Limits.header_timeout:g} s"
-            self._refuse(_refusal(408, b"Request Timeout", "header_timeout", message))
+            self._refuse(_refusal(b"Request Timeout", "header_timeout", message))
         else:
             self._refused = True
             self.transport.close()

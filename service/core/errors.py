@@ -1,11 +1,15 @@
 """Typed domain errors, raised where the problem is found and mapped to HTTP in one place
 (service/api/errors.py). Each names the problem for the client: a stable `code`, a message,
-and any details that help it recover (e.g. the current position on a conflict)."""
+and any details that help it recover (e.g. the current position on a conflict). Codes and
+their statuses come from the table the Python client uses too (models/error_codes.py): a
+class declares its `code`, its `status` is looked up there."""
 
 from __future__ import annotations
 
 import collections
 from typing import Any
+
+from models.error_codes import status_of
 
 ECHO_CHARS = 80
 # The body of every 500, plus "request_id": nothing about the server's insides.
@@ -63,6 +67,11 @@ class ServiceError(Exception):
     status: int = 500
     code: str = "internal_error"
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:  # a new code: its status is the table's (KeyError if not in it)
+            cls.status = status_of(cls.code)
+
     def __init__(self, message: str, **details: Any) -> None:
         super().__init__(message)
         self.message = message
@@ -76,7 +85,7 @@ class ServiceError(Exception):
 
 
 class BadRequest(ServiceError):
-    status, code = 400, "bad_request"
+    code = "bad_request"
 
 
 class MalformedJSON(BadRequest):
@@ -84,11 +93,11 @@ class MalformedJSON(BadRequest):
 
 
 class Unauthorized(ServiceError):
-    status, code = 401, "unauthorized"
+    code = "unauthorized"
 
 
 class NotFound(ServiceError):
-    status, code = 404, "not_found"
+    code = "not_found"
 
 
 class ModelNotFound(NotFound):
@@ -108,7 +117,7 @@ class SessionExpired(ServiceError):
     Stores set `owner` on the exception (never in the body), so a key that did not own the
     session is told 404 like for any unknown id."""
 
-    status, code = 410, "session_expired"
+    code = "session_expired"
     owner: str = ""
 
 
@@ -122,27 +131,27 @@ class ModelChanged(ServiceError):
     """The session's model version is now a different graph (e.g. the repository was rebuilt):
     its state belongs to the old one and cannot continue. Create a new session."""
 
-    status, code = 410, "model_changed"
+    code = "model_changed"
 
 
 class PositionConflict(ServiceError):
     """The client's idea of the session position is not the server's; `position` tells it."""
 
-    status, code = 409, "position_conflict"
+    code = "position_conflict"
 
 
 class SessionExists(ServiceError):
     """A new session's id is already taken (random ids: only given ids can collide)."""
 
-    status, code = 409, "session_exists"
+    code = "session_exists"
 
 
 class PayloadTooLarge(ServiceError):
-    status, code = 413, "payload_too_large"
+    code = "payload_too_large"
 
 
 class InvalidInput(ServiceError):
-    status, code = 422, "invalid_input"
+    code = "invalid_input"
 
 
 class NonFiniteResult(InvalidInput):
@@ -155,24 +164,24 @@ class NonFiniteResult(InvalidInput):
 class LimitExceeded(ServiceError):
     """A configurable limit refused the request; `limit` names it and `max` gives its value."""
 
-    status, code = 422, "limit_exceeded"
+    code = "limit_exceeded"
 
 
 class TooManySessions(ServiceError):
-    status, code = 429, "too_many_sessions"
+    code = "too_many_sessions"
 
 
 class StoreUnavailable(ServiceError):
     """503. The message never names hosts, ports or paths (they go to the log only)."""
 
-    status, code = 503, "session_store_unavailable"
+    code = "session_store_unavailable"
 
 
 class NotReady(ServiceError):
-    status, code = 503, "not_ready"
+    code = "not_ready"
 
 
 class DeadlineExceeded(ServiceError):
     """The request's own timeout (V2 `timeout`, a gRPC deadline) passed before its reply."""
 
-    status, code = 504, "deadline_exceeded"
+    code = "deadline_exceeded"

@@ -25,6 +25,7 @@ class FakeSession:
     position: int = 0
     last: tuple[int, str, dict[str, Any]] | None = None
     expired: bool = False
+    model_changed: bool = False  # its model version is now another graph (steps: 410 model_changed)
 
 
 @dataclass
@@ -104,6 +105,8 @@ class FakeService:
             return {"error": "no such session", "code": "session_not_found"}, 404
         if session.expired:
             return {"error": "expired", "code": "session_expired"}, 410
+        if session.model_changed:
+            return {"error": "another graph", "code": "model_changed"}, 410
         if position is not None and position != session.position:
             last = session.last
             if last is not None and last[0] == position and last[1] == json.dumps(inputs):

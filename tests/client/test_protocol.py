@@ -12,9 +12,11 @@ from seqserve import (
     AsyncClient,
     BulkStepError,
     Client,
+    ModelChanged,
     PositionConflict,
     RetryPolicy,
     SessionExpired,
+    SessionLost,
     SessionNotFound,
     TransportFailure,
 )
@@ -118,6 +120,29 @@ def test_410_with_recreate_continues_from_the_last_exported_state(fake, client):
     np.testing.assert_array_equal(np.concatenate([*outputs, y]).ravel(), np.cumsum(np.arange(1, 7)))
     new = fake.sessions[session.session_id]
     assert new.position == 3 and new.total == 21.0  # re-applied 4, 5 onto the checkpoint, then 6
+
+
+@pytest.mark.parametrize("bulk", [False, True])
+def test_model_changed_with_recreate_raises_and_rebuilds_nothing(fake, client, bulk):
+    """410 model_changed is not a lost session: the exported state belongs to the graph that
+    was replaced, so a recreate=True session raises ModelChanged instead of creating a new
+    session from it."""
+    session = client.session("sum", recreate=True, checkpoint_every=2)
+    for v in (1.0, 2.0, 3.0):
+        session.step([[v]])
+    fake.sessions[session.session_id].model_changed = True
+    with pytest.raises(ModelChanged) as caught:
+        if bulk:
+            try:
+                client.step_many({session: [[4.0]]})
+            except BulkStepError as exc:
+                raise exc.errors[session] from None
+        else:
+            session.step([[4.0]])
+    assert not isinstance(caught.value, SessionLost)
+    assert caught.value.status == 410 and caught.value.position == 3
+    np.testing.assert_array_equal(caught.value.pending, [[4.0]])
+    assert len(fake.sessions) == 1 and session.aio.recreated == 0 and fake.applied == 3
 
 
 def test_503_then_success(fake, client):

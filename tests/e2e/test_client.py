@@ -186,3 +186,49 @@ def test_api_keys_on_rest_and_websocket(repository, tmp_path_factory):
                 head = session.step(x[:2])
                 tail = list(session.stream(x[2:], window=4))  # the handshake carries the key too
                 close(np.concatenate([head, np.stack(tail)]), api.predict("gru", x))
+
+
+def test_model_changed_is_raised_not_recreated_from_the_old_graphs_state(tmp_path):
+    """A session in Redis outlives a rebuild that made its model version another graph: the
+    step is 410 model_changed, and a `recreate=True` session raises ModelChanged (with its
+    position and the readings not applied) instead of rebuilding a session from a state
+    exported from the old graph (which would be garbage, or the wrong shape, to the new one)."""
+    from seqserve import ModelChanged
+    from tests.support.counting import export_counting
+    from tests.support.redis import RedisProcess
+    from tests.support.servers import free_port
+
+    repository = tmp_path / "repository"
+    export_counting(repository, "counting", width=2)
+    redis = RedisProcess(tmp_path / "redis").start()
+    env = {"SEQSERVE_SESSION_STORE": redis.url + "?prefix=changed:"}
+    port = free_port()
+    try:
+        before = ServiceProcess(repository, tmp_path, env, port=port).start()
+        try:
+            client = Client(before.url)
+            session = client.session("counting", recreate=True, checkpoint_every=2)
+            for reading in (1, 2, 3):
+                session.step([[reading]])
+        finally:
+            before.stop()
+        export_counting(repository, "counting", width=3)  # rebuilt: version 1 is another graph now
+        after = ServiceProcess(repository, tmp_path, env, port=port).start()
+        try:
+            with pytest.raises(ModelChanged) as caught:
+                session.step([[4]])
+            assert caught.value.status == 410 and caught.value.code == "model_changed"
+            assert caught.value.position == 3 and caught.value.session_id == session.session_id
+            np.testing.assert_array_equal(caught.value.pending, [[4]])
+            assert session.aio.recreated == 0 and session.position == 3
+            import redis as redis_py
+
+            keys = redis_py.Redis.from_url(redis.url).keys("changed:s:*")
+            assert len(keys) == 1  # no session was created from the old state
+            with pytest.raises(ModelChanged):  # the stream refuses the same way
+                list(session.stream([[5]]))
+            client.close()
+        finally:
+            after.stop()
+    finally:
+        redis.stop()
