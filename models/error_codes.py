@@ -50,6 +50,7 @@ TABLE: tuple[ErrorCode, ...] = (
     ErrorCode("invalid_input", 422, None, "the values do not fit the model"),
     ErrorCode("limit_exceeded", 422, "invalid_input", "a configured limit refused the request"),
     ErrorCode("invalid_request", 422, "invalid_input", "the body does not match the request schema"),
+    ErrorCode("non_finite_result", 422, "invalid_input", "the model's outputs or new state were not finite"),
     ErrorCode("too_many_sessions", 429, None, "a session quota is full"),
     ErrorCode("internal_error", 500, None, "a bug: the server log has the request id"),
     ErrorCode("session_store_unavailable", 503, None, "the session store cannot be reached now"),
