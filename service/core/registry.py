@@ -32,6 +32,7 @@ from models.config import METADATA_KEY, ConfigError, ModelConfig
 from models.fileio import call_with_timeout, read_file
 from models.repository import MAX_MODEL_BYTES, RepositoryEntry, scan_repository
 from service.core.errors import ModelNotFound, VersionNotFound
+from service.core.graphcache import GraphCache
 from service.core.settings import Settings
 
 log = logging.getLogger("seqserve.registry")
@@ -261,6 +262,37 @@ def _session(
         raise ModelLoadError(f"{entry.name} v{entry.version}: cannot load model.onnx: {reason}") from exc
 
 
+def _cpu_session_cached(
+    entry: RepositoryEntry,
+    data: bytes,
+    fingerprint: str,
+    options: ort.SessionOptions,
+    providers: list[str],
+    settings: Settings,
+) -> ort.InferenceSession:
+    """The session, on the optimised graph SEQSERVE_ORT_CACHE_DIR holds for this file when there
+    is one (CPU only: service.core.graphcache), else optimised now and cached for the next load."""
+    if settings.ort_cache_dir is None or providers != [CPU]:
+        return _session(entry, data, options, providers)
+    graphs = GraphCache(settings.ort_cache_dir)
+    cached = graphs.load(fingerprint, options, providers)
+    if cached is not None:
+        return cached
+    temporary = graphs.store_to(fingerprint, options)
+    try:
+        session = _session(entry, data, options, providers)
+    except ModelLoadError:
+        if temporary is None:
+            raise
+        options.optimized_model_filepath = ""  # writing the graph may be what failed
+        temporary.unlink(missing_ok=True)
+        return _session(entry, data, options, providers)
+    options.optimized_model_filepath = ""
+    if temporary is not None:
+        graphs.commit(fingerprint, temporary)
+    return session
+
+
 def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     options = ort.SessionOptions()
     options.intra_op_num_threads = settings.intra_op_threads
@@ -273,8 +305,9 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
     providers = choose_providers(settings.provider)
     timeout = settings.repository_read_timeout_seconds
     data = read_model_file(entry, timeout)
+    fingerprint = hashlib.sha256(data).hexdigest()
     try:
-        session = _session(entry, data, options, providers)
+        session = _cpu_session_cached(entry, data, fingerprint, options, providers, settings)
     except ModelLoadError:
         if settings.provider != "auto" or providers == [CPU]:
             raise
@@ -315,7 +348,7 @@ def load_model(entry: RepositoryEntry, settings: Settings) -> LoadedModel:
         session,
         session.get_providers()[0],
         entry.manifest(timeout),
-        hashlib.sha256(data).hexdigest(),
+        fingerprint,
         file_gate=file_gate,
     )
     model.max_chunk_elements = settings.max_chunk_elements

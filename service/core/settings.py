@@ -74,6 +74,11 @@ class Settings(BaseSettings):
         description="rows x steps per ONNX Runtime call; longer work runs in time chunks carrying the state, "
         "so peak memory follows this setting, not the request",
     )
+    ort_cache_dir: Path | None = Field(
+        None,
+        description="a directory for ONNX Runtime's optimised graphs (CPU): the first load of a model file "
+        "writes it, later loads (restarts, reloads, workers) skip the optimisation; none: optimise at every load",
+    )
     ort_cpu_arena: bool = Field(
         False, description="ONNX Runtime's CPU memory arena keeps its peak for the process's life; off: freed"
     )
