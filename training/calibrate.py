@@ -171,6 +171,23 @@ def conformal_shift(levels: Sequence[float], scores: np.ndarray) -> np.ndarray:
     return shift
 
 
+def _cross_fitted_pinball(levels: Sequence[float], raw: np.ndarray, val: Readout) -> float:
+    """Mean pinball loss (residual units) of conformally shifted quantiles on the validation
+    origins, each half (alternate origins) shifted with the other half's order statistics, so
+    no origin scores quantiles calibrated on itself."""
+    scores = (val.target[..., None] - raw) / val.unit[..., None]
+    tau = np.asarray(levels)
+    total, count = 0.0, 0
+    for part in (0, 1):
+        mine, other = np.arange(part, len(scores), 2), np.arange(1 - part, len(scores), 2)
+        if len(mine) == 0 or len(other) == 0:
+            continue
+        error = scores[mine] - conformal_shift(levels, scores[other])
+        total += float(np.maximum(tau * error, (tau - 1.0) * error).sum())
+        count += error.size
+    return total / max(count, 1)
+
+
 def coverage(q: np.ndarray, target: np.ndarray, levels: Sequence[float]) -> dict[str, float]:
     """Share of targets inside each central interval the levels hold (80, 95), and below each
     level, over every origin and lead."""
@@ -194,6 +211,21 @@ def calibrate(
     train = readout(model, segments, "train")
     loss = fit_head(model, train, settings)
     val = readout(model, segments, "val")
+    # Two candidates, each calibrated the same way: the fitted head (widths that follow the
+    # state), and constant offsets per lead and level (the head's weights zeroed: conformal
+    # quantiles of the residual around the point, in residual units). Where the state says
+    # nothing about the spread, the varying widths only add noise; the one with the lower
+    # cross-fitted validation pinball loss is kept.
+    import torch
+
+    fitted = {k: v.detach().clone() for k, v in model.quantile_head.state_dict().items()}
+    varying = _cross_fitted_pinball(levels, quantiles_of(model, val), val)
+    with torch.no_grad():
+        model.quantile_head.weight.zero_()
+    constant = _cross_fitted_pinball(levels, quantiles_of(model, val), val)
+    chosen = "constant" if constant < varying else "state"
+    if chosen == "state":
+        model.quantile_head.load_state_dict(fitted)
     raw = quantiles_of(model, val)
     scores = (val.target[..., None] - raw) / val.unit[..., None]
     shift = conformal_shift(levels, scores)
@@ -207,6 +239,10 @@ def calibrate(
         for name, (lo, hi) in INTERVALS.items()
     }
     before, after = coverage(raw, val.target, levels), coverage(calibrated, val.target, levels)
+    widths = "widths from the state" if chosen == "state" else "constant widths per lead"
+    report(
+        f"quantiles: {widths} (cross-fitted validation pinball {varying:.4g} from the state, {constant:.4g} constant)"
+    )
     if before:
         text = ", ".join(f"{k} % {before[k]:.3f} -> {after[k]:.3f}" for k in before)
         report(f"quantiles: validation coverage before -> after calibration: {text} ({len(val.target)} origins)")
@@ -214,6 +250,8 @@ def calibrate(
         "levels": levels,
         "method": "quantile head fitted with the pinball loss on the training block (network frozen); "
         "split-conformal shift per lead and level on the validation block, in residual units",
+        "widths": chosen,
+        "validation_pinball": {"state": varying, "constant": constant},
         "train_origins": len(train.target),
         "validation_origins": len(val.target),
         "train_pinball": loss,

@@ -1,0 +1,253 @@
+"""Probabilistic forecasts on the bundled series: seqserve's calibrated quantiles against
+split-conformal intervals around its own point forecast and statsforecast's intervals, on the
+same test origins.
+
+Each case trains as `seqserve train` would (default quantile levels, calibrated on the
+validation block; small budgets: the machine is shared) into a temporary repository, then
+streams the exported ONNX file through ONNX Runtime from row 0, one session as served, and
+scores the test origins. statsforecast is fitted on the training block only and rolled over the
+same origins without looking ahead: MSTL + AutoETS (seasonal series; the decomposition is
+refit on the history up to each block of origins, as training/baselines.py does) or AutoETS
+(short series), with their own 80 % and 95 % intervals.
+
+Scores, at one step (lead 1) and over the horizon (every lead): coverage of the central 80 %
+and 95 % intervals, MSIS (95 %, M4's mean scaled interval score), and the mean pinball loss over
+the four levels every method has (2.5, 10, 90, 97.5 %), both divided by the in-sample one-step
+naive MAE of the training block (the MASE scale).
+
+    python -m bench.intervals                    # every case -> stdout (markdown)
+    python -m bench.intervals --cases co2 --output /tmp/intervals.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+LEVELS = (0.025, 0.1, 0.9, 0.975)
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    title: str
+    argv: tuple[str, ...]
+    statistical: str  # "mstl" or "ets"
+
+
+CASES = (
+    Case("electricity", "electricity, 1 step ahead", ("--preset", "electricity", "--epochs", "8"), "mstl"),
+    Case(
+        "electricity-day-ahead",
+        "electricity, day ahead (48 half-hours), Taylor's design",
+        (
+            "--preset",
+            "electricity",
+            "--horizon",
+            "48",
+            "--val-fraction",
+            "0.08334",
+            "--test-fraction",
+            "0.33333",
+            "--epochs",
+            "8",
+        ),
+        "mstl",
+    ),
+    Case("co2", "co2 (weekly), 4 steps ahead", ("--preset", "co2", "--epochs", "8"), "mstl"),
+    Case("sunspots", "sunspots (yearly), 1 step ahead", ("--preset", "sunspots", "--epochs", "20"), "ets"),
+)
+
+
+def _settings(argv: list[str]) -> Any:
+    from training.cli import add_arguments, resolve
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return resolve(parser.parse_args(argv))
+
+
+def served_quantiles(entry: Path, data: Any, start_time: float | None) -> tuple[np.ndarray, tuple[float, ...]]:
+    """[test, H, Q] quantiles from the exported file, one session from row 0 (as served)."""
+    import onnxruntime as ort
+
+    from models.config import ModelConfig
+    from models.export import graph_output_names, input_names
+
+    config = ModelConfig.from_dict(json.loads((entry / "manifest.json").read_text())["config"])
+    session = ort.InferenceSession(str(entry / "model.onnx"), providers=["CPUExecutionProvider"])
+    end = int(data.test[-1]) + 1
+    x = data.features[:end].astype(np.float32)[None]
+    feeds = dict(zip(input_names(config), [x, *config.initial_state(1, start_time)], strict=True))
+    outputs = dict(zip(graph_output_names(config), session.run(graph_output_names(config), feeds), strict=True))
+    return outputs["quantiles"][0][data.test].astype(np.float64), config.quantiles
+
+
+def statsforecast_quantiles(data: Any, seasons: list[int], kind: str) -> np.ndarray:
+    """[test, H, 4] the 2.5/10/90/97.5 % bounds of statsforecast's 95 % and 80 % intervals."""
+    from statsforecast.models import AutoETS
+
+    from training.baselines import _decompose, _usable_seasons
+
+    y = data.targets[:, 0].astype(np.float64)
+    pairs, h, train_rows = data.test, data.horizon, data.train_rows
+    out = np.empty((len(pairs), h, 4))
+
+    def bounds(answer: dict[str, np.ndarray], shift: np.ndarray | float = 0.0) -> np.ndarray:
+        keys = ("lo-95", "lo-80", "hi-80", "hi-95")
+        return np.stack([np.asarray(answer[k]) + shift for k in keys], axis=-1)
+
+    usable = _usable_seasons(seasons, train_rows)
+    if kind == "mstl" and usable:
+        seasonal, _ = _decompose(y[:train_rows], usable)
+        ets = AutoETS(model="ZZN").fit(y[:train_rows] - seasonal)
+        refresh = usable[0]
+        for block in range(0, len(pairs), refresh):
+            origin = int(pairs[block])
+            seasonal, cycles = _decompose(y[: origin + 1], usable)  # the history only
+            steps = np.arange(refresh + h)
+            future = cast(np.ndarray, sum(cycle[steps % len(cycle)] for cycle in cycles))
+            deseasonalised = y[: origin + 1] - seasonal
+            for row, t in enumerate(pairs[block : block + refresh], start=block):
+                k = int(t) - origin
+                history = np.concatenate([deseasonalised, y[origin + 1 : t + 1] - future[:k]])
+                out[row] = bounds(ets.forward(y=history, h=h, level=[80, 95]), future[k : k + h])
+        return out
+    season = next((s for s in sorted(seasons) if 1 < s <= 24 and 2 * s < train_rows), 1)
+    model = AutoETS(season_length=season).fit(y[:train_rows])
+    for row, t in enumerate(pairs):
+        out[row] = bounds(model.forward(y=y[: t + 1], h=h, level=[80, 95]))
+    return out
+
+
+def scores(q: np.ndarray, target: np.ndarray, levels: tuple[float, ...], scale: float) -> dict[str, Any]:
+    """One step (lead 1) and every lead: coverage 80/95, MSIS, pinball on the common levels."""
+    from training.calibrate import interval_scores
+
+    pick = [levels.index(level) for level in LEVELS]
+    q = q[..., pick]
+    return {
+        "one_step": interval_scores(q[:, :1], target[:, :1], LEVELS, scale),
+        "horizon": interval_scores(q, target, LEVELS, scale),
+    }
+
+
+def run_case(case: Case, repository: Path) -> dict[str, Any]:
+    from training.calibrate import point_conformal_quantiles
+    from training.data import load_table, prepare_forecast
+    from training.evaluate import mase_scale
+    from training.pipeline import train_and_publish
+
+    name = case.key
+    settings = _settings([*case.argv, "--repository", str(repository), "--name", name, "--quiet"])
+    settings.baselines = "naive"  # the statistical intervals are computed below, with intervals
+    began = time.perf_counter()
+    outcome = train_and_publish(settings)[0]
+    seconds = time.perf_counter() - began
+    frame = load_table(Path(settings.data), settings.max_rows)
+    features = settings.features or settings.target
+    data = prepare_forecast(
+        frame,
+        settings.target,
+        features,
+        horizon=settings.horizon,
+        window=settings.window,
+        val_fraction=settings.val_fraction,
+        test_fraction=settings.test_fraction,
+        report=lambda _: None,
+    )
+    entry = repository / name / "1"
+    model = outcome.model
+    quantiles, levels = served_quantiles(entry, data, model.start_time)
+    target = data.y[data.test]
+    scale = float(mase_scale(data)[0])
+    made = {"seqserve": scores(quantiles, target, levels, scale)}
+    # split-conformal around the point forecast (the same validation block, per lead)
+    from training.calibrate import stream_extras
+
+    extras = stream_extras(model, data, int(data.test[-1]) + 1, model.start_time)
+    bounds = point_conformal_quantiles(extras["point"][data.test], extras["unit"][data.test], model.calibration)
+    made["conformal around the point"] = scores(bounds, target, LEVELS, scale)
+    began_sf = time.perf_counter()
+    seasons = list(settings.season)
+    made[f"statsforecast {'MSTL+AutoETS' if case.statistical == 'mstl' else 'AutoETS'}"] = scores(
+        statsforecast_quantiles(data, seasons, case.statistical), target, LEVELS, scale
+    )
+    return {
+        "case": case,
+        "made": made,
+        "origins": len(data.test),
+        "horizon": data.horizon,
+        "seconds": seconds,
+        "statsforecast_seconds": time.perf_counter() - began_sf,
+        "validation": model.calibration.get("validation_origins"),
+        "mae": outcome.metrics["streaming"]["mae"],
+    }
+
+
+def render(results: list[dict[str, Any]]) -> str:
+    lines = []
+    for r in results:
+        case = r["case"]
+        lines += [
+            f"### {case.title}",
+            "",
+            f"`seqserve train {' '.join(case.argv)}`: {r['origins']} test origins, horizon {r['horizon']}, "
+            f"calibrated on {r['validation']} validation origins; point MAE {r['mae']:.4g}.",
+            "",
+            "| method | cover 80 % (1 step) | cover 95 % (1 step) | MSIS (1 step) | pinball (1 step) "
+            "| cover 80 % (all leads) | cover 95 % (all leads) | MSIS (all leads) | pinball (all leads) |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
+        for method, s in r["made"].items():
+            one, every = s["one_step"], s["horizon"]
+            cells = [
+                f"{100 * one['coverage']['80']:.1f}",
+                f"{100 * one['coverage']['95']:.1f}",
+                f"{one['msis']:.3g}",
+                f"{one['pinball']:.3g}",
+                f"{100 * every['coverage']['80']:.1f}",
+                f"{100 * every['coverage']['95']:.1f}",
+                f"{every['msis']:.3g}",
+                f"{every['pinball']:.3g}",
+            ]
+            label = f"**{method}**" if method == "seqserve" else method
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", default=",".join(c.key for c in CASES))
+    parser.add_argument("--output", default="")
+    args = parser.parse_args(argv)
+    wanted = [c for c in CASES if c.key in args.cases.split(",")]
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.strip()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for case in wanted:
+            print(f"[intervals] {case.key} ...", file=sys.stderr, flush=True)
+            results.append(run_case(case, Path(tmp)))
+    text = f"Measured by `python -m bench.intervals` at commit `{commit}`.\n\n" + render(results)
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
