@@ -43,9 +43,10 @@ async def sessions_health(request: Request) -> Response:
     try:
         await store.ping()
     except ServiceError as exc:
-        body = {**exc.body(), "store": store.kind, "available": False}
+        body = {**exc.body(), "store": store.kind, "available": False, **store.detail()}
         return Response(json_response_bytes(body), status_code=exc.status, media_type="application/json")
-    return Response(json_response_bytes({"store": store.kind, "available": True}), media_type="application/json")
+    body = {"store": store.kind, "available": True, **store.detail()}
+    return Response(json_response_bytes(body), media_type="application/json")
 
 
 metrics_router = APIRouter(tags=["admin"])

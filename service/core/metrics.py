@@ -54,6 +54,34 @@ class _SessionCollector(Collector):
             for node, value in sorted(nodes.items()):
                 up.add_metric([node], value)
             yield up
+        replicas = {k.removeprefix("node_replicas:"): v for k, v in stats.items() if k.startswith("node_replicas:")}
+        if replicas:  # a clustered store with wait_replicas: connected replicas per master (ROLE)
+            family = GaugeMetricFamily(
+                "seqserve_session_store_node_replicas",
+                "Replicas connected to a session store master (from its last health check or write)",
+                labels=["node"],
+            )
+            for node, value in sorted(replicas.items()):
+                family.add_metric([node], value)
+            yield family
+        if "wait_replicas" in stats:  # a clustered store whose writes wait for replicas
+            wait = GaugeMetricFamily(
+                "seqserve_session_store_wait_replicas",
+                "Replicas a session write waits for (wait_replicas); degrade=true: at most those its shard has",
+                labels=["degrade"],
+            )
+            wait.add_metric(["true" if stats.get("degrade") else "false"], stats["wait_replicas"])
+            yield wait
+            yield CounterMetricFamily(
+                "seqserve_session_store_wait_refused",
+                "Session writes answered 503 because fewer replicas confirmed them than wait_replicas asks",
+                stats.get("wait_refused", 0),
+            )
+            yield CounterMetricFamily(
+                "seqserve_session_store_degraded_writes",
+                "Session writes acknowledged with fewer than wait_replicas replicas (degrade=true, a shard short)",
+                stats.get("degraded_writes", 0),
+            )
         ops = {k.removeprefix("node_ops:"): v for k, v in stats.items() if k.startswith("node_ops:")}
         if ops:  # a clustered store: per node address (bounded by the store), operations by their key's master
             calls = CounterMetricFamily(

@@ -33,7 +33,12 @@ class Settings(BaseSettings):
 
     # Sessions
     session_store: str = Field(
-        "memory", description="'memory', a redis:// URL or redis+cluster://host:port[,host:port...][?wait_replicas=N]"
+        "memory",
+        description="'memory', a redis:// URL or redis+cluster://host:port[,host:port...][?wait_replicas=N"
+        "&degrade=true]. wait_replicas=N: a write is acknowledged once N replicas hold it; after a failover the "
+        "promoted master has no replica, and its shard refuses every write (503) until one rejoins. degrade=true "
+        "waits instead for the replicas the shard has (at least zero), counted in "
+        "seqserve_session_store_degraded_writes_total (docs/deployment.md, Redis Cluster)",
     )
     session_ttl_seconds: float = Field(3600.0, gt=0)
     max_session_ttl_seconds: float = Field(7 * 24 * 3600.0, gt=0)

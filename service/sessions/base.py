@@ -20,7 +20,7 @@ import asyncio
 import secrets
 import struct
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 import orjson
@@ -242,6 +242,10 @@ class SessionStore(abc.ABC):
     def stats(self) -> dict[str, float]:
         """Counters for /metrics, read synchronously at scrape time."""
         return {"active": 0, "evicted": 0, "expired": 0, "available": 1}
+
+    def detail(self) -> dict[str, Any]:
+        """What /v1/health/sessions reports besides availability (e.g. shards short of replicas)."""
+        return {}
 
     async def ping(self) -> None:  # noqa: B027 - optional hook
         """Raise StoreUnavailable when the store cannot be reached."""

@@ -1,4 +1,4 @@
-"""Sessions on Redis Cluster: `redis+cluster://host:port[,host:port...][?wait_replicas=N&prefix=P]`.
+"""Sessions on Redis Cluster: `redis+cluster://host:port[,host:port...][?wait_replicas=N&degrade=B&prefix=P]`.
 
 The key layout and the Lua scripts (service/sessions/scripts/*.lua) are those of the
 single-server store (service.sessions.redis), and so is the constructor: both keys of a session
@@ -56,7 +56,19 @@ session's expiry, a propagated write, so the WAIT that follows it also covers th
 write.
 The price: a shard with fewer than N live replicas answers its sessions' writes with 503
 until a replica is back (e.g. the failed master restarted: it rejoins as a replica of the
-promoted one); reads and the other shards are unaffected.
+promoted one); reads and the other shards are unaffected. That is what a failover leaves
+behind with N=1: the promoted replica is a master without replicas, and its shard refuses
+every write until the old master rejoins. Counted: `wait_refused` (writes answered 503 for
+want of replicas), per master `node_replicas` (connected replicas, from ROLE at each health
+check), and `/v1/health/sessions` names the shards short of replicas.
+
+`degrade=true` trades that availability back for durability on the affected shard only: each
+write waits for min(N, the replicas its master has now), at least zero, so a shard left without
+replicas keeps accepting writes, acknowledged by its master alone (a second failure before a
+replica rejoins can lose them). Each such write is counted (`degraded_writes`). The replica
+count is the master's own (ROLE), read at each health check and again, at most once a second
+per master, while a shard is short; a write whose WAIT falls short reads it at once, so a
+replica that died since the last check costs one WAIT timeout, once.
 
 Failover: a dead master is a connection error (503, retried by the client) until the cluster
 promotes its replica; the client library then learns the new layout (on the next request
@@ -98,13 +110,19 @@ PENDING_MS = 1000  # a reservation counts as "may be given back" this long at mo
 BUSY_WAIT_S = 0.005  # between tries while a full set holds such reservations
 CREATE_ATTEMPTS = 3  # creates whose reservation lapsed before the session was written
 RESERVE_MARGIN_MS = 1000  # tolerated clock difference between two masters
+REPLICAS_REFRESH_S = 1.0  # a short shard's replica count is read again at most this often
 
 # The quota scripts of the cluster (the session scripts are the single store's, unchanged).
 RESERVE, SETTLE, REVISE, FREE = (Script(f"quota_{name}") for name in ("reserve", "settle", "revise", "free"))
 
 
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]:
-    """Seed nodes, key prefix and wait_replicas from a redis+cluster:// URL; ValueError if bad."""
+    """Seed nodes, key prefix and wait_replicas from a redis+cluster:// URL; ValueError if bad
+    (`degrade`, checked here too, is read by parse_degrade)."""
     if not url.startswith(SCHEME):
         raise ValueError(f"a Redis Cluster URL starts with {SCHEME}, got {url!r}")
     parts = urlsplit("redis://" + url[len(SCHEME) :])
@@ -115,13 +133,24 @@ def parse_cluster_url(url: str) -> tuple[list[tuple[str, int]], str | None, int]
             raise ValueError(f"{SCHEME} needs host:port[,host:port...], got {item!r}")
         nodes.append((host.strip("[]"), int(port)))
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    unknown = set(query) - {"prefix", "wait_replicas"}
+    unknown = set(query) - {"prefix", "wait_replicas", "degrade"}
     if unknown:
         raise ValueError(f"unknown {SCHEME} parameters: {sorted(unknown)}")
     wait = query.get("wait_replicas", "0")
     if not wait.isdigit():
         raise ValueError(f"wait_replicas must be a whole number >= 0, got {wait!r}")
+    parse_degrade(url)
     return nodes, query.get("prefix"), int(wait)
+
+
+def parse_degrade(url: str) -> bool:
+    """`degrade=true|false` (default false): whether a shard with fewer replicas than
+    wait_replicas waits for the ones it has instead of refusing writes."""
+    query = dict(parse_qsl(urlsplit("redis://" + url[len(SCHEME) :]).query, keep_blank_values=True))
+    value = query.get("degrade", "false").lower()
+    if value not in ("true", "false", "1", "0"):
+        raise ValueError(f"degrade must be true or false, got {query['degrade']!r}")
+    return value in ("true", "1")
 
 
 class NodeStats:
@@ -158,28 +187,40 @@ class _WaitingScript:
         self.script = script
 
     async def __call__(self, client: Any, keys: list[str], args: list[Any]) -> Any:
-        direct = self.store._master_for(keys[0])
-        result, acked = await self._send(direct, keys, args, self.script.sha)
+        store = self.store
+        direct, node = store._master_for(keys[0]), store._node_of(keys[0])
+        needed = await store.replicas_needed(node, direct)
+        result, acked = await self._send(direct, keys, args, self.script.sha, needed)
         if isinstance(result, rex.NoScriptError):
-            result, acked = await self._send(direct, keys, args, None)
+            result, acked = await self._send(direct, keys, args, None, needed)
         if isinstance(result, Exception):
             raise result
         wrote = result == 1 or (isinstance(result, list) and int(result[0]) == 1)
-        if wrote and int(acked) < self.store.wait_replicas:
+        if not wrote:
+            return result
+        acked = int(acked)
+        store.saw_replicas(node, acked)
+        if acked < needed and store.degrade:  # a replica may have gone since the count was read
+            needed = await store.replicas_needed(node, direct, fresh=True)
+        if acked < needed:
+            store.wait_refused += 1
+            hint = "" if store.degrade else " (a shard short of replicas refuses writes; see degrade=true)"
             raise StoreUnavailable(
-                f"session store (redis cluster): {acked} of {self.store.wait_replicas} replicas confirmed the "
-                "write in time; it may have been applied: retry with the same position"
+                f"session store (redis cluster): {acked} of {needed} replicas confirmed the write in time; it may "
+                f"have been applied: retry with the same position{hint}"
             )
+        if acked < store.wait_replicas:
+            store.degraded_writes += 1
         return result
 
-    async def _send(self, direct: Redis, keys: list[str], args: list[Any], sha: str | None) -> list[Any]:
+    async def _send(self, direct: Redis, keys: list[str], args: list[Any], sha: str | None, needed: int) -> list[Any]:
         store = self.store
         pipe = direct.pipeline(transaction=False)
         if sha is None:
             pipe.eval(self.script.source, len(keys), *keys, *args)
         else:
             pipe.evalsha(sha, len(keys), *keys, *args)
-        pipe.execute_command("WAIT", store.wait_replicas, store.wait_timeout_ms)
+        pipe.execute_command("WAIT", needed, store.wait_timeout_ms)
         try:
             return await pipe.execute(raise_on_error=False)
         except (rex.ConnectionError, rex.TimeoutError, OSError):
@@ -197,13 +238,53 @@ class RedisClusterSessionStore(RedisSessionStore):
 
     def _split_url(self, url: str) -> tuple[str, str | None]:
         self._seeds, prefix, self.wait_replicas = parse_cluster_url(url)
+        self.degrade = parse_degrade(url)
         return url, prefix
+
+    # -- replicas per shard (wait_replicas, degrade)
+
+    async def replicas_needed(self, node: str, direct: Redis, fresh: bool = False) -> int:
+        """How many replicas a write to `node` waits for: wait_replicas, or with degrade=true
+        min(wait_replicas, the replicas the master has), at least zero. A short shard's count is
+        read again at most once a second (`fresh`: now), so a replica that rejoins is waited for."""
+        if not self.degrade:
+            return self.wait_replicas
+        known = self._replicas.get(node)
+        stale = time.monotonic() - self._replicas_read.get(node, 0.0) > REPLICAS_REFRESH_S
+        if fresh or known is None or (known < self.wait_replicas and stale):
+            known = await self._read_replicas(node, direct)
+        return max(0, min(self.wait_replicas, self.wait_replicas if known is None else known))
+
+    def saw_replicas(self, node: str, acked: int) -> None:
+        """WAIT's answer is a lower bound of the replicas the master has."""
+        if acked > self._replicas.get(node, 0):
+            self._replicas[node] = acked
+
+    async def _read_replicas(self, node: str, client: Any) -> int | None:
+        """The master's connected replicas (ROLE), or None when it does not answer."""
+        try:
+            role = await asyncio.wait_for(client.execute_command("ROLE"), self._connection["socket_timeout"])
+        except Exception:  # unknown: the write path then waits for wait_replicas
+            return None
+        if not isinstance(role, list | tuple) or len(role) < 3 or str(_text(role[0])) != "master":
+            return None
+        self._replicas[node] = len(role[2])
+        self._replicas_read[node] = time.monotonic()
+        return len(role[2])
+
+    def short_shards(self) -> list[str]:
+        """Masters with fewer connected replicas than wait_replicas (at the last count)."""
+        return sorted(n for n, k in self._replicas.items() if k < self.wait_replicas and self._nodes_up.get(n, 1))
 
     def _connect(self, url: str, health_check_interval: float) -> Any:
         """The cluster client, and the bookkeeping that goes with it: plain connections to the
         masters (script + WAIT pipelines), whether the layout must be learnt again, per-node
         health and counters."""
         self._direct: dict[str, Redis] = {}
+        self._replicas: dict[str, int] = {}  # master address -> connected replicas (ROLE, WAIT)
+        self._replicas_read: dict[str, float] = {}
+        self.wait_refused = 0  # writes answered 503: fewer replicas confirmed than needed
+        self.degraded_writes = 0  # degrade=true: acknowledged with fewer than wait_replicas
         self._stale = False
         self._nodes_up: dict[str, int] = {}
         self._node_stats = NodeStats()
@@ -408,9 +489,11 @@ class RedisClusterSessionStore(RedisSessionStore):
         async def one(node: ClusterNode) -> tuple[str, int]:
             try:
                 await asyncio.wait_for(node.execute_command("PING"), self._connection["socket_timeout"])
-                return node.name, 1
             except Exception:  # any failure means "down" for the gauge
                 return node.name, 0
+            if self.wait_replicas:
+                await self._read_replicas(node.name, node)
+            return node.name, 1
 
         with contextlib.suppress(Exception):
             await self._cluster.initialize()  # lazy: the layout is learnt on first use
@@ -421,8 +504,34 @@ class RedisClusterSessionStore(RedisSessionStore):
         out = dict(super().stats())
         for name, up in self._nodes_up.items():
             out[f"node_up:{name}"] = up
+        for name, replicas in self._replicas.items():
+            out[f"node_replicas:{name}"] = replicas
+        if self.wait_replicas:
+            out["wait_replicas"] = self.wait_replicas
+            out["degrade"] = int(self.degrade)
+            out["wait_refused"] = self.wait_refused
+            out["degraded_writes"] = self.degraded_writes
         out.update(self._node_stats.stats())
         return out
+
+    def detail(self) -> dict[str, Any]:
+        """What /v1/health/sessions adds: the durability setting and the shards short of replicas."""
+        if not self.wait_replicas:
+            return {}
+        short = self.short_shards()
+        detail: dict[str, Any] = {
+            "wait_replicas": self.wait_replicas,
+            "degrade": self.degrade,
+            "replicas": dict(sorted(self._replicas.items())),
+            "shards_short_of_replicas": short,
+        }
+        if short:
+            detail["warning"] = f"{len(short)} shard(s) have fewer than {self.wait_replicas} replica(s): " + (
+                "their writes are acknowledged by fewer replicas (degrade=true)"
+                if self.degrade
+                else "their sessions' writes are refused (503) until a replica rejoins (degrade=true accepts them)"
+            )
+        return detail
 
     async def usage(self) -> dict[tuple[str, int], int]:
         await self._ping_nodes()

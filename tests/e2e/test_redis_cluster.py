@@ -10,6 +10,7 @@ counts every step exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import re
 import threading
 import time
@@ -315,3 +316,82 @@ async def test_quota_holds_under_concurrent_creates_deletes_and_expiry_through_t
     finally:
         for store in stores:
             await store.close()
+
+
+async def test_after_a_failover_wait_replicas_refuses_writes_and_degrade_accepts_them(
+    cluster: RedisClusterProcesses,
+) -> None:
+    """A master killed and failed over leaves its promoted replica without replicas: with
+    wait_replicas=1 that shard's writes are 503 (counted, and named by the health detail); with
+    degrade=true they are acknowledged by the master alone (counted as degraded) until the old
+    master rejoins as a replica, after which writes wait for it again."""
+    from service.core.errors import StoreUnavailable
+    from service.sessions.base import SessionRecord
+    from service.sessions.redis_cluster import RedisClusterSessionStore
+
+    options = "?wait_replicas=1&prefix=degrade:"
+    strict = RedisClusterSessionStore(cluster.url + options, stats_interval=0, wait_timeout=0.3, cache_bytes=0)
+    lenient = RedisClusterSessionStore(
+        cluster.url + options + "&degrade=true", stats_interval=0, wait_timeout=0.3, cache_bytes=0
+    )
+    now = time.time()
+    record = SessionRecord("deg-1", "m", 1, 0, (np.zeros((2, 4), np.float32),), 60.0, now + 60, now)
+
+    async def step(store: RedisClusterSessionStore, value: float) -> None:
+        current = await store.load(record.session_id)
+        current.state = (np.full((2, 4), value, np.float32),)
+        current.position += 1
+        current.token = f"t{value}"
+        await store.save(current, current.position - 1)
+
+    try:
+        await strict.create(record)
+        await step(strict, 1.0)
+        assert strict.stats()["wait_refused"] == 0
+        victim = cluster.master_for(strict._hash_key(record.session_id))
+        promoted = cluster.replica_of(victim)
+        victim.kill()
+        cluster.wait_failover(victim)
+        deadline = time.monotonic() + 20
+        refused: StoreUnavailable | None = None
+        while time.monotonic() < deadline:  # connection errors until the client relearns the layout
+            try:
+                await step(strict, 2.0)
+            except StoreUnavailable as exc:
+                if "replicas confirmed" in exc.message:
+                    refused = exc
+                    break
+                await asyncio.sleep(0.2)
+            else:
+                raise AssertionError("a shard without replicas accepted a write with wait_replicas=1")
+        assert refused is not None, "the write never reached the promoted master"
+        assert "degrade=true" in refused.message
+        assert strict.stats()["wait_refused"] >= 1
+        await strict.ping()
+        node = f"127.0.0.1:{promoted.port}"
+        detail = strict.detail()
+        assert detail["shards_short_of_replicas"] == [node] and detail["replicas"][node] == 0
+        assert "refused (503)" in detail["warning"]
+        assert strict.stats()[f"node_replicas:{node}"] == 0
+
+        for _ in range(100):  # the lenient store also has to learn the new layout first
+            try:
+                await step(lenient, 3.0)
+                break
+            except StoreUnavailable:
+                await asyncio.sleep(0.2)
+        assert lenient.stats()["degraded_writes"] == 1 and lenient.stats()["wait_refused"] == 0
+        assert (await strict.load(record.session_id)).state[0][0, 0] == 3.0
+        await lenient.ping()
+        assert "degrade=true" in lenient.detail()["warning"]
+
+        cluster.ensure_up()  # the old master rejoins as the promoted one's replica
+        await asyncio.sleep(1.1)  # a short shard's count is read again at most once a second
+        await step(lenient, 4.0)
+        await step(strict, 5.0)
+        assert lenient.stats()["degraded_writes"] == 1, "with its replica back, a write waits for it again"
+        await strict.ping()
+        assert strict.detail()["shards_short_of_replicas"] == []
+    finally:
+        await strict.close()
+        await lenient.close()

@@ -25,12 +25,50 @@ def test_parses_nodes_prefix_and_wait_replicas() -> None:
         "redis+cluster://h:1?wait_replicas=-1",
         "redis+cluster://h:1?wait_replicas=x",
         "redis+cluster://h:1?waitreplicas=1",
+        "redis+cluster://h:1?wait_replicas=1&degrade=maybe",
         "redis://h:1",
     ],
 )
 def test_bad_urls_are_refused(url: str) -> None:
     with pytest.raises(ValueError):
         parse_cluster_url(url)
+
+
+async def test_degrade_is_off_unless_the_url_says_so() -> None:
+    strict = RedisClusterSessionStore("redis+cluster://127.0.0.1:1?wait_replicas=1")
+    lenient = make_store(Settings(session_store="redis+cluster://127.0.0.1:1?wait_replicas=1&degrade=true"))
+    assert isinstance(lenient, RedisClusterSessionStore)
+    assert (strict.degrade, lenient.degrade) == (False, True)
+    assert strict.stats()["degrade"] == 0 and lenient.stats()["degrade"] == 1
+    assert lenient.detail() == {
+        "wait_replicas": 1,
+        "degrade": True,
+        "replicas": {},
+        "shards_short_of_replicas": [],
+    }
+    plain = RedisClusterSessionStore("redis+cluster://127.0.0.1:1")
+    assert "wait_replicas" not in plain.stats() and plain.detail() == {}
+    for store in (strict, lenient, plain):
+        await store.close()
+
+
+def test_replica_shortfalls_are_exported() -> None:
+    from service.core.metrics import Metrics
+
+    stats = {
+        "wait_replicas": 1,
+        "degrade": 1,
+        "wait_refused": 2,
+        "degraded_writes": 7,
+        "node_replicas:10.0.0.1:7000": 0,
+    }
+    metrics = Metrics()
+    metrics.watch_sessions(lambda: {"active": 0, "evicted": 0, "expired": 0, "available": 1, **stats})
+    text = metrics.render().decode()
+    assert 'seqserve_session_store_wait_replicas{degrade="true"} 1.0' in text
+    assert "seqserve_session_store_wait_refused_total 2.0" in text
+    assert "seqserve_session_store_degraded_writes_total 7.0" in text
+    assert 'seqserve_session_store_node_replicas{node="10.0.0.1:7000"} 0.0' in text
 
 
 async def test_make_store_builds_the_cluster_store_without_connecting() -> None:

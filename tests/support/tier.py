@@ -38,12 +38,21 @@ def is_marked(item: pytest.Item) -> bool:
     return any(item.get_closest_marker(name) is not None for name in MARKERS)
 
 
+# Directories whose every test talks to real processes (tests/e2e: uvicorn, redis-server, nginx;
+# tests/ui: a browser and a server).
+HEAVY_DIRECTORIES = ("e2e", "ui")
+
+
 def started_by_fixtures(item: pytest.Item) -> list[str]:
-    """What the item's fixtures (its whole closure, as pytest resolved it) start."""
+    """What the item's fixtures (its whole closure, as pytest resolved it) start; a test in one
+    of HEAVY_DIRECTORIES counts as starting real processes whatever its fixtures."""
+    parts = item.path.parts
+    found = []
+    if "tests" in parts and parts[parts.index("tests") + 1] in HEAVY_DIRECTORIES:
+        found.append(f"real processes (tests/{parts[parts.index('tests') + 1]}/)")
     info = getattr(item, "_fixtureinfo", None)
     if info is None:
-        return []
-    found = []
+        return found
     for name, definitions in info.name2fixturedefs.items():
         what = getattr(definitions[-1].func, "starts", None) if definitions else None
         if what is not None:
