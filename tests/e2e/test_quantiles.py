@@ -19,6 +19,8 @@ from tests.support.models import export_model, raw_inputs
 from tests.support.quantile_model import export_quantile_model, readings
 from tests.support.servers import ServiceProcess
 
+pytestmark = pytest.mark.e2e
+
 LEVELS = ["0.025", "0.1", "0.5", "0.9", "0.975"]
 N = 40
 OUTLIER = 25  # this reading is ten times too large
