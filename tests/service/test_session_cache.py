@@ -84,6 +84,7 @@ def test_entry_limit_and_off() -> None:
     assert off.get("a") is None and len(off) == 0
 
 
+@pytest.mark.slow
 def test_bounded_in_memory_under_100k_sessions() -> None:
     """100k sessions through a 16 MiB cache: the accounted bytes stay under the bound, and what
     Python actually holds for the cache (tracemalloc, arrays and records included) stays close

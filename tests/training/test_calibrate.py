@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from models.config import ModelConfig
+from tests.support.tier import starts
 from training.calibrate import conformal_shift, interval_scores, parse_levels
 from training.data import TrainingError
 
@@ -43,10 +44,12 @@ def train(tmp_path: Path, *extra: str, calm: float = 1.0) -> dict:
 
 
 @pytest.fixture(scope="module")
+@starts("a training run to quality")
 def noisy(tmp_path_factory: pytest.TempPathFactory) -> dict:
     return train(tmp_path_factory.mktemp("noisy"), "--horizon", "2")
 
 
+@pytest.mark.slow
 def test_coverage_is_near_nominal_on_a_series_with_known_noise(noisy: dict) -> None:
     intervals = noisy["metrics"]["intervals"]
     assert abs(intervals["coverage"]["80"] - 0.80) <= 0.04, intervals["coverage"]
@@ -66,6 +69,7 @@ def test_coverage_is_near_nominal_on_a_series_with_known_noise(noisy: dict) -> N
     np.testing.assert_allclose(shift, noisy["metrics"]["calibration"]["shift"], atol=1e-5)
 
 
+@pytest.mark.slow
 def test_the_interval_width_matches_the_error_spread(noisy: dict, tmp_path: Path) -> None:
     """Served quantiles one step ahead span about +-1.28 and +-1.96 standard deviations of the
     model's own test errors (the noise plus what a briefly trained model still misses), and

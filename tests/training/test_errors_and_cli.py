@@ -99,6 +99,7 @@ def test_failure_on_fresh_repository_creates_nothing(tmp_path: Path, capsys: pyt
     assert not repo.exists()
 
 
+@pytest.mark.slow
 def test_cli_trains_publishes_and_increments_versions(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tmp_path / "repo"
     config = tmp_path / "run.json"

@@ -124,6 +124,7 @@ def _gate_files(entry: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return manifest["gate"], json.loads(props[gate.GATE_KEY])
 
 
+@pytest.mark.slow
 def test_undertrained_model_is_written_but_not_promoted(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tmp_path / "repo"
     argv = ["train", "--data", str(SUNSPOTS), "--target", "sunactivity", "--window", "11", "--season", "11"]
@@ -187,6 +188,7 @@ def test_two_layers_with_dropout_export_and_pass_parity(tmp_path: Path) -> None:
     assert manifest["gate"]["metric"] == "accuracy" and manifest["gate"]["best_baseline"] == "majority"
 
 
+@pytest.mark.slow
 def test_cell_both_publishes_the_cell_that_passes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -287,6 +289,7 @@ def test_season_takes_several_values() -> None:
 # ------------------------------------------------------------------------------------- plots
 
 
+@pytest.mark.slow
 def test_plots_for_a_multi_step_horizon_with_timestamps(tmp_path: Path) -> None:
     argv = ["train", "--preset", "co2", "--hidden", "8", "--epochs", "2", "--allow-worse"]
     assert main([*argv, *FAST, "--repository", str(tmp_path)]) == 0

@@ -177,6 +177,7 @@ def test_36_row_monthly_series_trains_with_default_flags_and_beats_naive(
     assert manifest["config"]["clock"]["period_seconds"] == MONTH
 
 
+@pytest.mark.slow
 def test_newest_first_file_gives_the_same_model_as_the_sorted_one(tmp_path: Path) -> None:
     frame = monthly(60, seed=3)
     args = ("--epochs", "4", "--baselines", "naive")

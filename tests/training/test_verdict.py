@@ -74,6 +74,7 @@ def test_gate_statistical_needs_statistical_baselines() -> None:
         settings_from(["--data", "x.csv", "--target", "y", "--gate", "statistical", "--baselines", "naive"])
 
 
+@pytest.mark.slow
 def test_white_noise_is_labelled_as_serving_its_formula(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rng = np.random.default_rng(1)
     dates = pd.date_range("2020-01-01", periods=300, freq="D").strftime("%Y-%m-%d")
