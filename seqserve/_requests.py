@@ -46,9 +46,10 @@ def predict(
     version: int | None = None,
     return_state: bool = False,
     state: Mapping[str, Any] | None = None,
+    start_time: Any = None,
 ) -> Request:
     """Stateless prediction of whole sequences ([time, features] each); `state` by name,
-    [rows][batch][width] each."""
+    [rows][batch][width] each; `start_time` the time of the first reading (a fresh state)."""
     body: dict[str, Any] = {"inputs": [np.ascontiguousarray(s, dtype=np.float32) for s in sequences]}
     if return_state:
         body["return_state"] = True
@@ -56,6 +57,8 @@ def predict(
         body["version"] = version
     if state is not None:
         body["state"] = _state(state)
+    if start_time is not None:
+        body["start_time"] = start_time
     return Request("POST", f"/v1/models/{name}/predict", body)
 
 

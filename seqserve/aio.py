@@ -90,6 +90,7 @@ class AsyncClient:
         # The quantiles and anomaly flags of the last prediction, per sequence (None for a
         # model without quantile levels).
         self.last_intervals: list[Intervals | None] = []
+        self.last_forecast_times: list[list[list[str]]] | None = None  # of the last predict with a start time
         self.http = httpx.AsyncClient(
             base_url=self.base_url, headers=self.headers, timeout=timeout, transport=transport
         )
@@ -148,8 +149,12 @@ class AsyncClient:
         version: int | None = None,
         return_state: bool = False,
         state: Mapping[str, Any] | None = None,
+        start_time: Any = None,
     ) -> Any:
-        """Stateless: whole sequences from a given (default initial) state.
+        """Stateless: whole sequences from a given (default initial) state, or from a fresh one
+        whose clock `start_time` sets (the time of the first reading: ISO 8601, 1949-01,
+        1990Q1, epoch seconds, ...; the reply's `forecast_times` then say what each forecast is
+        for, see `forecast`).
 
         `inputs` is [time][features] (array, list or DataFrame), [batch][time][features], or a
         list of sequences of different lengths. The outputs come back in the same form
@@ -162,7 +167,8 @@ class AsyncClient:
         Example: ``y = await client.predict("electricity", np.array([[22262.0], [21756.0]]))``
         """
         sequences, form = as_batch(inputs)
-        answer = await self.send(requests.predict(name, sequences, version, return_state, state))
+        answer = await self.send(requests.predict(name, sequences, version, return_state, state, start_time))
+        self.last_forecast_times = answer.get("forecast_times")
         self.last_intervals = [Intervals.of(answer, i) for i in range(len(answer["outputs"]))]
         outputs = [np.asarray(o, dtype=np.float32) for o in answer["outputs"]]
         result: Any = outputs[0] if form == "one" else (np.stack(outputs) if form == "batch" else outputs)
@@ -178,6 +184,51 @@ class AsyncClient:
                 result = pd.concat([result, extra], axis=1)
         if return_state:
             return result, {k: np.asarray(v, dtype=np.float32) for k, v in answer["state"].items()}
+        return result
+
+    async def forecast(self, name: str, frame: Any, time_column: str | None = None, version: int | None = None) -> Any:
+        """Forecasts over a DataFrame of readings, indexed by the times they are for.
+
+        `frame` holds the model's input columns and the times of its rows (`time_column`, or a
+        DatetimeIndex when it is None), in time order. Its first time is sent as the start
+        time, so the model's clock is set and the service says what each forecast is for.
+        Returns a DataFrame with one row per reading and one column per lead (the model's output
+        names, ``y@t+1``..``y@t+h``): the row after reading i is indexed by the time of its
+        first lead (the next reading's time), and column ``y@t+k`` is the forecast for k-1
+        periods after that. The values are exactly stateless `predict` with that start time;
+        ``result.attrs["forecast_times"]`` lists every lead's time per row. The shape
+        statsforecast and neuralforecast users expect: the future on the index."""
+        import pandas as pd
+
+        if time_column is None:
+            if not isinstance(frame.index, pd.DatetimeIndex):
+                raise ValueError("forecast needs time_column=... or a DataFrame with a DatetimeIndex")
+            times = pd.Series(frame.index, index=frame.index)
+        else:
+            if time_column not in frame.columns:
+                raise ValueError(f"time column {time_column!r} is not in the DataFrame: {list(frame.columns)}")
+            times = frame[time_column]
+        info = await self.model(name)
+        versions = info["versions"]
+        chosen = version if version is not None else info["default"]
+        described = next((v for v in versions if v["version"] == chosen), versions[-1])
+        features = list(described["features"])
+        missing = [c for c in features if c not in frame.columns]
+        if missing:
+            raise ValueError(f"the DataFrame lacks the model's input column(s) {missing}")
+        first = times.iloc[0]
+        start = first.isoformat() if hasattr(first, "isoformat") else first
+        if isinstance(start, np.generic):
+            start = start.item()
+        outputs = await self.predict(
+            name, frame[features].to_numpy(dtype=np.float32), version=version, start_time=start
+        )
+        stamps = self.last_forecast_times
+        if stamps is None:
+            raise ValueError(f"model {name!r} does not know its sampling period: it returned no forecast times")
+        index = pd.DatetimeIndex([pd.Timestamp(row[0]) for row in stamps[0]], name="time")
+        result = pd.DataFrame(np.asarray(outputs), index=index, columns=described["outputs"])
+        result.attrs["forecast_times"] = stamps[0]
         return result
 
     # Sessions

@@ -121,9 +121,14 @@ class Client:
         version: int | None = None,
         return_state: bool = False,
         state: Mapping[str, Any] | None = None,
+        start_time: Any = None,
     ) -> Any:
         """Stateless prediction; see AsyncClient.predict."""
-        return self._loop.run(self.aio.predict(name, inputs, version, return_state, state))
+        return self._loop.run(self.aio.predict(name, inputs, version, return_state, state, start_time))
+
+    def forecast(self, name: str, frame: Any, time_column: str | None = None, version: int | None = None) -> Any:
+        """Forecasts indexed by the times they are for; see AsyncClient.forecast."""
+        return self._loop.run(self.aio.forecast(name, frame, time_column, version))
 
     def session(
         self,

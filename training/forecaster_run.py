@@ -134,7 +134,14 @@ def build_config(
         clock = Clock("phase", axis.period_seconds, axis.first - axis.period_seconds / 2, spec.cycle)
         start = axis.first
     base = model_config(
-        settings, data, cell, extra={"seasons": list(seasons), "time_column": axis.column if axis else ""}
+        settings,
+        data,
+        cell,
+        extra={
+            "seasons": list(seasons),
+            "time_column": axis.column if axis else "",
+            "period_seconds": axis.period_seconds if axis else None,
+        },
     )
     base = with_quantiles(base, settings)
     try:

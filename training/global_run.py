@@ -132,6 +132,7 @@ def _fit_config(settings: RunSettings, data: MultiSeriesData, cell: str, transfo
         extra={
             "seasons": list(seasons),
             "time_column": settings.time_column,
+            "period_seconds": data.period_seconds,
             "series_id": settings.series_id,
             "global_model": {"series": len(data.series), "scale": "per session, from its ring (local_scale)"},
         },

@@ -80,6 +80,8 @@ async def run_predict(svc: Services, name: str, raw: bytes, owner: str = "") -> 
         response["anomaly"] = [anomaly_rows(a) for a in result.anomaly]
     if result.state is not None:
         response["state"] = result.state
+    if result.times is not None:
+        response["forecast_times"] = result.times
     if large:
         del response["outputs"]  # encoded sequence by sequence, last
         encoded = await loop.run_in_executor(svc.codec, encode_with_outputs, response, result.outputs)

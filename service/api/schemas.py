@@ -77,14 +77,17 @@ BatchState = Annotated[
 StartTime = Annotated[
     Any,
     PlainValidator(_start_time),
-    WithJsonSchema({"anyOf": [{"type": "string", "format": "date-time"}, {"type": "null"}]}),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}),
 ]
 BulkEntries = Annotated[
     Any,
     PlainValidator(_json_array),
     WithJsonSchema({"type": "array", "x-items": "BulkStep"}),  # the reference is resolved in request_schema
 ]
-START_TIME_DOC = "ISO 8601 time of the first reading (no offset: UTC); sets the model's clock. Not with state"
+START_TIME_DOC = (
+    "time of the first reading: ISO 8601 date or date-time (no offset: UTC), 1949-01, 2010/01/01 00:00, 1990Q1, "
+    "a year, or epoch seconds; sets the model's clock, and replies carry the times forecast. Not with state"
+)
 POSITION_DOC = "steps the client believes were applied; enables retry-safety and ordering checks"
 
 
@@ -434,6 +437,11 @@ class PredictResponse(BaseModel):
         None, description="[batch][time]: each reading against the previous step's intervals (null: none yet)"
     )
     state: dict[str, list[list[list[float]]]] | None = None
+    forecast_times: list[list[list[str]]] | None = Field(
+        None,
+        description="[batch][time][lead]: the ISO 8601 times (UTC) each forecast is for, when start_time was given "
+        "and the model knows its sampling period",
+    )
 
 
 class SessionInfo(BaseModel):

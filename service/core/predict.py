@@ -33,6 +33,7 @@ class Prediction:
     sequences: list[np.ndarray]
     state: tuple[np.ndarray, ...]
     return_state: bool
+    start: float | None = None  # unix seconds of the first reading (start_time), when given
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +48,8 @@ class Predicted:
     # levels per sequence [T_i, 4] (seen, outside_80, outside_95, score); None otherwise.
     quantiles: list[np.ndarray] | None = None
     anomaly: list[np.ndarray] | None = None
+    # [sequence][time][lead] ISO times each forecast is for (start_time given, period known).
+    times: list[list[list[str]]] | None = None
 
 
 def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
@@ -61,11 +64,24 @@ def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
     sequences = parse_batch(inputs, model.config, settings.max_batch_size, settings.max_steps_per_request)
     state, start_time = body.get("state"), body.get("start_time")
     check_one_origin(state, start_time)
+    start = None
     if state is not None:
         initial = parse_state(state, model.config, len(sequences))
     else:
-        initial = model.initial_state(len(sequences), parse_start_time(start_time))
-    return Prediction(model, sequences, initial, bool(body.get("return_state", False)))
+        start = parse_start_time(start_time)
+        initial = model.initial_state(len(sequences), start)
+    return Prediction(model, sequences, initial, bool(body.get("return_state", False)), start)
+
+
+def times_of(model: LoadedModel, start: float | None, readings: list[int]) -> list[list[list[str]]] | None:
+    """[sequence][time][lead] times each forecast is for (reading i at start + i periods forecasts
+    readings i+1..i+h); None without a start time or a known sampling period."""
+    period = model.period_seconds
+    if start is None or period is None or model.config.head != "regression":
+        return None
+    from models.times import forecast_times
+
+    return [forecast_times(start, n, model.config.horizon, period) for n in readings]
 
 
 async def predict(svc: Services, request: Prediction) -> Predicted:
@@ -85,12 +101,13 @@ async def predict(svc: Services, request: Prediction) -> Predicted:
         per_seq = [out[0] for out, _ in results]
         final = tuple(np.concatenate([st[k] for _, st in results], axis=1) for k in range(len(state)))
     named = dict(zip(model.state_names, final, strict=True)) if request.return_state else None
+    times = times_of(model, request.start, [seq.shape[0] for seq in sequences])
     if not model.extra_outputs:
-        return Predicted(model, per_seq, named)
+        return Predicted(model, per_seq, named, times=times)
     parts = [model.unpack(rows) for rows in per_seq]
     quantiles = [q for _, q, _ in parts] if model.quantile_keys else None
     anomaly = [a for _, _, a in parts] if model.anomaly else None
-    return Predicted(model, [o for o, _, _ in parts], named, quantiles, anomaly)  # type: ignore[arg-type]
+    return Predicted(model, [o for o, _, _ in parts], named, quantiles, anomaly, times)  # type: ignore[arg-type]
 
 
 def model_info(registry: ModelRegistry, name: str) -> dict[str, Any]:

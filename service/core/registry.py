@@ -130,6 +130,15 @@ class LoadedModel:
     def key(self) -> str:
         return f"{self.name}/{self.version}"
 
+    @property
+    def period_seconds(self) -> float | None:
+        """The sampling period the model was trained at: its clock's, or the one training
+        recorded (`extra["period_seconds"]`) for a model without a phase; None when unknown."""
+        if self.config.clock is not None:
+            return float(self.config.clock.period_seconds)
+        period = self.config.extra.get("period_seconds")
+        return float(period) if isinstance(period, int | float) and period > 0 else None
+
     def initial_state(self, batch: int, start_time: float | None = None) -> tuple[np.ndarray, ...]:
         """A fresh state, float32 [rows, batch, width] per tensor: each at its spec's `fill`,
         and the clock's phase set from `start_time` (unix seconds) when the model has one."""

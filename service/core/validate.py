@@ -7,13 +7,13 @@ count, non-finite values) in the client's terms.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from itertools import chain
 from typing import Any
 
 import numpy as np
 
 from models.config import ModelConfig
+from models.times import TimeFormatError, parse_time
 from service.core.errors import InvalidInput, LimitExceeded
 
 F32_MAX = float(np.finfo(np.float32).max)
@@ -131,31 +131,19 @@ def parse_state(value: Any, config: ModelConfig, batch: int | None) -> tuple[np.
 
 
 def parse_start_time(value: Any, what: str = "start_time") -> float | None:
-    """ISO 8601 time of a stream's first reading -> unix seconds (None when not given).
-
-    Strict: a string with a date and a time ("2014-01-06T00:00:00Z", "...+01:00", fractional
-    seconds allowed); a time without an offset is taken as UTC. Numbers, dates without a time
-    and anything `datetime.fromisoformat` cannot read are refused, naming the field."""
+    """The time of a stream's first reading -> unix seconds (None when not given), in the formats
+    training reads a time column in (models/times.py): ISO dates and date-times with or without
+    an offset (UTC without), `1949-01`, `2010/01/01 00:00`, quarters (`1990Q1`), years, epoch
+    seconds. Anything else is refused, naming the field and the formats."""
     if value is None:
         return None
-    hint = 'an ISO 8601 date and time such as "2014-01-06T00:00:00Z"'
-    if not isinstance(value, str):
-        raise InvalidInput(f"{what} must be {hint}; got a {type(value).__name__}", field=what)
-    text = value.strip()
-    if len(text) > 64 or len(text) < 16 or text[10:11] not in ("T", "t", " "):
-        raise InvalidInput(f"{what} must be {hint}; got {value[:64]!r}", field=what)
-    if text[-1] in "zZ":
-        text = text[:-1] + "+00:00"
     try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise InvalidInput(f"{what} must be {hint}; got {value[:64]!r}", field=what) from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    try:
-        return moment.timestamp()
-    except (OverflowError, ValueError, OSError):
-        raise InvalidInput(f"{what} {value[:64]!r} is out of range", field=what) from None
+        seconds = parse_time(value)
+    except TimeFormatError as exc:
+        raise InvalidInput(f"{what}: {exc}", field=what) from None
+    if not -62_135_596_800.0 <= seconds <= 253_402_300_799.0:  # years 1-9999
+        raise InvalidInput(f"{what} {str(value)[:64]!r} is out of range", field=what)
+    return seconds
 
 
 def check_one_origin(state: Any, start_time: Any) -> None:

@@ -1,0 +1,85 @@
+"""A model trained on a monthly file with default flags, served by a real server: `start_time` in
+every format training reads, forecast times in the predict reply, and `client.forecast`
+returning a future-indexed DataFrame equal to the stateless predict."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from seqserve import Client
+from seqserve.cli import main
+from tests.support.servers import ServiceProcess
+from tests.support.tier import starts
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def monthly(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    n = 72
+    t = np.arange(n)
+    rng = np.random.default_rng(4)
+    return pd.DataFrame(
+        {
+            "month": pd.period_range("1990-01", periods=n, freq="M").strftime("%Y-%m"),
+            "sales": 100 + 0.5 * t + 10 * np.sin(2 * np.pi * t / 12) + rng.normal(0, 1, n),
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+@starts("a service process")
+def server(monthly: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    work = tmp_path_factory.mktemp("monthly")
+    monthly.to_csv(work / "sales.csv", index=False)
+    repo = work / "repo"
+    argv = ["train", "--data", str(work / "sales.csv"), "--target", "sales", "--repository", str(repo)]
+    assert main([*argv, "--quiet", "--epochs", "4", "--baselines", "naive", "--allow-worse"]) == 0
+    with ServiceProcess(repo, work) as proc:
+        yield proc
+
+
+def post(server: ServiceProcess, body: dict) -> httpx.Response:
+    return httpx.post(f"{server.url}/v1/models/sales/predict", json=body, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "start",
+    ["1990-01", "1990-01-01", "1990/01/01 00:00", "1990Q1", 631152000, "1990-01-01T01:00:00+01:00", "1990"],
+)
+def test_start_time_formats_and_forecast_times(server: ServiceProcess, monthly: pd.DataFrame, start: object) -> None:
+    x = monthly[["sales"]].to_numpy()[:5].tolist()
+    reply = post(server, {"inputs": [x], "start_time": start})
+    assert reply.status_code == 200, reply.text
+    body = reply.json()
+    assert body["forecast_times"][0] == [[f"1990-0{m}-01T00:00:00Z"] for m in range(2, 7)]
+    reference = post(server, {"inputs": [x], "start_time": "1990-01-01T00:00:00Z"}).json()
+    assert body["outputs"] == reference["outputs"]
+
+
+def test_without_a_start_time_there_are_no_forecast_times(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    body = post(server, {"inputs": [monthly[["sales"]].to_numpy()[:3].tolist()]}).json()
+    assert body.get("forecast_times") is None
+
+
+def test_a_bad_start_time_is_a_422_naming_the_formats(server: ServiceProcess) -> None:
+    reply = post(server, {"inputs": [[[1.0]]], "start_time": "1990Q5"})
+    assert reply.status_code == 422 and reply.json()["field"] == "start_time"
+    assert "1990Q1" in reply.json()["error"]
+
+
+def test_client_forecast_is_future_indexed_and_equals_predict(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    with Client(server.url) as api:
+        frame = api.forecast("sales", monthly, time_column="month")
+        assert list(frame.columns) == ["sales@t+1"]
+        assert frame.index[0] == pd.Timestamp("1990-02-01", tz="UTC")
+        assert frame.index[-1] == pd.Timestamp("1996-01-01", tz="UTC")  # after the last month, 1995-12
+        predicted = api.predict("sales", monthly[["sales"]].to_numpy(np.float32), start_time="1990-01")
+        np.testing.assert_array_equal(frame.to_numpy(), predicted)
+        indexed = api.forecast("sales", monthly.set_index(pd.DatetimeIndex(pd.to_datetime(monthly["month"]))))
+        np.testing.assert_array_equal(indexed.to_numpy(), predicted)
