@@ -92,6 +92,7 @@ def test_the_interval_width_matches_the_error_spread(noisy: dict, tmp_path: Path
     assert max(2 * 1.96 * NOISE, 2 * 1.96 * spread * 0.8) < width95 < 2 * 1.96 * spread * 1.2, width95
 
 
+@pytest.mark.slow  # trains a model
 def test_widths_follow_the_state_where_the_noise_does(tmp_path: Path) -> None:
     """Noise 5x calmer in the first half of each day: the head's state-dependent widths beat
     constant ones on validation and are kept; served one-step intervals are much narrower
@@ -120,6 +121,7 @@ def test_widths_follow_the_state_where_the_noise_does(tmp_path: Path) -> None:
         assert abs(inside[test][half[test]].mean() - 0.95) <= 0.05
 
 
+@pytest.mark.slow  # trains a model
 def test_quantiles_none_trains_a_point_model(tmp_path: Path) -> None:
     manifest = train(tmp_path, "--quantiles", "none", "--epochs", "1")
     config = ModelConfig.from_dict(manifest["config"])
