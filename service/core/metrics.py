@@ -46,6 +46,28 @@ class _SessionCollector(Collector):
             "1 when the session store answered the last operation, 0 when it was unavailable",
             stats.get("available", 1),
         )
+        if "cache_hits" in stats:  # a shared store's replica-local record cache (service.sessions.cache)
+            lookups = CounterMetricFamily(
+                "seqserve_session_cache_lookups",
+                "Steps that looked for this replica's copy of their session record: found (hit; no load) or not",
+                labels=["result"],
+            )
+            lookups.add_metric(["hit"], stats["cache_hits"])
+            lookups.add_metric(["miss"], stats["cache_misses"])
+            yield lookups
+            yield GaugeMetricFamily("seqserve_session_cache_entries", "Session records cached", stats["cache_entries"])
+            yield GaugeMetricFamily(
+                "seqserve_session_cache_bytes", "Bytes the cached records hold", stats["cache_bytes"]
+            )
+            yield CounterMetricFamily(
+                "seqserve_session_cache_evicted", "Cached records dropped for room (LRU)", stats["cache_evicted"]
+            )
+            yield CounterMetricFamily(
+                "seqserve_session_saves_superseded",
+                "Saves refused because another replica wrote first; the step was planned again from the record "
+                "the store answered (a stale cached copy costs one of these)",
+                stats["superseded"],
+            )
         nodes = {k.removeprefix("node_up:"): v for k, v in stats.items() if k.startswith("node_up:")}
         if nodes:  # a clustered store: one gauge per master, from its last health check
             up = GaugeMetricFamily(

@@ -170,6 +170,7 @@ class RedisSessionStore(SessionStore):
         replicas to confirm it, where the URL asks for that (`wait_replicas`, Redis Cluster).
         `cache_bytes`: this replica's cache of the session records it served (0: off)."""
         self._cache = RecordCache(cache_bytes)
+        self._superseded = 0
         self.wait_replicas = 0
         self.wait_timeout_ms = _ms(wait_timeout)
         url, url_prefix = self._split_url(url)
@@ -428,6 +429,7 @@ class RedisSessionStore(SessionStore):
             self._cache.drop(record.session_id)
             return self._missing(record.session_id, -code)
         if code == 0:
+            self._superseded += 1
             stored = int(result[1])
             current = self._decode(record.session_id, result[2]) if len(result) > 2 and result[2] else None
             if current is not None:
@@ -589,12 +591,22 @@ class RedisSessionStore(SessionStore):
     def stats(self) -> dict[str, float]:
         """`active`: sessions in Redis under this prefix, as of the last count() (refreshed
         every `stats_interval` seconds). Evictions and expiries happen inside Redis (there
-        are no evictions with maxmemory-policy noeviction): Redis's INFO reports them."""
+        are no evictions with maxmemory-policy noeviction): Redis's INFO reports them.
+        `cache_*`: this replica's record cache (service.sessions.cache): lookups that found a
+        copy or not, entries and bytes held, entries evicted; `superseded`: saves refused because
+        another replica had written first (a stale copy, or two replicas stepping one session)."""
+        cache = self._cache
         return {
             "active": self._active,
             "evicted": 0,
             "expired": 0,
             "available": 0 if self._unavailable_since is not None else 1,
+            "cache_hits": cache.hits,
+            "cache_misses": cache.misses,
+            "cache_entries": len(cache),
+            "cache_bytes": cache.bytes,
+            "cache_evicted": cache.evicted,
+            "superseded": self._superseded,
         }
 
     async def ping(self) -> None:

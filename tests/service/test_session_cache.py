@@ -269,6 +269,25 @@ async def test_a_step_on_a_current_copy_is_one_round_trip(replicas, server: Redi
 
 
 @pytest.mark.e2e
+async def test_counters_say_how_the_cache_did(replicas) -> None:  # type: ignore[no-untyped-def]
+    """What /metrics shows: lookups that hit and missed, saves superseded, entries and bytes."""
+    from prometheus_client import generate_latest
+
+    a, b = replicas
+    sid = (await a.sessions.create("count")).session_id
+    await a.engine.step(StepRequest(sid, [[1.0]]))  # hit (the create's copy)
+    await b.engine.step(StepRequest(sid, [[1.0]]))  # miss on b: load
+    await a.engine.step(StepRequest(sid, [[1.0]]))  # hit on a, but stale: superseded
+    stats = a.store.stats()
+    assert (stats["cache_hits"], stats["cache_misses"], stats["superseded"]) == (2, 0, 1)
+    assert stats["cache_entries"] == 1 and stats["cache_bytes"] > 0
+    assert (b.store.stats()["cache_hits"], b.store.stats()["cache_misses"]) == (0, 1)
+    text = generate_latest(a.metrics.registry).decode()
+    assert 'seqserve_session_cache_lookups_total{result="hit"} 2.0' in text
+    assert "seqserve_session_saves_superseded_total 1.0" in text
+
+
+@pytest.mark.e2e
 async def test_bulk_over_redis_equals_single_steps_byte_for_byte(replicas, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """A bulk batch (pipelined loads and saves) answers what single steps on another stack
     answer, byte for byte, cached or not; per-item errors stay per item."""
@@ -288,3 +307,41 @@ async def test_bulk_over_redis_equals_single_steps_byte_for_byte(replicas, tmp_p
             payload = outcomes[k].payload  # type: ignore[union-attr]
             assert payload.replace(ids_a[k].encode(), sid.encode()) == one.payload
         assert got[6]["status"] == 404 and got[7]["status"] == 409
+
+
+@pytest.mark.e2e
+async def test_a_websocket_batch_over_redis_equals_single_steps_byte_for_byte(replicas) -> None:  # type: ignore[no-untyped-def]
+    """A WebSocket client's pipelined messages on one session (one engine batch: one model call,
+    one save) answer what the same messages sent one by one answer, with positions, a retry
+    and an invalid message among them; also when the cached copy is stale."""
+    a, b = replicas
+    sid_a = (await a.sessions.create("count")).session_id
+    sid_b = (await b.sessions.create("count")).session_id
+
+    def messages(sid: str, start: int) -> list[StepRequest]:
+        return [
+            StepRequest(sid, [[1.0]], start),
+            StepRequest(sid, [[2.0], [3.0]]),
+            StepRequest(sid, [[1.0]], start),  # a retry of the first
+            StepRequest(sid, [[1.0, 2.0]]),  # wrong feature count
+            StepRequest(sid, [[4.0]], start + 3),
+        ]
+
+    for round_ in range(2):
+        if round_:
+            await b.engine.step(StepRequest(sid_a, [[5.0]]))  # a's copy of sid_a is stale now
+            await a.engine.step(StepRequest(sid_b, [[5.0]]))
+        start = 4 * round_ + round_
+        got = await a.engine.apply(messages(sid_a, start))
+        want = []
+        for request in messages(sid_b, start):
+            try:
+                want.append(await b.engine.step(request))
+            except Exception as exc:
+                want.append(exc)
+        for g, w in zip(got, want, strict=True):
+            if isinstance(w, Exception):
+                assert type(g) is type(w) and g.body() == w.body()  # type: ignore[union-attr]
+            else:
+                assert g.payload.replace(sid_a.encode(), sid_b.encode()) == w.payload  # type: ignore[union-attr]
+                assert g.replayed == w.replayed  # type: ignore[union-attr]
