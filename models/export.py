@@ -141,7 +141,8 @@ def random_state(model: nn.Module, batch: int, rng: np.random.Generator) -> list
     """States to check parity from: the model's own plausible ones when it defines them."""
     own = getattr(model, "random_state", None)
     if own is not None:
-        return own(batch, rng)
+        states: list[np.ndarray] = own(batch, rng)
+        return states
     shapes = model.config.state_shapes(batch)  # type: ignore[union-attr,operator]
     return [(0.5 * rng.standard_normal(shape)).astype(np.float32) for shape in shapes]
 
@@ -150,7 +151,8 @@ def random_input(model: nn.Module, batch: int, steps: int, rng: np.random.Genera
     """Raw readings around the data's level and spread, as the model will see them."""
     own = getattr(model, "random_input", None)
     if own is not None:
-        return own(batch, steps, rng)
+        readings: np.ndarray = own(batch, steps, rng)
+        return readings
     config: ModelConfig = model.config  # type: ignore[assignment]
     norm = config.normalization
     mean = np.asarray(norm.input_mean) if norm else 0.0

@@ -30,7 +30,8 @@ def tolerance(reference: np.ndarray) -> float:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
+    out: np.ndarray = 1.0 / (1.0 + np.exp(-x))
+    return out
 
 
 @dataclass
@@ -66,7 +67,8 @@ def gru_cell(x: np.ndarray, h: np.ndarray, w: LayerWeights) -> np.ndarray:
     reset_gate = sigmoid(gates_x[:, blocks[0]] + gates_h[:, blocks[0]])
     update_gate = sigmoid(gates_x[:, blocks[1]] + gates_h[:, blocks[1]])
     candidate = np.tanh(gates_x[:, blocks[2]] + reset_gate * gates_h[:, blocks[2]])
-    return (1.0 - update_gate) * candidate + update_gate * h
+    h_new: np.ndarray = (1.0 - update_gate) * candidate + update_gate * h
+    return h_new
 
 
 @dataclass
@@ -334,10 +336,10 @@ class ForecasterReference:
         seen = min(count + 1, K + 1)
 
         def y(lag: int) -> float:
-            return history[K - lag]
+            return float(history[K - lag])
 
         def available(lag: int) -> bool:
-            return seen >= lag + 1
+            return bool(seen >= lag + 1)
 
         dy = y_t - y(1) if available(1) else 0.0
         level, wscale = spec.level_mean, 1.0

@@ -56,7 +56,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _gate(manifest: dict) -> dict:
+def _gate(manifest: dict[str, Any]) -> dict[str, Any]:
     """A version's quality-gate record; one written before the gate existed counts as promoted."""
     gate = manifest.get("gate")
     if isinstance(gate, dict) and isinstance(gate.get("promoted"), bool):

@@ -130,7 +130,7 @@ class Batcher:
         microseconds), so it runs right here; anything larger goes to the worker thread so
         the event loop keeps serving while ONNX Runtime works."""
         cost = sum(it.inputs.shape[0] * it.inputs.shape[1] for it in items)
-        return cost <= self.inline_max_cost
+        return bool(cost <= self.inline_max_cost)
 
     def _execute(self, items: list[_Item]) -> list[Result]:
         start = time.perf_counter_ns()

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from service.core.errors import ServiceError
 
@@ -33,7 +33,7 @@ class ReloadReport:
     failed: dict[str, str] = field(default_factory=dict)
     regated: list[str] = field(default_factory=list)  # loaded versions whose promotion changed
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {
             "loaded": self.loaded,
             "unloaded": self.unloaded,

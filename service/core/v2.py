@@ -229,7 +229,7 @@ def model_metadata(registry: ModelRegistry, name: str, version: str | None) -> d
 # ---------------------------------------------------------------------------- tensors
 
 
-def tensor_metadata(model: LoadedModel) -> tuple[list[dict], list[dict]]:
+def tensor_metadata(model: LoadedModel) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(inputs, outputs) as V2 metadata: name, datatype, shape (-1: any size)."""
     cfg = model.config
     states = [[spec.rows, -1, spec.width] for spec in cfg.state_specs]

@@ -39,7 +39,7 @@ def as_array(value: Any, what: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _holds_bool(value: list, depth: int) -> bool:
+def _holds_bool(value: list[Any], depth: int) -> bool:
     """numpy reads true/false as 1/0 when mixed with numbers; JSON booleans are not readings.
     One C-level pass over the (already shape-checked) nested lists, ~30 ns per value."""
     flat: Any = value
