@@ -162,6 +162,7 @@ def run_case(case: Case, repository: Path, extra: tuple[str, ...] = ()) -> dict[
                 "train_seconds": o.history.seconds,
                 "parameters": o.model.num_parameters(),
                 "error": o.error,
+                "record": o.record,
             }
             for o in outcomes
         ],
@@ -351,12 +352,181 @@ def _shown(argv: tuple[str, ...]) -> list[str]:
     return [str(Path(a).relative_to(ROOT)) if a.startswith(str(ROOT)) else a for a in argv]
 
 
+# ------------------------------------------------------------------------- default flags
+
+SUNSPOTS = str(DATASETS / "sunspots_yearly" / "sunspots_yearly.csv")
+WORLD_FERTILITY = str(DATASETS / "world_fertility" / "world_fertility.csv")
+# Bundled forecasting series, each trained with only --data and --target.
+DEFAULT_BUNDLED: tuple[tuple[str, str, str], ...] = (
+    ("electricity (half-hourly)", ELECTRICITY, "demand_mw"),
+    ("co2 (weekly)", CO2, "co2_ppm"),
+    ("sunspots (yearly)", SUNSPOTS, "sunactivity"),
+    ("US real GDP (quarterly)", US_MACRO, "realgdp"),
+    ("US unemployment (quarterly)", US_MACRO, "unemp"),
+    ("world fertility (long format, 194 series)", WORLD_FERTILITY, "fertility"),
+)
+START = "<!-- default-flags -->"
+END = "<!-- /default-flags -->"
+
+
+def external_series(directory: Path) -> list[tuple[str, str, str]]:
+    """Public series that are not in this repository, written as CSV files the way a user would
+    have them (a time column and a value): statsforecast's AirPassengers (whole and its first 36
+    months) and statsmodels' El Nino (monthly), Nile (yearly), Danish money demand and
+    interest/inflation (quarterly), Mauna Loa CO2 as monthly means. Missing packages: fewer series."""
+    import pandas as pd
+
+    out: list[tuple[str, str, str]] = []
+
+    def write(name: str, frame: Any, target: str) -> None:
+        path = directory / f"{name}.csv"
+        frame.to_csv(path, index=False)
+        out.append((name, str(path), target))
+
+    try:
+        from statsforecast.utils import AirPassengersDF
+
+        air = pd.DataFrame({"month": AirPassengersDF["ds"].dt.strftime("%Y-%m"), "passengers": AirPassengersDF["y"]})
+        write("AirPassengers (monthly, 144)", air, "passengers")
+        write("AirPassengers, first 36 months", air.iloc[:36], "passengers")
+    except ImportError:
+        pass
+    try:
+        import statsmodels.api as sm  # type: ignore[import-untyped]
+    except ImportError:
+        return out
+    nino = sm.datasets.elnino.load_pandas().data
+    months = nino.columns[1:]
+    values = nino[months].to_numpy().ravel()
+    stamps = [f"{int(year)}-{m + 1:02d}" for year in nino["YEAR"] for m in range(len(months))]
+    write("El Nino sea temperature (monthly)", pd.DataFrame({"month": stamps, "temperature": values}), "temperature")
+    nile = sm.datasets.nile.load_pandas().data
+    write("Nile flow (yearly)", pd.DataFrame({"year": nile["year"].astype(int), "volume": nile["volume"]}), "volume")
+    danish = sm.datasets.danish_data.load_pandas().data
+    quarters = pd.PeriodIndex(pd.to_datetime(danish.index), freq="Q").strftime("%YQ%q")
+    write(
+        "Danish log money demand (quarterly)",
+        pd.DataFrame({"quarter": quarters, "lrm": danish["lrm"].to_numpy()}),
+        "lrm",
+    )
+    rates = sm.datasets.interest_inflation.load_pandas().data
+    stamps = [f"{int(y)}Q{int(q)}" for y, q in zip(rates["year"], rates["quarter"], strict=True)]
+    write("German interest rate (quarterly)", pd.DataFrame({"quarter": stamps, "rate": rates["R"]}), "rate")
+    co2 = sm.datasets.co2.load_pandas().data["co2"].resample("MS").mean().interpolate()
+    monthly_co2 = pd.DataFrame({"month": co2.index.strftime("%Y-%m"), "co2": co2.to_numpy()})
+    write("Mauna Loa CO2, monthly means", monthly_co2, "co2")
+    return out
+
+
+def _default_row(title: str, path: str, target: str, repository: Path) -> list[str]:
+    import pandas as pd
+
+    rows = len(pd.read_csv(path))
+    case = Case(f"default-{len(title)}-{abs(hash(title)) % 10_000}", title, ("--data", path, "--target", target))
+    start = time.perf_counter()
+    try:
+        result = run_case(case, repository)
+    except Exception as exc:  # a refusal is a result too: shown with its message
+        message = " ".join(str(exc).split())
+        return [title, str(rows), "-", "-", f"refused: {message[:160]}", *["-"] * 8]
+    seconds = time.perf_counter() - start
+    outcome = result["outcomes"][0]
+    m, record = outcome["metrics"], outcome["record"]
+    seasons = (record.get("seasons") or {}).get("seasons", [])
+    frequency = ((record.get("time") or {}) or {}).get("frequency") or "-"
+    verdict = record.get("verdict") or {}
+    metric = "mase" if result["settings"].series_id else "mae"
+
+    def cell(name: str) -> str:
+        return _num(m[name][metric]) if name in m and isinstance(m[name], dict) and metric in m[name] else "-"
+
+    seasonal = [n for n in m.get("baselines", {}) if n.startswith("seasonal_naive_")]
+    best_seasonal = min(seasonal, key=lambda n: m[n][metric]) if seasonal else None
+    ets = m.get("autoets", {}).get(metric)
+    ours = m["streaming"][metric]
+    gate = "promoted" if outcome["gate"].get("promoted") else "**not promoted**"
+    said = "formula" if verdict.get("serves_formula") else ("network" if verdict.get("learned") else "-")
+    return [
+        title,
+        str(rows),
+        frequency,
+        str(seasons or "none"),
+        f"**{_num(ours)}**" + (" (mean MASE)" if metric == "mase" else ""),
+        cell("naive"),
+        cell(best_seasonal) if best_seasonal else "-",
+        cell("autoets"),
+        cell("autoarima"),
+        cell("mstl_autoets"),
+        f"{ours / ets:.3f}" if ets else "-",
+        f"{verdict.get('ratio_to_best_baseline', float('nan')):.3f}" if verdict else "-",
+        f"{said}; {gate}; {outcome['train_seconds']:.0f} s train, {seconds:.0f} s in all",
+    ]
+
+
+def default_flags_section(repository: Path, external: bool = True) -> str:
+    """The "default flags" tables: every bundled series, then public series not in this
+    repository, each trained with only --data and --target."""
+    header = [
+        "| series | rows | frequency | seasons found | seqserve | naive | seasonal naive | AutoETS | AutoARIMA | "
+        "MSTL+ETS | / AutoETS | / best | what is served; gate; time |",
+        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+    ]
+    lines = [
+        START,
+        "## Default flags: only --data and --target",
+        "",
+        "Each series trained as a new user would, `seqserve train --data FILE --target COL`: the time column, "
+        "frequency and seasons are found in the data (training/seasons.py), sizes adapt to the length "
+        "(training/sizing.py), and every baseline uses the seasons found. Test MAE at one step (MASE for a "
+        "many-series file), streamed as the service answers; `/ AutoETS` and `/ best` are seqserve's error over "
+        "AutoETS's (where it is fitted: series of at most 1000 training rows or without a usable season) and over "
+        "the best baseline's. `what is served`: `network` when the network beat its formula on validation, "
+        "`formula` when the version serves its baseline formula (training/verdict.py). Times include the "
+        "statistical baselines; the machine was shared.",
+        "",
+        "### Bundled series",
+        "",
+        *header,
+    ]
+    for title, path, target in DEFAULT_BUNDLED:
+        _log(f"default flags: {title}")
+        lines.append("| " + " | ".join(_default_row(title, path, target, repository)) + " |")
+    if external:
+        with tempfile.TemporaryDirectory(prefix="external-") as tmp:
+            found = external_series(Path(tmp))
+            lines += ["", "### Public series not in this repository", "", *header]
+            for title, path, target in found:
+                _log(f"default flags: {title}")
+                lines.append("| " + " | ".join(_default_row(title, path, target, repository)) + " |")
+    return "\n".join([*lines, "", END])
+
+
+def write_section(output: Path, section: str) -> None:
+    """Put the default-flags section into `output`, replacing the previous one (or appending)."""
+    text = output.read_text() if output.exists() else ""
+    if START in text and END in text:
+        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    else:
+        text = text.rstrip() + "\n\n" + section + "\n"
+    output.write_text(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", help=f"comma-separated subset of {[c.key for c in CASES]}")
     parser.add_argument("--output", default=str(ROOT / "docs" / "quality.md"))
     parser.add_argument("--extra", default="", help="flags added to every case (e.g. '--epochs 1' for a smoke run)")
+    parser.add_argument(
+        "--default-flags",
+        action="store_true",
+        help="only the default-flags tables (bundled and public series), written into --output's section",
+    )
     args = parser.parse_args(argv)
+    if args.default_flags:
+        with tempfile.TemporaryDirectory(prefix="quality-") as tmp:
+            write_section(Path(args.output), default_flags_section(Path(tmp)))
+        _log(f"wrote the default-flags section of {args.output}")
+        return 0
     chosen = [c for c in CASES if not args.cases or c.key in args.cases.split(",")]
     unknown = set(args.cases.split(",")) - {c.key for c in CASES} if args.cases else set()
     if unknown:

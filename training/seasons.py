@@ -264,7 +264,8 @@ def read_time(
         column, seconds = found
     duplicated = _duplicates(seconds)
     if duplicated:
-        raise TrainingError(f"time column {column!r} has duplicated timestamps: {duplicated}; one row per time")
+        hint = _series_hint(frame, seconds, str(column))
+        raise TrainingError(f"time column {column!r} has duplicated timestamps: {duplicated}; one row per time{hint}")
     order = np.argsort(seconds, kind="stable")
     moved = bool(np.any(order != np.arange(len(order))))
     first_bad = None
@@ -285,6 +286,18 @@ def read_time(
     return frame, info
 
 
+def _series_hint(frame: pd.DataFrame, seconds: np.ndarray, column: str) -> str:
+    """', or several series in the long format: --series-id COL' when a text column makes every
+    (COL, time) pair unique: the file holds many series, one row per series and time."""
+    for other in frame.columns:
+        if str(other) == column or pd.api.types.is_float_dtype(frame[other]):
+            continue
+        keys = frame[other].astype(str)
+        if 1 < keys.nunique() < len(frame) and not pd.DataFrame({"k": keys, "t": seconds}).duplicated().any():
+            return f" (or this is several series in the long format: add --series-id {other})"
+    return ""
+
+
 def _first_unreadable(raw: pd.Series) -> str:
     for i, value in enumerate(raw):
         if pd.isna(value) or parse_times(pd.Series([value])) is None:
@@ -298,12 +311,16 @@ def _duplicates(seconds: np.ndarray) -> str:
     if np.all(counts == 1):
         return ""
     parts = []
-    for index in np.flatnonzero(counts > 1)[:5]:
+    for index in np.flatnonzero(counts > 1)[:3]:
         rows = (np.flatnonzero(inverse == index) + 1).tolist()
         when = pd.Timestamp(values[index], unit="s", tz="UTC").isoformat()
-        parts.append(f"data rows {', '.join(map(str, rows[:-1]))} and {rows[-1]} ({when})")
+        if len(rows) > 4:
+            listed = f"{', '.join(map(str, rows[:3]))} and {len(rows) - 3} more"
+        else:
+            listed = f"{', '.join(map(str, rows[:-1]))} and {rows[-1]}"
+        parts.append(f"data rows {listed} ({when})")
     more = int((counts > 1).sum()) - len(parts)
-    return "; ".join(parts) + (f" and {more} more" if more > 0 else "")
+    return "; ".join(parts) + (f"; {more} more times" if more > 0 else "")
 
 
 def regular_period(seconds: np.ndarray) -> float | None:

@@ -195,3 +195,10 @@ def test_duplicated_timestamps_refuse_training(tmp_path: Path, capsys: pytest.Ca
     code, manifest = train(tmp_path, frame, "dup")
     assert code == 2 and not manifest
     assert "duplicated timestamps: data rows 11 and 21 (1990-11-01" in capsys.readouterr().err
+
+
+def test_a_long_file_without_series_id_is_told_to_use_it() -> None:
+    frame = pd.DataFrame({"shop": ["a", "b"] * 6, "month": np.repeat(monthly(6)["month"].to_numpy(), 2)})
+    frame["sales"] = np.arange(12.0)
+    with pytest.raises(TrainingError, match=r"data rows 1 and 2 .*add --series-id shop"):
+        read_time(frame, "", skip={"sales"}, report=quiet)
