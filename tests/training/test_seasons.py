@@ -202,3 +202,15 @@ def test_a_long_file_without_series_id_is_told_to_use_it() -> None:
     frame["sales"] = np.arange(12.0)
     with pytest.raises(TrainingError, match=r"data rows 1 and 2 .*add --series-id shop"):
         read_time(frame, "", skip={"sales"}, report=quiet)
+
+
+def test_bundled_many_series_file_finds_no_season() -> None:
+    """world_fertility: 194 yearly series; no calendar season, and no lag confirmed on half of them."""
+    from training.seasons import choose_for_many
+    from training.series import prepare_multiseries
+
+    frame = pd.read_csv(DATASETS / "world_fertility" / "world_fertility.csv")
+    data = prepare_multiseries(frame, "country_code", "fertility", time_column="year", report=quiet)
+    choice = choose_for_many([s.data.targets[: s.data.train_rows, 0] for s in data.series], data.period_seconds)
+    assert choice.seasons == [] and choice.setting == "auto"
+    assert data.period_seconds == pytest.approx(12 * MONTH)
