@@ -7,13 +7,20 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 REPOSITORY ?= model_repository
 DEFAULT_MODEL ?= electricity
-# Real components the tests start: iptables (netavark, podman's network backend, needs it), redis-server, nginx (scale-out topology), podman + runc +
-# debootstrap (builds and runs the serving image against a local stand-in base), nsenter, curl,
-# wrk (benchmark smoke test), chromium (the dashboard's browser tests, driven by Playwright).
-# podman-compose (a pip package in the dev extra) drives docker-compose.yml for real, on
-# podman's netavark network with aardvark-dns for the service names.
-SYSTEM_PACKAGES := iptables redis-server redis-tools nginx podman runc netavark aardvark-dns debootstrap util-linux curl wrk chromium
-SYSTEM_COMMANDS := iptables redis-server redis-cli nginx podman runc netavark aardvark-dns debootstrap nsenter curl wrk chromium
+# Real components the tests start, named explicitly (also what apt would only "recommend": some
+# machines install no recommends): redis-server + redis-cli, nginx (scale-out topology);
+# podman with conmon and runc, its netavark network (needs iptables) with aardvark-dns for the
+# compose service names, catatonit, and what rootless podman needs (uidmap, slirp4netns,
+# fuse-overlayfs); debootstrap (the local stand-in base image, from a Debian mirror over
+# https: ca-certificates), nsenter (util-linux), pgrep (procps), curl (docs/api.md's examples),
+# git (the benchmark baseline), wrk (benchmark smoke test), chromium + fonts-liberation (the
+# dashboard's browser tests, driven by Playwright with the system chromium).
+# podman-compose and hadolint come with the dev extra (pip). tests/test_system_deps.py checks
+# that every command a test requires is listed here.
+SYSTEM_PACKAGES := iptables redis-server redis-tools nginx podman conmon runc netavark aardvark-dns catatonit \
+	uidmap slirp4netns fuse-overlayfs debootstrap ca-certificates util-linux procps curl git wrk chromium fonts-liberation
+SYSTEM_COMMANDS := iptables redis-server redis-cli nginx podman conmon runc netavark aardvark-dns catatonit \
+	newuidmap slirp4netns fuse-overlayfs debootstrap nsenter pgrep curl git wrk chromium
 SECRETS ?= secrets
 
 .PHONY: run test test-fast lint install system-deps train-default serve clean bench bench-publish capacity grpc-stubs quality secrets
@@ -29,16 +36,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[train,dev]'
 	touch $@
 
-# Real components the end-to-end tests start: installed from Debian when missing.
+# Real components the end-to-end tests start: every package not installed yet comes from Debian
+# (a package, not a command, is checked: fonts have no command); then every command must be there.
 system-deps:
 	@missing=""; \
-	for cmd in $(SYSTEM_COMMANDS); do \
-		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -x /usr/lib/podman/$$cmd ] || missing="$$missing $$cmd"; \
+	for pkg in $(SYSTEM_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$pkg 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$pkg"; \
 	done; \
 	if [ -n "$$missing" ]; then \
 		echo "installing:$$missing"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
-	fi
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || exit 1; \
+	fi; \
+	for cmd in $(SYSTEM_COMMANDS); do \
+		command -v $$cmd >/dev/null 2>&1 || [ -x /usr/sbin/$$cmd ] || [ -x /usr/lib/podman/$$cmd ] \
+			|| { echo "system-deps: $$cmd is still missing" >&2; exit 1; }; \
+	done
 
 train-default: $(STAMP)
 	@if [ -z "$$(ls -A $(REPOSITORY) 2>/dev/null)" ]; then \

@@ -243,6 +243,7 @@ class _StubTriton(BaseHTTPRequestHandler):
         pass
 
 
+@pytest.mark.e2e  # runs wrk, a system binary (not in the fast tier)
 def test_wrk_triton_mode_sends_v2_sequence_steps() -> None:
     if wrk_path() is None:
         if os.environ.get("CI") == "true":

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from bench.loadgen import run_load, wrk_path
-from bench.servers import export_bench_model, naive_server, service_available, service_server
+from bench.servers import export_bench_model, naive_server, service_server
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,6 @@ def test_naive_baseline_load(wrk: str, repository: Path, tmp_path: Path) -> None
         assert result.requests == result.stream_steps
 
 
-@pytest.mark.skipif(not service_available(), reason="service.server not written yet")
 def test_service_session_steps_load(wrk: str, repository: Path, tmp_path: Path) -> None:
     with service_server("service", repository, batching=True) as server:
         server.start(tmp_path, ready_timeout=60)
