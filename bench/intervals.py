@@ -66,6 +66,21 @@ CASES = (
     ),
     Case("co2", "co2 (weekly), 4 steps ahead", ("--preset", "co2", "--epochs", "8"), "mstl"),
     Case("sunspots", "sunspots (yearly), 1 step ahead", ("--preset", "sunspots", "--epochs", "20"), "ets"),
+    Case(
+        "us-gdp",
+        "US real GDP (quarterly), 1 step ahead",
+        (
+            "--data",
+            str(ROOT / "training" / "datasets" / "us_macro_quarterly" / "us_macro_quarterly.csv"),
+            "--target",
+            "realgdp",
+            "--season",
+            "4",
+            "--epochs",
+            "20",
+        ),
+        "ets",
+    ),
 )
 
 
@@ -230,7 +245,11 @@ def render(results: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default=",".join(c.key for c in CASES))
-    parser.add_argument("--output", default="")
+    parser.add_argument("--output", default="", help="write the tables to this file (default: stdout)")
+    parser.add_argument("--section", default="", help="put them into this quality.md's probabilistic section")
+    parser.add_argument(
+        "--intro", default=str(ROOT / "bench" / "intervals.md"), help="the section's text above the tables"
+    )
     args = parser.parse_args(argv)
     wanted = [c for c in CASES if c.key in args.cases.split(",")]
     commit = subprocess.run(
@@ -242,7 +261,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"[intervals] {case.key} ...", file=sys.stderr, flush=True)
             results.append(run_case(case, Path(tmp)))
     text = f"Measured by `python -m bench.intervals` at commit `{commit}`.\n\n" + render(results)
-    if args.output:
+    if args.section:  # into docs/quality.md between its markers (make quality keeps them)
+        from bench.quality import KEPT, write_section
+
+        start, end = KEPT[1]
+        write_section(
+            Path(args.section), "\n".join([start, Path(args.intro).read_text().rstrip(), "", text, end]), start, end
+        )
+    elif args.output:
         Path(args.output).write_text(text)
     else:
         print(text)

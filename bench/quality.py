@@ -501,14 +501,28 @@ def default_flags_section(repository: Path, external: bool = True) -> str:
     return "\n".join([*lines, "", END])
 
 
-def write_section(output: Path, section: str) -> None:
-    """Put the default-flags section into `output`, replacing the previous one (or appending)."""
+def write_section(output: Path, section: str, start: str = START, end: str = END) -> None:
+    """Put a marked section (default flags; bench/intervals.py's probabilistic forecasts) into
+    `output`, replacing the previous one (or appending)."""
     text = output.read_text() if output.exists() else ""
-    if START in text and END in text:
-        text = text[: text.index(START)] + section + text[text.index(END) + len(END) :]
+    if start in text and end in text:
+        text = text[: text.index(start)] + section + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip() + "\n\n" + section + "\n"
     output.write_text(text)
+
+
+# Sections other runs write into quality.md, kept when the main tables are written again.
+KEPT = ((START, END), ("<!-- intervals -->", "<!-- /intervals -->"))
+
+
+def kept_sections(path: Path) -> str:
+    """Every marked section of an existing quality.md (see KEPT), to append after a rerun."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    parts = [text[text.index(a) : text.index(b) + len(b)] for a, b in KEPT if a in text and b in text]
+    return "".join("\n" + part + "\n" for part in parts)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -546,7 +560,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _log(f"{case.key}: done in {result['seconds']:.0f}s")
             results.append(result)
-    Path(args.output).write_text(render(results, commit, started, load))
+    output = Path(args.output)
+    output.write_text(render(results, commit, started, load) + kept_sections(output))
     _log(f"wrote {args.output}")
     return 1 if any(r.get("error") for r in results) else 0
 
