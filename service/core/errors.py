@@ -21,6 +21,17 @@ def internal_error_body(request_id: str) -> dict[str, Any]:
     return {**INTERNAL_ERROR, "request_id": request_id}
 
 
+def clipped(text: str, limit: int = 512) -> str:
+    """A message that may quote client input, cut to `limit` characters: status lines and
+    headers (gRPC's grpc-message, at most 16 KB of metadata) must always reach the client."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def clipped_body(body: dict[str, Any], limit: int = 512) -> dict[str, Any]:
+    """An error body with every string value clipped (client strings echoed in details)."""
+    return {k: clipped(v, limit) if isinstance(v, str) else v for k, v in body.items()}
+
+
 def echo(value: Any, limit: int = ECHO_CHARS) -> str:
     """A client's value as an error message may show it: at most `limit` characters, nesting
     shown two levels deep. Never a plain repr, which a deeply nested value turns into a
@@ -169,6 +180,12 @@ class LimitExceeded(ServiceError):
 
 class TooManySessions(ServiceError):
     code = "too_many_sessions"
+
+
+class TooManyCalls(ServiceError):
+    """A connection, stream or call limit (429; gRPC RESOURCE_EXHAUSTED): `limit` names it."""
+
+    status, code = 429, "too_many_calls"
 
 
 class StoreUnavailable(ServiceError):

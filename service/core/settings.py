@@ -101,6 +101,22 @@ class Settings(BaseSettings):
     max_connections: int = Field(2048, ge=1, description="open connections (HTTP + WebSocket); 503 beyond")
     ws_max_message_bytes: int = Field(1024 * 1024, ge=1024, description="WebSocket message size; closed 1009 beyond")
     ws_max_queue: int = Field(16, ge=1, description="WebSocket messages read ahead of the application")
+    grpc_stream_max_pending: int = Field(
+        256,
+        ge=1,
+        description="ModelStreamInfer requests of one stream being worked on or whose replies are not yet written; "
+        "the server stops reading the stream beyond (a client that never reads holds bounded memory)",
+    )
+    grpc_stream_idle_timeout_seconds: float = Field(
+        120.0, gt=0, description="a ModelStreamInfer stream with no request and nothing pending for this long is "
+        "ended (DEADLINE_EXCEEDED)"
+    )
+    grpc_max_streams_per_peer: int | None = Field(
+        None,
+        ge=0,
+        description="ModelStreamInfer streams one client address may hold open (RESOURCE_EXHAUSTED beyond); "
+        "unset: a quarter of max_connections; 0: no per-client limit (behind a proxy, which is then the one client)",
+    )
 
     # Dynamic batching
     batching: bool = True

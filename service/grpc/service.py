@@ -19,7 +19,20 @@ version, gates, state tensors), for which Triton's message has no field, come as
 `seqserve-parameters-bin` trailing metadata.
 
 Errors: the domain errors of service/core/errors.py become status codes (`STATUS`), with the
-message as details and the JSON error body in the `seqserve-error-bin` trailer.
+message as details and the JSON error body in the `seqserve-error-bin` trailer, both with
+client strings clipped (a status line and trailers must fit gRPC's metadata limit, or the client
+gets a transport error instead). A message that does not parse as the method's protobuf is
+INVALID_ARGUMENT naming the message type.
+
+Bounds (docs/deployment.md): streams open are at most SEQSERVE_MAX_CONNECTIONS, one client
+address holds at most SEQSERVE_GRPC_MAX_STREAMS_PER_PEER of them, and unary calls in flight
+are at most SEQSERVE_MAX_CONNECTIONS apart from the streams (RESOURCE_EXHAUSTED beyond, naming
+the limit), so streams held open never starve unary calls; ServerLive and ServerReady are
+never refused by them. A stream has at most
+SEQSERVE_GRPC_STREAM_MAX_PENDING requests being worked on or replies not yet written: beyond,
+the server stops reading it (HTTP/2 flow control then slows the client), so a client that never
+reads its replies holds bounded memory. A stream with nothing sent and nothing pending for
+SEQSERVE_GRPC_STREAM_IDLE_TIMEOUT_SECONDS is ended with DEADLINE_EXCEEDED.
 
 API keys: with SEQSERVE_API_KEYS set, every RPC but ServerLive and ServerReady needs a key in
 the `x-api-key` or `authorization: Bearer <key>` metadata (UNAUTHENTICATED otherwise); the
@@ -42,7 +55,19 @@ from google.protobuf import json_format
 
 from service.core import triton
 from service.core import v2 as inference
-from service.core.errors import NotFound, PositionConflict, ServiceError, SessionExists, Unauthorized
+from service.core.errors import (
+    BadRequest,
+    DeadlineExceeded,
+    NotFound,
+    PositionConflict,
+    ServiceError,
+    SessionExists,
+    TooManyCalls,
+    Unauthorized,
+    clipped,
+    clipped_body,
+    refused,
+)
 from service.core.v2 import parse_version
 from service.grpc import grpc_service_pb2 as pb
 from service.grpc import grpc_service_pb2_grpc as pb_grpc
@@ -68,13 +93,76 @@ STATUS = {
     503: StatusCode.UNAVAILABLE,
     504: StatusCode.DEADLINE_EXCEEDED,
 }
-MAX_IN_FLIGHT_PER_STREAM = 1024  # requests of one stream being worked on; reading waits beyond
 MAX_STREAMS_PER_CONNECTION = 128  # concurrent calls on one HTTP/2 connection
+# gRPC's own hard cap on calls in flight is this far above what the service admits itself
+# (streams and unary calls, each up to SEQSERVE_MAX_CONNECTIONS), so health checks get through.
+HEALTH_RESERVE = 64
 IDLE_CONNECTION_MS = 300_000  # a connection without calls is closed (clients reconnect on their own)
 
 Reply = TypeVar("Reply")
 PARAMETERS_TRAILER = "seqserve-parameters-bin"  # ModelMetadata's `parameters`, JSON
 PUBLIC_METHODS = frozenset({"ServerLive", "ServerReady"})  # health probes: no key
+
+
+class Malformed:
+    """What a request that does not parse as its protobuf becomes (the handler answers
+    INVALID_ARGUMENT) instead of grpc's UNKNOWN naming a Python exception."""
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+
+    def error(self) -> BadRequest:
+        return BadRequest(f"the request is not a valid {self.message_type} protobuf message", field="request")
+
+
+def _tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserialize is None:
+        return None
+    owner = getattr(deserialize, "__self__", None)
+    name = getattr(owner, "DESCRIPTOR", None)
+    message_type = name.name if name is not None else "request"
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # DecodeError, or invalid UTF-8 in a string field
+            return Malformed(message_type)
+
+    return parse
+
+
+class _Capture:
+    """Stands in for the server while the generated code registers its handlers, so they can
+    be registered with tolerant deserializers instead."""
+
+    def __init__(self) -> None:
+        self.service = ""
+        self.handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        pass
+
+    def add_registered_method_handlers(self, service: str, handlers: dict[str, grpc.RpcMethodHandler]) -> None:
+        self.service, self.handlers = service, handlers
+
+
+def register(servicer: InferenceService, server: grpc.aio.Server) -> None:
+    capture = _Capture()
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, capture)
+    handlers = {
+        name: handler._replace(request_deserializer=_tolerant(handler.request_deserializer))  # type: ignore[attr-defined]
+        for name, handler in capture.handlers.items()
+    }
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(capture.service, handlers),))
+    server.add_registered_method_handlers(capture.service, handlers)
+
+
+def peer_host(peer: str) -> str:
+    """The client's address without its port ("ipv4:10.0.0.7:52114" -> "ipv4:10.0.0.7")."""
+    if peer.startswith("ipv6:["):
+        return peer[: peer.find("]") + 1] or peer
+    head, _, port = peer.rpartition(":")
+    return head if head and port.isdigit() else peer
 
 
 def status_of(exc: ServiceError) -> grpc.StatusCode:
@@ -95,14 +183,18 @@ def _rpc(handler: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Re
     async def call(self: InferenceService, request: Any, context: grpc.aio.ServicerContext) -> Reply:
         start = time.perf_counter()
         code = StatusCode.OK
+        counted = False
         try:
+            if isinstance(request, Malformed):
+                raise request.error()
             if not public:
+                self.admit()
+                counted = True
                 self.owner(context)  # refuses without a valid key
             return await handler(self, request, context)
         except ServiceError as exc:
             code = status_of(exc)
-            context.set_trailing_metadata((("seqserve-error-bin", orjson.dumps(exc.body())),))
-            await context.abort(code, exc.message)
+            await abort(context, code, exc)
         except asyncio.CancelledError:
             code = StatusCode.CANCELLED
             raise
@@ -113,10 +205,19 @@ def _rpc(handler: Callable[..., Awaitable[Reply]]) -> Callable[..., Awaitable[Re
             log.exception("unhandled error in %s", method)
             await context.abort(code, "internal error; see the server log")
         finally:
+            if counted:
+                self.calls -= 1
             self.observe(method, code, start)
         raise AssertionError("unreachable")  # abort raises
 
     return call
+
+
+async def abort(context: Any, code: grpc.StatusCode, exc: ServiceError) -> None:
+    """End the call with `exc`: its message as the status details, its body in the trailer,
+    client strings clipped so that both always fit gRPC's metadata limit."""
+    context.set_trailing_metadata((("seqserve-error-bin", orjson.dumps(clipped_body(exc.body()))),))
+    await context.abort(code, clipped(exc.message))
 
 
 class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
@@ -126,6 +227,49 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         metrics = svc.metrics
         self._latency = {m: metrics.grpc_latency.labels(m) for m in ("ModelInfer", "ModelStreamInfer")}
         self._requests = metrics.grpc_requests
+        settings = svc.settings
+        self.max_calls = settings.max_connections
+        per_peer = settings.grpc_max_streams_per_peer
+        self.max_streams_per_peer = max(1, settings.max_connections // 4) if per_peer is None else per_peer
+        self.calls = 0  # unary calls in flight, health checks not counted
+        self.open_streams = 0
+        self.streams: dict[str, int] = {}  # open ModelStreamInfer streams per client address
+
+    def admit(self) -> None:
+        """Count one more unary call in flight, or refuse it (health checks are never counted)."""
+        if self.calls >= self.max_calls:
+            raise TooManyCalls(
+                f"too many calls in flight (at most {self.max_calls}); retry later",
+                limit="max_connections",
+                max=self.max_calls,
+            )
+        self.calls += 1
+
+    def open_stream(self, peer: str) -> None:
+        held = self.streams.get(peer, 0)
+        if self.max_streams_per_peer and held >= self.max_streams_per_peer:
+            raise TooManyCalls(
+                f"this client already holds {held} streams (at most {self.max_streams_per_peer}, "
+                "grpc_max_streams_per_peer); end some first",
+                limit="grpc_max_streams_per_peer",
+                max=self.max_streams_per_peer,
+            )
+        if self.open_streams >= self.max_calls:
+            raise TooManyCalls(
+                f"too many streams open (at most {self.max_calls}); retry later",
+                limit="max_connections",
+                max=self.max_calls,
+            )
+        self.open_streams += 1
+        self.streams[peer] = held + 1
+
+    def close_stream(self, peer: str) -> None:
+        self.open_streams -= 1
+        held = self.streams.get(peer, 1) - 1
+        if held:
+            self.streams[peer] = held
+        else:
+            self.streams.pop(peer, None)
 
     def owner(self, context: Any) -> str:
         """The owner id of the call's API key ("" without keys); Unauthorized otherwise."""
@@ -209,17 +353,39 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         return await self._infer(request, self.owner(context))
 
     async def ModelStreamInfer(
-        self, requests: AsyncIterator[pb.ModelInferRequest], context: Any
+        self, requests: AsyncIterator[pb.ModelInferRequest | Malformed], context: Any
     ) -> AsyncIterator[pb.ModelStreamInferResponse]:
         try:
             owner = self.owner(context)
         except Unauthorized as exc:
             self.observe("ModelStreamInfer", StatusCode.UNAUTHENTICATED, time.perf_counter())
-            await context.abort(StatusCode.UNAUTHENTICATED, exc.message)
-        replies: asyncio.Queue[pb.ModelStreamInferResponse | None] = asyncio.Queue()
-        slots = asyncio.Semaphore(MAX_IN_FLIGHT_PER_STREAM)
+            await abort(context, StatusCode.UNAUTHENTICATED, exc)
+        peer = peer_host(context.peer() or "")
+        try:
+            self.open_stream(peer)
+        except TooManyCalls as exc:
+            self.observe("ModelStreamInfer", StatusCode.RESOURCE_EXHAUSTED, time.perf_counter())
+            await abort(context, StatusCode.RESOURCE_EXHAUSTED, exc)
+        try:
+            async for reply in self._stream(requests, context, owner):
+                yield reply
+        finally:
+            self.close_stream(peer)
+
+    async def _stream(
+        self, requests: AsyncIterator[pb.ModelInferRequest | Malformed], context: Any, owner: str
+    ) -> AsyncIterator[pb.ModelStreamInferResponse]:
+        settings = self.svc.settings
+        idle_timeout = settings.grpc_stream_idle_timeout_seconds
+        # Outcomes for the writer: a reply, None (the client ended its side and all is answered),
+        # or the error that ends the stream (a malformed message, the idle timeout).
+        replies: asyncio.Queue[pb.ModelStreamInferResponse | ServiceError | None] = asyncio.Queue()
+        # Requests being worked on plus replies not yet written: a slot is freed only once its
+        # reply is written, so a client that does not read stops the reading of its requests.
+        slots = asyncio.Semaphore(settings.grpc_stream_max_pending)
         tails: dict[tuple[str, str], asyncio.Task[None]] = {}  # per sequence: its latest request
         running: set[asyncio.Task[None]] = set()
+        last_read = [time.monotonic()]
 
         async def one(request: pb.ModelInferRequest, before: asyncio.Task[None] | None) -> None:
             start = time.perf_counter()
@@ -239,14 +405,20 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                     code = StatusCode.INTERNAL
                     log.exception("unhandled error in ModelStreamInfer")
                     reply = _stream_error(request, "internal error; see the server log")
-                replies.put_nowait(reply)
-            finally:
+                replies.put_nowait(reply)  # its slot is freed once the reply is written
+            except BaseException:
                 slots.release()
+                raise
+            finally:
                 self.observe("ModelStreamInfer", code, start)
 
         async def read() -> None:
             try:
                 async for request in requests:
+                    last_read[0] = time.monotonic()
+                    if isinstance(request, Malformed):
+                        replies.put_nowait(request.error())
+                        return
                     await slots.acquire()
                     key = _sequence_key(request)
                     task = asyncio.create_task(one(request, tails.get(key) if key else None))
@@ -260,12 +432,33 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
             finally:
                 replies.put_nowait(None)
 
+        async def watch() -> None:
+            """End the stream when nothing was sent and nothing is pending for the idle timeout."""
+            while True:
+                quiet = time.monotonic() - last_read[0]
+                if quiet >= idle_timeout and not running and replies.empty():
+                    refused("grpc_stream_idle_timeout_seconds")
+                    replies.put_nowait(
+                        DeadlineExceeded(
+                            f"stream idle for {idle_timeout:g} s (grpc_stream_idle_timeout_seconds); reconnect to go on"
+                        )
+                    )
+                    return
+                # until the timeout could first pass; re-checked every quarter while work is pending
+                await asyncio.sleep(max(0.05, idle_timeout - quiet if quiet < idle_timeout else idle_timeout / 4))
+
         reader = asyncio.create_task(read())
+        watcher = asyncio.create_task(watch())
         try:
             while (reply := await replies.get()) is not None:
+                if isinstance(reply, ServiceError):
+                    await abort(context, status_of(reply), reply)
+                    return
                 yield reply
+                slots.release()
         finally:
             reader.cancel()
+            watcher.cancel()
 
 
 def _forget_tail(
@@ -290,9 +483,9 @@ def _sequence_key(request: pb.ModelInferRequest) -> tuple[str, str] | None:
 
 def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStreamInferResponse:
     return pb.ModelStreamInferResponse(
-        error_message=message,
+        error_message=clipped(message),
         infer_response=pb.ModelInferResponse(
-            model_name=request.model_name, model_version=request.model_version, id=request.id
+            model_name=clipped(request.model_name), model_version=clipped(request.model_version, 32), id=request.id
         ),
     )
 
@@ -301,9 +494,9 @@ async def start(svc: Services, version: str) -> grpc.aio.Server:
     """Serve the V2 gRPC protocol on SEQSERVE_GRPC_PORT in the running event loop."""
     settings = svc.settings
     server = grpc.aio.server(
-        # calls in flight (a stream counts as one for its whole life): RESOURCE_EXHAUSTED beyond,
-        # the gRPC side of SEQSERVE_MAX_CONNECTIONS
-        maximum_concurrent_rpcs=settings.max_connections,
+        # A hard cap above SEQSERVE_MAX_CONNECTIONS, which InferenceService enforces itself on
+        # every call but the health checks (a stream counts as one for its whole life).
+        maximum_concurrent_rpcs=2 * settings.max_connections + HEALTH_RESERVE,
         options=[
             ("grpc.max_receive_message_length", settings.max_body_bytes),
             ("grpc.max_send_message_length", -1),
@@ -314,7 +507,7 @@ async def start(svc: Services, version: str) -> grpc.aio.Server:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceService(svc, version), server)
+    register(InferenceService(svc, version), server)
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:

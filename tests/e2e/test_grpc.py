@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import queue
 import re
-import time
 from collections.abc import Iterator
 
 import grpc
@@ -526,39 +525,3 @@ def test_same_errors_over_http_and_grpc(
         stub.ModelInfer(_proto(model, body))
     assert info.value.code() == getattr(grpc.StatusCode, code)
     assert info.value.details() == http.json()["error"]
-
-
-def _eventually(call, seconds: float = 5.0):
-    """The call's result once it stops being refused for capacity (the server frees a finished
-    call's slot right after its last message, not before the client sees it)."""
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            return call()
-        except grpc.RpcError as exc:
-            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-
-
-def test_calls_in_flight_are_bounded(repository, tmp_path) -> None:
-    """SEQSERVE_MAX_CONNECTIONS bounds gRPC calls in flight too: with two streams open, a
-    third call is refused with RESOURCE_EXHAUSTED, and served again once one stream ends."""
-    limited = ServiceProcess(repository, tmp_path, {"SEQSERVE_MAX_CONNECTIONS": "2"})
-    with limited, grpc.insecure_channel(f"127.0.0.1:{limited.grpc_port}") as channel:
-        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
-        held = [queue.Queue() for _ in range(2)]
-        streams = [stub.ModelStreamInfer(iter(q.get, None)) for q in held]
-        request = service_pb2.ModelInferRequest(model_name="gru")
-        request.inputs.add(name="input", datatype="FP32", shape=[1, 1, 3]).contents.fp32_contents.extend([1, 2, 3])
-        for q, stream in zip(held, streams, strict=True):
-            q.put(request)
-            assert not next(stream).error_message  # both streams are open and answering
-        with pytest.raises(grpc.RpcError) as info:
-            stub.ModelInfer(request)
-        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        held[0].put(None)
-        assert list(streams[0]) == []  # the first stream ends: a slot is free again
-        assert _eventually(lambda: stub.ModelInfer(request)).outputs[0].name == "output"
-        held[1].put(None)
-        assert list(streams[1]) == []
