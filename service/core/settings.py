@@ -108,8 +108,10 @@ class Settings(BaseSettings):
         "the server stops reading the stream beyond (a client that never reads holds bounded memory)",
     )
     grpc_stream_idle_timeout_seconds: float = Field(
-        120.0, gt=0, description="a ModelStreamInfer stream with no request and nothing pending for this long is "
-        "ended (DEADLINE_EXCEEDED)"
+        120.0,
+        gt=0,
+        description="a ModelStreamInfer stream with no request and nothing pending for this long is "
+        "ended (DEADLINE_EXCEEDED)",
     )
     grpc_max_streams_per_peer: int | None = Field(
         None,
