@@ -79,13 +79,23 @@ def _entries(repository: str) -> list[Any]:
     return scan_repository(repository)
 
 
-def _ratio(gate: dict[str, Any] | None) -> str:
-    """The model's gate metric over the best baseline's ('0.83 mae vs naive'): below 1 beats
-    the baseline for an error, above 1 for accuracy; '-' where the manifest has no numbers."""
-    if gate is None:
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _ratio(manifest: dict[str, Any]) -> str:
+    """The model's error over the best baseline's on the same test origins ('0.830 mae vs naive';
+    below 1 beats it; for accuracy above 1 does), as training recorded it: the manifest's
+    `verdict` (every baseline, statistical ones included), else the gate's ratio, else the
+    gate's two numbers; '-' where an older manifest has none of them."""
+    verdict, gate = manifest.get("verdict"), manifest.get("gate")
+    for record in (verdict, gate):
+        if isinstance(record, dict) and (ratio := _number(record.get("ratio_to_best_baseline"))) is not None:
+            return f"{ratio:.3f} {record.get('metric', '?')} vs {record.get('best_baseline', '?')}"
+    if not isinstance(gate, dict):
         return "-"
-    model, baseline = gate.get("model"), gate.get("best_baseline_value")
-    if not isinstance(model, int | float) or not isinstance(baseline, int | float) or baseline == 0:
+    model, baseline = _number(gate.get("model")), _number(gate.get("best_baseline_value"))
+    if model is None or not baseline:
         return "-"
     return f"{model / baseline:.3f} {gate.get('metric', '?')} vs {gate.get('best_baseline', '?')}"
 
@@ -113,6 +123,7 @@ def _models(args: argparse.Namespace) -> int:
                 "promoted": gate["promoted"],
                 "gate": gate,
                 "recorded_gate": manifest.get("gate") if isinstance(manifest.get("gate"), dict) else None,
+                "ratio": _ratio(manifest),
                 "created": manifest.get("created"),
             }
         )
@@ -126,7 +137,9 @@ def _models(args: argparse.Namespace) -> int:
     for item in listing:
         item["default"] = defaults[item["name"]] == item["version"]
     if args.json:
-        print(json.dumps([{k: v for k, v in e.items() if k != "recorded_gate"} for e in listing], indent=2))
+        print(
+            json.dumps([{k: v for k, v in e.items() if k not in ("recorded_gate", "ratio")} for e in listing], indent=2)
+        )
         return 0
     if not listing:
         print(f"no models in {args.model_repository}", file=sys.stderr)
@@ -141,7 +154,7 @@ def _models(args: argparse.Namespace) -> int:
                 str(item["version"]),
                 "*" if item["default"] else "",
                 gate_cell,
-                _ratio(recorded),
+                item["ratio"],
                 str(item["created"] or "-"),
             ]
         )

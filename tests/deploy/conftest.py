@@ -35,8 +35,9 @@ def unavailable(reason: str) -> None:
 def require_tool(name: str, hint: str = "") -> str:
     """Absolute path of a command (also looked up in .venv/bin), or skip/fail. A system
     command (not one of the virtualenv's, like hadolint) is for tests marked slow or e2e."""
-    path = shutil.which(name) or shutil.which(name, path=str(VENV_BIN))
-    if path is not None and Path(path).parent not in {VENV_BIN, Path(sys.executable).parent}:
+    here = Path(sys.executable).parent  # the virtualenv running the tests, wherever it lives
+    path = shutil.which(name) or shutil.which(name, path=str(VENV_BIN)) or shutil.which(name, path=str(here))
+    if path is not None and Path(path).parent not in {VENV_BIN, here}:
         heavy(name)
     if path is None:
         unavailable(f"`{name}` is not installed{f' ({hint})' if hint else ''}")

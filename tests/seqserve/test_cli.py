@@ -57,6 +57,9 @@ def test_version_names_the_installed_version() -> None:
 def test_models_prints_a_table_with_gate_ratio_default_and_created(tmp_path: Path) -> None:
     version_dir(tmp_path, "demand", 1, {"created": "2026-01-02T03:04:05+00:00", "gate": gate(True, 8.0, 10.0)})
     version_dir(tmp_path, "demand", 2, {"created": "2026-02-02T03:04:05+00:00", "gate": gate(False, 12.5, 10.0)})
+    verdict = {"metric": "mase", "ratio_to_best_baseline": 0.5, "best_baseline": "AutoETS"}
+    gated = {**gate(True, 8.0, 10.0), "ratio_to_best_baseline": 0.8}
+    version_dir(tmp_path, "demand", 3, {"created": "2026-03-02T03:04:05+00:00", "gate": gated, "verdict": verdict})
     version_dir(tmp_path, "old", 1, {"name": "old"})  # written before gates and timestamps
     version_dir(tmp_path, "bare", 3, None)  # no manifest at all
     result = seqserve("models", "--model-repository", str(tmp_path))
@@ -64,13 +67,17 @@ def test_models_prints_a_table_with_gate_ratio_default_and_created(tmp_path: Pat
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["NAME", "VERSION", "DEFAULT", "GATE", "RATIO", "TO", "BEST", "BASELINE", "CREATED"]
     rows = {tuple(line.split()[:2]): line.split() for line in lines[1:]}
-    assert len(rows) == 4
-    # v2 is newer but not promoted: the service's default for demand is v1
+    assert len(rows) == 5
+    # v2 is newer but not promoted: the service's default for demand is v3 (promoted), not v2
     assert rows["demand", "1"] == [
-        "demand", "1", "*", "promoted", "0.800", "mae", "vs", "seasonal_naive_48", "2026-01-02T03:04:05+00:00"
+        "demand", "1", "promoted", "0.800", "mae", "vs", "seasonal_naive_48", "2026-01-02T03:04:05+00:00"
     ]  # fmt: skip
     assert rows["demand", "2"] == [
         "demand", "2", "NOT", "promoted", "1.250", "mae", "vs", "seasonal_naive_48", "2026-02-02T03:04:05+00:00"
+    ]  # fmt: skip
+    # the verdict's ratio (against every baseline) comes first
+    assert rows["demand", "3"] == [
+        "demand", "3", "*", "promoted", "0.500", "mase", "vs", "AutoETS", "2026-03-02T03:04:05+00:00"
     ]  # fmt: skip
     # no gate recorded: '-' everywhere it would be read, and it still counts as promoted (default)
     assert rows["old", "1"] == ["old", "1", "*", "-", "-", "-"]
