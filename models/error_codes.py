@@ -52,6 +52,7 @@ TABLE: tuple[ErrorCode, ...] = (
     ErrorCode("invalid_request", 422, "invalid_input", "the body does not match the request schema"),
     ErrorCode("non_finite_result", 422, "invalid_input", "the model's outputs or new state were not finite"),
     ErrorCode("too_many_sessions", 429, None, "a session quota is full"),
+    ErrorCode("too_many_calls", 429, None, "a stream or call limit is reached (gRPC RESOURCE_EXHAUSTED)"),
     ErrorCode("internal_error", 500, None, "a bug: the server log has the request id"),
     ErrorCode("session_store_unavailable", 503, None, "the session store cannot be reached now"),
     ErrorCode("not_ready", 503, None, "the service is not ready (starting, or no model loaded)"),

@@ -185,7 +185,7 @@ class TooManySessions(ServiceError):
 class TooManyCalls(ServiceError):
     """A connection, stream or call limit (429; gRPC RESOURCE_EXHAUSTED): `limit` names it."""
 
-    status, code = 429, "too_many_calls"
+    code = "too_many_calls"
 
 
 class StoreUnavailable(ServiceError):
