@@ -150,6 +150,9 @@ class RedisSessionStore(SessionStore):
     # Whether the delete script frees the session's quota slots itself (the sets are keys it may
     # touch on a single server; a cluster store frees them in their own slots afterwards).
     frees_quota_in_script = True
+    # Whether one pipeline goes to several servers (a cluster: one per master), so that one of
+    # them failing is no reason to fail the others' items.
+    pipelines_span_nodes = False
 
     def __init__(
         self,
@@ -505,6 +508,8 @@ class RedisSessionStore(SessionStore):
         try:
             replies = await self._call("save_many", run, attempts=SAVE_ATTEMPTS, timeouts=1)
         except StoreUnavailable as exc:
+            if self.pipelines_span_nodes:  # one master down fails all: each alone (same tokens)
+                return await SessionStore.save_many(self, items)
             for record, _ in items:
                 self._cache.drop(record.session_id)
             return [exc] * len(items)

@@ -39,9 +39,11 @@ whose creator or deleter died between the two steps (until the member's recorded
 Quota writes are not followed by WAIT: a failover may forget reservations made just before it
 (at most the creates of that moment over the limit).
 
-Bulk steps load every session in one cluster pipeline (the single store's load_many: redis-py
-groups the scripts per master, one round trip per master) and save each session with its own
-script, sent to its master concurrently (each save may need its own WAIT). Records are cached
+Bulk steps load and save every session in one cluster pipeline each (the single store's
+load_many and save_many: redis-py groups the scripts per master, one round trip per master; a
+pipeline that fails as a whole, e.g. one master down, is sent again item by item, each save
+recognised by its token); with `wait_replicas` each save goes alone to its master, concurrently,
+followed by its own WAIT. Records are cached
 per replica as in the single store (service.sessions.cache).
 
 Durability (`wait_replicas=N`, N >= 1): a session's write (create and every step's save) is
@@ -232,6 +234,7 @@ class RedisClusterSessionStore(RedisSessionStore):
     """The Redis store over redis-py's cluster client; see the module docstring."""
 
     kind = "redis-cluster"
+    pipelines_span_nodes = True
     frees_quota_in_script = False  # the quota sets live in other slots: freed by _deleted()
 
     # -- connections (the hooks of the base constructor)
@@ -467,9 +470,12 @@ class RedisClusterSessionStore(RedisSessionStore):
     # -- bulk
 
     async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
-        """Each save with its own script, sent to its master concurrently: with
-        `wait_replicas`, each is followed by its own WAIT on the master's connection."""
-        return await SessionStore.save_many(self, items)
+        """One cluster pipeline (redis-py groups the scripts per master), as the single store's;
+        with `wait_replicas`, each save alone, sent to its master concurrently, each followed by
+        its own WAIT on the master's connection."""
+        if self.wait_replicas:
+            return await SessionStore.save_many(self, items)
+        return await super().save_many(items)
 
     # -- health
 

@@ -11,6 +11,7 @@ counts every step exactly once.
 from __future__ import annotations
 
 import asyncio
+import copy
 import re
 import threading
 import time
@@ -187,6 +188,51 @@ async def test_bulk_loads_go_as_one_pipeline_per_master(
         assert [r.position for r in results[:-1]] == list(range(30))  # type: ignore[union-attr]
         assert [float(r.state[0][0, 0]) for r in results[:-1]] == [float(i) for i in range(30)]  # type: ignore[union-attr]
         assert type(results[-1]).__name__ == "SessionNotFound"
+    finally:
+        await store.close()
+
+
+async def test_bulk_saves_go_as_one_pipeline_per_master_without_wait(
+    cluster: RedisClusterProcesses, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without wait_replicas, saves are pipelined like loads (one round trip per master); each
+    answer is the single save's: written, or superseded with the current record."""
+    from service.sessions.base import SessionRecord, Superseded
+    from service.sessions.redis import RedisSessionStore
+    from service.sessions.redis_cluster import RedisClusterSessionStore
+
+    singles: list[str] = []
+    original = RedisSessionStore.save
+
+    async def counted(self: RedisSessionStore, record: SessionRecord, expected_position: int) -> None:
+        singles.append(record.session_id)
+        await original(self, record, expected_position)
+
+    monkeypatch.setattr(RedisSessionStore, "save", counted)
+    store = RedisClusterSessionStore(cluster.url + "?prefix=pipesave:", stats_interval=0, cache_bytes=0)
+    try:
+        ids = [f"save-{i}" for i in range(30)]
+        now = time.time()
+        for sid in ids:
+            await store.create(SessionRecord(sid, "m", 1, 0, (np.zeros((2, 4), np.float32),), 60.0, now + 60, now))
+        first = await store.load_many(ids)
+        for r in first:
+            r.position = 1  # type: ignore[union-attr]
+        assert await store.save_many([(r, 0) for r in first]) == [None] * 30  # type: ignore[misc]
+        singles.clear()  # the scripts are cached on every master now
+        records = await store.load_many(ids)
+        for k, r in enumerate(records):
+            r.position, r.state = 2, (np.full((2, 4), k, np.float32),)  # type: ignore[union-attr]
+        stale = copy.copy(first[0])  # a write planned on position 0, which is gone
+        stale.token = ""  # type: ignore[union-attr]
+        errors = await store.save_many([(r, 1) for r in records[1:]] + [(stale, 0)])  # type: ignore[misc]
+        assert singles == [], "every save should have gone through the pipeline"
+        assert errors[:-1] == [None] * 29
+        assert isinstance(errors[-1], Superseded) and errors[-1].current is not None
+        assert errors[-1].current.position == 1
+        after = await store.load_many(ids[1:])
+        assert [float(r.state[0][0, 0]) for r in after] == [float(k) for k in range(1, 30)]  # type: ignore[union-attr]
+        assert [r.position for r in after] == [2] * 29  # type: ignore[union-attr]
     finally:
         await store.close()
 
