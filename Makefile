@@ -79,7 +79,7 @@ test: $(STAMP) system-deps
 # torchrun or trainings to quality (those are marked slow or e2e; tests/support/tier.py keeps
 # an unmarked one out). A few minutes at most on 2 cores; needs no system packages.
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not e2e"
+	$(PY) -m pytest -q -m "not slow and not e2e" --durations=10
 
 # Compose secrets (docker-compose.yml): random keys, written once, never overwritten. Mode 0644
 # because compose bind-mounts the files as they are and the containers run as other users;

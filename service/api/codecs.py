@@ -247,7 +247,7 @@ def tensor_array(
         raise Error(f"input '{name}': data must hold only numbers (FP32)", field=name)
     if array.size != count:
         raise Error(
-            f"input '{name}': shape {shape} needs {count} values, data has {array.size}",
+            f"input '{name}': shape {shape} needs {count} value{'' if count == 1 else 's'}, data has {array.size}",
             field=name,
             expected=count,
         )

@@ -61,7 +61,8 @@ def decode_inputs(request: pb.ModelInferRequest, model: LoadedModel, max_batch: 
                 others = [f for f, _ in tensor.contents.ListFields() if f.name != "fp32_contents"]
                 hint = f" (it has {others[0].name}; FP32 data goes in fp32_contents)" if others else ""
                 raise Error(
-                    f"input '{name}': shape {shape} needs {count} values in fp32_contents, got {len(values)}{hint}",
+                    f"input '{name}': shape {shape} needs {count} value{'' if count == 1 else 's'} in fp32_contents, "
+                    f"got {len(values)}{hint}",
                     field=name,
                     expected=count,
                 )

@@ -177,7 +177,9 @@ class Superseded(PositionConflict):
 
 def too_many(limit: str, value: int, what: str) -> TooManySessions:
     return TooManySessions(
-        f"{what} already holds {value} sessions; delete some or wait for them to expire", limit=limit, max=value
+        f"{what} already holds {value} session{'' if value == 1 else 's'}; delete some or wait for them to expire",
+        limit=limit,
+        max=value,
     )
 
 

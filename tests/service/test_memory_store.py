@@ -140,3 +140,12 @@ async def test_state_tensors_of_different_shapes_share_one_slot():
     for other in (recs[0], recs[2]):
         np.testing.assert_array_equal((await store.load(other.session_id)).state[2], other.state[2])
     np.testing.assert_array_equal((await store.load(plain.session_id)).state[1], plain.state[1])
+
+
+def test_a_quota_of_one_reads_as_one_session() -> None:
+    from service.sessions.base import too_many
+
+    assert too_many("max_sessions_per_key", 1, "this API key").message == (
+        "this API key already holds 1 session; delete some or wait for them to expire"
+    )
+    assert "holds 2 sessions;" in too_many("max_sessions_per_key", 2, "this API key").message
