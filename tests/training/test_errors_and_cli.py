@@ -70,6 +70,11 @@ CASES = {
         ["--data", str(SUNSPOTS), "--target", "sunactivity", "--layers", "2", "--dropout", "1.5"],
         "dropout must be in [0, 1)",
     ),
+    "negative input noise": (["--preset", "vowels", "--input-noise", "-0.1"], "--input-noise must be"),
+    "input noise on a forecast": (
+        ["--data", str(SUNSPOTS), "--target", "sunactivity", "--input-noise", "0.5"],
+        "--input-noise is for classification",
+    ),
     "no target": (["--data", str(SUNSPOTS)], "forecasting needs --target"),
     "bad name": (["--data", str(SUNSPOTS), "--target", "sunactivity", "--name", "../evil"], "invalid model name"),
     "unknown preset": (["--preset", "nope"], "unknown preset 'nope'"),
