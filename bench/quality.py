@@ -379,7 +379,8 @@ def external_series(directory: Path) -> list[tuple[str, str, str]]:
     out: list[tuple[str, str, str]] = []
 
     def write(name: str, frame: Any, target: str) -> None:
-        path = directory / f"{name}.csv"
+        slug = "".join(c if c.isalnum() else "_" for c in name.lower()).strip("_")[:48]
+        path = directory / f"{slug}.csv"
         frame.to_csv(path, index=False)
         out.append((name, str(path), target))
 

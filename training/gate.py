@@ -28,6 +28,7 @@ from typing import Any
 GATE_KEY = "seqserve.gate"
 # `seqserve train` exits with this code when a version was written but not promoted.
 EXIT_NOT_PROMOTED = 3
+TIE = 1e-5  # relative: errors closer than this are a tie (the graph computes in float32)
 MIN_SHARE_BEATEN = 0.5  # many series: the share of series the model must beat the best naive baseline on
 
 
@@ -42,7 +43,9 @@ def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False, gate: 
         model = float(metrics["streaming"][metric])
         baseline = str(metrics["best_naive_baseline"])
         value = float(metrics[baseline][metric])
-        better = model < value
+        # Strictly better beyond float32 rounding: a version serving a formula equal to the
+        # baseline (e.g. the last value) must not pass as beating it.
+        better = model < value * (1.0 - TIE)
         label = "MAE" if metric == "mae" else "mean MASE over series"
         comparison = f"streaming test {label} {model:.6g} {'<' if better else '>='} {baseline} {value:.6g}"
         if "beats" in metrics and baseline in metrics["beats"]:

@@ -98,9 +98,25 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
         from training.sizing import adapt
 
         features = settings.features or settings.target
-        frame, time_info = season_finder.read_time(
-            frame, settings.time_column, skip={*settings.target, *features}, report=report
-        )
+        try:
+            frame, time_info = season_finder.read_time(
+                frame, settings.time_column, skip={*settings.target, *features}, report=report
+            )
+        except season_finder.LongFormat as long_format:
+            if len(settings.target) != 1 or ctx.enabled:
+                raise
+            # Several series in the long format given without --series-id: what the data is says
+            # which column tells them apart; train them as one global model and say so.
+            report(
+                f"several series in the long format (one row per {long_format.series_id!r} and "
+                f"{long_format.time_column!r}): one global model over them, as --series-id "
+                f"{long_format.series_id} would train"
+            )
+            from training.global_run import train_and_publish_global
+
+            return train_and_publish_global(
+                replace(settings, series_id=long_format.series_id, time_column=long_format.time_column)
+            )
         if time_info is not None:
             how = "detected" if time_info.detected else "--time-column"
             report(f"time column {time_info.column!r} ({how}): {time_info.frequency}")

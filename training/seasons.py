@@ -90,6 +90,16 @@ _QUARTER = re.compile(r"^\s*(\d{4})\s*[-/ ]?\s*[Qq]([1-4])\s*$")
 _QUARTER_FIRST = re.compile(r"^\s*[Qq]([1-4])\s*[-/ ]?\s*(\d{4})\s*$")
 
 
+class LongFormat(TrainingError):
+    """Duplicated times that a text column tells apart: the file is several series in the long
+    format. Carries that column, so the caller can train them as one global model."""
+
+    def __init__(self, message: str, series_id: str, time_column: str) -> None:
+        super().__init__(message)
+        self.series_id = series_id
+        self.time_column = time_column
+
+
 @dataclass
 class TimeInfo:
     """The time axis of a table (after sorting): what the manifest records under `time`."""
@@ -264,8 +274,15 @@ def read_time(
         column, seconds = found
     duplicated = _duplicates(seconds)
     if duplicated:
-        hint = _series_hint(frame, seconds, str(column))
-        raise TrainingError(f"time column {column!r} has duplicated timestamps: {duplicated}; one row per time{hint}")
+        message = f"time column {column!r} has duplicated timestamps: {duplicated}; one row per time"
+        series_id = _series_column(frame, seconds, str(column))
+        if series_id:
+            raise LongFormat(
+                f"{message} (or this is several series in the long format: add --series-id {series_id})",
+                series_id,
+                str(column),
+            )
+        raise TrainingError(message)
     order = np.argsort(seconds, kind="stable")
     moved = bool(np.any(order != np.arange(len(order))))
     first_bad = None
@@ -286,15 +303,15 @@ def read_time(
     return frame, info
 
 
-def _series_hint(frame: pd.DataFrame, seconds: np.ndarray, column: str) -> str:
-    """', or several series in the long format: --series-id COL' when a text column makes every
-    (COL, time) pair unique: the file holds many series, one row per series and time."""
+def _series_column(frame: pd.DataFrame, seconds: np.ndarray, column: str) -> str:
+    """A text column that makes every (column, time) pair unique: the file then holds many
+    series, one row per series and time ("" when there is none)."""
     for other in frame.columns:
         if str(other) == column or pd.api.types.is_float_dtype(frame[other]):
             continue
         keys = frame[other].astype(str)
         if 1 < keys.nunique() < len(frame) and not pd.DataFrame({"k": keys, "t": seconds}).duplicated().any():
-            return f" (or this is several series in the long format: add --series-id {other})"
+            return str(other)
     return ""
 
 

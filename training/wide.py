@@ -4,6 +4,9 @@ each column gets its own metrics, its win or loss against the baselines is repor
 looks at the mean MASE and the share of columns beaten, not at an error pooled over columns of
 different scales (where a few large columns hide losses on the rest).
 
+`--features` (even naming exactly the targets) keeps one multivariate model instead, every
+column an input of every forecast.
+
 The model then serves one column per session (a reading at a time, like any series of a
 `--series-id` model). When the file holds many same-kind columns, the long format (one row per
 series and time, `--series-id`) is what the data is: adding a series is then adding rows.
@@ -23,13 +26,9 @@ VALUE = "value"
 
 
 def is_wide(settings: RunSettings) -> bool:
-    """Several targets forecast from themselves alone (no other --features)."""
-    return (
-        settings.task == "forecast"
-        and not settings.series_id
-        and len(settings.target) > 1
-        and (not settings.features or set(settings.features) == set(settings.target))
-    )
+    """Several targets and no --features: several series. Naming the inputs with --features (even
+    exactly the targets) keeps one multivariate model whose inputs are all the columns."""
+    return settings.task == "forecast" and not settings.series_id and len(settings.target) > 1 and not settings.features
 
 
 def _free(name: str, taken: set[str]) -> str:

@@ -248,7 +248,9 @@ def test_diff_transform_predicts_changes_and_exports(tmp_path: Path, two_targets
     with pytest.raises(TrainingError, match="seasonal_diff is not available"):
         transforms.candidates("seasonal_diff", data)
 
-    argv = ["train", "--data", str(two_targets), "--target", "co2_ppm,co2_trend", "--window", "52"]
+    # --features keeps one multivariate model (without it, two targets are two series: training/wide.py)
+    argv = ["train", "--data", str(two_targets), "--target", "co2_ppm,co2_trend", "--features", "co2_ppm,co2_trend"]
+    argv += ["--window", "52"]
     argv += ["--hidden", "8", "--epochs", "2", "--transform", "diff", "--allow-worse", "--name", "two"]
     assert main([*argv, *FAST, "--repository", str(tmp_path / "repo")]) == 0
     entry = tmp_path / "repo" / "two" / "1"
@@ -269,6 +271,7 @@ def test_diff_transform_predicts_changes_and_exports(tmp_path: Path, two_targets
 
 def test_auto_transform_records_every_candidate(tmp_path: Path, two_targets: Path) -> None:
     argv = ["train", "--data", str(two_targets), "--target", "co2_ppm,co2_trend", "--window", "52", "--name", "two"]
+    argv += ["--features", "co2_ppm,co2_trend"]  # one multivariate model (training/wide.py)
     argv += ["--hidden", "8", "--epochs", "2", "--allow-worse", "--repository", str(tmp_path / "repo")]
     assert main([*argv, *FAST]) == 0
     manifest = json.loads((tmp_path / "repo" / "two" / "1" / "manifest.json").read_text())

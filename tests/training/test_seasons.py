@@ -12,7 +12,7 @@ import pytest
 from training import cli
 from training.data import TrainingError
 from training.presets import DATASETS
-from training.seasons import MONTH, QUARTER, choose_seasons, parse_times, read_time
+from training.seasons import MONTH, QUARTER, LongFormat, choose_seasons, parse_times, read_time
 
 from .conftest import settings_from
 
@@ -200,8 +200,9 @@ def test_duplicated_timestamps_refuse_training(tmp_path: Path, capsys: pytest.Ca
 def test_a_long_file_without_series_id_is_told_to_use_it() -> None:
     frame = pd.DataFrame({"shop": ["a", "b"] * 6, "month": np.repeat(monthly(6)["month"].to_numpy(), 2)})
     frame["sales"] = np.arange(12.0)
-    with pytest.raises(TrainingError, match=r"data rows 1 and 2 .*add --series-id shop"):
+    with pytest.raises(LongFormat, match=r"data rows 1 and 2 .*add --series-id shop") as caught:
         read_time(frame, "", skip={"sales"}, report=quiet)
+    assert (caught.value.series_id, caught.value.time_column) == ("shop", "month")
 
 
 def test_bundled_many_series_file_finds_no_season() -> None:
@@ -214,3 +215,16 @@ def test_bundled_many_series_file_finds_no_season() -> None:
     choice = choose_for_many([s.data.targets[: s.data.train_rows, 0] for s in data.series], data.period_seconds)
     assert choice.seasons == [] and choice.setting == "auto"
     assert data.period_seconds == pytest.approx(12 * MONTH)
+
+
+@pytest.mark.slow
+def test_long_file_without_series_id_trains_one_global_model(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    parts = [monthly(48, seed=i).assign(shop=f"s{i}") for i in range(3)]
+    code, manifest = train(tmp_path, pd.concat(parts, ignore_index=True), "shops", "--epochs", "2")
+    out = capsys.readouterr().out
+    assert code in (0, 3), out
+    assert "several series in the long format (one row per 'shop' and 'month')" in out
+    assert manifest["training_args"]["series_id"] == "shop"
+    assert sorted(manifest["metrics"]["per_series"]) == ["s0", "s1", "s2"]
