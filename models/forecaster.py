@@ -27,10 +27,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from models.config import ANOMALY_LEVELS, Clock, ModelConfig, StateSpec
+from models.config import Clock, ModelConfig, StateSpec
 from models.forecast_spec import ForecastSpec
 
 State = tuple[Tensor, ...]
+# The order the `pending` state holds the anomaly levels: both lower bounds (80 %, 95 %), then
+# both upper bounds, so each pair is one slice.
+PENDING_LEVELS = (0.1, 0.025, 0.9, 0.975)
 REVIN_EPS = 1e-2  # window std floor, in units of the training std
 # Local scale floor (a constant series has no changes): this share of the latest reading's size,
 # plus LOCAL_EPS_STD training stds for a series at zero. Relative to the series itself, so the
@@ -49,8 +52,8 @@ def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec
     if spec.cycle:
         states.append(StateSpec("phase", 1, 1, f"phase of the next reading in a {spec.cycle}-cycle; -1 unknown", -1.0))
     if anomaly:
-        levels = ", ".join(str(q) for q in ANOMALY_LEVELS)
-        states.append(StateSpec("pending", 1, len(ANOMALY_LEVELS), f"quantiles {levels} forecast for the next reading"))
+        levels = ", ".join(str(q) for q in PENDING_LEVELS)
+        states.append(StateSpec("pending", 1, len(PENDING_LEVELS), f"quantiles {levels} forecast for the next reading"))
     return tuple(states)
 
 
@@ -65,9 +68,9 @@ def forecaster_config(base: ModelConfig, spec: ForecastSpec, clock: Clock | None
     return replace(base, extra=extra, extra_states=states, clock=clock if spec.cycle else None)
 
 
-def quantile_tables(levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """[Q, Q] signed accumulation matrix (offset_j = sum_i softplus(r_i) * M[i, j]) and [Q] mask
-    of the level 0.5 (which takes r itself): the cumulative softplus offsets of forecast_spec."""
+def quantile_tables(levels: tuple[float, ...]) -> np.ndarray:
+    """[Q, Q] signed accumulation matrix: offset_j = sum_i softplus(r_i) * M[i, j], the
+    cumulative softplus offsets of forecast_spec outward from the point (0 for the level 0.5)."""
     n = len(levels)
     accumulate = np.zeros((n, n), np.float32)
     for j, tau in enumerate(levels):
@@ -76,8 +79,13 @@ def quantile_tables(levels: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
                 accumulate[i, j] = 1.0
             elif tau <= other < 0.5:
                 accumulate[i, j] = -1.0
-    middle = np.array([1.0 if tau == 0.5 else 0.0 for tau in levels], np.float32)
-    return accumulate, middle
+    return accumulate
+
+
+def monotone_shift(shift: np.ndarray) -> np.ndarray:
+    """Calibration shifts [H, Q] made non-decreasing in level (a running maximum): with offsets
+    that already are, the quantiles are then monotone whatever the readings."""
+    return np.maximum.accumulate(np.asarray(shift, dtype=np.float64), axis=-1)
 
 
 def quantile_bias(levels: tuple[float, ...]) -> np.ndarray:
@@ -118,7 +126,6 @@ class Forecaster(nn.Module):
     seasonal_lag: torch.Tensor
     seasonal_multiple: torch.Tensor
     quantile_accumulate: torch.Tensor
-    quantile_middle: torch.Tensor
     quantile_shift: torch.Tensor
     # Set by training (training/forecaster_run.py) and written into the manifest.
     start_time: float | None
@@ -153,12 +160,10 @@ class Forecaster(nn.Module):
             nn.init.zeros_(self.quantile_head.weight)
             with torch.no_grad():
                 self.quantile_head.bias.copy_(torch.from_numpy(np.tile(quantile_bias(levels), h)))
-            accumulate, middle = quantile_tables(levels)
-            self.register_buffer("quantile_accumulate", torch.from_numpy(accumulate))
-            self.register_buffer("quantile_middle", torch.from_numpy(middle))
-            shift = np.asarray(spec.quantile_shift or np.zeros((h, len(levels))), np.float32)
-            self.register_buffer("quantile_shift", torch.from_numpy(shift.reshape(h, len(levels))))
-            self.anomaly_index = [levels.index(q) for q in ANOMALY_LEVELS] if config.anomaly else []
+            self.register_buffer("quantile_accumulate", torch.from_numpy(quantile_tables(levels)))
+            shift = monotone_shift(np.asarray(spec.quantile_shift or np.zeros((h, len(levels)))).reshape(h, -1))
+            self.register_buffer("quantile_shift", torch.from_numpy(shift.astype(np.float32)))
+            self.anomaly_index = [levels.index(q) for q in PENDING_LEVELS] if config.anomaly else []
         inv = np.zeros((h, c), np.float32)
         for k in range(h):
             for j in range(c):
@@ -193,11 +198,12 @@ class Forecaster(nn.Module):
         self.register_buffer("seasonal_multiple", torch.from_numpy(multiples))
 
     def set_quantile_shift(self, shift: np.ndarray) -> None:
-        """Install calibration shifts [horizon, Q] (units of each lead's residual scale) in the
-        graph's constants and in the spec the config (and so the exported file) carries."""
+        """Install calibration shifts [horizon, Q] (units of each lead's residual scale), made
+        non-decreasing in level (monotone_shift), in the graph's constants and in the spec the
+        config (and so the exported file) carries."""
         from dataclasses import replace
 
-        shift = np.asarray(shift, dtype=np.float64).reshape(self.spec.horizon, len(self.config.quantiles))
+        shift = monotone_shift(np.asarray(shift, dtype=np.float64).reshape(self.spec.horizon, -1))
         self.spec = replace(self.spec, quantile_shift=tuple(tuple(float(v) for v in row) for row in shift))
         self.config = forecaster_config(self.config, self.spec, self.config.clock)
         with torch.no_grad():
@@ -223,9 +229,9 @@ class Forecaster(nn.Module):
         out.append(rng.integers(0, spec.ring + 2, (1, batch, 1)).astype(np.float32))
         if spec.cycle:
             out.append(rng.integers(-1, spec.cycle, (1, batch, 1)).astype(np.float32))
-        if self.config.anomaly:
-            pending = spec.level_mean + spec.level_std * rng.standard_normal((1, batch, len(ANOMALY_LEVELS)))
-            out.append(np.sort(pending, axis=-1).astype(np.float32))
+        if self.config.anomaly:  # lower bounds below upper ones, in PENDING_LEVELS order
+            pending = np.sort(spec.level_mean + spec.level_std * rng.standard_normal((1, batch, 4)), axis=-1)
+            out.append(pending[..., [1, 0, 2, 3]].astype(np.float32))
         return out
 
     def random_input(self, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -309,18 +315,14 @@ class Forecaster(nn.Module):
 
     def quantiles(self, top: Tensor, point: Tensor, scale: Tensor) -> Tensor:
         """[B, T, H, Q] quantiles from the top layer's output, the point forecasts [B, T, H] and
-        the residual unit ([H] or [B, T, H]): cumulative softplus offsets, the calibration
-        shift, then a running maximum over the levels (monotone by construction)."""
+        the residual unit ([H] or [B, T, H]): cumulative softplus offsets outward from the point
+        plus the calibration shift, both non-decreasing in level, so the quantiles are monotone
+        by construction."""
         levels = len(self.config.quantiles)
         raw = self.quantile_head(top)
         raw = raw.reshape(raw.shape[0], raw.shape[1], self.spec.horizon, levels)
-        offsets = nn.functional.softplus(raw) @ self.quantile_accumulate + raw * self.quantile_middle
-        unit = scale.unsqueeze(-1)
-        q = point.unsqueeze(-1) + unit * (offsets + self.quantile_shift)
-        ordered = [q[..., 0]]
-        for j in range(1, levels):
-            ordered.append(torch.maximum(q[..., j], ordered[-1]))
-        return torch.stack(ordered, dim=-1)
+        offsets = nn.functional.softplus(raw) @ self.quantile_accumulate
+        return point.unsqueeze(-1) + scale.unsqueeze(-1) * (offsets + self.quantile_shift)
 
     def _anomaly(self, y: Tensor, quantiles: Tensor, pending0: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
         """[B, T, 4] (seen, outside_80, outside_95, score) of each reading against the 80 % and
@@ -329,14 +331,13 @@ class Forecaster(nn.Module):
         no earlier one (count < 2) has seen = 0 and zeros. The score is the reading's distance
         from the 95 % interval's centre in its half-widths (|score| > 1: outside)."""
         ahead = quantiles[:, :, 0][:, :, self.anomaly_index]  # [B, T, 4] for the next reading
-        before = torch.cat([pending0.unsqueeze(1), ahead[:, :-1]], dim=1)
-        lo95, lo80, hi80, hi95 = before.unbind(-1)
-        seen = (count >= 2.0).to(y.dtype)
-        outside_80 = ((y < lo80) | (y > hi80)).to(y.dtype) * seen
-        outside_95 = ((y < lo95) | (y > hi95)).to(y.dtype) * seen
-        half = torch.clamp(0.5 * (hi95 - lo95), min=LOCAL_EPS_STD * self.spec.level_std)
-        score = (y - 0.5 * (lo95 + hi95)) / half * seen
-        return torch.stack([seen, outside_80, outside_95, score], dim=-1), ahead[:, -1]
+        before = torch.cat([pending0.unsqueeze(1), ahead[:, :-1]], dim=1)  # PENDING_LEVELS order
+        low, high = before[..., :2], before[..., 2:]  # (80 %, 95 %) each
+        half = torch.clamp(0.5 * (high - low), min=LOCAL_EPS_STD * self.spec.level_std)
+        distance = (y.unsqueeze(-1) - 0.5 * (low + high)) / half
+        seen = (count >= 2.0).to(y.dtype).unsqueeze(-1)
+        flags = torch.cat([seen, (distance.abs() > 1.0).to(y.dtype), distance[..., 1:]], dim=-1)
+        return flags * seen, ahead[:, -1]
 
     def features(self, x: Tensor, state: State) -> tuple[dict, State]:  # type: ignore[type-arg]
         """Everything the graph derives from the readings and the history states, unscaled:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from models.config import ANOMALY_LEVELS, METADATA_KEY, ModelConfig
+from models.config import METADATA_KEY, ModelConfig
 
 RELATIVE_TOLERANCE = 1e-4
 
@@ -273,7 +273,8 @@ class ForecasterReference:
                 if cfg.anomaly:
                     reading = x[b, t, spec.target_index]
                     anomaly[b, t] = self._flag(reading, pending[b], counts[b] >= 2, spec.level_std)
-                    pending[b] = np.array([quantiles[b, t, 0, levels.index(q)] for q in ANOMALY_LEVELS])
+                    # the pending state's order: lower bounds (80 %, 95 %), then upper (80 %, 95 %)
+                    pending[b] = np.array([quantiles[b, t, 0, levels.index(q)] for q in (0.1, 0.025, 0.9, 0.975)])
         final = [np.stack(h)] + ([np.stack(c)] if lstm else [])
         final.append(np.array(rings)[None])
         final.append(np.array(counts)[None, :, None])
@@ -297,25 +298,25 @@ class ForecasterReference:
         shift = np.asarray(spec.quantile_shift) if spec.quantile_shift else np.zeros_like(raw)
         q = np.zeros_like(raw)
         for k in range(len(point)):
+            floor = -np.inf  # the shifts are used non-decreasing in level (a running maximum)
             for j, tau in enumerate(levels):
                 if tau > 0.5:
                     offset = sum(softplus[k, i] for i, other in enumerate(levels) if 0.5 < other <= tau)
                 elif tau < 0.5:
                     offset = -sum(softplus[k, i] for i, other in enumerate(levels) if tau <= other < 0.5)
                 else:
-                    offset = raw[k, j]
-                q[k, j] = point[k] + unit[k] * (offset + shift[k, j])
-                if j > 0:
-                    q[k, j] = max(q[k, j], q[k, j - 1])
+                    offset = 0.0  # the median is the point forecast, shifted
+                floor = max(floor, shift[k, j])
+                q[k, j] = point[k] + unit[k] * (offset + floor)
         return q
 
     @staticmethod
     def _flag(reading: float, pending: np.ndarray, seen: bool, level_std: float) -> np.ndarray:
         """(seen, outside_80, outside_95, score) of one reading against the previous step's
-        2.5/10/90/97.5 % quantiles for it."""
+        10/2.5/90/97.5 % quantiles for it (the pending state's order)."""
         if not seen:
             return np.zeros(4)
-        lo95, lo80, hi80, hi95 = pending
+        lo80, lo95, hi80, hi95 = pending
         half = max(0.5 * (hi95 - lo95), 1e-6 * level_std)
         return np.array(
             [

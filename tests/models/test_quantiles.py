@@ -177,14 +177,20 @@ def test_untrained_quantile_head_gives_a_gaussian_band_in_residual_units() -> No
 
 
 def test_accumulation_tables_offset_outward_from_the_point() -> None:
-    accumulate, middle = quantile_tables((0.1, 0.25, 0.5, 0.9))
-    assert accumulate.tolist() == [
+    assert quantile_tables((0.1, 0.25, 0.5, 0.9)).tolist() == [
         [-1.0, 0.0, 0.0, 0.0],
         [-1.0, -1.0, 0.0, 0.0],
         [0.0, 0.0, 0.0, 0.0],
         [0.0, 0.0, 0.0, 1.0],
     ]
-    assert middle.tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def test_installed_shifts_are_monotone_in_level() -> None:
+    model = build(CASES[0])
+    model.set_quantile_shift(np.array([[0.5, -1.0, 0.0, 2.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]]))
+    assert model.spec.quantile_shift[0] == (0.5, 0.5, 0.5, 2.0, 2.0)
+    np.testing.assert_array_equal(model.quantile_shift.numpy()[0], [0.5, 0.5, 0.5, 2.0, 2.0])
+    assert tuple(model.config.extra["forecaster"]["quantile_shift"][0]) == (0.5, 0.5, 0.5, 2.0, 2.0)
 
 
 @pytest.mark.parametrize("levels", [(0.5, 0.1), (0.0, 0.5), (0.1, 0.1), (0.2, 1.0)])
