@@ -13,7 +13,10 @@ Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...`
                   SEQSERVE_REPLAY_MAX_BYTES)
         tokens    the tokens of the last TOKEN_WINDOW writes, each "<32 hex>=<20-digit position>;"
         owner     owner id of the API key that created it ("" without keys)
-    PREFIX x:{ID}   expiry marker, expires `tombstone_seconds` after the hash; its value is the
+        marked_until  when the expiry marker below expires (ms, the last writer's clock)
+    PREFIX x:{ID}   expiry marker, expires between half and all of `tombstone_seconds` after the
+                    hash (a save sets it again only when it would otherwise outlive the hash by
+                    less than half: the hash's `marked_until` says when it expires); its value is the
                     owner: when the hash is gone but the marker is not, the session *expired*
                     (410 to its owner), else it never existed or was deleted (404). (The braces
                     are a hash tag: both keys of a session live in the same cluster slot.)
@@ -422,6 +425,7 @@ class RedisSessionStore(SessionStore):
         return [
             expected_position, record.position, state, _ms(record.ttl_seconds), self.tombstone_ms,
             token, encode_history(record.history), repr(float(record.created_at)), TOKEN_WINDOW,
+            int(time.time() * 1000),
         ]  # fmt: skip
 
     def _saved(self, record: SessionRecord, expected_position: int, result: Any) -> ServiceError | None:

@@ -472,3 +472,40 @@ def test_history_blobs_round_trip_and_the_previous_format_is_read() -> None:
     reply = b'{"session_id":"s","model":"m","version":1,"position":1,"outputs":[[1.5,-2.0]]}'
     old = struct.pack("<qI16s", 0, len(reply), b"a" * 16) + reply + struct.pack("<qI16s", 255, 2, b"c" * 16) + b"{}"
     assert decode_history(old) == (LastStep(0, b"a" * 16, outputs), LastStep(255, b"c" * 16, b""))
+
+
+@pytest.mark.e2e
+def test_the_expiry_marker_is_set_again_only_when_it_would_fall_short(server: RedisProcess, prefix: str) -> None:
+    """A save writes the expiry marker (x:{id}) only when it would otherwise outlive the hash
+    by less than half the tombstone time; an expired session is still told apart (410)."""
+    record = make_record(ttl=0.5)
+    client = redis.Redis(port=server.port)
+
+    async def go() -> None:
+        store = store_for(server.url, prefix, tombstone_seconds=4.0)
+        try:
+            await store.create(record)
+            hash_key, marker = f"{prefix}s:{{{record.session_id}}}", f"{prefix}x:{{{record.session_id}}}"
+            loaded = await store.load(record.session_id)
+            loaded.position = 1
+            await store.save(loaded, 0)  # the first save sets it (the create left no marked_until)
+            until = int(client.hget(hash_key, "marked_until"))
+            assert until >= time.time() * 1000 + 4000
+            loaded.position, loaded.token = 2, ""
+            await store.save(loaded, 1)
+            assert int(client.hget(hash_key, "marked_until")) == until  # not set again
+            client.hset(hash_key, "marked_until", 0)  # as if it were about to fall short
+            client.pexpire(marker, 100)
+            loaded.position, loaded.token = 3, ""
+            await store.save(loaded, 2)
+            assert client.pttl(marker) > 4000 and int(client.hget(hash_key, "marked_until")) > until - 1000
+            await asyncio.sleep(0.8)  # the hash expires (ttl 0.5 s); the marker does not
+            with pytest.raises(SessionExpired):
+                await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    try:
+        run(go())
+    finally:
+        client.close()

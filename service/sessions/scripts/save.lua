@@ -1,10 +1,14 @@
 -- Save a step: a check-and-set on the position, recognising a re-sent save by its token.
 -- KEYS: hash, marker. ARGV: expected, position, state, ttl_ms, tombstone_ms, token, history,
---       created_at, token window (entries).
+--       created_at, token window (entries), now (the writer's clock, ms since the epoch).
 -- Returns {1, position} written (or written before by this very save), {0, stored, hash}
 -- conflict (the hash as HGETALL's flat list: the caller plans the step again from it, no load
--- needed), {-1} not found, {-2} expired. A write is four commands: HMGET, HSET, PEXPIRE, SET.
-local f = redis.call('HMGET', KEYS[1], 'position', 'tokens', 'created_at', 'owner')
+-- needed), {-1} not found, {-2} expired. A write is three commands: HMGET, HSET, PEXPIRE; the
+-- expiry marker is set again (SET) only when it would otherwise outlive the hash by less than
+-- half the tombstone time (`marked_until` in the hash: when it expires), i.e. about once per
+-- tombstone_ms / 2 of a session's life, so an expired session is told apart from a deleted one
+-- for between half and all of the tombstone time.
+local f = redis.call('HMGET', KEYS[1], 'position', 'tokens', 'created_at', 'owner', 'marked_until')
 if not f[1] then
   if redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end
   return {-1}
@@ -24,8 +28,13 @@ local entry = ARGV[6] .. '=' .. string.format('%020d', tonumber(ARGV[2])) .. ';'
 tokens = string.sub(tokens .. entry, -54 * tonumber(ARGV[9]))
 -- history is always written ('' when none): no HDEL, and a record of an older release that
 -- still carries last_before/last_digest/last_response is read from `history` from now on
-redis.call('HSET', KEYS[1], 'position', ARGV[2], 'state', ARGV[3], 'ttl_ms', ARGV[4], 'tokens', tokens,
-  'history', ARGV[7])
+local fields = {'position', ARGV[2], 'state', ARGV[3], 'ttl_ms', ARGV[4], 'tokens', tokens, 'history', ARGV[7]}
+local now, ttl, tomb = tonumber(ARGV[10]), tonumber(ARGV[4]), tonumber(ARGV[5])
+if tonumber(f[5] or 0) < now + ttl + tomb / 2 then
+  redis.call('SET', KEYS[2], f[4] or '', 'PX', ttl + tomb)
+  fields[#fields + 1] = 'marked_until'
+  fields[#fields + 1] = string.format('%d', now + ttl + tomb)
+end
+redis.call('HSET', KEYS[1], unpack(fields))
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
-redis.call('SET', KEYS[2], f[4] or '', 'PX', tonumber(ARGV[4]) + tonumber(ARGV[5]))
 return {1, tonumber(ARGV[2])}
