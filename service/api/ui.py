@@ -29,7 +29,21 @@ from service.core.errors import NotFound
 router = APIRouter(tags=["dashboard"])
 STATIC = Path(__file__).resolve().parent.parent / "ui"
 PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}\.png$")
-MANIFEST_KEYS = ("name", "version", "created", "task", "features", "outputs", "metrics", "gate", "training", "files")
+MANIFEST_KEYS = (
+    "name",
+    "version",
+    "created",
+    "task",
+    "features",
+    "outputs",
+    "metrics",
+    "gate",
+    "verdict",
+    "seasons",
+    "time",
+    "training",
+    "files",
+)
 DATA_KEYS = ("sha256", "rows", "missing_values_filled", "split")
 MAX_DATASET_BYTES = 2_000_000
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorBody}}
@@ -46,8 +60,9 @@ def mount_static(app: Any) -> None:
 
 @router.get("/v1/models/{name}/versions/{version}/manifest", responses=NOT_FOUND)
 async def manifest(name: str, version: int, request: Request) -> Response:
-    """The version's training manifest: metrics (model and baselines), the gate, training
-    history and the files written with it. Server paths (data file, repository) are left out."""
+    """The version's training manifest: metrics (model and baselines), the gate, the verdict
+    (what the network learned), the seasons and time axis found, training history and the files
+    written with it. Server paths (data file, repository) are left out."""
     model = services(request).registry.get(name, version)
     source = model.manifest
     body = {key: source[key] for key in MANIFEST_KEYS if key in source}

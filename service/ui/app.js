@@ -77,7 +77,7 @@ const METRIC_COLUMNS = ["mae", "rmse", "mase", "mape", "smape", "accuracy", "mac
 const HIGHER_IS_BETTER = new Set(["accuracy", "macro_f1"]);
 
 function isBaseline(name) {
-  return /naive|majority|baseline|ets|arima|mstl|theta|drift|mean/i.test(name);
+  return /naive|majority|baseline|ets|arima|mstl|theta|drift|mean|formula/i.test(name);
 }
 
 /* The metric rows of a manifest: every entry that is an object holding numeric metrics. */
@@ -121,6 +121,29 @@ function metricTable(metrics, gate) {
   }
   table.append(body);
   return el("div", { class: "table-wrap" }, table);
+}
+
+/* What training found and learned (manifest `seasons`, `time`, `verdict`), in words. */
+function seasonsText(seasons, time) {
+  const found = seasons.seasons && seasons.seasons.length ? `[${seasons.seasons.join(", ")}]` : "none";
+  const how = { off: "off (--season 0)", given: `${found} (--season)` }[seasons.setting];
+  const where = time && time.column ? ` · time column ${time.column}, ${time.frequency}` : "";
+  if (how) return `Seasons: ${how}${where}`;
+  const source = { calendar: "from the sampling period", values: "from the values alone" }[seasons.source] || "";
+  return `Seasons: ${found} found ${source}${where}`.replace(/ +/g, " ");
+}
+
+function verdictNotes(manifest) {
+  const notes = [];
+  if (manifest.seasons) notes.push(el("p", { class: "muted", "data-testid": "seasons", text: seasonsText(manifest.seasons, manifest.time) }));
+  const verdict = manifest.verdict;
+  if (verdict && verdict.text) {
+    const ratio = typeof verdict.ratio_to_best_baseline === "number"
+      ? ` · ${fmt(verdict.ratio_to_best_baseline, 3)}× the best baseline (${verdict.best_baseline})` : "";
+    notes.push(el("p", { class: "gate-reason", "data-testid": "verdict", text: `Verdict: ${verdict.text}${ratio}` }));
+  }
+  if (verdict && verdict.warning) notes.push(el("p", { class: "gate-reason", "data-testid": "verdict-warning", text: `Warning: ${verdict.warning}` }));
+  return notes;
 }
 
 function gateBadge(gate) {
@@ -182,6 +205,7 @@ async function renderModels() {
     card.append(el("h3", { text: `v${latest.version} on the test split` }));
     card.append(metricTable(top.metrics || latest.metrics, gate));
     if (gate && gate.reason) card.append(el("p", { class: "gate-reason", text: "Gate: " + gate.reason }));
+    card.append(...verdictNotes(top));
     const pngs = (top.files || []).filter((f) => f.endsWith(".png"));
     if (pngs.length) {
       const plots = el("div", { class: "plots" });

@@ -46,6 +46,14 @@ DEMAND_MANIFEST = {
         "best_baseline": "naive",
         "best_baseline_value": 1.0,
     },
+    "verdict": {
+        "text": "the network improved on its baseline (the value one season ago) by 12.5 % on test",
+        "ratio_to_best_baseline": 1.277,
+        "best_baseline": "naive",
+        "warning": None,
+    },
+    "seasons": {"setting": "auto", "seasons": [48, 336], "source": "calendar", "candidates": [48, 336], "evidence": {}},
+    "time": {"column": "timestamp", "frequency": "half-hourly", "period_seconds": 1800.0},
     "data": {"path": "/home/someone/private/demand.csv", "rows": 4032},
     "training_args": {"repository": "/srv/models", "data": "/home/someone/private/demand.csv"},
 }

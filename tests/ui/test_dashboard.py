@@ -28,6 +28,7 @@ def test_ui_routes_are_read_only_and_leak_no_paths(ui_server):
         assert "LineChart" in api.get("/ui/chart.js").text
         manifest = api.get("/v1/models/demand/versions/1/manifest").json()
         assert manifest["gate"] == DEMAND_MANIFEST["gate"] and manifest["metrics"] == DEMAND_MANIFEST["metrics"]
+        assert manifest["verdict"] == DEMAND_MANIFEST["verdict"] and manifest["seasons"] == DEMAND_MANIFEST["seasons"]
         assert manifest["data"] == {"rows": 4032}
         assert "/home/" not in r.text and "training_args" not in manifest
         png = api.get("/v1/models/demand/versions/1/files/forecast.png")
@@ -68,6 +69,15 @@ def test_page_lists_models_with_the_api_numbers(page, ui_server):
     ]
     assert sorted(shown) == sorted([*e[:2], _js_number(e[2])] for e in expected)
     assert demand.locator("tr.best").get_attribute("data-row") == "naive"
+    # what training found and learned, in words (manifest seasons, time, verdict)
+    assert demand.locator("[data-testid=seasons]").inner_text() == (
+        "Seasons: [48, 336] found from the sampling period · time column timestamp, half-hourly"
+    )
+    verdict = demand.locator("[data-testid=verdict]").inner_text()
+    assert (
+        verdict.startswith("Verdict: the network improved on its baseline")
+        and "1.28× the best baseline (naive)" in verdict
+    )
     # the gru model has no manifest: it is listed, without metrics or plots
     gru = page.locator("[data-testid=model-card][data-model=gru]")
     assert gru.locator("td[data-metric]").count() == 0 and gru.locator("[data-gate=none]").count() == 1
