@@ -66,6 +66,7 @@ from service.core.errors import (
     InvalidInput,
     LimitExceeded,
     ModelChanged,
+    PayloadTooLarge,
     PositionConflict,
     ServiceError,
     SessionExpired,
@@ -75,7 +76,7 @@ from service.core.errors import (
 from service.core.locks import KeyedLocks
 from service.core.registry import LoadedModel, ModelRegistry
 from service.core.settings import Settings
-from service.core.validate import check_features, parse_steps
+from service.core.validate import check_features, check_reply_size, parse_steps
 from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown
 
 log = logging.getLogger("seqserve.errors")
@@ -289,6 +290,8 @@ class Engine:
                     working.append(run)
                 elif run.provisional:
                     recheck.append(run)
+            if working and not self._reply_fits(working, results):
+                working = []  # refused whole (413): nothing runs, nothing is written
             # (a copy that nothing confirms answers nothing: those runs are planned again)
             regenerating = [run for run in runs if run.regens and (run.applied or not run.provisional)]
             if regenerating:
@@ -329,6 +332,25 @@ class Engine:
             for k, answer in zip(missing, records, strict=True):
                 out[k] = answer
         return out  # type: ignore[return-value]  # every slot is filled
+
+    def _reply_fits(self, working: list[_Run], results: list[Outcome | None]) -> bool:
+        """Whether the outputs of the steps to apply fit `max_response_values` (one request,
+        or a WebSocket batch or a bulk request in all); if not, every request of those runs
+        gets the 413 with the figures and nothing runs (replays planned from a cached copy
+        included: nothing would confirm them)."""
+        values = sum(run.length * run.loaded.output_width for run in working)
+        if values <= self.settings.max_response_values:
+            return True
+        requests = sum(len(run.applied) for run in working)
+        steps = sum(run.length for run in working)
+        try:
+            check_reply_size(values, self.settings.max_response_values, f"{requests} requests, {steps:,} steps in all")
+        except PayloadTooLarge as exc:
+            for run in working:
+                for i in run.items if run.provisional else [i for i, _, _ in run.applied] + [i for i, _ in run.echoes]:
+                    results[i] = exc
+                run.reset()
+        return False
 
     def _plan(self, run: _Run, requests: Sequence[StepRequest], results: list[Outcome | None]) -> None:
         """Decide each request of one session in order, against the record as the earlier

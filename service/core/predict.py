@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.core.validate import check_one_origin, parse_batch, parse_start_time, parse_state
+from service.core.validate import check_one_origin, check_reply_size, parse_batch, parse_start_time, parse_state
 
 if TYPE_CHECKING:
     from service.core.registry import LoadedModel, ModelRegistry
@@ -62,6 +62,9 @@ def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
     settings = svc.settings
     inputs: Sequence[Any] = body["inputs"]
     sequences = parse_batch(inputs, model.config, settings.max_batch_size, settings.max_steps_per_request)
+    steps, outputs = sum(seq.shape[0] for seq in sequences), model.output_width
+    figures = f"{len(sequences)} sequences, {steps:,} steps in all x {outputs} output values per step"
+    check_reply_size(steps * outputs, settings.max_response_values, figures)
     state, start_time = body.get("state"), body.get("start_time")
     check_one_origin(state, start_time)
     start = None

@@ -71,6 +71,12 @@ class Settings(BaseSettings):
     max_steps_per_request: int = Field(10_000, ge=1)
     max_batch_size: int = Field(256, ge=1)
     max_bulk_sessions: int = Field(1024, ge=1)
+    max_response_values: int = Field(
+        2 * 1024 * 1024,
+        ge=1,
+        description="output values one reply may hold (sequences x steps x outputs; ~15 bytes each as JSON), "
+        "checked before anything runs: 413 with the figures beyond",
+    )
 
     # Bounded work per request and per connection (safe defaults; docs/deployment.md)
     max_chunk_elements: int = Field(

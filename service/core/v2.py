@@ -53,7 +53,7 @@ from service.core.errors import (
 )
 from service.core.lifecycle import Sessions
 from service.core.registry import LoadedModel, ModelRegistry
-from service.core.validate import parse_start_time
+from service.core.validate import check_reply_size, parse_start_time
 from service.sessions.base import SessionRecord
 
 if TYPE_CHECKING:
@@ -395,6 +395,11 @@ async def _stateless(
     svc: Services, model: LoadedModel, arrays: dict[str, np.ndarray], options: Options, wanted: list[str]
 ) -> Result:
     x = arrays["input"]
+    check_reply_size(
+        x.shape[0] * x.shape[1] * model.output_width,
+        svc.settings.max_response_values,
+        f"batch {x.shape[0]} x {x.shape[1]:,} steps x {model.output_width} output values per step",
+    )
     given = tuple(arrays[n] for n in model.input_names[1:] if n in arrays)
     state = given or model.initial_state(x.shape[0], options.start_seconds)
     outputs, final = await svc.batcher_for(model).run(x, state)

@@ -14,7 +14,7 @@ import numpy as np
 
 from models.config import ModelConfig
 from models.times import TimeFormatError, parse_time
-from service.core.errors import InvalidInput, LimitExceeded
+from service.core.errors import InvalidInput, LimitExceeded, PayloadTooLarge
 
 F32_MAX = float(np.finfo(np.float32).max)
 
@@ -65,6 +65,20 @@ def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "in
         )
     check_features(array.shape[1], config, what)
     return np.ascontiguousarray(array)
+
+
+def check_reply_size(values: int, limit: int, figures: str) -> None:
+    """Refuse (413, before anything runs) a request whose reply would hold more than `limit`
+    output values: nothing else bounds batch x steps x outputs, and a small request to a model
+    with many outputs (a 48-step horizon) can ask for a reply a hundred times its size."""
+    if values > limit:
+        raise PayloadTooLarge(
+            f"the reply would hold {values:,} output values ({figures}); at most {limit:,} per request "
+            "(max_response_values): send fewer sequences or steps per request",
+            limit="max_response_values",
+            max=limit,
+            values=values,
+        )
 
 
 def check_features(count: int, config: ModelConfig, what: str) -> None:

@@ -256,3 +256,21 @@ def export_electricity(repository: Path, name: str = "electricity", version: int
     path = repository / name / str(version) / "model.onnx"
     export_onnx(model.eval(), path)
     return path.parent
+
+
+def export_wide(repository: Path, name: str = "wide", outputs: int = 48, hidden: int = 8) -> Path:
+    """One feature in, `outputs` values out per step (a horizon-48 forecaster's shape): a small
+    request asks for a reply many times its size."""
+    torch.manual_seed(0)
+    config = ModelConfig(
+        cell="lstm",
+        input_size=1,
+        hidden_size=hidden,
+        output_size=outputs,
+        features=("y",),
+        outputs=tuple(f"y@t+{k + 1}" for k in range(outputs)),
+        normalization=Normalization((0.0,), (1.0,), (0.0,) * outputs, (1.0,) * outputs),
+    )
+    path = repository / name / "1" / "model.onnx"
+    export_onnx(RecurrentModel(config).eval(), path)
+    return path

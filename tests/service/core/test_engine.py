@@ -417,3 +417,20 @@ async def test_a_tampered_finite_state_is_refused_not_answered_with_nulls(svc: S
     body = {"inputs": [[[3.0e38]]], "state": {"h": [[[1.0, 3.0e38]]]}}
     with pytest.raises(NonFiniteResult):
         await predict.predict(svc, predict.prepare(svc, "count", body))
+
+
+async def test_a_batch_whose_replies_exceed_the_reply_limit_is_refused_whole(tmp_path: Path) -> None:
+    """A WebSocket batch or a bulk request counts in all: 413 for every step, nothing applied."""
+    from service.core.errors import PayloadTooLarge
+
+    svc = await bounded_services(tmp_path, max_response_values=20)  # 10 steps of the counting model
+    try:
+        a, b = await new_session(svc), await new_session(svc)
+        out = await svc.engine.apply([StepRequest(a, [[1.0]] * 6), StepRequest(b, [[1.0]] * 5)])
+        assert all(isinstance(o, PayloadTooLarge) and o.details["values"] == 22 for o in out)
+        assert await truth(svc, a) == (0, 0.0) and await truth(svc, b) == (0, 0.0)
+        out = await svc.engine.apply([StepRequest(a, [[1.0]] * 5), StepRequest(a, [[1.0]] * 5)])
+        assert all(isinstance(o, StepResult) for o in out)
+    finally:
+        await svc.store.close()
+        svc.executor.shutdown(wait=True)
