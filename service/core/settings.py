@@ -53,7 +53,7 @@ class Settings(BaseSettings):
         "the state it started from instead (a retry recomputes its reply), older records are dropped first",
     )
     apply_attempts: int = Field(
-        32,
+        64,
         ge=1,
         description="rounds a position-less step is recomputed after losing the check-and-set to another replica "
         "(apply next); 409 after the last",
