@@ -318,6 +318,8 @@ def infer_response(result: inference.Result, rid: Any, wanted: list[tuple[str, b
         body["id"] = rid
     if result.position is not None:
         body["parameters"] = {"sequence_position": result.position}
+    if result.times is not None:  # a JSON string: V2 parameter values are scalars
+        body.setdefault("parameters", {})["forecast_times"] = orjson.dumps(result.times).decode()
     body["outputs"] = items
     header = orjson.dumps(body, option=NUMPY)
     if not blobs:

@@ -336,6 +336,9 @@ class Result:
     model: LoadedModel
     tensors: dict[str, np.ndarray]
     position: int | None = None
+    # A stateless request with start_time to a model that knows its period: the ISO times each
+    # forecast is for, [batch][time][lead] (service/core/predict.py's times_of).
+    times: list[list[list[str]]] | None = None
 
 
 _background: set[asyncio.Task[Any]] = set()  # sequence steps in flight (kept from garbage collection)
@@ -406,7 +409,11 @@ async def _stateless(
     by_name = dict(zip(model.output_names, (outputs, *final), strict=True))
     if model.extra_outputs:
         by_name.update(extra_tensors(model, outputs))
-    return Result(model, {n: by_name[n] for n in wanted})
+    from service.core.predict import times_of
+
+    start = None if given else options.start_seconds
+    times = times_of(model, start, [x.shape[1]] * x.shape[0])
+    return Result(model, {n: by_name[n] for n in wanted}, times=times)
 
 
 def extra_tensors(model: LoadedModel, packed: np.ndarray) -> dict[str, np.ndarray]:

@@ -10,6 +10,7 @@ import math
 from typing import Any
 
 import numpy as np
+import orjson
 
 from service.core import v2 as inference
 from service.core.registry import LoadedModel
@@ -90,4 +91,6 @@ def response(result: inference.Result, request_id: str) -> pb.ModelInferResponse
         reply.raw_output_contents.append(np.ascontiguousarray(array, "<f4").tobytes())
     if result.position is not None:
         reply.parameters["sequence_position"].int64_param = result.position
+    if result.times is not None:  # [batch][time][lead] ISO times, as a JSON string
+        reply.parameters["forecast_times"].string_param = orjson.dumps(result.times).decode()
     return reply

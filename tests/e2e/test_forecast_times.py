@@ -4,6 +4,7 @@ returning a future-indexed DataFrame equal to the stateless predict."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import httpx
@@ -83,3 +84,17 @@ def test_client_forecast_is_future_indexed_and_equals_predict(server: ServicePro
         np.testing.assert_array_equal(frame.to_numpy(), predicted)
         indexed = api.forecast("sales", monthly.set_index(pd.DatetimeIndex(pd.to_datetime(monthly["month"]))))
         np.testing.assert_array_equal(indexed.to_numpy(), predicted)
+
+
+def test_v2_stateless_reply_carries_the_forecast_times(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    x = monthly["sales"].to_numpy()[:3].tolist()
+    body = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 3, 1], "data": x}],
+        "parameters": {"start_time": "1990Q1"},
+    }
+    reply = httpx.post(f"{server.url}/v2/models/sales/infer", json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    times = json.loads(reply.json()["parameters"]["forecast_times"])
+    assert times == [[["1990-02-01T00:00:00Z"], ["1990-03-01T00:00:00Z"], ["1990-04-01T00:00:00Z"]]]
+    plain = httpx.post(f"{server.url}/v2/models/sales/infer", json={"inputs": body["inputs"]}, timeout=30).json()
+    assert "forecast_times" not in (plain.get("parameters") or {})
