@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from training.forecast_loop import Segment
 
 INTERVALS = {"80": (0.1, 0.9), "95": (0.025, 0.975)}
+# Head bias of the constant-width candidate: softplus(-30) is 1e-13, so the offsets vanish and the
+# conformal shifts (order statistics, monotone in level) are the quantiles themselves; with
+# offsets left in, shifts that fall with the level would be raised (monotone_shift) and widen.
+CONSTANT_BIAS = -30.0
 
 
 def parse_levels(value: str | Sequence[Any] | None) -> list[float]:
@@ -175,6 +179,8 @@ def _cross_fitted_pinball(levels: Sequence[float], raw: np.ndarray, val: Readout
     """Mean pinball loss (residual units) of conformally shifted quantiles on the validation
     origins, each half (alternate origins) shifted with the other half's order statistics, so
     no origin scores quantiles calibrated on itself."""
+    from models.forecaster import monotone_shift  # torch: imported when calibrating
+
     scores = (val.target[..., None] - raw) / val.unit[..., None]
     tau = np.asarray(levels)
     total, count = 0.0, 0
@@ -182,7 +188,7 @@ def _cross_fitted_pinball(levels: Sequence[float], raw: np.ndarray, val: Readout
         mine, other = np.arange(part, len(scores), 2), np.arange(1 - part, len(scores), 2)
         if len(mine) == 0 or len(other) == 0:
             continue
-        error = scores[mine] - conformal_shift(levels, scores[other])
+        error = scores[mine] - monotone_shift(conformal_shift(levels, scores[other]))  # as installed
         total += float(np.maximum(tau * error, (tau - 1.0) * error).sum())
         count += error.size
     return total / max(count, 1)
@@ -220,8 +226,9 @@ def calibrate(
 
     fitted = {k: v.detach().clone() for k, v in model.quantile_head.state_dict().items()}
     varying = _cross_fitted_pinball(levels, quantiles_of(model, val), val)
-    with torch.no_grad():
+    with torch.no_grad():  # no offsets at all: the shifts alone are the residual's quantiles
         model.quantile_head.weight.zero_()
+        model.quantile_head.bias.fill_(CONSTANT_BIAS)
     constant = _cross_fitted_pinball(levels, quantiles_of(model, val), val)
     chosen = "constant" if constant < varying else "state"
     if chosen == "state":
