@@ -82,6 +82,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="X",
         help="classify: std of Gaussian noise added to the standardised inputs while training (default 0)",
     )
+    model.add_argument(
+        "--weight-average",
+        type=float,
+        metavar="DECAY",
+        help="classify: validate and keep a moving average of the weights (decay per step, e.g. 0.99; default 0: none)",
+    )
     model.add_argument("--patience", type=int, metavar="N", help="early-stopping patience in epochs (default 10)")
     model.add_argument("--seed", type=int, metavar="N", help="random seed (default 0)")
     model.add_argument(
@@ -217,6 +223,7 @@ _TYPES: dict[str, type] = {
     "lr": float,
     "weight_decay": float,
     "input_noise": float,
+    "weight_average": float,
     "val_fraction": float,
     "test_fraction": float,
     "quiet": bool,
@@ -301,6 +308,10 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         raise TrainingError("--input-noise must be a standard deviation between 0 and 10 (standardised units)")
     if settings.input_noise and settings.task != "classify":
         raise TrainingError("--input-noise is for classification (--task classify)")
+    if not 0 <= settings.weight_average < 1:  # NaN fails too
+        raise TrainingError("--weight-average must be a decay in [0, 1), e.g. 0.99 (0: no average)")
+    if settings.weight_average and settings.task != "classify":
+        raise TrainingError("--weight-average is for classification (--task classify)")
     if settings.history < 0:
         raise TrainingError("--history must be 0 (default) or a positive integer")
     if settings.max_rows < 0:

@@ -219,6 +219,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             lr=settings.lr,
             weight_decay=settings.weight_decay,
             noise=settings.input_noise,
+            average=settings.weight_average,
             patience=settings.patience,
             window=settings.window,
             seed=settings.seed,

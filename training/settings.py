@@ -37,6 +37,7 @@ class RunSettings:
     lr: float = 3e-3
     weight_decay: float = 1e-4
     input_noise: float = 0.0
+    weight_average: float = 0.0
     patience: int = 10
     seed: int = 0
     threads: int = 1

@@ -75,6 +75,11 @@ CASES = {
         ["--data", str(SUNSPOTS), "--target", "sunactivity", "--input-noise", "0.5"],
         "--input-noise is for classification",
     ),
+    "weight average of 1": (["--preset", "vowels", "--weight-average", "1"], "--weight-average must be"),
+    "weight average on a forecast": (
+        ["--data", str(SUNSPOTS), "--target", "sunactivity", "--weight-average", "0.9"],
+        "--weight-average is for classification",
+    ),
     "no target": (["--data", str(SUNSPOTS)], "forecasting needs --target"),
     "bad name": (["--data", str(SUNSPOTS), "--target", "sunactivity", "--name", "../evil"], "invalid model name"),
     "unknown preset": (["--preset", "nope"], "unknown preset 'nope'"),

@@ -48,7 +48,7 @@ def _vowels_subset() -> tuple[object, object]:
     return data, preset("vowels")
 
 
-def _train_once(noise: float, lr: float) -> tuple[list[float], list[float]]:
+def _train_once(noise: float, lr: float, average: float = 0.0) -> tuple[list[float], list[float], object]:
     import torch
 
     from models.recurrent import RecurrentModel
@@ -60,12 +60,12 @@ def _train_once(noise: float, lr: float) -> tuple[list[float], list[float]]:
     settings = RunSettings(task="classify", label="speaker", sequence_id="series_id", cell="gru", hidden=8)
     loop.seed_everything(0)
     model = RecurrentModel(model_config(settings, data, "gru"))  # type: ignore[arg-type]
-    train = loop.TrainSettings(epochs=2, batch_size=4, lr=lr, patience=10, noise=noise, progress=False)
+    train = loop.TrainSettings(epochs=2, batch_size=4, lr=lr, patience=10, noise=noise, average=average, progress=False)
     try:
         history = loop.train_classify(model, data, train)  # type: ignore[arg-type]
     finally:
         torch.set_flush_denormal(False)  # seed_everything turned it on; leave the next test IEEE floats
-    return history.train_loss, history.val_loss
+    return history.train_loss, history.val_loss, model
 
 
 def test_input_noise_perturbs_training_inputs_only() -> None:
@@ -77,4 +77,25 @@ def test_input_noise_perturbs_training_inputs_only() -> None:
 
 
 def test_input_noise_is_seeded() -> None:
-    assert _train_once(0.5, 3e-3) == _train_once(0.5, 3e-3)
+    assert _train_once(0.5, 3e-3)[:2] == _train_once(0.5, 3e-3)[:2]
+
+
+def test_weight_average_is_what_is_validated_and_kept() -> None:
+    """The same optimiser steps as without the average (same training losses in the first
+    epoch, whose weights start equal), but the kept model is the average: it differs from the
+    raw run's and its validation loss is the best one recorded."""
+    import torch
+
+    from training import loop
+
+    raw_train, _, raw_model = _train_once(0.0, 3e-3)
+    train, val, model = _train_once(0.0, 3e-3, average=0.9)
+    assert train[0] == raw_train[0]
+    raw_weights, kept = raw_model.state_dict(), model.state_dict()  # type: ignore[attr-defined]
+    assert any(not torch.equal(raw_weights[k], kept[k]) for k in kept)
+    data, _ = _vowels_subset()
+    z, lengths, _, labels = loop._tensors(data.val, model, torch.device("cpu"))  # type: ignore[arg-type,attr-defined]
+    with torch.no_grad():
+        out, _ = model.forward_normalized(z)  # type: ignore[attr-defined]
+    kept_loss = float(torch.nn.functional.cross_entropy(loop._last_step(out, lengths), labels))
+    assert abs(kept_loss - min(val)) < 1e-6
