@@ -28,3 +28,28 @@ def test_quality_report_for_one_case(tmp_path: Path) -> None:
 def test_unknown_case_is_refused(tmp_path: Path) -> None:
     with pytest.raises(SystemExit):
         quality.main(["--cases", "nope", "--output", str(tmp_path / "q.md")])
+
+
+def test_default_flags_section_replaces_its_previous_version(tmp_path: Path) -> None:
+    doc = tmp_path / "quality.md"
+    doc.write_text("# Quality\n\nkept\n")
+    quality.write_section(doc, f"{quality.START}\nfirst\n{quality.END}")
+    quality.write_section(doc, f"{quality.START}\nsecond\n{quality.END}")
+    text = doc.read_text()
+    assert text.count(quality.START) == 1 and "second" in text and "first" not in text and "kept" in text
+
+
+@pytest.mark.slow
+def test_default_flags_row_trains_with_only_data_and_target(tmp_path: Path) -> None:
+    import numpy as np
+    import pandas as pd
+
+    t = np.arange(48)
+    months = pd.period_range("2000-01", periods=48, freq="M").strftime("%Y-%m")
+    path = tmp_path / "sales.csv"
+    noise = np.random.default_rng(0).normal(0, 1, 48)
+    pd.DataFrame({"month": months, "sales": 50 + t + 8 * np.sin(2 * np.pi * t / 12) + noise}).to_csv(path, index=False)
+    row = quality._default_row("sales", str(path), "sales", tmp_path)
+    assert row[:4] == ["sales", "48", "monthly", "[12]"]
+    assert row[4].startswith("**") and not row[4].startswith("refused")
+    assert row[-1].split(";")[0] in ("network", "formula")
