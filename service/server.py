@@ -43,7 +43,14 @@ def app_from_env():  # uvicorn factory for multi-worker mode: each worker reads 
 
 def configure_limits(settings: Settings) -> None:
     """The connection limits our protocol enforces (per process: each worker calls this)."""
-    protocol.configure(settings.max_header_bytes, settings.header_timeout_seconds, settings.max_connections)
+    per_client = settings.max_connections_per_client
+    protocol.configure(
+        settings.max_header_bytes,
+        settings.header_timeout_seconds,
+        settings.max_connections,
+        body_timeout=settings.body_timeout_seconds,
+        max_per_client=max(1, settings.max_connections // 4) if per_client is None else per_client,
+    )
 
 
 def http_protocol(settings: Settings) -> dict[str, Any]:

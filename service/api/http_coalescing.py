@@ -15,12 +15,14 @@ statuses pass straight through.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from collections import Counter
+from typing import Any, ClassVar
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from models.error_codes import status_of
+from service.core.errors import refused
 
 
 class _CoalescingTransport:
@@ -72,12 +74,28 @@ class Limits:
     max_header_bytes = 64 * 1024
     header_timeout = 10.0
     max_connections = 2048
+    body_timeout = 30.0
+    max_per_client = 512  # 0: no per-client limit
 
 
-def configure(max_header_bytes: int, header_timeout: float, max_connections: int) -> None:
+# Connections beyond max_connections that are still accepted, for health checks only: a client
+# that holds every connection must not make the probes fail (and the pod be restarted).
+HEALTH_RESERVE = 16
+HEALTH_PATHS = (b"/v2/health/", b"/v1/health/")
+
+
+def configure(
+    max_header_bytes: int,
+    header_timeout: float,
+    max_connections: int,
+    body_timeout: float = 30.0,
+    max_per_client: int = 512,
+) -> None:
     Limits.max_header_bytes = max_header_bytes
     Limits.header_timeout = header_timeout
     Limits.max_connections = max_connections
+    Limits.body_timeout = body_timeout
+    Limits.max_per_client = max_per_client
 
 
 def _refusal(phrase: bytes, code: str, message: str) -> bytes:
@@ -103,9 +121,15 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     - Header-read timeout: a connection that opens, or starts a request, and does not
       finish its headers within `header_timeout` seconds is closed (408 if it sent
       anything). Idle keep-alive connections are closed by uvicorn's `timeout_keep_alive`.
-    - Connection limit: beyond `max_connections` open connections (HTTP and WebSocket) a
-      new one is answered 503 and closed, before it costs a request task.
+    - Body-read timeout: a request's body must arrive within `body_timeout` seconds after its
+      headers, or the connection is closed (a slow-body client cannot hold it forever).
+    - Connection limits: one client address holds at most `max_per_client` open connections
+      (HTTP and WebSocket); beyond `max_connections` in all a new one is answered 503 and
+      closed, before it costs a request task, except for a small reserve that serves only
+      the health checks (so one client holding every connection does not fail the probes).
     """
+
+    clients: ClassVar[Counter[str]] = Counter()  # open connections per client address (this process)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -113,18 +137,47 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._header_bytes = 0
         self._tail = b""
         self._header_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._refused = False
+        self._client: str | None = None  # counted in `clients` while open
+        self._health_only = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        if len(self.connections) > Limits.max_connections:
-            self.logger.warning("connection refused: %d connections open (max_connections)", len(self.connections) - 1)
-            self._refuse(_refusal(b"Service Unavailable", "too_many_connections", "too many open connections"))
+        peer = transport.get_extra_info("peername")
+        client = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+        held = self.clients[client]
+        if Limits.max_per_client and held >= Limits.max_per_client:
+            refused("max_connections_per_client")
+            self.logger.warning(
+                "connection refused: the client holds %d connections (max_connections_per_client)", held
+            )
+            message = f"this client holds {held} open connections (at most {Limits.max_per_client}); close some first"
+            self._refuse(_refusal(b"Service Unavailable", "too_many_connections", message))
             return
+        if len(self.connections) > Limits.max_connections:
+            if len(self.connections) > Limits.max_connections + HEALTH_RESERVE:
+                refused("max_connections")
+                self.logger.warning(
+                    "connection refused: %d connections open (max_connections)", len(self.connections) - 1
+                )
+                self._refuse(_refusal(b"Service Unavailable", "too_many_connections", "too many open connections"))
+                return
+            self._health_only = True  # the reserve: health checks only (decided on the request line)
+        self._client = client
+        self.clients[client] = held + 1
         self._arm_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
+        self._cancel_body_timer()
+        if self._client is not None:
+            left = self.clients[self._client] - 1
+            if left > 0:
+                self.clients[self._client] = left
+            else:
+                del self.clients[self._client]
+            self._client = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -155,11 +208,34 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._header_bytes = 0
         self._tail = b""
         self._cancel_header_timer()
+        if self._health_only and not bytes(self.url).startswith(HEALTH_PATHS):
+            refused("max_connections")
+            self._refuse(_refusal(b"Service Unavailable", "too_many_connections", "too many open connections"))
+            return
         super().on_headers_complete()
+        if not (self.parser.should_upgrade() and self._should_upgrade()):  # a WebSocket has no body
+            self._body_timer = self.loop.call_later(Limits.body_timeout, self._body_timeout)
 
     def on_message_complete(self) -> None:
+        self._cancel_body_timer()
         super().on_message_complete()
         self._reading_headers = True  # whatever arrives next is the next request's headers
+
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timeout(self) -> None:
+        """The body did not arrive in time: the connection is closed (the application sees the
+        client go away); counted, logged once."""
+        self._body_timer = None
+        if self.transport.is_closing() or self._reading_headers:
+            return
+        refused("body_timeout_seconds")
+        self.logger.warning("connection closed: request body not received within %g s", Limits.body_timeout)
+        self._refused = True
+        self.transport.close()
 
     def _arm_header_timer(self) -> None:
         self._cancel_header_timer()
@@ -184,5 +260,6 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def _refuse(self, response: bytes) -> None:
         self._refused = True
         self._cancel_header_timer()
+        self._cancel_body_timer()
         self.transport.write(response)
         self.transport.close()

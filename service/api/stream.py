@@ -29,7 +29,7 @@ from service.api.deps import owner, services
 from service.api.middleware import request_id_of
 from service.api.sessions import parse_step_request
 from service.core.engine import StepRequest
-from service.core.errors import InvalidInput, ServiceError
+from service.core.errors import InvalidInput, ServiceError, refused
 from service.core.logs import set_request_id
 
 log = logging.getLogger("seqserve.errors")
@@ -64,17 +64,37 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
     max_bytes = svc.settings.max_body_bytes
     waiting: asyncio.Queue[Message] = asyncio.Queue(svc.settings.ws_max_queue)
 
+    idle = svc.settings.ws_idle_timeout_seconds
+    loop = asyncio.get_running_loop()
+    heard = [loop.time()]  # when the client last sent, or its last batch was answered
+
     async def read() -> None:
         try:
             while True:
                 message = await websocket.receive()
+                heard[0] = loop.time()
                 await waiting.put(message)
                 if message["type"] == "websocket.disconnect":
                     return
         except (WebSocketDisconnect, RuntimeError):
             await waiting.put({"type": "websocket.disconnect"})
 
+    async def watch() -> None:
+        """Close the connection when the client sent nothing for `idle` seconds while nothing
+        of its was pending (a timer, not a timeout per receive: messages that arrive together
+        must still reach the engine together)."""
+        while True:
+            left = heard[0] + idle - loop.time()
+            if left > 0 or not waiting.empty():
+                await asyncio.sleep(max(left, idle / 4))
+                continue
+            refused("ws_idle_timeout_seconds")
+            with contextlib.suppress(Exception):
+                await websocket.close(code=1001, reason=f"idle for {idle:g} s (ws_idle_timeout_seconds)")
+            return
+
     reader = asyncio.create_task(read())
+    watcher = asyncio.create_task(watch())
     try:
         while True:
             messages = [await waiting.get()]
@@ -100,6 +120,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
                     replies[i] = codecs.stream_reply(outcome)
             for reply in replies:
                 await websocket.send_text(reply.decode())  # type: ignore[union-attr]
+            heard[0] = loop.time()  # idle time counts from the answer, not from the request
             if closing:
                 return
     except WebSocketDisconnect:
@@ -112,6 +133,7 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
             await websocket.send_text(codecs.stream_internal_error(rid).decode())
             await websocket.close(code=1011)
     finally:
+        watcher.cancel()
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await reader

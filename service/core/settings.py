@@ -104,6 +104,18 @@ class Settings(BaseSettings):
         10.0, gt=0, description="a connection must finish a request's headers within this; closed otherwise"
     )
     keep_alive_timeout_seconds: float = Field(5.0, gt=0, description="idle keep-alive connections are closed")
+    body_timeout_seconds: float = Field(
+        30.0, gt=0, description="a request's body must arrive within this after its headers; the connection is closed"
+    )
+    max_connections_per_client: int | None = Field(
+        None,
+        ge=0,
+        description="open connections from one client address; 503 beyond; unset: a quarter of max_connections; "
+        "0: no per-client limit (behind a proxy, which is then the one client)",
+    )
+    ws_idle_timeout_seconds: float = Field(
+        300.0, gt=0, description="a WebSocket that sends no message for this long is closed (1001)"
+    )
     max_connections: int = Field(2048, ge=1, description="open connections (HTTP + WebSocket); 503 beyond")
     ws_max_message_bytes: int = Field(1024 * 1024, ge=1024, description="WebSocket message size; closed 1009 beyond")
     ws_max_queue: int = Field(16, ge=1, description="WebSocket messages read ahead of the application")

@@ -23,6 +23,9 @@ LIMITS = {
     "SEQSERVE_KEEP_ALIVE_TIMEOUT_SECONDS": "1",
     "SEQSERVE_MAX_CONNECTIONS": "6",
     "SEQSERVE_WS_MAX_MESSAGE_BYTES": "65536",
+    "SEQSERVE_BODY_TIMEOUT_SECONDS": "2",
+    "SEQSERVE_WS_IDLE_TIMEOUT_SECONDS": "2",
+    "SEQSERVE_MAX_CONNECTIONS_PER_CLIENT": "0",  # every test client is 127.0.0.1 (the per-client cap: below)
 }
 
 
@@ -131,11 +134,14 @@ def test_connections_beyond_the_limit_get_503_and_the_rest_keep_working(limited)
     held = [_connect(limited) for _ in range(6)]
     try:
         time.sleep(0.2)
-        extra = _connect(limited)
+        extra = _connect(limited)  # beyond the limit: the reserve, for health checks only
+        extra.sendall(b"GET /v1/models HTTP/1.1\r\nHost: x\r\n\r\n")
         reply = _read_all(extra)
         extra.close()
         assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
         assert json.loads(reply.split(b"\r\n\r\n", 1)[1])["code"] == "too_many_connections"
+        # The probes still answer while every connection is held (they used to get 503).
+        assert _healthy(limited)
         # A held connection still gets its answer.
         held[0].sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
         assert held[0].recv(65536).startswith(b"HTTP/1.1 200")
@@ -158,3 +164,52 @@ def test_websocket_message_over_the_limit_closes_with_1009(limited):
             ws.recv(timeout=10)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
     assert _healthy(limited)
+
+
+def test_a_body_that_does_not_arrive_in_time_closes_the_connection(limited):
+    sock = _connect(limited)
+    start = time.monotonic()
+    sock.sendall(b"POST /v1/models/lstm/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n")
+    sock.sendall(b'content-length: 1000\r\n\r\n{"inputs": ')  # then nothing more
+    reply = _read_all(sock)
+    sock.close()
+    assert 1.5 < time.monotonic() - start < 8, reply[:200]
+    assert not reply.startswith(b"HTTP/1.1 200")
+    assert _healthy(limited)
+
+
+def test_an_idle_websocket_is_closed(limited):
+    sid = httpx.post(f"{limited.url}/v1/models/lstm/sessions", json={}, timeout=10).json()["session_id"]
+    with connect(f"ws://127.0.0.1:{limited.port}/v1/sessions/{sid}/stream") as ws:
+        ws.send(json.dumps({"inputs": [[20.0, 500.0, 12.0]]}))
+        assert "outputs" in json.loads(ws.recv(timeout=10))
+        start = time.monotonic()
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)  # nothing sent: the server closes it
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1001
+    assert "ws_idle_timeout_seconds" in closed.value.rcvd.reason
+    assert 1.5 < time.monotonic() - start < 8
+
+
+def test_one_client_cannot_hold_every_connection(repository, tmp_path):
+    env = {"SEQSERVE_MAX_CONNECTIONS": "8", "SEQSERVE_MAX_CONNECTIONS_PER_CLIENT": "3"}
+    with ServiceProcess(repository, tmp_path, env) as server:
+        held = [_connect(server) for _ in range(3)]
+        try:
+            time.sleep(0.2)
+            extra = _connect(server)
+            reply = _read_all(extra)
+            extra.close()
+            assert reply.startswith(b"HTTP/1.1 503"), reply[:200]
+            body = json.loads(reply.split(b"\r\n\r\n", 1)[1])
+            assert body["code"] == "too_many_connections" and "at most 3" in body["error"]
+            # Another client address is served (Linux routes all of 127/8 to loopback).
+            other = socket.create_connection(("127.0.0.1", server.port), timeout=10, source_address=("127.0.0.2", 0))
+            other.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert other.recv(65536).startswith(b"HTTP/1.1 200")
+            other.close()
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(0.3)
+        assert _healthy(server)
