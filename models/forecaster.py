@@ -20,7 +20,9 @@ hides the phase from a share of its streams (PHASE_DROPOUT), so one model serves
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -82,10 +84,22 @@ def quantile_tables(levels: tuple[float, ...]) -> np.ndarray:
     return accumulate
 
 
-def monotone_shift(shift: np.ndarray) -> np.ndarray:
-    """Calibration shifts [H, Q] made non-decreasing in level (a running maximum): with offsets
-    that already are, the quantiles are then monotone whatever the readings."""
-    return np.maximum.accumulate(np.asarray(shift, dtype=np.float64), axis=-1)
+def monotone_shift(shift: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """Calibration shifts [H, Q] made non-decreasing in level, outward from the middle so each
+    change only widens: above the median a running maximum upward, below it a running minimum
+    downward (a lower bound only moves down). With offsets that are non-decreasing too, the
+    quantiles are then monotone whatever the readings."""
+    out = np.array(shift, dtype=np.float64, copy=True)
+    above = [j for j, tau in enumerate(levels) if tau >= 0.5]
+    below = [j for j, tau in enumerate(levels) if tau < 0.5]
+    for prev, j in itertools.pairwise(above):
+        out[..., j] = np.maximum(out[..., j], out[..., prev])
+    anchor = above[0] if above else None
+    for j in reversed(below):
+        if anchor is not None:
+            out[..., j] = np.minimum(out[..., j], out[..., anchor])
+        anchor = j
+    return np.maximum.accumulate(out, axis=-1)  # already so, unless no level is at or above 0.5
 
 
 def quantile_bias(levels: tuple[float, ...]) -> np.ndarray:
@@ -161,7 +175,8 @@ class Forecaster(nn.Module):
             with torch.no_grad():
                 self.quantile_head.bias.copy_(torch.from_numpy(np.tile(quantile_bias(levels), h)))
             self.register_buffer("quantile_accumulate", torch.from_numpy(quantile_tables(levels)))
-            shift = monotone_shift(np.asarray(spec.quantile_shift or np.zeros((h, len(levels)))).reshape(h, -1))
+            shift = np.asarray(spec.quantile_shift or np.zeros((h, len(levels)))).reshape(h, -1)
+            shift = monotone_shift(shift, levels)
             self.register_buffer("quantile_shift", torch.from_numpy(shift.astype(np.float32)))
             self.anomaly_index = [levels.index(q) for q in PENDING_LEVELS] if config.anomaly else []
         inv = np.zeros((h, c), np.float32)
@@ -203,7 +218,8 @@ class Forecaster(nn.Module):
         config (and so the exported file) carries."""
         from dataclasses import replace
 
-        shift = monotone_shift(np.asarray(shift, dtype=np.float64).reshape(self.spec.horizon, -1))
+        shift = np.asarray(shift, dtype=np.float64).reshape(self.spec.horizon, -1)
+        shift = monotone_shift(shift, self.config.quantiles)
         self.spec = replace(self.spec, quantile_shift=tuple(tuple(float(v) for v in row) for row in shift))
         self.config = forecaster_config(self.config, self.spec, self.config.clock)
         with torch.no_grad():

@@ -298,7 +298,18 @@ class ForecasterReference:
         shift = np.asarray(spec.quantile_shift) if spec.quantile_shift else np.zeros_like(raw)
         q = np.zeros_like(raw)
         for k in range(len(point)):
-            floor = -np.inf  # the shifts are used non-decreasing in level (a running maximum)
+            # The shifts as used: from the middle outward, an upper level's is at least every
+            # upper one below it, a lower level's at most every level above it that is >= 0.5
+            # or < 0.5 and above it (so each only widens); then non-decreasing overall.
+            used = []
+            for tau in levels:
+                if tau >= 0.5:
+                    value = max(shift[k, i] for i, other in enumerate(levels) if 0.5 <= other <= tau)
+                else:
+                    middle = [i for i, other in enumerate(levels) if other >= 0.5][:1]
+                    value = min(shift[k, i] for i, other in enumerate(levels) if tau <= other < 0.5 or i in middle)
+                used.append(value)
+            used = list(np.maximum.accumulate(used))
             for j, tau in enumerate(levels):
                 if tau > 0.5:
                     offset = sum(softplus[k, i] for i, other in enumerate(levels) if 0.5 < other <= tau)
@@ -306,8 +317,7 @@ class ForecasterReference:
                     offset = -sum(softplus[k, i] for i, other in enumerate(levels) if tau <= other < 0.5)
                 else:
                     offset = 0.0  # the median is the point forecast, shifted
-                floor = max(floor, shift[k, j])
-                q[k, j] = point[k] + unit[k] * (offset + floor)
+                q[k, j] = point[k] + unit[k] * (offset + used[j])
         return q
 
     @staticmethod

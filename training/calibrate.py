@@ -188,7 +188,7 @@ def _cross_fitted_pinball(levels: Sequence[float], raw: np.ndarray, val: Readout
         mine, other = np.arange(part, len(scores), 2), np.arange(1 - part, len(scores), 2)
         if len(mine) == 0 or len(other) == 0:
             continue
-        error = scores[mine] - monotone_shift(conformal_shift(levels, scores[other]))  # as installed
+        error = scores[mine] - monotone_shift(conformal_shift(levels, scores[other]), levels)  # as installed
         total += float(np.maximum(tau * error, (tau - 1.0) * error).sum())
         count += error.size
     return total / max(count, 1)

@@ -188,9 +188,11 @@ def test_accumulation_tables_offset_outward_from_the_point() -> None:
 def test_installed_shifts_are_monotone_in_level() -> None:
     model = build(CASES[0])
     model.set_quantile_shift(np.array([[0.5, -1.0, 0.0, 2.0, 1.0], [0.0, 0.0, 0.0, 0.0, 0.0]]))
-    assert model.spec.quantile_shift[0] == (0.5, 0.5, 0.5, 2.0, 2.0)
-    np.testing.assert_array_equal(model.quantile_shift.numpy()[0], [0.5, 0.5, 0.5, 2.0, 2.0])
-    assert tuple(model.config.extra["forecaster"]["quantile_shift"][0]) == (0.5, 0.5, 0.5, 2.0, 2.0)
+    # outward from the median (0): upper ones up to a running maximum, lower ones down to a
+    # running minimum, so every change widens an interval
+    assert model.spec.quantile_shift[0] == (-1.0, -1.0, 0.0, 2.0, 2.0)
+    np.testing.assert_array_equal(model.quantile_shift.numpy()[0], [-1.0, -1.0, 0.0, 2.0, 2.0])
+    assert tuple(model.config.extra["forecaster"]["quantile_shift"][0]) == (-1.0, -1.0, 0.0, 2.0, 2.0)
 
 
 @pytest.mark.parametrize("levels", [(0.5, 0.1), (0.0, 0.5), (0.1, 0.1), (0.2, 1.0)])
