@@ -53,6 +53,7 @@ def create_app(settings: Settings | None = None, security: Security | None = Non
         grpc_server = None
         if settings.grpc_port:
             from service.grpc.service import start as start_grpc
+            from service.grpc.service import stop as stop_grpc
 
             grpc_server = await start_grpc(svc, app.version)
         poller = None
@@ -74,7 +75,7 @@ def create_app(settings: Settings | None = None, security: Security | None = Non
                 with contextlib.suppress(asyncio.CancelledError):
                     await poller
             if grpc_server is not None:  # in-flight gRPC calls finish (within the grace period)
-                await grpc_server.stop(GRPC_GRACE_SECONDS)
+                await stop_grpc(grpc_server, GRPC_GRACE_SECONDS)
             await svc.store.close()
             svc.executor.shutdown(wait=True)
             svc.codec.shutdown(wait=True)

@@ -221,6 +221,18 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         super().on_message_complete()
         self._reading_headers = True  # whatever arrives next is the next request's headers
 
+    def shutdown(self) -> None:
+        """Server shutdown: a connection still waiting for its request's body is closed at
+        once (uvicorn would wait for that request through the whole grace period, then cancel
+        it with a traceback); everything else as uvicorn does it (idle ones closed, requests
+        in flight answered)."""
+        if self._body_timer is not None and not self.transport.is_closing():
+            self._cancel_body_timer()
+            self._refused = True
+            self.transport.close()
+            return
+        super().shutdown()
+
     def _cancel_body_timer(self) -> None:
         if self._body_timer is not None:
             self._body_timer.cancel()

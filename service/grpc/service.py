@@ -42,6 +42,7 @@ key owns the sequences it starts, exactly as over HTTP.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import time
@@ -234,6 +235,7 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
         self.calls = 0  # unary calls in flight, health checks not counted
         self.open_streams = 0
         self.streams: dict[str, int] = {}  # open ModelStreamInfer streams per client address
+        self.closing = asyncio.Event()  # set at shutdown: streams end once nothing is pending
 
     def admit(self) -> None:
         """Count one more unary call in flight, or refuse it (health checks are never counted)."""
@@ -444,8 +446,16 @@ class InferenceService(pb_grpc.GRPCInferenceServiceServicer):
                         )
                     )
                     return
+                if self.closing.is_set():  # shutting down: end the stream once nothing is pending
+                    if not running and replies.empty():
+                        replies.put_nowait(None)
+                        return
+                    await asyncio.sleep(0.05)
+                    continue
                 # until the timeout could first pass; re-checked every quarter while work is pending
-                await asyncio.sleep(max(0.05, idle_timeout - quiet if quiet < idle_timeout else idle_timeout / 4))
+                wait = max(0.05, idle_timeout - quiet if quiet < idle_timeout else idle_timeout / 4)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.closing.wait(), wait)
 
         reader = asyncio.create_task(read())
         watcher = asyncio.create_task(watch())
@@ -490,6 +500,15 @@ def _stream_error(request: pb.ModelInferRequest, message: str) -> pb.ModelStream
     )
 
 
+async def stop(server: grpc.aio.Server, grace: float) -> None:
+    """Graceful stop: streams end as soon as nothing of theirs is pending (an idle stream
+    would otherwise hold the whole grace period), calls in flight finish within `grace`."""
+    servicer = getattr(server, "seqserve_servicer", None)
+    if servicer is not None:
+        servicer.closing.set()
+    await server.stop(grace)
+
+
 async def start(svc: Services, version: str) -> grpc.aio.Server:
     """Serve the V2 gRPC protocol on SEQSERVE_GRPC_PORT in the running event loop."""
     settings = svc.settings
@@ -507,7 +526,9 @@ async def start(svc: Services, version: str) -> grpc.aio.Server:
             ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
         ],
     )
-    register(InferenceService(svc, version), server)
+    servicer = InferenceService(svc, version)
+    register(servicer, server)
+    server.seqserve_servicer = servicer  # type: ignore[attr-defined]  # for stop()
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     address = f"{host}:{settings.grpc_port}"
     try:

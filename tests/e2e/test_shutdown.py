@@ -39,3 +39,50 @@ def test_sigterm_finishes_in_flight_requests(repository, tmp_path):
     assert result == {"status": 200, "steps": 10_000}, server.log()[-2000:]
     assert code in (0, -signal.SIGTERM)  # uvicorn re-raises the signal once it has shut down
     assert "stopped" in server.log()  # the lifespan ran to its end: store and threads closed
+
+
+def test_sigterm_with_idle_and_half_sent_connections_is_quick_and_clean(repository, tmp_path):
+    """Keep-alive connections, requests whose body never arrives, an idle WebSocket and an idle
+    gRPC stream: none holds the shutdown (it took ~41 s, past the documented grace), and the
+    log has no traceback (it had one per connection)."""
+    import queue
+    import socket
+
+    import grpc
+    from tritonclient.grpc import service_pb2_grpc
+    from websockets.sync.client import connect
+
+    server = ServiceProcess(repository, tmp_path).start()
+    sockets = []
+    for _ in range(8):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")  # answered, kept alive
+        sock.recv(65536)
+        sockets.append(sock)
+    for _ in range(8):
+        sock = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+        sock.sendall(
+            b"POST /v1/models/lstm/predict HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+            b'content-length: 1000\r\n\r\n{"inputs": '  # and the rest never comes
+        )
+        sockets.append(sock)
+    sid = httpx.post(f"{server.url}/v1/models/lstm/sessions", json={}, timeout=10).json()["session_id"]
+    ws = connect(f"ws://127.0.0.1:{server.port}/v1/sessions/{sid}/stream")
+    channel = grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}")
+    held: queue.Queue = queue.Queue()
+    stream = service_pb2_grpc.GRPCInferenceServiceStub(channel).ModelStreamInfer(iter(held.get, None))
+    time.sleep(0.5)
+    start = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    code = server.proc.wait(60)
+    took = time.monotonic() - start
+    log = server.log()
+    for sock in sockets:
+        sock.close()
+    ws.close()
+    held.put(None)
+    stream.cancel()
+    channel.close()
+    assert code in (0, -signal.SIGTERM)
+    assert took < 10, f"shutdown took {took:.1f} s"
+    assert "Traceback" not in log, log[-3000:]
