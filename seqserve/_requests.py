@@ -5,6 +5,7 @@ answer are the callers' (seqserve/aio.py, seqserve/_stream.py)."""
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -71,7 +72,7 @@ def create(
 ) -> Request:
     """A new session, from a fresh state or an exported one ({name: [rows][width]}); `extra`
     fields go into the body as they are (e.g. start_time)."""
-    body: dict[str, Any] = dict(extra or {})
+    body: dict[str, Any] = {"session_id": new_id(), **(extra or {})}
     if version is not None:
         body["version"] = version
     if ttl is not None:
@@ -117,7 +118,17 @@ def info(session_id: str, include_state: bool = False) -> Request:
 
 
 def fork(session_id: str, ttl: float | None = None) -> Request:
-    return Request("POST", f"{session_path(session_id)}/fork", {} if ttl is None else {"ttl_seconds": ttl})
+    body: dict[str, Any] = {"session_id": new_id()}
+    if ttl is not None:
+        body["ttl_seconds"] = ttl
+    return Request("POST", f"{session_path(session_id)}/fork", body)
+
+
+def new_id() -> str:
+    """The id a create or fork names for its new session (128 random bits): the request is
+    built once and resent as is by the retry loop, so a create whose reply was lost finds
+    its session instead of leaving an orphan counted against the quotas."""
+    return secrets.token_urlsafe(16)
 
 
 def delete(session_id: str) -> Request:

@@ -121,6 +121,17 @@ class PredictRequest(TypedDict):
     return_state: NotRequired[Annotated[bool, Field(description="answer the final state too")]]
 
 
+ClientSessionId = Annotated[
+    str,
+    Field(
+        pattern=r"^[A-Za-z0-9_-]{16,64}$",
+        description="an id the client chooses for the new session (e.g. 128 random bits, URL-safe base64): makes "
+        "the request idempotent. A resend with the same id (same API key, same model) answers the session the "
+        "first attempt created instead of creating another; an id held otherwise is 409 session_exists",
+    ),
+]
+
+
 class CreateSessionRequest(TypedDict):
     __pydantic_config__ = _config({"start_time": EXAMPLE_START, "ttl_seconds": 3600}, {})  # type: ignore[misc]
     version: NotRequired[Annotated[int | None, Field(ge=1, description="default: the highest promoted version")]]
@@ -132,11 +143,13 @@ class CreateSessionRequest(TypedDict):
         ]
     ]
     start_time: NotRequired[Annotated[StartTime, Field(description=START_TIME_DOC)]]
+    session_id: NotRequired[ClientSessionId]
 
 
 class ForkRequest(TypedDict):
     __pydantic_config__ = _config({"ttl_seconds": 600})  # type: ignore[misc]
     ttl_seconds: NotRequired[Annotated[float | None, Field(gt=0, description="the fork's idle time-to-live")]]
+    session_id: NotRequired[ClientSessionId]
 
 
 class StepRequest(TypedDict):

@@ -70,6 +70,7 @@ async def create_session(name: str, request: Request) -> Response:
         body.get("state"),
         start_time=body.get("start_time"),
         owner=owner(request),
+        request_id=body.get("session_id"),
     )
     return _json(session_info(record), 201)
 
@@ -117,7 +118,9 @@ async def get_session(session_id: str, request: Request, include_state: bool = F
 )
 async def fork_session(session_id: str, request: Request) -> Response:
     body = parse(schemas.ForkRequest, await request.body(), optional=True)
-    record = await services(request).sessions.fork(session_id, body.get("ttl_seconds"), owner(request))
+    record = await services(request).sessions.fork(
+        session_id, body.get("ttl_seconds"), owner(request), request_id=body.get("session_id")
+    )
     return _json(session_info(record), 201)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any
 
 from service.core.engine import owned
-from service.core.errors import InvalidInput, LimitExceeded, ServiceError
+from service.core.errors import InvalidInput, LimitExceeded, ServiceError, SessionExists
 from service.core.locks import KeyedLocks
 from service.core.registry import ModelRegistry
 from service.core.settings import Settings
@@ -76,6 +76,7 @@ class Sessions:
         session_id: str | None = None,
         start_time: Any = None,
         owner: str = "",
+        request_id: str | None = None,
     ) -> SessionRecord:
         """A new session at position 0, owned by `owner`. `session_id`, when given (e.g. a V2
         sequence id, which the caller namespaces per owner), names it instead of a random id,
@@ -103,6 +104,9 @@ class Sessions:
             fingerprint=model.fingerprint,
             owner=owner,
         )
+        if request_id is not None:  # the client's id: a resent create gets the first one's session
+            record.session_id = request_id
+            return await self._create_once(record, owner)
         if session_id is None:
             await self.store.create(record, quota=self.quota)
             return record
@@ -113,7 +117,26 @@ class Sessions:
     async def get(self, session_id: str, owner: str = "") -> SessionRecord:
         return await self._load(session_id, owner)
 
-    async def fork(self, session_id: str, ttl: Any = None, owner: str = "") -> SessionRecord:
+    async def _create_once(self, record: SessionRecord, owner: str) -> SessionRecord:
+        """Create `record` under the id the client chose, idempotently: if the id is already
+        this owner's session of the same model (the first attempt's reply was lost), that
+        session is the answer and nothing new is created or counted against a quota; any
+        other holder of the id is a 409."""
+        try:
+            await self.store.create(record, quota=self.quota)
+            return record
+        except SessionExists as taken:
+            try:
+                existing = await self._load(record.session_id, owner)
+            except ServiceError:
+                raise taken from None
+            if existing.model != record.model:
+                raise
+            return existing
+
+    async def fork(
+        self, session_id: str, ttl: Any = None, owner: str = "", request_id: str | None = None
+    ) -> SessionRecord:
         async with self.locks.hold(session_id):
             source = await self._load(session_id, owner)
         ttl_s = source.ttl_seconds if ttl is None else self._ttl(ttl)
@@ -130,6 +153,9 @@ class Sessions:
             fingerprint=source.fingerprint,
             owner=owner,
         )
+        if request_id is not None:  # the client's id for the fork: a resent fork gets the first one's
+            record.session_id = request_id
+            return await self._create_once(record, owner)
         await self.store.create(record, quota=self.quota)
         return record
 
