@@ -340,7 +340,7 @@ def train_and_publish_global(settings: RunSettings, frame: Any = None, wide: lis
     )
     from dataclasses import replace as replaced
 
-    from training.seasons import choose_for_many, choose_seasons
+    from training.seasons import choose_for_many, choose_seasons, frequency_of
 
     setting = "given" if settings.season else ("auto" if settings.season_auto else "off")
     if setting == "auto":
@@ -352,7 +352,11 @@ def train_and_publish_global(settings: RunSettings, frame: Any = None, wide: lis
     _log(choice.describe())
     settings = replaced(settings, season=list(choice.seasons))
     record = {
-        "time": {"column": settings.time_column or None, "period_seconds": data.period_seconds},
+        "time": {
+            "column": settings.time_column or None,
+            "period_seconds": data.period_seconds,
+            "frequency": frequency_of(data.period_seconds) if data.period_seconds else None,
+        },
         "seasons": choice.to_dict(),
         "wide": {"columns": wide, "as": "one series per target column, one global model"} if wide else None,
     }

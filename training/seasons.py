@@ -236,6 +236,11 @@ def find_time_column(frame: pd.DataFrame, skip: set[str]) -> tuple[str, np.ndarr
     return None
 
 
+def frequency_of(period_seconds: float) -> str:
+    """The name of a sampling period ("monthly", "hourly", ... or "every N s")."""
+    return _frequency(period_seconds)[0]
+
+
 def _frequency(spacing: float) -> tuple[str, float]:
     for name, seconds, low, high in UNITS:
         if low <= spacing <= high:

@@ -228,3 +228,4 @@ def test_long_file_without_series_id_trains_one_global_model(
     assert "several series in the long format (one row per 'shop' and 'month')" in out
     assert manifest["training_args"]["series_id"] == "shop"
     assert sorted(manifest["metrics"]["per_series"]) == ["s0", "s1", "s2"]
+    assert manifest["time"]["frequency"] == "monthly" and manifest["seasons"]["setting"] == "auto"
