@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from models.times import calendar_index
+
 Cell = Literal["lstm", "gru"]
 Head = Literal["regression", "classification"]
 
@@ -66,7 +68,11 @@ class Clock:
 
     phase = floor((start_time - epoch) / period_seconds) mod cycle, written into every element
     of state `state` of a fresh session; without a start_time the state keeps its `fill`
-    (which the graph reads as "phase unknown")."""
+    (which the graph reads as "phase unknown"). Monthly, quarterly and yearly periods count
+    calendar periods instead (models/times.py `calendar_index`): the phase is the number of
+    months (quarters, years) from the one holding the reading at epoch + period/2 (training's
+    first row), so any day of a month gets that month's phase, as `forecast_times` labels it;
+    seconds over a mean month would drift a month-end date into the next month."""
 
     state: str  # name of the StateSpec holding the phase
     period_seconds: float  # sampling period learned from --time-column at training
@@ -74,7 +80,14 @@ class Clock:
     cycle: int  # the phase wraps at this many readings (the longest season)
 
     def phase(self, start_time: float) -> float:
-        steps = int((start_time - self.epoch) // self.period_seconds)
+        index = calendar_index(start_time, self.period_seconds)
+        if index is not None:
+            # Rounded to the second: epoch + period/2 is the first row up to float error.
+            anchor = calendar_index(round(self.epoch + self.period_seconds / 2), self.period_seconds)
+            assert anchor is not None
+            steps = index - anchor
+        else:
+            steps = int((start_time - self.epoch) // self.period_seconds)
         return float(steps % self.cycle)
 
 

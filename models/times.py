@@ -11,7 +11,10 @@ Accepted for one time (`parse_time`), all converted to unix seconds (UTC):
 Forecast times (`forecast_times`): reading i of a stream that started at `start` is at
 start + i periods, and the forecast made at reading i for lead k is for reading i + k. A period
 of a calendar unit (months, quarters, years: the mean lengths training records) is stepped on
-the calendar, so a monthly series started on 1 March forecasts 1 April, 1 May, ...
+the calendar, so a monthly series started on 1 March forecasts 1 April, 1 May, ... Only years
+1-9999 can be written (TimeRangeError past them): the service refuses a start_time whose
+forecasts would run past 9999-12-31 (`check_forecastable`) before running the model. The phase
+of a calendar period is its calendar index (`calendar_index`: any day of January is January).
 """
 
 from __future__ import annotations
@@ -35,8 +38,17 @@ FORMATS = (
 )
 
 
+FIRST = -62_135_596_800.0  # 0001-01-01T00:00:00Z: the range of times a reply can name
+LAST = 253_402_300_799.0  # 9999-12-31T23:59:59Z
+
+
 class TimeFormatError(ValueError):
     """A value that is not a time in any accepted format (the message names the formats)."""
+
+
+class TimeRangeError(ValueError):
+    """A time, or a time a number of periods after it, outside years 1-9999 (ISO 8601 names no
+    other): a forecast for it could not be labelled."""
 
 
 def _utc(year: int, month: int, day: int = 1) -> float:
@@ -90,15 +102,57 @@ def _months(period_seconds: float) -> int:
 
 
 def step(start: float, steps: int, period_seconds: float) -> float:
-    """The time `steps` periods after `start` (calendar months for monthly and longer periods)."""
+    """The time `steps` periods after `start` (calendar months for monthly and longer periods);
+    TimeRangeError when that is outside years 1-9999."""
+    if not FIRST <= start <= LAST:
+        raise TimeRangeError(f"{iso_or_seconds(start)} is outside years 1-9999")
     months = _months(period_seconds)
     if not months:
-        return start + steps * period_seconds
-    moment = datetime.fromtimestamp(start, tz=UTC)
-    total = moment.year * 12 + moment.month - 1 + steps * months
-    year, month = divmod(total, 12)
-    day = min(moment.day, calendar.monthrange(year, month + 1)[1])
-    return moment.replace(year=year, month=month + 1, day=day).timestamp()
+        moved = start + steps * period_seconds
+    else:
+        moment = _moment(start)
+        total = moment.year * 12 + moment.month - 1 + steps * months
+        year, month = divmod(total, 12)
+        if not 1 <= year <= 9999:
+            moved = LAST + 1.0 if year > 9999 else FIRST - 1.0
+        else:
+            day = min(moment.day, calendar.monthrange(year, month + 1)[1])
+            return moment.replace(year=year, month=month + 1, day=day).timestamp()
+    if not FIRST <= moved <= LAST:
+        raise TimeRangeError(
+            f"{steps} periods after {iso(start)} is past year {9999 if moved > LAST else 1}: "
+            "forecasts from there cannot be labelled"
+        )
+    return moved
+
+
+def check_forecastable(start: float, steps: int, period_seconds: float) -> None:
+    """TimeRangeError unless the time `steps` periods after `start` (the last forecast of a
+    request) is within years 1-9999. Checked before running a model, so a far-future start_time
+    is refused as bad input instead of failing after inference."""
+    step(start, steps, period_seconds)
+
+
+def calendar_index(seconds: float, period_seconds: float) -> int | None:
+    """The calendar period a time falls in, counted from year 0 (months: year*12 + month-1,
+    quarters: year*4 + quarter-1, years: the year) for monthly, quarterly and yearly periods;
+    None for other periods. The day within the month does not matter: 1949-01-31 is January."""
+    months = _months(period_seconds)
+    if not months:
+        return None
+    moment = _moment(seconds)
+    return (moment.year * 12 + moment.month - 1) // months
+
+
+def _moment(seconds: float) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+
+
+def iso_or_seconds(seconds: float) -> str:
+    try:
+        return iso(seconds)
+    except (OverflowError, ValueError):
+        return f"{seconds:g} s"
 
 
 def iso(seconds: float) -> str:

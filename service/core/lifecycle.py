@@ -13,7 +13,7 @@ from service.core.errors import InvalidInput, LimitExceeded, ServiceError, Sessi
 from service.core.locks import KeyedLocks
 from service.core.registry import ModelRegistry
 from service.core.settings import Settings
-from service.core.validate import check_one_origin, parse_start_time, parse_state
+from service.core.validate import check_one_origin, check_start_range, parse_start_time, parse_state
 from service.sessions.base import Quota, SessionRecord, SessionStore, new_session_id
 
 
@@ -86,6 +86,8 @@ class Sessions:
         check_one_origin(state, start_time)
         start = parse_start_time(start_time)
         model = self.registry.get(name, version)
+        # The first reading's forecasts must be labellable (a stream may run on for longer).
+        check_start_range(start, model.period_seconds, model.config.horizon)
         ttl_s = self._ttl(ttl)
         if state is None:
             arrays = tuple(s[:, 0, :] for s in model.initial_state(1, start))

@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.core.validate import check_one_origin, check_reply_size, parse_batch, parse_start_time, parse_state
+from service.core.validate import (
+    check_one_origin,
+    check_reply_size,
+    check_start_range,
+    parse_batch,
+    parse_start_time,
+    parse_state,
+)
 
 if TYPE_CHECKING:
     from service.core.registry import LoadedModel, ModelRegistry
@@ -72,6 +79,8 @@ def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
         initial = parse_state(state, model.config, len(sequences))
     else:
         start = parse_start_time(start_time)
+        longest = max((seq.shape[0] for seq in sequences), default=0)
+        check_start_range(start, model.period_seconds, longest - 1 + model.config.horizon)
         initial = model.initial_state(len(sequences), start)
     return Prediction(model, sequences, initial, bool(body.get("return_state", False)), start)
 

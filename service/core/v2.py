@@ -53,7 +53,7 @@ from service.core.errors import (
 )
 from service.core.lifecycle import Sessions
 from service.core.registry import LoadedModel, ModelRegistry
-from service.core.validate import check_reply_size, parse_start_time
+from service.core.validate import check_reply_size, check_start_range, parse_start_time
 from service.sessions.base import SessionRecord
 
 if TYPE_CHECKING:
@@ -404,6 +404,11 @@ async def _stateless(
         f"batch {x.shape[0]} x {x.shape[1]:,} steps x {model.output_width} output values per step",
     )
     given = tuple(arrays[n] for n in model.input_names[1:] if n in arrays)
+    if not given:
+        try:
+            check_start_range(options.start_seconds, model.period_seconds, x.shape[1] - 1 + model.config.horizon)
+        except InvalidInput as exc:
+            raise Error(exc.message, field="start_time") from None
     state = given or model.initial_state(x.shape[0], options.start_seconds)
     outputs, final = await svc.batcher_for(model).run(x, state)
     by_name = dict(zip(model.output_names, (outputs, *final), strict=True))

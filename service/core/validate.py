@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from models.config import ModelConfig
-from models.times import TimeFormatError, parse_time
+from models.times import FIRST, LAST, TimeFormatError, TimeRangeError, check_forecastable, parse_time
 from service.core.errors import InvalidInput, LimitExceeded, PayloadTooLarge
 
 F32_MAX = float(np.finfo(np.float32).max)
@@ -155,9 +155,27 @@ def parse_start_time(value: Any, what: str = "start_time") -> float | None:
         seconds = parse_time(value)
     except TimeFormatError as exc:
         raise InvalidInput(f"{what}: {exc}", field=what) from None
-    if not -62_135_596_800.0 <= seconds <= 253_402_300_799.0:  # years 1-9999
-        raise InvalidInput(f"{what} {str(value)[:64]!r} is out of range", field=what)
+    if not FIRST <= seconds <= LAST:  # years 1-9999
+        raise InvalidInput(f"{what} {str(value)[:64]!r} is out of range (years 1-9999)", field=what)
     return seconds
+
+
+def check_start_range(
+    start: float | None, period_seconds: float | None, periods: int, what: str = "start_time"
+) -> None:
+    """Refuse a start time whose last forecast, `periods` periods on (readings - 1 + horizon),
+    would be for a time past year 9999: it could not be labelled, so the request is bad input,
+    said before the model runs."""
+    if start is None or period_seconds is None:
+        return
+    try:
+        check_forecastable(start, periods, period_seconds)
+    except TimeRangeError as exc:
+        raise InvalidInput(
+            f"{what} is too late for this model: {exc} (its forecasts run {periods} periods of "
+            f"{period_seconds:g} s on)",
+            field=what,
+        ) from None
 
 
 def check_one_origin(state: Any, start_time: Any) -> None:

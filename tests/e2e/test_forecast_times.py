@@ -98,3 +98,37 @@ def test_v2_stateless_reply_carries_the_forecast_times(server: ServiceProcess, m
     assert times == [[["1990-02-01T00:00:00Z"], ["1990-03-01T00:00:00Z"], ["1990-04-01T00:00:00Z"]]]
     plain = httpx.post(f"{server.url}/v2/models/sales/infer", json={"inputs": body["inputs"]}, timeout=30).json()
     assert "forecast_times" not in (plain.get("parameters") or {})
+
+
+def test_a_start_time_too_late_to_label_is_a_422_not_a_500(server: ServiceProcess) -> None:
+    """9999-12-31's first forecast is for January 10000; 9999-01 with 12 readings forecasts
+    it too: refused naming start_time at predict, at session creation and over V2."""
+    for start, readings in (("9999-12-31", 1), ("9999-01", 12)):
+        reply = post(server, {"inputs": [[[1.0]] * readings], "start_time": start})
+        assert reply.status_code == 422, reply.text
+        assert reply.json()["field"] == "start_time" and "too late" in reply.json()["error"]
+    assert post(server, {"inputs": [[[1.0]] * 11], "start_time": "9999-01"}).status_code == 200
+    created = httpx.post(f"{server.url}/v1/models/sales/sessions", json={"start_time": "9999-12-31"}, timeout=30)
+    assert created.status_code == 422 and created.json()["field"] == "start_time", created.text
+    body = {
+        "inputs": [{"name": "input", "datatype": "FP32", "shape": [1, 1, 1], "data": [1.0]}],
+        "parameters": {"start_time": "9999-12-31"},
+    }
+    reply = httpx.post(f"{server.url}/v2/models/sales/infer", json=body, timeout=30)
+    assert reply.status_code == 400 and "start_time" in reply.text, reply.text
+
+
+def test_any_day_of_a_month_gets_that_months_phase(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    """The phase follows the calendar month (as the forecast times do): 1990-01-31 is January,
+    so its phase and forecasts equal 1990-01's; 1990-02-01 is one month on."""
+    x = [monthly[["sales"]].to_numpy()[:13].tolist()]
+
+    def reply(start: str) -> dict:
+        return post(server, {"inputs": x, "start_time": start, "return_state": True}).json()
+
+    january = reply("1990-01")
+    for start in ("1990-01-31", "1990-01-31T23:30:00Z", "1990-01-15"):
+        assert reply(start)["outputs"] == january["outputs"]
+        assert reply(start)["state"]["phase"] == january["state"]["phase"]
+    february = reply("1990-02-01")["state"]["phase"][0][0][0]
+    assert february == (january["state"]["phase"][0][0][0] + 1) % 12

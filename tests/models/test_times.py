@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from models.times import MONTH, TimeFormatError, forecast_times, iso, parse_time, step
+from models.times import (
+    MONTH,
+    TimeFormatError,
+    TimeRangeError,
+    calendar_index,
+    check_forecastable,
+    forecast_times,
+    iso,
+    parse_time,
+    step,
+)
 
 JAN_1990 = 631_152_000.0
 
@@ -51,3 +61,31 @@ def test_forecast_times_are_the_next_readings() -> None:
         ["1949-02-01T00:00:00Z", "1949-03-01T00:00:00Z", "1949-04-01T00:00:00Z"],
         ["1949-03-01T00:00:00Z", "1949-04-01T00:00:00Z", "1949-05-01T00:00:00Z"],
     ]
+
+
+def test_a_step_past_year_9999_is_a_range_error_not_a_crash() -> None:
+    with pytest.raises(TimeRangeError, match="past year 9999"):
+        step(parse_time("9999-12-31"), 1, MONTH)
+    with pytest.raises(TimeRangeError, match="past year 9999"):
+        step(parse_time("9999-01"), 12, MONTH)
+    with pytest.raises(TimeRangeError, match="past year 9999"):
+        check_forecastable(parse_time("9999-12-31T23:00:00Z"), 2, 3600.0)
+    check_forecastable(parse_time("9999-01"), 11, MONTH)  # December 9999 is still a time
+    assert iso(step(parse_time("9999-12-31T22:00:00Z"), 1, 3600.0)) == "9999-12-31T23:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("period", "same", "next_one"),
+    [
+        (MONTH, ["1950-01", "1950-01-01", "1950-01-31", "1950-01-31T23:00:00Z"], "1950-02-01"),
+        (3 * MONTH, ["1950Q1", "1950-02-15", "1950-03-31"], "1950-04-01"),
+        (12 * MONTH, ["1950", "1950-12-31"], "1951-01-01"),
+    ],
+)
+def test_calendar_periods_index_by_the_calendar_not_by_mean_seconds(
+    period: float, same: list[str], next_one: str
+) -> None:
+    indices = {calendar_index(parse_time(value), period) for value in same}
+    assert len(indices) == 1
+    assert calendar_index(parse_time(next_one), period) == indices.pop() + 1
+    assert calendar_index(parse_time("1950-01-31"), 3600.0) is None

@@ -96,3 +96,36 @@ def test_model_documents(services: Services) -> None:
     assert info["latest"] == max(services.registry.versions("lstm"))
     assert [v["version"] for v in info["versions"]] == services.registry.versions("lstm")
     assert info["default"] == services.registry.default_version("lstm")[0]
+
+
+@pytest.fixture(scope="module")
+def hourly_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.support.models import export_forecaster
+
+    root = tmp_path_factory.mktemp("hourly")
+    export_forecaster(root, "fc", 1, "lstm", seed=3)  # an hourly clock, horizon 2
+    return root
+
+
+async def test_a_start_time_whose_forecasts_pass_year_9999_is_bad_input(hourly_repository: Path) -> None:
+    """9999-12-31T23:00 plus a reading and its leads is year 10000: refused before the model
+    runs (naming start_time), at predict and at session creation, not a ValueError after it."""
+    svc = build_services(Settings(model_repository=hourly_repository), Metrics(), codecs.STEP_REPLY)
+    try:
+        for start in ("9999-12-31T23:00:00Z", "9999-12-31T22:00:00Z"):
+            with pytest.raises(InvalidInput, match="too late") as caught:
+                predict.prepare(svc, "fc", {"inputs": [[[1.0, 0.0]]], "start_time": start})
+            assert caught.value.details["field"] == "start_time"
+            with pytest.raises(InvalidInput, match="too late"):
+                await svc.sessions.create("fc", start_time=start)
+        late = {"inputs": [[[1.0, 0.0]] * 23], "start_time": "9999-12-31T00:00:00Z"}
+        with pytest.raises(InvalidInput, match="too late"):  # reading 23 at 22:00, its lead 2 at 24:00
+            predict.prepare(svc, "fc", late)
+        late["inputs"] = [[[1.0, 0.0]] * 5]
+        prepared = predict.prepare(svc, "fc", late)  # 5 readings + 2 leads: still year 9999
+        done = await predict.predict(svc, prepared)
+        assert done.times is not None and done.times[0][-1][-1] == "9999-12-31T06:00:00Z"
+        await svc.sessions.create("fc", start_time="9999-12-31T21:00:00Z")  # its first leads: 22:00, 23:00
+    finally:
+        await svc.store.close()
+        svc.executor.shutdown(wait=True)
