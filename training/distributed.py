@@ -167,7 +167,10 @@ class Context:
         # Newer torch names the flag forward_sync_buffers (buffers are still synced at init).
         newer = "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
         flag: dict[str, Any] = {"forward_sync_buffers": False} if newer else {"broadcast_buffers": False}
-        ddp = DistributedDataParallel(model, device_ids=device_ids, **flag)
+        # The quantile head is fitted after training (training/calibrate.py), so the point loss
+        # leaves its parameters without gradients: DDP must be told, or its reducer waits for them.
+        unused = getattr(model, "quantile_head", None) is not None
+        ddp = DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=unused, **flag)
         # DDP inspects the hook's annotations (strings here): hand it an unannotated callable.
         ddp.register_comm_hook(self, lambda state, bucket: _timed_allreduce(state, bucket))
         return ddp
