@@ -5,7 +5,8 @@ rendering, consistent hashing on the session id (one session's requests reach on
 requests spread over all), keep-alive to upstreams, retries only where safe (GET
 and stateless predict are re-sent to the next replica, a session step that reached a failing
 replica is not), WebSocket upgrade headers on /stream, the 8 MiB body limit, the client's
-X-Request-ID kept (one generated only when absent), admin and metrics never proxied.
+X-Request-ID kept (one generated only when absent), admin and metrics never proxied, the
+per-client-address cap on requests in progress.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from __future__ import annotations
 import http.client
 import json
 import re
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +39,7 @@ class Stub:
 
     name: str
     drop: bool = False  # close the connection without answering (a crashed replica)
+    hold: threading.Event | None = None  # when given, every request waits for it (a slow replica)
     hits: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
     server: ThreadingHTTPServer | None = None
 
@@ -58,6 +62,8 @@ class Stub:
                 if length:
                     self.rfile.read(length)
                 stub.hits.append((self.command, self.path, {k.lower(): v for k, v in self.headers.items()}))
+                if stub.hold is not None:
+                    stub.hold.wait(30)
                 if stub.drop:
                     self.close_connection = True
                     return
@@ -70,7 +76,10 @@ class Stub:
 
             do_GET = do_POST = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # listen backlog: nginx may open hundreds at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
         return self
@@ -122,6 +131,8 @@ def test_nginx_t_accepts_the_compose_and_the_test_rendering(nginx: str, tmp_path
     compose_dir.mkdir()
     for name in ("nginx.conf", "listen.conf"):
         (compose_dir / name).write_text((DEPLOY / name).read_text())
+    # grpc.conf too (its limit_conn names the zone nginx.conf declares), hosts mapped likewise.
+    (compose_dir / "grpc.conf").write_text(re.sub(r"seqserve-\d+:", "127.0.0.1:", (DEPLOY / "grpc.conf").read_text()))
     upstreams = (DEPLOY / "upstreams.conf").read_text()
     servers = re.findall(r"^\s*server\s+([\w.-]+):(\d+)", upstreams, re.M)
     assert servers == [("seqserve-1", "8000"), ("seqserve-2", "8000")]
@@ -254,3 +265,62 @@ def test_admin_and_metrics_are_never_proxied(topology: tuple[int, Stub, Stub]) -
     assert not a.hits and not b.hits, "an admin or metrics request reached a replica"
     upstreams = (DEPLOY / "upstreams.conf").read_text()
     assert ":8082" not in upstreams and re.findall(r"server\s+\S+:(\d+)", upstreams) == ["8000", "8000"]
+
+
+def _limit(pattern: str, text: str) -> int:
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    match = re.search(pattern, code)
+    assert match, pattern
+    return int(match.group(1))
+
+
+def _send(port: int, path: str, source: str = "127.0.0.1") -> socket.socket:
+    """A raw request from `source` (any 127.x address reaches nginx on loopback), left unread."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=20, source_address=(source, 0))
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    return sock
+
+
+def _reply(sock: socket.socket) -> tuple[int, bytes]:
+    data = b""
+    with sock:
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), body
+
+
+def test_requests_in_progress_are_capped_per_client_address(nginx: str, tmp_path: Path) -> None:
+    """One address holding the cap of slow requests is refused at the edge; another is not."""
+    text = (DEPLOY / "nginx.conf").read_text()
+    cap = _limit(r"limit_conn seqserve_per_client (\d+);", text)
+    assert _limit(r"limit_conn seqserve_per_client (\d+);", (DEPLOY / "grpc.conf").read_text()) == cap
+    hold = threading.Event()
+    a, b = Stub("a", hold=hold).start(), Stub("b", hold=hold).start()
+    port = free_port()
+    try:
+        with start_nginx(nginx, tmp_path / "nginx", port, [a.port, b.port]):
+            held = [_send(port, f"/v1/models/m{k}") for k in range(cap)]
+            deadline = time.monotonic() + 20
+            while len(a.hits) + len(b.hits) < cap and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(a.hits) + len(b.hits) == cap  # every one of them is in progress upstream
+            started = time.monotonic()
+            status, body = _reply(_send(port, "/v1/models/over"))
+            assert status == 503 and time.monotonic() - started < 5  # refused at once, not queued
+            error = json.loads(body)
+            assert error["code"] == "too_many_connections" and error["limit"] == cap
+            assert str(cap) in error["error"]
+            assert all(hit[1] != "/v1/models/over" for hit in a.hits + b.hits), "the refused one was proxied"
+            # nginx's own health answers, and another client address is served meanwhile.
+            assert _reply(_send(port, "/nginx-health"))[0] == 200
+            other = _send(port, "/v1/models/other", source="127.0.0.2")
+            hold.set()
+            assert _reply(other)[0] == 200
+            assert [_reply(sock)[0] for sock in held] == [200] * cap
+            # The slots are released with the replies: the same address is served again.
+            assert request(port, "GET", "/v1/models/after")[0] == 200
+    finally:
+        hold.set()
+        a.stop()
+        b.stop()
