@@ -5,8 +5,19 @@ Accepted for one time (`parse_time`), all converted to unix seconds (UTC):
 - ISO dates and date-times: `1949-01` (a month), `1949-01-01`, `2010-01-01T00:00`,
   `2010/01/01 00:00`, seconds and fractions, `Z` or an offset (`+01:00`); without an offset UTC;
 - quarters: `1990Q1`, `1990-Q1`, `1990 Q1`, `Q1 1990` (the quarter's first day);
-- a year alone: `1949` (1 January);
-- epoch seconds: a JSON number, or a string of digits from 1e8 on (1973 on).
+- a year alone: `1949` (1 January), also as a whole number 1000-3000;
+- day and month with the year last: `31/01/1949`, `01/31/1949`, `31.01.1949`, `31-01-1949`
+  (a time may follow): the day comes first when a first field is over 12, the month when a
+  second one is; a column where neither is (`01/02/1949`, `01/03/1949`, ...) is day first when
+  its first field never changes (monthly data written day/month/year) and month first
+  otherwise; one such value alone is ambiguous and refused (write it as ISO);
+- month names: `Jan 1949`, `January 1949`, `1949 Jan`, `31 Jan 1949`, `31-Jan-1949`;
+- epoch seconds: a number (or a string of digits) from 1e8 on (1973 on), epoch milliseconds
+  from 1e11 on. Smaller numbers are not times (step counters, values).
+
+`parse_time` reads one value (a request's `start_time`); `parse_times` a whole column (training's
+time column, the client's frame), to the same rules: this module is the one parser of both, and
+of the Python client (it imports only the standard library).
 
 Forecast times (`forecast_times`): reading i of a stream that started at `start` is at
 start + i periods, and the forecast made at reading i for lead k is for reading i + k. A period
@@ -31,10 +42,21 @@ _QUARTER_FIRST = re.compile(r"^[Qq]([1-4])\s*[-/ ]?\s*(\d{4})$")
 _YEAR = re.compile(r"^\d{4}$")
 _MONTH = re.compile(r"^(\d{4})[-/](\d{1,2})$")
 _DATE = re.compile(r"^(\d{4})[-/](\d{1,2})[-/](\d{1,2})(.*)$")
-_EPOCH = re.compile(r"^\d{9,}(\.\d+)?$")
+_NUMBER = re.compile(r"^[+-]?\d+(\.\d+)?$")
+_DMY = re.compile(r"^(\d{1,2})([/.-])(\d{1,2})\2(\d{4})(?:[ T](.+))?$")
+_NAMED = re.compile(r"^(?:(\d{1,2})[ -])?([A-Za-z]{3,9})\.?,?[ -](\d{4})$")
+_NAMED_YEAR_FIRST = re.compile(r"^(\d{4})[ -]([A-Za-z]{3,9})$")
+_MONTHS = {name.lower(): i for i, name in enumerate(calendar.month_abbr) if name} | {
+    name.lower(): i for i, name in enumerate(calendar.month_name) if name
+}
+_MONTHS["sept"] = 9
+YEARS = (1000, 3000)  # whole numbers in here are years
+EPOCH_SECONDS_MIN = 1e8  # numbers from here on are epoch seconds (1973 on)
+EPOCH_MS_MIN = 1e11  # and from here on epoch milliseconds
 FORMATS = (
     "an ISO 8601 date or date-time (1949-01, 1949-01-01, 2010-01-01T00:00:00Z, 2010/01/01 00:00, "
-    "with an offset or UTC), a quarter (1990Q1), a year (1949) or epoch seconds"
+    "with an offset or UTC), a quarter (1990Q1), a year (1949), a day/month/year date (31/01/1949), "
+    "a month name (Jan 1949) or epoch seconds"
 )
 
 
@@ -55,42 +77,139 @@ def _utc(year: int, month: int, day: int = 1) -> float:
     return datetime(year, month, day, tzinfo=UTC).timestamp()
 
 
-def parse_time(value: object) -> float:
+def _number(value: float, *, years: bool = True) -> float | None:
+    """Unix seconds of a number: a whole year, epoch milliseconds or seconds; None otherwise."""
+    if not math.isfinite(value):
+        return None
+    if years and value == math.floor(value) and YEARS[0] <= value <= YEARS[1]:
+        return _utc(int(value), 1)
+    if value >= EPOCH_MS_MIN:
+        return value / 1000.0
+    if value >= EPOCH_SECONDS_MIN:
+        return float(value)
+    return None
+
+
+def _iso(year: int, month: int, day: int, rest: str) -> float:
+    """Unix seconds of a date and the rest of an ISO date-time (time, offset); UTC without one."""
+    text = f"{year:04d}-{month:02d}-{day:02d}{rest}"
+    if text.endswith(("z", "Z")):
+        text = text[:-1] + "+00:00"
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _text(text: str, day_first: bool | None) -> float | None:
+    """Unix seconds of one stripped text value; None when it is no time. `day_first`: the order
+    of a day/month/year value (None: decided by the value alone, refused when ambiguous)."""
+    if _NUMBER.match(text):
+        return _number(float(text), years=bool(_YEAR.match(text)))
+    if m := _QUARTER.match(text):
+        return _utc(int(m.group(1)), 3 * (int(m.group(2)) - 1) + 1)
+    if m := _QUARTER_FIRST.match(text):
+        return _utc(int(m.group(2)), 3 * (int(m.group(1)) - 1) + 1)
+    if m := _MONTH.match(text):
+        return _utc(int(m.group(1)), int(m.group(2)))
+    if m := _DATE.match(text):
+        return _iso(int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4))
+    if m := _DMY.match(text):
+        first, second = int(m.group(1)), int(m.group(3))
+        if day_first is None:
+            if first > 12:
+                day_first = True
+            elif second > 12:
+                day_first = False
+            else:
+                raise TimeFormatError(
+                    f"{text!r} is ambiguous (day/month or month/day): write it as ISO, e.g. "
+                    f"{int(m.group(4)):04d}-{second:02d}-{first:02d} for day/month"
+                )
+        day, month = (first, second) if day_first else (second, first)
+        rest = f" {m.group(5)}" if m.group(5) else ""
+        return _iso(int(m.group(4)), month, day, rest)
+    if m := _NAMED.match(text):
+        named = _MONTHS.get(m.group(2).lower())
+        if named is None:
+            return None
+        return _utc(int(m.group(3)), named, int(m.group(1)) if m.group(1) else 1)
+    if m := _NAMED_YEAR_FIRST.match(text):
+        named = _MONTHS.get(m.group(2).lower())
+        return None if named is None else _utc(int(m.group(1)), named)
+    return None
+
+
+def parse_time(value: object, day_first: bool | None = None) -> float:
     """Unix seconds of one time (see the module docstring); TimeFormatError otherwise."""
     if isinstance(value, bool):
         raise TimeFormatError(f"expected {FORMATS}; got a boolean")
     if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise TimeFormatError(f"expected {FORMATS}; got {value!r}")
-        return float(value)
+        seconds = _number(float(value))
+        if seconds is None:
+            raise TimeFormatError(f"expected {FORMATS}; got {value!r} (numbers are years 1000-3000 or epoch seconds)")
+        return seconds
     if not isinstance(value, str):
         raise TimeFormatError(f"expected {FORMATS}; got a {type(value).__name__}")
     text = value.strip()
     if not text or len(text) > 64:
         raise TimeFormatError(f"expected {FORMATS}; got {value[:64]!r}")
     try:
-        if _EPOCH.match(text):
-            return float(text)
-        if _YEAR.match(text):
-            return _utc(int(text), 1)
-        if m := _QUARTER.match(text):
-            return _utc(int(m.group(1)), 3 * (int(m.group(2)) - 1) + 1)
-        if m := _QUARTER_FIRST.match(text):
-            return _utc(int(m.group(2)), 3 * (int(m.group(1)) - 1) + 1)
-        if m := _MONTH.match(text):
-            return _utc(int(m.group(1)), int(m.group(2)))
-        if m := _DATE.match(text):
-            rest = m.group(4)
-            iso = f"{int(m.group(1)):04d}-{int(m.group(2)):02d}-{int(m.group(3)):02d}{rest}"
-            if iso.endswith(("z", "Z")):
-                iso = iso[:-1] + "+00:00"
-            moment = datetime.fromisoformat(iso)
-            if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=UTC)
-            return moment.timestamp()
-    except (ValueError, OverflowError, OSError):
-        pass
-    raise TimeFormatError(f"expected {FORMATS}; got {value[:64]!r}")
+        seconds = _text(text, day_first)
+    except (ValueError, OverflowError, OSError) as exc:
+        if isinstance(exc, TimeFormatError):
+            raise
+        seconds = None
+    if seconds is None:
+        raise TimeFormatError(f"expected {FORMATS}; got {value[:64]!r}")
+    return seconds
+
+
+def day_first(values: list[str]) -> bool:
+    """The order of a column's day/month/year values: day first when a first field is over 12,
+    month first when a second one is, else day first only when the first field never changes
+    (the 1st of every month, written 01/02/1949, 01/03/1949, ...)."""
+    pairs = [(int(m.group(1)), int(m.group(3))) for v in values if (m := _DMY.match(v))]
+    if any(first > 12 for first, _ in pairs):
+        return True
+    if any(second > 12 for _, second in pairs):
+        return False
+    return len(pairs) > 1 and len({f for f, _ in pairs}) == 1 and len({s for _, s in pairs}) > 1
+
+
+def parse_times(values: list[object]) -> list[float] | None:
+    """Unix seconds of every value of a column, or None when it does not hold times: the rules
+    of `parse_time`, except that numbers are years only when all are whole years 1000-3000, and
+    the column decides the order of day/month/year values (`day_first`)."""
+    if not values or any(isinstance(v, bool) or v is None for v in values):
+        return None
+    if all(isinstance(v, int | float) for v in values):
+        numbers = [float(v) for v in values]  # type: ignore[arg-type]
+        if not all(math.isfinite(v) for v in numbers):
+            return None
+        whole_years = all(v == math.floor(v) and YEARS[0] <= v <= YEARS[1] for v in numbers)
+        if whole_years:
+            return [_utc(int(v), 1) for v in numbers]
+        low = min(numbers)
+        if low >= EPOCH_MS_MIN:
+            return [v / 1000.0 for v in numbers]
+        return numbers if low >= EPOCH_SECONDS_MIN else None
+    if not all(isinstance(v, str) for v in values):
+        return None
+    texts = [str(v).strip() for v in values]
+    if all(_NUMBER.match(t) for t in texts):
+        return parse_times([float(t) for t in texts])
+    order = day_first(texts)
+    out = []
+    for text in texts:
+        try:
+            seconds = _text(text, order) if text and len(text) <= 64 else None
+        except (ValueError, OverflowError, OSError):
+            return None
+        if seconds is None:
+            return None
+        out.append(seconds)
+    return out
 
 
 def _months(period_seconds: float) -> int:

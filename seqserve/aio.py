@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import warnings
 from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -31,6 +32,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from models import times
 from seqserve import _requests as requests
 from seqserve._progress import Progress, State
 from seqserve._protocol import (
@@ -190,24 +192,31 @@ class AsyncClient:
         """Forecasts over a DataFrame of readings, indexed by the times they are for.
 
         `frame` holds the model's input columns and the times of its rows (`time_column`, or a
-        DatetimeIndex when it is None), in time order. Its first time is sent as the start
-        time, so the model's clock is set and the service says what each forecast is for.
+        DatetimeIndex when it is None). The times are read as training reads a time column
+        (models/times.py: `1949-01`, `31/01/1949`, `1990Q1`, epoch seconds, ...); rows out of
+        time order are sorted by them (with a warning), as training sorted its file, and
+        duplicated times are refused naming the rows. The first time is sent as the start time
+        (ISO 8601), so the model's clock is set and the service says what each forecast is for.
         Returns a DataFrame with one row per reading and one column per lead (the model's output
-        names, ``y@t+1``..``y@t+h``): the row after reading i is indexed by the time of its
-        first lead (the next reading's time), and column ``y@t+k`` is the forecast for k-1
-        periods after that. The values are exactly stateless `predict` with that start time;
-        ``result.attrs["forecast_times"]`` lists every lead's time per row. The shape
-        statsforecast and neuralforecast users expect: the future on the index."""
+        names, ``y@t+1``..``y@t+h``), and for a model with quantile levels a column per lead and
+        level and the anomaly flags, as `predict` returns them: the row after reading i is
+        indexed by the time of its first lead (the next reading's time), and column ``y@t+k``
+        is the forecast for k-1 periods after that. The values are exactly stateless `predict`
+        with that start time; ``result.attrs["forecast_times"]`` lists every lead's time per
+        row. The shape statsforecast and neuralforecast users expect: the future on the index."""
         import pandas as pd
 
-        if time_column is None:
-            if not isinstance(frame.index, pd.DatetimeIndex):
-                raise ValueError("forecast needs time_column=... or a DataFrame with a DatetimeIndex")
-            times = pd.Series(frame.index, index=frame.index)
-        else:
-            if time_column not in frame.columns:
-                raise ValueError(f"time column {time_column!r} is not in the DataFrame: {list(frame.columns)}")
-            times = frame[time_column]
+        seconds = frame_times(frame, time_column)
+        order = np.argsort(seconds, kind="stable")
+        if np.any(order != np.arange(len(order))):
+            newest_first = bool(np.all(np.diff(seconds) < 0))
+            how = (
+                "newest first"
+                if newest_first
+                else f"row {int(np.flatnonzero(np.diff(seconds) < 0)[0]) + 1} out of order"
+            )
+            warnings.warn(f"forecast: the rows are not in time order ({how}); sorted by time", stacklevel=2)
+            frame, seconds = frame.iloc[order], seconds[order]
         info = await self.model(name)
         versions = info["versions"]
         chosen = version if version is not None else info["default"]
@@ -216,18 +225,15 @@ class AsyncClient:
         missing = [c for c in features if c not in frame.columns]
         if missing:
             raise ValueError(f"the DataFrame lacks the model's input column(s) {missing}")
-        first = times.iloc[0]
-        start = first.isoformat() if hasattr(first, "isoformat") else first
-        if isinstance(start, np.generic):
-            start = start.item()
+        readings = frame[features].reset_index(drop=True)
         outputs = await self.predict(
-            name, frame[features].to_numpy(dtype=np.float32), version=version, start_time=start
+            name, readings.astype(np.float32), version=version, start_time=times.iso(float(seconds[0]))
         )
         stamps = self.last_forecast_times
         if stamps is None:
             raise ValueError(f"model {name!r} does not know its sampling period: it returned no forecast times")
         index = pd.DatetimeIndex([pd.Timestamp(row[0]) for row in stamps[0]], name="time")
-        result = pd.DataFrame(np.asarray(outputs), index=index, columns=described["outputs"])
+        result = outputs.set_axis(index, axis=0)
         result.attrs["forecast_times"] = stamps[0]
         return result
 
@@ -575,3 +581,38 @@ class _StreamLink:
 
     async def recompute(self, steps: np.ndarray) -> np.ndarray:
         return await self._session._recompute(steps)
+
+
+def frame_times(frame: Any, time_column: str | None) -> np.ndarray:
+    """Unix seconds of a frame's rows: its `time_column` read as training reads a time column
+    (models/times.py, the one parser of training, service and client), or its DatetimeIndex.
+    Duplicated times are refused naming the rows (1-based, as a file's data rows)."""
+    import pandas as pd
+
+    if time_column is None:
+        if not isinstance(frame.index, pd.DatetimeIndex):
+            raise ValueError("forecast needs time_column=... or a DataFrame with a DatetimeIndex")
+        column = pd.Series(frame.index)
+    else:
+        if time_column not in frame.columns:
+            raise ValueError(f"time column {time_column!r} is not in the DataFrame: {list(frame.columns)}")
+        column = frame[time_column]
+    if len(column) == 0:
+        raise ValueError("forecast needs at least one row")
+    if pd.api.types.is_datetime64_any_dtype(column):
+        stamps = pd.to_datetime(column, utc=True)
+        seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
+    else:
+        values = column.tolist() if pd.api.types.is_numeric_dtype(column) else [str(v) for v in column]
+        parsed = None if column.isna().any() else times.parse_times(values)
+        if parsed is None:
+            raise ValueError(f"time column {time_column!r} does not hold times; accepted: {times.FORMATS}")
+        seconds = np.asarray(parsed, dtype=np.float64)
+    unique, inverse, counts = np.unique(seconds, return_inverse=True, return_counts=True)
+    if np.any(counts > 1):
+        first = int(np.flatnonzero(counts > 1)[0])
+        rows = (np.flatnonzero(inverse == first) + 1).tolist()
+        raise ValueError(
+            f"duplicated times: rows {rows} are all at {times.iso(float(unique[first]))}; one row per time"
+        )
+    return np.asarray(seconds, dtype=np.float64)

@@ -5,10 +5,12 @@ A new user gives only `--data` and `--target`; the seasons a model needs (48 and
 half-hourly demand, 12 for monthly sales) are then read from the data instead of from flags.
 
 **Time** (`read_time`): the `--time-column`, or else the first column whose values all parse as
-times (a column named like a timestamp is tried first). Accepted: ISO dates and date-times
+times (a column named like a timestamp is tried first). Accepted: what models/times.py reads
+(the service's `start_time` and the client use the same parser): ISO dates and date-times
 (`1949-01`, `1949-01-01`, `2010/01/01 00:00`, `2010-01-01T00:00+01:00`; offsets are converted to
-UTC), quarters (`1990Q1`, `1990-Q2`, `1990 Q3`), whole years (`1949`), and epoch seconds (numbers
-from 1e8 on, i.e. after 1973; milliseconds from 1e11). Rows out of time order are sorted (with a
+UTC), quarters (`1990Q1`, `1990-Q2`, `1990 Q3`), whole years (`1949`), day/month/year dates
+(`31/01/1949`), month names (`Jan 1949`) and epoch seconds (numbers from 1e8 on, i.e. after
+1973; milliseconds from 1e11). Rows out of time order are sorted (with a
 warning naming the first row out of order); two rows with the same time are refused naming them.
 
 **Period** (`TimeInfo.period_seconds`): the median spacing, snapped to a calendar unit when it
@@ -33,8 +35,6 @@ here that does not help is not used as the baseline either.
 from __future__ import annotations
 
 import math
-import re
-import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models import times
 from training.data import TrainingError
 
 TIME_NAMES = ("timestamp", "time", "date", "datetime", "ds", "period", "month", "year", "quarter", "week", "day")
@@ -84,10 +85,6 @@ Z_CALENDAR = 1.645  # one-sided 95 %: only a positive correlation confirms a sea
 Z_VALUES = 3.0
 MIN_CYCLES = 2  # full cycles of a season in the training block
 MAX_SEASON = 10_000
-EPOCH_SECONDS_MIN = 1e8  # numbers from here on are epoch seconds (1973 on)
-EPOCH_MS_MIN = 1e11  # and from here on epoch milliseconds
-_QUARTER = re.compile(r"^\s*(\d{4})\s*[-/ ]?\s*[Qq]([1-4])\s*$")
-_QUARTER_FIRST = re.compile(r"^\s*[Qq]([1-4])\s*[-/ ]?\s*(\d{4})\s*$")
 
 
 class LongFormat(TrainingError):
@@ -161,65 +158,27 @@ class SeasonChoice:
 # ------------------------------------------------------------------------------------- time
 
 
-def _quarters(text: pd.Series) -> np.ndarray | None:
-    """Unix seconds of quarter labels (1990Q1, 1990-Q1, Q1 1990), or None if any is not one."""
-    out = np.empty(len(text))
-    for i, value in enumerate(text):
-        m = _QUARTER.match(value)
-        if m:
-            year, q = int(m.group(1)), int(m.group(2))
-        else:
-            m = _QUARTER_FIRST.match(value)
-            if not m:
-                return None
-            year, q = int(m.group(2)), int(m.group(1))
-        out[i] = pd.Timestamp(year=year, month=3 * (q - 1) + 1, day=1, tz="UTC").timestamp()
-    return out
-
-
 def parse_times(raw: pd.Series) -> np.ndarray | None:
-    """Unix seconds of every value, or None when the column does not hold times (see module doc).
+    """Unix seconds of every value, or None when the column does not hold times.
 
-    Numbers are times only as whole years (1000-3000) or epoch seconds/milliseconds; smaller
-    numbers are step counters or values, not times."""
+    The rules are models/times.py's `parse_times`, the parser the service reads `start_time`
+    with and the Python client reads a frame's time column with, so a format that trains is a
+    format a request may use. Numbers are times only as whole years (1000-3000) or epoch
+    seconds/milliseconds; smaller numbers are step counters or values, not times. A column
+    pandas already holds as datetimes needs no parsing."""
     if len(raw) == 0 or raw.isna().any():
         return None
     if pd.api.types.is_bool_dtype(raw):
         return None
-    if pd.api.types.is_numeric_dtype(raw):
-        values = raw.to_numpy(dtype=np.float64)
-        if not np.all(np.isfinite(values)):
-            return None
-        if np.all(values == np.floor(values)) and values.min() >= 1000 and values.max() <= 3000:
-            years = pd.to_datetime(pd.Series(values.astype(int).astype(str)), format="%Y", utc=True)
-            return (years - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
-        if values.min() >= EPOCH_MS_MIN:
-            return values / 1000.0
-        if values.min() >= EPOCH_SECONDS_MIN:
-            return values
-        return None
     if pd.api.types.is_datetime64_any_dtype(raw):
         stamps = pd.to_datetime(raw, utc=True)
         return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
-    text = raw.astype(str).str.strip()
-    if not text.str.contains(r"\d").all():
-        return None
-    quarters = _quarters(text)
-    if quarters is not None:
-        return quarters
-    if text.str.fullmatch(r"[+-]?\d+(\.\d+)?").all():  # numbers stored as text: as numbers above
-        return parse_times(pd.to_numeric(text))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        for fmt in (None, "ISO8601", "mixed"):
-            try:
-                stamps = pd.to_datetime(text, utc=True, format=fmt)
-            except (ValueError, TypeError, OverflowError):
-                continue
-            if stamps.isna().any():
-                return None
-            return (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
-    return None
+    if pd.api.types.is_numeric_dtype(raw):
+        values: list[object] = raw.tolist()
+    else:
+        values = [str(v) for v in raw]
+    seconds = times.parse_times(values)
+    return None if seconds is None else np.asarray(seconds, dtype=np.float64)
 
 
 def find_time_column(frame: pd.DataFrame, skip: set[str]) -> tuple[str, np.ndarray] | None:
@@ -267,11 +226,7 @@ def read_time(
         seconds = parse_times(frame[column])
         if seconds is None:
             bad = _first_unreadable(frame[column])
-            raise TrainingError(
-                f"time column {column!r} does not hold timestamps{bad}; accepted: dates and date-times "
-                "(1949-01, 1949-01-01, 2010/01/01 00:00, ISO 8601 with an offset), quarters (1990Q1), "
-                "years (1949) and epoch seconds"
-            )
+            raise TrainingError(f"time column {column!r} does not hold timestamps{bad}; accepted: {times.FORMATS}")
     else:
         found = find_time_column(frame, skip or set())
         if found is None:

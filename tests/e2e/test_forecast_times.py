@@ -77,13 +77,18 @@ def test_a_bad_start_time_is_a_422_naming_the_formats(server: ServiceProcess) ->
 def test_client_forecast_is_future_indexed_and_equals_predict(server: ServiceProcess, monthly: pd.DataFrame) -> None:
     with Client(server.url) as api:
         frame = api.forecast("sales", monthly, time_column="month")
-        assert list(frame.columns) == ["sales@t+1"]
+        assert frame.columns[0] == "sales@t+1"
+        # The quantile columns and anomaly flags, as predict returns them for a DataFrame.
+        assert {"sales@t+1:q0.1", "sales@t+1:q0.9", "outside_95"} <= set(frame.columns)
+        whole = api.predict("sales", monthly[["sales"]], start_time="1990-01")
+        np.testing.assert_array_equal(frame.to_numpy(), whole.to_numpy())
+        frame = frame[["sales@t+1"]]
         assert frame.index[0] == pd.Timestamp("1990-02-01", tz="UTC")
         assert frame.index[-1] == pd.Timestamp("1996-01-01", tz="UTC")  # after the last month, 1995-12
         predicted = api.predict("sales", monthly[["sales"]].to_numpy(np.float32), start_time="1990-01")
         np.testing.assert_array_equal(frame.to_numpy(), predicted)
         indexed = api.forecast("sales", monthly.set_index(pd.DatetimeIndex(pd.to_datetime(monthly["month"]))))
-        np.testing.assert_array_equal(indexed.to_numpy(), predicted)
+        np.testing.assert_array_equal(indexed[["sales@t+1"]].to_numpy(), predicted)
 
 
 def test_v2_stateless_reply_carries_the_forecast_times(server: ServiceProcess, monthly: pd.DataFrame) -> None:
@@ -132,3 +137,34 @@ def test_any_day_of_a_month_gets_that_months_phase(server: ServiceProcess, month
         assert reply(start)["state"]["phase"] == january["state"]["phase"]
     february = reply("1990-02-01")["state"]["phase"][0][0][0]
     assert february == (january["state"]["phase"][0][0][0] + 1) % 12
+
+
+def test_start_time_takes_the_day_first_dates_training_reads(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    """31/01/1990 trains (a day/month/year column): as a start_time it is 31 January 1990, in
+    January's phase; 01/02/1990 alone is ambiguous and refused naming start_time."""
+    x = [monthly[["sales"]].to_numpy()[:4].tolist()]
+    january = post(server, {"inputs": x, "start_time": "1990-01"}).json()
+    reply = post(server, {"inputs": x, "start_time": "31/01/1990"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["outputs"] == january["outputs"]
+    assert reply.json()["forecast_times"][0][0] == ["1990-02-28T00:00:00Z"]
+    ambiguous = post(server, {"inputs": x, "start_time": "01/02/1990"})
+    assert ambiguous.status_code == 422 and ambiguous.json()["field"] == "start_time"
+    assert "ambiguous" in ambiguous.json()["error"]
+
+
+def test_client_forecast_reads_the_time_column_as_training_does(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    """A day-first column (01/02/1990 = 1 February, decided by the column), a newest-first
+    frame (sorted, with a warning) and duplicated times (refused naming the rows)."""
+    with Client(server.url) as api:
+        reference = api.forecast("sales", monthly, time_column="month")
+        day_first = monthly.assign(month=pd.to_datetime(monthly["month"]).dt.strftime("%d/%m/%Y"))
+        pd.testing.assert_frame_equal(api.forecast("sales", day_first, time_column="month"), reference)
+        with pytest.warns(UserWarning, match="newest first"):
+            reversed_frame = api.forecast("sales", monthly.iloc[::-1], time_column="month")
+        pd.testing.assert_frame_equal(reversed_frame, reference)
+        doubled = pd.concat([monthly.iloc[:3], monthly.iloc[2:5]])
+        with pytest.raises(ValueError, match=r"duplicated times: rows \[3, 4\] are all at 1990-03-01"):
+            api.forecast("sales", doubled, time_column="month")
+        with pytest.raises(ValueError, match="does not hold times"):
+            api.forecast("sales", monthly.assign(month="soon"), time_column="month")

@@ -13,6 +13,7 @@ from models.times import (
     forecast_times,
     iso,
     parse_time,
+    parse_times,
     step,
 )
 
@@ -89,3 +90,37 @@ def test_calendar_periods_index_by_the_calendar_not_by_mean_seconds(
     assert len(indices) == 1
     assert calendar_index(parse_time(next_one), period) == indices.pop() + 1
     assert calendar_index(parse_time("1950-01-31"), 3600.0) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("31/01/1949", "1949-01-31T00:00:00Z"),
+        ("01/31/1949", "1949-01-31T00:00:00Z"),
+        ("31.01.1949 13:30", "1949-01-31T13:30:00Z"),
+        ("31-01-1949", "1949-01-31T00:00:00Z"),
+        ("Jan 1949", "1949-01-01T00:00:00Z"),
+        ("January 1949", "1949-01-01T00:00:00Z"),
+        ("1949 Jan", "1949-01-01T00:00:00Z"),
+        ("31-Jan-1949", "1949-01-31T00:00:00Z"),
+        (1949, "1949-01-01T00:00:00Z"),  # a whole number 1000-3000 is a year, as in a time column
+        (1_262_304_000_000, "2010-01-01T00:00:00Z"),  # epoch milliseconds
+    ],
+)
+def test_the_formats_training_reads_are_start_times_too(value: object, expected: str) -> None:
+    assert iso(parse_time(value)) == expected
+    assert parse_times([value]) == [parse_time(value)]
+
+
+def test_an_ambiguous_day_month_value_alone_is_refused_but_a_column_decides() -> None:
+    with pytest.raises(TimeFormatError, match=r"ambiguous.*1949-02-01"):
+        parse_time("01/02/1949")
+    monthly = parse_times(["01/01/1949", "01/02/1949", "01/03/1949"])  # the 1st of each month
+    assert monthly is not None and [iso(t) for t in monthly][1] == "1949-02-01T00:00:00Z"
+    us = parse_times(["01/30/1949", "02/01/1949"])  # 30 as a second field: month first
+    assert us is not None and iso(us[1]) == "1949-02-01T00:00:00Z"
+    european = parse_times(["30/01/1949", "01/02/1949"])
+    assert european is not None and iso(european[1]) == "1949-02-01T00:00:00Z"
+    assert parse_time("01/02/1949", day_first=True) == parse_time("1949-02-01")
+    assert parse_times(["1", "2", "3"]) is None and parse_times([1.5, 2.5]) is None  # counters, values
+    assert parse_times(["1949-01", "yesterday"]) is None

@@ -60,6 +60,9 @@ def seasons_of(frame: pd.DataFrame, target: str, column: str = "") -> tuple[list
         ([1262304000, 1262307600, 1262311200], "2010-01-01T00:00:00", 3600),
         (["2010-01-01T01:00+01:00", "2010-01-01T02:00+01:00", "2010-01-01T03:00+01:00"], "2010-01-01T00:00:00", 3600),
         ([1949, 1950, 1951], "1949-01-01T00:00:00", 12 * MONTH),
+        (["31/01/1949", "28/02/1949", "31/03/1949"], "1949-01-31T00:00:00", MONTH),
+        (["01/01/1949", "01/02/1949", "01/03/1949"], "1949-01-01T00:00:00", MONTH),  # day first
+        (["Jan 1949", "Feb 1949", "Mar 1949"], "1949-01-01T00:00:00", MONTH),
     ],
 )
 def test_time_formats_parse_to_utc_seconds(values: list, expected_first: str, spacing: float) -> None:
@@ -68,6 +71,16 @@ def test_time_formats_parse_to_utc_seconds(values: list, expected_first: str, sp
     assert seconds[0] == pd.Timestamp(expected_first, tz="UTC").timestamp()
     _, info = read_time(pd.DataFrame({"t": values, "y": [1.0, 2.0, 3.0]}), "t", report=quiet)
     assert info is not None and info.period_seconds == pytest.approx(spacing)
+
+
+def test_training_reads_a_time_column_with_the_service_parser() -> None:
+    """One parser (models/times.py): every value of a column that trains is a start_time the
+    service takes, to the same instant."""
+    from models.times import parse_time
+
+    for values in (["31/01/1949", "28/02/1949"], ["1990Q1", "1990Q2"], ["2010/01/01 00:00", "2010/01/01 01:00"]):
+        seconds = parse_times(pd.Series(values))
+        assert seconds is not None and seconds.tolist() == [parse_time(v) for v in values]
 
 
 def test_values_that_are_not_times_are_not_a_time_column() -> None:
