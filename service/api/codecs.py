@@ -36,23 +36,25 @@ NUMPY = orjson.OPT_SERIALIZE_NUMPY
 
 class StepReplyJSON:
     """The v1 step reply {session_id, model, version, position, outputs} (with `quantiles` and
-    `anomaly` for a model with quantile levels, see `probabilistic`): what the engine
+    `anomaly` for a model with quantile levels, see `probabilistic`, and `forecast_times`
+    [time][lead] for a session created with a start time, see StepResult.times): what the engine
     encodes for each step (the fast path answers it as is); encoding the same result again gives
     the same bytes, which is how a retry gets the first reply (service/core/engine.py)."""
 
     def encode(self, result: StepResult) -> bytes:
         model = result.model
+        times = result.times
         if not model.extra_outputs:
-            return orjson.dumps(
-                {
-                    "session_id": result.session_id,
-                    "model": model.name,
-                    "version": model.version,
-                    "position": result.position,
-                    "outputs": result.outputs,
-                },
-                option=NUMPY,
-            )
+            plain: dict[str, Any] = {
+                "session_id": result.session_id,
+                "model": model.name,
+                "version": model.version,
+                "position": result.position,
+                "outputs": result.outputs,
+            }
+            if times is not None:
+                plain["forecast_times"] = times
+            return orjson.dumps(plain, option=NUMPY)
         # A model with quantile levels: its packed rows split into outputs, quantiles, anomaly.
         outputs, quantiles, anomaly = model.unpack(result.outputs)
         body = {
@@ -63,6 +65,8 @@ class StepReplyJSON:
             "outputs": outputs,
             **probabilistic(model, quantiles, anomaly, many=outputs.shape[0] > 1),
         }
+        if times is not None:
+            body["forecast_times"] = times
         return orjson.dumps(body, option=NUMPY)
 
 

@@ -88,6 +88,10 @@ START_TIME_DOC = (
     "time of the first reading: ISO 8601 date or date-time (no offset: UTC), 1949-01, 2010/01/01 00:00, 1990Q1, "
     "a year, or epoch seconds; sets the model's clock, and replies carry the times forecast. Not with state"
 )
+STEP_TIMES_DOC = (
+    "[time][lead]: the ISO 8601 times (UTC) this step's forecasts are for, when the session was created with "
+    "start_time and the model knows its sampling period (the same times predict gives those readings)"
+)
 POSITION_DOC = "steps the client believes were applied; enables retry-safety and ordering checks"
 
 
@@ -143,6 +147,15 @@ class CreateSessionRequest(TypedDict):
         ]
     ]
     start_time: NotRequired[Annotated[StartTime, Field(description=START_TIME_DOC)]]
+    resume_time: NotRequired[
+        Annotated[
+            StartTime,
+            Field(
+                description="with state: the time of the first reading the resumed stream receives (an exported "
+                "session's next_time), so that its step replies carry forecast_times; only with state"
+            ),
+        ]
+    ]
     session_id: NotRequired[ClientSessionId]
 
 
@@ -465,6 +478,12 @@ class SessionInfo(BaseModel):
     created_at: float
     expires_at: float
     ttl_seconds: float
+    start_time: str | None = Field(None, description="ISO 8601 (UTC) time of the session's reading 0, when given")
+    next_time: str | None = Field(
+        None,
+        description="ISO 8601 (UTC) time of the next reading (at `position`), when the start time and the model's "
+        "period are known: give it as resume_time with the exported state to resume the stream's times elsewhere",
+    )
     state: dict[str, list[list[float]]] | None = None
 
 
@@ -476,6 +495,7 @@ class StepResponse(BaseModel):
     outputs: Steps
     quantiles: dict[str, Steps] | None = Field(None, description=QUANTILES_DOC)
     anomaly: Anomaly | list[Anomaly | None] | None = Field(None, description=ANOMALY_DOC)
+    forecast_times: list[list[str]] | None = Field(None, description=STEP_TIMES_DOC)
 
 
 class BulkStepResult(BaseModel):
@@ -485,6 +505,7 @@ class BulkStepResult(BaseModel):
     outputs: Steps | None = None
     quantiles: dict[str, Steps] | None = Field(None, description=QUANTILES_DOC)
     anomaly: Anomaly | list[Anomaly | None] | None = Field(None, description=ANOMALY_DOC)
+    forecast_times: list[list[str]] | None = Field(None, description=STEP_TIMES_DOC)
     status: int = 200
     error: str | None = None
     code: str | None = None

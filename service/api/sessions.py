@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request, Response
 
+from models.times import TimeRangeError, iso, step
 from service.api import codecs, schemas
 from service.api.body import json_response_bytes
 from service.api.deps import owner, services
@@ -32,10 +34,17 @@ def errors(*codes: int) -> dict:
     return {code: {"model": ErrorBody} for code in codes}
 
 
-def session_info(record: SessionRecord, include_state: bool = False, state_names: tuple[str, ...] = ()) -> dict:
+def session_info(
+    record: SessionRecord,
+    include_state: bool = False,
+    state_names: tuple[str, ...] = (),
+    period_seconds: float | None = None,
+) -> dict:
     """The session as the API shows it; with `include_state`, every state tensor by name
-    ([rows][width] each; `state_names` from the session's model, in graph order)."""
-    info = {
+    ([rows][width] each; `state_names` from the session's model, in graph order). A session
+    created with a start time shows it, and (`period_seconds`: its model's) the time of its
+    next reading, which an import takes as resume_time to go on labelling the same series."""
+    info: dict[str, Any] = {
         "session_id": record.session_id,
         "model": record.model,
         "version": record.version,
@@ -44,9 +53,22 @@ def session_info(record: SessionRecord, include_state: bool = False, state_names
         "expires_at": record.expires_at,
         "ttl_seconds": record.ttl_seconds,
     }
+    if record.start is not None:
+        info["start_time"] = iso(record.start)
+        if period_seconds is not None:
+            with contextlib.suppress(TimeRangeError):  # a stream run on past year 9999: no label
+                info["next_time"] = iso(step(record.start, record.position, period_seconds))
     if include_state:
         info["state"] = dict(zip(state_names, record.state, strict=True))
     return info
+
+
+def _period(svc: Services, record: SessionRecord) -> float | None:
+    """The sampling period of the session's model version (None: unknown, or no start time to
+    step from, so nothing is looked up)."""
+    if record.start is None:
+        return None
+    return svc.registry.get(record.model, record.version).period_seconds
 
 
 def _json(data: dict | bytes, status: int = 200) -> Response:
@@ -71,8 +93,9 @@ async def create_session(name: str, request: Request) -> Response:
         start_time=body.get("start_time"),
         owner=owner(request),
         request_id=body.get("session_id"),
+        resume_time=body.get("resume_time"),
     )
-    return _json(session_info(record), 201)
+    return _json(session_info(record, period_seconds=_period(services(request), record)), 201)
 
 
 @router.post(
@@ -106,7 +129,7 @@ async def get_session(session_id: str, request: Request, include_state: bool = F
     names: tuple[str, ...] = ()
     if include_state:  # the pinned version stays loaded while sessions use it
         names = svc.registry.get(record.model, record.version).state_names
-    return _json(session_info(record, include_state, names))
+    return _json(session_info(record, include_state, names, _period(svc, record)))
 
 
 @router.post(
@@ -121,7 +144,7 @@ async def fork_session(session_id: str, request: Request) -> Response:
     record = await services(request).sessions.fork(
         session_id, body.get("ttl_seconds"), owner(request), request_id=body.get("session_id")
     )
-    return _json(session_info(record), 201)
+    return _json(session_info(record, period_seconds=_period(services(request), record)), 201)
 
 
 @router.delete("/v1/sessions/{session_id}", status_code=204, responses=errors(404, 503))

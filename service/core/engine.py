@@ -74,6 +74,7 @@ from service.core.errors import (
     refused,
 )
 from service.core.locks import KeyedLocks
+from service.core.predict import step_times
 from service.core.registry import LoadedModel, ModelRegistry
 from service.core.settings import Settings
 from service.core.validate import check_features, check_reply_size, parse_steps
@@ -107,6 +108,13 @@ class StepResult:
     state: tuple[np.ndarray, ...] | None
     replayed: bool = False
     payload: bytes = b""  # the encoded reply (ReplyCodec)
+    start: float | None = None  # the session's start time (SessionRecord.start): labels the forecasts
+
+    @property
+    def times(self) -> list[list[str]] | None:
+        """[time][lead] ISO times this step's forecasts are for (reading i of the session at
+        start + i periods, as predict labels a whole sequence); None without a start time."""
+        return step_times(self.model, self.start, self.position - self.outputs.shape[0], self.outputs.shape[0])
 
 
 class ReplyCodec(Protocol):
@@ -405,7 +413,13 @@ class Engine:
         record = run.record
         at_head = not run.applied and stated + length == record.position
         result = StepResult(
-            run.session_id, run.loaded, stated + length, outputs, record.state if at_head else None, replayed=True
+            run.session_id,
+            run.loaded,
+            stated + length,
+            outputs,
+            record.state if at_head else None,
+            replayed=True,
+            start=record.start,
         )
         result.payload = self.replies.encode(result)
         return result
@@ -541,7 +555,7 @@ class Engine:
             history = record.history
             if len(run.applied) == 1 and not run.echoes:  # the common case: one request per session
                 i, before, key = run.applied[0]
-                result = StepResult(run.session_id, loaded, before + run.length, out, final)
+                result = StepResult(run.session_id, loaded, before + run.length, out, final, start=record.start)
                 result.payload = encode(result)
                 results[i] = result
                 if run.positioned[0]:
@@ -574,7 +588,12 @@ class Engine:
         for n, (i, before, key) in enumerate(run.applied):
             length = run.steps[n].shape[0]
             result = StepResult(
-                run.session_id, loaded, before + length, out[offset : offset + length], final if n == last else None
+                run.session_id,
+                loaded,
+                before + length,
+                out[offset : offset + length],
+                final if n == last else None,
+                start=run.record.start,
             )
             result.payload = encode(result)
             if run.positioned[n]:
@@ -586,7 +605,9 @@ class Engine:
             results[i] = by_index[i] = result
         for i, j in run.echoes:
             first = by_index[j]
-            results[i] = StepResult(run.session_id, loaded, first.position, first.outputs, None, True, first.payload)
+            results[i] = StepResult(
+                run.session_id, loaded, first.position, first.outputs, None, True, first.payload, first.start
+            )
         return self._trimmed(tuple(recorded))
 
     async def _write(

@@ -77,17 +77,28 @@ class Sessions:
         start_time: Any = None,
         owner: str = "",
         request_id: str | None = None,
+        resume_time: Any = None,
     ) -> SessionRecord:
         """A new session at position 0, owned by `owner`. `session_id`, when given (e.g. a V2
         sequence id, which the caller namespaces per owner), names it instead of a random id,
         and replaces any session already under that id (a replacement adds no session to the
         quotas). `state` ({name: [rows][width]}) resumes an exported stream; otherwise the state
-        is fresh, its clock set from `start_time` (ISO 8601) when given. Not both."""
+        is fresh, its clock set from `start_time` (ISO 8601) when given. Not both. With `state`,
+        `resume_time` is the time of the first reading the resumed stream receives (an export's
+        next_time): it only labels the forecasts (the state holds the phase already). The
+        start time is kept with the session; every step reply labels its forecasts from it."""
         check_one_origin(state, start_time)
-        start = parse_start_time(start_time)
+        if resume_time is not None and state is None:
+            raise InvalidInput(
+                "resume_time labels a stream resumed from an exported state: give it with state "
+                "(a fresh stream takes start_time)",
+                field="resume_time",
+            )
+        what = "start_time" if resume_time is None else "resume_time"
+        start = parse_start_time(start_time if resume_time is None else resume_time, what)
         model = self.registry.get(name, version)
         # The first reading's forecasts must be labellable (a stream may run on for longer).
-        check_start_range(start, model.period_seconds, model.config.horizon)
+        check_start_range(start, model.period_seconds, model.config.horizon, what)
         ttl_s = self._ttl(ttl)
         if state is None:
             arrays = tuple(s[:, 0, :] for s in model.initial_state(1, start))
@@ -105,6 +116,7 @@ class Sessions:
             now,
             fingerprint=model.fingerprint,
             owner=owner,
+            start=start,
         )
         if request_id is not None:  # the client's id: a resent create gets the first one's session
             record.session_id = request_id
@@ -154,6 +166,7 @@ class Sessions:
             now,
             fingerprint=source.fingerprint,
             owner=owner,
+            start=source.start,  # the fork continues the same series: same clock
         )
         if request_id is not None:  # the client's id for the fork: a resent fork gets the first one's
             record.session_id = request_id

@@ -96,6 +96,22 @@ def times_of(model: LoadedModel, start: float | None, readings: list[int]) -> li
     return [forecast_times(start, n, model.config.horizon, period) for n in readings]
 
 
+def step_times(model: LoadedModel, start: float | None, first: int, readings: int) -> list[list[str]] | None:
+    """[time][lead] times the forecasts at readings first..first+readings-1 of a session that
+    started at `start` are for: the same labels predict gives those rows of the whole sequence.
+    None without a start time or a known period, and when a stream has run on past year 9999
+    (its step was valid; only its labels cannot be written)."""
+    period = model.period_seconds
+    if start is None or period is None or model.config.head != "regression":
+        return None
+    from models.times import TimeRangeError, forecast_times
+
+    try:
+        return forecast_times(start, readings, model.config.horizon, period, first)
+    except TimeRangeError:
+        return None
+
+
 async def predict(svc: Services, request: Prediction) -> Predicted:
     """Run a prepared prediction. Sequences of equal length go through the model's batcher as
     one call (joining other requests' calls); a ragged batch as one call per sequence, run

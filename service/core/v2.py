@@ -336,8 +336,9 @@ class Result:
     model: LoadedModel
     tensors: dict[str, np.ndarray]
     position: int | None = None
-    # A stateless request with start_time to a model that knows its period: the ISO times each
-    # forecast is for, [batch][time][lead] (service/core/predict.py's times_of).
+    # A request with start_time (stateless, or a sequence started with it) to a model that knows
+    # its period: the ISO times each forecast is for, [batch][time][lead] (predict.py's times_of,
+    # step_times for a sequence step).
     times: list[list[list[str]]] | None = None
 
 
@@ -497,7 +498,8 @@ async def _sequence_step(
             raise Error(f"sequence {seq_id!r} runs on a model without outputs {missing}", field="outputs")
     if options.end:
         await sessions.delete(session_id, owner)
-    return Result(served, {n: tensors[n] for n in wanted}, step.position)
+    times = step.times  # a sequence started with start_time: [batch 1][time][lead]
+    return Result(served, {n: tensors[n] for n in wanted}, step.position, None if times is None else [times])
 
 
 async def _retried_start(sessions: Sessions, session_id: str, owner: str) -> bool:

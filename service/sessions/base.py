@@ -1,6 +1,7 @@
 """What a session is, and the small interface every session store implements.
 
 A store keeps, per session: the pinned model version and the fingerprint of its graph, the
+time of its first reading when the client gave one (written at create, never by a step), the
 position (steps applied so far), the recurrent state (float32 [layers, hidden] per state
 tensor), an idle TTL, and a bounded record of its recent steps for retry-safety (LastStep).
 `save` is a check-and-set on the position so that two writers (two requests, two replicas) can never both
@@ -140,6 +141,9 @@ class SessionRecord:
     fingerprint: str = ""  # the graph the state belongs to (LoadedModel.fingerprint); "" unknown
     token: str = ""  # identity of the write that produced this record (set before each save)
     owner: str = ""  # owner id of the API key that created it ("" without keys); never shown
+    # Unix seconds of the reading at position 0 (the create's start_time), when known: step
+    # replies label their forecasts from it. Written at create only; a step never changes it.
+    start: float | None = None
 
     @property
     def last(self) -> LastStep | None:

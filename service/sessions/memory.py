@@ -96,8 +96,8 @@ class StatePool:
 
 class _Entry:
     __slots__ = (
-        "created_at", "expires_at", "fingerprint", "history", "model", "owner", "pool", "position", "slot", "token",
-        "ttl", "version",
+        "created_at", "expires_at", "fingerprint", "history", "model", "owner", "pool", "position", "slot", "start",
+        "token", "ttl", "version",
     )  # fmt: skip
 
     def __init__(self, record: SessionRecord, pool: StatePool, slot: int) -> None:
@@ -113,6 +113,7 @@ class _Entry:
         # can only be the very last one; one token is enough (and costs one reference).
         self.token = record.token
         self.owner = record.owner
+        self.start = record.start
         self.pool = pool
         self.slot = slot
 
@@ -218,6 +219,7 @@ class MemorySessionStore(SessionStore):
             entry.history,
             entry.fingerprint,
             owner=entry.owner,
+            start=entry.start,
         )
 
     def _save(self, record: SessionRecord, expected_position: int, now: float) -> None:

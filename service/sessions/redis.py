@@ -13,6 +13,8 @@ Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...`
                   SEQSERVE_REPLAY_MAX_BYTES)
         tokens    the tokens of the last TOKEN_WINDOW writes, each "<32 hex>=<20-digit position>;"
         owner     owner id of the API key that created it ("" without keys)
+        start     unix seconds of the reading at position 0 (repr of a float), only when the
+                  session was created with a start time; written by the create script only
         marked_until  when the expiry marker below expires (ms, the last writer's clock)
     PREFIX x:{ID}   expiry marker, expires between half and all of `tombstone_seconds` after the
                     hash (a save sets it again only when it would otherwise outlive the hash by
@@ -334,6 +336,7 @@ class RedisSessionStore(SessionStore):
             history,
             h.get(b"fingerprint", b"").decode(),
             owner=h.get(b"owner", b"").decode(),
+            start=float(h[b"start"]) if b"start" in h else None,
         )
 
     @staticmethod
@@ -379,6 +382,8 @@ class RedisSessionStore(SessionStore):
         ]  # fmt: skip
         if record.history:
             fields += ["history", encode_history(record.history)]
+        if record.start is not None:
+            fields += ["start", repr(float(record.start))]
         args = [
             ttl_ms, self.tombstone_ms, created_at, "1" if replace else "0", *limits,
             record.session_id, self.prefix, record.owner, deadline, *fields,

@@ -168,3 +168,103 @@ def test_client_forecast_reads_the_time_column_as_training_does(server: ServiceP
             api.forecast("sales", doubled, time_column="month")
         with pytest.raises(ValueError, match="does not hold times"):
             api.forecast("sales", monthly.assign(month="soon"), time_column="month")
+
+
+def _session(server: ServiceProcess, **body: object) -> str:
+    created = httpx.post(f"{server.url}/v1/models/sales/sessions", json=body, timeout=30)
+    assert created.status_code == 201, created.text
+    return created.json()["session_id"]
+
+
+def _step(server: ServiceProcess, sid: str, rows: list, position: int | None = None) -> dict:
+    body: dict = {"inputs": rows} if position is None else {"inputs": rows, "position": position}
+    reply = httpx.post(f"{server.url}/v1/sessions/{sid}/steps", json=body, timeout=30)
+    assert reply.status_code == 200, reply.text
+    return reply.json()
+
+
+def test_session_steps_carry_the_times_predict_gives_the_whole_sequence(
+    server: ServiceProcess, monthly: pd.DataFrame
+) -> None:
+    """Streaming a series in uneven chunks labels every forecast as predict labels the whole
+    sequence: reading i at start + i months, whatever the chunk it came in."""
+    x = monthly[["sales"]].to_numpy()[:14].tolist()
+    whole = post(server, {"inputs": [x], "start_time": "1990-03-31"}).json()
+    sid = _session(server, start_time="1990-03-31")
+    outputs, times = [], []
+    for lo, hi in ((0, 1), (1, 5), (5, 6), (6, 14)):
+        reply = _step(server, sid, x[lo:hi])
+        assert reply["position"] == hi and len(reply["forecast_times"]) == hi - lo
+        outputs += reply["outputs"]
+        times += reply["forecast_times"]
+    assert times == whole["forecast_times"][0]
+    assert times[0] == ["1990-04-30T00:00:00Z"] and times[2] == ["1990-06-30T00:00:00Z"]
+    np.testing.assert_allclose(outputs, whole["outputs"][0], rtol=1e-5, atol=1e-4)
+    plain = _session(server)
+    assert "forecast_times" not in _step(server, plain, x[:2])
+
+
+def test_fork_export_import_and_replayed_retry_keep_the_times(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    x = monthly[["sales"]].to_numpy()[:8].tolist()
+    whole = post(server, {"inputs": [x], "start_time": "1990-01"}).json()["forecast_times"][0]
+    sid = _session(server, start_time="1990-01")
+    _step(server, sid, x[:3], position=0)
+    first = _step(server, sid, x[3:5], position=3)
+    assert first["forecast_times"] == whole[3:5]
+    retried = httpx.post(f"{server.url}/v1/sessions/{sid}/steps", json={"inputs": x[3:5], "position": 3}, timeout=30)
+    assert retried.status_code == 200 and retried.json() == first  # the replay: same reply, same times
+    fork = httpx.post(f"{server.url}/v1/sessions/{sid}/fork", timeout=30).json()["session_id"]
+    assert _step(server, fork, x[5:8])["forecast_times"] == whole[5:8]
+    info = httpx.get(f"{server.url}/v1/sessions/{sid}", params={"include_state": "true"}, timeout=30).json()
+    assert info["start_time"] == "1990-01-01T00:00:00Z" and info["next_time"] == "1990-06-01T00:00:00Z"
+    imported = _session(server, state=info["state"], resume_time=info["next_time"])
+    assert _step(server, imported, x[5:8])["forecast_times"] == whole[5:8]
+    assert _step(server, sid, x[5:8])["forecast_times"] == whole[5:8]
+
+
+def test_websocket_and_bulk_steps_carry_the_times(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    from websockets.sync.client import connect
+
+    x = monthly[["sales"]].to_numpy()[:4].tolist()
+    whole = post(server, {"inputs": [x], "start_time": "1990Q2"}).json()["forecast_times"][0]
+    sid = _session(server, start_time="1990Q2")
+    with connect(f"ws://127.0.0.1:{server.port}/v1/sessions/{sid}/stream") as ws:
+        ws.send(json.dumps({"inputs": x[:2]}))
+        assert json.loads(ws.recv())["forecast_times"] == whole[:2]
+    bulk = httpx.post(
+        f"{server.url}/v1/models/sales/sessions/steps",
+        json={"steps": [{"session_id": sid, "inputs": x[2:4]}]},
+        timeout=30,
+    )
+    assert bulk.status_code == 200, bulk.text
+    assert bulk.json()["results"][0]["forecast_times"] == whole[2:4]
+
+
+def test_v2_sequence_steps_carry_the_times_over_http_and_grpc(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    import tritonclient.grpc as grpcclient
+
+    x = monthly["sales"].to_numpy(np.float32)[:5]
+    whole = post(server, {"inputs": [x[:, None].tolist()], "start_time": "1990-01"}).json()["forecast_times"][0]
+
+    def tensor(chunk: np.ndarray) -> dict:
+        return {"name": "input", "datatype": "FP32", "shape": [1, len(chunk), 1], "data": chunk.tolist()}
+
+    times = []
+    for lo, hi in ((0, 2), (2, 5)):
+        params: dict = {"sequence_id": "st", "sequence_position": lo}
+        if lo == 0:
+            params |= {"sequence_start": True, "start_time": "1990-01"}
+        body = {"inputs": [tensor(x[lo:hi])], "parameters": params}
+        reply = httpx.post(f"{server.url}/v2/models/sales/infer", json=body, timeout=30)
+        assert reply.status_code == 200, reply.text
+        times += json.loads(reply.json()["parameters"]["forecast_times"])[0]
+    assert times == whole
+    with grpcclient.InferenceServerClient(f"127.0.0.1:{server.grpc_port}") as triton:
+        got = []
+        for lo, hi in ((0, 3), (3, 5)):
+            data = grpcclient.InferInput("input", [1, hi - lo, 1], "FP32")
+            data.set_data_from_numpy(x[None, lo:hi, None])
+            extra = {"start_time": "1990-01"} if lo == 0 else {}
+            result = triton.infer("sales", [data], sequence_id=7, sequence_start=lo == 0, parameters=extra)
+            got += json.loads(result.get_response().parameters["forecast_times"].string_param)[0]
+    assert got == whole

@@ -86,6 +86,22 @@ def test_sessions_across_slots_alternating_replicas_equal_stateless(
     assert "seqserve_sessions_active" in text
 
 
+def test_the_cluster_store_keeps_a_sessions_start_time(cluster: RedisClusterProcesses) -> None:
+    """The start time is a field of the session's hash (written by the create script, read with
+    the record, never by a save), on the cluster as on a single Redis."""
+    from service.sessions.redis_cluster import RedisClusterSessionStore
+    from tests.service.test_session_start import keeps_the_start
+
+    async def go() -> None:
+        store = RedisClusterSessionStore(f"{cluster.url}?prefix=start:", stats_interval=0)
+        try:
+            await keeps_the_start(store)
+        finally:
+            await store.close()
+
+    asyncio.run(go())
+
+
 def test_bulk_steps_over_many_slots(replicas: list[ServiceProcess]) -> None:
     rng = np.random.default_rng(22)
     sessions = [create(replicas[0].url) for _ in range(40)]
