@@ -153,12 +153,14 @@ class Intervals:
 
     def columns(self, outputs: list[str]) -> dict[str, np.ndarray]:
         """DataFrame columns: `<output>:q<level>` per output and level (e.g. ``y@t+1:q0.1``),
-        then `outside_80`, `outside_95`, `anomaly_score` (NaN where a reading has no flag)."""
+        then `outside_80`, `outside_95` (True/False, None where a reading has no flag: object
+        arrays) and `anomaly_score` (NaN where a reading has none)."""
         out: dict[str, np.ndarray] = {}
         for j, name in enumerate(outputs):
             for level, values in self.quantiles.items():
                 out[f"{name}:q{level}"] = values[:, j]
         if self.anomaly:
-            for key, column in (("outside_80", "outside_80"), ("outside_95", "outside_95"), ("score", "anomaly_score")):
-                out[column] = np.array([np.nan if a is None else float(a[key]) for a in self.anomaly])
+            for key in ("outside_80", "outside_95"):
+                out[key] = np.array([None if a is None else bool(a[key]) for a in self.anomaly], dtype=object)
+            out["anomaly_score"] = np.array([np.nan if a is None else float(a["score"]) for a in self.anomaly])
         return out

@@ -159,30 +159,42 @@ class AsyncClient:
         for, see `forecast`).
 
         `inputs` is [time][features] (array, list or DataFrame), [batch][time][features], or a
-        list of sequences of different lengths. The outputs come back in the same form
+        list of sequences of different lengths. A DataFrame's columns are picked by the model's
+        feature names (other columns, such as its time column, are left out). The outputs come back in the same form
         (a DataFrame with the model's output names for a DataFrame; for a model with quantile
         levels also a column per output and level, ``y@t+1:q0.1``..., and the anomaly flags,
-        see `Intervals.columns`; `intervals(answer)` reads them for other forms). With
+        see `Intervals.columns`, the flags `outside_80`/`outside_95` as booleans, <NA> where a
+        reading has none; `intervals(answer)` reads them for other forms). With
         `return_state`, returns ``(outputs, state)`` where state maps names to
         [rows][batch][width] arrays.
 
         Example: ``y = await client.predict("electricity", np.array([[22262.0], [21756.0]]))``
         """
+        info: dict[str, Any] | None = None
+        frame = inputs if _is_dataframe(inputs) else None
+        if frame is not None:
+            info = await self.model(name)
+            chosen = version if version is not None else info["default"]
+            described = next((v for v in info["versions"] if v["version"] == chosen), info["versions"][-1])
+            inputs = model_columns(frame, list(described["features"]))
         sequences, form = as_batch(inputs)
         answer = await self.send(requests.predict(name, sequences, version, return_state, state, start_time))
         self.last_forecast_times = answer.get("forecast_times")
         self.last_intervals = [Intervals.of(answer, i) for i in range(len(answer["outputs"]))]
         outputs = [np.asarray(o, dtype=np.float32) for o in answer["outputs"]]
         result: Any = outputs[0] if form == "one" else (np.stack(outputs) if form == "batch" else outputs)
-        if form == "one" and _is_dataframe(inputs):
+        if form == "one" and frame is not None and info is not None:
             import pandas as pd
 
-            versions = (await self.model(name))["versions"]
-            info = next((v for v in versions if v["version"] == answer["version"]), versions[-1])
-            result = pd.DataFrame(outputs[0], index=inputs.index, columns=info["outputs"])
+            versions = info["versions"]
+            served = next((v for v in versions if v["version"] == answer["version"]), versions[-1])
+            result = pd.DataFrame(outputs[0], index=frame.index, columns=served["outputs"])
             intervals = self.last_intervals[0]
             if intervals is not None:
-                extra = pd.DataFrame(intervals.columns(info["outputs"]), index=inputs.index)
+                extra = pd.DataFrame(intervals.columns(served["outputs"]), index=frame.index)
+                for flag in ("outside_80", "outside_95"):
+                    if flag in extra:
+                        extra[flag] = extra[flag].astype("boolean")  # <NA> where a reading has no flag
                 result = pd.concat([result, extra], axis=1)
         if return_state:
             return result, {k: np.asarray(v, dtype=np.float32) for k, v in answer["state"].items()}
@@ -226,6 +238,7 @@ class AsyncClient:
         if missing:
             raise ValueError(f"the DataFrame lacks the model's input column(s) {missing}")
         readings = frame[features].reset_index(drop=True)
+        readings = readings.astype(np.float32)
         outputs = await self.predict(
             name, readings.astype(np.float32), version=version, start_time=times.iso(float(seconds[0]))
         )
@@ -331,6 +344,26 @@ class AsyncClient:
 def _error_from_entry(reply: dict[str, Any]) -> SeqserveError:
     status = reply.get("status")
     return error_from_body(status if isinstance(status, int) else 500, reply)
+
+
+def model_columns(frame: Any, features: list[str]) -> Any:
+    """The model's input columns of a DataFrame, by name and in the model's order (a frame may
+    hold more: its time column, ids, ...); a frame whose columns are not named as the model's
+    but are as many, all numeric, is taken as it is. Anything else: a ValueError naming the
+    columns the model wants and the frame lacks."""
+    import pandas as pd
+
+    columns = [str(c) for c in frame.columns]
+    if all(f in columns for f in features):
+        return frame[features] if list(frame.columns) != features else frame
+    numeric = all(pd.api.types.is_numeric_dtype(frame[c]) for c in frame.columns)
+    if len(columns) == len(features) and numeric:
+        return frame
+    missing = [f for f in features if f not in columns]
+    raise ValueError(
+        f"the DataFrame lacks the model's input column(s) {missing} (the model reads {features}; "
+        f"the frame has {columns})"
+    )
 
 
 def _is_dataframe(value: Any) -> bool:

@@ -34,6 +34,7 @@ from training.data import (
     load_table,
     prepare_classify,
     prepare_forecast,
+    require_columns,
 )
 from training.gate import decide
 from training.publish import Outcome, comparison_table, publish_outcome
@@ -98,6 +99,9 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
         from training.sizing import adapt
 
         features = settings.features or settings.target
+        # Unknown columns first: nothing is sized or reported for a series the file lacks.
+        require_columns(frame, list(settings.target), "target")
+        require_columns(frame, [f for f in features if f not in settings.target], "feature")
         try:
             frame, time_info = season_finder.read_time(
                 frame, settings.time_column, skip={*settings.target, *features}, report=report

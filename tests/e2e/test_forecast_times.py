@@ -81,7 +81,7 @@ def test_client_forecast_is_future_indexed_and_equals_predict(server: ServicePro
         # The quantile columns and anomaly flags, as predict returns them for a DataFrame.
         assert {"sales@t+1:q0.1", "sales@t+1:q0.9", "outside_95"} <= set(frame.columns)
         whole = api.predict("sales", monthly[["sales"]], start_time="1990-01")
-        np.testing.assert_array_equal(frame.to_numpy(), whole.to_numpy())
+        pd.testing.assert_frame_equal(frame.reset_index(drop=True), whole.reset_index(drop=True))
         frame = frame[["sales@t+1"]]
         assert frame.index[0] == pd.Timestamp("1990-02-01", tz="UTC")
         assert frame.index[-1] == pd.Timestamp("1996-01-01", tz="UTC")  # after the last month, 1995-12
@@ -268,3 +268,15 @@ def test_v2_sequence_steps_carry_the_times_over_http_and_grpc(server: ServicePro
             result = triton.infer("sales", [data], sequence_id=7, sequence_start=lo == 0, parameters=extra)
             got += json.loads(result.get_response().parameters["forecast_times"].string_param)[0]
     assert got == whole
+
+
+def test_client_predict_picks_the_model_columns_of_a_frame(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    """A frame that still holds its time column: predict reads the model's features by name;
+    a frame without them is a ValueError naming them, not numpy's 'could not convert'."""
+    with Client(server.url) as api:
+        whole = api.predict("sales", monthly)  # month, sales
+        pd.testing.assert_frame_equal(whole, api.predict("sales", monthly[["sales"]]))
+        assert whole.index.equals(monthly.index) and whole.columns[0] == "sales@t+1"
+        assert str(whole["outside_95"].dtype) == "boolean"
+        with pytest.raises(ValueError, match=r"lacks the model's input column\(s\) \['sales'\]"):
+            api.predict("sales", monthly.rename(columns={"sales": "pax"}))

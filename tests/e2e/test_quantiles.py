@@ -270,7 +270,8 @@ def test_python_client_returns_quantile_columns_and_flags(server: ServiceProcess
         _, quantiles, anomaly = stacked(rest["replies"])
         scale = np.abs(quantiles).max()
         np.testing.assert_allclose(frame["load@t+1:q0.1"], quantiles[:, 0, 1], atol=1e-5 * scale, rtol=0)
-        assert np.isnan(frame["anomaly_score"].iloc[0]) and frame["outside_95"].iloc[OUTLIER] == 1.0
+        assert np.isnan(frame["anomaly_score"].iloc[0]) and bool(frame["outside_95"].iloc[OUTLIER])
+        assert str(frame["outside_95"].dtype) == "boolean" and pd.isna(frame["outside_80"].iloc[0])
         with client.session("probe") as session:
             session.step(x[:OUTLIER])
             session.step(x[OUTLIER : OUTLIER + 1])

@@ -103,6 +103,15 @@ def test_bad_input_is_a_clear_error_and_changes_nothing(
     assert snapshot(repo) == before
 
 
+def test_an_unknown_column_is_the_first_thing_said(repo: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Default flags (no --quiet) with a target the file lacks: the error comes before any
+    sizing or season report about a series that is not there."""
+    code = main(["train", "--data", str(SUNSPOTS), "--target", "pax", "--repository", str(repo)])
+    captured = capsys.readouterr()
+    assert code == 2 and "unknown target column(s) ['pax']" in captured.err
+    assert "sizes adapted" not in captured.out and "seasons" not in captured.out, captured.out
+
+
 def test_failure_on_fresh_repository_creates_nothing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     repo = tmp_path / "fresh"
     assert main(["train", "--data", str(SUNSPOTS), "--target", "nope", "--repository", str(repo), *TINY]) == 2
