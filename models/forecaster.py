@@ -42,6 +42,9 @@ REVIN_EPS = 1e-2  # window std floor, in units of the training std
 # floor scales with the series like everything else.
 LOCAL_EPS = 1e-3
 LOCAL_EPS_STD = 1e-6
+# Phase inputs come from a constant table of every phase's row (one lookup per call) while it
+# holds at most this many numbers (1 MiB); longer cycles compute them in the graph instead.
+PHASE_TABLE_MAX = 1 << 18
 
 
 def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec, ...]:
@@ -133,12 +136,15 @@ class Forecaster(nn.Module):
     feature_std: torch.Tensor
     block_ids: torch.Tensor
     window_ones: torch.Tensor
-    back: torch.Tensor
-    newer: torch.Tensor
-    older: torch.Tensor
-    older_needs: torch.Tensor
-    seasonal_lag: torch.Tensor
-    seasonal_multiple: torch.Tensor
+    lag_kernel: torch.Tensor
+    lag_needs: torch.Tensor
+    column_place: torch.Tensor
+    bias_slots: torch.Tensor
+    per_lead: torch.Tensor
+    phase_freq: torch.Tensor
+    phase_offset: torch.Tensor
+    diff_std: torch.Tensor
+    phase_table: torch.Tensor
     quantile_accumulate: torch.Tensor
     quantile_shift: torch.Tensor
     # Set by training (training/forecaster_run.py) and written into the manifest.
@@ -194,23 +200,106 @@ class Forecaster(nn.Module):
             self.register_buffer("block_ids", torch.arange(spec.blocks, dtype=torch.float32))
         if spec.transform == "revin" or spec.local_scale:
             self.register_buffer("window_ones", torch.ones(1, 1, spec.ring))
-        # Constant index tables into the lag axis (lag L at position L), so the graph needs one
-        # Gather per table however many leads and columns there are.
-        self.register_buffer("back", torch.arange(spec.ring, -1, -1))  # K - L for L = 0..K
-        diffs = [(kind, lag) for kind, lag in spec.columns if kind != "level"]
-        newer = np.zeros((h, len(diffs)), np.int64)
-        older = np.zeros((h, len(diffs)), np.int64)
+        self._build_lag_tables()
+
+    def _build_lag_tables(self) -> None:
+        """Constant tables that let the graph derive every lag feature of every step from one
+        convolution over concat(ring, y) (see `features`): the lag kernel, the count each
+        channel needs, and the matrix that places the analog columns next to the head's
+        outputs. Not part of the state dict: they follow from the spec alone."""
+        spec = self.spec
+        k_ring, h = spec.ring, spec.horizon
+        kernel: list[np.ndarray] = []
+        needs: list[float] = []
+
+        def channel(terms: dict[int, float], need: float) -> int:
+            """A channel summing weight x lag(L) over `terms`, zero until count >= need."""
+            row = np.zeros(k_ring + 1, np.float64)
+            for lag_, weight in terms.items():
+                row[k_ring - lag_] += weight  # window position K - L holds y_{t-L}
+            kernel.append(row)
+            needs.append(need)
+            return len(kernel) - 1
+
+        self.ch_dy = channel({0: 1.0, 1: -1.0}, 2.0)  # y_t - y_{t-1}
+        self.ch_season: list[int] = []
+        if spec.seasons:
+            s0, last = spec.short_season, spec.seasons[-1]
+            # dy - (lag(s0) - lag(s0 + 1)): the change against one short season ago
+            self.ch_e = channel({0: 1.0, 1: -1.0, s0: -1.0, s0 + 1: 1.0}, float(s0 + 2))
+            self.ch_warm = channel({}, float(last + 1))  # all zero; only its "ready" flag is read
+            if spec.transform in ("seasonal", "seasonal_diff"):
+                # Each season's baseline of every lead, available once lag s is: seasonal naive
+                # y_{t+k-mS}, plus m (y_t - y_{t-S}) for seasonal_diff, m = ceil(k / S).
+                for s in spec.seasons:
+                    self.ch_season.append(len(kernel))
+                    for k in range(1, h + 1):
+                        multiple = math.ceil(k / s)
+                        terms = {multiple * s - k: 1.0}
+                        if spec.transform == "seasonal_diff":
+                            terms[0] = terms.get(0, 0.0) + multiple
+                            terms[s] = terms.get(s, 0.0) - multiple
+                        channel(terms, float(s + 1))
+        diffs = [(kind, lag_) for kind, lag_ in spec.columns if kind != "level"]
+        self.ch_columns = len(kernel)
         for k in range(h):
-            for j, (kind, lag) in enumerate(diffs):
-                newer[k, j] = max(lag - (k + 1), 0) if kind == "lead" else 0
-                older[k, j] = lag
-        self.register_buffer("newer", torch.from_numpy(newer.reshape(-1)))
-        self.register_buffer("older", torch.from_numpy(older.reshape(-1)))
-        self.register_buffer("older_needs", torch.from_numpy(older + 1).float())
-        seasonal = np.array([[math.ceil(k / s) * s - k for k in range(1, h + 1)] for s in spec.seasons], np.int64)
-        self.register_buffer("seasonal_lag", torch.from_numpy(seasonal.reshape(-1)))
-        multiples = np.array([[math.ceil(k / s) for k in range(1, h + 1)] for s in spec.seasons], np.float32)
-        self.register_buffer("seasonal_multiple", torch.from_numpy(multiples))
+            for kind, lag_ in diffs:
+                newer = max(lag_ - (k + 1), 0) if kind == "lead" else 0
+                channel({newer: 1.0, lag_: -1.0}, float(lag_ + 1))
+        lag_kernel = np.stack(kernel)[:, None, :].astype(np.float32)
+        self.register_buffer("lag_kernel", torch.from_numpy(lag_kernel), persistent=False)
+        self.register_buffer("lag_needs", torch.tensor(needs, dtype=torch.float32), persistent=False)
+        stds = [spec.dy_std, spec.e_std] if spec.seasons else [spec.dy_std]
+        self.register_buffer("diff_std", torch.tensor(stds, dtype=torch.float32), persistent=False)
+        # [C' (diff channels) + level, H * (C + 1)]: column (k, j) scaled by its 1/std into slot
+        # k * (C + 1) + 1 + j; slot k * (C + 1) is the lead's bias, which `bias_slots` fills with 1.
+        c = len(spec.columns)
+        inv = self.column_inv_std.numpy()
+        rows = len(diffs) * h + (1 if c > len(diffs) else 0)
+        place = np.zeros((rows, h * (c + 1)), np.float32)
+        bias_slots = np.zeros(h * (c + 1), np.float32)
+        for k in range(h):
+            bias_slots[k * (c + 1)] = 1.0
+            for j in range(len(diffs)):
+                place[k * len(diffs) + j, k * (c + 1) + 1 + j] = inv[k, j]
+            if c > len(diffs):  # the level column, the same reading for every lead
+                place[rows - 1, k * (c + 1) + 1 + len(diffs)] = inv[k, len(diffs)]
+        per_lead = np.zeros((h * (c + 1), h), np.float32)
+        for k in range(h):
+            per_lead[k * (c + 1) : (k + 1) * (c + 1), k] = 1.0
+        self.register_buffer("column_place", torch.from_numpy(place), persistent=False)
+        self.register_buffer("bias_slots", torch.from_numpy(bias_slots), persistent=False)
+        self.register_buffer("per_lead", torch.from_numpy(per_lead), persistent=False)
+        self.phase_lookup = bool(spec.cycle) and spec.cycle * (spec.rnn_inputs + 1) <= PHASE_TABLE_MAX
+        if self.phase_lookup:
+            # Row p: the phase inputs of phase p (unknown flag 0, sin/cos, blocks); row `cycle`:
+            # those of an unknown phase (flag 1, the rest 0). The graph looks its row up.
+            rows_ = [self._phase_row(float(p)) for p in range(spec.cycle)]
+            rows_.append(np.concatenate([[1.0], np.zeros(len(rows_[0]) - 1)]))
+            table = np.asarray(rows_, np.float32)
+            self.register_buffer("phase_table", torch.from_numpy(table), persistent=False)
+        if spec.cycle:
+            freqs, offsets = [], []
+            for s in spec.seasons:
+                for j in range(1, spec.harmonics + 1):
+                    freqs += [2.0 * math.pi * j / s] * 2
+                    offsets += [0.0, 0.5 * math.pi]  # cos(a) = sin(a + pi/2): one Sin for both
+            self.register_buffer("phase_freq", torch.tensor(freqs, dtype=torch.float32), persistent=False)
+            self.register_buffer("phase_offset", torch.tensor(offsets, dtype=torch.float32), persistent=False)
+
+    def _phase_row(self, phase: float) -> np.ndarray:
+        """The phase inputs of a known phase (in float64: the table is exact to float32)."""
+        spec = self.spec
+        row = [0.0]
+        for s in spec.seasons:
+            for j in range(1, spec.harmonics + 1):
+                angle = phase * (2.0 * math.pi * j / s)
+                row += [math.sin(angle), math.cos(angle)]
+        if spec.blocks:
+            long, short = spec.seasons[-1], spec.seasons[0]
+            block = math.floor((phase % long) / short)
+            row += [1.0 if block == b else 0.0 for b in range(spec.blocks)]
+        return np.asarray(row)
 
     def set_quantile_shift(self, shift: np.ndarray) -> None:
         """Install calibration shifts [horizon, Q] (units of each lead's residual scale), made
@@ -295,21 +384,21 @@ class Forecaster(nn.Module):
         what the heads read; training/calibrate.py fits the quantile head on it."""
         spec = self.spec
         parts, new_state = self.features(x, state)
-        if spec.local_scale:  # differences in units of the session's own scale
-            inputs = [parts["dy"] / parts["window_scale"]]
-            if spec.seasons:
-                inputs += [parts["e"] / parts["window_scale"], parts["warm"]]
-        else:
-            inputs = [parts["dy"] / spec.dy_std]
-            if spec.seasons:
-                inputs += [parts["e"] / spec.e_std, parts["warm"]]
+        # One [B, T, n] block per kind of input, in the RNN's input order, and one Concat.
+        dy_e = parts["dy_e"]  # [B, T, 1 or 2]: dy (and e)
+        window: Tensor | None = parts.get("window_scale")
+        # differences in units of the session's own scale (local_scale) or the training's
+        inputs = [dy_e / window.unsqueeze(-1) if window is not None and spec.local_scale else dy_e / self.diff_std]
+        if spec.seasons:
+            inputs.append(parts["warm3"])
         if spec.transform in ("none", "revin"):
-            inputs.append(parts["centred"])
-        inputs += parts["phase"]
-        rnn_in = torch.stack(inputs, dim=-1)
+            inputs.append(parts["centred"].unsqueeze(-1))
+        if spec.cycle:
+            inputs.append(parts["phase3"])
         if spec.other_features:
             others = x[:, :, list(spec.other_features)]
-            rnn_in = torch.cat([rnn_in, (others - self.feature_mean) / self.feature_std], dim=-1)
+            inputs.append((others - self.feature_mean) / self.feature_std)
+        rnn_in = torch.cat(inputs, dim=-1) if len(inputs) > 1 else inputs[0]
 
         if self.config.cell == "lstm":
             out, (h, c) = self.rnn(rnn_in, (state[0], state[1]))
@@ -318,15 +407,15 @@ class Forecaster(nn.Module):
             out, h = self.rnn(rnn_in, state[0])
             new_cell = (h,)
         top = self.drop(out)
-        coef = self.head(top)  # [B, T, H*(C+1)]
-        coef = coef.reshape(coef.shape[0], coef.shape[1], spec.horizon, len(spec.columns) + 1)
-        columns = parts["columns"] * self.column_inv_std  # [B, T, H, C]
+        coef = self.head(top)  # [B, T, H*(C+1)]: per lead its bias, then one weight per column
+        # Every lead's columns over their stds, laid out like `coef` (1 in the bias slots): the
+        # residual of lead k is then sum over its slots of coef x placed, one MatMul for all leads.
+        placed = parts["column_block"] @ self.column_place
         scale = self.scale
-        window_scale = parts.get("window_scale")
-        if window_scale is not None:
-            columns = columns / window_scale.unsqueeze(-1).unsqueeze(-1)
-            scale = scale * window_scale.unsqueeze(-1)
-        residual = coef[..., 0] + (coef[..., 1:] * columns).sum(-1)  # [B, T, H]
+        if window is not None:
+            placed = placed / window.unsqueeze(-1)
+            scale = scale * window.unsqueeze(-1)
+        residual = (coef * (placed + self.bias_slots)) @ self.per_lead  # [B, T, H]
         return parts["base"] + scale * residual, top, scale, parts, new_cell, new_state
 
     def quantiles(self, top: Tensor, point: Tensor, scale: Tensor) -> Tensor:
@@ -357,34 +446,35 @@ class Forecaster(nn.Module):
 
     def features(self, x: Tensor, state: State) -> tuple[dict, State]:  # type: ignore[type-arg]
         """Everything the graph derives from the readings and the history states, unscaled:
-        dy, e, warm, centred, phase (list), base [B,T,H], columns [B,T,H,C], window_scale;
-        and the new ring/count/phase states. Also used to fit the spec's constants."""
+        dy, e, warm, centred [B,T], base [B,T,H], columns [B,T,H,C], window_scale [B,T]; the
+        blocks the readout reads (dy_e, warm3, phase3 [B,T,n], column_block [B,T,C'H(+1)]); and
+        the new ring/count/phase states. Also used to fit the spec's constants.
+
+        Every lag feature is linear in the last K+1 readings, so one convolution over
+        concat(ring, y) with a constant kernel (`_build_lag_tables`) yields all of them for every
+        step, and one comparison of the count with each channel's need masks those not
+        available yet: a few nodes per call however many lags, leads and seasons there are."""
         spec = self.spec
         k_ring = spec.ring
         n = self.cell_states
         ring, count0 = state[n][0], state[n + 1][0]  # [B, K], [B, 1]
         y = x[:, :, spec.target_index]  # [B, T]
+        y3 = y.unsqueeze(-1)  # [B, T, 1]
         full = torch.cat([ring, y], dim=1)  # [B, K+T]
-        steps = torch.ones_like(y).cumsum(1)  # 1..T
-        count = torch.clamp(count0 + steps, max=float(k_ring + 1))  # readings seen incl. y_t
-        # Every lag 0..K of every step at once: lags[b, t, L] = y_{t-L} = full[b, K + t - L].
-        position = torch.ones_like(y[0], dtype=torch.long).cumsum(0) - 1  # 0..T-1
-        lags = full[:, position.unsqueeze(1) + self.back.unsqueeze(0)]  # [B, T, K+1]
+        steps = torch.ones_like(y3).cumsum(1)  # 1..T, [B, T, 1]
+        count = torch.clamp(count0.unsqueeze(1) + steps, max=float(k_ring + 1))  # readings seen incl. y_t
+        lin = nn.functional.conv1d(full.unsqueeze(1), self.lag_kernel).transpose(1, 2)  # [B, T, M]
+        ready = count >= self.lag_needs  # [B, T, M]
+        masked = torch.where(ready, lin, 0.0)
 
-        def lag(lag_: int) -> Tensor:
-            return lags[:, :, lag_]
-
-        def avail(lag_: int) -> Tensor:
-            return count >= float(lag_ + 1)
-
-        zero = torch.zeros_like(y)
-        parts: dict = {"count": count}  # type: ignore[type-arg]
-        dy = torch.where(avail(1), y - lag(1), zero)
-        parts["dy"] = dy
+        parts: dict = {"count": count[..., 0]}  # type: ignore[type-arg]
+        last = self.ch_dy + (2 if spec.seasons else 1)
+        parts["dy_e"] = masked[..., self.ch_dy : last]
+        parts["dy"] = masked[..., self.ch_dy]
         if spec.seasons:
-            s0 = spec.short_season
-            parts["e"] = torch.where(avail(s0 + 1), dy - (lag(s0) - lag(s0 + 1)), zero)
-            parts["warm"] = avail(spec.seasons[-1]).to(y.dtype)
+            parts["e"] = masked[..., self.ch_e]
+            parts["warm3"] = ready[..., self.ch_warm : self.ch_warm + 1].to(y.dtype)
+            parts["warm"] = parts["warm3"][..., 0]
 
         level = None
         if spec.local_scale:
@@ -394,58 +484,59 @@ class Forecaster(nn.Module):
             parts["centred"] = (y - level) / parts["window_scale"]
         elif spec.transform == "none":
             parts["centred"] = (y - spec.level_mean) / spec.level_std
-        batch, steps_n = y.shape[0], y.shape[1]
         horizon = spec.horizon
         if spec.transform == "none":
-            base = torch.full_like(y, spec.level_mean).unsqueeze(-1).expand(-1, -1, horizon)
+            base = torch.full_like(y3, spec.level_mean)
         elif level is not None:
-            base = level.unsqueeze(-1).expand(-1, -1, horizon)
+            base = level.unsqueeze(-1)
         else:
-            base = y.unsqueeze(-1).expand(-1, -1, horizon)
-            if spec.transform in ("seasonal", "seasonal_diff"):
-                seasonal = lags[:, :, self.seasonal_lag].reshape(batch, steps_n, len(spec.seasons), horizon)
-                for i, s in enumerate(spec.seasons):  # shortest first: the longest available wins
-                    value = seasonal[:, :, i]
-                    if spec.transform == "seasonal_diff":
-                        value = value + self.seasonal_multiple[i] * (y - lag(s)).unsqueeze(-1)
-                    base = torch.where(avail(s).unsqueeze(-1), value, base)
+            base = y3
+            for first in self.ch_season:  # shortest season first: the longest available wins
+                window = slice(first, first + horizon)
+                base = torch.where(ready[..., window], lin[..., window], base)
+        if base.shape[-1] != horizon:
+            base = base.expand(-1, -1, horizon)
         parts["base"] = base  # [B, T, H]
 
-        diff_columns = (lags[:, :, self.newer] - lags[:, :, self.older]).reshape(batch, steps_n, horizon, -1)
-        ready = count.unsqueeze(-1).unsqueeze(-1) >= self.older_needs  # [B, T, H, C']
-        columns = torch.where(ready, diff_columns, torch.zeros_like(diff_columns))
+        diffs = masked[..., self.ch_columns :]  # [B, T, H*C'], lead-major
         if spec.transform in ("none", "revin"):
-            centre = spec.level_mean if level is None else level
-            level_column = (y - centre).unsqueeze(-1).unsqueeze(-1).expand(-1, -1, horizon, 1)
-            columns = torch.cat([columns, level_column], dim=-1)
-        parts["columns"] = columns
+            centre = spec.level_mean if level is None else level.unsqueeze(-1)
+            level_column = y3 - centre
+            parts["column_block"] = torch.cat([diffs, level_column], dim=-1)
+            split = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
+            columns = torch.cat([split, level_column.unsqueeze(-1).expand(-1, -1, horizon, 1)], dim=-1)
+        else:
+            parts["column_block"] = diffs
+            columns = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
+        parts["columns"] = columns  # [B, T, H, C] (for fitting; the graph reads column_block)
 
-        phase_inputs: list[Tensor] = []
-        total = steps[:, -1:]  # T, [B, 1]
+        total = steps[:, -1]  # T, [B, 1]
         new_state: State = (
             full[:, -k_ring:].unsqueeze(0),
             torch.clamp(count0 + total, max=float(k_ring + 1)).unsqueeze(0),
         )
         if spec.cycle:
             phase0 = state[n + 2][0]  # [B, 1]
-            known = (phase0 >= 0).to(y.dtype)
-            phase = phase0 + steps  # phase of y_{t+1}
+            start = phase0.unsqueeze(1)  # [B, 1, 1]
+            known = (start >= 0).to(y.dtype)
+            phase = start + steps  # phase of y_{t+1}, [B, T, 1]
             phase = phase - torch.floor(phase / spec.cycle) * spec.cycle
-            phase_inputs.append(1.0 - known.expand_as(y))
-            for s in spec.seasons:
-                for j in range(1, spec.harmonics + 1):
-                    angle = phase * (2.0 * math.pi * j / s)
-                    phase_inputs += [torch.sin(angle) * known, torch.cos(angle) * known]
+        if spec.cycle and self.phase_lookup:
+            # One lookup for every phase input; an unknown phase reads the table's last row.
+            row = torch.where(start >= 0, phase, float(spec.cycle)).to(torch.long)
+            parts["phase3"] = self.phase_table[row[..., 0]]
+        elif spec.cycle:
+            blocks = [(1.0 - known).expand_as(y3), torch.sin(phase * self.phase_freq + self.phase_offset) * known]
             if spec.blocks:
                 long, short = spec.seasons[-1], spec.seasons[0]
                 within = phase - torch.floor(phase / long) * long
                 block = torch.floor(within / short)
-                onehot = (block.unsqueeze(-1) == self.block_ids).to(y.dtype) * known.unsqueeze(-1)
-                phase_inputs += list(onehot.unbind(-1))
+                blocks.append((block == self.block_ids).to(y.dtype) * known)
+            parts["phase3"] = torch.cat(blocks, dim=-1)
+        if spec.cycle:
             moved = phase0 + total
             moved = moved - torch.floor(moved / spec.cycle) * spec.cycle
             new_state = (*new_state, torch.where(phase0 >= 0, moved, phase0).unsqueeze(0))
-        parts["phase"] = phase_inputs
         return parts, new_state
 
     def _window_stats(self, full: Tensor, count0: Tensor) -> tuple[Tensor, Tensor]:

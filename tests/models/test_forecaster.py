@@ -261,3 +261,29 @@ def test_local_scale_needs_a_history_baseline() -> None:
         make_spec(
             target_index=0, num_features=1, horizon=1, seasons=(), transform="revin", phase=False, local_scale=True
         )
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_phase_inputs_computed_in_the_graph_agree_with_the_table(
+    cell: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cycle too long for the phase table computes the phase inputs in the graph instead;
+    both ways answer what the reference answers, known and unknown phase alike."""
+    import models.forecaster as forecaster_module
+
+    with_table = make_forecaster(cell, "seasonal_diff", 2, 1, 0.0)
+    monkeypatch.setattr(forecaster_module, "PHASE_TABLE_MAX", 0)
+    computed = make_forecaster(cell, "seasonal_diff", 2, 1, 0.0)
+    assert with_table.phase_lookup and not computed.phase_lookup
+    computed.load_state_dict(with_table.state_dict())
+    path = tmp_path / "computed.onnx"
+    export_onnx(computed, path)
+    x = series(60, seed=4)[None, :, :2].astype(np.float32)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for start in (list(computed.config.initial_state(1, start_time=PERIOD * 5)), computed.config.initial_state(1)):
+        y_o, _ = run_onnx(session, computed.config, x, list(start))
+        y_r, _ = load_reference(path).run(x, tuple(start))
+        with torch.no_grad():
+            y_t, _ = with_table(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in start))
+        for got in (y_o, y_r):
+            assert np.abs(got - y_t.numpy()).max() <= tolerance(y_t.numpy())
