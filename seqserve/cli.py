@@ -152,7 +152,7 @@ def _models(args: argparse.Namespace) -> int:
             [
                 item["name"],
                 str(item["version"]),
-                "*" if item["default"] else "",
+                ("*" if item["promoted"] else "* (none promoted)") if item["default"] else "",
                 gate_cell,
                 item["ratio"],
                 str(item["created"] or "-"),

@@ -395,8 +395,31 @@ def train(args: argparse.Namespace) -> int:
     for outcome in held_back:
         print(
             f"seqserve train: warning: {outcome.name} v{outcome.version} was written but NOT promoted: "
-            f"{outcome.gate['reason']}. The service keeps serving the previous promoted version by default; "
-            "pin this version explicitly, or retrain with --allow-worse to promote it.",
+            f"{outcome.gate['reason']}. {default_note(settings.repository, outcome.name, outcome.version)}",
             file=sys.stderr,
         )
     return EXIT_NOT_PROMOTED if held_back else 0
+
+
+def default_note(repository: str, name: str, version: int) -> str:
+    """What the service serves by default after an unpromoted `version` of `name` was written,
+    by its rule (service/core/registry.py): the highest promoted version, else the highest
+    version with a warning. A version without a recorded gate (older files) counts as promoted."""
+    from models.repository import scan_repository
+
+    versions: dict[int, bool] = {}
+    for entry in scan_repository(repository):
+        if entry.name == name:
+            gate = entry.manifest().get("gate")
+            versions[entry.version] = not (isinstance(gate, dict) and gate.get("promoted") is False)
+    versions[version] = False
+    promoted = [v for v, ok in versions.items() if ok]
+    if promoted:
+        return (
+            f"The service keeps serving v{max(promoted)} (the highest promoted version) by default; "
+            f"v{version} is served when asked for by version. Retrain with --allow-worse to promote it."
+        )
+    return (
+        f"No version of {name} is promoted, so the service serves the highest, v{max(versions)}, by default "
+        "(with a warning in its log and model document). Retrain with --allow-worse to promote it."
+    )

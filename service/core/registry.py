@@ -471,10 +471,22 @@ class ModelRegistry:
         self._models.setdefault(model.name, {})[model.version] = model
         self._choose_default(model.name)
         if not model.promoted:
+            default, _ = self.default_version(model.name)
+            if self.get(model.name).promoted:
+                serves = (
+                    f"v{default} (the highest promoted version) stays the default; this one is served "
+                    "only when asked for by version"
+                )
+            else:
+                serves = (
+                    f"no version of {model.name} is promoted, so requests that name no version get the highest, "
+                    f"v{default}, with a warning"
+                )
             log.warning(
-                "%s is not promoted by its quality gate (%s); served only when asked for by version",
+                "%s is not promoted by its quality gate (%s); %s",
                 model.key,
                 (model.gate or {}).get("reason", "no reason given"),
+                serves,
             )
         self.errors.pop(model.key, None)
         self._failed.pop(model.key, None)

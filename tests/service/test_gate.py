@@ -127,3 +127,32 @@ async def test_reload_under_latest_policy_keeps_the_default_when_the_new_file_is
         report = await reload(svc)
         assert report.loaded == ["m/3"] and sorted(report.unloaded) == ["m/1", "m/2"]
         assert registry.versions("m") == [3] and registry.get("m").version == 3
+
+
+def test_the_trainer_the_service_and_the_cli_say_the_same_default(tmp_path, caplog, capsys):
+    """An unpromoted version next to a promoted one: v2 stays the default everywhere. The only
+    version unpromoted: the service serves it by default (with a warning), and the trainer's
+    warning, the service log and `seqserve models` all say so instead of 'the previous promoted
+    version' or 'served only when asked for'."""
+    from seqserve.cli import main as cli
+    from training.cli import default_note
+
+    failed = gate(False, 3.0, 2.0)
+    export_model(
+        tmp_path, "m", 2, "gru", seed=2, layers=1, hidden=4, gate_verdict=gate(True), manifest={"gate": gate(True)}
+    )
+    export_model(tmp_path, "m", 3, "gru", seed=3, layers=1, hidden=4, gate_verdict=failed, manifest={"gate": failed})
+    export_model(tmp_path, "nile", 1, "gru", seed=4, layers=1, hidden=4, gate_verdict=failed, manifest={"gate": failed})
+    with caplog.at_level(logging.WARNING, logger="seqserve.registry"):
+        registry = loaded(tmp_path)
+    assert registry.default_version("m")[0] == 2 and registry.default_version("nile")[0] == 1
+    assert "v2 (the highest promoted version) stays the default" in caplog.text
+    assert "no version of nile is promoted, so requests that name no version get the highest, v1" in caplog.text
+    assert "keeps serving v2 (the highest promoted version)" in default_note(str(tmp_path), "m", 3)
+    note = default_note(str(tmp_path), "nile", 1)
+    assert "No version of nile is promoted, so the service serves the highest, v1, by default" in note
+    assert "previous" not in note
+    assert cli(["models", "--model-repository", str(tmp_path)]) == 0
+    rows = {tuple(line.split()[:2]): line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert "* (none promoted)" in rows[("nile", "1")] and "NOT promoted" in rows[("nile", "1")]
+    assert " * " in rows[("m", "2")] and "*" not in rows[("m", "3")]
