@@ -254,6 +254,15 @@ def read_time(
         frame = frame.iloc[order].reset_index(drop=True)
         seconds = seconds[order]
     info = _axis(str(column), seconds, detected=not explicit)
+    if info.period_seconds is None:
+        filled = fill_gaps(frame, str(column), seconds)
+        if filled is not None:
+            frame, seconds, missing = filled
+            info = _axis(str(column), seconds, detected=not explicit)
+            report(
+                f"time column {column!r} ({info.frequency}) misses {len(missing)} time(s), first "
+                f"{times.iso(missing[0])}: filled by linear interpolation between their neighbours"
+            )
     info.sorted_rows, info.first_out_of_order = moved, first_bad
     if info.period_seconds is None:
         report(
@@ -261,6 +270,53 @@ def read_time(
             "(start_time is ignored); seasons are read from the values"
         )
     return frame, info
+
+
+MAX_FILLED = 0.1  # at most this share of a regular grid's times may be missing to be filled
+
+
+def fill_gaps(
+    frame: pd.DataFrame, column: str, seconds: np.ndarray
+) -> tuple[pd.DataFrame, np.ndarray, list[float]] | None:
+    """A series sampled at a calendar unit with a few times missing (a month dropped from a
+    monthly file), reindexed onto the full grid: numeric columns interpolated linearly between
+    the neighbours, others carried forward, the missing times written in the time column (ISO,
+    or seconds for a numeric column). The new frame, its seconds and the times filled; None
+    when the rows are not on one grid or more than MAX_FILLED of it is missing (irregular data
+    is not invented)."""
+    if len(seconds) < 3:
+        return None
+    frequency, period = _frequency(float(np.median(np.diff(seconds))))
+    if frequency not in CANDIDATES:
+        return None
+    calendar = period >= 28 * DAY
+    grid = [float(seconds[0])]
+    while grid[-1] < seconds[-1] and len(grid) <= len(seconds) * (1 + MAX_FILLED) + 1:
+        grid.append(times.step(float(seconds[0]), len(grid), period) if calendar else grid[0] + len(grid) * period)
+    positions = np.searchsorted(np.asarray(grid), seconds - (0.2 if calendar else 0.02) * period)
+    if positions[-1] >= len(grid) or len(set(positions.tolist())) != len(seconds):
+        return None
+    tolerance = (0.2 if calendar else 0.02) * period
+    if not np.all(np.abs(np.asarray(grid)[positions] - seconds) <= tolerance):
+        return None
+    missing_at = sorted(set(range(len(grid))) - set(positions.tolist()))
+    if not missing_at or len(missing_at) > MAX_FILLED * len(grid):
+        return None
+    full = frame.set_axis(positions.tolist(), axis=0).reindex(range(len(grid)))
+    for name in full.columns:
+        if name == column:
+            continue
+        if pd.api.types.is_numeric_dtype(frame[name]):
+            full[name] = full[name].interpolate(method="linear")
+        else:
+            full[name] = full[name].ffill()
+    missing = [grid[i] for i in missing_at]
+    if pd.api.types.is_numeric_dtype(frame[column]):
+        full.loc[missing_at, column] = missing
+    else:
+        full[column] = full[column].astype(object)
+        full.loc[missing_at, column] = [times.iso(t) for t in missing]
+    return full.reset_index(drop=True), np.asarray(grid, dtype=np.float64), missing
 
 
 def _series_column(frame: pd.DataFrame, seconds: np.ndarray, column: str) -> str:

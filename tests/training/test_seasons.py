@@ -242,3 +242,28 @@ def test_long_file_without_series_id_trains_one_global_model(
     assert manifest["training_args"]["series_id"] == "shop"
     assert sorted(manifest["metrics"]["per_series"]) == ["s0", "s1", "s2"]
     assert manifest["time"]["frequency"] == "monthly" and manifest["seasons"]["setting"] == "auto"
+
+
+def test_a_few_missing_months_are_filled_and_the_model_keeps_its_clock() -> None:
+    """Three months dropped from a 144-month file: reindexed onto the monthly grid (said, with
+    the first time filled), the missing values interpolated, so the series stays regular and
+    gets a phase. A third of the times missing is not invented: irregular, as before."""
+    n = 144
+    full = pd.DataFrame(
+        {
+            "month": pd.period_range("1949-01", periods=n, freq="M").strftime("%Y-%m"),
+            "pax": np.arange(n, dtype=float) * 2.0,
+        }
+    )
+    said: list[str] = []
+    frame, info = read_time(full.drop([10, 50, 51]).reset_index(drop=True), "", skip={"pax"}, report=said.append)
+    assert info is not None and info.frequency == "monthly" and info.period_seconds == MONTH
+    assert len(frame) == n and frame["pax"].tolist() == full["pax"].tolist()
+    assert info.seconds[10] == pd.Timestamp("1949-11-01", tz="UTC").timestamp()
+    assert said == [
+        "time column 'month' (monthly) misses 3 time(s), first 1949-11-01T00:00:00Z: "
+        "filled by linear interpolation between their neighbours"
+    ]
+    sparse = full.iloc[[i for i in range(n) if i % 3]].reset_index(drop=True)
+    frame, info = read_time(sparse, "", skip={"pax"}, report=quiet)
+    assert info is not None and info.period_seconds is None and len(frame) == len(sparse)
