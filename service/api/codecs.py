@@ -141,11 +141,12 @@ class EntryError:
         self.error = error
 
 
-def bulk_requests(entries: list[Any], max_steps: int) -> list[StepRequest | EntryError]:
+def bulk_requests(entries: list[Any], max_steps: int, each: bool = False) -> list[StepRequest | EntryError]:
     """Each entry ({session_id, inputs, position?}) as a step request, or its error. When all
     inputs are uniform (the common case: one reading per session) they are converted as one
     [N, T, F] array, in one numpy call; otherwise each entry is converted by the engine, which
-    names its own precise error."""
+    names its own precise error. `each` (a large body, in the codec thread): each entry's
+    inputs converted by its own numpy call, so the GIL is given up between entries."""
     items: list[StepRequest | EntryError] = []
     for entry in entries:
         session_id = entry.get("session_id") if isinstance(entry, dict) else None
@@ -160,6 +161,12 @@ def bulk_requests(entries: list[Any], max_steps: int) -> list[StepRequest | Entr
             continue
         items.append(StepRequest(session_id, entry.get("inputs"), entry.get("position")))
     requests = [item for item in items if isinstance(item, StepRequest)]
+    if each:
+        for request in requests:
+            steps = _steps(request.inputs, max_steps)
+            if steps is not None:
+                request.inputs = steps
+        return items
     together = _together([r.inputs for r in requests], max_steps)
     if together is not None:
         for request, steps in zip(requests, together, strict=True):
@@ -178,6 +185,18 @@ def _together(inputs: list[Any], max_steps: int) -> np.ndarray | None:
     if together.ndim != 3 or together.shape[1] == 0:
         return None
     return together
+
+
+def _steps(inputs: Any, max_steps: int) -> np.ndarray | None:
+    """One entry's inputs as float32 [T, F], or None (left to the engine, which names the
+    precise error) when they are not a valid non-empty 2-D array within the step limit."""
+    if not isinstance(inputs, list) or not 0 < len(inputs) <= max_steps:
+        return None
+    try:
+        steps = as_array(inputs, "inputs")
+    except ServiceError:
+        return None
+    return steps if steps.ndim == 2 else None
 
 
 def bulk_body(items: Sequence[StepRequest | EntryError], outcomes: Sequence[StepResult | Exception]) -> bytes:

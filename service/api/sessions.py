@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from fastapi import APIRouter, Request, Response
 
 from models.times import TimeRangeError, iso, step
 from service.api import codecs, schemas
 from service.api.body import json_response_bytes
+from service.api.codecs import EntryError
 from service.api.deps import owner, services
+from service.api.models import OFFLOAD_BYTES
 from service.api.schemas import (
     BulkStepResponse,
     ErrorBody,
@@ -20,6 +24,7 @@ from service.api.schemas import (
     optional_body_schema,
     parse,
 )
+from service.api.split import split_array
 from service.core.engine import StepRequest
 from service.core.errors import LimitExceeded, SessionNotFound
 from service.sessions.base import SessionRecord, shown
@@ -165,14 +170,47 @@ async def bulk_steps(name: str, request: Request) -> Response:
     in request order. Equal-length steps of one version go out as one ONNX Runtime call."""
     svc = services(request)
     svc.registry.get(name)  # unknown model: 404 for the whole request
-    entries = parse(schemas.BulkStepRequest, await request.body())["steps"]
-    limit = svc.settings.max_bulk_sessions
-    if len(entries) > limit:
-        raise LimitExceeded(
-            f"steps has {len(entries)} entries; at most {limit}", field="steps", limit="max_bulk_sessions", max=limit
-        )
-
-    items = codecs.bulk_requests(entries, svc.settings.max_steps_per_request)
+    raw = await request.body()
+    limits = (svc.settings.max_bulk_sessions, svc.settings.max_steps_per_request)
+    # A large body (up to 8 MiB: ~1 s of orjson holding the GIL, and as much again for numpy)
+    # is decoded entry by entry and its reply joined in the codec thread, so health checks
+    # and other requests are answered meanwhile (they waited 1.4-2 s behind one such bulk).
+    large = len(raw) > OFFLOAD_BYTES
+    loop = asyncio.get_running_loop()
+    if large:
+        items = await loop.run_in_executor(svc.codec, _decode_bulk, raw, *limits, True)
+    else:
+        items = _decode_bulk(raw, *limits)
     requests = [item for item in items if isinstance(item, StepRequest)]
     outcomes = await svc.engine.apply(requests, model=name, owner=owner(request))
+    if large:
+        return _json(await loop.run_in_executor(svc.codec, codecs.bulk_body, items, outcomes))
     return _json(codecs.bulk_body(items, outcomes))
+
+
+def _decode_bulk(
+    raw: bytes, max_entries: int, max_steps: int, by_entry: bool = False
+) -> list[StepRequest | EntryError]:
+    """Body -> each entry as a step request or its error; pure, thread-safe. by_entry: decode
+    the entries one at a time (service/api/split.py: the GIL is given up between them); a
+    body the scan does not fully understand is decoded whole, with the usual errors."""
+    found = split_array(raw, "steps", "{") if by_entry else None
+    entries: list[Any] | None = None
+    if found is not None:
+        rest, pieces = found
+        try:
+            entries = [orjson.loads(piece) for piece in pieces]
+        except orjson.JSONDecodeError:
+            entries = None  # decoded whole below: the error names the body's own position
+        else:
+            schemas.validate(schemas.BulkStepRequest, rest)  # unknown or misshapen fields
+    if entries is None:
+        entries = parse(schemas.BulkStepRequest, raw)["steps"]
+    if len(entries) > max_entries:
+        raise LimitExceeded(
+            f"steps has {len(entries)} entries; at most {max_entries}",
+            field="steps",
+            limit="max_bulk_sessions",
+            max=max_entries,
+        )
+    return codecs.bulk_requests(entries, max_steps, each=by_entry)

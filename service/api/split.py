@@ -1,4 +1,4 @@
-"""A large predict body decoded and encoded sequence by sequence.
+"""A large predict (or bulk step) body decoded and encoded sequence by sequence (entry by entry).
 
 orjson decodes a whole body in one C call that holds the GIL: for an 8 MB `[200][10000][1]`
 predict that is seconds on a busy machine, during which no other request (not even a health
@@ -26,6 +26,12 @@ _WS_OR_COMMA[[ord(c) for c in " \t\r\n,"]] = True
 
 def split_inputs(raw: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
     """raw JSON object -> (the object with `inputs` replaced by [], each inputs[i] as bytes)."""
+    return split_array(raw, "inputs", "[")
+
+
+def split_array(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[bytes]] | None:
+    """raw JSON object -> (the object with the array `key` replaced by [], each of its elements
+    as bytes); every element must open with `opener` ("[" arrays, "{" objects)."""
     if b"\\" in raw or not raw.lstrip().startswith(b"{"):
         return None
     b = np.frombuffer(raw, np.uint8)
@@ -35,7 +41,7 @@ def split_inputs(raw: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
     opens = ((b == ord("[")) | (b == ord("{"))) & ~in_string
     closes = ((b == ord("]")) | (b == ord("}"))) & ~in_string
     depth = np.cumsum(opens.view(np.int8) - closes.view(np.int8), dtype=np.int32)  # depth after each byte
-    start = _inputs_value(raw, depth)
+    start = _array_value(raw, depth, b'"' + key.encode() + b'"')
     if start is None:
         return None
     after = np.flatnonzero((depth[start:] == 1) & closes[start:])
@@ -43,7 +49,7 @@ def split_inputs(raw: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
         return None
     end = start + int(after[0])  # the ']' closing inputs
     inner = slice(start + 1, end)
-    seq_starts = start + 1 + np.flatnonzero(opens[inner] & (depth[inner] == 3) & (b[inner] == ord("[")))
+    seq_starts = start + 1 + np.flatnonzero(opens[inner] & (depth[inner] == 3) & (b[inner] == ord(opener)))
     seq_ends = start + 1 + np.flatnonzero(closes[inner] & (depth[inner] == 2))
     if seq_starts.size != seq_ends.size or not (
         np.all(seq_starts < seq_ends) and np.all(seq_ends[:-1] < seq_starts[1:])
@@ -66,21 +72,22 @@ def split_inputs(raw: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
     return rest, [raw[s : e + 1] for s, e in zip(seq_starts.tolist(), seq_ends.tolist(), strict=True)]
 
 
-def _inputs_value(raw: bytes, depth: np.ndarray) -> int | None:
-    """Index of the '[' that opens the top-level `inputs` value (the key exactly once)."""
+def _array_value(raw: bytes, depth: np.ndarray, key: bytes) -> int | None:
+    """Index of the '[' that opens the top-level `key`'s value (the key exactly once)."""
     found = None
-    position = raw.find(b'"inputs"')
+    n = len(key)
+    position = raw.find(key)
     while position != -1:
         if depth[position] == 1:
-            tail = raw[position + 8 : position + 64].lstrip()
+            tail = raw[position + n : position + 64].lstrip()
             if tail.startswith(b":"):
                 if found is not None:
                     return None  # a duplicate key: orjson's rule (last wins) applies
                 value = tail[1:].lstrip()
                 if not value.startswith(b"["):
                     return None
-                found = position + 8 + (len(raw[position + 8 : position + 64]) - len(value))
-        position = raw.find(b'"inputs"', position + 8)
+                found = position + n + (len(raw[position + n : position + 64]) - len(value))
+        position = raw.find(key, position + n)
     return found
 
 

@@ -6,9 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import orjson
+import pytest
 
 from service.api import codecs
+from service.api.sessions import _decode_bulk
 from service.core.engine import StepRequest
+from service.core.errors import InvalidInput, LimitExceeded, MalformedJSON
 from service.core.metrics import Metrics
 from service.core.services import Services
 from service.core.settings import Settings
@@ -125,3 +128,37 @@ async def test_an_entry_that_breaks_the_model_call_fails_alone(repository, regis
     assert got[2]["status"] == 500 and got[2]["code"] == "internal_error", got[2]
     assert [g.get("position") for k, g in enumerate(got) if k != 2] == [1, 1, 1]
     assert [(await svc.store.load(sid)).position for sid in sids] == [1, 1, 0, 1]
+
+
+def test_a_large_body_decoded_entry_by_entry_equals_the_whole_decoding():
+    """service/api/sessions.py decodes a large bulk body entry by entry in the codec thread:
+    the same step requests, and the same errors, as decoding it whole."""
+    rng = np.random.default_rng(1)
+    entries = [{"session_id": f"s{k}", "inputs": rng.normal(size=(50, 3)).round(3).tolist()} for k in range(40)]
+    entries[3]["inputs"] = [[1.0, 2.0], [3.0]]  # ragged: left to the engine, which names it
+    entries[7] = {"session_id": "s7", "inputs": [[1, 2, 3]], "position": 4}
+    entries[9] = {"inputs": [[1, 2, 3]]}  # no session id
+    raw = orjson.dumps({"steps": entries})
+    whole, split = _decode_bulk(raw, 1024, 10000), _decode_bulk(raw, 1024, 10000, by_entry=True)
+    assert len(whole) == len(split) == 40
+    for a, b in zip(whole, split, strict=True):
+        assert type(a) is type(b)
+        if isinstance(a, StepRequest):
+            assert (a.session_id, a.position) == (b.session_id, b.position)
+            if a.session_id == "s3":  # ragged: the raw list either way
+                assert a.inputs == b.inputs
+            else:  # float32 [T, F] as the engine reads it (the whole decoding leaves mixed lengths as lists)
+                np.testing.assert_array_equal(np.asarray(a.inputs, np.float32), b.inputs)
+                assert isinstance(b.inputs, np.ndarray) and b.inputs.dtype == np.float32
+        else:
+            assert a.error.body() == b.error.body()
+    for bad, error in [
+        (raw[:-5] + b"]}]}", MalformedJSON),  # the last entry's inputs left unclosed
+        (raw[:-1] + b',"colour":1}', InvalidInput),  # an unknown top-level field
+        (orjson.dumps({"steps": entries * 26}), LimitExceeded),  # 1,040 entries
+    ]:
+        with pytest.raises(error) as by_entry:
+            _decode_bulk(bad, 1024, 10000, by_entry=True)
+        with pytest.raises(error) as at_once:
+            _decode_bulk(bad, 1024, 10000)
+        assert by_entry.value.body() == at_once.value.body()

@@ -10,7 +10,7 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.api.split import LazySequences, encode_with_outputs, split_inputs
+from service.api.split import LazySequences, encode_with_outputs, split_array, split_inputs
 
 numbers = st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False))
 sequences = st.lists(st.lists(st.lists(numbers, min_size=1, max_size=3), min_size=1, max_size=4), max_size=4)
@@ -65,3 +65,38 @@ def test_encode_with_outputs_equals_one_dumps():
     whole = orjson.loads(orjson.dumps({**response, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY))
     assert orjson.loads(encode_with_outputs(response, outputs)) == whole
     assert orjson.loads(encode_with_outputs({}, outputs)) == {"outputs": whole["outputs"]}
+
+
+entries = st.lists(
+    st.fixed_dictionaries(
+        {"session_id": st.text("abc-", min_size=1, max_size=6), "inputs": sequences.map(lambda s: s[0] if s else [])},
+        optional={"position": st.integers(0, 9), "note": st.just({"steps": [{"x": 1}]})},
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(entries, extras, st.sampled_from([None, 2]))
+def test_bulk_entries_split_agrees_with_whole_decoding(steps, extra, indent):
+    """The bulk body's `steps`, split entry by entry (objects, nested arrays inside each)."""
+    raw = json.dumps({**extra, "steps": steps}, indent=indent).encode()
+    found = split_array(raw, "steps", "{")
+    if b"\\" in raw:  # escapes (in the extras' text): left to the whole decoder
+        assert found is None
+        return
+    assert found is not None  # every other such body is split
+    rest, pieces = found
+    assert [orjson.loads(p) for p in pieces] == steps
+    assert rest == {**extra, "steps": []}
+
+
+def test_bulk_bodies_in_doubt_are_left_to_the_whole_decoder():
+    for raw in [
+        b'{"steps": [{"session_id": "a"}, [1]]}',  # an array among the entries
+        b'{"steps": [{"session_id": "a"}, 5]}',
+        b'{"steps": [{"session_id": "a"} {"session_id": "b"}]}',
+        b'{"steps": {"session_id": "a"}}',
+        b'{"steps": [{"session_id": "a\\"b"}]}',
+    ]:
+        assert split_array(raw, "steps", "{") is None, raw
