@@ -32,6 +32,11 @@ class Progress:
         self.journal: list[np.ndarray] = []
         self.upcoming: tuple[int, State] | None = None
         self.last_intervals: Intervals | None = None  # of the last reply accepted
+        # [time][lead] times of the last reply accepted (a session created with a start time)
+        self.last_forecast_times: list[list[str]] | None = None
+        # logical position -> the time of the reading there, as the service said with an export
+        # (its next_time): a session recreated from that checkpoint resumes its clock from it
+        self.times: dict[int, str] = {}
 
     def on_server(self, position: int | None = None) -> int:
         """A logical position (default: the acknowledged one) as the server counts it."""
@@ -50,6 +55,7 @@ class Progress:
             raise ProtocolError(f"step reply says position {reply.get('position')}, expected {expected}")
         outputs = np.asarray(reply["outputs"], dtype=np.float32)
         self.last_intervals = Intervals.of(reply)
+        self.last_forecast_times = reply.get("forecast_times")
         self.acknowledge(steps)
         return outputs
 
@@ -107,4 +113,5 @@ class Progress:
         """The progress of a fork of this session (same base, checkpoint and journal)."""
         child = Progress(session_id, self.base + server_position, self.checkpoint_every)
         child.base, child.checkpoint, child.journal = self.base, self.checkpoint, list(self.journal)
+        child.times = dict(self.times)
         return child

@@ -458,6 +458,13 @@ class AsyncSession:
         return self._progress.last_intervals
 
     @property
+    def last_forecast_times(self) -> list[list[str]] | None:
+        """[time][lead] ISO times the last step reply's forecasts are for: a session created with
+        ``start_time`` (and a model that knows its period); None otherwise, and for outputs the
+        stream recomputed after lost replies."""
+        return self._progress.last_forecast_times
+
+    @property
     def checkpoint_every(self) -> int:
         return self._progress.checkpoint_every
 
@@ -524,7 +531,12 @@ class AsyncSession:
         """(logical position, state) as the server holds them, read together."""
         info = await self.client.send(requests.info(self.session_id, include_state=True))
         state = {k: np.asarray(v, dtype=np.float32) for k, v in info["state"].items()}
-        return self._progress.base + info["position"], state
+        position = self._progress.base + info["position"]
+        if info.get("next_time") is not None:  # kept for a recreation from this export
+            checkpoint = self._progress.checkpoint
+            kept = {p: t for p, t in self._progress.times.items() if checkpoint is None or p >= checkpoint[0]}
+            self._progress.times = {**kept, position: info["next_time"]}
+        return position, state
 
     async def info(self) -> dict[str, Any]:
         """The server's view: position, version, expiry (no state)."""
@@ -538,7 +550,11 @@ class AsyncSession:
         if checkpoint is None:
             raise SessionLost("session lost before any state was exported; cannot recreate", status=410)
         ttl, extra = self._create_args
-        extra = {k: v for k, v in extra.items() if k != "start_time"}  # the state carries the clock
+        # The state carries the model's clock; the checkpoint's time (when the session had a start
+        # time) labels the recreated session's forecasts from where it resumes.
+        extra = {k: v for k, v in extra.items() if k not in ("start_time", "resume_time")}
+        if (resume := self._progress.times.get(checkpoint[0])) is not None:
+            extra["resume_time"] = resume
         info = await self.client._create(self.model, self.version, ttl, checkpoint[1], extra)
         journal = self._progress.restart(info["session_id"])
         self.recreated += 1

@@ -204,6 +204,11 @@ class Session:
         """Quantiles and anomaly flags of the last `step` (None: the model has no levels)."""
         return self.aio.last_intervals
 
+    @property
+    def last_forecast_times(self) -> list[list[str]] | None:
+        """[time][lead] times the last `step`'s forecasts are for (a session with a start time)."""
+        return self.aio.last_forecast_times
+
     def step(self, readings: Any) -> np.ndarray:
         """Apply readings exactly once and return their outputs [time][outputs].
 

@@ -58,6 +58,11 @@ def _start_time(value: Any) -> Any:
     return value
 
 
+def _resume_time(value: Any) -> Any:
+    parse_start_time(value, "resume_time")  # the same formats as start_time, named as sent
+    return value
+
+
 def _nullable(validator: Any) -> Any:
     return lambda value: None if value is None else validator(value)
 
@@ -77,6 +82,11 @@ BatchState = Annotated[
 StartTime = Annotated[
     Any,
     PlainValidator(_start_time),
+    WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}),
+]
+ResumeTime = Annotated[
+    Any,
+    PlainValidator(_resume_time),
     WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "number"}, {"type": "null"}]}),
 ]
 BulkEntries = Annotated[
@@ -149,7 +159,7 @@ class CreateSessionRequest(TypedDict):
     start_time: NotRequired[Annotated[StartTime, Field(description=START_TIME_DOC)]]
     resume_time: NotRequired[
         Annotated[
-            StartTime,
+            ResumeTime,
             Field(
                 description="with state: the time of the first reading the resumed stream receives (an exported "
                 "session's next_time), so that its step replies carry forecast_times; only with state"

@@ -280,3 +280,43 @@ def test_client_predict_picks_the_model_columns_of_a_frame(server: ServiceProces
         assert str(whole["outside_95"].dtype) == "boolean"
         with pytest.raises(ValueError, match=r"lacks the model's input column\(s\) \['sales'\]"):
             api.predict("sales", monthly.rename(columns={"sales": "pax"}))
+
+
+def test_resume_time_is_checked_like_start_time(server: ServiceProcess) -> None:
+    state = httpx.get(f"{server.url}/v1/sessions/{_session(server)}", params={"include_state": "true"}, timeout=30)
+    exported = state.json()["state"]
+    url = f"{server.url}/v1/models/sales/sessions"
+    for body, why in (
+        ({"resume_time": "1990-01"}, "with state"),
+        ({"state": exported, "resume_time": "1990Q5"}, "1990Q1"),
+        ({"state": exported, "resume_time": "9999-12-31"}, "too late"),
+    ):
+        reply = httpx.post(url, json=body, timeout=30)
+        assert reply.status_code == 422 and reply.json()["field"] == "resume_time", reply.text
+        assert why in reply.json()["error"]
+
+
+def test_a_stream_run_past_year_9999_steps_without_labels(server: ServiceProcess) -> None:
+    """Created in November 9999 (its first forecast, December, can be written), a session may
+    run on: the step whose forecasts would fall in year 10000 is answered, unlabelled."""
+    sid = _session(server, start_time="9999-11")
+    assert _step(server, sid, [[1.0]])["forecast_times"] == [["9999-12-01T00:00:00Z"]]
+    assert "forecast_times" not in _step(server, sid, [[1.0]])
+    info = httpx.get(f"{server.url}/v1/sessions/{sid}", timeout=30).json()
+    assert info["start_time"] == "9999-11-01T00:00:00Z" and "next_time" not in info
+
+
+def test_the_client_session_keeps_its_times_through_a_recreation(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    """A recreate=True session whose server-side session is lost resumes from its last export,
+    labelled from the time the service gave with it (resume_time)."""
+    x = monthly[["sales"]].to_numpy()[:6]
+    whole = post(server, {"inputs": [x.tolist()], "start_time": "1990-01"}).json()["forecast_times"][0]
+    with Client(server.url) as api:
+        session = api.session("sales", recreate=True, checkpoint_every=2, start_time="1990-01")
+        session.step(x[:2])
+        assert session.last_forecast_times == whole[:2]
+        session.step(x[2:4])
+        assert httpx.delete(f"{server.url}/v1/sessions/{session.session_id}", timeout=30).status_code == 204
+        session.step(x[4:6])
+        assert session.aio.recreated == 1 and session.position == 6
+        assert session.last_forecast_times == whole[4:6]
