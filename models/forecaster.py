@@ -144,6 +144,8 @@ class Forecaster(nn.Module):
     phase_freq: torch.Tensor
     phase_offset: torch.Tensor
     diff_std: torch.Tensor
+    lag_bias: torch.Tensor
+    season_sum: torch.Tensor
     phase_table: torch.Tensor
     quantile_accumulate: torch.Tensor
     quantile_shift: torch.Tensor
@@ -211,14 +213,17 @@ class Forecaster(nn.Module):
         k_ring, h = spec.ring, spec.horizon
         kernel: list[np.ndarray] = []
         needs: list[float] = []
+        biases: list[float] = []
 
-        def channel(terms: dict[int, float], need: float) -> int:
-            """A channel summing weight x lag(L) over `terms`, zero until count >= need."""
+        def channel(terms: dict[int, float], need: float, bias: float = 0.0) -> int:
+            """A channel summing weight x lag(L) over `terms` (plus `bias`), zero until
+            count >= need."""
             row = np.zeros(k_ring + 1, np.float64)
             for lag_, weight in terms.items():
                 row[k_ring - lag_] += weight  # window position K - L holds y_{t-L}
             kernel.append(row)
             needs.append(need)
+            biases.append(bias)
             return len(kernel) - 1
 
         self.ch_dy = channel({0: 1.0, 1: -1.0}, 2.0)  # y_t - y_{t-1}
@@ -227,10 +232,13 @@ class Forecaster(nn.Module):
             s0, last = spec.short_season, spec.seasons[-1]
             # dy - (lag(s0) - lag(s0 + 1)): the change against one short season ago
             self.ch_e = channel({0: 1.0, 1: -1.0, s0: -1.0, s0 + 1: 1.0}, float(s0 + 2))
-            self.ch_warm = channel({}, float(last + 1))  # all zero; only its "ready" flag is read
+            self.ch_warm = channel({}, float(last + 1), bias=1.0)  # 1 once the longest season is
             if spec.transform in ("seasonal", "seasonal_diff"):
                 # Each season's baseline of every lead, available once lag s is: seasonal naive
-                # y_{t+k-mS}, plus m (y_t - y_{t-S}) for seasonal_diff, m = ceil(k / S).
+                # y_{t+k-mS}, plus m (y_t - y_{t-S}) for seasonal_diff, m = ceil(k / S); as its
+                # change from the next shorter season's (from y_t for the shortest), so the
+                # masked channels summed over the seasons give the longest available one's.
+                below = [{0: 1.0} for _ in range(h)]
                 for s in spec.seasons:
                     self.ch_season.append(len(kernel))
                     for k in range(1, h + 1):
@@ -239,7 +247,11 @@ class Forecaster(nn.Module):
                         if spec.transform == "seasonal_diff":
                             terms[0] = terms.get(0, 0.0) + multiple
                             terms[s] = terms.get(s, 0.0) - multiple
-                        channel(terms, float(s + 1))
+                        change = dict(terms)
+                        for lag_, weight in below[k - 1].items():
+                            change[lag_] = change.get(lag_, 0.0) - weight
+                        below[k - 1] = terms
+                        channel(change, float(s + 1))
         diffs = [(kind, lag_) for kind, lag_ in spec.columns if kind != "level"]
         self.ch_columns = len(kernel)
         for k in range(h):
@@ -248,8 +260,12 @@ class Forecaster(nn.Module):
                 channel({newer: 1.0, lag_: -1.0}, float(lag_ + 1))
         lag_kernel = np.stack(kernel)[:, None, :].astype(np.float32)
         self.register_buffer("lag_kernel", torch.from_numpy(lag_kernel), persistent=False)
+        self.register_buffer("lag_bias", torch.tensor(biases, dtype=torch.float32), persistent=False)
         self.register_buffer("lag_needs", torch.tensor(needs, dtype=torch.float32), persistent=False)
-        stds = [spec.dy_std, spec.e_std] if spec.seasons else [spec.dy_std]
+        seasons_n = len(self.ch_season)
+        season_sum = np.tile(np.eye(h, dtype=np.float32), (seasons_n, 1))  # [S*H, H]
+        self.register_buffer("season_sum", torch.from_numpy(season_sum), persistent=False)
+        stds = [spec.dy_std, spec.e_std, 1.0] if spec.seasons else [spec.dy_std]  # dy, e, warm
         self.register_buffer("diff_std", torch.tensor(stds, dtype=torch.float32), persistent=False)
         # [C' (diff channels) + level, H * (C + 1)]: column (k, j) scaled by its 1/std into slot
         # k * (C + 1) + 1 + j; slot k * (C + 1) is the lead's bias, which `bias_slots` fills with 1.
@@ -385,12 +401,13 @@ class Forecaster(nn.Module):
         spec = self.spec
         parts, new_state = self.features(x, state)
         # One [B, T, n] block per kind of input, in the RNN's input order, and one Concat.
-        dy_e = parts["dy_e"]  # [B, T, 1 or 2]: dy (and e)
         window: Tensor | None = parts.get("window_scale")
-        # differences in units of the session's own scale (local_scale) or the training's
-        inputs = [dy_e / window.unsqueeze(-1) if window is not None and spec.local_scale else dy_e / self.diff_std]
-        if spec.seasons:
-            inputs.append(parts["warm3"])
+        if window is not None and spec.local_scale:  # differences in units of the session's own scale
+            inputs = [parts["dy_e"] / window.unsqueeze(-1)]
+            if spec.seasons:
+                inputs.append(parts["warm3"])
+        else:  # dy (and e) over their training stds (and the warm flag over 1)
+            inputs = [parts["dy_e_warm"] / self.diff_std]
         if spec.transform in ("none", "revin"):
             inputs.append(parts["centred"].unsqueeze(-1))
         if spec.cycle:
@@ -463,18 +480,18 @@ class Forecaster(nn.Module):
         full = torch.cat([ring, y], dim=1)  # [B, K+T]
         steps = torch.ones_like(y3).cumsum(1)  # 1..T, [B, T, 1]
         count = torch.clamp(count0.unsqueeze(1) + steps, max=float(k_ring + 1))  # readings seen incl. y_t
-        lin = nn.functional.conv1d(full.unsqueeze(1), self.lag_kernel).transpose(1, 2)  # [B, T, M]
-        ready = count >= self.lag_needs  # [B, T, M]
-        masked = torch.where(ready, lin, 0.0)
+        lin = nn.functional.conv1d(full.unsqueeze(1), self.lag_kernel, self.lag_bias).transpose(1, 2)  # [B, T, M]
+        masked = torch.where(count >= self.lag_needs, lin, 0.0)  # [B, T, M]
 
         parts: dict = {"count": count[..., 0]}  # type: ignore[type-arg]
         last = self.ch_dy + (2 if spec.seasons else 1)
         parts["dy_e"] = masked[..., self.ch_dy : last]
+        parts["dy_e_warm"] = masked[..., self.ch_dy : last + (1 if spec.seasons else 0)]
         parts["dy"] = masked[..., self.ch_dy]
         if spec.seasons:
             parts["e"] = masked[..., self.ch_e]
-            parts["warm3"] = ready[..., self.ch_warm : self.ch_warm + 1].to(y.dtype)
-            parts["warm"] = parts["warm3"][..., 0]
+            parts["warm3"] = masked[..., self.ch_warm : self.ch_warm + 1]
+            parts["warm"] = masked[..., self.ch_warm]
 
         level = None
         if spec.local_scale:
@@ -491,9 +508,10 @@ class Forecaster(nn.Module):
             base = level.unsqueeze(-1)
         else:
             base = y3
-            for first in self.ch_season:  # shortest season first: the longest available wins
-                window = slice(first, first + horizon)
-                base = torch.where(ready[..., window], lin[..., window], base)
+            if self.ch_season:  # y_t plus the changes of the seasons available (all shorter ones are)
+                first = self.ch_season[0]
+                changes = masked[..., first : first + len(self.ch_season) * horizon]
+                base = y3 + changes @ self.season_sum
         if base.shape[-1] != horizon:
             base = base.expand(-1, -1, horizon)
         parts["base"] = base  # [B, T, H]
@@ -510,17 +528,13 @@ class Forecaster(nn.Module):
             columns = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
         parts["columns"] = columns  # [B, T, H, C] (for fitting; the graph reads column_block)
 
-        total = steps[:, -1]  # T, [B, 1]
-        new_state: State = (
-            full[:, -k_ring:].unsqueeze(0),
-            torch.clamp(count0 + total, max=float(k_ring + 1)).unsqueeze(0),
-        )
+        new_state: State = (full[:, -k_ring:].unsqueeze(0), count[:, -1].unsqueeze(0))
         if spec.cycle:
             phase0 = state[n + 2][0]  # [B, 1]
             start = phase0.unsqueeze(1)  # [B, 1, 1]
             known = (start >= 0).to(y.dtype)
-            phase = start + steps  # phase of y_{t+1}, [B, T, 1]
-            phase = phase - torch.floor(phase / spec.cycle) * spec.cycle
+            # phase of y_{t+1}, [B, T, 1]; exact (integers), and positive where it is read
+            phase = torch.fmod(start + steps, float(spec.cycle))
         if spec.cycle and self.phase_lookup:
             # One lookup for every phase input; an unknown phase reads the table's last row.
             row = torch.where(start >= 0, phase, float(spec.cycle)).to(torch.long)
@@ -533,10 +547,8 @@ class Forecaster(nn.Module):
                 block = torch.floor(within / short)
                 blocks.append((block == self.block_ids).to(y.dtype) * known)
             parts["phase3"] = torch.cat(blocks, dim=-1)
-        if spec.cycle:
-            moved = phase0 + total
-            moved = moved - torch.floor(moved / spec.cycle) * spec.cycle
-            new_state = (*new_state, torch.where(phase0 >= 0, moved, phase0).unsqueeze(0))
+        if spec.cycle:  # the last step's phase, an unknown one kept as it is
+            new_state = (*new_state, torch.where(start >= 0, phase, start)[:, -1].unsqueeze(0))
         return parts, new_state
 
     def _window_stats(self, full: Tensor, count0: Tensor) -> tuple[Tensor, Tensor]:
