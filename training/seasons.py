@@ -363,6 +363,12 @@ def regular_period(seconds: np.ndarray) -> float | None:
     return _axis("", seconds, detected=False).period_seconds
 
 
+def _weekdays_only(seconds: np.ndarray) -> bool:
+    """Daily readings on weekdays only (trading days): none on a Saturday or Sunday (UTC)."""
+    weekday = (np.floor(seconds / DAY).astype(np.int64) + 3) % 7  # 1970-01-01 was a Thursday: 0 Monday
+    return bool(np.all(weekday < 5))
+
+
 def _axis(column: str, seconds: np.ndarray, detected: bool) -> TimeInfo:
     spacing = float(np.median(np.diff(seconds))) if len(seconds) > 1 else 0.0
     if spacing <= 0:
@@ -377,6 +383,11 @@ def _axis(column: str, seconds: np.ndarray, detected: bool) -> TimeInfo:
     if not regular:
         gaps = int(np.sum(np.diff(steps) > 1)) if np.all(np.diff(steps) >= 1) else -1
         label = f"{frequency} with {gaps} gap(s)" if gaps > 0 else "irregular"
+        if frequency == "daily" and gaps > 0 and _weekdays_only(seconds):
+            days = np.floor(seconds / DAY).astype("datetime64[D]")
+            others = int(np.busday_count(days[0], days[-1] + 1)) - len(seconds)
+            extra = f"; {others} other weekday(s) missing, such as holidays" if others else ""
+            label = f"business-daily (weekdays only{extra})"
         return TimeInfo(column, float(seconds[0]), None, label, detected, seconds=seconds)
     return TimeInfo(column, float(seconds[0]), period, frequency, detected, seconds=seconds)
 

@@ -267,3 +267,13 @@ def test_a_few_missing_months_are_filled_and_the_model_keeps_its_clock() -> None
     sparse = full.iloc[[i for i in range(n) if i % 3]].reset_index(drop=True)
     frame, info = read_time(sparse, "", skip={"pax"}, report=quiet)
     assert info is not None and info.period_seconds is None and len(frame) == len(sparse)
+
+
+def test_trading_days_are_called_business_daily_not_daily_with_gaps() -> None:
+    days = pd.bdate_range("2020-01-01", periods=300)
+    said: list[str] = []
+    frame = pd.DataFrame({"date": days.delete([10, 100]).strftime("%Y-%m-%d"), "close": np.arange(298.0)})
+    _, info = read_time(frame, "", skip={"close"}, report=said.append)
+    assert info is not None and info.period_seconds is None
+    assert info.frequency == "business-daily (weekdays only; 2 other weekday(s) missing, such as holidays)"
+    assert "business-daily" in said[0] and "gap" not in said[0]
