@@ -34,7 +34,8 @@ from a copy that writes nothing (only replays, conflicts or errors) is planned a
 loaded record, since nothing confirmed the copy.
 
 The reply a retry gets must be the reply the first attempt got, byte for byte. A reply is a
-pure function of the session, its model version, the position and the outputs, encoded by the
+pure function of the session (its start time included: the forecast times), its model version,
+the position and the outputs, encoded by the
 `ReplyCodec` the engine is built with (the transports' wire format; the engine itself encodes
 nothing), so the record keeps only what regenerates it, bounded per session by
 `replay_max_bytes`: a step's raw float32 outputs when they fit, else the state the step

@@ -54,7 +54,8 @@ TOKEN_WINDOW = 32
 class LastStep:
     """A recently applied request with a stated position, kept so that a client's retry of it
     (same position, same inputs) gets the same reply. The reply is never stored: it is a pure
-    function of the session id, the model version, the position and the outputs, so a record
+    function of the session id, the model version, the session's start time (written once at
+    create), the position and the outputs, so a record
     holds the outputs (raw float32 [T, outputs]) when they are small, else the state the step
     started from (raw float32, the state tensors in graph order), from which the engine
     recomputes them (ONNX Runtime gives the same bits for one row alone or stacked). Exactly
