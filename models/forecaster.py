@@ -239,8 +239,8 @@ class Forecaster(nn.Module):
                 # change from the next shorter season's (from y_t for the shortest), so the
                 # masked channels summed over the seasons give the longest available one's.
                 below = [{0: 1.0} for _ in range(h)]
+                self.ch_season.append(channel({0: 1.0}, 0.0))  # y_t itself, the base they change
                 for s in spec.seasons:
-                    self.ch_season.append(len(kernel))
                     for k in range(1, h + 1):
                         multiple = math.ceil(k / s)
                         terms = {multiple * s - k: 1.0}
@@ -253,6 +253,9 @@ class Forecaster(nn.Module):
                         below[k - 1] = terms
                         channel(change, float(s + 1))
         diffs = [(kind, lag_) for kind, lag_ in spec.columns if kind != "level"]
+        # A constant 1 ahead of the columns: `column_place` puts it into every lead's bias slot
+        # (unless a window scale divides the columns; then `bias_slots` is added after).
+        self.ch_one = channel({}, 0.0, bias=1.0)
         self.ch_columns = len(kernel)
         for k in range(h):
             for kind, lag_ in diffs:
@@ -262,8 +265,8 @@ class Forecaster(nn.Module):
         self.register_buffer("lag_kernel", torch.from_numpy(lag_kernel), persistent=False)
         self.register_buffer("lag_bias", torch.tensor(biases, dtype=torch.float32), persistent=False)
         self.register_buffer("lag_needs", torch.tensor(needs, dtype=torch.float32), persistent=False)
-        seasons_n = len(self.ch_season)
-        season_sum = np.tile(np.eye(h, dtype=np.float32), (seasons_n, 1))  # [S*H, H]
+        season_sum = np.tile(np.eye(h, dtype=np.float32), (len(spec.seasons), 1))  # [S*H, H]
+        season_sum = np.concatenate([np.ones((1, h), np.float32), season_sum])  # y_t's row first
         self.register_buffer("season_sum", torch.from_numpy(season_sum), persistent=False)
         stds = [spec.dy_std, spec.e_std, 1.0] if spec.seasons else [spec.dy_std]  # dy, e, warm
         self.register_buffer("diff_std", torch.tensor(stds, dtype=torch.float32), persistent=False)
@@ -271,13 +274,16 @@ class Forecaster(nn.Module):
         # k * (C + 1) + 1 + j; slot k * (C + 1) is the lead's bias, which `bias_slots` fills with 1.
         c = len(spec.columns)
         inv = self.column_inv_std.numpy()
-        rows = len(diffs) * h + (1 if c > len(diffs) else 0)
+        rows = 1 + len(diffs) * h + (1 if c > len(diffs) else 0)
         place = np.zeros((rows, h * (c + 1)), np.float32)
         bias_slots = np.zeros(h * (c + 1), np.float32)
+        self.window_columns = spec.local_scale or spec.transform == "revin"
         for k in range(h):
             bias_slots[k * (c + 1)] = 1.0
+            if not self.window_columns:
+                place[0, k * (c + 1)] = 1.0
             for j in range(len(diffs)):
-                place[k * len(diffs) + j, k * (c + 1) + 1 + j] = inv[k, j]
+                place[1 + k * len(diffs) + j, k * (c + 1) + 1 + j] = inv[k, j]
             if c > len(diffs):  # the level column, the same reading for every lead
                 place[rows - 1, k * (c + 1) + 1 + len(diffs)] = inv[k, len(diffs)]
         per_lead = np.zeros((h * (c + 1), h), np.float32)
@@ -430,9 +436,9 @@ class Forecaster(nn.Module):
         placed = parts["column_block"] @ self.column_place
         scale = self.scale
         if window is not None:
-            placed = placed / window.unsqueeze(-1)
+            placed = placed / window.unsqueeze(-1) + self.bias_slots
             scale = scale * window.unsqueeze(-1)
-        residual = (coef * (placed + self.bias_slots)) @ self.per_lead  # [B, T, H]
+        residual = (coef * placed) @ self.per_lead  # [B, T, H]
         return parts["base"] + scale * residual, top, scale, parts, new_cell, new_state
 
     def quantiles(self, top: Tensor, point: Tensor, scale: Tensor) -> Tensor:
@@ -479,7 +485,7 @@ class Forecaster(nn.Module):
         y3 = y.unsqueeze(-1)  # [B, T, 1]
         full = torch.cat([ring, y], dim=1)  # [B, K+T]
         steps = torch.ones_like(y3).cumsum(1)  # 1..T, [B, T, 1]
-        count = torch.clamp(count0.unsqueeze(1) + steps, max=float(k_ring + 1))  # readings seen incl. y_t
+        count = torch.clamp(state[n + 1].transpose(0, 1) + steps, max=float(k_ring + 1))  # readings seen incl. y_t
         lin = nn.functional.conv1d(full.unsqueeze(1), self.lag_kernel, self.lag_bias).transpose(1, 2)  # [B, T, M]
         masked = torch.where(count >= self.lag_needs, lin, 0.0)  # [B, T, M]
 
@@ -510,28 +516,28 @@ class Forecaster(nn.Module):
             base = y3
             if self.ch_season:  # y_t plus the changes of the seasons available (all shorter ones are)
                 first = self.ch_season[0]
-                changes = masked[..., first : first + len(self.ch_season) * horizon]
-                base = y3 + changes @ self.season_sum
+                changes = masked[..., first : first + 1 + len(spec.seasons) * horizon]
+                base = changes @ self.season_sum
         if base.shape[-1] != horizon:
             base = base.expand(-1, -1, horizon)
         parts["base"] = base  # [B, T, H]
 
         diffs = masked[..., self.ch_columns :]  # [B, T, H*C'], lead-major
+        with_one = masked[..., self.ch_one :]  # the constant 1, then the columns
         if spec.transform in ("none", "revin"):
             centre = spec.level_mean if level is None else level.unsqueeze(-1)
             level_column = y3 - centre
-            parts["column_block"] = torch.cat([diffs, level_column], dim=-1)
+            parts["column_block"] = torch.cat([with_one, level_column], dim=-1)
             split = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
             columns = torch.cat([split, level_column.unsqueeze(-1).expand(-1, -1, horizon, 1)], dim=-1)
         else:
-            parts["column_block"] = diffs
+            parts["column_block"] = with_one
             columns = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
         parts["columns"] = columns  # [B, T, H, C] (for fitting; the graph reads column_block)
 
         new_state: State = (full[:, -k_ring:].unsqueeze(0), count[:, -1].unsqueeze(0))
         if spec.cycle:
-            phase0 = state[n + 2][0]  # [B, 1]
-            start = phase0.unsqueeze(1)  # [B, 1, 1]
+            start = state[n + 2].transpose(0, 1)  # [B, 1, 1]
             known = (start >= 0).to(y.dtype)
             # phase of y_{t+1}, [B, T, 1]; exact (integers), and positive where it is read
             phase = torch.fmod(start + steps, float(spec.cycle))
