@@ -15,12 +15,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-import torch
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 
-from models.config import ModelConfig, Normalization
-from models.export import export_onnx
-from models.recurrent import RecurrentModel
+from tests.support.models import export_wide
 from tests.support.servers import ServiceProcess
 
 pytestmark = pytest.mark.e2e
@@ -49,17 +46,7 @@ def wide_repository(repository: Path, tmp_path_factory: pytest.TempPathFactory) 
     forecaster's shape), so a small request asks for a reply 48 times its size."""
     root = tmp_path_factory.mktemp("wide") / "repo"
     shutil.copytree(repository, root)
-    torch.manual_seed(0)
-    config = ModelConfig(
-        cell="lstm",
-        input_size=1,
-        hidden_size=8,
-        output_size=48,
-        features=("y",),
-        outputs=tuple(f"y@t+{k + 1}" for k in range(48)),
-        normalization=Normalization((0.0,), (1.0,), (0.0,) * 48, (1.0,) * 48),
-    )
-    export_onnx(RecurrentModel(config).eval(), root / "wide" / "1" / "model.onnx")
+    export_wide(root)
     return root
 
 

@@ -12,16 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import redis
-import torch
 
-from models.config import ModelConfig, Normalization
-from models.export import export_onnx
-from models.recurrent import RecurrentModel
 from service.api.codecs import STEP_REPLY
 from service.core.engine import StepRequest
 from service.core.metrics import Metrics
 from service.core.services import build_services
 from service.core.settings import Settings
+from tests.support.models import export_wide
 from tests.support.redis import RedisProcess
 from tests.support.tier import starts
 
@@ -42,17 +39,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProc
 
 
 def wide_model(root: Path) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig(
-        cell="lstm",
-        input_size=1,
-        hidden_size=16,
-        output_size=48,
-        features=("y",),
-        outputs=tuple(f"y@t+{k + 1}" for k in range(48)),
-        normalization=Normalization((0.0,), (1.0,), (0.0,) * 48, (1.0,) * 48),
-    )
-    export_onnx(RecurrentModel(config).eval(), root / "wide" / "1" / "model.onnx")
+    export_wide(root, hidden=16)
     return root
 
 
