@@ -180,7 +180,6 @@ def scores(q: np.ndarray, target: np.ndarray, levels: tuple[float, ...], scale: 
 
 def run_case(case: Case, repository: Path) -> dict[str, Any]:
     from training.calibrate import point_conformal_quantiles
-    from training.data import load_table, prepare_forecast
     from training.evaluate import mase_scale
     from training.pipeline import train_and_publish
 
@@ -190,18 +189,10 @@ def run_case(case: Case, repository: Path) -> dict[str, Any]:
     began = time.perf_counter()
     outcome = train_and_publish(settings)[0]
     seconds = time.perf_counter() - began
-    frame = load_table(Path(settings.data), settings.max_rows)
-    features = settings.features or settings.target
-    data = prepare_forecast(
-        frame,
-        settings.target,
-        features,
-        horizon=settings.horizon,
-        window=settings.window,
-        val_fraction=settings.val_fraction,
-        test_fraction=settings.test_fraction,
-        report=lambda _: None,
-    )
+    # the split the model was trained and evaluated on (sorted, gaps filled, sizes adapted)
+    data = outcome.data
+    if data is None:
+        raise RuntimeError(f"{name}: the interval report needs a single-series forecaster")
     entry = repository / name / "1"
     model = outcome.model
     quantiles, levels = served_quantiles(entry, data, model.start_time)

@@ -378,7 +378,7 @@ def _evaluate_forecast(
             formula[data.test], data.y[data.test], evaluate.mase_scale(data), data.horizon
         )
         metrics["formula"]["description"] = model.learned["formula_description"]
-    outcome = Outcome(cell, model, history, metrics)
+    outcome = Outcome(cell, model, history, metrics, data=data)
     shown = plots.baselines_to_draw(metrics)
     outcome.plots = {
         "loss.png": lambda p: plots.loss_curves(history, p, f"{cell.upper()} loss (best epoch {history.best_epoch})"),

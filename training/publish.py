@@ -39,6 +39,7 @@ class Outcome:
     gate: dict[str, Any] = field(default_factory=dict)
     error: str = ""  # why this cell was not published (its export failed); empty when it was
     record: dict[str, Any] = field(default_factory=dict)  # more top-level manifest entries (time, seasons)
+    data: Any = None  # the ForecastData a single-series forecaster was evaluated on (sorted, adapted)
 
 
 def measure_step_latency(model_path: Path, config: ModelConfig, steps: int = 200) -> float:
