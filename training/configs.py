@@ -12,19 +12,23 @@ from training.settings import RunSettings
 def model_config(
     settings: RunSettings, data: ForecastData | ClassifyData, cell: str, extra: dict[str, Any] | None = None
 ) -> ModelConfig:
+    # What both tasks share; the head, outputs, horizon and task record differ below.
+    common: dict[str, Any] = {
+        "cell": cell,
+        "input_size": len(data.feature_names),
+        "hidden_size": settings.hidden,
+        "num_layers": settings.layers,
+        "dropout": settings.dropout,
+        "features": data.feature_names,
+        "normalization": data.normalization,
+    }
     if isinstance(data, ForecastData):
         return ModelConfig(
-            cell=cell,  # type: ignore[arg-type]
-            input_size=len(data.feature_names),
-            hidden_size=settings.hidden,
+            **common,
             output_size=len(data.output_names),
-            num_layers=settings.layers,
             head="regression",
-            dropout=settings.dropout,
-            features=data.feature_names,
             outputs=data.output_names,
             horizon=data.horizon,
-            normalization=data.normalization,
             extra={
                 "task": "forecast",
                 "targets": list(data.target_names),
@@ -34,16 +38,10 @@ def model_config(
             },
         )
     return ModelConfig(
-        cell=cell,  # type: ignore[arg-type]
-        input_size=len(data.feature_names),
-        hidden_size=settings.hidden,
+        **common,
         output_size=len(data.classes),
-        num_layers=settings.layers,
         head="classification",
-        dropout=settings.dropout,
-        features=data.feature_names,
         outputs=data.classes,
         horizon=1,
-        normalization=data.normalization,
         extra={"task": "classify", "label": settings.label, "label_at": "last step of each sequence"},
     )
