@@ -29,7 +29,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 
@@ -133,7 +133,7 @@ def statsforecast_quantiles(data: Any, seasons: list[int], kind: str) -> np.ndar
     """[test, H, 4] the 2.5/10/90/97.5 % bounds of statsforecast's 95 % and 80 % intervals."""
     from statsforecast.models import AutoETS
 
-    from training.baselines import _decompose, _usable_seasons
+    from training.baselines import _usable_seasons, mstl_origins
 
     y = data.targets[:, 0].astype(np.float64)
     pairs, h, train_rows = data.test, data.horizon, data.train_rows
@@ -145,19 +145,8 @@ def statsforecast_quantiles(data: Any, seasons: list[int], kind: str) -> np.ndar
 
     usable = _usable_seasons(seasons, train_rows)
     if kind == "mstl" and usable:
-        seasonal, _ = _decompose(y[:train_rows], usable)
-        ets = AutoETS(model="ZZN").fit(y[:train_rows] - seasonal)
-        refresh = usable[0]
-        for block in range(0, len(pairs), refresh):
-            origin = int(pairs[block])
-            seasonal, cycles = _decompose(y[: origin + 1], usable)  # the history only
-            steps = np.arange(refresh + h)
-            future = cast(np.ndarray, sum(cycle[steps % len(cycle)] for cycle in cycles))
-            deseasonalised = y[: origin + 1] - seasonal
-            for row, t in enumerate(pairs[block : block + refresh], start=block):
-                k = int(t) - origin
-                history = np.concatenate([deseasonalised, y[origin + 1 : t + 1] - future[:k]])
-                out[row] = bounds(ets.forward(y=history, h=h, level=[80, 95]), future[k : k + h])
+        for row, ets, history, future in mstl_origins(y, train_rows, usable, pairs, h):
+            out[row] = bounds(ets.forward(y=history, h=h, level=[80, 95]), future)
         return out
     season = next((s for s in sorted(seasons) if 1 < s <= 24 and 2 * s < train_rows), 1)
     model = AutoETS(season_length=season).fit(y[:train_rows])

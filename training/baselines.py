@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
@@ -103,23 +103,34 @@ def _mstl_autoets(y: np.ndarray, train_rows: int, seasons: list[int], pairs: np.
     origin: an STL fit of a few thousand readings takes seconds, one per origin would take many
     minutes. Between refreshes the new readings are deseasonalised with the repeated cycles.
     """
+    out = np.empty((len(pairs), h))
+    for row, ets, history, future in mstl_origins(y, train_rows, seasons, pairs, h):
+        out[row] = ets.forward(y=history, h=h)["mean"] + future
+    return out
+
+
+def mstl_origins(
+    y: np.ndarray, train_rows: int, seasons: list[int], pairs: np.ndarray, h: int
+) -> Iterator[tuple[int, Any, np.ndarray, np.ndarray]]:
+    """For each origin in `pairs`: its row, the AutoETS fitted once on the deseasonalised
+    training block, the deseasonalised history up to the origin and the seasonal cycles repeated
+    over the next `h` steps, all from the past only (see `_mstl_autoets`). The point forecast is
+    `ets.forward(y=history, h=h)["mean"] + future`; intervals shift by `future` the same way."""
     from statsforecast.models import AutoETS
 
     seasonal, _ = _decompose(y[:train_rows], seasons)
     ets = AutoETS(model="ZZN").fit(y[:train_rows] - seasonal)
     refresh = seasons[0]
-    out = np.empty((len(pairs), h))
     for block in range(0, len(pairs), refresh):
         origin = int(pairs[block])
-        seasonal, cycles = _decompose(y[: origin + 1], seasons)
+        seasonal, cycles = _decompose(y[: origin + 1], seasons)  # the history only
         steps = np.arange(refresh + h)
         future = cast(np.ndarray, sum(cycle[steps % len(cycle)] for cycle in cycles))
         deseasonalised = y[: origin + 1] - seasonal
         for row, t in enumerate(pairs[block : block + refresh], start=block):
             k = int(t) - origin
             history = np.concatenate([deseasonalised, y[origin + 1 : t + 1] - future[:k]])
-            out[row] = ets.forward(y=history, h=h)["mean"] + future[k : k + h]
-    return out
+            yield row, ets, history, future[k : k + h]
 
 
 def _rolled(model: object, y: np.ndarray, pairs: np.ndarray, h: int) -> np.ndarray:
