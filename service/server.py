@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import socket
@@ -184,6 +185,19 @@ def _bound(listener: Listener, sock: socket.socket) -> Listener:
     return Listener(listener.what, listener.host, port, listener.flag, listener.env)
 
 
+def _freeze_startup_heap() -> None:
+    """Move everything alive after startup (modules, FastAPI routes, ONNX Runtime wrappers,
+    pydantic schemas: a few hundred thousand objects) out of the cyclic collector's reach.
+
+    Without this every full collection walks that whole heap again; under load the collector
+    runs every few hundred requests and, with 64 streams in flight, it showed as ~10 % of the
+    server's CPU in a profile, charged to whichever line happened to allocate, and as
+    millisecond pauses in the tail latency. Objects created while serving are still collected
+    as usual."""
+    gc.collect()
+    gc.freeze()
+
+
 def serve(settings: Settings) -> None:
     configure(settings.log_level)
     configure_limits(settings)
@@ -245,6 +259,7 @@ def serve(settings: Settings) -> None:
             _bound(admin_listener, admin_socket),
             security.admin_enabled,
         )
+        _freeze_startup_heap()
 
     async def both() -> None:
         admin_task = asyncio.create_task(admin_server.serve(sockets=[admin_socket]))

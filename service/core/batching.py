@@ -15,6 +15,7 @@ only the request that causes the failure gets the error, never its neighbours.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -53,13 +54,23 @@ def run_stacked(model: LoadedModel, items: list[_Item]) -> list[Result]:
     return results
 
 
+def all_finite(array: np.ndarray) -> bool:
+    """Whether every value of `array` is finite, in one reduction: a float32 array's sum in
+    float64 cannot overflow, so it is finite exactly when every element is (NaN and inf
+    propagate through the sum). This runs for every output and state of every step, where
+    isfinite + all (two calls and a temporary) showed in the profile of the step path."""
+    if array.dtype == np.float32:
+        return math.isfinite(np.add.reduce(array, axis=None, dtype=np.float64))
+    return bool(np.isfinite(array).all())
+
+
 def finite(result: Result) -> Result:
     """The result if every output and state value is finite. Inputs are checked finite on the
     way in, so inf or NaN here come from a state whose values are finite but far outside what
     the graph ever produces (a tampered import): answering them (as JSON null) or storing them
     would poison the session, so the request is refused instead."""
     outputs, state = result
-    if np.isfinite(outputs).all() and all(np.isfinite(s).all() for s in state):
+    if all_finite(outputs) and all(all_finite(s) for s in state):
         return result
     raise NonFiniteResult(
         "the model produced non-finite values (inf or NaN) from this state and these inputs; nothing was applied. "

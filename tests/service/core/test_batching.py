@@ -108,3 +108,34 @@ async def test_states_of_different_shapes_are_never_stacked(registry):
     assert len(poisonable.calls) == 2  # one call per shape
     assert all(r[1][0].shape[2] == (16 if k % 2 else 32) for k, r in enumerate(results))
     executor.shutdown()
+
+
+def test_all_finite_agrees_with_isfinite_for_every_kind_of_value() -> None:
+    from service.core.batching import all_finite
+
+    rng = np.random.default_rng(0)
+    base = rng.standard_normal((3, 2, 64)).astype(np.float32)
+    assert all_finite(base)
+    assert all_finite(np.zeros((0, 4), np.float32))
+    # the largest finite float32 values: their float64 sum must not overflow into a refusal
+    assert all_finite(np.full((8, 64), np.finfo(np.float32).max, np.float32))
+    for bad in (np.inf, -np.inf, np.nan):
+        for dtype in (np.float32, np.float64):
+            array = base.astype(dtype)
+            array[2, 1, 63] = bad
+            assert not all_finite(array)
+    # float64 outputs fall back to the element-wise check (their sum could overflow)
+    assert all_finite(np.full(4, np.finfo(np.float64).max))
+
+
+def test_the_server_freezes_its_startup_heap_out_of_the_collector() -> None:
+    import gc
+
+    from service.server import _freeze_startup_heap
+
+    before = gc.get_freeze_count()
+    try:
+        _freeze_startup_heap()
+        assert gc.get_freeze_count() > before
+    finally:
+        gc.unfreeze()
