@@ -15,6 +15,14 @@ Terms (y is the target's raw reading, t the reading just received):
     seasonal       y_{t+k-mS} (seasonal naive, S the longest season available)
     seasonal_diff  y_{t+k-mS} + m (y_t - y_{t-S}) ("last season's value plus this season's change")
     revin          the mean of the last K readings seen (per-window level); residual scale = their std
+    smooth         l_t, simple exponential smoothing of the readings (flat over the leads):
+                   l_t = sum_i w_i y_{t-i} / sum_i w_i over the readings seen among y_t and the
+                   ring (i = 0..K), w_i = alpha (1 - alpha)^i, alpha fitted on the training block
+                   (`smooth_alpha`). This is SES whose level is the ring's exponentially weighted
+                   mean: the ring is long enough (SMOOTH_WINDOW) that the weights cut off are
+                   negligible for the alphas fitted, and, being a function of the readings kept,
+                   it survives any chunking and session export with no extra state. alpha = 1 is
+                   the last value (naive).
 - local_scale (with diff, seasonal or seasonal_diff): the residual scale, the analog columns and
   the RNN's difference inputs are divided by the session's own scale, the mean absolute one-step
   change among the readings in the ring (and y_t), so one model serves series of any scale
@@ -39,7 +47,14 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-TRANSFORMS = ("none", "diff", "seasonal", "seasonal_diff", "revin")
+TRANSFORMS = ("none", "diff", "seasonal", "seasonal_diff", "revin", "smooth")
+# Transforms whose baseline is a level (not the last value): the level column and RNN input.
+LEVEL_TRANSFORMS = ("none", "revin", "smooth")
+# The ring a smoothing forecaster keeps (unless the series is too short for it): (1 - alpha)^48
+# is under 1 % for alpha >= 0.1, so the cut-off weights hardly matter.
+SMOOTH_WINDOW = 48
+# The smoothing constants tried on the training block (1.0: the last value).
+SMOOTH_ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 SHORT_LAGS = (1, 2, 3)
 MAX_BLOCKS = 14  # one-hot "day of week" style blocks when long/short season ratio is this or less
 HARMONICS = 2
@@ -63,6 +78,7 @@ class ForecastSpec:
     blocks: int  # one-hot blocks of the longest season (0 = none)
     harmonics: int
     local_scale: bool = False  # scale by the ring's mean absolute change (see the module docstring)
+    smooth_alpha: float = 1.0  # transform "smooth": the smoothing constant (fitted)
     # Constants fitted on the training block (1.0 until fitted).
     level_mean: float = 0.0
     level_std: float = 1.0
@@ -92,7 +108,7 @@ class ForecastSpec:
         with L < k refers to the future and is held at zero (its column_std is 0)."""
         cols: list[tuple[str, int]] = [("lead", L) for L in self.lags]
         cols += [("gap", L) for L in self.lags]
-        if self.transform in ("none", "revin"):
+        if self.transform in LEVEL_TRANSFORMS:
             cols.append(("level", 0))
         return tuple(cols)
 
@@ -101,7 +117,7 @@ class ForecastSpec:
         n = 1  # dy
         if self.seasons:
             n += 2  # e (change against one short season ago), warm flag
-        if self.transform in ("none", "revin"):
+        if self.transform in LEVEL_TRANSFORMS:
             n += 1  # level
         if self.cycle:
             n += 1 + 2 * self.harmonics * len(self.seasons) + self.blocks  # unknown flag, sin/cos, blocks
@@ -138,8 +154,10 @@ def make_spec(
     phase: bool,
     history: int = 0,
     local_scale: bool = False,
+    smooth_window: int = SMOOTH_WINDOW,
 ) -> ForecastSpec:
-    """The feature layout for the given seasons; constants are fitted later (fit_constants)."""
+    """The feature layout for the given seasons; constants are fitted later (fit_constants).
+    `smooth_window`: the ring a "smooth" transform keeps at least (shorter for short series)."""
     seasons = tuple(sorted({int(s) for s in (seasons or ()) if int(s) >= 2}))
     if transform not in TRANSFORMS:
         raise SpecError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
@@ -167,6 +185,8 @@ def make_spec(
         lags = (1, 2, 3, 4)
         ring, cycle, blocks = max(lags), 0, 0
     ring = max(ring, history)
+    if transform == "smooth":
+        ring = max(ring, smooth_window)
     return ForecastSpec(
         target_index=target_index,
         num_features=num_features,

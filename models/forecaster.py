@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from models.config import Clock, ModelConfig, StateSpec
-from models.forecast_spec import ForecastSpec
+from models.forecast_spec import LEVEL_TRANSFORMS, SMOOTH_ALPHAS, ForecastSpec
 
 State = tuple[Tensor, ...]
 # The order the `pending` state holds the anomaly levels: both lower bounds (80 %, 95 %), then
@@ -136,6 +136,7 @@ class Forecaster(nn.Module):
     feature_std: torch.Tensor
     block_ids: torch.Tensor
     window_ones: torch.Tensor
+    smooth_kernel: torch.Tensor
     lag_kernel: torch.Tensor
     lag_needs: torch.Tensor
     column_place: torch.Tensor
@@ -206,6 +207,13 @@ class Forecaster(nn.Module):
             self.register_buffer("block_ids", torch.arange(spec.blocks, dtype=torch.float32))
         if spec.transform == "revin" or spec.local_scale:
             self.register_buffer("window_ones", torch.ones(1, 1, spec.ring))
+        if spec.transform == "smooth":
+            # Window position p of concat(ring, y) holds y_{t-(K-p)}: weight alpha (1-alpha)^(K-p).
+            alpha = spec.smooth_alpha
+            lags = np.arange(spec.ring, -1, -1, dtype=np.float64)
+            weights = alpha * (1.0 - alpha) ** lags
+            kernel = torch.from_numpy(weights.astype(np.float32)).reshape(1, 1, -1)
+            self.register_buffer("smooth_kernel", kernel, persistent=False)
         self._build_lag_tables()
 
     def _build_lag_tables(self) -> None:
@@ -418,7 +426,7 @@ class Forecaster(nn.Module):
                 inputs.append(parts["warm3"])
         else:  # dy (and e) over their training stds (and the warm flag over 1)
             inputs = [parts["dy_e_warm"] / self.diff_std]
-        if spec.transform in ("none", "revin"):
+        if spec.transform in LEVEL_TRANSFORMS:
             inputs.append(parts["centred"].unsqueeze(-1))
         if spec.cycle:
             inputs.append(parts["phase3"])
@@ -511,6 +519,10 @@ class Forecaster(nn.Module):
         if spec.transform == "revin":
             level, parts["window_scale"] = self._window_stats(full, count0)
             parts["centred"] = (y - level) / parts["window_scale"]
+        elif spec.transform == "smooth":
+            level = self._smooth_level(full, count0)
+            unit = parts["window_scale"] if spec.local_scale else spec.dy_std
+            parts["centred"] = (y - level) / unit
         elif spec.transform == "none":
             parts["centred"] = (y - spec.level_mean) / spec.level_std
         horizon = spec.horizon
@@ -530,7 +542,7 @@ class Forecaster(nn.Module):
 
         diffs = masked[..., self.ch_columns :]  # [B, T, H*C'], lead-major
         with_one = masked[..., self.ch_one :]  # the constant 1, then the columns
-        if spec.transform in ("none", "revin"):
+        if spec.transform in LEVEL_TRANSFORMS:
             centre = spec.level_mean if level is None else level.unsqueeze(-1)
             level_column = y3 - centre
             parts["column_block"] = torch.cat([with_one, level_column], dim=-1)
@@ -582,6 +594,19 @@ class Forecaster(nn.Module):
         std = torch.sqrt(var + REVIN_EPS**2)
         return spec.level_mean + spec.level_std * mean, spec.level_std * std
 
+    def _smooth_level(self, full: Tensor, count0: Tensor) -> Tensor:
+        """[B, T] the smoothing level of every step: the readings seen among the K + 1 ending at
+        y_t, weighted alpha (1 - alpha)^age and divided by the weights of those seen (so a
+        fresh session's level is the weighted mean of what it has seen; y_t is always seen).
+        One convolution over the masked readings and the mask, like `_window_stats`: the same
+        window gives the same level however the stream is chunked."""
+        k_ring = self.spec.ring
+        position = torch.ones_like(full).cumsum(1) - 1.0  # 0..K+T-1
+        seen = (position >= float(k_ring) - count0).to(full.dtype)
+        stacked = torch.stack([full * seen, seen], dim=1).reshape(-1, 1, full.shape[1])  # [2B, 1, K+T]
+        sums = nn.functional.conv1d(stacked, self.smooth_kernel).reshape(full.shape[0], 2, -1)  # [B, 2, T]
+        return sums[:, 0] / sums[:, 1]
+
     def _local_scale(self, full: Tensor, count0: Tensor) -> Tensor:
         """[B, T] mean absolute one-step change among the readings seen in the ring and y_t
         (K changes once the ring is full), floored at LOCAL_EPS x |y_t| (see LOCAL_EPS). Like
@@ -607,6 +632,35 @@ class Forecaster(nn.Module):
 def _std(values: np.ndarray) -> float:
     std = float(np.std(values)) if values.size else 0.0
     return std if std > 1e-9 else 1.0
+
+
+def _fit_alpha(config: ModelConfig, spec: ForecastSpec, trains: list[np.ndarray]) -> float:
+    """The smoothing constant (SMOOTH_ALPHAS) whose level forecasts the training blocks best:
+    the lowest mean absolute error over every lead of every origin whose leads are inside its
+    block (from the first origin with two readings before it). Computed with the graph's own
+    feature code, so the level fitted is the level served."""
+    from dataclasses import replace
+
+    best, best_err = 1.0, math.inf
+    for alpha in SMOOTH_ALPHAS:
+        candidate = replace(spec, smooth_alpha=alpha)
+        probe = Forecaster(forecaster_config(config, candidate, config.clock)).eval()
+        errors: list[np.ndarray] = []
+        for train in trains:
+            y = train[:, spec.target_index]
+            t = np.arange(2, len(y) - spec.horizon)
+            if not len(t):
+                continue
+            with torch.no_grad():
+                x = torch.from_numpy(train.astype(np.float32))[None]
+                parts, _ = probe.features(x, probe.init_state(1))
+            base = parts["base"][0].numpy()[t]
+            target = np.stack([y[t + k] for k in range(1, spec.horizon + 1)], axis=1)
+            errors.append(np.abs(target - base).ravel())
+        err = float(np.concatenate(errors).mean()) if errors else math.inf
+        if err < best_err:
+            best, best_err = alpha, err
+    return best
 
 
 def fit_spec(config: ModelConfig, series: np.ndarray, train_rows: int) -> ModelConfig:
@@ -637,6 +691,8 @@ def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
         feature_mean=tuple(float(v) for v in others.mean(axis=0)),
         feature_std=tuple(_std(others[:, i]) for i in range(others.shape[1])),
     )
+    if spec.transform == "smooth":
+        spec = replace(spec, smooth_alpha=_fit_alpha(config, spec, trains))
     probe = Forecaster(forecaster_config(config, spec, config.clock)).eval()
     collected: dict[str, list[np.ndarray]] = {k: [] for k in ("window", "base", "columns", "target", "dy", "e")}
     for train in trains:

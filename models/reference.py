@@ -372,6 +372,12 @@ class ForecasterReference:
             level = spec.level_mean + spec.level_std * window.mean()
             wscale = spec.level_std * float(np.sqrt(window.var() + 1e-2**2))
             features.append((y_t - level) / wscale)
+        elif spec.transform == "smooth":  # weights alpha (1 - alpha)^age over the readings seen
+            real = int(min(seen, K + 1))
+            ages = np.arange(real - 1, -1, -1)
+            weights = spec.smooth_alpha * (1.0 - spec.smooth_alpha) ** ages
+            level = float((weights * np.array(history[K + 1 - real :])).sum() / weights.sum())
+            features.append((y_t - level) / (wscale if spec.local_scale else spec.dy_std))
         elif spec.transform == "none":
             features.append((y_t - spec.level_mean) / spec.level_std)
         if spec.cycle:
@@ -391,7 +397,7 @@ class ForecasterReference:
         base = np.zeros(spec.horizon)
         columns = np.zeros((spec.horizon, len(spec.columns)))
         for k in range(1, spec.horizon + 1):
-            if spec.transform in ("none", "revin"):
+            if spec.transform in ("none", "revin", "smooth"):
                 value = level
             else:
                 value = y_t

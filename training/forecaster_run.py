@@ -8,9 +8,10 @@
   phase of row 0, recorded as the model's Clock so a client's `start_time` sets the phase. Without
   one, the model has no phase state and learns from the history alone.
 - Transform (`--transform`): what the network corrects (models/forecast_spec.py). `auto` picks
-  the baseline with the lowest validation MAE among those the seasons allow (last value, seasonal
-  naive, seasonal naive plus this season's change), each streamed over the validation block by
-  the untrained model, which answers exactly its baseline.
+  the baseline with the lowest validation MAE among those the seasons allow (training mean, last
+  value, exponential smoothing with its constant fitted on the training block, seasonal naive,
+  seasonal naive plus this season's change), each streamed over the validation block by the
+  untrained model, which answers exactly its baseline.
 - Budget: `--epochs` evaluations of STEPS_PER_EPOCH optimiser steps each (training/forecast_loop.py),
   early stopping after `--patience` evaluations without improvement.
 """
@@ -54,8 +55,9 @@ def loop_settings(settings: Any, **overrides: Any) -> ForecastTrainSettings:
 
 
 # The baselines `--transform auto` chooses from: the training mean (a series without memory, such
-# as white noise, is best forecast by it), the last value, and the seasonal ones.
-AUTO_TRANSFORMS = ("none", "diff", "seasonal", "seasonal_diff")
+# as white noise, is best forecast by it), the last value, exponential smoothing (a level that
+# wanders under noise: the last value would chase the noise), and the seasonal ones.
+AUTO_TRANSFORMS = ("none", "diff", "smooth", "seasonal", "seasonal_diff")
 # The trained network replaces its formula only when it lowers the validation MAE by at least
 # MIN_VALIDATION_GAIN and the paired per-origin gain (|formula error| - |network error|) is
 # MIN_VALIDATION_Z standard errors above zero: a smaller or noisier gain on the validation origins
@@ -69,7 +71,22 @@ FORMULAS = {
     "seasonal": "the value one season ago (seasonal naive)",
     "seasonal_diff": "last season's value plus this season's change",
     "revin": "the mean of the recent readings",
+    "smooth": "simple exponential smoothing",
 }
+
+
+def formula_description(spec: Any) -> str:
+    """FORMULAS' words for the spec's transform, with the fitted smoothing constant."""
+    words = FORMULAS[spec.transform]
+    return f"{words} (alpha {spec.smooth_alpha:g})" if spec.transform == "smooth" else words
+
+
+def smooth_window(train_rows: int, horizon: int) -> int:
+    """The ring a smoothing forecaster keeps: SMOOTH_WINDOW, or for a short training block at
+    most half of what fitting leaves (models/forecaster.fit_spec needs 9 origins with a full ring)."""
+    from models.forecast_spec import SMOOTH_WINDOW
+
+    return max(2, min(SMOOTH_WINDOW, (train_rows - horizon - 9) // 2))
 
 
 @dataclass
@@ -119,6 +136,7 @@ def build_config(
             transform=transform,
             phase=axis is not None,
             history=int(getattr(settings, "history", 0) or 0),
+            smooth_window=smooth_window(data.train_rows, data.horizon),
         )
     except SpecError as exc:
         raise TrainingError(str(exc)) from exc
@@ -169,7 +187,7 @@ def choose_transform(
     if asked != "auto":
         return asked, {}
     seasons = seasons_of(settings)
-    candidates = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff")]
+    candidates = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff", "smooth")]
     scores: dict[str, float] = {}
     val_end = int(data.val[-1]) + 1
     for transform in candidates:
@@ -212,7 +230,7 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
         report(
             f"the network's best checkpoint (step {history.best_step}) lowered the validation MAE by "
             f"{100 * gain:.1f} % (z {z:.2f}); not clearly better (needs {100 * MIN_VALIDATION_GAIN:.0f} % and z "
-            f">= {MIN_VALIDATION_Z}): this version serves the formula ({FORMULAS[transform]})"
+            f">= {MIN_VALIDATION_Z}): this version serves the formula ({formula_description(model.spec)})"
         )
     model.eval()
     model.start_time = start
@@ -232,7 +250,7 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
     model.learned = {
         "serves_formula": serves_formula,
         "formula": transform,
-        "formula_description": FORMULAS[transform],
+        "formula_description": formula_description(model.spec),
         "formula_validation_mae": formula_val,
         "best_validation_mae": best_val,
         "validation_gain": round(gain, 6),

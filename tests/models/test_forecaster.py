@@ -92,9 +92,11 @@ CASES = [  # every transform, both cells, 2 layers with dropout (export must run
     ("lstm", "none", 1, 2, 0.2),
     ("gru", "seasonal", 2, 2, 0.2),
     ("gru", "diff", 1, 1, 0.0),
+    ("lstm", "smooth", 2, 1, 0.0),  # exponential smoothing level from the ring
     # per-session scale from the ring (global models over many series), with a longer history
     ("lstm", "diff", 3, 1, 0.0, "local"),
     ("gru", "seasonal_diff", 2, 1, 0.0, "local"),
+    ("gru", "smooth", 1, 1, 0.0, "local"),
 ]
 
 
@@ -287,3 +289,76 @@ def test_phase_inputs_computed_in_the_graph_agree_with_the_table(
             y_t, _ = with_table(torch.from_numpy(x), tuple(torch.from_numpy(s) for s in start))
         for got in (y_o, y_r):
             assert np.abs(got - y_t.numpy()).max() <= tolerance(y_t.numpy())
+
+
+def _local_level(n: int, seed: int, noise: float) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return 1000 + np.cumsum(rng.normal(0, 1.0, n)) + rng.normal(0, noise, n)
+
+
+def _smoother(alpha: float, horizon: int = 1, ring_rows: int = 300, y: np.ndarray | None = None) -> Forecaster:
+    values = _local_level(ring_rows, 0, 3.0) if y is None else y
+    spec = make_spec(target_index=0, num_features=1, horizon=horizon, seasons=(), transform="smooth", phase=False)
+    base = ModelConfig(
+        cell="gru",
+        input_size=1,
+        hidden_size=4,
+        output_size=horizon,
+        features=("y",),
+        outputs=tuple(f"y@t+{k}" for k in range(1, horizon + 1)),
+        horizon=horizon,
+    )
+    config = fit_spec(forecaster_config(base, spec, None), values[:, None], len(values))
+    if alpha > 0:  # a given constant instead of the fitted one
+        from dataclasses import replace
+
+        config = forecaster_config(config, replace(spec_of(config), smooth_alpha=alpha), None)
+    return Forecaster(config).eval()
+
+
+def test_untrained_smoothing_model_answers_exponential_smoothing() -> None:
+    """Zero head: every lead is the SES level, which after the ring fills equals the textbook
+    recursion l = alpha y + (1 - alpha) l up to the weights cut off beyond the ring, and while
+    it fills is the weighted mean of the readings seen (the first answer is the first reading)."""
+    model = _smoother(0.3, horizon=3)
+    assert model.spec.ring == 48 and model.spec.transform == "smooth"
+    y = _local_level(120, 1, 3.0)
+    with torch.no_grad():
+        out, _ = model(torch.from_numpy(y[None, :, None].astype(np.float32)), model.init_state(1))
+    out = out[0].numpy()
+    assert np.all(out[:, 0] == out[:, 2])  # flat over the leads
+    weights = 0.3 * 0.7 ** np.arange(49)
+    for t in (0, 5, 47, 48, 100, 119):
+        seen = y[max(0, t - 48) : t + 1][::-1]  # newest first
+        want = (weights[: len(seen)] * seen).sum() / weights[: len(seen)].sum()
+        assert out[t, 0] == pytest.approx(want, rel=1e-6)
+    assert out[0, 0] == pytest.approx(y[0], rel=1e-6)
+    level = y[0]
+    for t in range(1, 120):
+        level = 0.3 * y[t] + 0.7 * level
+    assert out[-1, 0] == pytest.approx(level, abs=1e-5 * abs(level))  # 0.7^49 of the level is cut off
+    naive = _smoother(1.0)  # alpha 1: the last value exactly
+    with torch.no_grad():
+        last, _ = naive(torch.from_numpy(y[None, :, None].astype(np.float32)), naive.init_state(1))
+    np.testing.assert_allclose(last[0, :, 0].numpy(), y, rtol=1e-6)
+
+
+@pytest.mark.parametrize(("noise", "low", "high"), [(0.0, 0.9, 1.0), (3.0, 0.15, 0.45), (10.0, 0.05, 0.15)])
+def test_smoothing_constant_is_fitted_to_the_noise(noise: float, low: float, high: float) -> None:
+    """Fitted on the training block: a pure random walk keeps the last value (alpha near 1);
+    the noisier the readings around the level, the smaller alpha (optimal (-q + sqrt(q^2 + 4q)) / 2
+    for a signal-to-noise ratio q: 0.28 at q = 1/9, 0.10 at q = 1/100)."""
+    model = _smoother(0.0, y=_local_level(600, 2, noise))
+    assert low <= model.spec.smooth_alpha <= high, model.spec.smooth_alpha
+
+
+def test_old_spec_without_smoothing_constant_loads() -> None:
+    """Manifests written before the smoothing transform have no `smooth_alpha`: they load with
+    the default and build the same graph."""
+    model = make_forecaster("gru", "seasonal_diff", zero_head=True)
+    data = model.spec.to_dict()
+    del data["smooth_alpha"]
+    old = Forecaster(forecaster_config(model.config, type(model.spec).from_dict(data), model.config.clock))
+    x = torch.from_numpy(series(30)[None].astype(np.float32))
+    with torch.no_grad():
+        np.testing.assert_array_equal(old(x)[0].numpy(), model(x)[0].numpy())

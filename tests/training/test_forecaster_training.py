@@ -109,3 +109,29 @@ def test_two_layers_with_dropout_export_and_pass_parity(tmp_path: Path) -> None:
     y = session.run(output_names(config), feeds)[0]
     y_ref, _ = load_reference(entry / "model.onnx").run(spots)
     assert np.abs(y - y_ref).max() <= tolerance(y_ref)
+
+
+def test_noisy_level_is_forecast_by_exponential_smoothing_and_promoted(tmp_path: Path) -> None:
+    """A local level (a random walk observed with noise three times its steps): the last value
+    chases the noise, exponential smoothing does not. With only --data and --target (and a
+    small step budget) the
+    smoothing formula is chosen on validation, its constant fitted near the optimal one for
+    that noise ratio, and the version beats naive on test and is promoted."""
+    from seqserve.cli import main
+
+    rng = np.random.default_rng(7)
+    level = 100 + np.cumsum(rng.normal(0, 1.0, 400))
+    dates = pd.date_range("2000-01-01", periods=400, freq="D").strftime("%Y-%m-%d")
+    path = tmp_path / "level.csv"
+    pd.DataFrame({"date": dates, "level": level + rng.normal(0, 3.0, 400)}).to_csv(path, index=False)
+    repo = tmp_path / "repo"
+    argv = ["train", "--data", str(path), "--target", "level", "--epochs", "4"]
+    assert main([*argv, "--baselines", "naive", "--repository", str(repo), "--quiet"]) == 0
+    manifest = json.loads((repo / "level" / "1" / "manifest.json").read_text())
+    metrics = manifest["metrics"]
+    assert metrics["transform"]["chosen"] == "smooth", metrics["transform"]
+    spec = ModelConfig.from_dict(manifest["config"]).extra["forecaster"]
+    # signal-to-noise q = 1/9: the optimal constant is (-q + sqrt(q^2 + 4q)) / 2 = 0.28
+    assert 0.1 <= spec["smooth_alpha"] <= 0.5, spec["smooth_alpha"]
+    assert metrics["streaming"]["mae"] < 0.92 * metrics["naive"]["mae"], (metrics["streaming"], metrics["naive"])
+    assert manifest["gate"]["promoted"] is True
