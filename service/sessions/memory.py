@@ -93,6 +93,47 @@ class StatePool:
             return (copy[0],) if self.shape[0] == 1 else (copy[0], copy[1]) if self.shape[0] == 2 else tuple(copy)
         return tuple(copy[start:stop].reshape(shape) for start, stop, shape in self._bounds)
 
+    def gather(self, slots: list[int]) -> list[tuple[np.ndarray, ...]]:
+        """read() of many slots (a bulk step): one fancy-index copy per block touched, then a
+        view per state tensor of each row, instead of a copy and a tuple built per slot."""
+        index = np.fromiter(slots, np.intp, len(slots))
+        if len(self._blocks) == 1:
+            rows = self._blocks[0][index]
+        else:
+            rows = np.empty((len(slots), *self.shape), np.float32)
+            blocks = index // BLOCK
+            for b in np.unique(blocks).tolist():
+                picked = blocks == b
+                rows[picked] = self._blocks[b][index[picked] % BLOCK]
+        if self.uniform:
+            return list(zip(*(rows[:, k] for k in range(self.shape[0])), strict=True))
+        return list(
+            zip(*(rows[:, start:stop].reshape(len(slots), *shape) for start, stop, shape in self._bounds), strict=True)
+        )
+
+    def scatter(self, slots: list[int], states: list[tuple[np.ndarray, ...]]) -> None:
+        """write() of many slots: the states stacked once (C loops), one fancy-index
+        assignment per block touched."""
+        n = len(slots)
+        if self.uniform:
+            rows = np.array(states, np.float32)  # [n, tensors, rows, width]
+        else:
+            rows = np.empty((n, *self.shape), np.float32)
+            for k, (start, stop, _) in enumerate(self._bounds):
+                rows[:, start:stop] = np.array([s[k] for s in states], np.float32).reshape(n, stop - start)
+        if len(set(slots)) < n:  # one slot twice: written in order, the last one stays
+            for slot, row in zip(slots, rows, strict=True):
+                self.row(slot)[...] = row
+            return
+        index = np.fromiter(slots, np.intp, n)
+        if len(self._blocks) == 1:
+            self._blocks[0][index] = rows
+            return
+        blocks = index // BLOCK
+        for b in np.unique(blocks).tolist():
+            picked = blocks == b
+            self._blocks[b][index[picked] % BLOCK] = rows[picked]
+
 
 class _Entry:
     __slots__ = (
@@ -182,37 +223,78 @@ class MemorySessionStore(SessionStore):
         self._save(record, expected_position, time.time())
 
     async def load_many(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
+        """No I/O: one clock reading, a plain loop over the entries, and the states gathered
+        per pool as arrays (StatePool.gather), not copied row by row."""
         results: list[SessionRecord | ServiceError] = []
-        now = time.time()  # no I/O: one clock reading and a plain loop for the whole batch
+        now = time.time()
+        by_pool: dict[int, tuple[StatePool, list[int], list[SessionRecord]]] = {}
         for sid in session_ids:
             try:
-                results.append(self._load(sid, now))
+                entry = self._touch(sid, now)
             except ServiceError as exc:
                 results.append(exc)
+                continue
+            record = self._record(sid, entry, ())
+            results.append(record)
+            pooled = by_pool.get(id(entry.pool))
+            if pooled is None:
+                pooled = by_pool[id(entry.pool)] = (entry.pool, [], [])
+            pooled[1].append(entry.slot)
+            pooled[2].append(record)
+        for pool, slots, records in by_pool.values():
+            for record, state in zip(records, pool.gather(slots), strict=True):
+                record.state = state
         return results
 
     async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        """Each save checked as save() does it; the states of those that pass written per pool
+        by one scatter (StatePool.scatter)."""
         results: list[ServiceError | None] = []
         now = time.time()
+        by_pool: dict[int, tuple[StatePool, list[int], list[tuple[np.ndarray, ...]]]] = {}
         for record, expected in items:
             try:
-                self._save(record, expected, now)
-                results.append(None)
+                entry = self._check(record, expected, now)
             except ServiceError as exc:
                 results.append(exc)
+                continue
+            results.append(None)
+            if entry is None:
+                continue
+            pool = entry.pool
+            if StatePool.key(record.state) != pool.shapes:  # as write() would refuse it: alone
+                pool.write(entry.slot, record.state)
+            else:
+                pooled = by_pool.get(id(pool))
+                if pooled is None:
+                    pooled = by_pool[id(pool)] = (pool, [], [])
+                pooled[1].append(entry.slot)
+                pooled[2].append(record.state)
+            self._update(entry, record, now)
+        for pool, slots, states in by_pool.values():
+            pool.scatter(slots, states)
         return results
 
     def _load(self, session_id: str, now: float) -> SessionRecord:
+        entry = self._touch(session_id, now)
+        return self._record(session_id, entry, entry.pool.read(entry.slot))
+
+    def _touch(self, session_id: str, now: float) -> _Entry:
+        """The live entry, its idle expiry refreshed and marked most recently used."""
         entry = self._live_entry(session_id, now)
         entry.expires_at = now + entry.ttl
         self._entries.move_to_end(session_id)
         self._by_owner[entry.owner].move_to_end(session_id)
+        return entry
+
+    @staticmethod
+    def _record(session_id: str, entry: _Entry, state: tuple[np.ndarray, ...]) -> SessionRecord:
         return SessionRecord(
             session_id,
             entry.model,
             entry.version,
             entry.position,
-            entry.pool.read(entry.slot),
+            state,
             entry.ttl,
             entry.expires_at,
             entry.created_at,
@@ -223,15 +305,26 @@ class MemorySessionStore(SessionStore):
         )
 
     def _save(self, record: SessionRecord, expected_position: int, now: float) -> None:
+        entry = self._check(record, expected_position, now)
+        if entry is not None:
+            entry.pool.write(entry.slot, record.state)
+            self._update(entry, record, now)
+
+    def _check(self, record: SessionRecord, expected_position: int, now: float) -> _Entry | None:
+        """The entry a save may write (its check-and-set passed), or None when this very write
+        was applied already; PositionConflict (or not found / expired) otherwise."""
         entry = self._live_entry(record.session_id, now)
         if record.token and record.token == entry.token:
-            return  # this very write was applied already
+            return None  # this very write was applied already
         if entry.position != expected_position or entry.created_at != record.created_at:
             raise PositionConflict(
                 f"session is at position {entry.position}, not {expected_position}",
                 position=entry.position,
             )
-        entry.pool.write(entry.slot, record.state)
+        return entry
+
+    def _update(self, entry: _Entry, record: SessionRecord, now: float) -> None:
+        """Everything of a save but the state (written by the caller, alone or per batch)."""
         entry.position = record.position
         entry.history = record.history
         entry.token = record.token

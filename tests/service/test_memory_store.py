@@ -149,3 +149,45 @@ def test_a_quota_of_one_reads_as_one_session() -> None:
         "this API key already holds 1 session; delete some or wait for them to expire"
     )
     assert "holds 2 sessions;" in too_many("max_sessions_per_key", 2, "this API key").message
+
+
+async def test_load_many_and_save_many_equal_one_by_one_across_blocks_and_layouts():
+    """The batched calls gather and scatter states per pool (StatePool.gather/scatter): over
+    more than one block, with a packed layout beside a uniform one, and with errors in
+    between, they load and write exactly what load and save one by one do."""
+    rng = np.random.default_rng(7)
+    store = MemorySessionStore(max_sessions=4 * BLOCK)
+    now = time.time()
+    uniform = [record(value=float(k)) for k in range(BLOCK + 40)]  # two blocks of one pool
+    packed = []
+    for _ in range(5):
+        state = tuple(rng.standard_normal(s).astype(np.float32) for s in [(2, 6), (2, 6), (1, 7)])
+        packed.append(SessionRecord(new_session_id(), "ring", 1, 0, state, 60, now + 60, now))
+    for rec in (*uniform, *packed):
+        await store.create(rec)
+    chosen = [*uniform[::97], *packed, uniform[-1]]
+    ids = [r.session_id for r in chosen]
+    many = await store.load_many([ids[0], "missing", *ids[1:]])
+    assert isinstance(many[1], Exception)
+    loaded = [many[0], *many[2:]]
+    for got, want in zip(loaded, chosen, strict=True):
+        assert isinstance(got, SessionRecord) and got.session_id == want.session_id
+        for a, b in zip(got.state, want.state, strict=True):
+            np.testing.assert_array_equal(a, b)
+    loaded[0].state[0][0, 0] = 1e6  # each record's arrays are its own
+    assert (await store.load(ids[0])).state[0][0, 0] != 1e6
+    for rec in loaded:
+        rec.state = tuple(rng.standard_normal(s.shape).astype(np.float32) for s in rec.state)
+        rec.position = 1
+    stale = loaded[2]
+    errors = await store.save_many([(r, 5 if r is stale else 0) for r in loaded])
+    assert [type(e) for e in errors] == [PositionConflict if r is stale else type(None) for r in loaded]
+    for rec in loaded:
+        again = await store.load(rec.session_id)
+        assert again.position == (0 if rec is stale else 1)
+        want = chosen[loaded.index(rec)].state if rec is stale else rec.state
+        for a, b in zip(again.state, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+    for rec in uniform[1:96]:  # untouched neighbours in the blocks
+        again = await store.load(rec.session_id)
+        np.testing.assert_array_equal(again.state[0], rec.state[0])
