@@ -5,10 +5,18 @@ feature construction and the NumPy reference (models/reference.py) can rebuild i
 Pure Python/NumPy: the serving image may import it.
 
 Terms (y is the target's raw reading, t the reading just received):
-- ring: the last K readings before y_t, a state tensor [1, B, K]; `lag(L)` is y_{t-L}, L <= K.
+- ring: the last K readings before y_t; `lag(L)` is y_{t-L}, L <= K.
 - count: readings seen so far, capped at K + 1; lag L is *available* when count >= L + 1.
 - phase: position of the *next* reading within `cycle` (the seasons' least common multiple);
   -1 means unknown (no start_time given), and stays -1.
+- state layout (`layout`, written into the manifest with the spec): how these travel as state
+  tensors after h (and c).
+    1  one tensor each: ring [1, B, K], count [1, B, 1], phase [1, B, 1], pending [1, B, 4]
+       (models exported before layout 2; still loaded, served and rebuilt as they are)
+    2  one packed "history" [1, B, 1 (+4) + K] = [count, (pending,) ring], all zeros when fresh,
+       and phase [1, B, 1] on its own (the clock writes it at a session's start). Fewer graph
+       inputs and outputs (each costs about as much as several small nodes per call), and the
+       lag convolution reads concat(history, y) directly (zero weights on count and pending).
 - transform: the baseline the network corrects, per lead k (all in raw units):
     none           the training mean (the network sees levels; for series without trend)
     diff           y_t (last value)
@@ -59,6 +67,9 @@ SHORT_LAGS = (1, 2, 3)
 MAX_BLOCKS = 14  # one-hot "day of week" style blocks when long/short season ratio is this or less
 HARMONICS = 2
 MAX_CYCLE = 100_000
+LAYOUT = 2  # the state layout new forecasters are built with (see the module docstring)
+LAYOUTS = (1, 2)
+PENDING = 4  # values of the `pending` part (anomaly levels' bounds, forecast for the next reading)
 
 
 class SpecError(ValueError):
@@ -92,6 +103,8 @@ class ForecastSpec:
     # each quantile, in units of that lead's residual scale (fitted on the validation block by
     # training/calibrate.py; () = none).
     quantile_shift: tuple[tuple[float, ...], ...] = ()
+    # State layout (module docstring); 1 for manifests written before layouts were recorded.
+    layout: int = 1
 
     # ------------------------------------------------------------------ derived
     @property
@@ -127,6 +140,16 @@ class ForecastSpec:
     def head_outputs(self) -> int:
         return self.horizon * (len(self.columns) + 1)
 
+    def history_slots(self, anomaly: bool) -> dict[str, tuple[int, int]]:
+        """Layout 2: where count, pending (with `anomaly`) and ring sit on the packed history
+        state's last axis, as [start, end) pairs; the width is the ring's end."""
+        pending = PENDING if anomaly else 0
+        slots = {"count": (0, 1)}
+        if pending:
+            slots["pending"] = (1, 1 + pending)
+        slots["ring"] = (1 + pending, 1 + pending + self.ring)
+        return slots
+
     def column_valid(self, lead: int, column: int) -> bool:
         kind, lag = self.columns[column]
         return kind != "lead" or lag >= lead
@@ -141,6 +164,8 @@ class ForecastSpec:
             data[key] = tuple(data.get(key, ()))
         data["column_std"] = tuple(tuple(row) for row in data.get("column_std", ()))
         data["quantile_shift"] = tuple(tuple(row) for row in data.get("quantile_shift", ()))
+        if data.get("layout", 1) not in LAYOUTS:
+            raise SpecError(f"forecaster state layout {data['layout']!r} is not one of {LAYOUTS} (a newer seqserve?)")
         return cls(**data)
 
 
@@ -155,6 +180,7 @@ def make_spec(
     history: int = 0,
     local_scale: bool = False,
     smooth_window: int = SMOOTH_WINDOW,
+    layout: int = LAYOUT,
 ) -> ForecastSpec:
     """The feature layout for the given seasons; constants are fitted later (fit_constants).
     `smooth_window`: the ring a "smooth" transform keeps at least (shorter for short series)."""
@@ -167,6 +193,8 @@ def make_spec(
         raise SpecError(f"transform {transform!r} has no per-series scale from the history; use diff or a seasonal one")
     if history < 0:
         raise SpecError(f"history must be >= 0, got {history}")
+    if layout not in LAYOUTS:
+        raise SpecError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     if seasons:
         short, long = seasons[0], seasons[-1]
         multiples = tuple(short * m for m in range(1, long // short + 1))
@@ -199,4 +227,5 @@ def make_spec(
         blocks=blocks,
         harmonics=HARMONICS if cycle else 0,
         local_scale=local_scale,
+        layout=layout,
     )

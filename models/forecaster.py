@@ -1,4 +1,5 @@
-"""A streamable forecaster that carries its own history: ring + count + phase next to h (and c).
+"""A streamable forecaster that carries its own history: ring + count + phase next to h (and c)
+(packed into state tensors as forecast_spec's `layout` says).
 
 The client sends only raw readings. Everything else happens in the graph, vectorised over the
 chunk's T steps so training and serving run the same code:
@@ -48,14 +49,24 @@ PHASE_TABLE_MAX = 1 << 18
 
 
 def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec, ...]:
-    """The state tensors a forecaster carries after h (and c); with `anomaly` also the
-    quantiles it forecast for the next reading, so the next step can flag that reading."""
+    """The state tensors a forecaster carries after h (and c), in the spec's layout
+    (forecast_spec's docstring); with `anomaly` also the quantiles it forecast for the next
+    reading, so the next step can flag that reading."""
+    phase = StateSpec("phase", 1, 1, f"phase of the next reading in a {spec.cycle}-cycle; -1 unknown", -1.0)
+    if spec.layout >= 2:
+        slots = spec.history_slots(anomaly)
+        parts = [f"readings seen (capped at {spec.ring + 1})"]
+        if anomaly:
+            parts.append("quantiles " + ", ".join(str(q) for q in PENDING_LEVELS) + " forecast for the next reading")
+        parts.append(f"the last {spec.ring} raw readings of the target, oldest first")
+        doc = "packed: " + "; ".join(parts)
+        return (StateSpec("history", 1, slots["ring"][1], doc), *((phase,) if spec.cycle else ()))
     states = [
         StateSpec("ring", 1, spec.ring, f"last {spec.ring} raw readings of the target, oldest first"),
         StateSpec("count", 1, 1, f"readings seen, capped at {spec.ring + 1} (warm-up)"),
     ]
     if spec.cycle:
-        states.append(StateSpec("phase", 1, 1, f"phase of the next reading in a {spec.cycle}-cycle; -1 unknown", -1.0))
+        states.append(phase)
     if anomaly:
         levels = ", ".join(str(q) for q in PENDING_LEVELS)
         states.append(StateSpec("pending", 1, len(PENDING_LEVELS), f"quantiles {levels} forecast for the next reading"))
@@ -120,6 +131,24 @@ def quantile_bias(levels: tuple[float, ...]) -> np.ndarray:
         step = abs(normal.inv_cdf(tau) - normal.inv_cdf(nearest))
         bias[j] = math.log(math.expm1(max(step, 1e-3)))  # softplus^-1
     return bias
+
+
+def history_parts(config: ModelConfig, state: Sequence[Any]) -> dict[str, Any]:
+    """The forecaster's own parts of a state tuple (torch tensors or NumPy arrays, h and c
+    first), whatever its layout: ring [1, B, K], count [1, B, 1], phase [1, B, 1] (with a
+    cycle), pending [1, B, 4] (with anomaly levels). Views where the layout packs them, so
+    writing into one writes into the state."""
+    spec = spec_of(config)
+    if spec is None:
+        raise ValueError("config has no forecaster spec")
+    cells = 2 if config.cell == "lstm" else 1
+    names = [s.name for s in config.extra_states]
+    own = dict(zip(names, state[cells:], strict=True))
+    if spec.layout < 2:
+        return own
+    history = own.pop("history")
+    parts = {name: history[:, :, a:b] for name, (a, b) in spec.history_slots(config.anomaly).items()}
+    return {**parts, **own}
 
 
 def spec_of(config: ModelConfig) -> ForecastSpec | None:
@@ -273,7 +302,10 @@ class Forecaster(nn.Module):
             for kind, lag_ in diffs:
                 newer = max(lag_ - (k + 1), 0) if kind == "lead" else 0
                 channel({newer: 1.0, lag_: -1.0}, float(lag_ + 1))
-        lag_kernel = np.stack(kernel)[:, None, :].astype(np.float32)
+        # Layout 2 convolves concat(history, y), whose count and pending come before the ring:
+        # the kernel reads them with zero weights (any chunking puts them only there).
+        self.history_lead = spec.history_slots(self.config.anomaly)["ring"][0] if spec.layout >= 2 else 0
+        lag_kernel = np.pad(np.stack(kernel), ((0, 0), (self.history_lead, 0)))[:, None, :].astype(np.float32)
         self.register_buffer("lag_kernel", torch.from_numpy(lag_kernel), persistent=False)
         self.register_buffer("lag_bias", torch.tensor(biases, dtype=torch.float32), persistent=False)
         self.register_buffer("lag_needs", torch.tensor(needs, dtype=torch.float32), persistent=False)
@@ -363,15 +395,16 @@ class Forecaster(nn.Module):
             (0.5 * rng.standard_normal(shape)).astype(np.float32)
             for shape in self.config.state_shapes(batch)[: self.cell_states]
         ]
-        ring = spec.level_mean + spec.level_std * rng.standard_normal((1, batch, spec.ring))
-        out.append(ring.astype(np.float32))
-        out.append(rng.integers(0, spec.ring + 2, (1, batch, 1)).astype(np.float32))
+        own = [np.zeros(shape, np.float32) for shape in self.config.state_shapes(batch)[self.cell_states :]]
+        parts = history_parts(self.config, [*out, *own])
+        parts["ring"][...] = spec.level_mean + spec.level_std * rng.standard_normal((1, batch, spec.ring))
+        parts["count"][...] = rng.integers(0, spec.ring + 2, (1, batch, 1))
         if spec.cycle:
-            out.append(rng.integers(-1, spec.cycle, (1, batch, 1)).astype(np.float32))
+            parts["phase"][...] = rng.integers(-1, spec.cycle, (1, batch, 1))
         if self.config.anomaly:  # lower bounds below upper ones, in PENDING_LEVELS order
             pending = np.sort(spec.level_mean + spec.level_std * rng.standard_normal((1, batch, 4)), axis=-1)
-            out.append(pending[..., [1, 0, 2, 3]].astype(np.float32))
-        return out
+            parts["pending"][...] = pending[..., [1, 0, 2, 3]]
+        return [*out, *own]
 
     def random_input(self, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
         """Readings for parity checks: the target around its training level, covariates
@@ -409,8 +442,8 @@ class Forecaster(nn.Module):
         if not self.config.anomaly:
             return point, (*new_cell, *new_state), (quantiles,)
         y = x[:, :, self.spec.target_index]
-        anomaly, pending = self._anomaly(y, quantiles, state[-1][0], parts["count"])
-        return point, (*new_cell, *new_state, pending.unsqueeze(0)), (quantiles, anomaly)
+        anomaly, pending = self._anomaly(y, quantiles, parts["pending0"], parts["count"])
+        return point, (*new_cell, *self.pack_state(parts, pending)), (quantiles, anomaly)
 
     def readout(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, dict, State, State]:  # type: ignore[type-arg]
         """(point forecasts [B, T, H], the top layer's output after dropout [B, T, hidden], the
@@ -465,6 +498,7 @@ class Forecaster(nn.Module):
         return point.unsqueeze(-1) + scale.unsqueeze(-1) * (offsets + self.quantile_shift)
 
     def _anomaly(self, y: Tensor, quantiles: Tensor, pending0: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+        # count: [B, T, 1] readings seen including each step's
         """[B, T, 4] (seen, outside_80, outside_95, score) of each reading against the 80 % and
         95 % intervals forecast for it one step earlier (the previous step of the chunk, or
         the `pending` state for the first), and the new pending state [B, 4]. A reading with
@@ -477,7 +511,7 @@ class Forecaster(nn.Module):
         centre = centre_half[..., :2]
         half = torch.clamp(centre_half[..., 2:], min=LOCAL_EPS_STD * self.spec.level_std)
         distance = (y.unsqueeze(-1) - centre) / half
-        seen = (count >= 2.0).to(y.dtype).unsqueeze(-1)
+        seen = (count >= 2.0).to(y.dtype)
         flags = torch.cat([seen, (distance.abs() > 1.0).to(y.dtype), distance[..., 1:]], dim=-1)
         return flags * seen, ahead[:, -1]
 
@@ -494,16 +528,31 @@ class Forecaster(nn.Module):
         spec = self.spec
         k_ring = spec.ring
         n = self.cell_states
-        ring, count0 = state[n][0], state[n + 1][0]  # [B, K], [B, 1]
         y = x[:, :, spec.target_index]  # [B, T]
         y3 = y.unsqueeze(-1)  # [B, T, 1]
-        full = torch.cat([ring, y], dim=1)  # [B, K+T]
         steps = torch.ones_like(y3).cumsum(1)  # 1..T, [B, T, 1]
-        count = torch.clamp(state[n + 1].transpose(0, 1) + steps, max=float(k_ring + 1))  # readings seen incl. y_t
-        lin = nn.functional.conv1d(full.unsqueeze(1), self.lag_kernel, self.lag_bias).transpose(1, 2)  # [B, T, M]
+        parts: dict = {}  # type: ignore[type-arg]
+        if spec.layout >= 2:
+            # One packed state [count, (pending,) ring]: the convolution reads concat(history, y)
+            # (zero weights on count and pending), the ring is its tail.
+            history = state[n][0]  # [B, W]
+            lead = self.history_lead
+            count0 = history[:, :1]  # [B, 1]
+            if self.config.anomaly:
+                parts["pending0"] = history[:, 1:lead]
+            padded = torch.cat([history, y], dim=1)  # [B, W+T]
+            full = padded[:, lead:]  # [B, K+T], only read by the window transforms
+            count3 = count0.unsqueeze(1)  # [B, 1, 1]
+        else:
+            count0 = state[n + 1][0]  # [B, 1]
+            padded = full = torch.cat([state[n][0], y], dim=1)  # [B, K+T]
+            count3 = state[n + 1].transpose(0, 1)
+            if self.config.anomaly:
+                parts["pending0"] = state[-1][0]
+        count = torch.clamp(count3 + steps, max=float(k_ring + 1))  # readings seen incl. y_t, [B, T, 1]
+        lin = nn.functional.conv1d(padded.unsqueeze(1), self.lag_kernel, self.lag_bias).transpose(1, 2)  # [B, T, M]
         masked = torch.where(count >= self.lag_needs, lin, 0.0)  # [B, T, M]
-
-        parts: dict = {"count": count[..., 0]}  # type: ignore[type-arg]
+        parts["count"] = count
         last = self.ch_dy + (2 if spec.seasons else 1)
         parts["dy_e"] = masked[..., self.ch_dy : last]
         parts["dy_e_warm"] = masked[..., self.ch_dy : last + (1 if spec.seasons else 0)]
@@ -553,9 +602,9 @@ class Forecaster(nn.Module):
             columns = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
         parts["columns"] = columns  # [B, T, H, C] (for fitting; the graph reads column_block)
 
-        new_state: State = (full[:, -k_ring:].unsqueeze(0), count[:, -1].unsqueeze(0))
+        parts["ring_next"], parts["count_next"] = padded[:, -k_ring:], count[:, -1]  # [B, K], [B, 1]
         if spec.cycle:
-            start = state[n + 2].transpose(0, 1)  # [B, 1, 1]
+            start = state[n + (1 if spec.layout >= 2 else 2)].transpose(0, 1)  # [B, 1, 1]
             known = (start >= 0).to(y.dtype)
             # phase of y_{t+1}, [B, T, 1]; exact (integers), and positive where it is read
             phase = torch.fmod(start + steps, float(spec.cycle))
@@ -572,8 +621,25 @@ class Forecaster(nn.Module):
                 blocks.append((block == self.block_ids).to(y.dtype) * known)
             parts["phase3"] = torch.cat(blocks, dim=-1)
         if spec.cycle:  # the last step's phase, an unknown one kept as it is
-            new_state = (*new_state, torch.where(start >= 0, phase, start)[:, -1].unsqueeze(0))
-        return parts, new_state
+            parts["phase_next"] = torch.where(start >= 0, phase, start)[:, -1]
+        return parts, self.pack_state(parts)
+
+    def pack_state(self, parts: dict, pending: Tensor | None = None) -> State:  # type: ignore[type-arg]
+        """The new history states in the spec's layout, from the last step's ring, count and
+        phase ([B, n] each) and the new pending [B, 4] (with anomaly levels; without it, a
+        layout-2 history keeps the old pending, as only `features` callers see it)."""
+        if self.spec.layout >= 2:
+            own = [parts["count_next"]]
+            if self.config.anomaly:
+                own.append(parts["pending0"] if pending is None else pending)
+            packed: State = (torch.cat([*own, parts["ring_next"]], dim=1).unsqueeze(0),)
+        else:
+            packed = (parts["ring_next"].unsqueeze(0), parts["count_next"].unsqueeze(0))
+        if self.spec.cycle:
+            packed = (*packed, parts["phase_next"].unsqueeze(0))
+        if self.spec.layout < 2 and pending is not None:
+            packed = (*packed, pending.unsqueeze(0))
+        return packed
 
     def _window_stats(self, full: Tensor, count0: Tensor) -> tuple[Tensor, Tensor]:
         """Mean and std (raw units) of the readings seen among the last K, for every step.

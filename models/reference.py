@@ -235,10 +235,14 @@ class ForecasterReference:
         cells = 2 if lstm else 1
         h = [state[0][layer].copy() for layer in range(cfg.num_layers)]
         c = [state[1][layer].copy() for layer in range(cfg.num_layers)] if lstm else []
-        rings = [list(state[cells][0, b]) for b in range(batch)]
-        counts = [float(state[cells + 1][0, b, 0]) for b in range(batch)]
-        phases = [float(state[cells + 2][0, b, 0]) for b in range(batch)] if spec.cycle else [-1.0] * batch
-        pending = [state[-1][0, b].copy() for b in range(batch)] if cfg.anomaly else []
+        own = dict(zip((s.name for s in cfg.extra_states), state[cells:], strict=True))
+        if spec.layout >= 2:  # one packed history [count, (pending,) ring] (forecast_spec's docstring)
+            history = own.pop("history")
+            own |= {name: history[:, :, a:b] for name, (a, b) in spec.history_slots(cfg.anomaly).items()}
+        rings = [list(own["ring"][0, b]) for b in range(batch)]
+        counts = [float(own["count"][0, b, 0]) for b in range(batch)]
+        phases = [float(own["phase"][0, b, 0]) for b in range(batch)] if spec.cycle else [-1.0] * batch
+        pending = [own["pending"][0, b].copy() for b in range(batch)] if cfg.anomaly else []
         out = np.zeros((batch, steps, spec.horizon))
         quantiles = np.zeros((batch, steps, spec.horizon, len(levels)))
         anomaly = np.zeros((batch, steps, 4))
@@ -276,12 +280,21 @@ class ForecasterReference:
                     # the pending state's order: lower bounds (80 %, 95 %), then upper (80 %, 95 %)
                     pending[b] = np.array([quantiles[b, t, 0, levels.index(q)] for q in (0.1, 0.025, 0.9, 0.975)])
         final = [np.stack(h)] + ([np.stack(c)] if lstm else [])
-        final.append(np.array(rings)[None])
-        final.append(np.array(counts)[None, :, None])
-        if spec.cycle:
-            final.append(np.array(phases)[None, :, None])
-        if cfg.anomaly:
-            final.append(np.array(pending)[None])
+        ends = {
+            "ring": np.array(rings)[None],
+            "count": np.array(counts)[None, :, None],
+            "phase": np.array(phases)[None, :, None],
+            "pending": np.array(pending).reshape(1, batch, -1),
+        }
+        if spec.layout >= 2:
+            packed = ["count", *(["pending"] if cfg.anomaly else []), "ring"]
+            final.append(np.concatenate([ends[name] for name in packed], axis=-1))
+            if spec.cycle:
+                final.append(ends["phase"])
+        else:
+            final += [ends["ring"], ends["count"]]
+            final += [ends["phase"]] if spec.cycle else []
+            final += [ends["pending"]] if cfg.anomaly else []
         result: dict[str, Any] = {"output": out, "state": tuple(final)}
         if levels:
             result["quantiles"] = quantiles

@@ -42,7 +42,7 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from models.forecaster import Forecaster
+from models.forecaster import Forecaster, history_parts
 from training import distributed
 from training.data import ForecastData
 from training.loop import History, bars_wanted
@@ -154,11 +154,12 @@ class _Streams:
         past = segment.x[max(0, p - k_ring) : p, spec.target_index]
         if len(past):
             ring[-len(past) :] = past
-        self.state[cells][0, i] = torch.from_numpy(ring)
-        self.state[cells + 1][0, i] = float(min(p, k_ring + 1))
+        parts = history_parts(self.model.config, self.state)  # views into the state, either layout
+        parts["ring"][0, i] = torch.from_numpy(ring)
+        parts["count"][0, i] = float(min(p, k_ring + 1))
         if spec.cycle:
             hidden = self.rng.random() < self.settings.phase_dropout or self.phase0[k] < 0
-            self.state[cells + 2][0, i] = -1.0 if hidden else float((self.phase0[k] + p) % spec.cycle)
+            parts["phase"][0, i] = -1.0 if hidden else float((self.phase0[k] + p) % spec.cycle)
         self.seg[i], self.pos[i], self.since[i] = k, p, 0
 
     def batch(self) -> tuple[Tensor, Tensor, Tensor]:

@@ -93,7 +93,9 @@ def rest(server: ServiceProcess) -> dict:
 def test_model_document_lists_levels(client: httpx.Client) -> None:
     version = client.get("/v1/models/probe").json()["versions"][0]
     assert version["quantiles"] == LEVELS and version["anomaly"] == ["outside_80", "outside_95", "score"]
-    assert "pending" in version["state"]
+    # the packed history state holds the pending interval after the count (forecast_spec's layouts)
+    history = next(t for t in version["state_tensors"] if t["name"] == "history")
+    assert "0.1, 0.025, 0.9, 0.975 forecast for the next reading" in history["doc"]
     plain = client.get("/v1/models/plain").json()["versions"][0]
     assert plain["quantiles"] == [] and plain["anomaly"] == []
 
@@ -225,7 +227,8 @@ def test_fork_and_state_export_import_carry_the_pending_interval(client: httpx.C
     step(client, sid, x[:OUTLIER].tolist())
     fork = client.post(f"/v1/sessions/{sid}/fork").json()["session_id"]
     state = client.get(f"/v1/sessions/{sid}", params={"include_state": True}).json()["state"]
-    assert len(state["pending"][0]) == 4
+    width = client.get("/v1/models/probe").json()["versions"][0]["state"]["history"][1]
+    assert len(state["history"][0]) == width  # count, the pending interval, the ring
     imported = client.post("/v1/models/probe/sessions", json={"state": state}).json()["session_id"]
     want = rest["replies"][OUTLIER]
     for other in (sid, fork, imported):

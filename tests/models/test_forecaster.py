@@ -12,8 +12,8 @@ import torch
 
 from models.config import Clock, ModelConfig
 from models.export import check_parity, export_onnx, input_names, output_names
-from models.forecast_spec import TRANSFORMS, SpecError, make_spec
-from models.forecaster import Forecaster, fit_spec, forecaster_config, spec_of
+from models.forecast_spec import LAYOUT, TRANSFORMS, ForecastSpec, SpecError, make_spec
+from models.forecaster import Forecaster, fit_spec, forecaster_config, history_parts, spec_of
 from models.reference import ForecasterReference, load_reference, tolerance
 
 SEASONS = (4, 12)
@@ -43,6 +43,7 @@ def make_forecaster(
     local_scale: bool = False,
     history: int = 0,
     quantiles: tuple[float, ...] = (),
+    layout: int = LAYOUT,
 ) -> Forecaster:
     spec = make_spec(
         target_index=0,
@@ -53,6 +54,7 @@ def make_forecaster(
         phase=phase,
         local_scale=local_scale,
         history=history,
+        layout=layout,
     )
     base = ModelConfig(
         cell=cell,  # type: ignore[arg-type]
@@ -97,6 +99,10 @@ CASES = [  # every transform, both cells, 2 layers with dropout (export must run
     ("lstm", "diff", 3, 1, 0.0, "local"),
     ("gru", "seasonal_diff", 2, 1, 0.0, "local"),
     ("gru", "smooth", 1, 1, 0.0, "local"),
+    # the first state layout (one tensor per history part), as models exported before it was
+    # recorded carry it: still built, exported and served the same way
+    ("lstm", "seasonal_diff", 2, 1, 0.0, "layout1"),
+    ("gru", "revin", 2, 1, 0.0, "layout1"),
 ]
 
 
@@ -108,7 +114,14 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, tuple[Fore
         cell, transform, horizon, layers, dropout, *flags = case
         local = "local" in flags
         model = make_forecaster(
-            cell, transform, horizon, layers, dropout, local_scale=local, history=20 if local else 0
+            cell,
+            transform,
+            horizon,
+            layers,
+            dropout,
+            local_scale=local,
+            history=20 if local else 0,
+            layout=1 if "layout1" in flags else LAYOUT,
         )
         model.train()  # export must evaluate in eval mode whatever mode it is given
         path = root / f"{'-'.join(map(str, case))}.onnx"
@@ -185,10 +198,10 @@ def test_untrained_model_answers_its_baseline_during_warm_up(cell: str) -> None:
         else:
             want.append(v[t])
     np.testing.assert_allclose(out[0, :, 0].numpy(), want, rtol=1e-6)
-    ring, count, phase = state[-3:]
-    np.testing.assert_allclose(ring[0, 0].numpy(), v[-12:], rtol=1e-6)
-    assert float(count) == 13.0  # capped at K + 1
-    assert float(phase) == -1.0  # no start_time: unknown stays unknown
+    parts = history_parts(model.config, state)
+    np.testing.assert_allclose(parts["ring"][0, 0].numpy(), v[-12:], rtol=1e-6)
+    assert float(parts["count"]) == 13.0  # capped at K + 1
+    assert float(parts["phase"]) == -1.0  # no start_time: unknown stays unknown
 
 
 def test_phase_comes_from_start_time_and_advances() -> None:
@@ -196,11 +209,11 @@ def test_phase_comes_from_start_time_and_advances() -> None:
     config = model.config
     assert config.clock is not None and config.clock.cycle == 12
     state = config.initial_state(1, start_time=PERIOD * 30)  # 30 mod 12 = 6
-    assert float(state[-1][0, 0, 0]) == 6.0
+    assert float(history_parts(config, state)["phase"][0, 0, 0]) == 6.0
     x = torch.from_numpy(series(17)[None].astype(np.float32))
     with torch.no_grad():
         _, new_state = model(x, tuple(torch.from_numpy(s) for s in state))
-    assert float(new_state[-1]) == (6 + 17) % 12
+    assert float(history_parts(config, new_state)["phase"]) == (6 + 17) % 12
     # Known and unknown phase give different forecasts: the phase reaches the network.
     with torch.no_grad():
         known, _ = model(x, tuple(torch.from_numpy(s) for s in state))
@@ -210,17 +223,49 @@ def test_phase_comes_from_start_time_and_advances() -> None:
 
 def test_without_a_clock_there_is_no_phase_state() -> None:
     model = make_forecaster("gru", phase=False, features=1)
-    assert model.config.state_names == ("h", "ring", "count")
+    assert model.config.state_names == ("h", "history")
     assert model.config.clock is None
+    assert make_forecaster("gru", phase=False, features=1, layout=1).config.state_names == ("h", "ring", "count")
 
 
 def test_state_specs_describe_every_tensor() -> None:
     config = make_forecaster("lstm").config
-    assert config.state_names == ("h", "c", "ring", "count", "phase")
+    assert config.state_names == ("h", "c", "history", "phase")
     shapes = config.state_shapes(3)
-    assert shapes[2] == (1, 3, 12) and shapes[3] == (1, 3, 1) and shapes[4] == (1, 3, 1)
+    assert shapes[2] == (1, 3, 1 + 12) and shapes[3] == (1, 3, 1)
+    assert [s.fill for s in config.extra_states] == [0.0, -1.0]  # a fresh history is all zeros
     again = ModelConfig.from_json(config.to_json())
     assert again.to_json() == config.to_json() and spec_of(again) == spec_of(config)
+    old = make_forecaster("lstm", layout=1).config
+    assert old.state_names == ("h", "c", "ring", "count", "phase")
+    shapes = old.state_shapes(3)
+    assert shapes[2] == (1, 3, 12) and shapes[3] == (1, 3, 1) and shapes[4] == (1, 3, 1)
+
+
+def test_a_manifest_without_a_layout_is_the_first_layout() -> None:
+    """Models exported before the layout was recorded keep their one-tensor-per-part states;
+    a layout this code does not know is refused by name."""
+    spec = make_forecaster("lstm", layout=1).spec
+    data = spec.to_dict()
+    del data["layout"]
+    assert ForecastSpec.from_dict(data) == spec
+    with pytest.raises(SpecError, match="layout"):
+        ForecastSpec.from_dict({**data, "layout": 3})
+
+
+@pytest.mark.parametrize("layout", [1, LAYOUT])
+def test_history_parts_are_views_of_the_state(layout: int) -> None:
+    """history_parts names the ring, count and phase of either layout; writing into them writes
+    the state (the training loop restarts streams so)."""
+    model = make_forecaster("gru", layout=layout)
+    state = [s.copy() for s in model.config.initial_state(2)]
+    parts = history_parts(model.config, state)
+    assert parts["ring"].shape == (1, 2, 12) and parts["count"].shape == parts["phase"].shape == (1, 2, 1)
+    parts["ring"][0, 1] = np.arange(12)
+    parts["count"][0, 1] = 12.0
+    again = history_parts(model.config, state)
+    assert again["ring"][0, 1].tolist() == list(range(12)) and float(again["count"][0, 1, 0]) == 12.0
+    assert float(again["phase"][0, 1, 0]) == -1.0 and float(again["count"][0, 0, 0]) == 0.0
 
 
 def test_bad_transform_is_refused() -> None:

@@ -14,7 +14,8 @@ import torch
 
 from models.config import ANOMALY_LEVELS, DEFAULT_QUANTILES, ConfigError, ModelConfig
 from models.export import export_onnx, graph_output_names, input_names
-from models.forecaster import Forecaster, quantile_bias, quantile_tables
+from models.forecast_spec import LAYOUT
+from models.forecaster import Forecaster, history_parts, quantile_bias, quantile_tables
 from models.reference import load_reference, tolerance
 from tests.models.test_forecaster import PERIOD, make_forecaster, series
 
@@ -23,13 +24,22 @@ CASES = [  # cell, transform, horizon, layers, levels, local scale
     ("gru", "diff", 3, 2, DEFAULT_QUANTILES, True),
     ("gru", "revin", 1, 1, (0.05, 0.25, 0.75, 0.95), False),  # no anomaly levels, no 0.5
     ("lstm", "none", 2, 1, (0.1, 0.5), False),
+    # the first state layout (a `pending` tensor of its own), as models exported before it was recorded
+    ("lstm", "seasonal_diff", 2, 1, DEFAULT_QUANTILES, False, 1),
 ]
 
 
 def build(case: tuple) -> Forecaster:
-    cell, transform, horizon, layers, levels, local = case
+    cell, transform, horizon, layers, levels, local, *layout = case
     return make_forecaster(
-        cell, transform, horizon, layers, quantiles=levels, local_scale=local, history=20 if local else 0
+        cell,
+        transform,
+        horizon,
+        layers,
+        quantiles=levels,
+        local_scale=local,
+        history=20 if local else 0,
+        layout=layout[0] if layout else LAYOUT,
     )
 
 
@@ -56,7 +66,7 @@ def run_onnx(session: ort.InferenceSession, config: ModelConfig, x: np.ndarray, 
 
 
 def ids(case: tuple) -> str:
-    return f"{case[0]}-{case[1]}-h{case[2]}-q{len(case[4])}"
+    return f"{case[0]}-{case[1]}-h{case[2]}-q{len(case[4])}" + (f"-layout{case[6]}" if len(case) > 6 else "")
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)
@@ -66,7 +76,7 @@ def test_graph_outputs_and_states_follow_the_levels(exported, case) -> None:
     anomaly = all(q in case[4] for q in ANOMALY_LEVELS)
     assert config.anomaly == anomaly
     assert config.extra_outputs == (("quantiles", "anomaly") if anomaly else ("quantiles",))
-    assert ("pending" in config.state_names) == anomaly
+    assert ("pending" in history_parts(config, config.initial_state(1))) == anomaly
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == graph_output_names(config)
     again = ModelConfig.from_json(config.to_json())
@@ -100,7 +110,7 @@ def test_torch_onnx_reference_agree_and_are_monotone(exported, case) -> None:
         assert np.abs(q).max() > 1000  # raw units
         if config.anomaly:
             anomaly = want["anomaly"]
-            count0 = state[config.state_names.index("count")][0, :, 0]
+            count0 = history_parts(config, state)["count"][0, :, 0]
             assert anomaly[:, 0, 0].tolist() == (count0 >= 1).astype(float).tolist()  # fresh: unseen
             assert (anomaly[:, 1:, 0] == 1.0).all()
             assert anomaly[1, 60, 2] == 1.0 and anomaly[1, 60, 3] > 1.0  # the outlier

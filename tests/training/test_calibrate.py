@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from models.config import ModelConfig
+from models.forecaster import history_parts
 from tests.support.tier import starts
 from training.calibrate import conformal_shift, interval_scores, parse_levels
 from training.data import TrainingError
@@ -63,7 +64,8 @@ def test_coverage_is_near_nominal_on_a_series_with_known_noise(noisy: dict) -> N
     assert noisy["quantiles"] == [0.025, 0.1, 0.5, 0.9, 0.975]
     assert noisy["anomaly"] == ["outside_80", "outside_95", "score"]
     config = ModelConfig.from_dict(noisy["config"])
-    assert config.quantiles == (0.025, 0.1, 0.5, 0.9, 0.975) and config.state_names[-1] == "pending"
+    assert config.quantiles == (0.025, 0.1, 0.5, 0.9, 0.975)
+    assert "pending" in history_parts(config, config.initial_state(1))
     shift = noisy["config"]["extra"]["forecaster"]["quantile_shift"]
     assert np.asarray(shift).shape == (2, 5)
     np.testing.assert_allclose(shift, noisy["metrics"]["calibration"]["shift"], atol=1e-5)
@@ -125,7 +127,8 @@ def test_widths_follow_the_state_where_the_noise_does(tmp_path: Path) -> None:
 def test_quantiles_none_trains_a_point_model(tmp_path: Path) -> None:
     manifest = train(tmp_path, "--quantiles", "none", "--epochs", "1")
     config = ModelConfig.from_dict(manifest["config"])
-    assert config.quantiles == () and "pending" not in config.state_names and config.extra_outputs == ()
+    assert config.extra_outputs == () and "pending" not in history_parts(config, config.initial_state(1))
+    assert config.quantiles == ()
     assert "intervals" not in manifest["metrics"] and manifest["quantiles"] == []
 
 

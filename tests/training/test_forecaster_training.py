@@ -15,6 +15,8 @@ import pytest
 
 from models.config import ModelConfig
 from models.export import input_names, output_names
+from models.forecast_spec import LAYOUT
+from models.forecaster import history_parts
 from tests.support.tier import starts
 
 from .conftest import CO2, ELECTRICITY, SUNSPOTS, settings_from
@@ -62,9 +64,12 @@ def test_time_column_is_detected_and_sets_the_phase(electricity: tuple[Path, dic
     seconds = (stamps - pd.Timestamp(0, tz="UTC")).dt.total_seconds().to_numpy()
     for row in (0, 1, 47, 48, 335, 336, 1000):
         assert config.clock.phase(seconds[row]) == row % 336
-    # "pending": the next reading's forecast interval (default quantile levels: anomaly flags)
-    assert config.state_names == ("h", "c", "ring", "count", "phase", "pending")
-    assert [s["name"] for s in manifest["config"]["extra_states"]] == ["ring", "count", "phase", "pending"]
+    # one packed history (count, "pending": the next reading's forecast interval with the
+    # default quantile levels' anomaly flags, the ring), then the phase the clock sets
+    assert config.state_names == ("h", "c", "history", "phase")
+    assert [s["name"] for s in manifest["config"]["extra_states"]] == ["history", "phase"]
+    assert manifest["config"]["extra"]["forecaster"]["layout"] == LAYOUT
+    assert list(history_parts(config, config.initial_state(1))) == ["count", "pending", "ring", "phase"]
 
 
 @pytest.mark.slow
