@@ -192,7 +192,9 @@ def run_case(case: Case, repository: Path) -> dict[str, Any]:
     from training.calibrate import stream_extras
 
     extras = stream_extras(model, data, int(data.test[-1]) + 1, model.start_time)
-    bounds = point_conformal_quantiles(extras["point"][data.test], extras["unit"][data.test], model.calibration)
+    bounds = point_conformal_quantiles(
+        extras["point"][data.test], extras["unit"][data.test], model.calibration, model.spec.log
+    )
     made["conformal around the point"] = scores(bounds, target, LEVELS, scale)
     began_sf = time.perf_counter()
     seasons = list(settings.season)

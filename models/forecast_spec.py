@@ -31,6 +31,11 @@ Terms (y is the target's raw reading, t the reading just received):
                    negligible for the alphas fitted, and, being a function of the readings kept,
                    it survives any chunking and session export with no extra state. alpha = 1 is
                    the last value (naive).
+- log: the target is forecast in logs (a season whose amplitude grows with the level becomes
+  additive): every target reading r, in the ring or new, is read as ln(max(r, log_floor)), the
+  baselines, columns and constants above are in those units, and the point forecasts and
+  quantiles are exp() of the log ones (the ring and the replies stay raw). The forecast is then
+  the median, not the mean, of a log-normal spread: the right point for absolute errors.
 - local_scale (with diff, seasonal or seasonal_diff): the residual scale, the analog columns and
   the RNN's difference inputs are divided by the session's own scale, the mean absolute one-step
   change among the readings in the ring (and y_t), so one model serves series of any scale
@@ -90,6 +95,8 @@ class ForecastSpec:
     harmonics: int
     local_scale: bool = False  # scale by the ring's mean absolute change (see the module docstring)
     smooth_alpha: float = 1.0  # transform "smooth": the smoothing constant (fitted)
+    log: bool = False  # forecast ln(target) (see the module docstring)
+    log_floor: float = 1e-12  # readings below it are read as it (fitted: a share of the training minimum)
     # Constants fitted on the training block (1.0 until fitted).
     level_mean: float = 0.0
     level_std: float = 1.0
@@ -181,6 +188,7 @@ def make_spec(
     local_scale: bool = False,
     smooth_window: int = SMOOTH_WINDOW,
     layout: int = LAYOUT,
+    log: bool = False,
 ) -> ForecastSpec:
     """The feature layout for the given seasons; constants are fitted later (fit_constants).
     `smooth_window`: the ring a "smooth" transform keeps at least (shorter for short series)."""
@@ -228,4 +236,5 @@ def make_spec(
         harmonics=HARMONICS if cycle else 0,
         local_scale=local_scale,
         layout=layout,
+        log=log,
     )

@@ -397,12 +397,14 @@ class Forecaster(nn.Module):
         ]
         own = [np.zeros(shape, np.float32) for shape in self.config.state_shapes(batch)[self.cell_states :]]
         parts = history_parts(self.config, [*out, *own])
-        parts["ring"][...] = spec.level_mean + spec.level_std * rng.standard_normal((1, batch, spec.ring))
+        ring = spec.level_mean + spec.level_std * rng.standard_normal((1, batch, spec.ring))
+        parts["ring"][...] = np.exp(ring) if spec.log else ring  # raw readings
         parts["count"][...] = rng.integers(0, spec.ring + 2, (1, batch, 1))
         if spec.cycle:
             parts["phase"][...] = rng.integers(-1, spec.cycle, (1, batch, 1))
         if self.config.anomaly:  # lower bounds below upper ones, in PENDING_LEVELS order
             pending = np.sort(spec.level_mean + spec.level_std * rng.standard_normal((1, batch, 4)), axis=-1)
+            pending = np.exp(pending) if spec.log else pending
             parts["pending"][...] = pending[..., [1, 0, 2, 3]]
         return [*out, *own]
 
@@ -412,11 +414,24 @@ class Forecaster(nn.Module):
         spec = self.spec
         x = rng.standard_normal((batch, steps, spec.num_features))
         x[..., spec.target_index] = spec.level_mean + spec.level_std * x[..., spec.target_index]
+        if spec.log:
+            x[..., spec.target_index] = np.exp(x[..., spec.target_index])
         for i, col in enumerate(spec.other_features):
             x[..., col] = spec.feature_mean[i] + spec.feature_std[i] * x[..., col]
         return x.astype(np.float32)
 
     # ----------------------------------------------------------------- forward
+    def work(self, values: Tensor) -> Tensor:
+        """Target readings in the units the graph forecasts in: ln(max(r, floor)) for a log
+        spec (forecast_spec's docstring), else as they are."""
+        if not self.spec.log:
+            return values
+        return torch.log(torch.clamp(values, min=self.spec.log_floor))
+
+    def raw(self, values: Tensor) -> Tensor:
+        """Forecasts back from the graph's units to the target's (exp for a log spec)."""
+        return torch.exp(values) if self.spec.log else values
+
     def forward(self, x: Tensor, state: State | None = None) -> tuple[Tensor, State]:
         """x [B, T, F] raw -> (forecasts [B, T, horizon] raw, new state)."""
         y, new_state, _ = self.predict(x, state)
@@ -437,8 +452,9 @@ class Forecaster(nn.Module):
             state = self.init_state(x.shape[0], x.device)
         point, top, scale, parts, new_cell, new_state = self.readout(x, state)
         if not self.config.quantiles or not (extras or self.config.anomaly):
-            return point, (*new_cell, *new_state), ()
-        quantiles = self.quantiles(top, point, scale)
+            return self.raw(point), (*new_cell, *new_state), ()
+        quantiles = self.raw(self.quantiles(top, point, scale))
+        point = self.raw(point)
         if not self.config.anomaly:
             return point, (*new_cell, *new_state), (quantiles,)
         y = x[:, :, self.spec.target_index]
@@ -448,7 +464,8 @@ class Forecaster(nn.Module):
     def readout(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, dict, State, State]:  # type: ignore[type-arg]
         """(point forecasts [B, T, H], the top layer's output after dropout [B, T, hidden], the
         residual unit [H] or [B, T, H], the feature parts, new h (, c), new history states):
-        what the heads read; training/calibrate.py fits the quantile head on it."""
+        what the heads read; training/calibrate.py fits the quantile head on it. Forecasts and
+        unit are in the graph's units (`work`: logs for a log spec)."""
         spec = self.spec
         parts, new_state = self.features(x, state)
         # One [B, T, n] block per kind of input, in the RNN's input order, and one Concat.
@@ -528,7 +545,8 @@ class Forecaster(nn.Module):
         spec = self.spec
         k_ring = spec.ring
         n = self.cell_states
-        y = x[:, :, spec.target_index]  # [B, T]
+        raw_y = x[:, :, spec.target_index]  # [B, T]
+        y = self.work(raw_y)  # in logs for a log spec
         y3 = y.unsqueeze(-1)  # [B, T, 1]
         steps = torch.ones_like(y3).cumsum(1)  # 1..T, [B, T, 1]
         parts: dict = {}  # type: ignore[type-arg]
@@ -540,12 +558,16 @@ class Forecaster(nn.Module):
             count0 = history[:, :1]  # [B, 1]
             if self.config.anomaly:
                 parts["pending0"] = history[:, 1:lead]
-            padded = torch.cat([history, y], dim=1)  # [B, W+T]
+            raw_padded = torch.cat([history, raw_y], dim=1)  # [B, W+T]
+            # In logs for a log spec: count and pending then become numbers the kernel's zero
+            # weights ignore (finite: the floor); the state written back is the raw one.
+            padded = torch.cat([self.work(history), y], dim=1) if spec.log else raw_padded
             full = padded[:, lead:]  # [B, K+T], only read by the window transforms
             count3 = count0.unsqueeze(1)  # [B, 1, 1]
         else:
             count0 = state[n + 1][0]  # [B, 1]
-            padded = full = torch.cat([state[n][0], y], dim=1)  # [B, K+T]
+            raw_padded = torch.cat([state[n][0], raw_y], dim=1)  # [B, K+T]
+            padded = full = torch.cat([self.work(state[n][0]), y], dim=1) if spec.log else raw_padded
             count3 = state[n + 1].transpose(0, 1)
             if self.config.anomaly:
                 parts["pending0"] = state[-1][0]
@@ -602,7 +624,7 @@ class Forecaster(nn.Module):
             columns = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
         parts["columns"] = columns  # [B, T, H, C] (for fitting; the graph reads column_block)
 
-        parts["ring_next"], parts["count_next"] = padded[:, -k_ring:], count[:, -1]  # [B, K], [B, 1]
+        parts["ring_next"], parts["count_next"] = raw_padded[:, -k_ring:], count[:, -1]  # [B, K], [B, 1]
         if spec.cycle:
             start = state[n + (1 if spec.layout >= 2 else 2)].transpose(0, 1)  # [B, 1, 1]
             known = (start >= 0).to(y.dtype)
@@ -695,6 +717,15 @@ class Forecaster(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
+LOG_FLOOR_SHARE = 1e-3  # a log spec's floor: this share of the smallest positive training reading
+
+
+def work_units(spec: ForecastSpec, values: np.ndarray) -> np.ndarray:
+    """Raw target readings in the units the graph forecasts in (Forecaster.work, in NumPy)."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.log(np.maximum(values, spec.log_floor)) if spec.log else values
+
+
 def _std(values: np.ndarray) -> float:
     std = float(np.std(values)) if values.size else 0.0
     return std if std > 1e-9 else 1.0
@@ -713,7 +744,7 @@ def _fit_alpha(config: ModelConfig, spec: ForecastSpec, trains: list[np.ndarray]
         probe = Forecaster(forecaster_config(config, candidate, config.clock)).eval()
         errors: list[np.ndarray] = []
         for train in trains:
-            y = train[:, spec.target_index]
+            y = work_units(spec, train[:, spec.target_index])
             t = np.arange(2, len(y) - spec.horizon)
             if not len(t):
                 continue
@@ -748,7 +779,12 @@ def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
         raise ValueError("config has no forecaster spec")
     trains = [np.asarray(b, dtype=np.float64) for b in blocks]
     pooled = np.concatenate(trains)
-    y_all = pooled[:, spec.target_index]
+    if spec.log:  # a floor well below every training reading (a reading under it would be read as it)
+        positive = pooled[:, spec.target_index][pooled[:, spec.target_index] > 0]
+        if not len(positive):
+            raise ValueError("a log forecaster needs positive training readings")
+        spec = replace(spec, log_floor=float(LOG_FLOOR_SHARE * positive.min()))
+    y_all = work_units(spec, pooled[:, spec.target_index])
     others = pooled[:, list(spec.other_features)] if spec.other_features else np.zeros((len(pooled), 0))
     spec = replace(
         spec,
@@ -762,7 +798,7 @@ def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
     probe = Forecaster(forecaster_config(config, spec, config.clock)).eval()
     collected: dict[str, list[np.ndarray]] = {k: [] for k in ("window", "base", "columns", "target", "dy", "e")}
     for train in trains:
-        y = train[:, spec.target_index]
+        y = work_units(spec, train[:, spec.target_index])
         first, last = spec.ring, len(y) - 1 - spec.horizon  # full ring; every lead's target in training
         if last < first:
             continue

@@ -271,9 +271,11 @@ class ForecasterReference:
             for b, (base, columns, wscale) in enumerate(extras):
                 residual = coef[b, :, 0] + (coef[b, :, 1:] * columns).sum(axis=1)
                 unit = np.asarray(spec.scale) * wscale
-                out[b, t] = base + unit * residual
+                point = base + unit * residual  # in logs for a log spec: exp() back to raw
+                out[b, t] = np.exp(point) if spec.log else point
                 if raw_q is not None:
-                    quantiles[b, t] = self._quantiles(levels, spec, out[b, t], unit, raw_q[b])
+                    q = self._quantiles(levels, spec, point, unit, raw_q[b])
+                    quantiles[b, t] = np.exp(q) if spec.log else q
                 if cfg.anomaly:
                     reading = x[b, t, spec.target_index]
                     anomaly[b, t] = self._flag(reading, pending[b], counts[b] >= 2, spec.level_std)
@@ -357,6 +359,9 @@ class ForecasterReference:
         K = spec.ring
         y_t = float(reading[spec.target_index])
         history = [*ring, y_t]  # history[K - L] is y_{t-L}
+        if spec.log:  # every target reading in logs, floored (forecast_spec's docstring)
+            history = [float(np.log(max(r, spec.log_floor))) for r in history]
+            y_t = history[-1]
         seen = min(count + 1, K + 1)
 
         def y(lag: int) -> float:

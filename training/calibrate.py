@@ -91,6 +91,8 @@ def readout(model: Forecaster, segments: list[Segment], which: str) -> Readout:
     origins) and keep what the heads read there."""
     import torch
 
+    from models.forecaster import work_units
+
     tops, points, units, targets = [], [], [], []
     for segment in segments:
         if which == "train":
@@ -107,7 +109,7 @@ def readout(model: Forecaster, segments: list[Segment], which: str) -> Readout:
         tops.append(top[0].numpy()[origins])
         points.append(point[0].numpy()[origins])
         units.append(unit[0].numpy()[origins])
-        targets.append(segment.y[origins])
+        targets.append(work_units(model.spec, segment.y[origins]))  # the readout's units (logs for a log spec)
     if not tops:
         raise ValueError(f"no {which} origins to fit quantiles on")
     return Readout(
@@ -272,12 +274,16 @@ def calibrate(
 # ------------------------------------------------------------------------------ test scores
 
 
-def point_conformal_quantiles(point: np.ndarray, unit: np.ndarray, calibration: dict[str, Any]) -> np.ndarray:
+def point_conformal_quantiles(
+    point: np.ndarray, unit: np.ndarray, calibration: dict[str, Any], log: bool = False
+) -> np.ndarray:
     """[N, H, 4] the 2.5/10/90/97.5 % bounds of split-conformal intervals around the point
-    forecasts [N, H] (half-widths from `calibrate`, in residual units [N, H] or [H])."""
+    forecasts [N, H] (half-widths from `calibrate`, in residual units [N, H] or [H]); point and
+    unit as the readout gives them, so in logs for a log model (`log`: exp() back to raw)."""
     half = calibration["point_conformal_half_width"]
     h95, h80 = (np.asarray(half[name]) * unit for name in ("95", "80"))
-    return np.stack([point - h95, point - h80, point + h80, point + h95], axis=-1)
+    bounds = np.stack([point - h95, point - h80, point + h80, point + h95], axis=-1)
+    return np.exp(bounds) if log else bounds
 
 
 def interval_scores(q: np.ndarray, target: np.ndarray, levels: Sequence[float], scale: float) -> dict[str, Any]:
@@ -313,7 +319,7 @@ def interval_scores(q: np.ndarray, target: np.ndarray, levels: Sequence[float], 
 def stream_extras(model: Forecaster, data: ForecastData, end: int, start_time: float | None) -> dict[str, np.ndarray]:
     """The graph's extra outputs at origins 0..end-1 from one fresh session (phase known):
     quantiles [end, H, Q] and, with the anomaly levels, anomaly rows [end, 4]; and the point
-    forecasts and residual units [end, H]."""
+    forecasts and residual units [end, H] in the readout's units (logs for a log model)."""
     import torch
 
     x = torch.from_numpy(data.features[:end].astype(np.float32))[None]
@@ -336,7 +342,7 @@ def interval_report(model: Forecaster, data: ForecastData, scale: float) -> dict
     report = interval_scores(q, data.y[pairs], model.config.quantiles, scale)
     report["scale"] = "in-sample MAE of the one-step naive forecast on the training block (as MASE)"
     if getattr(model, "calibration", None):
-        bounds = point_conformal_quantiles(made["point"][pairs], made["unit"][pairs], model.calibration)
+        bounds = point_conformal_quantiles(made["point"][pairs], made["unit"][pairs], model.calibration, model.spec.log)
         reference = interval_scores(bounds, data.y[pairs], ANOMALY_LEVELS, scale)
         report["point_conformal"] = {k: reference[k] for k in ("coverage", "msis")}
     if "anomaly" in made:

@@ -96,6 +96,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="forecast target transform; auto (default) picks the best candidate on the validation split",
     )
     model.add_argument(
+        "--log",
+        choices=("auto", "yes", "no"),
+        help="forecast the target in logs: auto (default) when the training block shows a positive series whose "
+        "seasonal swing grows with its level (then chosen on validation), yes always (positive series), no never",
+    )
+    model.add_argument(
         "--history",
         type=int,
         metavar="N",
@@ -293,6 +299,8 @@ def resolve(args: argparse.Namespace) -> RunSettings:
         raise TrainingError(f"--task must be forecast or classify, not {settings.task!r}")
     if settings.transform not in TRANSFORMS:
         raise TrainingError(f"--transform must be one of {TRANSFORMS}, not {settings.transform!r}")
+    if settings.log not in ("auto", "yes", "no"):
+        raise TrainingError(f"--log must be auto, yes or no, not {settings.log!r}")
     if settings.baselines not in ("full", "naive"):
         raise TrainingError(f"--baselines must be full or naive, not {settings.baselines!r}")
     if settings.gate not in ("naive", "statistical"):

@@ -76,9 +76,12 @@ FORMULAS = {
 
 
 def formula_description(spec: Any) -> str:
-    """FORMULAS' words for the spec's transform, with the fitted smoothing constant."""
+    """FORMULAS' words for the spec's transform, with the fitted smoothing constant, and said
+    to be in logs for a log spec."""
     words = FORMULAS[spec.transform]
-    return f"{words} (alpha {spec.smooth_alpha:g})" if spec.transform == "smooth" else words
+    if spec.transform == "smooth":
+        words = f"{words} (alpha {spec.smooth_alpha:g})"
+    return f"{words}, in logs" if spec.log else words
 
 
 def smooth_window(train_rows: int, horizon: int) -> int:
@@ -121,9 +124,10 @@ def time_axis(frame: pd.DataFrame, column: str, report: Any = print) -> TimeAxis
 
 
 def build_config(
-    settings: Any, data: ForecastData, cell: str, transform: str, axis: TimeAxis | None
+    settings: Any, data: ForecastData, cell: str, transform: str, axis: TimeAxis | None, log: bool = False
 ) -> tuple[ModelConfig, float | None]:
-    """The fitted forecaster config and the start time of row 0 (None without a time axis)."""
+    """The fitted forecaster config and the start time of row 0 (None without a time axis);
+    `log`: forecast the target in logs (models/forecast_spec.py)."""
     from models.forecaster import fit_spec, forecaster_config
 
     seasons = seasons_of(settings)
@@ -137,6 +141,7 @@ def build_config(
             phase=axis is not None,
             history=int(getattr(settings, "history", 0) or 0),
             smooth_window=smooth_window(data.train_rows, data.horizon),
+            log=log,
         )
     except SpecError as exc:
         raise TrainingError(str(exc)) from exc
@@ -176,26 +181,54 @@ def with_quantiles(base: ModelConfig, settings: Any) -> ModelConfig:
     return replace(base, quantiles=tuple(float(q) for q in levels))
 
 
+LOG_SUFFIX = " (log)"  # a log candidate's key among the validation scores
+
+
+def log_choice(settings: Any, data: ForecastData) -> dict[str, Any]:
+    """Whether logs are offered (`--log`; for auto, training/transforms.multiplicative_season
+    on the training block), with the evidence."""
+    from training.transforms import multiplicative_season
+
+    asked = getattr(settings, "log", "auto") or "auto"
+    y = data.features[: data.train_rows, data.feature_names.index(data.target_names[0])]
+    if asked == "no":
+        return {"setting": asked, "offered": False, "reason": "--log no"}
+    if asked == "yes":
+        if np.nanmin(y) <= 0:
+            raise TrainingError("--log yes needs a positive series; the training block has readings <= 0")
+        return {"setting": asked, "offered": True, "reason": "--log yes"}
+    return {"setting": asked, **multiplicative_season(y, seasons_of(settings))}
+
+
 def choose_transform(
-    settings: Any, data: ForecastData, cell: str, axis: TimeAxis | None
-) -> tuple[str, dict[str, float]]:
-    """`--transform` as given, or for auto the baseline with the lowest validation MAE."""
+    settings: Any, data: ForecastData, cell: str, axis: TimeAxis | None, logs: dict[str, Any] | None = None
+) -> tuple[str, bool, dict[str, float]]:
+    """(transform, log, validation MAE of each candidate): `--transform` as given, or for auto
+    the baseline with the lowest validation MAE; where logs are offered (`logs`, log_choice)
+    each baseline also in logs (its key suffixed LOG_SUFFIX), and with `--log yes` only so."""
     from models.forecaster import Forecaster
     from training.forecast_loop import stream_forecasts
 
+    logs = logs or {"offered": False, "setting": "no"}
+    forms = [True] if logs.get("setting") == "yes" else [False, True] if logs.get("offered") else [False]
     asked = getattr(settings, "transform", "auto") or "auto"
-    if asked != "auto":
-        return asked, {}
     seasons = seasons_of(settings)
-    candidates = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff", "smooth")]
+    if asked != "auto":
+        candidates = [asked]
+    else:
+        candidates = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff", "smooth")]
+    if len(candidates) * len(forms) == 1:
+        return candidates[0], forms[0], {}
     scores: dict[str, float] = {}
     val_end = int(data.val[-1]) + 1
-    for transform in candidates:
-        config, start = build_config(settings, data, cell, transform, axis)
-        model = Forecaster(config).eval()
-        pred = stream_forecasts(model, data, val_end, start)[data.val]
-        scores[transform] = float(np.abs(pred - data.y[data.val]).mean())
-    return min(scores, key=scores.__getitem__), scores
+    for log in forms:
+        for transform in candidates:
+            config, start = build_config(settings, data, cell, transform, axis, log)
+            model = Forecaster(config).eval()
+            pred = stream_forecasts(model, data, val_end, start)[data.val]
+            scores[transform + (LOG_SUFFIX if log else "")] = float(np.abs(pred - data.y[data.val]).mean())
+    best = min(scores, key=scores.__getitem__)
+    return best.removesuffix(LOG_SUFFIX), best.endswith(LOG_SUFFIX), scores
 
 
 def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, report: Any = print) -> tuple[Any, Any]:
@@ -207,11 +240,16 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
     from training import forecast_loop, loop
 
     axis = time_axis(frame, getattr(settings, "time_column", "") or "", lambda _: None)
-    transform, scores = choose_transform(settings, data, cell, axis)
+    logs = log_choice(settings, data)
+    if logs["setting"] == "auto" and logs.get("season"):
+        said = "offered" if logs["offered"] else "not offered"
+        report(f"logs {said}: {logs['reason']} over {logs['cycles']} cycles of {logs['season']}")
+    transform, log, scores = choose_transform(settings, data, cell, axis, logs)
     if scores:
         listing = ", ".join(f"{t} {v:.4g}" for t, v in scores.items())
-        report(f"transform {transform} chosen on validation MAE of the baselines ({listing})")
-    config, start = build_config(settings, data, cell, transform, axis)
+        chosen = transform + (LOG_SUFFIX if log else "")
+        report(f"transform {chosen} chosen on validation MAE of the baselines ({listing})")
+    config, start = build_config(settings, data, cell, transform, axis, log)
     loop.seed_everything(settings.seed, settings.threads)
     model = Forecaster(config)
     history = forecast_loop.train_forecaster(model, data, loop_settings(settings), start)
@@ -246,6 +284,7 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
         "setting": getattr(settings, "transform", "auto"),
         "chosen": transform,
         "baseline_validation_mae": scores,
+        "log": {**logs, "used": log},
     }
     model.learned = {
         "serves_formula": serves_formula,

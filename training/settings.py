@@ -49,6 +49,9 @@ class RunSettings:
     season_auto: bool = True
     time_column: str = ""
     transform: str = "auto"
+    # Forecast in logs (training/transforms.py multiplicative_season): auto offers it when the
+    # training block shows a season whose swing grows with the level; yes forces it, no refuses it.
+    log: str = "auto"
     history: int = 0
     # Forecast quantile levels (training/calibrate.py); [] = point forecasts only.
     quantiles: list[float] = field(default_factory=lambda: [0.025, 0.1, 0.5, 0.9, 0.975])

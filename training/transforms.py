@@ -75,3 +75,55 @@ def prepare(data: ForecastData, transform: str) -> tuple[ForecastData, dict[str,
         tuple(float(v) for v in _std(change)),
     )
     return replace(data, offset=offset, normalization=normalization), {TRANSFORM_KEY: "diff", ANCHOR_KEY: anchors}
+
+
+# ------------------------------------------------------------------ logs (forecasters)
+# Forecasting in logs (models/forecast_spec.py `log`) is offered when the training block shows a
+# season whose amplitude grows with the level: amplitude ~ level^slope over the season's cycles,
+# slope 1 for a multiplicative season, 0 for an additive one (the Box-Cox lambda is about
+# 1 - slope). The level must move enough across the cycles for the slope to mean anything.
+LOG_MIN_CYCLES = 4
+LOG_MIN_SLOPE = 0.5
+LOG_MIN_LEVEL_RATIO = 1.25
+LOG_SETTINGS = ("auto", "yes", "no")
+
+
+def multiplicative_season(y: np.ndarray, seasons: tuple[int, ...] | list[int]) -> dict[str, Any]:
+    """Whether the training readings `y` look multiplicative, with the evidence: the longest of
+    `seasons` with LOG_MIN_CYCLES whole cycles in `y`; per cycle its mean (level) and the std of
+    its readings around a straight line through them (amplitude, so a trend inside the cycle is
+    not counted); the slope of ln(amplitude) on ln(level) and the ratio of the highest level to
+    the lowest. `offered` when every reading is positive, the ratio is at least
+    LOG_MIN_LEVEL_RATIO and the slope at least LOG_MIN_SLOPE."""
+    y = np.asarray(y, dtype=np.float64)
+    y = y[np.isfinite(y)]
+    out: dict[str, Any] = {"offered": False, "season": None, "cycles": 0, "slope": None, "level_ratio": None}
+    usable = [s for s in sorted(seasons) if s >= 2 and len(y) // s >= LOG_MIN_CYCLES]
+    if not usable:
+        out["reason"] = f"no season with {LOG_MIN_CYCLES} whole cycles in the training block"
+        return out
+    if y.min() <= 0:
+        out["reason"] = "the series is not positive"
+        return out
+    season = usable[-1]
+    cycles = len(y) // season
+    blocks = y[len(y) - cycles * season :].reshape(cycles, season)  # the most recent whole cycles
+    steps = np.arange(season, dtype=np.float64)
+    design = np.stack([np.ones(season), steps - steps.mean()], axis=1)
+    fitted = design @ np.linalg.lstsq(design, blocks.T, rcond=None)[0]
+    amplitude = (blocks.T - fitted).std(axis=0)
+    level = blocks.mean(axis=1)
+    out.update(season=season, cycles=cycles, level_ratio=round(float(level.max() / level.min()), 4))
+    if np.any(amplitude <= 1e-12 * level):
+        out["reason"] = "a cycle without a seasonal swing"
+        return out
+    slope = float(np.polyfit(np.log(level), np.log(amplitude), 1)[0])
+    out["slope"] = round(slope, 4)
+    if out["level_ratio"] < LOG_MIN_LEVEL_RATIO:
+        out["reason"] = f"the level moves too little across the cycles (ratio {out['level_ratio']:.3g})"
+    elif slope < LOG_MIN_SLOPE:
+        out["reason"] = f"the seasonal swing does not grow with the level (amplitude ~ level^{slope:.2f})"
+    else:
+        out["offered"] = True
+        out["reason"] = f"the seasonal swing grows with the level (amplitude ~ level^{slope:.2f})"
+    return out

@@ -44,6 +44,7 @@ def make_forecaster(
     history: int = 0,
     quantiles: tuple[float, ...] = (),
     layout: int = LAYOUT,
+    log: bool = False,
 ) -> Forecaster:
     spec = make_spec(
         target_index=0,
@@ -55,6 +56,7 @@ def make_forecaster(
         local_scale=local_scale,
         history=history,
         layout=layout,
+        log=log,
     )
     base = ModelConfig(
         cell=cell,  # type: ignore[arg-type]
@@ -103,6 +105,9 @@ CASES = [  # every transform, both cells, 2 layers with dropout (export must run
     # recorded carry it: still built, exported and served the same way
     ("lstm", "seasonal_diff", 2, 1, 0.0, "layout1"),
     ("gru", "revin", 2, 1, 0.0, "layout1"),
+    # forecast in logs (a season whose amplitude grows with the level), exp() back to raw
+    ("lstm", "seasonal_diff", 2, 1, 0.0, "log"),
+    ("gru", "smooth", 1, 1, 0.0, "log"),
 ]
 
 
@@ -122,6 +127,7 @@ def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple, tuple[Fore
             local_scale=local,
             history=20 if local else 0,
             layout=1 if "layout1" in flags else LAYOUT,
+            log="log" in flags,
         )
         model.train()  # export must evaluate in eval mode whatever mode it is given
         path = root / f"{'-'.join(map(str, case))}.onnx"

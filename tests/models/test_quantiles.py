@@ -19,8 +19,9 @@ from models.forecaster import Forecaster, history_parts, quantile_bias, quantile
 from models.reference import load_reference, tolerance
 from tests.models.test_forecaster import PERIOD, make_forecaster, series
 
-CASES = [  # cell, transform, horizon, layers, levels, local scale
+CASES = [  # cell, transform, horizon, layers, levels, local scale (or "log": forecast in logs)
     ("lstm", "seasonal_diff", 2, 1, DEFAULT_QUANTILES, False),
+    ("gru", "smooth", 2, 1, DEFAULT_QUANTILES, "log"),
     ("gru", "diff", 3, 2, DEFAULT_QUANTILES, True),
     ("gru", "revin", 1, 1, (0.05, 0.25, 0.75, 0.95), False),  # no anomaly levels, no 0.5
     ("lstm", "none", 2, 1, (0.1, 0.5), False),
@@ -30,7 +31,8 @@ CASES = [  # cell, transform, horizon, layers, levels, local scale
 
 
 def build(case: tuple) -> Forecaster:
-    cell, transform, horizon, layers, levels, local, *layout = case
+    cell, transform, horizon, layers, levels, flag, *layout = case
+    local = flag is True
     return make_forecaster(
         cell,
         transform,
@@ -40,6 +42,7 @@ def build(case: tuple) -> Forecaster:
         local_scale=local,
         history=20 if local else 0,
         layout=layout[0] if layout else LAYOUT,
+        log=flag == "log",
     )
 
 
@@ -66,7 +69,11 @@ def run_onnx(session: ort.InferenceSession, config: ModelConfig, x: np.ndarray, 
 
 
 def ids(case: tuple) -> str:
-    return f"{case[0]}-{case[1]}-h{case[2]}-q{len(case[4])}" + (f"-layout{case[6]}" if len(case) > 6 else "")
+    return (
+        f"{case[0]}-{case[1]}-h{case[2]}-q{len(case[4])}"
+        + ("-log" if case[5] == "log" else "")
+        + (f"-layout{case[6]}" if len(case) > 6 else "")
+    )
 
 
 @pytest.mark.parametrize("case", CASES, ids=ids)

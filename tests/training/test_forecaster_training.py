@@ -140,3 +140,84 @@ def test_noisy_level_is_forecast_by_exponential_smoothing_and_promoted(tmp_path:
     assert 0.1 <= spec["smooth_alpha"] <= 0.5, spec["smooth_alpha"]
     assert metrics["streaming"]["mae"] < 0.92 * metrics["naive"]["mae"], (metrics["streaming"], metrics["naive"])
     assert manifest["gate"]["promoted"] is True
+
+
+def _monthly(values: np.ndarray) -> pd.DataFrame:
+    months = pd.period_range("1990-01", periods=len(values), freq="M").strftime("%Y-%m")
+    return pd.DataFrame({"month": months, "sales": values})
+
+
+def _seasonal(n: int, multiplicative: bool, seed: int = 3) -> np.ndarray:
+    """A monthly series whose level grows threefold; its yearly swing grows with the level
+    (multiplicative) or stays the same size (additive)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    level = 100 * np.exp(t * np.log(3.0) / n)
+    swing = np.sin(2 * np.pi * t / 12) + 0.5 * np.cos(4 * np.pi * t / 12)
+    if multiplicative:
+        return level * (1 + 0.25 * swing) * np.exp(rng.normal(0, 0.02, n))
+    return level + 25 * swing + rng.normal(0, 2.0, n)
+
+
+def test_multiplicative_season_is_recognised_on_the_training_block() -> None:
+    from training.transforms import multiplicative_season
+
+    found = multiplicative_season(_seasonal(144, True), [12])
+    assert found["offered"] and found["season"] == 12 and found["cycles"] == 12
+    assert 0.8 <= found["slope"] <= 1.2 and found["level_ratio"] > 2
+    additive = multiplicative_season(_seasonal(144, False), [12])
+    assert not additive["offered"] and abs(additive["slope"]) < 0.3, additive
+    assert "does not grow" in additive["reason"]
+    shifted = _seasonal(144, True) - 150  # the same shape, not positive
+    assert multiplicative_season(shifted, [12])["reason"] == "the series is not positive"
+    assert not multiplicative_season(_seasonal(36, True), [12])["offered"]  # 3 cycles: too few to tell
+    assert not multiplicative_season(_seasonal(144, True), [])["offered"]
+
+
+def test_multiplicative_series_is_forecast_in_logs(tmp_path: Path) -> None:
+    """With only --data and --target (and a small step budget): logs are offered and chosen, the
+    exported file forecasts in logs and answers in raw units, and the NumPy reference agrees."""
+    from models.reference import load_reference, tolerance
+    from seqserve.cli import main
+
+    path = tmp_path / "sales.csv"
+    values = _seasonal(180, True)
+    _monthly(values).to_csv(path, index=False)
+    repo = tmp_path / "repo"
+    assert (
+        main(
+            [
+                "train",
+                "--data",
+                str(path),
+                "--target",
+                "sales",
+                "--epochs",
+                "2",
+                "--baselines",
+                "naive",
+                "--repository",
+                str(repo),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    manifest = json.loads((repo / "sales" / "1" / "manifest.json").read_text())
+    choice = manifest["metrics"]["transform"]
+    assert choice["log"]["offered"] and choice["log"]["used"], choice
+    assert any(key.endswith(" (log)") for key in choice["baseline_validation_mae"])
+    config = ModelConfig.from_dict(manifest["config"])
+    assert config.extra["forecaster"]["log"] is True
+    x = values[None, :, None].astype(np.float32)
+    session = ort.InferenceSession(str(repo / "sales" / "1" / "model.onnx"), providers=["CPUExecutionProvider"])
+    feeds = dict(zip(input_names(config), [x, *config.initial_state(1)], strict=True))
+    y = session.run(output_names(config), feeds)[0]
+    y_ref, state = load_reference(repo / "sales" / "1" / "model.onnx").run(x)
+    assert np.abs(y - y_ref).max() <= tolerance(y_ref)
+    assert np.abs(y[0, -20:-1, 0] / values[-19:] - 1).max() < 0.3  # raw units, near the next reading
+    ring = config.extra["forecaster"]["ring"]
+    from models.forecaster import history_parts
+
+    np.testing.assert_allclose(history_parts(config, list(state))["ring"][0, 0], values[-ring:], rtol=1e-6)  # raw
+    assert manifest["metrics"]["streaming"]["mae"] < manifest["metrics"]["naive"]["mae"]
