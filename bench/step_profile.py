@@ -86,7 +86,7 @@ def profile(streams: int, duration: float, out: Path, py_spy: str) -> tuple[Load
         time.sleep(4.0)  # warm-up done and the load steady before sampling
         raw = out / f"steps-{streams}.txt"
         subprocess.run(
-            [py_spy, "record", "-p", str(server.proc.pid), "-d", str(int(duration)), "-r", "200", *SPY_FORMAT, str(raw)],
+            [py_spy, "record", "-p", str(server.proc.pid), "-d", f"{duration:.0f}", "-r", "200", *SPY_FORMAT, str(raw)],
             check=True,
             capture_output=True,
         )
@@ -105,15 +105,19 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs py-spy (pip install py-spy; in the dev extras) and wrk on PATH")
     out = args.out or Path(tempfile.mkdtemp(prefix="step-profile-"))
     out.mkdir(parents=True, exist_ok=True)
-    report = {}
+    report: dict[int, dict[str, object]] = {}
     for streams in (int(s) for s in args.streams.split(",")):
         result, table = profile(streams, args.duration, out, py_spy)
-        report[streams] = {"steps_per_s": result.steps_per_s, "p50_ms": result.p50_ms, "p99_ms": result.p99_ms}
+        report[streams] = {
+            "steps_per_s": result.steps_per_s,
+            "p50_ms": result.p50_ms,
+            "p99_ms": result.p99_ms,
+            "shares": table,
+        }
         print(f"\n{streams} streams: {result.steps_per_s:,.0f} steps/s, p50 {result.p50_ms} ms, p99 {result.p99_ms} ms")
         print("| where the server's CPU goes | share |\n| --- | ---: |")
         for name, share in table.items():
             print(f"| {name} | {share * 100:.1f} % |")
-        report[streams]["shares"] = table
     (out / "step_profile.json").write_text(json.dumps(report, indent=2))
     print(f"\nraw samples and step_profile.json in {out}")
     return 0
