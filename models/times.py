@@ -26,6 +26,12 @@ the calendar, so a monthly series started on 1 March forecasts 1 April, 1 May, .
 1-9999 can be written (TimeRangeError past them): the service refuses a start_time whose
 forecasts would run past 9999-12-31 (`check_forecastable`) before running the model. The phase
 of a calendar period is its calendar index (`calendar_index`: any day of January is January).
+
+Business days (trading days): readings Monday to Friday only. Training records their period as
+BUSINESS_DAY (a week's seven days over its five readings, 1.4 days), and a time that many
+periods on is counted in weekdays (`business_index`), keeping the time of day: the reading
+after a Friday's is the Monday's, so a weekly phase over the five trading days follows the
+calendar. A Saturday or Sunday counts as the Monday after it.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from datetime import UTC, datetime, timedelta
 
 DAY = 86_400.0
 MONTH = 2_629_746.0  # mean Gregorian month: what training records as a monthly period
+BUSINESS_DAY = 7 * DAY / 5  # what training records as the period of weekday-only (trading-day) data
 _QUARTER = re.compile(r"^(\d{4})\s*[-/ ]?\s*[Qq]([1-4])$")
 _QUARTER_FIRST = re.compile(r"^[Qq]([1-4])\s*[-/ ]?\s*(\d{4})$")
 _YEAR = re.compile(r"^\d{4}$")
@@ -220,13 +227,35 @@ def _months(period_seconds: float) -> int:
     return 0
 
 
+def is_business(period_seconds: float) -> bool:
+    """Whether a period is the business-day one (BUSINESS_DAY, to the second)."""
+    return abs(period_seconds - BUSINESS_DAY) <= 1.0
+
+
+def business_index(seconds: float) -> int:
+    """Weekdays from Monday 1969-12-29 to the day of `seconds` (UTC): Monday 0, Friday 4, the
+    next Monday 5, ...; a Saturday or Sunday is given the next Monday's index."""
+    days = math.floor(seconds / DAY) + 3  # 1970-01-01 was a Thursday
+    week, weekday = divmod(days, 7)
+    return week * 5 + min(weekday, 5)
+
+
+def _business_day(index: int) -> float:
+    """Unix seconds of the start (00:00 UTC) of the weekday with that `business_index`."""
+    week, weekday = divmod(index, 5)
+    return (week * 7 + weekday - 3) * DAY
+
+
 def step(start: float, steps: int, period_seconds: float) -> float:
-    """The time `steps` periods after `start` (calendar months for monthly and longer periods);
-    TimeRangeError when that is outside years 1-9999."""
+    """The time `steps` periods after `start` (calendar months for monthly and longer periods,
+    weekdays for business days); TimeRangeError when that is outside years 1-9999."""
     if not FIRST <= start <= LAST:
         raise TimeRangeError(f"{iso_or_seconds(start)} is outside years 1-9999")
     months = _months(period_seconds)
-    if not months:
+    if is_business(period_seconds):
+        time_of_day = start - math.floor(start / DAY) * DAY
+        moved = _business_day(business_index(start) + steps) + time_of_day
+    elif not months:
         moved = start + steps * period_seconds
     else:
         moment = _moment(start)
@@ -254,8 +283,11 @@ def check_forecastable(start: float, steps: int, period_seconds: float) -> None:
 
 def calendar_index(seconds: float, period_seconds: float) -> int | None:
     """The calendar period a time falls in, counted from year 0 (months: year*12 + month-1,
-    quarters: year*4 + quarter-1, years: the year) for monthly, quarterly and yearly periods;
-    None for other periods. The day within the month does not matter: 1949-01-31 is January."""
+    quarters: year*4 + quarter-1, years: the year) for monthly, quarterly and yearly periods, and
+    its `business_index` for business days; None for other periods. The day within the month
+    does not matter: 1949-01-31 is January."""
+    if is_business(period_seconds):
+        return business_index(seconds)
     months = _months(period_seconds)
     if not months:
         return None

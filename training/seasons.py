@@ -17,6 +17,9 @@ warning naming the first row out of order); two rows with the same time are refu
 is one (a month is 28-31 days, so monthly data gets the mean Gregorian month, 2,629,746 s: a
 phase counted in mean months stays within two days of the calendar for centuries). The series
 is regular when every row sits on that grid; an irregular one gets no phase (and is said so).
+Readings on weekdays only (trading days) are business-daily: period models/times.BUSINESS_DAY,
+stepped over weekdays, seasons 5 (the trading week) and 261 (a year of weekdays); weekdays
+missing among them (holidays) are filled like missing months.
 
 **Seasons** (`choose_seasons`): the candidates a sampling period implies (`CANDIDATES`) are kept
 only when the training block confirms them: the autocorrelation of the first differences at the
@@ -59,6 +62,9 @@ UNITS: tuple[tuple[str, float, float, float], ...] = (
     ("half-hourly", 1800.0, 1799.0, 1801.0),
     ("hourly", 3600.0, 3599.0, 3601.0),
     ("daily", DAY, DAY - 1, DAY + 1),
+    # Weekday-only (trading-day) data: told apart from daily data with gaps by its weekdays
+    # (`_axis`), never by its spacing; stepped over weekdays (models/times.py).
+    ("business-daily", times.BUSINESS_DAY, times.BUSINESS_DAY - 1, times.BUSINESS_DAY + 1),
     ("weekly", 7 * DAY, 7 * DAY - 1, 7 * DAY + 1),
     ("monthly", MONTH, 28 * DAY, 31 * DAY + 1),
     ("quarterly", QUARTER, 89 * DAY, 92 * DAY + 1),
@@ -74,6 +80,7 @@ CANDIDATES: dict[str, tuple[int, ...]] = {
     "half-hourly": (48, 336),
     "hourly": (24, 168),
     "daily": (7, 365),
+    "business-daily": (5, 261),  # the week's five trading days; a year of weekdays (52.18 x 5)
     "weekly": (52,),
     "monthly": (12,),
     "quarterly": (4,),
@@ -287,9 +294,11 @@ def fill_gaps(
     if len(seconds) < 3:
         return None
     frequency, period = _frequency(float(np.median(np.diff(seconds))))
+    if frequency == "daily" and _weekdays_only(seconds) and _on_business_grid(seconds, every=False):
+        frequency, period = "business-daily", times.BUSINESS_DAY  # trading days: holidays are the gaps
     if frequency not in CANDIDATES:
         return None
-    calendar = period >= 28 * DAY
+    calendar = period >= 28 * DAY or frequency == "business-daily"  # stepped by models/times.step
     grid = [float(seconds[0])]
     while grid[-1] < seconds[-1] and len(grid) <= len(seconds) * (1 + MAX_FILLED) + 1:
         grid.append(times.step(float(seconds[0]), len(grid), period) if calendar else grid[0] + len(grid) * period)
@@ -369,6 +378,17 @@ def _weekdays_only(seconds: np.ndarray) -> bool:
     return bool(np.all(weekday < 5))
 
 
+def _on_business_grid(seconds: np.ndarray, every: bool) -> bool:
+    """Weekday readings at one time of day, in order: each on a later weekday than the one
+    before (`every`: on the next weekday, none missing)."""
+    time_of_day = seconds - np.floor(seconds / DAY) * DAY
+    if np.any(np.abs(time_of_day - time_of_day[0]) > 1.0):
+        return False
+    index = np.array([times.business_index(float(t)) for t in seconds])
+    change = np.diff(index)
+    return bool(np.all(change == 1)) if every else bool(np.all(change >= 1))
+
+
 def _axis(column: str, seconds: np.ndarray, detected: bool) -> TimeInfo:
     spacing = float(np.median(np.diff(seconds))) if len(seconds) > 1 else 0.0
     if spacing <= 0:
@@ -384,6 +404,10 @@ def _axis(column: str, seconds: np.ndarray, detected: bool) -> TimeInfo:
         gaps = int(np.sum(np.diff(steps) > 1)) if np.all(np.diff(steps) >= 1) else -1
         label = f"{frequency} with {gaps} gap(s)" if gaps > 0 else "irregular"
         if frequency == "daily" and gaps > 0 and _weekdays_only(seconds):
+            if _on_business_grid(seconds, every=True):
+                return TimeInfo(
+                    column, float(seconds[0]), times.BUSINESS_DAY, "business-daily", detected, seconds=seconds
+                )
             days = np.floor(seconds / DAY).astype("datetime64[D]")
             others = int(np.busday_count(days[0], days[-1] + 1)) - len(seconds)
             extra = f"; {others} other weekday(s) missing, such as holidays" if others else ""

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 
 from models.times import (
+    BUSINESS_DAY,
     MONTH,
     TimeFormatError,
     TimeRangeError,
+    business_index,
     calendar_index,
     check_forecastable,
     forecast_times,
@@ -124,3 +126,37 @@ def test_an_ambiguous_day_month_value_alone_is_refused_but_a_column_decides() ->
     assert parse_time("01/02/1949", day_first=True) == parse_time("1949-02-01")
     assert parse_times(["1", "2", "3"]) is None and parse_times([1.5, 2.5]) is None  # counters, values
     assert parse_times(["1949-01", "yesterday"]) is None
+
+
+def test_business_days_step_over_weekends_keeping_the_time_of_day() -> None:
+    """Trading days: the reading after Friday's is Monday's; a forecast from Thursday for three
+    leads is for Friday, Monday and Tuesday, at the readings' time of day."""
+    friday = parse_time("2024-01-05T16:00")
+    assert [iso(step(friday, k, BUSINESS_DAY)) for k in range(7)] == [
+        "2024-01-05T16:00:00Z",
+        "2024-01-08T16:00:00Z",
+        "2024-01-09T16:00:00Z",
+        "2024-01-10T16:00:00Z",
+        "2024-01-11T16:00:00Z",
+        "2024-01-12T16:00:00Z",
+        "2024-01-15T16:00:00Z",
+    ]
+    assert iso(step(friday, -1, BUSINESS_DAY)) == "2024-01-04T16:00:00Z"
+    assert forecast_times(parse_time("2024-01-04"), 2, 3, BUSINESS_DAY) == [
+        ["2024-01-05T00:00:00Z", "2024-01-08T00:00:00Z", "2024-01-09T00:00:00Z"],
+        ["2024-01-08T00:00:00Z", "2024-01-09T00:00:00Z", "2024-01-10T00:00:00Z"],
+    ]
+    with pytest.raises(TimeRangeError):
+        check_forecastable(parse_time("9999-12-30"), 5, BUSINESS_DAY)
+
+
+def test_business_days_index_weekdays_so_the_phase_is_the_weekday() -> None:
+    """`calendar_index` of a business-day period counts weekdays: modulo 5 it is the weekday
+    (Monday 0), a weekend counts as the next Monday, and consecutive trading days differ by 1."""
+    monday = parse_time("2024-01-08")
+    for k, day in enumerate(["2024-01-08", "2024-01-09", "2024-01-10", "2024-01-11", "2024-01-12"]):
+        index = calendar_index(parse_time(day + "T09:30"), BUSINESS_DAY)
+        assert index is not None and index % 5 == k and index == business_index(monday) + k
+    assert calendar_index(parse_time("2024-01-06"), BUSINESS_DAY) == business_index(parse_time("2024-01-08"))
+    assert calendar_index(parse_time("2024-01-07"), BUSINESS_DAY) == business_index(parse_time("2024-01-08"))
+    assert business_index(parse_time("1969-12-29")) == 0 and business_index(parse_time("1969-12-26")) == -1

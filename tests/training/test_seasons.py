@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models import times
 from training import cli
 from training.data import TrainingError
 from training.presets import DATASETS
-from training.seasons import MONTH, QUARTER, LongFormat, choose_seasons, parse_times, read_time
+from training.seasons import MONTH, QUARTER, LongFormat, candidate_seasons, choose_seasons, parse_times, read_time
 
 from .conftest import settings_from
 
@@ -269,11 +270,69 @@ def test_a_few_missing_months_are_filled_and_the_model_keeps_its_clock() -> None
     assert info is not None and info.period_seconds is None and len(frame) == len(sparse)
 
 
-def test_trading_days_are_called_business_daily_not_daily_with_gaps() -> None:
+def test_trading_days_are_business_daily_with_holidays_filled() -> None:
+    """Weekday-only readings are business-daily, not "daily with gaps": a complete run of
+    weekdays is regular at once; two weekday holidays are filled like missing months, so the
+    series keeps its business-day grid (weekends are not invented)."""
     days = pd.bdate_range("2020-01-01", periods=300)
+    whole = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "close": np.arange(300.0)})
+    _, info = read_time(whole, "", skip={"close"}, report=quiet)
+    assert info is not None and info.frequency == "business-daily" and info.period_seconds == times.BUSINESS_DAY
     said: list[str] = []
-    frame = pd.DataFrame({"date": days.delete([10, 100]).strftime("%Y-%m-%d"), "close": np.arange(298.0)})
-    _, info = read_time(frame, "", skip={"close"}, report=said.append)
-    assert info is not None and info.period_seconds is None
-    assert info.frequency == "business-daily (weekdays only; 2 other weekday(s) missing, such as holidays)"
-    assert "business-daily" in said[0] and "gap" not in said[0]
+    frame = whole.drop([10, 100]).reset_index(drop=True)
+    filled, info = read_time(frame, "", skip={"close"}, report=said.append)
+    assert info is not None and info.frequency == "business-daily" and info.period_seconds == times.BUSINESS_DAY
+    assert len(filled) == 300 and filled["close"].tolist() == whole["close"].tolist()
+    assert filled["date"][10] == "2020-01-15T00:00:00Z"  # the holiday, written back on the grid
+    assert said == [
+        "time column 'date' (business-daily) misses 2 time(s), first 2020-01-15T00:00:00Z: "
+        "filled by linear interpolation between their neighbours"
+    ]
+    assert candidate_seasons(info) == (5, 261)
+
+
+def test_trading_days_with_a_weekday_effect_find_the_five_day_week() -> None:
+    rng = np.random.default_rng(4)
+    days = pd.bdate_range("2021-01-04", periods=400)
+    effect = np.array([3.0, 1.0, 0.0, -1.0, -3.0])[days.dayofweek]
+    close = 100 + np.cumsum(rng.normal(0, 0.5, 400)) + effect + rng.normal(0, 0.3, 400)
+    frame = pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "close": close})
+    _, info = read_time(frame, "", skip={"close"}, report=quiet)
+    choice = choose_seasons(close[:280], info)
+    assert 5 in choice.seasons and choice.source == "calendar", choice
+
+
+def test_business_day_file_trains_with_a_weekly_phase_and_labels_forecasts_on_trading_days(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Trading days with a weekday effect and two holidays, only --data and --target (and a
+    small step budget): business-daily, the five-day week found, a clock whose phase is the
+    weekday of each row, and forecasts labelled with the next trading days (Friday -> Monday)."""
+    from models.config import ModelConfig
+    from seqserve.cli import main
+
+    rng = np.random.default_rng(5)
+    days = pd.bdate_range("2021-01-04", periods=402).delete([30, 200])  # two holidays
+    effect = np.array([3.0, 1.0, 0.0, -1.0, -3.0])[days.dayofweek]
+    close = 100 + np.cumsum(rng.normal(0, 0.5, len(days))) + effect + rng.normal(0, 0.3, len(days))
+    path = tmp_path / "close.csv"
+    pd.DataFrame({"date": days.strftime("%Y-%m-%d"), "close": close}).to_csv(path, index=False)
+    repo = tmp_path / "repo"
+    argv = ["train", "--data", str(path), "--target", "close", "--epochs", "2", "--baselines", "naive"]
+    code = main([*argv, "--repository", str(repo), "--quiet"])
+    assert code in (0, 3), capsys.readouterr().out
+    manifest = json.loads((repo / "close" / "1" / "manifest.json").read_text())
+    assert manifest["time"]["frequency"] == "business-daily"
+    assert 5 in manifest["seasons"]["seasons"]
+    config = ModelConfig.from_dict(manifest["config"])
+    clock = config.clock
+    assert clock is not None and clock.period_seconds == times.BUSINESS_DAY and clock.cycle % 5 == 0
+    first = pd.Timestamp(days[0], tz="UTC").timestamp()
+    for day in (days[0], days[1], days[4], days[5], days[250]):  # rows after the holidays keep the weekday
+        row = int(np.busday_count(days[0].date(), day.date()))
+        phase = clock.phase(pd.Timestamp(day, tz="UTC").timestamp())
+        assert phase == row % clock.cycle and phase % 5 == day.dayofweek
+    friday = next(d for d in days if d.dayofweek == 4)
+    labels = times.forecast_times(pd.Timestamp(friday, tz="UTC").timestamp(), 1, 1, clock.period_seconds)
+    assert labels == [[(friday + pd.Timedelta(days=3)).strftime("%Y-%m-%dT00:00:00Z")]]
+    assert first == clock.epoch + clock.period_seconds / 2
