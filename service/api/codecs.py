@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import orjson
 
+from service.api.streamed import CHUNK_BYTES, Rows, Streamed, chunked, json_body, pieces
 from service.core import v2 as inference
 from service.core.engine import StepRequest, StepResult
 from service.core.errors import InvalidInput, ServiceError, echo, internal_error_body
 from service.core.logs import request_id
+from service.core.predict import step_times
 from service.core.registry import LoadedModel
 from service.core.v2 import DATATYPE, InferenceRequestError
 from service.core.validate import as_array
@@ -69,8 +71,64 @@ class StepReplyJSON:
             body["forecast_times"] = times
         return orjson.dumps(body, option=NUMPY)
 
+    def streams(self, result: StepResult, min_values: int) -> bool:
+        """Whether the reply is written a slice at a time (service/api/streamed.py): at least
+        `min_values` output values (0: never) over more than one reading."""
+        return 0 < min_values <= result.outputs.size and result.outputs.shape[0] > 1
+
+    def body(self, result: StepResult, min_values: int) -> bytes | Streamed:
+        """The reply as one body, or streamed (`streams`): the same bytes either way."""
+        if not self.streams(result, min_values):
+            return result.payload
+        return Streamed(chunked(self.pieces(result)))
+
+    def pieces(self, result: StepResult) -> Iterator[bytes]:
+        """The reply's bytes in bounded pieces, from the result's arrays: `encode`'s bytes."""
+        model = result.model
+        readings = result.outputs.shape[0]
+        body: dict[str, Any] = {
+            "session_id": result.session_id,
+            "model": model.name,
+            "version": model.version,
+            "position": result.position,
+        }
+        if not model.extra_outputs:
+            body["outputs"] = result.outputs
+        else:
+            outputs, quantiles, anomaly = model.unpack(result.outputs)
+            body["outputs"] = outputs
+            if quantiles is not None:
+                body["quantiles"] = {key: quantiles[..., j] for j, key in enumerate(model.quantile_keys)}
+            if anomaly is not None:
+                rows = Rows(readings, _anomaly_slice(anomaly), 4)
+                body["anomaly"] = rows if readings > 1 else anomaly_rows(anomaly)[0]
+        times = _times(result)
+        if times is not None:
+            body["forecast_times"] = times
+        return pieces(body)
+
 
 STEP_REPLY = StepReplyJSON()
+
+
+def _anomaly_slice(anomaly: np.ndarray) -> Callable[[int, int], list[Any]]:
+    return lambda lo, hi: anomaly_rows(anomaly[lo:hi])
+
+
+def _times(result: StepResult) -> Rows | None:
+    """A step's forecast times ([time][lead], StepResult.times) built a slice at a time; None
+    when the step has none. The last reading's are the latest: when they can be written, all
+    can."""
+    readings = result.outputs.shape[0]
+    first = result.position - readings
+    model, start = result.model, result.start
+    if step_times(model, start, first + readings - 1, 1) is None:
+        return None
+
+    def labels(lo: int, hi: int) -> list[list[str]]:
+        return step_times(model, start, first + lo, hi - lo) or []
+
+    return Rows(readings, labels, model.config.horizon)
 
 
 def anomaly_rows(anomaly: np.ndarray) -> list[dict[str, Any] | None]:
@@ -203,14 +261,46 @@ def bulk_body(items: Sequence[StepRequest | EntryError], outcomes: Sequence[Step
     """{"results": [...]}: per entry, in request order, its step reply or its error with the
     session id and the HTTP-equivalent status."""
     results = iter(outcomes)
-    parts = [_bulk_item(item, results) for item in items]
+    parts = [_bulk_item(item, None if isinstance(item, EntryError) else next(results)) for item in items]
     return b'{"results":[' + b",".join(parts) + b"]}"
 
 
-def _bulk_item(item: StepRequest | EntryError, results: Iterator[StepResult | Exception]) -> bytes:
+def bulk_reply(
+    items: Sequence[StepRequest | EntryError], outcomes: Sequence[StepResult | Exception], min_values: int
+) -> bytes | Streamed:
+    """`bulk_body`, or the same bytes streamed when the replies hold at least `min_values`
+    output values in all (0: never): each entry encoded as its turn comes, and let go once
+    written."""
+    values = sum(o.outputs.size for o in outcomes if isinstance(o, StepResult))
+    if not 0 < min_values <= values:
+        return bulk_body(items, outcomes)
+    return Streamed(chunked(_bulk_pieces(list(items), list(outcomes), min_values)))
+
+
+def _bulk_pieces(
+    items: list[StepRequest | EntryError | None], outcomes: list[StepResult | Exception | None], min_values: int
+) -> Iterator[bytes]:
+    yield b'{"results":['
+    k = 0
+    for n, item in enumerate(items):
+        items[n] = None  # this entry's inputs and outputs go once it is written
+        outcome = None
+        if not isinstance(item, EntryError):
+            outcome, outcomes[k] = outcomes[k], None
+            k += 1
+        if n:
+            yield b","
+        assert item is not None
+        if isinstance(outcome, StepResult) and STEP_REPLY.streams(outcome, min_values):
+            yield from STEP_REPLY.pieces(outcome)
+        else:
+            yield _bulk_item(item, outcome)
+    yield b"]}"
+
+
+def _bulk_item(item: StepRequest | EntryError, outcome: StepResult | Exception | None) -> bytes:
     if isinstance(item, EntryError):
         return orjson.dumps({"session_id": item.session_id, "status": item.error.status, **item.error.body()})
-    outcome = next(results)
     if isinstance(outcome, StepResult):
         return outcome.payload
     if isinstance(outcome, ServiceError):
@@ -321,17 +411,22 @@ def requested_outputs(specs: Any, model: LoadedModel, default: list[str], binary
     return chosen
 
 
-def infer_response(result: inference.Result, rid: Any, wanted: list[tuple[str, bool]]) -> tuple[bytes, int | None]:
+def infer_response(
+    result: inference.Result, rid: Any, wanted: list[tuple[str, bool]], min_values: int = 0
+) -> tuple[bytes | Streamed, int | None]:
     """The V2 inference response: (body, length of its JSON header when binary data follows it,
-    else None)."""
+    else None). With at least `min_values` output values (0: never) the body is streamed: JSON
+    `data` a slice at a time, binary data in chunks after the header (its length known, so
+    sent with Content-Length); the same bytes as encoded whole."""
+    stream = 0 < min_values <= sum(result.tensors[name].size for name, _ in wanted)
     items = []
-    blobs = []
+    blobs: list[np.ndarray] = []
     for name, as_binary in wanted:
         array = result.tensors[name]
         item: dict[str, Any] = {"name": name, "datatype": DATATYPE, "shape": list(array.shape)}
         if as_binary:
-            blob = np.ascontiguousarray(array, "<f4").tobytes()
-            item["parameters"] = {"binary_data_size": len(blob)}
+            blob = np.ascontiguousarray(array, "<f4")
+            item["parameters"] = {"binary_data_size": blob.nbytes}
             blobs.append(blob)
         else:
             item["data"] = np.ascontiguousarray(array, np.float32).ravel()
@@ -344,7 +439,18 @@ def infer_response(result: inference.Result, rid: Any, wanted: list[tuple[str, b
     if result.times is not None:  # a JSON string: V2 parameter values are scalars
         body.setdefault("parameters", {})["forecast_times"] = orjson.dumps(result.times).decode()
     body["outputs"] = items
-    header = orjson.dumps(body, option=NUMPY)
     if not blobs:
-        return header, None
-    return b"".join([header, *blobs]), len(header)
+        return json_body(body, stream), None
+    header = orjson.dumps(body, option=NUMPY)  # JSON data of outputs not asked as binary included
+    if not stream:
+        return b"".join([header, *(blob.tobytes() for blob in blobs)]), len(header)
+    length = len(header) + sum(blob.nbytes for blob in blobs)
+    return Streamed(_binary_chunks(header, blobs), "application/octet-stream", length=length), len(header)
+
+
+def _binary_chunks(header: bytes, blobs: list[np.ndarray]) -> Iterator[bytes]:
+    yield header
+    while blobs:
+        flat = blobs.pop(0).reshape(-1).view(np.uint8)  # let go of each tensor once written
+        for lo in range(0, len(flat), CHUNK_BYTES):
+            yield flat[lo : lo + CHUNK_BYTES].tobytes()

@@ -23,6 +23,7 @@ from service.api.gate import owner_of
 from service.api.middleware import Recorder, begin, declared_too_large, read_body, send_error, send_json, too_large
 from service.api.models import run_predict
 from service.api.sessions import apply_steps
+from service.api.streamed import Streamed
 from service.core.errors import NotReady
 from service.core.metrics import Metrics
 
@@ -74,7 +75,7 @@ class FastPath:
         send: Send,
         route: str,
         model: str,
-        handler: Callable[[Any, str, bytes, str], Awaitable[bytes]],
+        handler: Callable[[Any, str, bytes, str], Awaitable[bytes | Streamed]],
         arg: str,
     ) -> None:
         start = time.perf_counter()
@@ -92,5 +93,9 @@ class FastPath:
             status = await send_error(send, exc, rid)
         else:
             status = 200
-            await send_json(send, 200, rid, body)
+            if isinstance(body, Streamed):  # a large reply, written as the client reads it
+                del raw
+                await body.response({"x-request-id": rid.decode("latin-1")})(scope, receive, send)
+            else:
+                await send_json(send, 200, rid, body)
         self.recorder.record(scope, route, model, status, time.perf_counter() - start)

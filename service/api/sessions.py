@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request, Response
 
 from models.times import TimeRangeError, iso, step
 from service.api import codecs, schemas
-from service.api.body import json_response_bytes
+from service.api.body import json_response_bytes, read_uncached
 from service.api.codecs import EntryError
 from service.api.deps import owner, services
 from service.api.models import OFFLOAD_BYTES
@@ -25,6 +25,7 @@ from service.api.schemas import (
     parse,
 )
 from service.api.split import split_array
+from service.api.streamed import Streamed
 from service.core.engine import StepRequest
 from service.core.errors import LimitExceeded, SessionNotFound
 from service.sessions.base import SessionRecord, shown
@@ -111,14 +112,16 @@ async def create_session(name: str, request: Request) -> Response:
 )
 async def step_session(session_id: str, request: Request) -> Response:
     # Normally answered by service/api/fastpath.py before routing; same code either way.
-    return _json(await apply_steps(services(request), session_id, await request.body(), owner(request)))
+    body = await apply_steps(services(request), session_id, await read_uncached(request), owner(request))
+    return body.response() if isinstance(body, Streamed) else _json(body)
 
 
-async def apply_steps(svc: Services, session_id: str, raw: bytes, owner: str = "") -> bytes:
-    """The step endpoint's whole job, from raw body to response body (the step's recorded
-    reply, which a retry gets again)."""
+async def apply_steps(svc: Services, session_id: str, raw: bytes, owner: str = "") -> bytes | Streamed:
+    """The step endpoint's whole job, from raw body to response body (the step's reply, which
+    a retry gets again, byte for byte; streamed from the outputs when it is large)."""
     inputs, position = parse_step_request(raw)
-    return (await svc.engine.step(StepRequest(session_id, inputs, position), owner=owner)).payload
+    result = await svc.engine.step(StepRequest(session_id, inputs, position), owner=owner)
+    return codecs.STEP_REPLY.body(result, svc.settings.stream_min_values)
 
 
 def parse_step_request(raw: bytes | str, what: str = "request body") -> tuple[Any, Any]:
@@ -170,7 +173,7 @@ async def bulk_steps(name: str, request: Request) -> Response:
     in request order. Equal-length steps of one version go out as one ONNX Runtime call."""
     svc = services(request)
     svc.registry.get(name)  # unknown model: 404 for the whole request
-    raw = await request.body()
+    raw = await read_uncached(request)
     limits = (svc.settings.max_bulk_sessions, svc.settings.max_steps_per_request)
     # A large body (up to 8 MiB: ~1 s of orjson holding the GIL, and as much again for numpy)
     # is decoded entry by entry and its reply joined in the codec thread, so health checks
@@ -182,10 +185,13 @@ async def bulk_steps(name: str, request: Request) -> Response:
     else:
         items = _decode_bulk(raw, *limits)
     requests = [item for item in items if isinstance(item, StepRequest)]
+    del raw
     outcomes = await svc.engine.apply(requests, model=name, owner=owner(request))
-    if large:
-        return _json(await loop.run_in_executor(svc.codec, codecs.bulk_body, items, outcomes))
-    return _json(codecs.bulk_body(items, outcomes))
+    del requests
+    # A reply of many values is written entry by entry as the client reads it (each entry let
+    # go once written); a smaller one is joined at once.
+    body = codecs.bulk_reply(items, outcomes, svc.settings.stream_min_values)
+    return body.response() if isinstance(body, Streamed) else _json(body)
 
 
 def _decode_bulk(

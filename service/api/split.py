@@ -1,11 +1,11 @@
-"""A large predict (or bulk step) body decoded and encoded sequence by sequence (entry by entry).
+"""A large predict (or bulk step) body decoded sequence by sequence (entry by entry).
 
 orjson decodes a whole body in one C call that holds the GIL: for an 8 MB `[200][10000][1]`
 predict that is seconds on a busy machine, during which no other request (not even a health
 check) can run, even if the call is made from a worker thread. Here the body's `inputs` array
 is located with a vectorised bracket-depth scan, the rest of the body is decoded on its own,
 and each sequence is decoded separately, so the GIL is given up between sequences (a few
-milliseconds each). The answer is encoded the same way.
+milliseconds each). The answer is streamed (service/api/streamed.py).
 
 Anything this scan does not fully understand (escapes in strings, `inputs` not an array of
 arrays, stray values between sequences, invalid JSON anywhere) returns None, and the caller
@@ -97,18 +97,6 @@ class LazySequences(list):
     def __iter__(self):  # type: ignore[override]
         for piece in list.__iter__(self):
             yield orjson.loads(piece)
-
-
-def encode_with_outputs(response: dict[str, Any], outputs: list[np.ndarray]) -> bytes:
-    """orjson.dumps(response | {"outputs": outputs}), one sequence per call."""
-    head = orjson.dumps(response, option=orjson.OPT_SERIALIZE_NUMPY)
-    parts = [head[:-1], b',"outputs":[' if len(head) > 2 else b'"outputs":[']
-    for i, sequence in enumerate(outputs):
-        if i:
-            parts.append(b",")
-        parts.append(orjson.dumps(sequence, option=orjson.OPT_SERIALIZE_NUMPY))
-    parts.append(b"]}")
-    return b"".join(parts)
 
 
 def give_back_memory() -> None:

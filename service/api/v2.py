@@ -63,8 +63,10 @@ import orjson
 from fastapi import APIRouter, Request, Response
 
 from service.api import codecs, schemas
+from service.api.body import read_uncached
 from service.api.deps import owner, services
 from service.api.schemas import ErrorBody, body_schema, optional_body_schema
+from service.api.streamed import Streamed
 from service.core import triton
 from service.core import v2 as inference
 from service.core.errors import MalformedJSON, echo
@@ -174,7 +176,7 @@ async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
     encoding = request.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise Error(f"Content-Encoding {echo(encoding)} is not supported; send the body uncompressed")
-    raw = await request.body()
+    raw = await read_uncached(request)
     header = request.headers.get(HEADER_LENGTH)
     if header is None:
         json_part, binary = raw, b""
@@ -218,7 +220,10 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     wanted = codecs.requested_outputs(body.get("outputs"), model, default, binary_output)
     pinned = version is not None
     result = await inference.infer(svc, model, arrays, options, [n for n, _ in wanted], pinned, owner(request))
-    content, header = codecs.infer_response(result, request_id, wanted)
+    content, header = codecs.infer_response(result, request_id, wanted, settings.stream_min_values)
+    del result, arrays, binary  # the inputs and outputs: the body (streamed or whole) holds what it needs
+    if isinstance(content, Streamed):
+        return content.response(None if header is None else {"Inference-Header-Content-Length": str(header)})
     if header is None:
         return Response(content, media_type=JSON)
     return Response(

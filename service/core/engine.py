@@ -108,8 +108,16 @@ class StepResult:
     # replay of a step that is no longer the session's latest).
     state: tuple[np.ndarray, ...] | None
     replayed: bool = False
-    payload: bytes = b""  # the encoded reply (ReplyCodec)
     start: float | None = None  # the session's start time (SessionRecord.start): labels the forecasts
+    codec: ReplyCodec | None = None  # the engine's wire format: what `payload` encodes with
+
+    @property
+    def payload(self) -> bytes:
+        """The encoded reply (the same bytes for a retry of the step), encoded when asked for and
+        kept nowhere: a large reply is not held whole by the result, and a transport may write
+        it a slice at a time from `outputs` instead (service/api/streamed.py)."""
+        assert self.codec is not None, "a StepResult is encoded by the engine's codec"
+        return self.codec.encode(self)
 
     @property
     def times(self) -> list[list[str]] | None:
@@ -435,8 +443,8 @@ class Engine:
             record.state if at_head else None,
             replayed=True,
             start=record.start,
+            codec=self.replies,
         )
-        result.payload = self.replies.encode(result)
         return result
 
     async def _regenerate(self, run: _Run, results: list[Outcome | None]) -> None:
@@ -562,15 +570,16 @@ class Engine:
         else:
             row_outputs = list(outputs)
             row_states = list(zip(*(list(s.transpose(1, 0, 2)) for s in new_state), strict=True))
-        encode = self.replies.encode
+        codec = self.replies
         for b, run in enumerate(group):
             record, final, out = run.record, row_states[b], row_outputs[b]
             run.outputs = out
             history = record.history
             if len(run.applied) == 1 and not run.echoes:  # the common case: one request per session
                 i, before, key = run.applied[0]
-                result = StepResult(run.session_id, loaded, before + run.length, out, final, start=record.start)
-                result.payload = encode(result)
+                result = StepResult(
+                    run.session_id, loaded, before + run.length, out, final, start=record.start, codec=codec
+                )
                 results[i] = result
                 if run.positioned[0]:
                     entry = self._entry(before, key, out, record.state)
@@ -594,7 +603,7 @@ class Engine:
     ) -> tuple[LastStep, ...]:
         """Several requests of one session ran as one: each gets its rows of the outputs and
         its own reply (and replay record); retries of them within the batch get the same reply."""
-        encode = self.replies.encode
+        codec = self.replies
         offset, last = 0, len(run.applied) - 1
         recorded = list(history)
         pre: tuple[np.ndarray, ...] | None = run.record.state  # the first request's starting state
@@ -608,8 +617,8 @@ class Engine:
                 out[offset : offset + length],
                 final if n == last else None,
                 start=run.record.start,
+                codec=codec,
             )
-            result.payload = encode(result)
             if run.positioned[n]:
                 entry = self._entry(before, key, result.outputs, pre)
                 if entry is not None:
@@ -620,7 +629,7 @@ class Engine:
         for i, j in run.echoes:
             first = by_index[j]
             results[i] = StepResult(
-                run.session_id, loaded, first.position, first.outputs, None, True, first.payload, first.start
+                run.session_id, loaded, first.position, first.outputs, None, True, first.start, codec
             )
         return self._trimmed(tuple(recorded))
 

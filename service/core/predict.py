@@ -55,8 +55,19 @@ class Predicted:
     # levels per sequence [T_i, 4] (seen, outside_80, outside_95, score); None otherwise.
     quantiles: list[np.ndarray] | None = None
     anomaly: list[np.ndarray] | None = None
-    # [sequence][time][lead] ISO times each forecast is for (start_time given, period known).
-    times: list[list[list[str]]] | None = None
+    # The first reading's time (start_time), which labels the forecasts (see `times`).
+    start: float | None = None
+
+    @property
+    def labelled(self) -> bool:
+        """Whether the forecasts have times (a start time, a known period, a forecaster)."""
+        return labelled(self.model, self.start)
+
+    @property
+    def times(self) -> list[list[list[str]]] | None:
+        """[sequence][time][lead] ISO times each forecast is for, built on each access (a
+        transport may build them a slice at a time instead: models.times.forecast_times)."""
+        return times_of(self.model, self.start, [o.shape[0] for o in self.outputs])
 
 
 def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
@@ -85,15 +96,20 @@ def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
     return Prediction(model, sequences, initial, bool(body.get("return_state", False)), start)
 
 
+def labelled(model: LoadedModel, start: float | None) -> bool:
+    """Whether forecasts from `start` have times: a start time, a known sampling period and
+    a regression head."""
+    return start is not None and model.period_seconds is not None and model.config.head == "regression"
+
+
 def times_of(model: LoadedModel, start: float | None, readings: list[int]) -> list[list[list[str]]] | None:
     """[sequence][time][lead] times each forecast is for (reading i at start + i periods forecasts
     readings i+1..i+h); None without a start time or a known sampling period."""
-    period = model.period_seconds
-    if start is None or period is None or model.config.head != "regression":
+    if start is None or model.period_seconds is None or not labelled(model, start):
         return None
     from models.times import forecast_times
 
-    return [forecast_times(start, n, model.config.horizon, period) for n in readings]
+    return [forecast_times(start, n, model.config.horizon, model.period_seconds) for n in readings]
 
 
 def step_times(model: LoadedModel, start: float | None, first: int, readings: int) -> list[list[str]] | None:
@@ -129,13 +145,13 @@ async def predict(svc: Services, request: Prediction) -> Predicted:
         per_seq = [out[0] for out, _ in results]
         final = tuple(np.concatenate([st[k] for _, st in results], axis=1) for k in range(len(state)))
     named = dict(zip(model.state_names, final, strict=True)) if request.return_state else None
-    times = times_of(model, request.start, [seq.shape[0] for seq in sequences])
     if not model.extra_outputs:
-        return Predicted(model, per_seq, named, times=times)
+        return Predicted(model, per_seq, named, start=request.start)
     parts = [model.unpack(rows) for rows in per_seq]
     quantiles = [q for _, q, _ in parts] if model.quantile_keys else None
     anomaly = [a for _, _, a in parts] if model.anomaly else None
-    return Predicted(model, [o for o, _, _ in parts], named, quantiles, anomaly, times)  # type: ignore[arg-type]
+    forecasts = [o for o, _, _ in parts]
+    return Predicted(model, forecasts, named, quantiles, anomaly, request.start)  # type: ignore[arg-type]
 
 
 def model_info(registry: ModelRegistry, name: str) -> dict[str, Any]:

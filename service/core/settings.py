@@ -77,6 +77,13 @@ class Settings(BaseSettings):
         description="output values one reply may hold (sequences x steps x outputs; ~15 bytes each as JSON), "
         "checked before anything runs: 413 with the figures beyond",
     )
+    stream_min_values: int = Field(
+        16_384,
+        ge=0,
+        description="a reply holding at least this many output values (v1 predict, a session step, bulk, V2 over "
+        "HTTP) is encoded a slice at a time from the result's arrays and written as the client reads it "
+        "(chunked, with back-pressure), instead of as one body; 0: never",
+    )
 
     # Bounded work per request and per connection (safe defaults; docs/deployment.md)
     max_chunk_elements: int = Field(

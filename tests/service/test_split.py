@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.api.split import LazySequences, encode_with_outputs, split_array, split_inputs
+from service.api.split import LazySequences, split_array, split_inputs
 
 numbers = st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False))
 sequences = st.lists(st.lists(st.lists(numbers, min_size=1, max_size=3), min_size=1, max_size=4), max_size=4)
@@ -57,14 +56,6 @@ def test_doubtful_bodies_are_left_to_the_whole_decoder():
     ]:
         assert split_inputs(raw) is None, raw
     assert split_inputs(b'{"inputs": []}') == ({"inputs": []}, [])
-
-
-def test_encode_with_outputs_equals_one_dumps():
-    outputs = [np.arange(6, dtype=np.float32).reshape(3, 2) / 7, np.ones((3, 2), np.float32)]
-    response = {"model": "m", "version": 1, "state": {"h": np.zeros((1, 2, 2), np.float32)}}
-    whole = orjson.loads(orjson.dumps({**response, "outputs": outputs}, option=orjson.OPT_SERIALIZE_NUMPY))
-    assert orjson.loads(encode_with_outputs(response, outputs)) == whole
-    assert orjson.loads(encode_with_outputs({}, outputs)) == {"outputs": whole["outputs"]}
 
 
 entries = st.lists(
