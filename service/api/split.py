@@ -7,14 +7,17 @@ is located with a vectorised bracket-depth scan, the rest of the body is decoded
 and each sequence is decoded separately, so the GIL is given up between sequences (a few
 milliseconds each). The answer is streamed (service/api/streamed.py).
 
-Anything this scan does not fully understand (escapes in strings, `inputs` not an array of
-arrays, stray values between sequences, invalid JSON anywhere) returns None, and the caller
+Strings may hold escapes (`\"`, `\\`, `\u0041`): a quote is a string's end only after an even
+run of backslashes, found from the backslashes alone (a body without any costs nothing more).
+Anything this scan does not fully understand (`inputs` not an array of arrays, stray values
+between sequences, the key spelled twice, invalid JSON anywhere) returns None, and the caller
 decodes the whole body the ordinary way, which gives the usual errors.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
 import numpy as np
@@ -32,11 +35,11 @@ def split_inputs(raw: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
 def split_array(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[bytes]] | None:
     """raw JSON object -> (the object with the array `key` replaced by [], each of its elements
     as bytes); every element must open with `opener` ("[" arrays, "{" objects)."""
-    if b"\\" in raw or not raw.lstrip().startswith(b"{"):
+    if not raw.lstrip().startswith(b"{"):
         return None
     b = np.frombuffer(raw, np.uint8)
     # One byte per input byte for the masks and 4 for the depth: ~6x the body, transient.
-    quote = b == ord('"')
+    quote = _string_quotes(b)
     in_string = np.bitwise_xor.accumulate(quote.view(np.uint8)).view(bool) | quote
     opens = ((b == ord("[")) | (b == ord("{"))) & ~in_string
     closes = ((b == ord("]")) | (b == ord("}"))) & ~in_string
@@ -64,12 +67,34 @@ def split_array(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list
     if not np.all(_WS_OR_COMMA[gaps]) or int(np.count_nonzero(gaps == ord(","))) != max(seq_starts.size - 1, 0):
         return None
     try:
-        rest = orjson.loads(raw[:start] + b"[]" + raw[end + 1 :])
+        rest = orjson.loads(raw[:start] + _PLACEHOLDER + raw[end + 1 :])
     except orjson.JSONDecodeError:
         return None
-    if not isinstance(rest, dict):
+    # The key spelled another way after this one (`"\u0069nputs"`) is what the whole decoder
+    # would keep (the last one wins): left to it.
+    if not isinstance(rest, dict) or rest.get(key) != _PLACEHOLDER_TEXT:
         return None
+    rest[key] = []
     return rest, [raw[s : e + 1] for s, e in zip(seq_starts.tolist(), seq_ends.tolist(), strict=True)]
+
+
+_PLACEHOLDER_TEXT = "split:" + os.urandom(8).hex()  # stands for the array while the rest is decoded
+_PLACEHOLDER = orjson.dumps(_PLACEHOLDER_TEXT)
+
+
+def _string_quotes(b: np.ndarray) -> np.ndarray:
+    """Where the body's quotes open or close a string: every '"' except those escaped, i.e.
+    right after an odd run of backslashes. Works on the backslashes' positions only."""
+    quote = b == ord('"')
+    slashes = np.flatnonzero(b == ord("\\"))
+    if not slashes.size:
+        return quote
+    breaks = np.flatnonzero(np.diff(slashes) != 1)
+    starts = np.concatenate((slashes[:1], slashes[breaks + 1]))
+    ends = np.concatenate((slashes[breaks], slashes[-1:]))
+    after = ends[((ends - starts) % 2 == 0) & (ends + 1 < b.size)] + 1  # an odd run escapes what follows
+    quote[after] = False  # an escaped quote (any other escaped byte was not a quote anyway)
+    return quote
 
 
 def _array_value(raw: bytes, depth: np.ndarray, key: bytes) -> int | None:

@@ -38,8 +38,8 @@ def test_split_agrees_with_whole_decoding(inputs, extra, indent, inputs_first):
     body = {"inputs": inputs, **extra} if inputs_first else {**extra, "inputs": inputs}
     raw = json.dumps(body, indent=indent).encode()
     _check(raw)
-    if "\\" not in raw.decode() and inputs:
-        assert split_inputs(raw) is not None  # ordinary bodies are split
+    if inputs:
+        assert split_inputs(raw) is not None  # ordinary bodies are split, escapes in strings or not
 
 
 def test_doubtful_bodies_are_left_to_the_whole_decoder():
@@ -50,12 +50,29 @@ def test_doubtful_bodies_are_left_to_the_whole_decoder():
         b'{"inputs": [{"a": 1}]}',
         b'{"inputs": 5}',
         b'{"inputs": [[[1]]], "inputs": [[[2]]]}',  # duplicate key
-        b'{"note": "\\"", "inputs": [[[1]]]}',  # escapes
+        b'{"inputs": [[[1]]], "\\u0069nputs": [[[2]]]}',  # the key again, spelled with an escape
+        b'{"inputs": [[[1]]], "note": "\\\\"x"}',  # an even run: the string ends before x
         b"[[[[1]]]]",
         b'{"inputs": [[[1]]}',
     ]:
         assert split_inputs(raw) is None, raw
     assert split_inputs(b'{"inputs": []}') == ({"inputs": []}, [])
+
+
+def test_escapes_in_strings_are_understood():
+    """Escaped quotes, backslash runs and \\u escapes around brackets: split like any other body,
+    with the values the whole decoding gives."""
+    for raw in [
+        b'{"note": "\\"", "inputs": [[[1]]]}',
+        b'{"note": "a\\"[b\\\\", "inputs": [[[1]], [[2], [3]]], "x": "]\\\\\\"}"}',
+        b'{"\\u0069nputs": [[[9]]], "inputs": [[[1]]]}',  # the escaped spelling first: the last one wins
+        b'{"version": 1, "inputs": [[[1.5, -2e3]]], "start_time": "1990-01-01T00:00:00\\u005a"}',
+        b'{"note": "\\\\", "inputs": [[[1]]]}',
+    ]:
+        found = split_inputs(raw)
+        assert found is not None, raw
+        _check(raw)
+        assert [orjson.loads(p) for p in found[1]] == orjson.loads(raw)["inputs"]
 
 
 entries = st.lists(
@@ -73,10 +90,7 @@ def test_bulk_entries_split_agrees_with_whole_decoding(steps, extra, indent):
     """The bulk body's `steps`, split entry by entry (objects, nested arrays inside each)."""
     raw = json.dumps({**extra, "steps": steps}, indent=indent).encode()
     found = split_array(raw, "steps", "{")
-    if b"\\" in raw:  # escapes (in the extras' text): left to the whole decoder
-        assert found is None
-        return
-    assert found is not None  # every other such body is split
+    assert found is not None  # every such body is split, escapes (in the extras' text) or not
     rest, pieces = found
     assert [orjson.loads(p) for p in pieces] == steps
     assert rest == {**extra, "steps": []}
@@ -88,6 +102,9 @@ def test_bulk_bodies_in_doubt_are_left_to_the_whole_decoder():
         b'{"steps": [{"session_id": "a"}, 5]}',
         b'{"steps": [{"session_id": "a"} {"session_id": "b"}]}',
         b'{"steps": {"session_id": "a"}}',
-        b'{"steps": [{"session_id": "a\\"b"}]}',
+        b'{"steps": [{"session_id": "a"}], "st\\u0065ps": []}',  # the key again, spelled with an escape
     ]:
         assert split_array(raw, "steps", "{") is None, raw
+    raw = b'{"steps": [{"session_id": "a\\"}b"}, {"session_id": "\\u0061[", "inputs": [[1]]}]}'
+    found = split_array(raw, "steps", "{")
+    assert found is not None and [orjson.loads(p) for p in found[1]] == orjson.loads(raw)["steps"]
