@@ -10,13 +10,18 @@ same origins without looking ahead: MSTL + AutoETS (seasonal series; the decompo
 refit on the history up to each block of origins, as training/baselines.py does) or AutoETS
 (short series), with their own 80 % and 95 % intervals.
 
+The last cases train with only `--data` and `--target` (seasons, sizes and transform found in
+the data): US unemployment (bundled, no preset) and public series not in this repository
+(statsmodels' El Nino, Nile, Mauna Loa CO2 as monthly means; statsforecast's AirPassengers),
+written as CSV files by bench.quality.external_series; statsforecast's AutoETS for them.
+
 Scores, at one step (lead 1) and over the horizon (every lead): coverage of the central 80 %
 and 95 % intervals, MSIS (95 %, M4's mean scaled interval score), and the mean pinball loss over
 the four levels every method has (2.5, 10, 90, 97.5 %), both divided by the in-sample one-step
 naive MAE of the training block (the MASE scale).
 
     python -m bench.intervals                    # every case -> stdout (markdown)
-    python -m bench.intervals --cases co2 --output /tmp/intervals.md
+    python -m bench.intervals --cases co2,nile --output /tmp/intervals.md
 """
 
 from __future__ import annotations
@@ -35,16 +40,22 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 LEVELS = (0.025, 0.1, 0.9, 0.975)
+US_MACRO = ROOT / "training" / "datasets" / "us_macro_quarterly" / "us_macro_quarterly.csv"
 
 
 INTRO = """## Probabilistic forecasts: calibrated quantiles against conformal and statsforecast intervals
 
 Every forecaster trains with quantile levels 2.5, 10, 50, 90 and 97.5 % by default: a quantile
 head on the frozen network, fitted with the pinball loss on the training block, then a
-split-conformal shift per lead and level on the validation block (training/calibrate.py); where
-the state's widths do not beat constant ones on validation (cross-fitted pinball), constant
-widths are kept. The rows below are the exported file streamed from row 0 through ONNX Runtime,
-as served, on the test origins of the tables above (small training budgets, stated per case).
+split-conformal shift per lead and level (training/calibrate.py) from the validation origins'
+scores pooled with every training origin's in-sample score, whose residual around the point is
+first multiplied by validation's mean |residual| over training's (validation sets the level;
+the training block adds origins to the tails). Where the state's widths do not beat constant
+ones on validation (cross-fitted pinball, validation alone), constant widths are kept. The rows
+below are the exported file streamed from row 0 through ONNX Runtime, as served, on the test
+origins of the tables above (small training budgets, stated per case); the last ones are
+trained with only `--data` and `--target`, among them public series not in this repository.
+Nothing is computed from the test block but the scores.
 
 - **conformal around the point**: split-conformal 80 % and 95 % intervals around the same
   model's point forecast (validation |error| order statistics per lead): what the quantiles must
@@ -64,6 +75,16 @@ class Case:
     title: str
     argv: tuple[str, ...]
     statistical: str  # "mstl" or "ets"
+
+    def shown(self) -> str:
+        """The command line as the docs show it: data files by their repository path or name."""
+        words = []
+        for word in self.argv:
+            path = Path(word)
+            if path.is_absolute():
+                word = str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else path.name
+            words.append(word)
+        return " ".join(words)
 
 
 CASES = (
@@ -92,7 +113,7 @@ CASES = (
         "US real GDP (quarterly), 1 step ahead",
         (
             "--data",
-            str(ROOT / "training" / "datasets" / "us_macro_quarterly" / "us_macro_quarterly.csv"),
+            str(US_MACRO),
             "--target",
             "realgdp",
             "--season",
@@ -103,6 +124,39 @@ CASES = (
         "ets",
     ),
 )
+
+
+# Series trained with only --data and --target (seasons, sizes and transform found in the data):
+# a bundled one no preset covers, and public series that are not in this repository, written
+# as CSV files by bench.quality.external_series (title there, key here).
+DEFAULT_FLAGS = (
+    Case(
+        "us-unemployment",
+        "US unemployment (quarterly), 1 step ahead",
+        ("--data", str(US_MACRO), "--target", "unemp"),
+        "ets",
+    ),
+)
+PUBLIC = {
+    "El Nino sea temperature (monthly)": "el-nino",
+    "Nile flow (yearly)": "nile",
+    "Mauna Loa CO2, monthly means": "mauna-loa-co2",
+    "AirPassengers (monthly, 144)": "air-passengers",
+}
+
+
+def public_cases(directory: Path) -> list[Case]:
+    """The public series of PUBLIC written into `directory`, each trained with only --data and
+    --target (missing packages: fewer cases)."""
+    from bench.quality import external_series
+
+    return [
+        Case(
+            PUBLIC[title], f"{title}, 1 step ahead, not in this repository", ("--data", path, "--target", target), "ets"
+        )
+        for title, path, target in external_series(directory)
+        if title in PUBLIC
+    ]
 
 
 def _settings(argv: list[str]) -> Any:
@@ -197,7 +251,8 @@ def run_case(case: Case, repository: Path) -> dict[str, Any]:
     )
     made["conformal around the point"] = scores(bounds, target, LEVELS, scale)
     began_sf = time.perf_counter()
-    seasons = list(settings.season)
+    found = (outcome.record.get("seasons") or {}).get("seasons")  # default flags: found in the data
+    seasons = list(found if found is not None else settings.season)
     made[f"statsforecast {'MSTL+AutoETS' if case.statistical == 'mstl' else 'AutoETS'}"] = scores(
         statsforecast_quantiles(data, seasons, case.statistical), target, LEVELS, scale
     )
@@ -209,6 +264,9 @@ def run_case(case: Case, repository: Path) -> dict[str, Any]:
         "seconds": seconds,
         "statsforecast_seconds": time.perf_counter() - began_sf,
         "validation": model.calibration.get("validation_origins"),
+        "pooled": model.calibration.get("calibration_origins", 0) - model.calibration.get("validation_origins", 0),
+        "ratio": model.calibration.get("residual_ratio"),
+        "widths": model.calibration.get("widths"),
         "mae": outcome.metrics["streaming"]["mae"],
     }
 
@@ -220,8 +278,11 @@ def render(results: list[dict[str, Any]]) -> str:
         lines += [
             f"### {case.title}",
             "",
-            f"`seqserve train {' '.join(case.argv)}`: {r['origins']} test origins, horizon {r['horizon']}, "
-            f"calibrated on {r['validation']} validation origins; point MAE {r['mae']:.4g}.",
+            f"`seqserve train {case.shown()}`: {r['origins']} test origins, horizon {r['horizon']}; "
+            f"calibrated on {r['validation']} validation origins"
+            + (f" and {r['pooled']} training origins (residuals x {r['ratio']:.3g})" if r["pooled"] else "")
+            + f", {'widths from the state' if r['widths'] == 'state' else 'constant widths'}; "
+            f"point MAE {r['mae']:.4g}.",
             "",
             "| method | cover 80 % (1 step) | cover 95 % (1 step) | MSIS (1 step) | pinball (1 step) "
             "| cover 80 % (all leads) | cover 95 % (all leads) | MSIS (all leads) | pinball (all leads) |",
@@ -241,23 +302,37 @@ def render(results: list[dict[str, Any]]) -> str:
             ]
             label = f"**{method}**" if method == "seqserve" else method
             lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        if r["horizon"] > 1:  # the target holds at every lead, not only pooled
+            lines.append("")
+            for method, s in r["made"].items():
+                by_lead = s["horizon"]["by_lead"]
+                parts = []
+                for name in ("80", "95"):
+                    lead = 100 * np.asarray(by_lead[f"coverage_{name}"])
+                    parts.append(f"{name} % {lead.min():.1f}-{lead.max():.1f}")
+                ranges = ", ".join(parts)
+                lines.append(f"- {method}, coverage by lead: {ranges}")
         lines.append("")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", default=",".join(c.key for c in CASES))
+    keys = [c.key for c in (*CASES, *DEFAULT_FLAGS)] + list(PUBLIC.values())
+    parser.add_argument("--cases", default=",".join(keys), help=f"comma-separated, of {', '.join(keys)}")
     parser.add_argument("--output", default="", help="write the tables to this file (default: stdout)")
     parser.add_argument("--section", default="", help="put them into this quality.md's probabilistic section")
     args = parser.parse_args(argv)
-    wanted = [c for c in CASES if c.key in args.cases.split(",")]
+    asked = args.cases.split(",")
     commit = subprocess.run(
         ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
     ).stdout.strip()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        for case in wanted:
+        public = public_cases(Path(tmp)) if set(asked) & set(PUBLIC.values()) else []
+        for case in (*CASES, *DEFAULT_FLAGS, *public):
+            if case.key not in asked:
+                continue
             print(f"[intervals] {case.key} ...", file=sys.stderr, flush=True)
             results.append(run_case(case, Path(tmp)))
     text = f"Measured by `python -m bench.intervals` at commit `{commit}`.\n\n" + render(results)

@@ -37,3 +37,11 @@ def test_quality_keeps_the_probabilistic_section(tmp_path: Path) -> None:
     assert "new" in doc.read_text() and "kept" not in doc.read_text()
     doc.write_text("# no such section\n")
     assert quality.kept_sections(doc) == ""
+
+
+def test_cases_show_data_files_without_machine_paths(tmp_path: Path) -> None:
+    shown = {c.key: c.shown() for c in (*intervals.CASES, *intervals.DEFAULT_FLAGS)}
+    assert "--data training/datasets/us_macro_quarterly/us_macro_quarterly.csv" in shown["us-gdp"]
+    public = intervals.Case("x", "x", ("--data", str(tmp_path / "nile.csv"), "--target", "volume"), "ets")
+    assert public.shown() == "--data nile.csv --target volume"
+    assert all(str(intervals.ROOT) not in text for text in shown.values())

@@ -15,7 +15,7 @@ import pytest
 from models.config import ModelConfig
 from models.forecaster import history_parts
 from tests.support.tier import starts
-from training.calibrate import conformal_shift, interval_scores, parse_levels
+from training.calibrate import Readout, calibration_scores, conformal_shift, interval_scores, parse_levels
 from training.data import TrainingError
 
 from .conftest import settings_from
@@ -166,3 +166,28 @@ def test_interval_scores_of_exact_gaussian_quantiles() -> None:
     # MSIS of the exact 95 % interval of N(0, 1): width 3.92 plus 2/0.05 x the expected miss on
     # both sides, 2 x (phi(1.96) - 1.96 x 0.025) = 2 x 0.009445
     assert abs(scores["msis"] - (3.9199 + 40 * 2 * 0.009445)) < 0.03
+
+
+def _readout(residual: np.ndarray) -> Readout:
+    """Point forecasts 0 and unit 1: the targets are the residuals."""
+    n, h = residual.shape
+    return Readout(np.zeros((n, 1), np.float32), np.zeros((n, h)), np.ones((n, h)), residual)
+
+
+def test_calibration_scores_pool_the_training_block_at_validation_level() -> None:
+    """Validation residuals twice as wide as the in-sample ones (a network that fits its
+    training block): the pooled training scores are rescaled to validation's spread, so the
+    shifts are validation's quantiles, from 10x as many origins."""
+    rng = np.random.default_rng(0)
+    val, train = _readout(2.0 * rng.standard_normal((400, 2))), _readout(rng.standard_normal((4000, 2)))
+    offsets = np.array([-1.0, 0.0, 1.0])  # raw quantiles point + offsets (residual units)
+    raw_val, raw_train = offsets + val.point[..., None], offsets + train.point[..., None]
+    scores, ratio = calibration_scores(raw_val, val, raw_train, train)
+    assert scores.shape == (4400, 2, 3) and abs(ratio - 2.0) < 0.1
+    shift = conformal_shift([0.1, 0.5, 0.9], scores)
+    np.testing.assert_allclose(shift + offsets, np.broadcast_to([-2 * 1.2816, 0.0, 2 * 1.2816], (2, 3)), atol=0.15)
+    alone, none = calibration_scores(raw_val, val)
+    assert alone.shape == (400, 2, 3) and np.isnan(none)
+    # training residuals all zero: no ratio, validation scores alone
+    still, ratio = calibration_scores(raw_val, val, raw_train, _readout(np.zeros((4000, 2))))
+    assert np.isnan(ratio) and np.array_equal(still, alone)
