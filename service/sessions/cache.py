@@ -17,7 +17,6 @@ expired session is always looked up in the store (which says 410 or 404).
 
 from __future__ import annotations
 
-import copy
 import time
 from collections import OrderedDict
 
@@ -68,7 +67,7 @@ class RecordCache:
             return None
         self._entries.move_to_end(session_id)
         self.hits += 1
-        return copy.copy(record)
+        return record.copy()
 
     def put(self, record: SessionRecord) -> None:
         """Remember `record` as the store holds it now (a copy: the caller keeps changing its own)."""
@@ -80,7 +79,7 @@ class RecordCache:
             self.bytes -= old[1]
         if size > self.max_bytes:
             return
-        self._entries[record.session_id] = (copy.copy(record), size)
+        self._entries[record.session_id] = (record.copy(), size)
         self.bytes += size
         while self.bytes > self.max_bytes or len(self._entries) > self.max_entries:
             _, (_, freed) = self._entries.popitem(last=False)

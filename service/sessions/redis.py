@@ -50,6 +50,10 @@ EVALSHA, falling back to EVAL, which also caches the script, when the server doe
   - create: writes only if the key does not exist (a retry of the same create is recognised
     by its created_at); an existing id is never overwritten. Checks and takes the quota slots.
   - delete: only the owner's session; frees its quota slots.
+Bulk steps (load_many, save_many) on a single server send the load and save scripts of a whole
+batch as one script call each (BATCH: the same file's code run per session inside one call, the
+answers one array), so the client packs one command and parses one reply per batch instead of
+one per session; a Redis Cluster pipelines the per-session scripts (grouped per master).
 
 Errors: connection errors, timeouts, a server that is loading its data, read-only or out of
 memory become StoreUnavailable (503, code session_store_unavailable; the body says only
@@ -115,19 +119,44 @@ SAVE_ATTEMPTS = 4  # sends of one save in all, after connection errors
 POOL_CONNECTIONS = 128  # connections per store (per process); `?max_connections=N` on the URL overrides
 POOL_WAIT_SECONDS = 5.0  # how long a request waits for a free connection before a 503
 STATE_DTYPE = np.dtype("<f4")
+SAVE_ARGS = 10  # the save script's ARGV per session (_save_args)
 CACHE_BYTES = 64 * 1024 * 1024  # the replica-local record cache (service.sessions.cache); 0: off
 # The Lua scripts, one .lua file each (package data), shared by this store and the cluster store.
 SCRIPTS = resources.files("service.sessions").joinpath("scripts")
 
 
+# A script of a session (its KEYS and ARGV) applied to many sessions in one call: the same
+# file's code as a function, called per session with its own keys and arguments; the answers
+# are returned as one array, in order. KEYS: each session's keys in turn; ARGV: the number of
+# arguments per session, then each session's arguments in turn.
+BATCH = """local function one(KEYS, ARGV)
+%s
+end
+local per, count = tonumber(ARGV[1]), tonumber(ARGV[2])
+local width = #KEYS / count
+local out = {}
+for i = 0, count - 1 do
+  local keys, argv = {}, {}
+  for j = 1, width do keys[j] = KEYS[i * width + j] end
+  for j = 1, per do argv[j] = ARGV[2 + i * per + j] end
+  out[i + 1] = one(keys, argv)
+end
+return out
+"""
+BATCH_SESSIONS = 256  # sessions per batch script call (larger batches: several calls at once)
+
+
 class Script:
     """One of the Lua scripts in service/sessions/scripts/ (shared by the single-server and the
     cluster store): EVALSHA, falling back to EVAL (which caches the script) when the server
-    lacks it."""
+    lacks it. `batch`: the script applied to many sessions in one call (BATCH)."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, batch: bool = False) -> None:
         self.name = name
         self.source = SCRIPTS.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+        if batch:
+            self.name = f"{name} (batch)"
+            self.source = BATCH % self.source
         self.sha = hashlib.sha1(self.source.encode()).hexdigest()
 
     async def __call__(self, client: aioredis.Redis, keys: list[str], args: list[Any]) -> Any:
@@ -195,6 +224,8 @@ class RedisSessionStore(SessionStore):
         }
         self._redis = self._connect(url, health_check_interval)
         self._load, self._delete = Script("load"), Script("delete")
+        # bulk steps on a single server: one script call per batch of sessions (load_many, save_many)
+        self._load_batch, self._save_batch = Script("load", batch=True), Script("save", batch=True)
         save = Script("save")
         self._save_sha = save.sha  # for pipelined saves (save_many)
         self._save, self._create = self._writer(save), self._writer(Script("create"))
@@ -477,6 +508,8 @@ class RedisSessionStore(SessionStore):
         back to one load per id."""
         if len(session_ids) < 2:
             return await SessionStore.load_many(self, session_ids)
+        if not self.pipelines_span_nodes:
+            return await self._load_batched(session_ids)
 
         async def run() -> list[Any]:
             pipe = self._redis.pipeline(transaction=False)
@@ -496,15 +529,43 @@ class RedisSessionStore(SessionStore):
                 out.append(self._loaded(sid, reply))
         return out
 
+    async def _load_batched(self, session_ids: list[str]) -> list[SessionRecord | ServiceError]:
+        """Single server: the load script for many sessions as one script call per
+        BATCH_SESSIONS (the calls at once: one round trip); answers parsed in C by the client
+        (one reply, not one per session). A call answered with an error is loaded one by one."""
+        tomb = self.tombstone_ms
+
+        async def chunk(ids: list[str]) -> list[SessionRecord | ServiceError]:
+            keys = [key for sid in ids for key in (f"{self.prefix}s:{{{sid}}}", f"{self.prefix}x:{{{sid}}}")]
+            args = [1, len(ids), *([tomb] * len(ids))]
+            try:
+                replies = await self._call(
+                    "load_many", lambda: self._load_batch(self._redis, keys, args), timeouts=1, key=keys[0]
+                )
+            except (StoreUnavailable, rex.ResponseError):
+                return await SessionStore.load_many(self, ids)
+            return [self._loaded(sid, reply) for sid, reply in zip(ids, replies, strict=True)]
+
+        chunks = [session_ids[k : k + BATCH_SESSIONS] for k in range(0, len(session_ids), BATCH_SESSIONS)]
+        if len(chunks) == 1:
+            return await chunk(chunks[0])
+        return [answer for part in await asyncio.gather(*map(chunk, chunks)) for answer in part]
+
     async def save_many(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
-        """One pipeline of save scripts (one round trip), re-sent whole after a connection
-        error (each save is recognised by its token). Items the pipeline could not answer (a
-        script not cached yet, an error reply) are saved one by one (same token: safe)."""
+        """One pipeline of save scripts (one round trip; a single server: one batch script call
+        per BATCH_SESSIONS, see _save_batched), re-sent whole after a connection error (each
+        save is recognised by its token). Items the pipeline could not answer (a script not
+        cached yet, an error reply) are saved one by one (same token: safe)."""
         if len(items) < 2:
             return await SessionStore.save_many(self, items)
         for record, _ in items:  # a save re-sent alone below must carry the same token
             if len(record.token) != TOKEN_CHARS:
                 record.token = new_token()
+        if not self.pipelines_span_nodes:
+            chunks = [items[k : k + BATCH_SESSIONS] for k in range(0, len(items), BATCH_SESSIONS)]
+            if len(chunks) == 1:
+                return await self._save_batched(chunks[0])
+            return [answer for part in await asyncio.gather(*map(self._save_batched, chunks)) for answer in part]
         sends = [(self._keys(r.session_id), self._save_args(r, p)) for r, p in items]
         sha = self._save_sha
 
@@ -529,6 +590,32 @@ class RedisSessionStore(SessionStore):
             else:
                 out.append(self._saved(record, expected, reply))
         return out
+
+    async def _save_batched(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        """Single server: the save script for many sessions as one script call (the tokens
+        set), re-sent whole after a connection error, as a pipeline would be (each save is
+        recognised by its token, so a save applied by the lost call answers "applied"). A
+        call answered with an error (none is expected) is saved one by one, same tokens."""
+        keys: list[str] = []
+        args: list[Any] = [SAVE_ARGS, len(items)]
+        for record, expected in items:
+            keys += self._keys(record.session_id)
+            args += self._save_args(record, expected)
+        try:
+            replies = await self._call(
+                "save_many",
+                lambda: self._save_batch(self._redis, keys, args),
+                attempts=SAVE_ATTEMPTS,
+                timeouts=1,
+                key=keys[0],
+            )
+        except StoreUnavailable as exc:
+            for record, _ in items:
+                self._cache.drop(record.session_id)
+            return [exc] * len(items)
+        except rex.ResponseError:
+            return await SessionStore.save_many(self, items)
+        return [self._saved(record, expected, reply) for (record, expected), reply in zip(items, replies, strict=True)]
 
     async def delete(self, session_id: str, owner: str | None = None) -> bool:
         keys = self._keys(session_id)

@@ -509,3 +509,64 @@ def test_the_expiry_marker_is_set_again_only_when_it_would_fall_short(server: Re
         run(go())
     finally:
         client.close()
+
+
+def test_batched_loads_and_saves_answer_what_one_by_one_answers(server: RedisProcess, prefix: str) -> None:
+    """On a single server load_many and save_many send the load and save scripts for a whole
+    batch as one script call each: every item gets what its own call would answer (a record,
+    not found, expired with its owner; written, a conflict carrying the stored record, not
+    found), and a batch sent again with the same tokens (its reply was lost) is recognised,
+    item by item, as applied."""
+    records = [make_record(seed=k, owner="o1") for k in range(5)]
+    short = make_record(ttl=0.2, seed=9, owner="o2")
+    raw = redis.Redis(port=server.port)
+
+    def scripts_run(client: redis.Redis) -> int:
+        stats = client.info("commandstats")
+        return sum(int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval"))
+
+    async def go():
+        store = store_for(server.url, prefix, cache_bytes=0)
+        try:
+            for record in (*records, short):
+                await store.create(record)
+            await asyncio.sleep(0.35)  # `short` expires: its marker remains
+            ids = [records[0].session_id, "nope", short.session_id, *(r.session_id for r in records[1:])]
+            batch = await store.load_many(ids)
+            alone = []
+            for sid in ids:
+                try:
+                    alone.append(await store.load(sid))
+                except (SessionNotFound, SessionExpired) as exc:
+                    alone.append(exc)
+            assert [type(x) for x in batch] == [type(x) for x in alone]
+            assert batch[2].owner == "o2"  # type: ignore[union-attr]  # told to its owner only
+            loaded = [x for x in batch if isinstance(x, SessionRecord)]
+            for got, want in zip(loaded, records, strict=True):
+                assert got.session_id == want.session_id and same_bytes(got.state, want.state)
+            for k, record in enumerate(loaded):
+                record.position = 1
+                record.state = tuple(s + k for s in record.state)
+                record.history = (LastStep(0, bytes([k]) * 16, b"out"),)
+                record.token = new_token()
+            stale = make_record(seed=1)  # another replica's idea of records[1]: a conflict
+            stale.session_id, stale.created_at, stale.position = records[1].session_id, records[1].created_at, 7
+            stale.token = new_token()
+            items = [(loaded[0], 0), (stale, 6), (make_record(seed=3), 0), *((r, 0) for r in loaded[2:])]
+            first = await store.save_many(items[:1] + items[2:])  # records[1] left for the conflict
+            assert first[0] is None and isinstance(first[1], SessionNotFound) and first[2:] == [None, None, None]
+            calls = scripts_run(raw)
+            answers = await store.save_many(items)
+            assert scripts_run(raw) == calls + 1  # one script call for the batch
+            assert answers[0] is None and answers[3:] == [None, None, None]  # sent again: applied, by token
+            conflict = answers[1]
+            assert isinstance(conflict, PositionConflict) and conflict.details["position"] == 0
+            assert conflict.current is not None and same_bytes(conflict.current.state, records[1].state)  # type: ignore[attr-defined]
+            assert isinstance(answers[2], SessionNotFound)
+            for record in loaded[:1] + loaded[2:]:
+                again = await store.load(record.session_id)
+                assert again.position == 1 and same_bytes(again.state, record.state) and again.history == record.history
+        finally:
+            await store.close()
+
+    run(go())
