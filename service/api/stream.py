@@ -115,6 +115,8 @@ async def stream(websocket: WebSocket, session_id: str) -> None:
                 requests.append(StepRequest(session_id, inputs, position))
                 slots.append(i)
             if requests:
+                if len(requests) > 1:
+                    codecs.convert_together(requests, svc.settings.max_steps_per_request)
                 outcomes = await svc.engine.apply(requests, owner=who)
                 for i, outcome in zip(slots, outcomes, strict=True):
                     replies[i] = codecs.stream_reply(outcome)
