@@ -50,6 +50,7 @@ def configure_limits(settings: Settings) -> None:
         settings.header_timeout_seconds,
         settings.max_connections,
         body_timeout=settings.body_timeout_seconds,
+        send_timeout=settings.send_timeout_seconds,
         max_per_client=max(1, settings.max_connections // 4) if per_client is None else per_client,
     )
 

@@ -97,7 +97,12 @@ class Limits:
     max_connections = 2048
     body_timeout = 30.0
     max_per_client = 512  # 0: no per-client limit
+    send_timeout = 60.0  # 0: none
 
+
+# At shutdown a client that is not reading its reply gets this long (not send_timeout) before
+# its connection is closed, so that it does not hold the exit for the whole grace period.
+SHUTDOWN_SEND_TIMEOUT = 2.0
 
 # Connections beyond max_connections that are still accepted, for health checks only: a client
 # that holds every connection must not make the probes fail (and the pod be restarted).
@@ -111,12 +116,14 @@ def configure(
     max_connections: int,
     body_timeout: float = 30.0,
     max_per_client: int = 512,
+    send_timeout: float = 60.0,
 ) -> None:
     Limits.max_header_bytes = max_header_bytes
     Limits.header_timeout = header_timeout
     Limits.max_connections = max_connections
     Limits.body_timeout = body_timeout
     Limits.max_per_client = max_per_client
+    Limits.send_timeout = send_timeout
 
 
 def _refusal(phrase: bytes, code: str, message: str) -> bytes:
@@ -144,6 +151,10 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
       anything). Idle keep-alive connections are closed by uvicorn's `timeout_keep_alive`.
     - Body-read timeout: a request's body must arrive within `body_timeout` seconds after its
       headers, or the connection is closed (a slow-body client cannot hold it forever).
+    - Send timeout: a client that reads nothing of its reply, so that the write buffer stays
+      over its high-water mark (uvicorn's send waits; a streamed reply stops being encoded) for
+      `send_timeout` seconds, has its connection aborted: what the reply holds (its arrays,
+      the buffer) is let go instead of kept for as long as the client stays connected.
     - Connection limits: one client address holds at most `max_per_client` open connections
       (HTTP and WebSocket); beyond `max_connections` in all a new one is answered 503 and
       closed, before it costs a request task, except for a small reserve that serves only
@@ -159,6 +170,8 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         self._tail = b""
         self._header_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None
+        self._send_timeout_s = Limits.send_timeout
         self._refused = False
         self._client: str | None = None  # counted in `clients` while open
         self._health_only = False
@@ -192,6 +205,7 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         self._cancel_body_timer()
+        self._cancel_send_timer()
         if self._client is not None:
             left = self.clients[self._client] - 1
             if left > 0:
@@ -252,7 +266,39 @@ class BoundedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             self._refused = True
             self.transport.close()
             return
+        # A reply being written goes on, but a client not reading it gets a moment, not the grace.
+        self._send_timeout_s = SHUTDOWN_SEND_TIMEOUT
+        if self._send_timer is not None:
+            self._cancel_send_timer()
+            self._send_timer = self.loop.call_later(SHUTDOWN_SEND_TIMEOUT, self._send_timeout)
         super().shutdown()
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is over its high-water mark: the client has that long to read."""
+        super().pause_writing()
+        if self._send_timeout_s and self._send_timer is None:
+            self._send_timer = self.loop.call_later(self._send_timeout_s, self._send_timeout)
+
+    def resume_writing(self) -> None:
+        self._cancel_send_timer()
+        super().resume_writing()
+
+    def _cancel_send_timer(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_timeout(self) -> None:
+        """The client read too little of its reply for `send_timeout`: the connection is aborted
+        (close() would wait for the buffer to drain, which this client never does); the
+        application sees the client go away. Counted, logged once."""
+        self._send_timer = None
+        if self.transport.is_closing():
+            return
+        refused("send_timeout_seconds")
+        self.logger.warning("connection closed: the client read nothing of its reply for %g s", self._send_timeout_s)
+        self._refused = True
+        self.transport.abort()
 
     def _cancel_body_timer(self) -> None:
         if self._body_timer is not None:

@@ -114,6 +114,12 @@ class Settings(BaseSettings):
     body_timeout_seconds: float = Field(
         30.0, gt=0, description="a request's body must arrive within this after its headers; the connection is closed"
     )
+    send_timeout_seconds: float = Field(
+        60.0,
+        ge=0,
+        description="a client that reads nothing of its reply (the server's write buffer stays full) for this long "
+        "has its connection closed, and what the reply held let go; 0: wait for as long as it stays connected",
+    )
     max_connections_per_client: int | None = Field(
         None,
         ge=0,

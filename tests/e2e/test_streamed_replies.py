@@ -12,6 +12,7 @@ bulk request and V2 (JSON and binary).
 
 from __future__ import annotations
 
+import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -166,3 +167,50 @@ def test_a_slow_reader_gets_the_bytes_of_the_whole_encoding(servers: tuple[str, 
     )
     assert streamed[-1][0].headers["content-length"] == str(len(whole[-1][1]))  # binary: length known
     assert len(streamed[0][1]) > 20 * MB
+
+
+def test_a_reply_left_unread_is_given_up_after_the_send_timeout(repository: Path, tmp_path: Path) -> None:
+    """SEQSERVE_SEND_TIMEOUT_SECONDS: a client that reads nothing while the server's write buffer
+    stays full has its connection closed (what its reply held is let go); counted and logged.
+    A client that reads is not affected, however long its reply takes."""
+    env = {"SEQSERVE_SEND_TIMEOUT_SECONDS": "1"}
+    body = _predict_body()
+    with ServiceProcess(repository, tmp_path, env) as server, httpx.Client(base_url=server.url, timeout=120) as c:
+        stalled = _never_reading(server.port, "/v1/models/wide/predict", body)
+        try:
+            stalled.settimeout(60)
+            assert stalled.recv(16, socket.MSG_PEEK).startswith(b"HTTP/1.1 200")
+            time.sleep(3)
+            received = []
+            try:
+                while piece := stalled.recv(1 << 20):  # what the sockets' buffers held, then the end
+                    received.append(piece)
+            except ConnectionResetError:
+                pass
+            got = b"".join(received)
+        finally:
+            stalled.close()
+        assert len(got) < 10 * MB and not got.endswith(b"0\r\n\r\n"), len(got)  # the reply was cut short
+        assert "read nothing of its reply for 1 s" in server.log()
+        metrics = httpx.get(f"{server.admin_url}/metrics").text
+        assert 'seqserve_refusals_total{limit="send_timeout_seconds"} 1.0' in metrics
+        _, whole = _slowly(c, "/v1/models/wide/predict", content=body)  # a reader: the whole reply
+        assert len(whole) > 20 * MB and whole.endswith(b"]]]}")
+
+
+def test_sigterm_does_not_wait_the_grace_for_a_client_that_never_reads(repository: Path, tmp_path: Path) -> None:
+    """At shutdown a reply still being written goes on, but a client not reading it gets a
+    moment (2 s of a full buffer), not the whole grace period (40 s), and the log stays clean."""
+    server = ServiceProcess(repository, tmp_path).start()
+    try:
+        assert server.proc is not None
+        stalled = _never_reading(server.port, "/v1/models/wide/predict", _predict_body())
+        _settled_rss(server.proc.pid, [stalled])
+        started = time.monotonic()
+        code = server.stop(signal.SIGTERM, timeout=60)
+        took = time.monotonic() - started
+        stalled.close()
+    finally:
+        server.stop(signal.SIGKILL)
+    assert code in (0, -signal.SIGTERM) and took < 10, (code, took)
+    assert "Traceback" not in server.log() and "read nothing of its reply for 2 s" in server.log()
