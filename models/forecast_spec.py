@@ -31,6 +31,12 @@ Terms (y is the target's raw reading, t the reading just received):
                    negligible for the alphas fitted, and, being a function of the readings kept,
                    it survives any chunking and session export with no extra state. alpha = 1 is
                    the last value (naive).
+    trend          l_t + (phi + ... + phi^k) b_t, exponential smoothing with a damped trend
+                   (Holt, Gardner-McKenzie), alpha, beta and phi fitted on the training block:
+                   l_t and b_t are the recursion's responses to the last W readings
+                   (`smooth_window`; W = up to SMOOTH_WINDOW), a fixed weight per age
+                   (holt_kernels), corrected so a constant gives that level and no trend and a
+                   straight line gives its value and slope however few readings were seen.
 - log: the target is forecast in logs (a season whose amplitude grows with the level becomes
   additive): every target reading r, in the ring or new, is read as ln(max(r, log_floor)), the
   baselines, columns and constants above are in those units, and the point forecasts and
@@ -60,14 +66,20 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
-TRANSFORMS = ("none", "diff", "seasonal", "seasonal_diff", "revin", "smooth")
+import numpy as np
+
+TRANSFORMS = ("none", "diff", "seasonal", "seasonal_diff", "revin", "smooth", "trend")
 # Transforms whose baseline is a level (not the last value): the level column and RNN input.
-LEVEL_TRANSFORMS = ("none", "revin", "smooth")
+LEVEL_TRANSFORMS = ("none", "revin", "smooth", "trend")
 # The ring a smoothing forecaster keeps (unless the series is too short for it): (1 - alpha)^48
 # is under 1 % for alpha >= 0.1, so the cut-off weights hardly matter.
 SMOOTH_WINDOW = 48
 # The smoothing constants tried on the training block (1.0: the last value).
 SMOOTH_ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+# The damped trend's grid (transform "trend"): level alpha, trend beta, damping phi.
+TREND_ALPHAS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
+TREND_BETAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
+TREND_PHIS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
 SHORT_LAGS = (1, 2, 3)
 MAX_BLOCKS = 14  # one-hot "day of week" style blocks when long/short season ratio is this or less
 HARMONICS = 2
@@ -94,7 +106,10 @@ class ForecastSpec:
     blocks: int  # one-hot blocks of the longest season (0 = none)
     harmonics: int
     local_scale: bool = False  # scale by the ring's mean absolute change (see the module docstring)
-    smooth_alpha: float = 1.0  # transform "smooth": the smoothing constant (fitted)
+    smooth_alpha: float = 1.0  # transforms "smooth" and "trend": the level's smoothing constant (fitted)
+    trend_beta: float = 0.0  # transform "trend": the trend's smoothing constant (fitted)
+    trend_phi: float = 1.0  # transform "trend": the damping (fitted)
+    smooth_window: int = 0  # transform "trend": readings the level and trend are read from (W)
     log: bool = False  # forecast ln(target) (see the module docstring)
     log_floor: float = 1e-12  # readings below it are read as it (fitted: a share of the training minimum)
     # Constants fitted on the training block (1.0 until fitted).
@@ -221,8 +236,11 @@ def make_spec(
         lags = (1, 2, 3, 4)
         ring, cycle, blocks = max(lags), 0, 0
     ring = max(ring, history)
-    if transform == "smooth":
+    window = 0
+    if transform in ("smooth", "trend"):
         ring = max(ring, smooth_window)
+    if transform == "trend":
+        window = min(ring, smooth_window, SMOOTH_WINDOW) + 1  # y_t and up to SMOOTH_WINDOW before it
     return ForecastSpec(
         target_index=target_index,
         num_features=num_features,
@@ -235,6 +253,44 @@ def make_spec(
         blocks=blocks,
         harmonics=HARMONICS if cycle else 0,
         local_scale=local_scale,
+        smooth_window=window,
         layout=layout,
         log=log,
     )
+
+
+def holt_kernels(alpha: float, beta: float, phi: float, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """([width, width] level weights, [width, width] trend weights): row c - 1 for a session
+    that has seen c readings of the last `width` (c = 1..width), column a for the reading of
+    age a (0: y_t); zero for ages not seen.
+
+    The damped-trend recursion (l_t = alpha y_t + (1 - alpha)(l + phi b),
+    b_t = beta (l_t - l) + (1 - beta) phi b) is linear: its level and trend are sums of the
+    readings weighted by its impulse response, A^a g with A = [[1 - alpha, (1 - alpha) phi],
+    [-alpha beta, phi (1 - alpha beta)]] and g = [alpha, alpha beta]. Cut to the ages seen, each
+    row is moved (least squares) to the nearest weights that read a constant as that level with
+    no trend and a straight line as its value at t and its slope, which the full response does
+    in the limit; one reading seen gives level y_t and trend 0."""
+    a_matrix = np.array([[1.0 - alpha, (1.0 - alpha) * phi], [-alpha * beta, phi * (1.0 - alpha * beta)]])
+    response = np.zeros((width, 2))
+    v = np.array([alpha, alpha * beta])
+    for age in range(width):
+        response[age] = v
+        v = a_matrix @ v
+    level = np.zeros((width, width))
+    trend = np.zeros((width, width))
+    level[0, 0] = 1.0
+    for c in range(2, width + 1):
+        ages = np.arange(c, dtype=np.float64)
+        basis = np.stack([np.ones(c), -ages], axis=1)  # a reading of age a on the line x = -a
+        gram = basis.T @ basis
+        for out, column, want in ((level, 0, (1.0, 0.0)), (trend, 1, (0.0, 1.0))):
+            weights = response[:c, column]
+            fix = np.linalg.solve(gram, np.asarray(want) - basis.T @ weights)
+            out[c - 1, :c] = weights + basis @ fix
+    return level, trend
+
+
+def trend_damping(phi: float, horizon: int) -> np.ndarray:
+    """[horizon] phi + phi^2 + ... + phi^k: how much of the trend lead k adds."""
+    return np.cumsum(phi ** np.arange(1, horizon + 1, dtype=np.float64))

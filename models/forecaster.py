@@ -31,7 +31,16 @@ import torch
 from torch import Tensor, nn
 
 from models.config import Clock, ModelConfig, StateSpec
-from models.forecast_spec import LEVEL_TRANSFORMS, SMOOTH_ALPHAS, ForecastSpec
+from models.forecast_spec import (
+    LEVEL_TRANSFORMS,
+    SMOOTH_ALPHAS,
+    TREND_ALPHAS,
+    TREND_BETAS,
+    TREND_PHIS,
+    ForecastSpec,
+    holt_kernels,
+    trend_damping,
+)
 
 State = tuple[Tensor, ...]
 # The order the `pending` state holds the anomaly levels: both lower bounds (80 %, 95 %), then
@@ -166,6 +175,9 @@ class Forecaster(nn.Module):
     block_ids: torch.Tensor
     window_ones: torch.Tensor
     smooth_kernel: torch.Tensor
+    trend_kernel: torch.Tensor
+    trend_seen: torch.Tensor
+    trend_damping: torch.Tensor
     lag_kernel: torch.Tensor
     lag_needs: torch.Tensor
     column_place: torch.Tensor
@@ -243,6 +255,18 @@ class Forecaster(nn.Module):
             weights = alpha * (1.0 - alpha) ** lags
             kernel = torch.from_numpy(weights.astype(np.float32)).reshape(1, 1, -1)
             self.register_buffer("smooth_kernel", kernel, persistent=False)
+        if spec.transform == "trend":
+            # Channels: the level weights for c = 1..W readings seen, then the trend weights;
+            # window position p (of W) holds the reading of age W - 1 - p.
+            holt = holt_kernels(spec.smooth_alpha, spec.trend_beta, spec.trend_phi, spec.smooth_window)
+            rows = np.concatenate(holt)[:, ::-1].copy()
+            self.register_buffer(
+                "trend_kernel", torch.from_numpy(rows.astype(np.float32))[:, None, :], persistent=False
+            )
+            seen = torch.arange(1, spec.smooth_window + 1, dtype=torch.float32)
+            self.register_buffer("trend_seen", seen, persistent=False)
+            damping = trend_damping(spec.trend_phi, spec.horizon).astype(np.float32)
+            self.register_buffer("trend_damping", torch.from_numpy(damping), persistent=False)
         self._build_lag_tables()
 
     def _build_lag_tables(self) -> None:
@@ -584,14 +608,17 @@ class Forecaster(nn.Module):
             parts["warm3"] = masked[..., self.ch_warm : self.ch_warm + 1]
             parts["warm"] = masked[..., self.ch_warm]
 
-        level = None
+        level = slope = None
         if spec.local_scale:
             parts["window_scale"] = self._local_scale(full, count0)
         if spec.transform == "revin":
             level, parts["window_scale"] = self._window_stats(full, count0)
             parts["centred"] = (y - level) / parts["window_scale"]
-        elif spec.transform == "smooth":
-            level = self._smooth_level(full, count0)
+        elif spec.transform in ("smooth", "trend"):
+            if spec.transform == "smooth":
+                level = self._smooth_level(full, count0)
+            else:
+                level, slope = self._trend_level(full, count)
             unit = parts["window_scale"] if spec.local_scale else spec.dy_std
             parts["centred"] = (y - level) / unit
         elif spec.transform == "none":
@@ -599,6 +626,8 @@ class Forecaster(nn.Module):
         horizon = spec.horizon
         if spec.transform == "none":
             base = torch.full_like(y3, spec.level_mean)
+        elif spec.transform == "trend" and level is not None and slope is not None:
+            base = level.unsqueeze(-1) + slope.unsqueeze(-1) * self.trend_damping
         elif level is not None:
             base = level.unsqueeze(-1)
         else:
@@ -695,6 +724,18 @@ class Forecaster(nn.Module):
         sums = nn.functional.conv1d(stacked, self.smooth_kernel).reshape(full.shape[0], 2, -1)  # [B, 2, T]
         return sums[:, 0] / sums[:, 1]
 
+    def _trend_level(self, full: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+        """[B, T] level and trend of every step: the last W readings (of concat(ring, y))
+        weighted by holt_kernels' row for the readings seen, by one convolution with every
+        row's weights and a one-hot pick of the row (the count, capped at W). Older slots of
+        a fresh ring hold zeros (or the log floor): weight zero in the rows that can see them."""
+        spec = self.spec
+        width = spec.smooth_window
+        window = full[:, spec.ring - width + 1 :]  # [B, W-1+T]: each step's W readings end at y_t
+        sums = nn.functional.conv1d(window.unsqueeze(1), self.trend_kernel).transpose(1, 2)  # [B, T, 2W]
+        pick = (torch.clamp(count, max=float(width)) == self.trend_seen).to(full.dtype)  # [B, T, W]
+        return (sums[..., :width] * pick).sum(-1), (sums[..., width:] * pick).sum(-1)
+
     def _local_scale(self, full: Tensor, count0: Tensor) -> Tensor:
         """[B, T] mean absolute one-step change among the readings seen in the ring and y_t
         (K changes once the ring is full), floored at LOCAL_EPS x |y_t| (see LOCAL_EPS). Like
@@ -760,6 +801,36 @@ def _fit_alpha(config: ModelConfig, spec: ForecastSpec, trains: list[np.ndarray]
     return best
 
 
+def _fit_trend(spec: ForecastSpec, trains: list[np.ndarray]) -> tuple[float, float, float]:
+    """(alpha, beta, phi) of the grid (TREND_ALPHAS x TREND_BETAS x TREND_PHIS) whose damped
+    trend forecasts the training blocks best: the lowest mean absolute error over every lead of
+    every origin with its W readings and all its leads inside its block. The same weights as
+    the graph's (holt_kernels' full row), applied in NumPy."""
+    width, horizon = spec.smooth_window, spec.horizon
+    windows, targets = [], []
+    for train in trains:
+        y = work_units(spec, train[:, spec.target_index])
+        t = np.arange(width - 1, len(y) - horizon)
+        if not len(t):
+            continue
+        windows.append(np.stack([y[t - age] for age in range(width)], axis=1))  # [P, W], age 0 first
+        targets.append(np.stack([y[t + k] for k in range(1, horizon + 1)], axis=1))  # [P, H]
+    if not windows:
+        return 1.0, 0.0, 1.0
+    x, target = np.concatenate(windows), np.concatenate(targets)
+    best, best_err = (1.0, 0.0, 1.0), math.inf
+    for alpha in TREND_ALPHAS:
+        for beta in TREND_BETAS:
+            for phi in TREND_PHIS:
+                level_w, trend_w = holt_kernels(alpha, beta, phi, width)
+                level, slope = x @ level_w[-1], x @ trend_w[-1]
+                forecast = level[:, None] + slope[:, None] * trend_damping(phi, horizon)[None, :]
+                err = float(np.abs(target - forecast).mean())
+                if err < best_err:
+                    best, best_err = (alpha, beta, phi), err
+    return best
+
+
 def fit_spec(config: ModelConfig, series: np.ndarray, train_rows: int) -> ModelConfig:
     """The config with its forecaster constants fitted on the training block `series[:train_rows]`
     ([N, F] raw): see `fit_spec_many`."""
@@ -795,6 +866,9 @@ def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
     )
     if spec.transform == "smooth":
         spec = replace(spec, smooth_alpha=_fit_alpha(config, spec, trains))
+    elif spec.transform == "trend":
+        alpha, beta, phi = _fit_trend(spec, trains)
+        spec = replace(spec, smooth_alpha=alpha, trend_beta=beta, trend_phi=phi)
     probe = Forecaster(forecaster_config(config, spec, config.clock)).eval()
     collected: dict[str, list[np.ndarray]] = {k: [] for k in ("window", "base", "columns", "target", "dy", "e")}
     for train in trains:

@@ -396,6 +396,10 @@ class ForecasterReference:
             weights = spec.smooth_alpha * (1.0 - spec.smooth_alpha) ** ages
             level = float((weights * np.array(history[K + 1 - real :])).sum() / weights.sum())
             features.append((y_t - level) / (wscale if spec.local_scale else spec.dy_std))
+        elif spec.transform == "trend":
+            real = int(min(seen, spec.smooth_window))
+            level, slope = _damped_trend(spec, [y(age) for age in range(real)])
+            features.append((y_t - level) / (wscale if spec.local_scale else spec.dy_std))
         elif spec.transform == "none":
             features.append((y_t - spec.level_mean) / spec.level_std)
         if spec.cycle:
@@ -415,7 +419,9 @@ class ForecasterReference:
         base = np.zeros(spec.horizon)
         columns = np.zeros((spec.horizon, len(spec.columns)))
         for k in range(1, spec.horizon + 1):
-            if spec.transform in ("none", "revin", "smooth"):
+            if spec.transform == "trend":
+                value = level + slope * sum(spec.trend_phi**j for j in range(1, k + 1))
+            elif spec.transform in ("none", "revin", "smooth"):
                 value = level
             else:
                 value = y_t
@@ -499,6 +505,33 @@ class ForecasterReference:
         if config.quantiles:
             return cls(config, layers, weights[0], biases[0], weights[1], biases[1])
         return cls(config, layers, weights[0], biases[0])
+
+
+def _damped_trend(spec: Any, newest_first: list[float]) -> tuple[float, float]:
+    """Level and trend of the damped-trend smoother from the readings seen (newest first), as
+    forecast_spec's `trend` says: the recursion's response to a reading of each age (run on a
+    unit impulse), moved to the nearest weights that read a line a - s x age as level a and
+    trend s."""
+    alpha, beta, phi = spec.smooth_alpha, spec.trend_beta, spec.trend_phi
+    c = len(newest_first)
+    if c == 1:
+        return newest_first[0], 0.0
+    responses = np.zeros((c, 2))
+    level, trend = 0.0, 0.0
+    for age in range(c):  # a unit reading at age 0, then zeros: its weight at each later age
+        reading = 1.0 if age == 0 else 0.0
+        new_level = alpha * reading + (1 - alpha) * (level + phi * trend)
+        trend = beta * (new_level - level) + (1 - beta) * phi * trend
+        level = new_level
+        responses[age] = (level, trend)
+    ages = np.arange(c, dtype=np.float64)
+    basis = np.stack([np.ones(c), -ages], axis=1)
+    out = []
+    for column, want in ((0, np.array([1.0, 0.0])), (1, np.array([0.0, 1.0]))):
+        weights = responses[:, column]
+        fix = np.linalg.solve(basis.T @ basis, want - basis.T @ weights)
+        out.append(float((weights + basis @ fix) @ np.asarray(newest_first)))
+    return out[0], out[1]
 
 
 def _graph_constants(proto: Any, numpy_helper: Any) -> dict[str, np.ndarray]:

@@ -9,7 +9,8 @@
   one, the model has no phase state and learns from the history alone.
 - Transform (`--transform`): what the network corrects (models/forecast_spec.py). `auto` picks
   the baseline with the lowest validation MAE among those the seasons allow (training mean, last
-  value, exponential smoothing with its constant fitted on the training block, seasonal naive,
+  value, exponential smoothing without and with a damped trend, their constants fitted on the
+  training block, seasonal naive,
   seasonal naive plus this season's change), each streamed over the validation block by the
   untrained model, which answers exactly its baseline.
 - Budget: `--epochs` evaluations of STEPS_PER_EPOCH optimiser steps each (training/forecast_loop.py),
@@ -56,8 +57,9 @@ def loop_settings(settings: Any, **overrides: Any) -> ForecastTrainSettings:
 
 # The baselines `--transform auto` chooses from: the training mean (a series without memory, such
 # as white noise, is best forecast by it), the last value, exponential smoothing (a level that
-# wanders under noise: the last value would chase the noise), and the seasonal ones.
-AUTO_TRANSFORMS = ("none", "diff", "smooth", "seasonal", "seasonal_diff")
+# wanders under noise: the last value would chase the noise), exponential smoothing with a damped
+# trend (changes that persist for a while, like unemployment or output), and the seasonal ones.
+AUTO_TRANSFORMS = ("none", "diff", "smooth", "trend", "seasonal", "seasonal_diff")
 # The trained network replaces its formula only when it lowers the validation MAE by at least
 # MIN_VALIDATION_GAIN and the paired per-origin gain (|formula error| - |network error|) is
 # MIN_VALIDATION_Z standard errors above zero: a smaller or noisier gain on the validation origins
@@ -72,6 +74,7 @@ FORMULAS = {
     "seasonal_diff": "last season's value plus this season's change",
     "revin": "the mean of the recent readings",
     "smooth": "simple exponential smoothing",
+    "trend": "exponential smoothing with a damped trend",
 }
 
 
@@ -81,6 +84,8 @@ def formula_description(spec: Any) -> str:
     words = FORMULAS[spec.transform]
     if spec.transform == "smooth":
         words = f"{words} (alpha {spec.smooth_alpha:g})"
+    elif spec.transform == "trend":
+        words = f"{words} (alpha {spec.smooth_alpha:g}, beta {spec.trend_beta:g}, phi {spec.trend_phi:g})"
     return f"{words}, in logs" if spec.log else words
 
 
@@ -216,7 +221,7 @@ def choose_transform(
     if asked != "auto":
         candidates = [asked]
     else:
-        candidates = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff", "smooth")]
+        candidates = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff", "smooth", "trend")]
     if len(candidates) * len(forms) == 1:
         return candidates[0], forms[0], {}
     scores: dict[str, float] = {}

@@ -73,5 +73,5 @@ class RunSettings:
 
 FIELD_NAMES = {f.name for f in fields(RunSettings)}
 # Forecast target transforms (models/forecast_spec.py, training/transforms.py); auto chooses on validation.
-TRANSFORMS = ["auto", "none", "diff", "seasonal", "seasonal_diff", "revin", "smooth"]
+TRANSFORMS = ["auto", "none", "diff", "seasonal", "seasonal_diff", "revin", "smooth", "trend"]
 EXIT_NOT_PROMOTED = 3  # a version was written but failed the quality gate (training/gate.py)

@@ -97,6 +97,8 @@ CASES = [  # every transform, both cells, 2 layers with dropout (export must run
     ("gru", "seasonal", 2, 2, 0.2),
     ("gru", "diff", 1, 1, 0.0),
     ("lstm", "smooth", 2, 1, 0.0),  # exponential smoothing level from the ring
+    ("gru", "trend", 3, 1, 0.0),  # exponential smoothing with a damped trend
+    ("lstm", "trend", 2, 1, 0.0, "local"),
     # per-session scale from the ring (global models over many series), with a longer history
     ("lstm", "diff", 3, 1, 0.0, "local"),
     ("gru", "seasonal_diff", 2, 1, 0.0, "local"),
@@ -413,3 +415,66 @@ def test_old_spec_without_smoothing_constant_loads() -> None:
     x = torch.from_numpy(series(30)[None].astype(np.float32))
     with torch.no_grad():
         np.testing.assert_array_equal(old(x)[0].numpy(), model(x)[0].numpy())
+
+
+def _trender(horizon: int = 3) -> Forecaster:
+    rng = np.random.default_rng(3)
+    values = 500 + np.cumsum(rng.normal(0.5, 1.0, 300))
+    spec = make_spec(target_index=0, num_features=1, horizon=horizon, seasons=(), transform="trend", phase=False)
+    base = ModelConfig(
+        cell="lstm",
+        input_size=1,
+        hidden_size=4,
+        output_size=horizon,
+        features=("y",),
+        outputs=tuple(f"y@t+{k}" for k in range(1, horizon + 1)),
+        horizon=horizon,
+    )
+    return Forecaster(fit_spec(forecaster_config(base, spec, None), values[:, None], len(values))).eval()
+
+
+@pytest.mark.parametrize(("alpha", "beta", "phi"), [(0.3, 0.1, 0.9), (1.0, 0.5, 0.7), (0.1, 0.02, 0.98)])
+def test_damped_trend_weights_read_constants_and_lines_exactly(alpha: float, beta: float, phi: float) -> None:
+    """Whatever the readings seen (1..W): a constant is that level with no trend; a line
+    a - s x age is level a and trend s; and with the whole window the level and trend stay
+    near the textbook recursion run from far back (within a fraction of a typical step: the
+    window cuts off the response beyond W readings and corrects the rest to read lines)."""
+    from models.forecast_spec import holt_kernels
+
+    width = 49
+    level, trend = holt_kernels(alpha, beta, phi, width)
+    for c in range(1, width + 1):
+        ages = np.arange(c)
+        assert level[c - 1, c:].sum() == 0 and trend[c - 1, c:].sum() == 0  # unseen ages weigh nothing
+        assert level[c - 1, :c].sum() == pytest.approx(1.0) and trend[c - 1, :c].sum() == pytest.approx(0.0, abs=1e-9)
+        if c >= 2:
+            assert (level[c - 1, :c] * -ages).sum() == pytest.approx(0.0, abs=1e-9)
+            assert (trend[c - 1, :c] * -ages).sum() == pytest.approx(1.0)
+    # the textbook recursion from far back, on a noisy series: the window's level is close to it
+    rng = np.random.default_rng(0)
+    y = np.cumsum(rng.normal(0.2, 1.0, 400))
+    l_, b_ = y[0], 0.0
+    for value in y[1:]:
+        new = alpha * value + (1 - alpha) * (l_ + phi * b_)
+        b_ = beta * (new - l_) + (1 - beta) * phi * b_
+        l_ = new
+    window, step = y[::-1][:width], np.abs(np.diff(y)).mean()
+    assert window @ level[-1] == pytest.approx(l_, abs=0.6 * step)
+    assert window @ trend[-1] == pytest.approx(b_, abs=0.1 * step)
+
+
+def test_untrained_damped_trend_model_forecasts_a_line_along_it() -> None:
+    """Zero head on a straight line: from the second reading on, lead k is y_t + slope x
+    (phi + ... + phi^k), the damped continuation of the line, during warm-up and after."""
+    model = _trender(horizon=3)
+    spec = model.spec
+    assert spec.transform == "trend" and spec.smooth_window == 49
+    assert spec.trend_phi in (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+    t = np.arange(80, dtype=np.float64)
+    y = 1000 + 2.5 * t
+    with torch.no_grad():
+        out, _ = model(torch.from_numpy(y[None, :, None].astype(np.float32)), model.init_state(1))
+    damp = np.cumsum(spec.trend_phi ** np.arange(1, 4))
+    want = y[:, None] + 2.5 * damp[None, :]
+    want[0] = y[0]  # one reading: no trend yet
+    np.testing.assert_allclose(out[0].numpy(), want, rtol=2e-6)

@@ -221,3 +221,28 @@ def test_multiplicative_series_is_forecast_in_logs(tmp_path: Path) -> None:
 
     np.testing.assert_allclose(history_parts(config, list(state))["ring"][0, 0], values[-ring:], rtol=1e-6)  # raw
     assert manifest["metrics"]["streaming"]["mae"] < manifest["metrics"]["naive"]["mae"]
+
+
+def test_persistent_changes_are_forecast_by_a_damped_trend_and_promoted(tmp_path: Path) -> None:
+    """A series whose changes persist (each quarter's change 0.7 of the last one's plus noise,
+    like unemployment): the last value and simple smoothing both lag behind, the damped trend
+    does not. It is chosen on validation, beats naive on test and is promoted."""
+    from seqserve.cli import main
+
+    rng = np.random.default_rng(11)
+    change = np.zeros(300)
+    for t in range(1, 300):
+        change[t] = 0.7 * change[t - 1] + rng.normal(0, 1.0)
+    quarters = pd.period_range("1950Q1", periods=300, freq="Q").strftime("%YQ%q")
+    path = tmp_path / "rate.csv"
+    pd.DataFrame({"quarter": quarters, "rate": 50 + np.cumsum(change)}).to_csv(path, index=False)
+    repo = tmp_path / "repo"
+    argv = ["train", "--data", str(path), "--target", "rate", "--season", "0", "--epochs", "4"]
+    assert main([*argv, "--baselines", "naive", "--repository", str(repo), "--quiet"]) == 0
+    manifest = json.loads((repo / "rate" / "1" / "manifest.json").read_text())
+    metrics = manifest["metrics"]
+    assert metrics["transform"]["chosen"] == "trend", metrics["transform"]
+    scores = metrics["transform"]["baseline_validation_mae"]
+    assert scores["trend"] < 0.9 * min(scores["diff"], scores["smooth"]), scores
+    assert metrics["streaming"]["mae"] < 0.9 * metrics["naive"]["mae"], (metrics["streaming"], metrics["naive"])
+    assert manifest["gate"]["promoted"] is True
