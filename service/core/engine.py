@@ -123,6 +123,8 @@ class StepResult:
     def times(self) -> list[list[str]] | None:
         """[time][lead] ISO times this step's forecasts are for (reading i of the session at
         start + i periods, as predict labels a whole sequence); None without a start time."""
+        if self.start is None:
+            return None
         return step_times(self.model, self.start, self.position - self.outputs.shape[0], self.outputs.shape[0])
 
 
@@ -718,12 +720,7 @@ class Engine:
         shape for it."""
         if loaded is None:
             loaded = self.registry.get(record.model, record.version)
-        shapes = loaded.state_shapes
-        layout_ok = len(record.state) == len(shapes)
-        if layout_ok:
-            for array, shape in zip(record.state, shapes, strict=True):
-                if array.shape != shape:
-                    layout_ok = False
+        layout_ok = tuple([array.shape for array in record.state]) == loaded.state_shapes
         if not layout_ok or (record.fingerprint and record.fingerprint != loaded.fingerprint):
             raise ModelChanged(
                 f"session '{shown(record.session_id)}' was created with another graph than the one now served as "

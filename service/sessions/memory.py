@@ -117,6 +117,8 @@ class StatePool:
         n = len(slots)
         if self.uniform:
             rows = np.array(states, np.float32)  # [n, tensors, rows, width]
+            if rows.shape != (n, *self.shape):
+                raise ValueError(f"states of shape {rows.shape[1:]} do not fit slots of {self.shape}")
         else:
             rows = np.empty((n, *self.shape), np.float32)
             for k, (start, stop, _) in enumerate(self._bounds):
@@ -262,14 +264,11 @@ class MemorySessionStore(SessionStore):
             if entry is None:
                 continue
             pool = entry.pool
-            if StatePool.key(record.state) != pool.shapes:  # as write() would refuse it: alone
-                pool.write(entry.slot, record.state)
-            else:
-                pooled = by_pool.get(id(pool))
-                if pooled is None:
-                    pooled = by_pool[id(pool)] = (pool, [], [])
-                pooled[1].append(entry.slot)
-                pooled[2].append(record.state)
+            pooled = by_pool.get(id(pool))
+            if pooled is None:
+                pooled = by_pool[id(pool)] = (pool, [], [])
+            pooled[1].append(entry.slot)
+            pooled[2].append(record.state)
             self._update(entry, record, now)
         for pool, slots, states in by_pool.values():
             pool.scatter(slots, states)

@@ -188,3 +188,30 @@ def test_after_runs_once_the_body_is_written() -> None:
     assert calls == [1]
     json_body({"a": 1}, False, after=lambda: calls.append(2))
     assert calls == [1, 2]
+
+
+def test_a_bulk_body_serialised_in_one_call_is_each_entry_encoded_and_joined(
+    registry: ModelRegistry, probe: LoadedModel
+) -> None:
+    """bulk_body serialises every entry's object in one orjson call: the bytes are each
+    entry's own encoding (a step's payload, an error's body) joined by commas, for every kind
+    of reply (plain, with forecast times, with quantiles and anomaly rows) and for errors."""
+    rng = np.random.default_rng(5)
+    items: list[Any] = []
+    outcomes: list[Any] = []
+    for n, model in enumerate(models(registry, probe)):
+        for readings in (1, 3):
+            items.append(StepRequest(f"s-{n}-{readings}", None))
+            result = _result(model, readings, rng, position=n)
+            result.session_id = items[-1].session_id
+            outcomes.append(result)
+    items.append(EntryError("bad", InvalidInput("each entry needs a session_id string", field="session_id")))
+    items.append(StepRequest("gone", None))
+    outcomes.append(SessionNotFound("session 'gone' does not exist", session_id="gone"))
+    items.append(StepRequest("bug", None))
+    outcomes.append(RuntimeError("a bug"))
+    body = codecs.bulk_body(items, outcomes)
+    results = iter(outcomes)
+    each = [codecs._bulk_item(i, None if isinstance(i, EntryError) else next(results)) for i in items]
+    assert body == b'{"results":[' + b",".join(each) + b"]}"
+    assert each[0] == outcomes[0].payload and orjson.loads(body)["results"][-3]["status"] == 422
