@@ -539,14 +539,14 @@ class Forecaster(nn.Module):
         return point.unsqueeze(-1) + scale.unsqueeze(-1) * (offsets + self.quantile_shift)
 
     def _anomaly(self, y: Tensor, quantiles: Tensor, pending0: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
-        # count: [B, T, 1] readings seen including each step's
         """[B, T, 4] (seen, outside_80, outside_95, score) of each reading against the 80 % and
         95 % intervals forecast for it one step earlier (the previous step of the chunk, or
-        the `pending` state for the first), and the new pending state [B, 4]. A reading with
+        the `pending` state [B, 1, 4] for the first), and the new pending state [B, 4]; `count`
+        [B, T, 1] is the readings seen including each step's. A reading with
         no earlier one (count < 2) has seen = 0 and zeros. The score is the reading's distance
         from the 95 % interval's centre in its half-widths (|score| > 1: outside)."""
         ahead = quantiles[:, :, 0][:, :, self.anomaly_index]  # [B, T, 4] for the next reading
-        before = torch.cat([pending0.unsqueeze(1), ahead[:, :-1]], dim=1)  # PENDING_LEVELS order
+        before = torch.cat([pending0, ahead[:, :-1]], dim=1)  # PENDING_LEVELS order
         # Both intervals' centres and half-widths, (80 %, 95 %) each, by one MatMul (halving is exact)
         centre_half = before @ self.interval_halves
         centre = centre_half[..., :2]
@@ -572,33 +572,40 @@ class Forecaster(nn.Module):
         raw_y = x[:, :, spec.target_index]  # [B, T]
         y = self.work(raw_y)  # in logs for a log spec
         y3 = y.unsqueeze(-1)  # [B, T, 1]
-        steps = torch.ones_like(y3).cumsum(1)  # 1..T, [B, T, 1]
         parts: dict = {}  # type: ignore[type-arg]
         if spec.layout >= 2:
             # One packed state [count, (pending,) ring]: the convolution reads concat(history, y)
-            # (zero weights on count and pending), the ring is its tail.
+            # (zero weights on count and pending), the ring is its tail; count and pending are
+            # read from the convolution's input, already [B, 1, n].
             history = state[n][0]  # [B, W]
             lead = self.history_lead
-            count0 = history[:, :1]  # [B, 1]
-            if self.config.anomaly:
-                parts["pending0"] = history[:, 1:lead]
             raw_padded = torch.cat([history, raw_y], dim=1)  # [B, W+T]
             # In logs for a log spec: count and pending then become numbers the kernel's zero
-            # weights ignore (finite: the floor); the state written back is the raw one.
+            # weights ignore (finite: the floor); the state written back is the raw one, and
+            # count and pending are read from it.
             padded = torch.cat([self.work(history), y], dim=1) if spec.log else raw_padded
+            raw3 = raw_padded.unsqueeze(1)  # [B, 1, W+T]
+            padded3 = padded.unsqueeze(1) if spec.log else raw3
+            count3 = raw3[:, :, :1]  # [B, 1, 1]
+            if self.config.anomaly:
+                parts["pending0"] = raw3[:, :, 1:lead]  # [B, 1, 4]
             full = padded[:, lead:]  # [B, K+T], only read by the window transforms
-            count3 = count0.unsqueeze(1)  # [B, 1, 1]
+            count0 = history[:, :1]  # [B, 1], likewise
         else:
             count0 = state[n + 1][0]  # [B, 1]
             raw_padded = torch.cat([state[n][0], raw_y], dim=1)  # [B, K+T]
             padded = full = torch.cat([self.work(state[n][0]), y], dim=1) if spec.log else raw_padded
-            count3 = state[n + 1].transpose(0, 1)
+            padded3 = padded.unsqueeze(1)
+            count3 = state[n + 1].transpose(0, 1)  # [B, 1, 1]
             if self.config.anomaly:
-                parts["pending0"] = state[-1][0]
-        count = torch.clamp(count3 + steps, max=float(k_ring + 1))  # readings seen incl. y_t, [B, T, 1]
-        lin = nn.functional.conv1d(padded.unsqueeze(1), self.lag_kernel, self.lag_bias).transpose(1, 2)  # [B, T, M]
+                parts["pending0"] = state[-1].transpose(0, 1)  # [B, 1, 4]
+        lin = nn.functional.conv1d(padded3, self.lag_kernel, self.lag_bias).transpose(1, 2)  # [B, T, M]
+        # Step numbers 1..T [B, T, 1]: the running sum of the constant-one channel (zero
+        # weights, bias 1: exactly 1), fewer graph nodes than a ones tensor shaped like y.
+        steps = lin[..., self.ch_one : self.ch_one + 1].cumsum(1)
+        count = torch.clamp(count3 + steps, max=float(k_ring + 1))  # readings seen incl. y_t
         masked = torch.where(count >= self.lag_needs, lin, 0.0)  # [B, T, M]
-        parts["count"] = count
+        parts["count"] = count  # [B, T, 1]
         last = self.ch_dy + (2 if spec.seasons else 1)
         parts["dy_e"] = masked[..., self.ch_dy : last]
         parts["dy_e_warm"] = masked[..., self.ch_dy : last + (1 if spec.seasons else 0)]
@@ -682,7 +689,7 @@ class Forecaster(nn.Module):
         if self.spec.layout >= 2:
             own = [parts["count_next"]]
             if self.config.anomaly:
-                own.append(parts["pending0"] if pending is None else pending)
+                own.append(parts["pending0"][:, 0] if pending is None else pending)
             packed: State = (torch.cat([*own, parts["ring_next"]], dim=1).unsqueeze(0),)
         else:
             packed = (parts["ring_next"].unsqueeze(0), parts["count_next"].unsqueeze(0))
