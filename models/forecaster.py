@@ -185,7 +185,6 @@ class Forecaster(nn.Module):
     per_lead: torch.Tensor
     phase_freq: torch.Tensor
     phase_offset: torch.Tensor
-    diff_std: torch.Tensor
     lag_bias: torch.Tensor
     season_sum: torch.Tensor
     interval_halves: torch.Tensor
@@ -329,15 +328,20 @@ class Forecaster(nn.Module):
         # Layout 2 convolves concat(history, y), whose count and pending come before the ring:
         # the kernel reads them with zero weights (any chunking puts them only there).
         self.history_lead = spec.history_slots(self.config.anomaly)["ring"][0] if spec.layout >= 2 else 0
-        lag_kernel = np.pad(np.stack(kernel), ((0, 0), (self.history_lead, 0)))[:, None, :].astype(np.float32)
+        stacked = np.stack(kernel)
+        if not spec.local_scale:
+            # The RNN reads dy and e over their training stds: folded into their kernel rows
+            # (a local scale divides them by the session's own scale instead, in the graph).
+            stacked[self.ch_dy] /= spec.dy_std
+            if spec.seasons:
+                stacked[self.ch_e] /= spec.e_std
+        lag_kernel = np.pad(stacked, ((0, 0), (self.history_lead, 0)))[:, None, :].astype(np.float32)
         self.register_buffer("lag_kernel", torch.from_numpy(lag_kernel), persistent=False)
         self.register_buffer("lag_bias", torch.tensor(biases, dtype=torch.float32), persistent=False)
         self.register_buffer("lag_needs", torch.tensor(needs, dtype=torch.float32), persistent=False)
         season_sum = np.tile(np.eye(h, dtype=np.float32), (len(spec.seasons), 1))  # [S*H, H]
         season_sum = np.concatenate([np.ones((1, h), np.float32), season_sum])  # y_t's row first
         self.register_buffer("season_sum", torch.from_numpy(season_sum), persistent=False)
-        stds = [spec.dy_std, spec.e_std, 1.0] if spec.seasons else [spec.dy_std]  # dy, e, warm
-        self.register_buffer("diff_std", torch.tensor(stds, dtype=torch.float32), persistent=False)
         # [C' (diff channels) + level, H * (C + 1)]: column (k, j) scaled by its 1/std into slot
         # k * (C + 1) + 1 + j; slot k * (C + 1) is the lead's bias, which `bias_slots` fills with 1.
         c = len(spec.columns)
@@ -498,8 +502,8 @@ class Forecaster(nn.Module):
             inputs = [parts["dy_e"] / window.unsqueeze(-1)]
             if spec.seasons:
                 inputs.append(parts["warm3"])
-        else:  # dy (and e) over their training stds (and the warm flag over 1)
-            inputs = [parts["dy_e_warm"] / self.diff_std]
+        else:  # dy (and e) over their training stds, by the convolution itself, and the warm flag
+            inputs = [parts["dy_e_warm"]]
         if spec.transform in LEVEL_TRANSFORMS:
             inputs.append(parts["centred"].unsqueeze(-1))
         if spec.cycle:
@@ -667,8 +671,10 @@ class Forecaster(nn.Module):
             # phase of y_{t+1}, [B, T, 1]; exact (integers), and positive where it is read
             phase = torch.fmod(start + steps, float(spec.cycle))
         if spec.cycle and self.phase_lookup:
-            # One lookup for every phase input; an unknown phase reads the table's last row.
-            row = torch.where(start >= 0, phase, float(spec.cycle)).to(torch.long)
+            # One lookup for every phase input; an unknown phase is -1 and reads the table's
+            # last row (the index counts from the end), so the same tensor is the new state.
+            unknown = torch.where(start >= 0, phase, -1.0)
+            row = unknown.to(torch.long)
             parts["phase3"] = self.phase_table[row[..., 0]]
         elif spec.cycle:
             blocks = [(1.0 - known).expand_as(y3), torch.sin(phase * self.phase_freq + self.phase_offset) * known]
@@ -679,7 +685,7 @@ class Forecaster(nn.Module):
                 blocks.append((block == self.block_ids).to(y.dtype) * known)
             parts["phase3"] = torch.cat(blocks, dim=-1)
         if spec.cycle:  # the last step's phase, an unknown one kept as it is
-            parts["phase_next"] = torch.where(start >= 0, phase, start)[:, -1]
+            parts["phase_next"] = (unknown if self.phase_lookup else torch.where(start >= 0, phase, -1.0))[:, -1]
         return parts, self.pack_state(parts)
 
     def pack_state(self, parts: dict, pending: Tensor | None = None) -> State:  # type: ignore[type-arg]
@@ -876,7 +882,8 @@ def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
     elif spec.transform == "trend":
         alpha, beta, phi = _fit_trend(spec, trains)
         spec = replace(spec, smooth_alpha=alpha, trend_beta=beta, trend_phi=phi)
-    probe = Forecaster(forecaster_config(config, spec, config.clock)).eval()
+    # dy and e as they are (the graph divides them by the stds fitted here)
+    probe = Forecaster(forecaster_config(config, replace(spec, dy_std=1.0, e_std=1.0), config.clock)).eval()
     collected: dict[str, list[np.ndarray]] = {k: [] for k in ("window", "base", "columns", "target", "dy", "e")}
     for train in trains:
         y = work_units(spec, train[:, spec.target_index])

@@ -254,8 +254,8 @@ class ForecasterReference:
                 extras.append(extra)
                 rings[b] = [*rings[b][1:], x[b, t, spec.target_index]]
                 counts[b] = min(counts[b] + 1, spec.ring + 1)
-                if spec.cycle and phases[b] >= 0:
-                    phases[b] = (phases[b] + 1) % spec.cycle
+                if spec.cycle:  # any negative phase is unknown and carried on as -1
+                    phases[b] = (phases[b] + 1) % spec.cycle if phases[b] >= 0 else -1.0
             inp = np.array(inputs)
             for layer, weights in enumerate(self.layers):
                 if lstm:

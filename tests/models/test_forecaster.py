@@ -478,3 +478,32 @@ def test_untrained_damped_trend_model_forecasts_a_line_along_it() -> None:
     want = y[:, None] + 2.5 * damp[None, :]
     want[0] = y[0]  # one reading: no trend yet
     np.testing.assert_allclose(out[0].numpy(), want, rtol=2e-6)
+
+
+@pytest.mark.parametrize("lookup", [True, False])
+def test_any_negative_phase_is_unknown_and_carried_on_as_minus_one(
+    lookup: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An imported state may hold any negative phase: the graph (table lookup or computed
+    phase inputs) and the reference answer it as unknown and return -1, as for -1 itself."""
+    import models.forecaster as forecaster_module
+
+    if not lookup:
+        monkeypatch.setattr(forecaster_module, "PHASE_TABLE_MAX", 0)
+    model = make_forecaster("lstm")
+    assert model.phase_lookup == lookup
+    path = tmp_path / "model.onnx"
+    export_onnx(model, path)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = series(30, seed=8)[None].astype(np.float32)
+    answers = []
+    for value in (-1.0, -7.0, -1000.0):
+        state = [s.copy() for s in model.config.initial_state(1)]
+        history_parts(model.config, state)["phase"][...] = value
+        y_o, s_o = run_onnx(session, model.config, x, state)
+        y_r, s_r = load_reference(path).run(x, tuple(state))
+        assert np.abs(y_r - y_o).max() <= tolerance(y_o)
+        for after in (s_o, s_r):
+            assert history_parts(model.config, after)["phase"].item() == -1.0
+        answers.append(y_o)
+    assert np.array_equal(answers[0], answers[1]) and np.array_equal(answers[0], answers[2])
