@@ -10,7 +10,11 @@ forecaster: 2x64 LSTM, seasons 48/336, seasonal differencing, phase clock) and
 (`PYTHONPATH=<old checkout> python -m bench.graph_calls --export old`) and one with this one, then
 time them all in one process, interleaved in rounds, so "before" and "after" share the run's
 conditions. Each call is one row, one step, on a single-threaded session with every ONNX
-Runtime optimisation, as the service runs it. `--profile` adds the share of kernel time per
+Runtime optimisation, as the service runs it. Each round is timed by the wall clock and by the
+calling thread's CPU time (ONNX Runtime runs a single-threaded session on the caller's
+thread): on a shared machine the wall clock also counts the time other processes held the
+core, the CPU time does not, so the CPU column is the figure to compare there. `vs plain` is
+the CPU median over the same folder's plain LSTM. `--profile` adds the share of kernel time per
 op type (ONNX Runtime's profiler) for each file.
 """
 
@@ -110,22 +114,25 @@ def optimised_nodes(path: Path) -> int:
         return len(onnx.load(options.optimized_model_filepath).graph.node)
 
 
-def time_calls(paths: list[Path], rounds: int, calls: int) -> dict[str, list[float]]:
-    """µs per call of each file, `rounds` interleaved rounds of `calls` calls each."""
+def time_calls(paths: list[Path], rounds: int, calls: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """µs per call of each file by the wall clock and by the thread's CPU time, `rounds`
+    interleaved rounds of `calls` calls each."""
     sessions = {str(p): _session(p) for p in paths}
     feeds = {k: _feeds(s) for k, s in sessions.items()}
-    per_round: dict[str, list[float]] = defaultdict(list)
+    wall: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
     for key, session in sessions.items():  # warm-up
         for _ in range(200):
             session.run(None, feeds[key])
     for _ in range(rounds):
         for key, session in sessions.items():
             feed = feeds[key]
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.thread_time()
             for _ in range(calls):
                 session.run(None, feed)
-            per_round[key].append((time.perf_counter() - began) / calls * 1e6)
-    return per_round
+            cpu[key].append((time.thread_time() - began_cpu) / calls * 1e6)
+            wall[key].append((time.perf_counter() - began) / calls * 1e6)
+    return wall, cpu
 
 
 def profile_ops(path: Path, calls: int = 500) -> list[tuple[str, int, float]]:
@@ -161,13 +168,19 @@ def main(argv: list[str] | None = None) -> None:
     import onnx
 
     paths = [d / f for d in args.dirs for f in FILES if (d / f).is_file()]
-    timings = time_calls(paths, args.rounds, args.calls)
-    print("| file | nodes (file -> after ORT) | µs per call (median of rounds) | min |")
-    print("| --- | --- | ---: | ---: |")
+    wall, cpu = time_calls(paths, args.rounds, args.calls)
+    print(f"load average {' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print("| file | nodes (file -> after ORT) | wall µs per call (median, min) | CPU µs per call (median) | vs plain |")
+    print("| --- | --- | ---: | ---: | ---: |")
     for p in paths:
-        rounds = timings[str(p)]
         nodes = len(onnx.load(str(p)).graph.node)
-        print(f"| {p} | {nodes} -> {optimised_nodes(p)} | {statistics.median(rounds):.1f} | {min(rounds):.1f} |")
+        plain = cpu.get(str(p.parent / "plain.onnx"))
+        ratio = f"{statistics.median(cpu[str(p)]) / statistics.median(plain):.2f}x" if plain else "-"
+        print(
+            f"| {p} | {nodes} -> {optimised_nodes(p)} | {statistics.median(wall[str(p)]):.1f}, "
+            f"{min(wall[str(p)]):.1f} | {statistics.median(cpu[str(p)]):.1f} | {ratio} |"
+        )
+    print(f"load average {' / '.join(f'{v:.1f}' for v in os.getloadavg())}")
     if args.profile:
         for p in paths:
             ops = profile_ops(p)

@@ -162,6 +162,15 @@ class ForecastSpec:
     def head_outputs(self) -> int:
         return self.horizon * (len(self.columns) + 1)
 
+    @property
+    def readout_prefix(self) -> int:
+        """Baseline channels the graph's head MatMul puts constant ones for (its outputs come
+        after them) when the whole linear readout is one MatMul: last-value and seasonal
+        baselines with a constant residual unit (models/forecaster.py); 0 otherwise."""
+        if self.local_scale or self.transform not in ("diff", "seasonal", "seasonal_diff"):
+            return 0
+        return 1 if self.transform == "diff" else 1 + len(self.seasons) * self.horizon
+
     def history_slots(self, anomaly: bool) -> dict[str, tuple[int, int]]:
         """Layout 2: where count, pending (with `anomaly`) and ring sit on the packed history
         state's last axis, as [start, end) pairs; the width is the ring's end."""

@@ -191,6 +191,13 @@ class Forecaster(nn.Module):
     phase_table: torch.Tensor
     quantile_accumulate: torch.Tensor
     quantile_shift: torch.Tensor
+    quantile_block: torch.Tensor
+    lead_expand: torch.Tensor
+    anomaly_select: torch.Tensor
+    readout_matrix: torch.Tensor
+    head_prefix_weight: torch.Tensor
+    head_prefix_bias: torch.Tensor
+    placed_std: torch.Tensor
     # Set by training (training/forecaster_run.py) and written into the manifest.
     start_time: float | None
     transform_choice: dict[str, Any]
@@ -229,6 +236,21 @@ class Forecaster(nn.Module):
             shift = monotone_shift(shift, levels)
             self.register_buffer("quantile_shift", torch.from_numpy(shift.astype(np.float32)))
             self.anomaly_index = [levels.index(q) for q in PENDING_LEVELS] if config.anomaly else []
+            # The flat [B, T, H*Q] form used with a constant residual unit (`quantiles`): each
+            # lead's offsets times its unit by one block-diagonal MatMul, its point forecast
+            # repeated per level by another, and the next reading's anomaly bounds picked by a third.
+            n_q, unit = len(levels), np.asarray(spec.scale or (1.0,) * h, np.float32)
+            block = np.zeros((h * n_q, h * n_q), np.float32)
+            expand = np.zeros((h, h * n_q), np.float32)
+            for k in range(h):
+                block[k * n_q : (k + 1) * n_q, k * n_q : (k + 1) * n_q] = unit[k] * quantile_tables(levels)
+                expand[k, k * n_q : (k + 1) * n_q] = 1.0
+            select = np.zeros((h * n_q, len(PENDING_LEVELS)), np.float32)
+            for m, index in enumerate(self.anomaly_index):
+                select[index, m] = 1.0  # lead 1's quantile of that level
+            self.register_buffer("quantile_block", torch.from_numpy(block), persistent=False)
+            self.register_buffer("lead_expand", torch.from_numpy(expand), persistent=False)
+            self.register_buffer("anomaly_select", torch.from_numpy(select), persistent=False)
             # (low80, low95, high80, high95) -> (centre80, centre95, half80, half95)
             halves = np.array([[0.5, 0, -0.5, 0], [0, 0.5, 0, -0.5], [0.5, 0, 0.5, 0], [0, 0.5, 0, 0.5]], np.float32)
             self.register_buffer("interval_halves", torch.from_numpy(halves), persistent=False)
@@ -317,14 +339,30 @@ class Forecaster(nn.Module):
                         below[k - 1] = terms
                         channel(change, float(s + 1))
         diffs = [(kind, lag_) for kind, lag_ in spec.columns if kind != "level"]
-        # A constant 1 ahead of the columns: `column_place` puts it into every lead's bias slot
-        # (unless a window scale divides the columns; then `bias_slots` is added after).
-        self.ch_one = channel({}, 0.0, bias=1.0)
-        self.ch_columns = len(kernel)
-        for k in range(h):
-            for kind, lag_ in diffs:
-                newer = max(lag_ - (k + 1), 0) if kind == "lead" else 0
-                channel({newer: 1.0, lag_: -1.0}, float(lag_ + 1))
+        inv = self.column_inv_std.numpy()
+        # With a constant residual unit and the last value or a season as the baseline, the
+        # whole linear readout is one MatMul over a tail of channels (`fused`): the baseline's
+        # (y_t, then the seasons' changes), then per lead its bias slot (a constant 1) and its
+        # columns over their stds, in the head's output layout; the head's outputs are
+        # preceded by constant ones for the baseline's channels (spec.readout_prefix).
+        self.fused = spec.readout_prefix > 0
+        if self.fused:
+            self.ch_base = self.ch_season[0] if self.ch_season else channel({0: 1.0}, 0.0)
+            self.ch_one = self.ch_columns = len(kernel)
+            for k in range(h):
+                channel({}, 0.0, bias=1.0)
+                for j, (kind, lag_) in enumerate(diffs):
+                    newer = max(lag_ - (k + 1), 0) if kind == "lead" else 0
+                    channel({newer: float(inv[k, j]), lag_: -float(inv[k, j])}, float(lag_ + 1))
+        else:
+            # A constant 1 ahead of the columns: `column_place` puts it into every lead's bias
+            # slot (unless a window scale divides the columns; then `bias_slots` is added after).
+            self.ch_one = channel({}, 0.0, bias=1.0)
+            self.ch_columns = len(kernel)
+            for k in range(h):
+                for kind, lag_ in diffs:
+                    newer = max(lag_ - (k + 1), 0) if kind == "lead" else 0
+                    channel({newer: 1.0, lag_: -1.0}, float(lag_ + 1))
         # Layout 2 convolves concat(history, y), whose count and pending come before the ring:
         # the kernel reads them with zero weights (any chunking puts them only there).
         self.history_lead = spec.history_slots(self.config.anomaly)["ring"][0] if spec.layout >= 2 else 0
@@ -345,7 +383,6 @@ class Forecaster(nn.Module):
         # [C' (diff channels) + level, H * (C + 1)]: column (k, j) scaled by its 1/std into slot
         # k * (C + 1) + 1 + j; slot k * (C + 1) is the lead's bias, which `bias_slots` fills with 1.
         c = len(spec.columns)
-        inv = self.column_inv_std.numpy()
         rows = 1 + len(diffs) * h + (1 if c > len(diffs) else 0)
         place = np.zeros((rows, h * (c + 1)), np.float32)
         bias_slots = np.zeros(h * (c + 1), np.float32)
@@ -364,6 +401,18 @@ class Forecaster(nn.Module):
         self.register_buffer("column_place", torch.from_numpy(place), persistent=False)
         self.register_buffer("bias_slots", torch.from_numpy(bias_slots), persistent=False)
         self.register_buffer("per_lead", torch.from_numpy(per_lead), persistent=False)
+        if self.fused:
+            # [prefix + H (C + 1), H]: the baseline's channels summed per lead, then each lead's
+            # slots times its residual unit; the head gains `prefix` outputs that are always 1.
+            prefix = spec.readout_prefix
+            base_rows = season_sum if self.ch_season else np.ones((1, h), np.float32)
+            scale = np.asarray(spec.scale or (1.0,) * h, np.float32)
+            readout = np.concatenate([base_rows, per_lead * scale])
+            stds = np.where(inv > 0, 1.0 / np.where(inv > 0, inv, 1.0), 0.0).astype(np.float32)
+            self.register_buffer("readout_matrix", torch.from_numpy(readout), persistent=False)
+            self.register_buffer("head_prefix_weight", torch.zeros(prefix, self.config.hidden_size), persistent=False)
+            self.register_buffer("head_prefix_bias", torch.ones(prefix), persistent=False)
+            self.register_buffer("placed_std", torch.from_numpy(stds), persistent=False)  # [H, C]
         self.phase_lookup = bool(spec.cycle) and spec.cycle * (spec.rnn_inputs + 1) <= PHASE_TABLE_MAX
         if self.phase_lookup:
             # Row p: the phase inputs of phase p (unknown flag 0, sin/cos, blocks); row `cycle`:
@@ -481,12 +530,13 @@ class Forecaster(nn.Module):
         point, top, scale, parts, new_cell, new_state = self.readout(x, state)
         if not self.config.quantiles or not (extras or self.config.anomaly):
             return self.raw(point), (*new_cell, *new_state), ()
-        quantiles = self.raw(self.quantiles(top, point, scale))
+        flat = self._quantiles_flat(top, point, scale)  # in work units (logs for a log spec)
+        quantiles = self.raw(flat.reshape(flat.shape[0], flat.shape[1], self.spec.horizon, -1))
         point = self.raw(point)
         if not self.config.anomaly:
             return point, (*new_cell, *new_state), (quantiles,)
-        y = x[:, :, self.spec.target_index]
-        anomaly, pending = self._anomaly(y, quantiles, parts["pending0"], parts["count"])
+        ahead = self.raw(flat @ self.anomaly_select)  # the next reading's anomaly bounds, [B, T, 4]
+        anomaly, pending = self._anomaly(self._target3(x), ahead, parts["pending0"], parts["count"])
         return point, (*new_cell, *self.pack_state(parts, pending)), (quantiles, anomaly)
 
     def readout(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, dict, State, State]:  # type: ignore[type-arg]
@@ -520,6 +570,10 @@ class Forecaster(nn.Module):
             out, h = self.rnn(rnn_in, state[0])
             new_cell = (h,)
         top = self.drop(out)
+        if self.fused:  # ones for the baseline's channels, then the head's outputs; one MatMul
+            weight = torch.cat([self.head_prefix_weight, self.head.weight])
+            coef = nn.functional.linear(top, weight, torch.cat([self.head_prefix_bias, self.head.bias]))
+            return (coef * parts["readout_tail"]) @ self.readout_matrix, top, self.scale, parts, new_cell, new_state
         coef = self.head(top)  # [B, T, H*(C+1)]: per lead its bias, then one weight per column
         # Every lead's columns over their stds, laid out like `coef` (1 in the bias slots): the
         # residual of lead k is then sum over its slots of coef x placed, one MatMul for all leads.
@@ -536,26 +590,43 @@ class Forecaster(nn.Module):
         the residual unit ([H] or [B, T, H]): cumulative softplus offsets outward from the point
         plus the calibration shift, both non-decreasing in level, so the quantiles are monotone
         by construction."""
+        flat = self._quantiles_flat(top, point, scale)
+        return flat.reshape(flat.shape[0], flat.shape[1], self.spec.horizon, -1)
+
+    def _quantiles_flat(self, top: Tensor, point: Tensor, scale: Tensor) -> Tensor:
+        """`quantiles` as [B, T, H*Q] (lead-major). A constant residual unit ([H]) is folded
+        into the offsets' block-diagonal accumulation and the shift (fewer graph nodes); every
+        term stays non-decreasing in level, so monotone still holds by construction."""
         levels = len(self.config.quantiles)
-        raw = self.quantile_head(top)
+        raw = self.quantile_head(top)  # [B, T, H*Q]
+        if scale.dim() == 1:
+            offset = (self.scale.unsqueeze(-1) * self.quantile_shift).reshape(-1)  # constant
+            return nn.functional.softplus(raw) @ self.quantile_block + (point @ self.lead_expand + offset)
         raw = raw.reshape(raw.shape[0], raw.shape[1], self.spec.horizon, levels)
         offsets = nn.functional.softplus(raw) @ self.quantile_accumulate
-        return point.unsqueeze(-1) + scale.unsqueeze(-1) * (offsets + self.quantile_shift)
+        quantiles = point.unsqueeze(-1) + scale.unsqueeze(-1) * (offsets + self.quantile_shift)
+        return quantiles.reshape(quantiles.shape[0], quantiles.shape[1], -1)
 
-    def _anomaly(self, y: Tensor, quantiles: Tensor, pending0: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
+    def _target3(self, x: Tensor) -> Tensor:
+        """The target's readings [B, T, 1]: the input itself when it is the only feature (no
+        graph node)."""
+        i = self.spec.target_index
+        return x if self.spec.num_features == 1 else x[:, :, i : i + 1]
+
+    def _anomaly(self, y: Tensor, ahead: Tensor, pending0: Tensor, count: Tensor) -> tuple[Tensor, Tensor]:
         """[B, T, 4] (seen, outside_80, outside_95, score) of each reading against the 80 % and
-        95 % intervals forecast for it one step earlier (the previous step of the chunk, or
-        the `pending` state [B, 1, 4] for the first), and the new pending state [B, 4]; `count`
-        [B, T, 1] is the readings seen including each step's. A reading with
+        95 % intervals forecast for it one step earlier (`ahead` [B, T, 4]: each step's bounds
+        for the next reading, PENDING_LEVELS order; the `pending` state [B, 1, 4] for the
+        first), and the new pending state [B, 4]; `count` [B, T, 1] is the readings seen
+        including each step's; `y` [B, T, 1] the readings. A reading with
         no earlier one (count < 2) has seen = 0 and zeros. The score is the reading's distance
         from the 95 % interval's centre in its half-widths (|score| > 1: outside)."""
-        ahead = quantiles[:, :, 0][:, :, self.anomaly_index]  # [B, T, 4] for the next reading
         before = torch.cat([pending0, ahead[:, :-1]], dim=1)  # PENDING_LEVELS order
         # Both intervals' centres and half-widths, (80 %, 95 %) each, by one MatMul (halving is exact)
         centre_half = before @ self.interval_halves
         centre = centre_half[..., :2]
         half = torch.clamp(centre_half[..., 2:], min=LOCAL_EPS_STD * self.spec.level_std)
-        distance = (y.unsqueeze(-1) - centre) / half
+        distance = (y - centre) / half
         seen = (count >= 2.0).to(y.dtype)
         flags = torch.cat([seen, (distance.abs() > 1.0).to(y.dtype), distance[..., 1:]], dim=-1)
         return flags * seen, ahead[:, -1]
@@ -575,7 +646,7 @@ class Forecaster(nn.Module):
         n = self.cell_states
         raw_y = x[:, :, spec.target_index]  # [B, T]
         y = self.work(raw_y)  # in logs for a log spec
-        y3 = y.unsqueeze(-1)  # [B, T, 1]
+        y3 = y.unsqueeze(-1) if spec.log else self._target3(x)  # [B, T, 1]
         parts: dict = {}  # type: ignore[type-arg]
         if spec.layout >= 2:
             # One packed state [count, (pending,) ring]: the convolution reads concat(history, y)
@@ -651,9 +722,13 @@ class Forecaster(nn.Module):
             base = base.expand(-1, -1, horizon)
         parts["base"] = base  # [B, T, H]
 
-        diffs = masked[..., self.ch_columns :]  # [B, T, H*C'], lead-major
+        diffs = masked[..., self.ch_columns :]  # [B, T, H*C'], lead-major ([B, T, H*(C+1)] placed when fused)
         with_one = masked[..., self.ch_one :]  # the constant 1, then the columns
-        if spec.transform in LEVEL_TRANSFORMS:
+        if self.fused:
+            parts["readout_tail"] = masked[..., self.ch_base :]  # baseline channels, then the slots
+            placed = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)[..., 1:]
+            columns = placed * self.placed_std  # back in raw units (fit_spec reads them)
+        elif spec.transform in LEVEL_TRANSFORMS:
             centre = spec.level_mean if level is None else level.unsqueeze(-1)
             level_column = y3 - centre
             parts["column_block"] = torch.cat([with_one, level_column], dim=-1)
@@ -882,8 +957,9 @@ def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
     elif spec.transform == "trend":
         alpha, beta, phi = _fit_trend(spec, trains)
         spec = replace(spec, smooth_alpha=alpha, trend_beta=beta, trend_phi=phi)
-    # dy and e as they are (the graph divides them by the stds fitted here)
-    probe = Forecaster(forecaster_config(config, replace(spec, dy_std=1.0, e_std=1.0), config.clock)).eval()
+    # dy, e and the columns as they are (the graph divides them by the stds fitted here)
+    raw = replace(spec, dy_std=1.0, e_std=1.0, column_std=())
+    probe = Forecaster(forecaster_config(config, raw, config.clock)).eval()
     collected: dict[str, list[np.ndarray]] = {k: [] for k in ("window", "base", "columns", "target", "dy", "e")}
     for train in trains:
         y = work_units(spec, train[:, spec.target_index])

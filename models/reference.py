@@ -480,8 +480,11 @@ class ForecasterReference:
         spec = ForecastSpec.from_dict(config.extra["forecaster"])
         constants = _graph_constants(proto, numpy_helper)
         hidden, width = config.hidden_size, spec.head_outputs
-        # The point head, then (with quantile levels) the quantile head, in graph order.
+        # The point head, then (with quantile levels) the quantile head, in graph order. Graphs
+        # that read out in one MatMul put `readout_prefix` constant outputs ahead of the point
+        # head's (zero weights, bias 1); files exported before that have the head alone.
         widths = [width] + ([spec.horizon * len(config.quantiles)] if config.quantiles else [])
+        prefixed = [width + spec.readout_prefix, *widths[1:]]
         layers: list[LayerWeights] = []
         weights: list[np.ndarray] = []
         biases: list[np.ndarray] = []
@@ -491,14 +494,15 @@ class ForecasterReference:
                 layers.append(_onnx_to_torch_gates(node.op_type, w, r, b, hidden))
             elif node.op_type in ("MatMul", "Gemm") and layers and len(weights) == len(biases) < len(widths):
                 name, want = node.input[1], widths[len(weights)]
-                if name in constants and constants[name].shape == (hidden, want):
-                    weights.append(constants[name].T)
+                if name in constants and constants[name].shape in ((hidden, want), (hidden, prefixed[len(weights)])):
+                    weights.append(constants[name][:, -want:].T)
                     if node.op_type == "Gemm" and len(node.input) > 2:
-                        biases.append(constants[node.input[2]])
+                        biases.append(constants[node.input[2]][-want:])
             elif node.op_type == "Add" and len(weights) == len(biases) + 1:
+                want = widths[len(biases)]
                 for name in node.input:
-                    if name in constants and constants[name].shape == (widths[len(biases)],):
-                        biases.append(constants[name])
+                    if name in constants and constants[name].shape in ((want,), (prefixed[len(biases)],)):
+                        biases.append(constants[name][-want:])
                         break
         if len(layers) != config.num_layers or len(weights) != len(widths) or len(biases) != len(widths):
             raise ValueError(f"{path}: graph does not hold {config.num_layers} {config.cell} layers and its heads")
