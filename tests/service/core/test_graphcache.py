@@ -9,6 +9,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 
@@ -63,6 +64,9 @@ def test_the_second_load_runs_on_the_cached_graph_with_the_same_bits(repository:
     file_hash = hashlib.sha256((repository / "fc" / "1" / "model.onnx").read_bytes()).hexdigest()
     assert plain.fingerprint == first.fingerprint == second.fingerprint  # of the repository's file
     assert entry.name.startswith(file_hash)
+    # the entry is the optimised graph (what runs), not a copy of the file
+    optimised = len(onnx.load(str(entry)).graph.node)
+    assert optimised < len(onnx.load(str(repository / "fc" / "1" / "model.onnx")).graph.node)
     assert second.config == plain.config
     for a, b in zip(outputs(plain), outputs(second), strict=True):
         assert np.array_equal(a, b)
