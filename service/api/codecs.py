@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.api.streamed import CHUNK_BYTES, Rows, Streamed, chunked, json_body, pieces
+from service.api.streamed import CHUNK_BYTES, AsText, Rows, Streamed, chunked, json_body, pieces, whole
 from service.core import v2 as inference
 from service.core.engine import StepRequest, StepResult
 from service.core.errors import InvalidInput, ServiceError, echo, internal_error_body
@@ -461,12 +461,14 @@ def infer_response(
         body["id"] = rid
     if result.position is not None:
         body["parameters"] = {"sequence_position": result.position}
-    if result.times is not None:  # a JSON string: V2 parameter values are scalars
-        body.setdefault("parameters", {})["forecast_times"] = orjson.dumps(result.times).decode()
+    labels = result.labels
+    if labels is not None:  # a JSON string, [batch][time][lead]: V2 parameter values are scalars
+        times = [Rows(labels.readings, labels.rows, labels.horizon) for _ in range(labels.batch)]
+        body.setdefault("parameters", {})["forecast_times"] = AsText(times)
     body["outputs"] = items
     if not blobs:
         return json_body(body, stream), None
-    header = orjson.dumps(body, option=NUMPY)  # JSON data of outputs not asked as binary included
+    header = orjson.dumps(whole(body), option=NUMPY)  # the times, and outputs not asked as binary, whole
     if not stream:
         return b"".join([header, *(blob.tobytes() for blob in blobs)]), len(header)
     length = len(header) + sum(blob.nbytes for blob in blobs)

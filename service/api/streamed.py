@@ -48,6 +48,17 @@ class Rows:
         return self.make(0, self.count)
 
 
+class AsText:
+    """A JSON string holding the JSON of `value` (V2 parameters are scalars, so its forecast
+    times travel as one string), written a slice at a time like any other value: escaping is
+    per character, so the escaped slices are the escaped whole."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
 def pieces(value: Any) -> Iterator[bytes]:
     """The JSON of `value` (as orjson.dumps(value, OPT_SERIALIZE_NUMPY) writes it) in pieces
     of bounded size: objects and arrays holding arrays or Rows are walked, an ndarray is
@@ -57,6 +68,11 @@ def pieces(value: Any) -> Iterator[bytes]:
         yield from _array(value)
     elif isinstance(value, Rows):
         yield from _rows(value)
+    elif isinstance(value, AsText):
+        yield b'"'
+        for piece in pieces(value.value):
+            yield orjson.dumps(piece.decode())[1:-1]
+        yield b'"'
     elif isinstance(value, dict):
         yield b"{"
         first = True
@@ -101,6 +117,8 @@ def whole(value: Any) -> Any:
     """`value` with every Rows built whole (what the one-call encoder takes)."""
     if isinstance(value, Rows):
         return value.whole()
+    if isinstance(value, AsText):
+        return orjson.dumps(whole(value.value), option=NUMPY).decode()
     if isinstance(value, np.ndarray):
         return np.ascontiguousarray(value)
     if isinstance(value, dict):

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from service.core.engine import StepRequest
+from service.core.engine import StepRequest, StepResult
 from service.core.errors import (
     BadRequest,
     DeadlineExceeded,
@@ -328,6 +328,30 @@ def check_outputs(names: list[str], model: LoadedModel) -> None:
 # ---------------------------------------------------------------------------- inference
 
 
+@dataclass(frozen=True, slots=True)
+class Labels:
+    """The times a result's forecasts are for, built when asked for (as a whole, or a slice of
+    readings at a time): `batch` sequences of `readings` readings each, the first of them reading
+    `first` of a series whose reading 0 is at `start` (every sequence the same times)."""
+
+    start: float
+    period: float
+    horizon: int
+    batch: int
+    readings: int
+    first: int = 0
+
+    def rows(self, lo: int, hi: int) -> list[list[str]]:
+        """[time][lead] for readings lo..hi-1 of one sequence."""
+        from models.times import forecast_times
+
+        return forecast_times(self.start, hi - lo, self.horizon, self.period, self.first + lo)
+
+    def whole(self) -> list[list[list[str]]]:
+        one = self.rows(0, self.readings)
+        return [one for _ in range(self.batch)]
+
+
 @dataclass(slots=True)
 class Result:
     """What an inference produced: the model version that served it, the tensors by name
@@ -337,9 +361,14 @@ class Result:
     tensors: dict[str, np.ndarray]
     position: int | None = None
     # A request with start_time (stateless, or a sequence started with it) to a model that knows
-    # its period: the ISO times each forecast is for, [batch][time][lead] (predict.py's times_of,
-    # step_times for a sequence step).
-    times: list[list[list[str]]] | None = None
+    # its period: the times its forecasts are for (`times`).
+    labels: Labels | None = None
+
+    @property
+    def times(self) -> list[list[list[str]]] | None:
+        """[batch][time][lead] ISO times each forecast is for (predict.py's times_of, step_times
+        for a sequence step), built on each access."""
+        return None if self.labels is None else self.labels.whole()
 
 
 _background: set[asyncio.Task[Any]] = set()  # sequence steps in flight (kept from garbage collection)
@@ -415,11 +444,13 @@ async def _stateless(
     by_name = dict(zip(model.output_names, (outputs, *final), strict=True))
     if model.extra_outputs:
         by_name.update(extra_tensors(model, outputs))
-    from service.core.predict import times_of
+    from service.core.predict import labelled
 
     start = None if given else options.start_seconds
-    times = times_of(model, start, [x.shape[1]] * x.shape[0])
-    return Result(model, {n: by_name[n] for n in wanted}, times=times)
+    labels = None
+    if start is not None and model.period_seconds is not None and labelled(model, start):
+        labels = Labels(start, model.period_seconds, model.config.horizon, x.shape[0], x.shape[1])
+    return Result(model, {n: by_name[n] for n in wanted}, labels=labels)
 
 
 def extra_tensors(model: LoadedModel, packed: np.ndarray) -> dict[str, np.ndarray]:
@@ -498,8 +529,21 @@ async def _sequence_step(
             raise Error(f"sequence {seq_id!r} runs on a model without outputs {missing}", field="outputs")
     if options.end:
         await sessions.delete(session_id, owner)
-    times = step.times  # a sequence started with start_time: [batch 1][time][lead]
-    return Result(served, {n: tensors[n] for n in wanted}, step.position, None if times is None else [times])
+    return Result(served, {n: tensors[n] for n in wanted}, step.position, _step_labels(step))
+
+
+def _step_labels(step: StepResult) -> Labels | None:
+    """A sequence step's forecast times (StepResult.times: a sequence started with start_time),
+    as one sequence of labels; None without them, or once a stream has run past year 9999."""
+    model, readings = step.model, step.outputs.shape[0]
+    first = step.position - readings
+    if step.start is None or model.period_seconds is None:
+        return None
+    from service.core.predict import step_times
+
+    if step_times(model, step.start, first + readings - 1, 1) is None:  # the latest times: all fit if these do
+        return None
+    return Labels(step.start, model.period_seconds, model.config.horizon, 1, readings, first)
 
 
 async def _retried_start(sessions: Sessions, session_id: str, owner: str) -> bool:

@@ -14,7 +14,7 @@ import pytest
 from service.api import codecs, streamed
 from service.api.codecs import STEP_REPLY, EntryError, bulk_body, bulk_reply, infer_response
 from service.api.models import predict_reply
-from service.api.streamed import Rows, Streamed, chunked, json_body, pieces, whole
+from service.api.streamed import AsText, Rows, Streamed, chunked, json_body, pieces, whole
 from service.core import v2 as inference
 from service.core.engine import StepRequest, StepResult
 from service.core.errors import InvalidInput, SessionNotFound
@@ -171,13 +171,26 @@ def test_a_streamed_v2_reply_is_the_encoded_one(registry: ModelRegistry, binary:
         "output": rng.standard_normal((2, 9, model.output_width)).astype(np.float32),
         "hn": rng.standard_normal((2, 2, 16)).astype(np.float32),
     }
-    result = inference.Result(model, tensors, position=9)
-    wanted = [("output", binary), ("hn", False)]
-    whole_body, header = infer_response(result, "r-1", wanted, 0)
-    body, streamed_header = infer_response(result, "r-1", wanted, 1)
-    assert isinstance(whole_body, bytes) and streamed_header == header
-    assert joined(body) == whole_body
-    assert isinstance(body, Streamed) and (body.length == len(whole_body)) is binary
+    labels = inference.Labels(START, 3600.0, 3, batch=2, readings=9, first=5)
+    for result in (inference.Result(model, tensors, 14), inference.Result(model, tensors, None, labels)):
+        wanted = [("output", binary), ("hn", False)]
+        whole_body, header = infer_response(result, "r-1", wanted, 0)
+        body, streamed_header = infer_response(result, "r-1", wanted, 1)
+        assert isinstance(whole_body, bytes) and streamed_header == header
+        assert joined(body) == whole_body
+        assert isinstance(body, Streamed) and (body.length == len(whole_body)) is binary
+        decoded = orjson.loads(whole_body[:header] if binary else whole_body)
+        if result.labels is not None:  # the times as one JSON string, as the whole list encodes
+            assert decoded["parameters"]["forecast_times"] == orjson.dumps(result.times).decode()
+            assert orjson.loads(decoded["parameters"]["forecast_times"])[1][0][0] == "1990-01-01T06:00:00Z"
+
+
+def test_as_text_is_the_escaped_json_of_its_value() -> None:
+    """Quotes and backslashes in the slices are escaped as in the whole string."""
+    rows = [[f'"{i}"\\', i] for i in range(30)]
+    value = {"t": AsText([Rows(30, lambda lo, hi: rows[lo:hi], 2)])}
+    expected = orjson.dumps({"t": orjson.dumps([rows]).decode()})
+    assert b"".join(pieces(value)) == orjson.dumps(whole(value)) == expected
 
 
 def test_after_runs_once_the_body_is_written() -> None:
