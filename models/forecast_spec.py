@@ -37,6 +37,12 @@ Terms (y is the target's raw reading, t the reading just received):
                    (`smooth_window`; W = up to SMOOTH_WINDOW), a fixed weight per age
                    (holt_kernels), corrected so a constant gives that level and no trend and a
                    straight line gives its value and slope however few readings were seen.
+    holt_winters   Holt-Winters exponential smoothing over every season (Taylor's double-seasonal
+                   model with seasons 48 and 336; simple exponential smoothing without seasons)
+                   plus an AR(1) adjustment of the one-step error, additive seasons
+                   (`holt_winters_mult`: multiplicative). Its level and seasonal components are
+                   carried in the `smoothed` state (models/holt_winters.py); until the longest
+                   season has been read it answers the seasonal naive forecast.
 - log: the target is forecast in logs (a season whose amplitude grows with the level becomes
   additive): every target reading r, in the ring or new, is read as ln(max(r, log_floor)), the
   baselines, columns and constants above are in those units, and the point forecasts and
@@ -68,7 +74,19 @@ from typing import Any
 
 import numpy as np
 
-TRANSFORMS = ("none", "diff", "seasonal", "seasonal_diff", "revin", "smooth", "trend")
+from models.holt_winters import Smoothing
+
+TRANSFORMS = (
+    "none",
+    "diff",
+    "seasonal",
+    "seasonal_diff",
+    "revin",
+    "smooth",
+    "trend",
+    "holt_winters",
+    "holt_winters_mult",
+)
 # Transforms whose baseline is a level (not the last value): the level column and RNN input.
 LEVEL_TRANSFORMS = ("none", "revin", "smooth", "trend")
 # The ring a smoothing forecaster keeps (unless the series is too short for it): (1 - alpha)^48
@@ -80,6 +98,8 @@ SMOOTH_ALPHAS = (0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 
 TREND_ALPHAS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 1.0)
 TREND_BETAS = (0.02, 0.05, 0.1, 0.2, 0.3, 0.5)
 TREND_PHIS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.98)
+# Transforms whose baseline is a Holt-Winters formula carried in a state (models/holt_winters.py).
+HOLT_WINTERS = ("holt_winters", "holt_winters_mult")
 SHORT_LAGS = (1, 2, 3)
 MAX_BLOCKS = 14  # one-hot "day of week" style blocks when long/short season ratio is this or less
 HARMONICS = 2
@@ -112,6 +132,11 @@ class ForecastSpec:
     smooth_window: int = 0  # transform "trend": readings the level and trend are read from (W)
     log: bool = False  # forecast ln(target) (see the module docstring)
     log_floor: float = 1e-12  # readings below it are read as it (fitted: a share of the training minimum)
+    # Holt-Winters transforms: the smoothing constants fitted on the training block (level,
+    # one per season, the AR coefficient of the one-step error).
+    hw_alpha: float = 1.0
+    hw_gamma: tuple[float, ...] = ()
+    hw_phi: float = 0.0
     # Constants fitted on the training block (1.0 until fitted).
     level_mean: float = 0.0
     level_std: float = 1.0
@@ -136,6 +161,16 @@ class ForecastSpec:
     @property
     def short_season(self) -> int:
         return self.seasons[0] if self.seasons else 0
+
+    @property
+    def smoothing(self) -> Smoothing | None:
+        """The Holt-Winters formula of a holt_winters transform (None for the others)."""
+        if self.transform not in HOLT_WINTERS:
+            return None
+        gamma = self.hw_gamma or (0.0,) * len(self.seasons)
+        return Smoothing(
+            self.seasons, self.transform == "holt_winters_mult", self.hw_alpha, gamma, self.hw_phi, self.level_std
+        )
 
     @property
     def columns(self) -> tuple[tuple[str, int], ...]:
@@ -191,7 +226,7 @@ class ForecastSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ForecastSpec:
         data = dict(data)
-        for key in ("seasons", "lags", "scale", "feature_mean", "feature_std"):
+        for key in ("seasons", "lags", "scale", "feature_mean", "feature_std", "hw_gamma"):
             data[key] = tuple(data.get(key, ()))
         data["column_std"] = tuple(tuple(row) for row in data.get("column_std", ()))
         data["quantile_shift"] = tuple(tuple(row) for row in data.get("quantile_shift", ()))
@@ -219,7 +254,7 @@ def make_spec(
     seasons = tuple(sorted({int(s) for s in (seasons or ()) if int(s) >= 2}))
     if transform not in TRANSFORMS:
         raise SpecError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
-    if transform in ("seasonal", "seasonal_diff") and not seasons:
+    if transform in ("seasonal", "seasonal_diff", "holt_winters_mult") and not seasons:
         raise SpecError(f"transform {transform!r} needs --season")
     if local_scale and transform in ("none", "revin"):
         raise SpecError(f"transform {transform!r} has no per-series scale from the history; use diff or a seasonal one")

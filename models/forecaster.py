@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from models.config import Clock, ModelConfig, StateSpec
 from models.forecast_spec import (
+    HOLT_WINTERS,
     LEVEL_TRANSFORMS,
     SMOOTH_ALPHAS,
     TREND_ALPHAS,
@@ -41,6 +42,8 @@ from models.forecast_spec import (
     holt_kernels,
     trend_damping,
 )
+from models.holt_winters import EPS as HW_EPS
+from models.holt_winters import season_slots
 
 State = tuple[Tensor, ...]
 # The order the `pending` state holds the anomaly levels: both lower bounds (80 %, 95 %), then
@@ -62,6 +65,15 @@ def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec
     (forecast_spec's docstring); with `anomaly` also the quantiles it forecast for the next
     reading, so the next step can flag that reading."""
     phase = StateSpec("phase", 1, 1, f"phase of the next reading in a {spec.cycle}-cycle; -1 unknown", -1.0)
+    smoothed = StateSpec(
+        "smoothed",
+        1,
+        1 + sum(spec.seasons),
+        "Holt-Winters level"
+        + "".join(f", the {s} components of season {s}" for s in spec.seasons)
+        + (" (oldest first)" if spec.seasons else "")
+        + "; set once the longest season has been read",
+    )
     if spec.layout >= 2:
         slots = spec.history_slots(anomaly)
         parts = [f"readings seen (capped at {spec.ring + 1})"]
@@ -69,13 +81,20 @@ def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec
             parts.append("quantiles " + ", ".join(str(q) for q in PENDING_LEVELS) + " forecast for the next reading")
         parts.append(f"the last {spec.ring} raw readings of the target, oldest first")
         doc = "packed: " + "; ".join(parts)
-        return (StateSpec("history", 1, slots["ring"][1], doc), *((phase,) if spec.cycle else ()))
+        own = (phase,) if spec.cycle else ()
+        return (
+            StateSpec("history", 1, slots["ring"][1], doc),
+            *own,
+            *((smoothed,) if spec.transform in HOLT_WINTERS else ()),
+        )
     states = [
         StateSpec("ring", 1, spec.ring, f"last {spec.ring} raw readings of the target, oldest first"),
         StateSpec("count", 1, 1, f"readings seen, capped at {spec.ring + 1} (warm-up)"),
     ]
     if spec.cycle:
         states.append(phase)
+    if spec.transform in HOLT_WINTERS:
+        states.append(smoothed)
     if anomaly:
         levels = ", ".join(str(q) for q in PENDING_LEVELS)
         states.append(StateSpec("pending", 1, len(PENDING_LEVELS), f"quantiles {levels} forecast for the next reading"))
@@ -160,6 +179,67 @@ def history_parts(config: ModelConfig, state: Sequence[Any]) -> dict[str, Any]:
     return {**parts, **own}
 
 
+@torch.jit.script
+def _smoothing_scan(
+    y: Tensor,
+    count: Tensor,
+    state: Tensor,
+    start: Tensor,
+    span: float,
+    alpha: float,
+    gamma: Tensor,
+    phi_powers: Tensor,
+    oldest: Tensor,
+    source: Tensor,
+    leads: Tensor,
+    lead_sum: Tensor,
+    others: Tensor,
+    multiplicative: bool,
+    eps: float,
+    floor: float,
+) -> tuple[Tensor, Tensor]:
+    """Holt-Winters over a chunk (models/holt_winters.py): y and count [B, T] (readings seen
+    including each one), the state [B, W] before the chunk, `start` [B, W] the state to take at
+    the step whose count reaches `span`. Returns the formula's forecasts [B, T, H] (those of
+    steps before `span` readings are meaningless; the caller masks them) and the state after
+    the chunk. Constant tables: `oldest` [m] each ring's oldest slot, `source` [W] where each
+    slot of the next state comes from in concat(state, level, components), `leads` [m * H]
+    the slot each season reads for each lead (`lead_sum` [W, H]: the same as a sum with the
+    level, for additive seasons), `others` [m, m] True off the diagonal.
+
+    A recursion, so a loop over the chunk's steps (an ONNX Loop); scripted so that the traced
+    export keeps it a loop for any chunk length."""
+    outs: list[Tensor] = []
+    batch = y.shape[0]
+    horizon = phi_powers.shape[1]
+    seasons = gamma.shape[1]
+    for t in range(y.shape[1]):
+        value = y[:, t : t + 1]
+        seen = count[:, t : t + 1]
+        level = state[:, 0:1]
+        old = state.index_select(1, oldest)  # [B, m]
+        if multiplicative:
+            together = old.prod(1, keepdim=True)
+            error = value - level * together
+            new_level = alpha * value / torch.clamp(together, min=eps) + (1.0 - alpha) * level
+            rest = torch.where(others, old.unsqueeze(1), torch.ones_like(old).unsqueeze(1)).prod(-1)  # [B, m]
+            comps = gamma * value / torch.clamp(new_level * rest, min=floor) + (1.0 - gamma) * old
+        else:
+            together = old.sum(1, keepdim=True)
+            error = value - level - together
+            new_level = alpha * (value - together) + (1.0 - alpha) * level
+            comps = gamma * (value - new_level - (together - old)) + (1.0 - gamma) * old
+        updated = torch.cat([state, new_level, comps], dim=1).index_select(1, source)
+        state = torch.where(seen > span, updated, torch.where(seen == span, start, state))
+        error = torch.where(seen > span, error, torch.zeros_like(error))
+        if multiplicative:
+            base = state[:, 0:1] * state.index_select(1, leads).reshape(batch, seasons, horizon).prod(1)
+        else:
+            base = state @ lead_sum  # the level plus each season's component of each lead
+        outs.append(base + phi_powers * error)
+    return torch.stack(outs, dim=1), state
+
+
 def spec_of(config: ModelConfig) -> ForecastSpec | None:
     data = config.extra.get("forecaster")
     return ForecastSpec.from_dict(data) if data else None
@@ -198,6 +278,14 @@ class Forecaster(nn.Module):
     head_prefix_weight: torch.Tensor
     head_prefix_bias: torch.Tensor
     placed_std: torch.Tensor
+    hw_gamma: torch.Tensor
+    hw_phi_powers: torch.Tensor
+    hw_oldest: torch.Tensor
+    hw_source: torch.Tensor
+    hw_leads: torch.Tensor
+    hw_lead_sum: torch.Tensor
+    hw_others: torch.Tensor
+    hw_window: torch.Tensor
     # Set by training (training/forecaster_run.py) and written into the manifest.
     start_time: float | None
     transform_choice: dict[str, Any]
@@ -289,6 +377,97 @@ class Forecaster(nn.Module):
             damping = trend_damping(spec.trend_phi, spec.horizon).astype(np.float32)
             self.register_buffer("trend_damping", torch.from_numpy(damping), persistent=False)
         self._build_lag_tables()
+        self.smoothing = spec.smoothing
+        if self.smoothing is not None:
+            self._build_smoothing_tables()
+
+    def _build_smoothing_tables(self) -> None:
+        """Constant tables of the Holt-Winters recursion (`_smoothing_scan`) and of its start
+        (`_smoothing_start`): which slots each step reads and writes, the per-season averaging
+        and spreading matrices over the first `span` readings. They follow from the spec alone."""
+        model = self.smoothing
+        assert model is not None
+        seasons, h = model.seasons, self.spec.horizon
+        width, m = model.width, len(seasons)
+        offsets = np.cumsum([1, *seasons])[:-1].astype(np.int64)
+        source = np.arange(width, dtype=np.int64)
+        source[0] = width  # the new level
+        leads = []
+        for j, (o, s) in enumerate(zip(offsets, seasons, strict=True)):
+            source[o : o + s - 1] = np.arange(o + 1, o + s)  # the ring moves on by one
+            source[o + s - 1] = width + 1 + j  # and takes the new component last
+            leads.append(o + (np.arange(h) % s))
+        flat = np.concatenate(leads) if leads else np.zeros(0, np.int64)
+
+        def buffer(name: str, value: np.ndarray) -> None:
+            self.register_buffer(name, torch.from_numpy(value), persistent=False)
+
+        buffer("hw_gamma", np.asarray(model.gamma, np.float32).reshape(1, m))
+        buffer("hw_phi_powers", (model.phi ** np.arange(1, h + 1)).astype(np.float32).reshape(1, h))
+        buffer("hw_oldest", offsets)
+        buffer("hw_source", source)
+        buffer("hw_leads", flat.astype(np.int64))
+        lead_sum = np.zeros((width, h), np.float32)
+        lead_sum[0] = 1.0
+        for j in range(m):
+            lead_sum[leads[j], np.arange(h)] = 1.0
+        buffer("hw_lead_sum", lead_sum)
+        buffer("hw_others", ~np.eye(m, dtype=bool))
+        buffer("hw_window", np.arange(model.span, dtype=np.int64) - model.span + 1)
+        # Start: per season, [span, s] averaging of each slot's readings and [s, span] spreading back
+        self.hw_start: list[tuple[Tensor, Tensor]] = []
+        for s, slots in zip(seasons, season_slots(seasons, model.span), strict=True):
+            spread = np.zeros((s, model.span), np.float32)
+            spread[slots, np.arange(model.span)] = 1.0
+            average = (spread / spread.sum(axis=1, keepdims=True)).T
+            self.hw_start.append((torch.from_numpy(average.astype(np.float32)), torch.from_numpy(spread)))
+
+    def _smoothing_start(self, window: Tensor) -> Tensor:
+        """[B, W] the Holt-Winters state from the first `span` readings [B, span]
+        (models/holt_winters.initial)."""
+        model = self.smoothing
+        assert model is not None
+        level = window.mean(dim=1, keepdim=True)
+        floor = HW_EPS * model.unit
+        rest = window / torch.clamp(level, min=floor) if model.multiplicative else window - level
+        parts = [level]
+        for average, spread in self.hw_start:
+            comp = rest @ average
+            parts.append(comp)
+            rest = rest / torch.clamp(comp @ spread, min=HW_EPS) if model.multiplicative else rest - comp @ spread
+        return torch.cat(parts, dim=1)
+
+    def _smoothing(
+        self, y: Tensor, full: Tensor, count: Tensor, count0: Tensor, state: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """(the formula's forecasts [B, T, H], the state after the chunk): the start state is
+        read from the `span` readings ending at the step whose count reaches `span` (clamped
+        into the chunk when that step is not in it, when it is not used)."""
+        model = self.smoothing
+        assert model is not None
+        k_ring, steps = self.spec.ring, y.shape[1]
+        at = float(model.span) - count0 - 1.0  # [B, 1] chunk step whose count reaches span
+        index = torch.clamp(at + float(k_ring) + self.hw_window, min=0.0, max=float(k_ring) + steps - 1.0)
+        window = full.gather(1, index.to(torch.long))
+        out, new = _smoothing_scan(
+            y,
+            count,
+            state,
+            self._smoothing_start(window),
+            float(model.span),
+            model.alpha,
+            self.hw_gamma,
+            self.hw_phi_powers,
+            self.hw_oldest,
+            self.hw_source,
+            self.hw_leads,
+            self.hw_lead_sum,
+            self.hw_others,
+            model.multiplicative,
+            HW_EPS,
+            HW_EPS * model.unit,
+        )
+        return out, new
 
     def _build_lag_tables(self) -> None:
         """Constant tables that let the graph derive every lag feature of every step from one
@@ -319,7 +498,8 @@ class Forecaster(nn.Module):
             # dy - (lag(s0) - lag(s0 + 1)): the change against one short season ago
             self.ch_e = channel({0: 1.0, 1: -1.0, s0: -1.0, s0 + 1: 1.0}, float(s0 + 2))
             self.ch_warm = channel({}, float(last + 1), bias=1.0)  # 1 once the longest season is
-            if spec.transform in ("seasonal", "seasonal_diff"):
+            if spec.transform in ("seasonal", "seasonal_diff", *HOLT_WINTERS):
+                # (Holt-Winters answers the seasonal naive one until it has read its longest season.)
                 # Each season's baseline of every lead, available once lag s is: seasonal naive
                 # y_{t+k-mS}, plus m (y_t - y_{t-S}) for seasonal_diff, m = ceil(k / S); as its
                 # change from the next shorter season's (from y_t for the shortest), so the
@@ -479,6 +659,11 @@ class Forecaster(nn.Module):
         parts["count"][...] = rng.integers(0, spec.ring + 2, (1, batch, 1))
         if spec.cycle:
             parts["phase"][...] = rng.integers(-1, spec.cycle, (1, batch, 1))
+        if self.smoothing is not None:  # a level near the training one, components near neutral
+            comps = 0.1 * rng.standard_normal((1, batch, self.smoothing.width - 1))
+            level = spec.level_mean + 0.1 * spec.level_std * rng.standard_normal((1, batch, 1))
+            neutral = 1.0 + comps if self.smoothing.multiplicative else spec.level_std * comps
+            parts["smoothed"][...] = np.concatenate([level, neutral], axis=-1)
         if self.config.anomaly:  # lower bounds below upper ones, in PENDING_LEVELS order
             pending = np.sort(spec.level_mean + spec.level_std * rng.standard_normal((1, batch, 4)), axis=-1)
             pending = np.exp(pending) if spec.log else pending
@@ -720,6 +905,10 @@ class Forecaster(nn.Module):
                 base = changes @ self.season_sum
         if base.shape[-1] != horizon:
             base = base.expand(-1, -1, horizon)
+        if self.smoothing is not None:  # the Holt-Winters formula once its longest season is read
+            place = n + [s.name for s in self.config.extra_states].index("smoothed")
+            formula, parts["smoothed_next"] = self._smoothing(y, full, count[..., 0], count0, state[place][0])
+            base = torch.where(count >= float(self.smoothing.span), formula, base)
         parts["base"] = base  # [B, T, H]
 
         diffs = masked[..., self.ch_columns :]  # [B, T, H*C'], lead-major ([B, T, H*(C+1)] placed when fused)
@@ -776,6 +965,8 @@ class Forecaster(nn.Module):
             packed = (parts["ring_next"].unsqueeze(0), parts["count_next"].unsqueeze(0))
         if self.spec.cycle:
             packed = (*packed, parts["phase_next"].unsqueeze(0))
+        if "smoothed_next" in parts:
+            packed = (*packed, parts["smoothed_next"].unsqueeze(0))
         if self.spec.layout < 2 and pending is not None:
             packed = (*packed, pending.unsqueeze(0))
         return packed
@@ -919,6 +1110,18 @@ def _fit_trend(spec: ForecastSpec, trains: list[np.ndarray]) -> tuple[float, flo
     return best
 
 
+def fit_smoothing(spec: ForecastSpec, targets: list[np.ndarray]) -> ForecastSpec:
+    """The spec with its Holt-Winters constants fitted on the training targets (one array per
+    series, in the graph's units: logs for a log spec): models/holt_winters.fit, Taylor's least
+    squares of the AR-adjusted one-step error."""
+    from dataclasses import replace
+
+    from models import holt_winters
+
+    fitted = holt_winters.fit(targets, spec.seasons, spec.transform == "holt_winters_mult", spec.level_std)
+    return replace(spec, hw_alpha=fitted.alpha, hw_gamma=fitted.gamma, hw_phi=fitted.phi)
+
+
 def fit_spec(config: ModelConfig, series: np.ndarray, train_rows: int) -> ModelConfig:
     """The config with its forecaster constants fitted on the training block `series[:train_rows]`
     ([N, F] raw): see `fit_spec_many`."""
@@ -957,6 +1160,8 @@ def fit_spec_many(config: ModelConfig, blocks: list[np.ndarray]) -> ModelConfig:
     elif spec.transform == "trend":
         alpha, beta, phi = _fit_trend(spec, trains)
         spec = replace(spec, smooth_alpha=alpha, trend_beta=beta, trend_phi=phi)
+    elif spec.transform in HOLT_WINTERS:
+        spec = fit_smoothing(spec, [work_units(spec, t[:, spec.target_index]) for t in trains])
     # dy, e and the columns as they are (the graph divides them by the stds fitted here)
     raw = replace(spec, dy_std=1.0, e_std=1.0, column_std=())
     probe = Forecaster(forecaster_config(config, raw, config.clock)).eval()

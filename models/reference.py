@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from models import holt_winters as hw
 from models.config import METADATA_KEY, ModelConfig
 
 RELATIVE_TOLERANCE = 1e-4
@@ -242,6 +243,8 @@ class ForecasterReference:
         rings = [list(own["ring"][0, b]) for b in range(batch)]
         counts = [float(own["count"][0, b, 0]) for b in range(batch)]
         phases = [float(own["phase"][0, b, 0]) for b in range(batch)] if spec.cycle else [-1.0] * batch
+        smoothing = spec.smoothing
+        smoothed = [own["smoothed"][0, b].copy() for b in range(batch)] if smoothing is not None else []
         pending = [own["pending"][0, b].copy() for b in range(batch)] if cfg.anomaly else []
         out = np.zeros((batch, steps, spec.horizon))
         quantiles = np.zeros((batch, steps, spec.horizon, len(levels)))
@@ -250,6 +253,22 @@ class ForecasterReference:
             inputs, extras = [], []
             for b in range(batch):
                 rnn_in, extra = self._step_features(spec, x[b, t], rings[b], counts[b], phases[b])
+                if smoothing is not None:  # the Holt-Winters formula once its longest season is read
+                    seen = min(counts[b] + 1, spec.ring + 1)
+                    raw = np.array([*rings[b][-smoothing.span :], x[b, t, spec.target_index]], dtype=np.float64)
+                    if spec.log:  # the formula runs in the graph's units (forecast_spec's docstring)
+                        raw = np.log(np.maximum(raw, spec.log_floor))
+                    reading = float(raw[-1])
+                    if seen >= smoothing.span:
+                        if seen == smoothing.span:
+                            window = raw[-smoothing.span :]
+                            error = 0.0
+                            smoothed[b] = hw.initial(
+                                window, smoothing.seasons, smoothing.multiplicative, smoothing.unit
+                            )
+                        else:
+                            smoothed[b], error = hw.step(smoothed[b], reading, smoothing)
+                        extra = (hw.forecast(smoothed[b], error, spec.horizon, smoothing), *extra[1:])
                 inputs.append(rnn_in)
                 extras.append(extra)
                 rings[b] = [*rings[b][1:], x[b, t, spec.target_index]]
@@ -291,11 +310,12 @@ class ForecasterReference:
         if spec.layout >= 2:
             packed = ["count", *(["pending"] if cfg.anomaly else []), "ring"]
             final.append(np.concatenate([ends[name] for name in packed], axis=-1))
-            if spec.cycle:
-                final.append(ends["phase"])
+            final += [ends["phase"]] if spec.cycle else []
+            final += [np.array(smoothed)[None]] if smoothing is not None else []
         else:
             final += [ends["ring"], ends["count"]]
             final += [ends["phase"]] if spec.cycle else []
+            final += [np.array(smoothed)[None]] if smoothing is not None else []
             final += [ends["pending"]] if cfg.anomaly else []
         result: dict[str, Any] = {"output": out, "state": tuple(final)}
         if levels:
@@ -425,7 +445,8 @@ class ForecasterReference:
                 value = level
             else:
                 value = y_t
-                if spec.transform in ("seasonal", "seasonal_diff"):
+                # (Holt-Winters answers the seasonal naive forecast until its longest season is read)
+                if spec.transform in ("seasonal", "seasonal_diff", "holt_winters", "holt_winters_mult"):
                     for s in spec.seasons:  # shortest first: the longest available season wins
                         if available(s):
                             m = -(-k // s)

@@ -42,7 +42,8 @@ import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from models.forecaster import Forecaster, history_parts
+from models.forecaster import Forecaster, history_parts, work_units
+from models.holt_winters import states_before
 from training import distributed
 from training.data import ForecastData
 from training.loop import History, bars_wanted
@@ -131,6 +132,14 @@ class _Streams:
         self.since = np.zeros(n, dtype=np.int64)
         self.state = [torch.from_numpy(s) for s in model.config.initial_state(n)]
         self.phase0 = [self._phase0(s) for s in segments]
+        # A Holt-Winters baseline's state depends on every reading before a restart point:
+        # computed once per series (models/holt_winters.states_before).
+        smoothing = self.spec.smoothing
+        self.smoothed = (
+            [states_before(work_units(self.spec, s.x[:, self.spec.target_index]), smoothing) for s in segments]
+            if smoothing
+            else []
+        )
         for i in range(n):
             self.restart(i)
 
@@ -160,6 +169,8 @@ class _Streams:
         if spec.cycle:
             hidden = self.rng.random() < self.settings.phase_dropout or self.phase0[k] < 0
             parts["phase"][0, i] = -1.0 if hidden else float((self.phase0[k] + p) % spec.cycle)
+        if self.smoothed:  # the Holt-Winters state a session would hold at row p
+            parts["smoothed"][0, i] = torch.from_numpy(self.smoothed[k][p].astype(np.float32))
         self.seg[i], self.pos[i], self.since[i] = k, p, 0
 
     def batch(self) -> tuple[Tensor, Tensor, Tensor]:

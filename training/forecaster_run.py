@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from models.config import Clock, ModelConfig
+from models.forecast_spec import HOLT_WINTERS as HW_TRANSFORMS
 from models.forecast_spec import SpecError, make_spec
 from training.configs import model_config
 from training.data import ForecastData, TrainingError
@@ -58,8 +59,10 @@ def loop_settings(settings: Any, **overrides: Any) -> ForecastTrainSettings:
 # The baselines `--transform auto` chooses from: the training mean (a series without memory, such
 # as white noise, is best forecast by it), the last value, exponential smoothing (a level that
 # wanders under noise: the last value would chase the noise), exponential smoothing with a damped
-# trend (changes that persist for a while, like unemployment or output), and the seasonal ones.
-AUTO_TRANSFORMS = ("none", "diff", "smooth", "trend", "seasonal", "seasonal_diff")
+# trend (changes that persist for a while, like unemployment or output), the seasonal ones, and
+# Holt-Winters (a level and seasonal components smoothed over many seasons, additive or, for a
+# positive series, multiplicative: Taylor's double-seasonal model for half-hourly load).
+AUTO_TRANSFORMS = ("none", "diff", "smooth", "trend", "seasonal", "seasonal_diff", "holt_winters", "holt_winters_mult")
 # The trained network replaces its formula only when it lowers the validation MAE by at least
 # MIN_VALIDATION_GAIN and the paired per-origin gain (|formula error| - |network error|) is
 # MIN_VALIDATION_Z standard errors above zero: a smaller or noisier gain on the validation origins
@@ -75,18 +78,34 @@ FORMULAS = {
     "revin": "the mean of the recent readings",
     "smooth": "simple exponential smoothing",
     "trend": "exponential smoothing with a damped trend",
+    "holt_winters": "Holt-Winters exponential smoothing with additive seasons and an AR(1) error adjustment",
+    "holt_winters_mult": "Holt-Winters exponential smoothing with multiplicative seasons and an AR(1) error adjustment",
 }
 
 
 def formula_description(spec: Any) -> str:
-    """FORMULAS' words for the spec's transform, with the fitted smoothing constant, and said
+    """FORMULAS' words for the spec's transform, with the fitted smoothing constants, and said
     to be in logs for a log spec."""
     words = FORMULAS[spec.transform]
     if spec.transform == "smooth":
         words = f"{words} (alpha {spec.smooth_alpha:g})"
     elif spec.transform == "trend":
         words = f"{words} (alpha {spec.smooth_alpha:g}, beta {spec.trend_beta:g}, phi {spec.trend_phi:g})"
+    if spec.transform in HW_TRANSFORMS:
+        gammas = "".join(f", season {s} {g:.3g}" for s, g in zip(spec.seasons, spec.hw_gamma, strict=True))
+        words = f"{words} (level {spec.hw_alpha:.3g}{gammas}, phi {spec.hw_phi:.3g})"
     return f"{words}, in logs" if spec.log else words
+
+
+def auto_candidates(seasons: tuple[int, ...], data: ForecastData) -> list[str]:
+    """The formulas `--transform auto` compares: the seasonal ones and Holt-Winters need seasons
+    (without, Holt-Winters is smoothing with an AR(1) adjustment, which `smooth` already
+    covers), multiplicative Holt-Winters a training block above zero."""
+    out = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff", "smooth", "trend")]
+    target = data.targets[: data.train_rows, 0]
+    if "holt_winters_mult" in out and not (len(target) and float(np.min(target)) > 0.0):
+        out.remove("holt_winters_mult")
+    return out
 
 
 def smooth_window(train_rows: int, horizon: int) -> int:
@@ -218,17 +237,21 @@ def choose_transform(
     forms = [True] if logs.get("setting") == "yes" else [False, True] if logs.get("offered") else [False]
     asked = getattr(settings, "transform", "auto") or "auto"
     seasons = seasons_of(settings)
-    if asked != "auto":
-        candidates = [asked]
-    else:
-        candidates = [t for t in AUTO_TRANSFORMS if seasons or t in ("none", "diff", "smooth", "trend")]
+    candidates = [asked] if asked != "auto" else auto_candidates(seasons, data)
     if len(candidates) * len(forms) == 1:
         return candidates[0], forms[0], {}
     scores: dict[str, float] = {}
     val_end = int(data.val[-1]) + 1
     for log in forms:
         for transform in candidates:
-            config, start = build_config(settings, data, cell, transform, axis, log)
+            if log and transform == "holt_winters_mult" and asked == "auto":
+                continue  # multiplicative seasons in logs: what additive ones in logs already are
+            try:
+                config, start = build_config(settings, data, cell, transform, axis, log)
+            except TrainingError:
+                if asked != "auto" or transform not in HW_TRANSFORMS:  # Holt-Winters: skipped on too short a block
+                    raise
+                continue
             model = Forecaster(config).eval()
             pred = stream_forecasts(model, data, val_end, start)[data.val]
             scores[transform + (LOG_SUFFIX if log else "")] = float(np.abs(pred - data.y[data.val]).mean())

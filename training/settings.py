@@ -73,5 +73,16 @@ class RunSettings:
 
 FIELD_NAMES = {f.name for f in fields(RunSettings)}
 # Forecast target transforms (models/forecast_spec.py, training/transforms.py); auto chooses on validation.
-TRANSFORMS = ["auto", "none", "diff", "seasonal", "seasonal_diff", "revin", "smooth", "trend"]
+TRANSFORMS = [
+    "auto",
+    "none",
+    "diff",
+    "seasonal",
+    "seasonal_diff",
+    "revin",
+    "smooth",
+    "trend",
+    "holt_winters",
+    "holt_winters_mult",
+]
 EXIT_NOT_PROMOTED = 3  # a version was written but failed the quality gate (training/gate.py)

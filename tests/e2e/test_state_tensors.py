@@ -308,11 +308,12 @@ def test_v2_refuses_wrong_state_shapes_and_misplaced_start_time(c):
     assert r.status_code == 400 and "sequence_start" in r.json()["error"]
 
 
-@pytest.mark.parametrize("name", ["forecaster_lstm", "forecaster_gru"])
+@pytest.mark.parametrize("name", ["forecaster_lstm", "forecaster_gru", "forecaster_hw"])
 def test_forecaster_streams_exactly_through_fork_and_import(c, ring_repository, name):
-    """The project's forecaster (ring, count, phase next to h (, c)) served: random chunks, a
-    fork and an exported-then-imported state all equal one whole prediction, which equals the
-    NumPy reference reading one value at a time."""
+    """The project's forecaster (ring, count, phase next to h (, c); forecaster_hw also its
+    Holt-Winters `smoothed` state) served: random chunks, a fork and an exported-then-imported
+    state all equal one whole prediction, which equals the NumPy reference reading one value at
+    a time (60 readings: past the longest season, so the smoothing runs)."""
     from models.reference import load_reference
 
     rng = np.random.default_rng(16)
@@ -325,6 +326,7 @@ def test_forecaster_streams_exactly_through_fork_and_import(c, ring_repository, 
     np.testing.assert_array_less(np.abs(want - y[0]), tol(y))
     for key, value in zip(reference.config.state_names, final, strict=True):
         assert np.abs(np.asarray(whole["state"][key]) - value).max() <= tol(value), key
+    assert ("smoothed" in whole["state"]) == (name == "forecaster_hw")
 
     sid = create(c, name, start_time=START)
     head = stream(c, sid, x[0, :17], 0, rng)

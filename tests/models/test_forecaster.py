@@ -103,6 +103,10 @@ CASES = [  # every transform, both cells, 2 layers with dropout (export must run
     ("lstm", "diff", 3, 1, 0.0, "local"),
     ("gru", "seasonal_diff", 2, 1, 0.0, "local"),
     ("gru", "smooth", 1, 1, 0.0, "local"),
+    # Holt-Winters over both seasons, carried in the `smoothed` state (a loop in the graph)
+    ("lstm", "holt_winters", 2, 1, 0.0),
+    ("gru", "holt_winters_mult", 14, 1, 0.0),  # leads past the longest season
+    ("gru", "holt_winters", 2, 1, 0.0, "local"),
     # the first state layout (one tensor per history part), as models exported before it was
     # recorded carry it: still built, exported and served the same way
     ("lstm", "seasonal_diff", 2, 1, 0.0, "layout1"),
@@ -110,6 +114,8 @@ CASES = [  # every transform, both cells, 2 layers with dropout (export must run
     # forecast in logs (a season whose amplitude grows with the level), exp() back to raw
     ("lstm", "seasonal_diff", 2, 1, 0.0, "log"),
     ("gru", "smooth", 1, 1, 0.0, "log"),
+    ("lstm", "holt_winters", 2, 1, 0.0, "log"),
+    ("lstm", "holt_winters_mult", 2, 1, 0.0, "layout1"),
 ]
 
 
@@ -186,6 +192,59 @@ def test_random_chunks_equal_whole_sequence(exported, case, seed: int) -> None:
     for a, b in zip(state, whole_state, strict=True):
         assert np.abs(a - b).max() <= 1e-6 * max(1.0, np.abs(b).max())
     assert np.abs(np.concatenate(ref_pieces, axis=1) - whole).max() <= tolerance(whole)
+
+
+@pytest.mark.parametrize("transform", ["holt_winters", "holt_winters_mult"])
+def test_untrained_holt_winters_model_answers_the_formula(transform: str) -> None:
+    """Zero head: seasonal naive until the longest season has been read, then exactly
+    models/holt_winters' recursion started from those readings (float64 against float32)."""
+    from models import holt_winters as hw
+
+    model = make_forecaster("lstm", transform, horizon=5, zero_head=True)
+    smoothing = model.spec.smoothing
+    assert smoothing is not None and smoothing.multiplicative == (transform == "holt_winters_mult")
+    assert 0.0 <= smoothing.alpha <= 1.0 and len(smoothing.gamma) == 2 and abs(smoothing.phi) < 1.0
+    y = series(60, seed=4)[:, :2]
+    with torch.no_grad():
+        out, _ = model(torch.from_numpy(y[None].astype(np.float32)), model.init_state(1))
+    v = y[:, 0]
+    span = smoothing.span
+    assert span == 12
+    for t in range(span - 1):  # seasonal naive of the seasons available (lead 1)
+        want = v[t + 1 - 12] if t >= 12 else v[t + 1 - 4] if t >= 4 else v[t]
+        np.testing.assert_allclose(float(out[0, t, 0]), want, rtol=1e-6)
+    state = hw.initial(v[:span], smoothing.seasons, smoothing.multiplicative, smoothing.unit)
+    np.testing.assert_allclose(out[0, span - 1].numpy(), hw.forecast(state, 0.0, 5, smoothing), rtol=1e-5)
+    for t in range(span, len(v)):
+        state, error = hw.step(state, float(v[t]), smoothing)
+        np.testing.assert_allclose(out[0, t].numpy(), hw.forecast(state, error, 5, smoothing), rtol=1e-5)
+
+
+def test_holt_winters_without_seasons_is_smoothing_with_an_ar_adjustment() -> None:
+    """No season: the state is the level alone, set by the first reading; the forecast of lead
+    k is the level plus phi^k times the last one-step error."""
+    spec = make_spec(target_index=0, num_features=1, horizon=3, seasons=(), transform="holt_winters", phase=True)
+    base = ModelConfig(cell="gru", input_size=1, hidden_size=4, output_size=3, num_layers=1, horizon=3)
+    rng = np.random.default_rng(0)
+    level = 100 + np.cumsum(rng.standard_normal(300))
+    y = (level + 0.5 * rng.standard_normal(300))[:, None]
+    model = Forecaster(fit_spec(forecaster_config(base, spec, None), y, 200)).eval()
+    assert [s.name for s in model.config.extra_states][-1] == "smoothed"
+    assert model.config.extra_states[-1].width == 1
+    fitted = model.spec.smoothing
+    assert fitted is not None and 0.05 < fitted.alpha < 1.0  # noisy random walk: between mean and naive
+    with torch.no_grad():
+        out, state = model(torch.from_numpy(y[None].astype(np.float32)))
+    smoothed, error = np.array([y[0, 0]]), 0.0
+    np.testing.assert_allclose(out[0, 0].numpy(), np.full(3, y[0, 0]), rtol=1e-6)
+    for t in range(1, 300):
+        prev = smoothed[0]
+        smoothed, error = np.array([fitted.alpha * y[t, 0] + (1 - fitted.alpha) * prev]), y[t, 0] - prev
+        want = smoothed[0] + fitted.phi ** np.arange(1, 4) * error
+        np.testing.assert_allclose(out[0, t].numpy(), want, rtol=1e-5)
+    np.testing.assert_allclose(state[-1][0, 0, 0].item(), smoothed[0], rtol=1e-5)
+    with pytest.raises(SpecError, match="needs --season"):
+        make_spec(target_index=0, num_features=1, horizon=1, seasons=(), transform="holt_winters_mult", phase=False)
 
 
 @pytest.mark.parametrize("cell", ["lstm", "gru"])

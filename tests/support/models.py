@@ -178,6 +178,8 @@ def make_ring_repository(root: Path) -> Path:
     export_ring_model(root, "ring_gru", 1, "gru", seed=5, layers=1, hidden=5)
     export_forecaster(root, "forecaster_lstm", 1, "lstm", seed=6, layers=2)
     export_forecaster(root, "forecaster_gru", 1, "gru", seed=7)
+    # Holt-Winters baseline: its level and seasonal components in a `smoothed` state of its own
+    export_forecaster(root, "forecaster_hw", 1, "gru", seed=8, transform="holt_winters_mult")
     return root
 
 
@@ -196,14 +198,22 @@ def forecast_series(n: int, seed: int = 0) -> np.ndarray:
     return np.stack([y, np.cos(2 * np.pi * t / 12) + 0.1 * rng.standard_normal(n)], axis=1)
 
 
-def export_forecaster(repository: Path, name: str, version: int, cell: str, seed: int = 0, layers: int = 1) -> Path:
+def export_forecaster(
+    repository: Path,
+    name: str,
+    version: int,
+    cell: str,
+    seed: int = 0,
+    layers: int = 1,
+    transform: str = "seasonal_diff",
+) -> Path:
     """models.forecaster.Forecaster (ring, count and phase states next to h (, c); a clock),
     with a random head so the network's part of the forecast is not zero."""
     from models.forecast_spec import make_spec
     from models.forecaster import Forecaster, fit_spec, forecaster_config
 
     spec = make_spec(
-        target_index=0, num_features=2, horizon=2, seasons=FORECAST_SEASONS, transform="seasonal_diff", phase=True
+        target_index=0, num_features=2, horizon=2, seasons=FORECAST_SEASONS, transform=transform, phase=True
     )
     base = ModelConfig(
         cell=cell,  # type: ignore[arg-type]

@@ -246,3 +246,37 @@ def test_persistent_changes_are_forecast_by_a_damped_trend_and_promoted(tmp_path
     assert scores["trend"] < 0.9 * min(scores["diff"], scores["smooth"]), scores
     assert metrics["streaming"]["mae"] < 0.9 * metrics["naive"]["mae"], (metrics["streaming"], metrics["naive"])
     assert manifest["gate"]["promoted"] is True
+
+
+def test_multiplicative_double_season_is_forecast_by_holt_winters(tmp_path: Path) -> None:
+    """Two seasons whose swing grows with a wandering level (multiplicative), under noise: with
+    --season and default flags otherwise (a small step budget), validation chooses a Holt-Winters
+    formula among the baselines, its constants are fitted and recorded, the served file streams
+    with its `smoothed` state, and the version beats naive and seasonal naive on test."""
+    rng = np.random.default_rng(3)
+    n = 900
+    t = np.arange(n)
+    level = 200 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    daily = 1 + 0.3 * np.sin(2 * np.pi * t / 6)
+    weekly = 1 + 0.15 * np.array([1, 1, 1, 0.8, -1.5, -1.3])[(t // 6) % 6]
+    y = level * daily * weekly * (1 + rng.normal(0, 0.01, n))
+    path = tmp_path / "load.csv"
+    pd.DataFrame({"load": y}).to_csv(path, index=False)
+    entry, manifest = _train(tmp_path, path, "load", "6,36", "--horizon", "6")
+    metrics = manifest["metrics"]
+    choice = metrics["transform"]
+    assert {"holt_winters", "holt_winters_mult"} <= set(choice["baseline_validation_mae"]), choice
+    assert choice["chosen"] in ("holt_winters", "holt_winters_mult"), choice
+    spec = ModelConfig.from_dict(manifest["config"]).extra["forecaster"]
+    assert 0.0 <= spec["hw_alpha"] <= 1.0 and len(spec["hw_gamma"]) == 2 and abs(spec["hw_phi"]) < 1.0
+    config = ModelConfig.from_dict(manifest["config"])
+    assert config.state_names[-1] == "smoothed"
+    session = ort.InferenceSession(str(entry / "model.onnx"), providers=["CPUExecutionProvider"])
+    x = y[None, :, None].astype(np.float32)
+    feeds = dict(zip(input_names(config), [x, *config.initial_state(1)], strict=True))
+    whole = session.run(output_names(config), feeds)[0]
+    from models.reference import load_reference, tolerance
+
+    want, _ = load_reference(entry / "model.onnx").run(x.astype(np.float64))
+    assert np.abs(whole - want).max() <= tolerance(want)
+    _beats_baselines(metrics)
