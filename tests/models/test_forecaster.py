@@ -465,11 +465,12 @@ def test_smoothing_constant_is_fitted_to_the_noise(noise: float, low: float, hig
 
 
 def test_old_spec_without_smoothing_constant_loads() -> None:
-    """Manifests written before the smoothing, trend and log fields have none of them: they load
-    with the defaults and build the same graph."""
+    """Manifests written before the smoothing, trend, log and Holt-Winters fields have none of
+    them: they load with the defaults and build the same graph."""
     model = make_forecaster("gru", "seasonal_diff", zero_head=True)
     data = model.spec.to_dict()
-    for key in ("smooth_alpha", "trend_beta", "trend_phi", "smooth_window", "log", "log_floor"):
+    keys = ("smooth_alpha", "trend_beta", "trend_phi", "smooth_window", "log", "log_floor")
+    for key in (*keys, "hw_alpha", "hw_gamma", "hw_phi"):
         del data[key]
     old = Forecaster(forecaster_config(model.config, type(model.spec).from_dict(data), model.config.clock))
     x = torch.from_numpy(series(30)[None].astype(np.float32))
