@@ -456,7 +456,7 @@ class RedisSessionStore(SessionStore):
 
     def _save_args(self, record: SessionRecord, expected_position: int) -> list[Any]:
         """The save script's ARGV (a fresh write token when the record carries none)."""
-        state, _ = self._encode_state(record.state)
+        state = b"".join([np.ascontiguousarray(s, dtype=STATE_DTYPE).tobytes() for s in record.state])
         token = record.token if len(record.token) == TOKEN_CHARS else new_token()
         return [
             expected_position, record.position, state, _ms(record.ttl_seconds), self.tombstone_ms,
