@@ -180,6 +180,50 @@ def history_parts(config: ModelConfig, state: Sequence[Any]) -> dict[str, Any]:
 
 
 @torch.jit.script
+def _smoothing_step(
+    value: Tensor,
+    seen: Tensor,
+    state: Tensor,
+    start: Tensor,
+    span: float,
+    alpha: float,
+    gamma: Tensor,
+    phi_powers: Tensor,
+    oldest: Tensor,
+    source: Tensor,
+    leads: Tensor,
+    lead_sum: Tensor,
+    others: Tensor,
+    multiplicative: bool,
+    eps: float,
+    floor: float,
+) -> tuple[Tensor, Tensor]:
+    """One reading of `_smoothing_scan`: value and seen [B, 1] -> (forecasts [B, H], state)."""
+    level = state[:, 0:1]
+    old = state.index_select(1, oldest)  # [B, m]
+    if multiplicative:
+        together = old.prod(1, keepdim=True)
+        error = value - level * together
+        new_level = alpha * value / torch.clamp(together, min=eps) + (1.0 - alpha) * level
+        rest = torch.where(others, old.unsqueeze(1), torch.ones_like(old).unsqueeze(1)).prod(-1)  # [B, m]
+        comps = gamma * value / torch.clamp(new_level * rest, min=floor) + (1.0 - gamma) * old
+    else:
+        together = old.sum(1, keepdim=True)
+        error = value - level - together
+        new_level = alpha * (value - together) + (1.0 - alpha) * level
+        comps = gamma * (value - new_level - (together - old)) + (1.0 - gamma) * old
+    updated = torch.cat([state, new_level, comps], dim=1).index_select(1, source)
+    state = torch.where(seen > span, updated, torch.where(seen == span, start, state))
+    error = torch.where(seen > span, error, torch.zeros_like(error))
+    if multiplicative:
+        parts = state.index_select(1, leads).reshape(state.shape[0], gamma.shape[1], phi_powers.shape[1])
+        base = state[:, 0:1] * parts.prod(1)
+    else:
+        base = state @ lead_sum  # the level plus each season's component of each lead
+    return base + phi_powers * error, state
+
+
+@torch.jit.script
 def _smoothing_scan(
     y: Tensor,
     count: Tensor,
@@ -208,35 +252,22 @@ def _smoothing_scan(
     level, for additive seasons), `others` [m, m] True off the diagonal.
 
     A recursion, so a loop over the chunk's steps (an ONNX Loop); scripted so that the traced
-    export keeps it a loop for any chunk length."""
+    export keeps it a loop for any chunk length. A chunk of one reading (a streamed step, the
+    common call) takes the step without the loop (an ONNX If): 90 rather than 107 us per call for a
+    1x64 LSTM on seasons 48 and 336 (a seasonal_diff forecaster: 40)."""
+    if y.shape[1] == 1:
+        base, state = _smoothing_step(
+            y, count, state, start, span, alpha, gamma, phi_powers, oldest, source, leads, lead_sum, others,
+            multiplicative, eps, floor,
+        )  # fmt: skip
+        return base.unsqueeze(1), state
     outs: list[Tensor] = []
-    batch = y.shape[0]
-    horizon = phi_powers.shape[1]
-    seasons = gamma.shape[1]
     for t in range(y.shape[1]):
-        value = y[:, t : t + 1]
-        seen = count[:, t : t + 1]
-        level = state[:, 0:1]
-        old = state.index_select(1, oldest)  # [B, m]
-        if multiplicative:
-            together = old.prod(1, keepdim=True)
-            error = value - level * together
-            new_level = alpha * value / torch.clamp(together, min=eps) + (1.0 - alpha) * level
-            rest = torch.where(others, old.unsqueeze(1), torch.ones_like(old).unsqueeze(1)).prod(-1)  # [B, m]
-            comps = gamma * value / torch.clamp(new_level * rest, min=floor) + (1.0 - gamma) * old
-        else:
-            together = old.sum(1, keepdim=True)
-            error = value - level - together
-            new_level = alpha * (value - together) + (1.0 - alpha) * level
-            comps = gamma * (value - new_level - (together - old)) + (1.0 - gamma) * old
-        updated = torch.cat([state, new_level, comps], dim=1).index_select(1, source)
-        state = torch.where(seen > span, updated, torch.where(seen == span, start, state))
-        error = torch.where(seen > span, error, torch.zeros_like(error))
-        if multiplicative:
-            base = state[:, 0:1] * state.index_select(1, leads).reshape(batch, seasons, horizon).prod(1)
-        else:
-            base = state @ lead_sum  # the level plus each season's component of each lead
-        outs.append(base + phi_powers * error)
+        base, state = _smoothing_step(
+            y[:, t : t + 1], count[:, t : t + 1], state, start, span, alpha, gamma, phi_powers, oldest, source,
+            leads, lead_sum, others, multiplicative, eps, floor,
+        )  # fmt: skip
+        outs.append(base)
     return torch.stack(outs, dim=1), state
 
 
@@ -431,10 +462,14 @@ class Forecaster(nn.Module):
         floor = HW_EPS * model.unit
         rest = window / torch.clamp(level, min=floor) if model.multiplicative else window - level
         parts = [level]
-        for average, spread in self.hw_start:
-            comp = rest @ average
+        last = len(self.hw_start) - 1
+        for j, (average, spread) in enumerate(self.hw_start):
+            # The longest season is the window's length: each slot holds one reading, so its
+            # components are what is left (no averaging); nothing is removed after the last.
+            comp = rest if j == last and model.seasons[j] == model.span else rest @ average
             parts.append(comp)
-            rest = rest / torch.clamp(comp @ spread, min=HW_EPS) if model.multiplicative else rest - comp @ spread
+            if j < last:
+                rest = rest / torch.clamp(comp @ spread, min=HW_EPS) if model.multiplicative else rest - comp @ spread
         return torch.cat(parts, dim=1)
 
     def _smoothing(
