@@ -54,6 +54,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import operator
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -213,6 +214,7 @@ class _Run:
 
 
 Outcome = StepResult | Exception
+_SHAPE = operator.attrgetter("shape")
 
 
 def _stacked(states: list[tuple[np.ndarray, ...]], shapes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
@@ -720,7 +722,7 @@ class Engine:
         shape for it."""
         if loaded is None:
             loaded = self.registry.get(record.model, record.version)
-        layout_ok = tuple([array.shape for array in record.state]) == loaded.state_shapes
+        layout_ok = tuple(map(_SHAPE, record.state)) == loaded.state_shapes
         if not layout_ok or (record.fingerprint and record.fingerprint != loaded.fingerprint):
             raise ModelChanged(
                 f"session '{shown(record.session_id)}' was created with another graph than the one now served as "

@@ -299,8 +299,9 @@ class MemorySessionStore(SessionStore):
             entry.created_at,
             entry.history,
             entry.fingerprint,
-            owner=entry.owner,
-            start=entry.start,
+            "",  # token: a loaded record is written with a fresh one
+            entry.owner,
+            entry.start,
         )
 
     def _save(self, record: SessionRecord, expected_position: int, now: float) -> None:
