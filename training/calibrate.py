@@ -286,6 +286,10 @@ def calibrate(
     pool = _pool(train, settings)
     fitted = {k: v.detach().clone() for k, v in model.quantile_head.state_dict().items()}
     varying = _cross_fitted_pinball(levels, quantiles_of(model, val), val)
+    # The head is fitted on the training origins: uncalibrated, it should cover them about
+    # nominally. Much more says it is too wide before calibration (the shifts then start from a
+    # biased head); much less, that its fit did not converge.
+    in_sample = coverage(quantiles_of(model, pool), pool.target, levels)
     with torch.no_grad():  # no offsets at all: the shifts alone are the residual's quantiles
         model.quantile_head.weight.zero_()
         model.quantile_head.bias.fill_(CONSTANT_BIAS)
@@ -293,8 +297,8 @@ def calibrate(
     chosen = "constant" if constant < varying else "state"
     if chosen == "state":
         model.quantile_head.load_state_dict(fitted)
-    raw = quantiles_of(model, val)
-    scores, ratio = calibration_scores(raw, val, quantiles_of(model, pool), pool)
+    raw, raw_train = quantiles_of(model, val), quantiles_of(model, pool)
+    scores, ratio = calibration_scores(raw, val, raw_train, pool)
     shift = conformal_shift(levels, scores)
     model.set_quantile_shift(shift)
     calibrated = quantiles_of(model, val)
@@ -313,6 +317,8 @@ def calibrate(
     if before:
         text = ", ".join(f"{k} % {before[k]:.3f} -> {after[k]:.3f}" for k in before)
         report(f"quantiles: validation coverage before -> after calibration: {text} ({len(val.target)} origins)")
+        text = ", ".join(f"{k} % {in_sample[k]:.3f}" for k in in_sample)
+        report(f"quantiles: the fitted head's uncalibrated coverage of its training origins: {text}")
     if math.isfinite(ratio):
         report(
             f"quantiles: shifts from {len(val.target)} validation and {len(scores) - len(val.target)} training "
@@ -333,6 +339,7 @@ def calibrate(
         "residual_ratio": round(ratio, 6) if math.isfinite(ratio) else None,
         "train_pinball": loss,
         "shift": np.asarray(model.spec.quantile_shift).round(6).tolist(),  # as installed: monotone in level
+        "training_coverage_before": in_sample,  # the fitted head's, whichever widths are kept
         "validation_coverage_before": before,
         "validation_coverage_after": after,
         "point_conformal_half_width": point_conformal,

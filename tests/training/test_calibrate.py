@@ -69,6 +69,9 @@ def test_coverage_is_near_nominal_on_a_series_with_known_noise(noisy: dict) -> N
     shift = noisy["config"]["extra"]["forecaster"]["quantile_shift"]
     assert np.asarray(shift).shape == (2, 5)
     np.testing.assert_allclose(shift, noisy["metrics"]["calibration"]["shift"], atol=1e-5)
+    # the head, fitted on the training origins, covers them about nominally before calibration
+    in_sample = noisy["metrics"]["calibration"]["training_coverage_before"]
+    assert abs(in_sample["80"] - 0.80) <= 0.05 and abs(in_sample["95"] - 0.95) <= 0.03, in_sample
 
 
 @pytest.mark.slow
