@@ -81,8 +81,8 @@ async def run_predict(svc: Services, name: str, raw: bytes, owner: str = "") -> 
     stream = 0 < svc.settings.stream_min_values <= sum(o.size for o in result.outputs)
     after = None
     if large or stream:  # the model's working buffers are gone now, the reply's once it is written
-        _trim(svc, loop)
-        after = functools.partial(_trim, svc, loop)
+        trim_soon(svc, loop)
+        after = functools.partial(trim_soon, svc, loop)
     return json_body(predict_reply(result), stream, after)
 
 
@@ -112,7 +112,7 @@ def _anomaly_slice(anomaly: np.ndarray) -> Callable[[int, int], list[Any]]:
     return lambda lo, hi: anomaly_rows(anomaly[lo:hi])
 
 
-def _trim(svc: Services, loop: asyncio.AbstractEventLoop) -> None:
+def trim_soon(svc: Services, loop: asyncio.AbstractEventLoop) -> None:
     """Once a large request's arrays are gone, give the heap back to the OS (in the codec
     thread, a moment later)."""
 

@@ -14,7 +14,7 @@ from service.api import codecs, schemas
 from service.api.body import json_response_bytes, read_uncached
 from service.api.codecs import EntryError
 from service.api.deps import owner, services
-from service.api.models import OFFLOAD_BYTES
+from service.api.models import OFFLOAD_BYTES, trim_soon
 from service.api.schemas import (
     BulkStepResponse,
     ErrorBody,
@@ -191,6 +191,8 @@ async def bulk_steps(name: str, request: Request) -> Response:
     # A reply of many values is written entry by entry as the client reads it (each entry let
     # go once written); a smaller one is joined at once.
     body = codecs.bulk_reply(items, outcomes, svc.settings.stream_min_values)
+    if large or isinstance(body, Streamed):  # the decoding's and the model's buffers are gone now
+        trim_soon(svc, loop)
     return body.response() if isinstance(body, Streamed) else _json(body)
 
 

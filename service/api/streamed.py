@@ -11,7 +11,8 @@ slice at a time (`Rows`). The generator runs on the event loop in bounded slices
 ~64 KiB chunk at a time, giving the loop back in between) and only as fast as uvicorn's
 `send` returns: send waits while the transport's buffer is over its high-water mark (64 KiB),
 so a client that does not read stops the encoding. What one such connection holds is the
-result's arrays (4 bytes per value), one chunk and the transport's buffer.
+result's arrays (4 bytes per value), one chunk and the transport's buffer, and only until
+SEQSERVE_SEND_TIMEOUT_SECONDS pass without the client reading (service/api/http_coalescing.py).
 
 The bytes are those of orjson.dumps of the whole value, so a streamed reply is byte for byte
 the reply encoded whole (orjson writes each float the same wherever it stands; tests compare
