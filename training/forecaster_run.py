@@ -308,6 +308,13 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
         model.calibration = calibrate.calibrate(
             model, [segment], calibrate.QuantileSettings(seed=settings.seed), report
         )
+    refit: dict[str, Any] = {}
+    if serves_formula and transform in HW_TRANSFORMS:
+        model, refit = refit_formula(model, data)
+        report(
+            f"formula constants refitted on the {refit['rows']} rows before the test block "
+            f"(training and validation): {formula_description(model.spec)}"
+        )
     model.transform_choice = {
         "setting": getattr(settings, "transform", "auto"),
         "chosen": transform,
@@ -326,7 +333,34 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
         "min_validation_z": MIN_VALIDATION_Z,
         "best_step": int(history.best_step),
     }
+    if refit:
+        model.learned["formula_refit"] = refit
     return model, history
+
+
+def refit_formula(model: Any, data: ForecastData) -> tuple[Any, dict[str, Any]]:
+    """A version that serves its Holt-Winters formula, with the formula's constants refitted on
+    every row before the test block (training and validation), as Taylor fitted his on all the
+    weeks before the ones he tested on: validation has done its part (choosing the formula and
+    judging the network), and a statistical model uses all the history it has. The other
+    constants, the heads and the calibration stay as they are (the quantiles are offsets from the
+    point forecast, so they follow it). Returns the new model and what changed."""
+    from models.forecaster import Forecaster, fit_smoothing, forecaster_config, work_units
+
+    spec = model.spec
+    rows = int(data.test[0]) + 1 if len(data.test) else len(data.features)
+    target = work_units(spec, data.features[:rows, spec.target_index])
+    new_spec = fit_smoothing(spec, [target])
+    refitted = Forecaster(forecaster_config(model.config, new_spec, model.config.clock))
+    refitted.load_state_dict(model.state_dict())
+    refitted.eval()
+    refitted.start_time = model.start_time
+    refitted.calibration = model.calibration
+
+    def constants(s: Any) -> dict[str, Any]:
+        return {"alpha": s.hw_alpha, "gamma": list(s.hw_gamma), "phi": s.hw_phi}
+
+    return refitted, {"rows": rows, "before": constants(spec), "after": constants(new_spec)}
 
 
 def _paired_z(gain: np.ndarray) -> float:

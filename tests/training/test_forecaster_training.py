@@ -284,3 +284,33 @@ def test_multiplicative_double_season_is_forecast_by_holt_winters(tmp_path: Path
     want, _ = load_reference(entry / "model.onnx").run(x.astype(np.float64))
     assert np.abs(whole - want).max() <= tolerance(want)
     _beats_baselines(metrics)
+
+
+def test_a_served_holt_winters_formula_is_refitted_before_the_test_block() -> None:
+    """Serving its formula, a version's Holt-Winters constants are refitted on every row before
+    the test block (training and validation); the heads, calibration and the rest stay."""
+    from models.config import ModelConfig as Config
+    from models.forecast_spec import make_spec
+    from models.forecaster import Forecaster, fit_spec, forecaster_config
+    from training.data import prepare_forecast
+    from training.forecaster_run import refit_formula
+
+    rng = np.random.default_rng(5)
+    t = np.arange(600)
+    y = 100 + 10 * np.sin(2 * np.pi * t / 6) + np.cumsum(rng.normal(0, 0.5, 600)) + rng.normal(0, 1.0, 600)
+    y[420:] += 5 * np.sin(2 * np.pi * t[420:] / 30)  # the validation block differs from training
+    data = prepare_forecast(pd.DataFrame({"y": y}), ["y"], ["y"], horizon=2, window=12, report=lambda _: None)
+    spec = make_spec(target_index=0, num_features=1, horizon=2, seasons=(6,), transform="holt_winters", phase=False)
+    base = Config(cell="gru", input_size=1, hidden_size=4, output_size=2, num_layers=1, horizon=2)
+    model = Forecaster(fit_spec(forecaster_config(base, spec, None), data.features, data.train_rows)).eval()
+    model.start_time, model.calibration = None, {"kept": True}
+    refitted, record = refit_formula(model, data)
+    rows = int(data.test[0]) + 1
+    assert record["rows"] == rows > data.train_rows
+    assert record["before"]["alpha"] == model.spec.hw_alpha and record["after"]["alpha"] == refitted.spec.hw_alpha
+    assert record["before"] != record["after"]
+    assert refitted.calibration == {"kept": True} and refitted.spec.scale == model.spec.scale
+    from models import holt_winters
+
+    want = holt_winters.fit([y[:rows]], (6,), False, model.spec.level_std)
+    assert refitted.spec.hw_gamma == want.gamma and refitted.spec.hw_phi == want.phi
