@@ -750,7 +750,7 @@ class Forecaster(nn.Module):
         point, top, scale, parts, new_cell, new_state = self.readout(x, state)
         if not self.config.quantiles or not (extras or self.config.anomaly):
             return self.raw(point), (*new_cell, *new_state), ()
-        flat = self._quantiles_flat(top, point, scale)  # in work units (logs for a log spec)
+        flat = self._quantiles_flat(top, point, scale, parts.get("quantile_raw"))  # work units (logs for a log spec)
         quantiles = self.raw(flat.reshape(flat.shape[0], flat.shape[1], self.spec.horizon, -1))
         point = self.raw(point)
         if not self.config.anomaly:
@@ -790,9 +790,18 @@ class Forecaster(nn.Module):
             out, h = self.rnn(rnn_in, state[0])
             new_cell = (h,)
         top = self.drop(out)
-        if self.fused:  # ones for the baseline's channels, then the head's outputs; one MatMul
-            weight = torch.cat([self.head_prefix_weight, self.head.weight])
-            coef = nn.functional.linear(top, weight, torch.cat([self.head_prefix_bias, self.head.bias]))
+        if self.fused:
+            # Ones for the baseline's channels, the head's outputs, then (with levels) the
+            # quantile head's: one MatMul for both heads, split after.
+            weights = [self.head_prefix_weight, self.head.weight]
+            biases = [self.head_prefix_bias, self.head.bias]
+            if self.config.quantiles:
+                weights.append(self.quantile_head.weight)
+                biases.append(self.quantile_head.bias)
+            coef = nn.functional.linear(top, torch.cat(weights), torch.cat(biases))
+            if self.config.quantiles:
+                width = self.readout_matrix.shape[0]
+                coef, parts["quantile_raw"] = coef[..., :width], coef[..., width:]
             return (coef * parts["readout_tail"]) @ self.readout_matrix, top, self.scale, parts, new_cell, new_state
         coef = self.head(top)  # [B, T, H*(C+1)]: per lead its bias, then one weight per column
         # Every lead's columns over their stds, laid out like `coef` (1 in the bias slots): the
@@ -813,12 +822,13 @@ class Forecaster(nn.Module):
         flat = self._quantiles_flat(top, point, scale)
         return flat.reshape(flat.shape[0], flat.shape[1], self.spec.horizon, -1)
 
-    def _quantiles_flat(self, top: Tensor, point: Tensor, scale: Tensor) -> Tensor:
-        """`quantiles` as [B, T, H*Q] (lead-major). A constant residual unit ([H]) is folded
-        into the offsets' block-diagonal accumulation and the shift (fewer graph nodes); every
-        term stays non-decreasing in level, so monotone still holds by construction."""
+    def _quantiles_flat(self, top: Tensor, point: Tensor, scale: Tensor, raw: Tensor | None = None) -> Tensor:
+        """`quantiles` as [B, T, H*Q] (lead-major), from the quantile head's output `raw` when
+        the readout computed it already. A constant residual unit ([H]) is folded into the
+        offsets' block-diagonal accumulation and the shift (fewer graph nodes); every term
+        stays non-decreasing in level, so monotone still holds by construction."""
         levels = len(self.config.quantiles)
-        raw = self.quantile_head(top)  # [B, T, H*Q]
+        raw = self.quantile_head(top) if raw is None else raw  # [B, T, H*Q]
         if scale.dim() == 1:
             offset = (self.scale.unsqueeze(-1) * self.quantile_shift).reshape(-1)  # constant
             return nn.functional.softplus(raw) @ self.quantile_block + (point @ self.lead_expand + offset)
@@ -837,7 +847,7 @@ class Forecaster(nn.Module):
         """[B, T, 4] (seen, outside_80, outside_95, score) of each reading against the 80 % and
         95 % intervals forecast for it one step earlier (`ahead` [B, T, 4]: each step's bounds
         for the next reading, PENDING_LEVELS order; the `pending` state [B, 1, 4] for the
-        first), and the new pending state [B, 4]; `count` [B, T, 1] is the readings seen
+        first), and the new pending state [B, 1, 4]; `count` [B, T, 1] is the readings seen
         including each step's; `y` [B, T, 1] the readings. A reading with
         no earlier one (count < 2) has seen = 0 and zeros. The score is the reading's distance
         from the 95 % interval's centre in its half-widths (|score| > 1: outside)."""
@@ -849,7 +859,7 @@ class Forecaster(nn.Module):
         distance = (y - centre) / half
         seen = (count >= 2.0).to(y.dtype)
         flags = torch.cat([seen, (distance.abs() > 1.0).to(y.dtype), distance[..., 1:]], dim=-1)
-        return flags * seen, ahead[:, -1]
+        return flags * seen, ahead[:, -1:]
 
     def features(self, x: Tensor, state: State) -> tuple[dict, State]:  # type: ignore[type-arg]
         """Everything the graph derives from the readings and the history states, unscaled:
@@ -874,12 +884,15 @@ class Forecaster(nn.Module):
             # read from the convolution's input, already [B, 1, n].
             history = state[n][0]  # [B, W]
             lead = self.history_lead
-            raw_padded = torch.cat([history, raw_y], dim=1)  # [B, W+T]
+            if spec.num_features == 1:  # the input as [1, B, T] next to the state [1, B, W]
+                raw3 = torch.cat([state[n], x.permute(2, 0, 1)], dim=2).transpose(0, 1)  # [B, 1, W+T]
+            else:
+                raw3 = torch.cat([history, raw_y], dim=1).unsqueeze(1)
+            raw_padded = raw3[:, 0]  # [B, W+T], read by the window transforms and log specs only
             # In logs for a log spec: count and pending then become numbers the kernel's zero
             # weights ignore (finite: the floor); the state written back is the raw one, and
             # count and pending are read from it.
             padded = torch.cat([self.work(history), y], dim=1) if spec.log else raw_padded
-            raw3 = raw_padded.unsqueeze(1)  # [B, 1, W+T]
             padded3 = padded.unsqueeze(1) if spec.log else raw3
             count3 = raw3[:, :, :1]  # [B, 1, 1]
             if self.config.anomaly:
@@ -963,7 +976,10 @@ class Forecaster(nn.Module):
             columns = diffs.reshape(diffs.shape[0], diffs.shape[1], horizon, -1)
         parts["columns"] = columns  # [B, T, H, C] (for fitting; the graph reads column_block)
 
-        parts["ring_next"], parts["count_next"] = raw_padded[:, -k_ring:], count[:, -1]  # [B, K], [B, 1]
+        if spec.layout >= 2:  # [B, 1, n] each, joined and turned to [1, B, W] by pack_state
+            parts["ring_next"], parts["count_next"] = raw3[:, :, -k_ring:], count[:, -1:]
+        else:  # [B, K], [B, 1]
+            parts["ring_next"], parts["count_next"] = raw_padded[:, -k_ring:], count[:, -1]
         if spec.cycle:
             start = state[n + (1 if spec.layout >= 2 else 2)].transpose(0, 1)  # [B, 1, 1]
             known = (start >= 0).to(y.dtype)
@@ -988,14 +1004,15 @@ class Forecaster(nn.Module):
         return parts, self.pack_state(parts)
 
     def pack_state(self, parts: dict, pending: Tensor | None = None) -> State:  # type: ignore[type-arg]
-        """The new history states in the spec's layout, from the last step's ring, count and
-        phase ([B, n] each) and the new pending [B, 4] (with anomaly levels; without it, a
-        layout-2 history keeps the old pending, as only `features` callers see it)."""
+        """The new history states in the spec's layout, from the last step's ring and count
+        (layout 2: [B, 1, n] each; layout 1: [B, n]), phase [B, 1] and the new pending
+        [B, 1, 4] (with anomaly levels; without it, a layout-2 history keeps the old pending,
+        as only `features` callers see it)."""
         if self.spec.layout >= 2:
             own = [parts["count_next"]]
             if self.config.anomaly:
-                own.append(parts["pending0"][:, 0] if pending is None else pending)
-            packed: State = (torch.cat([*own, parts["ring_next"]], dim=1).unsqueeze(0),)
+                own.append(parts["pending0"] if pending is None else pending)
+            packed: State = (torch.cat([*own, parts["ring_next"]], dim=2).transpose(0, 1),)
         else:
             packed = (parts["ring_next"].unsqueeze(0), parts["count_next"].unsqueeze(0))
         if self.spec.cycle:
@@ -1003,7 +1020,7 @@ class Forecaster(nn.Module):
         if "smoothed_next" in parts:
             packed = (*packed, parts["smoothed_next"].unsqueeze(0))
         if self.spec.layout < 2 and pending is not None:
-            packed = (*packed, pending.unsqueeze(0))
+            packed = (*packed, pending.transpose(0, 1))
         return packed
 
     def _window_stats(self, full: Tensor, count0: Tensor) -> tuple[Tensor, Tensor]:

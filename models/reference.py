@@ -506,6 +506,8 @@ class ForecasterReference:
         # head's (zero weights, bias 1); files exported before that have the head alone.
         widths = [width] + ([spec.horizon * len(config.quantiles)] if config.quantiles else [])
         prefixed = [width + spec.readout_prefix, *widths[1:]]
+        # ... and with quantile levels such a MatMul holds the quantile head's columns too.
+        both = sum(prefixed) if spec.readout_prefix and config.quantiles else 0
         layers: list[LayerWeights] = []
         weights: list[np.ndarray] = []
         biases: list[np.ndarray] = []
@@ -515,14 +517,23 @@ class ForecasterReference:
                 layers.append(_onnx_to_torch_gates(node.op_type, w, r, b, hidden))
             elif node.op_type in ("MatMul", "Gemm") and layers and len(weights) == len(biases) < len(widths):
                 name, want = node.input[1], widths[len(weights)]
-                if name in constants and constants[name].shape in ((hidden, want), (hidden, prefixed[len(weights)])):
+                shape = constants[name].shape if name in constants else None
+                if not weights and both and shape == (hidden, both):  # both heads, split
+                    w = constants[name]
+                    weights += [w[:, prefixed[0] - width : prefixed[0]].T, w[:, prefixed[0] :].T]
+                elif shape in ((hidden, want), (hidden, prefixed[len(weights)])):
                     weights.append(constants[name][:, -want:].T)
                     if node.op_type == "Gemm" and len(node.input) > 2:
                         biases.append(constants[node.input[2]][-want:])
-            elif node.op_type == "Add" and len(weights) == len(biases) + 1:
+            elif node.op_type == "Add" and len(weights) > len(biases):
                 want = widths[len(biases)]
                 for name in node.input:
-                    if name in constants and constants[name].shape in ((want,), (prefixed[len(biases)],)):
+                    shape = constants[name].shape if name in constants else None
+                    if len(weights) == 2 and not biases and both and shape == (both,):
+                        b = constants[name]
+                        biases += [b[prefixed[0] - width : prefixed[0]], b[prefixed[0] :]]
+                        break
+                    if len(weights) == len(biases) + 1 and shape in ((want,), (prefixed[len(biases)],)):
                         biases.append(constants[name][-want:])
                         break
         if len(layers) != config.num_layers or len(weights) != len(widths) or len(biases) != len(widths):
