@@ -106,7 +106,8 @@ def test_widths_follow_the_state_where_the_noise_does(tmp_path: Path) -> None:
 
     from models.export import graph_output_names, input_names
 
-    manifest = train(tmp_path, "--epochs", "8", calm=0.2)
+    # the network's own widths: a fixed formula under it, not one chosen among the smoothing ones
+    manifest = train(tmp_path, "--epochs", "8", "--transform", "seasonal_diff", calm=0.2)
     calibration = manifest["metrics"]["calibration"]
     assert calibration["widths"] == "state", calibration["validation_pinball"]
     config = ModelConfig.from_dict(manifest["config"])
@@ -123,7 +124,7 @@ def test_widths_follow_the_state_where_the_noise_does(tmp_path: Path) -> None:
     assert np.median(width[test][calm_next[test]]) < 0.5 * np.median(width[test][~calm_next[test]])
     inside = (y[1:] >= q[:-1, 0]) & (y[1:] <= q[:-1, 4])
     for half in (calm_next, ~calm_next):
-        assert abs(inside[test][half[test]].mean() - 0.95) <= 0.05
+        assert abs(inside[test][half[test]].mean() - 0.95) <= 0.05 + 1e-9  # 5 points, float-safe
 
 
 @pytest.mark.slow  # trains a model
