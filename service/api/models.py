@@ -10,7 +10,6 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 from fastapi import APIRouter, Request, Response
 
 from models.times import forecast_times
@@ -27,7 +26,7 @@ from service.api.schemas import (
     parse,
     validate,
 )
-from service.api.split import LazySequences, give_back_memory, split_inputs
+from service.api.split import LazySequences, give_back_memory, split_or_refuse
 from service.api.streamed import Rows, Streamed, json_body
 from service.core import predict as core
 
@@ -124,18 +123,13 @@ def trim_soon(svc: Services, loop: asyncio.AbstractEventLoop) -> None:
 
 
 def _decode(svc: Services, name: str, raw: bytes, by_sequence: bool = False) -> core.Prediction:
-    """Body -> a prepared prediction; pure, thread-safe. by_sequence: decode inputs one
-    sequence at a time (service/api/split.py); any doubt about the body and it is decoded
-    whole, with the usual errors."""
+    """Body -> a prepared prediction; pure, thread-safe. by_sequence (a large body): decode
+    inputs one sequence at a time (service/api/split.py), never the whole body at once; a body
+    the scan cannot split is refused naming why."""
     if by_sequence:
-        found = split_inputs(raw)
-        if found is not None:
-            body, pieces = found
-            body["inputs"] = LazySequences(pieces)
-            try:
-                return core.prepare(svc, name, validate(PredictRequest, body))
-            except orjson.JSONDecodeError:
-                pass
+        body, pieces = split_or_refuse(raw, "inputs", "[")
+        body["inputs"] = LazySequences(pieces)
+        return core.prepare(svc, name, validate(PredictRequest, body))
     return core.prepare(svc, name, parse(PredictRequest, raw))
 
 

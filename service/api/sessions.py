@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from fastapi import APIRouter, Request, Response
 
 from models.times import TimeRangeError, iso, step
@@ -24,7 +23,7 @@ from service.api.schemas import (
     optional_body_schema,
     parse,
 )
-from service.api.split import split_array
+from service.api.split import decode_element, split_or_refuse
 from service.api.streamed import Streamed
 from service.core.engine import StepRequest
 from service.core.errors import LimitExceeded, SessionNotFound
@@ -200,19 +199,14 @@ def _decode_bulk(
     raw: bytes, max_entries: int, max_steps: int, by_entry: bool = False
 ) -> list[StepRequest | EntryError]:
     """Body -> each entry as a step request or its error; pure, thread-safe. by_entry: decode
-    the entries one at a time (service/api/split.py: the GIL is given up between them); a
-    body the scan does not fully understand is decoded whole, with the usual errors."""
-    found = split_array(raw, "steps", "{") if by_entry else None
-    entries: list[Any] | None = None
-    if found is not None:
-        rest, pieces = found
-        try:
-            entries = [orjson.loads(piece) for piece in pieces]
-        except orjson.JSONDecodeError:
-            entries = None  # decoded whole below: the error names the body's own position
-        else:
-            schemas.validate(schemas.BulkStepRequest, rest)  # unknown or misshapen fields
-    if entries is None:
+    the entries one at a time (service/api/split.py: the GIL is given up between them), never
+    the whole body at once; a body the scan cannot split is refused naming why."""
+    entries: list[Any]
+    if by_entry:
+        rest, pieces = split_or_refuse(raw, "steps", "{")
+        schemas.validate(schemas.BulkStepRequest, rest)  # unknown or misshapen fields
+        entries = [decode_element(piece, "steps", i) for i, piece in enumerate(pieces)]
+    else:
         entries = parse(schemas.BulkStepRequest, raw)["steps"]
     if len(entries) > max_entries:
         raise LimitExceeded(

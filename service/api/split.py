@@ -10,8 +10,12 @@ milliseconds each). The answer is streamed (service/api/streamed.py).
 Strings may hold escapes (`\"`, `\\`, `\u0041`): a quote is a string's end only after an even
 run of backslashes, found from the backslashes alone (a body without any costs nothing more).
 Anything this scan does not fully understand (`inputs` not an array of arrays, stray values
-between sequences, the key spelled twice, invalid JSON anywhere) returns None, and the caller
-decodes the whole body the ordinary way, which gives the usual errors.
+between sequences, the key spelled twice, invalid JSON anywhere) is refused by
+`split_or_refuse` with a 4xx naming what is wrong, never decoded whole: a body the scan cannot
+split is malformed (no client writes one on purpose), and decoding it whole would bring back
+the stall this module exists to prevent (~1 s with the GIL held for 8 MB). `split_array`
+returns None for such a body instead (for callers that still want the whole decoder on
+bodies too small to stall anything).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from typing import Any
 
 import numpy as np
 import orjson
+
+from service.core.errors import InvalidInput, MalformedJSON, ServiceError
 
 _WS_OR_COMMA = np.zeros(256, bool)
 _WS_OR_COMMA[[ord(c) for c in " \t\r\n,"]] = True
@@ -34,9 +40,25 @@ def split_inputs(raw: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
 
 def split_array(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[bytes]] | None:
     """raw JSON object -> (the object with the array `key` replaced by [], each of its elements
-    as bytes); every element must open with `opener` ("[" arrays, "{" objects)."""
+    as bytes); every element must open with `opener` ("[" arrays, "{" objects). None for a
+    body the scan does not fully understand."""
+    found = _split(raw, key, opener)
+    return None if isinstance(found, ServiceError) else found
+
+
+def split_or_refuse(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[bytes]]:
+    """split_array, or the error (400 invalid JSON, 422 misshapen) that names why the body
+    cannot be split, raised without decoding the body whole."""
+    found = _split(raw, key, opener)
+    if isinstance(found, ServiceError):
+        raise found
+    return found
+
+
+def _split(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[bytes]] | ServiceError:
+    kind = "JSON array (a sequence)" if opener == "[" else "JSON object (an entry)"
     if not raw.lstrip().startswith(b"{"):
-        return None
+        return InvalidInput("request body must be a JSON object")
     b = np.frombuffer(raw, np.uint8)
     # One byte per input byte for the masks and 4 for the depth: ~6x the body, transient.
     quote = _string_quotes(b)
@@ -45,11 +67,11 @@ def split_array(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list
     closes = ((b == ord("]")) | (b == ord("}"))) & ~in_string
     depth = np.cumsum(opens.view(np.int8) - closes.view(np.int8), dtype=np.int32)  # depth after each byte
     start = _array_value(raw, depth, b'"' + key.encode() + b'"')
-    if start is None:
-        return None
+    if isinstance(start, ServiceError):
+        return start
     after = np.flatnonzero((depth[start:] == 1) & closes[start:])
     if not after.size:
-        return None
+        return MalformedJSON(f"request body is not valid JSON: the {key} array is never closed")
     end = start + int(after[0])  # the ']' closing inputs
     inner = slice(start + 1, end)
     seq_starts = start + 1 + np.flatnonzero(opens[inner] & (depth[inner] == 3) & (b[inner] == ord(opener)))
@@ -57,25 +79,33 @@ def split_array(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list
     if seq_starts.size != seq_ends.size or not (
         np.all(seq_starts < seq_ends) and np.all(seq_ends[:-1] < seq_starts[1:])
     ):
-        return None
-    # Between sequences only commas and whitespace (one comma each), else let orjson judge.
+        return InvalidInput(f"every element of {key} must be a {kind}", field=key)
+    # Between sequences only commas and whitespace (one comma each).
     length = end - start - 1
     edges = np.zeros(length + 1, np.int32)
     edges[seq_starts - start - 1] += 1
     edges[seq_ends - start] -= 1
     gaps = b[inner][np.cumsum(edges[:length]) == 0]
     if not np.all(_WS_OR_COMMA[gaps]) or int(np.count_nonzero(gaps == ord(","))) != max(seq_starts.size - 1, 0):
-        return None
+        return InvalidInput(
+            f"every element of {key} must be a {kind}, separated by single commas; found something else between them",
+            field=key,
+        )
     try:
         rest = orjson.loads(raw[:start] + _PLACEHOLDER + raw[end + 1 :])
-    except orjson.JSONDecodeError:
-        return None
-    # The key spelled another way after this one (`"\u0069nputs"`) is what the whole decoder
-    # would keep (the last one wins): left to it.
+    except orjson.JSONDecodeError as exc:
+        return MalformedJSON(f"request body is not valid JSON outside {key}: {_bounded(str(exc))}")
+    # The key spelled another way after this one (`"\u0069nputs"`): orjson would keep the
+    # last one; refused rather than guessed.
     if not isinstance(rest, dict) or rest.get(key) != _PLACEHOLDER_TEXT:
-        return None
+        return InvalidInput(f"{key} appears more than once in the request body", field=key)
     rest[key] = []
     return rest, [raw[s : e + 1] for s, e in zip(seq_starts.tolist(), seq_ends.tolist(), strict=True)]
+
+
+def _bounded(message: str, limit: int = 200) -> str:
+    """An error message that may quote client input, cut to a bounded length."""
+    return message if len(message) <= limit else message[:limit] + "..."
 
 
 _PLACEHOLDER_TEXT = "split:" + os.urandom(8).hex()  # stands for the array while the rest is decoded
@@ -97,8 +127,9 @@ def _string_quotes(b: np.ndarray) -> np.ndarray:
     return quote
 
 
-def _array_value(raw: bytes, depth: np.ndarray, key: bytes) -> int | None:
+def _array_value(raw: bytes, depth: np.ndarray, key: bytes) -> int | ServiceError:
     """Index of the '[' that opens the top-level `key`'s value (the key exactly once)."""
+    name = key.decode().strip('"')
     found = None
     n = len(key)
     position = raw.find(key)
@@ -107,21 +138,33 @@ def _array_value(raw: bytes, depth: np.ndarray, key: bytes) -> int | None:
             tail = raw[position + n : position + 64].lstrip()
             if tail.startswith(b":"):
                 if found is not None:
-                    return None  # a duplicate key: orjson's rule (last wins) applies
+                    return InvalidInput(f"{name} appears more than once in the request body", field=name)
                 value = tail[1:].lstrip()
                 if not value.startswith(b"["):
-                    return None
+                    return InvalidInput(f"{name} must be a JSON array", field=name)
                 found = position + n + (len(raw[position + n : position + 64]) - len(value))
         position = raw.find(key, position + n)
+    if found is None:
+        return InvalidInput(f"{name} is required: the request body has no top-level {name} array", field=name)
     return found
 
 
 class LazySequences(list):
     """inputs[i] as raw bytes, decoded one by one as they are iterated (len() needs none)."""
 
+    key = "inputs"
+
     def __iter__(self):  # type: ignore[override]
-        for piece in list.__iter__(self):
-            yield orjson.loads(piece)
+        for i, piece in enumerate(list.__iter__(self)):
+            yield decode_element(piece, self.key, i)
+
+
+def decode_element(piece: bytes, key: str, index: int) -> Any:
+    """One split element decoded; invalid JSON is a 400 naming the element."""
+    try:
+        return orjson.loads(piece)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedJSON(f"{key}[{index}] is not valid JSON: {_bounded(str(exc))}") from None
 
 
 def give_back_memory() -> None:

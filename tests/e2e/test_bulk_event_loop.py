@@ -82,3 +82,27 @@ def test_a_maximal_bulk_leaves_health_checks_answered(repository: Path, tmp_path
         np.testing.assert_allclose(stepped[0]["outputs"], alone["outputs"], rtol=1e-6)
         print(f"worst health check behind the bulk ({'escaped' if escaped else 'plain'} ids): {worst:.2f} s")
         assert worst < WORST_PROBE_SECONDS, f"a health check waited {worst:.2f} s behind the bulk"
+
+
+def test_a_large_body_the_scan_cannot_split_is_refused_not_decoded_whole(repository: Path, tmp_path: Path) -> None:
+    """Over 256 KiB a body is decoded sequence by sequence; one that cannot be split that way
+    (here `inputs` spelled twice, then a sequence of invalid JSON) is refused with a 4xx naming
+    the problem. Decoded whole, the first answered 200 with the last spelling's inputs and the
+    second named only a byte offset, each after holding the GIL for the whole body."""
+    env = {"SEQSERVE_LOG_LEVEL": "warning"}
+    sequence = "[" + ",".join(["[1,2,3]"] * 1000) + "]"
+    many = "[" + ",".join([sequence] * 40) + "]"
+    with ServiceProcess(repository, tmp_path, env) as server, httpx.Client(base_url=server.url, timeout=120) as c:
+        twice = ('{"inputs":' + many + ',"\\u0069nputs":[[[1,2,3]]]}').encode()
+        assert len(twice) > 256 * 1024
+        reply = c.post("/v1/models/lstm/predict", content=twice, headers={"content-type": "application/json"})
+        assert reply.status_code == 422, reply.text[:300]
+        assert reply.json()["code"] == "invalid_input" and "more than once" in reply.json()["error"]
+
+        broken = ('{"inputs":' + many[:-1] + ",[[1,2,]]]}").encode()
+        reply = c.post("/v1/models/lstm/predict", content=broken, headers={"content-type": "application/json"})
+        assert reply.status_code == 400 and "inputs[40] is not valid JSON" in reply.json()["error"]
+
+        ordinary = ('{"inputs":' + many + "}").encode()
+        reply = c.post("/v1/models/lstm/predict", content=ordinary, headers={"content-type": "application/json"})
+        assert reply.status_code == 200 and len(reply.json()["outputs"]) == 40

@@ -108,3 +108,49 @@ def test_bulk_bodies_in_doubt_are_left_to_the_whole_decoder():
     raw = b'{"steps": [{"session_id": "a\\"}b"}, {"session_id": "\\u0061[", "inputs": [[1]]}]}'
     found = split_array(raw, "steps", "{")
     assert found is not None and [orjson.loads(p) for p in found[1]] == orjson.loads(raw)["steps"]
+
+
+def test_a_large_body_the_scan_cannot_split_is_refused_naming_why() -> None:
+    """split_or_refuse: what split_array leaves to the whole decoder becomes a 4xx that says
+    what is wrong, found without decoding the body whole."""
+    import pytest
+
+    from service.api.split import decode_element, split_or_refuse
+    from service.core.errors import InvalidInput, MalformedJSON
+
+    cases = [
+        (b'{"inputs": [[[1]], 5]}', InvalidInput, "separated by single commas"),
+        (b'{"inputs": [[[1]] [[2]]]}', InvalidInput, "separated by single commas"),
+        (b'{"inputs": [{"a": 1}]}', InvalidInput, r"must be a JSON array \(a sequence\)"),
+        (b'{"inputs": 5}', InvalidInput, "inputs must be a JSON array"),
+        (b'{"inputs": [[[1]]], "inputs": [[[2]]]}', InvalidInput, "more than once"),
+        (b'{"inputs": [[[1]]], "\\u0069nputs": [[[2]]]}', InvalidInput, "more than once"),
+        (b'{"version": 1}', InvalidInput, "inputs is required"),
+        (b"[[[[1]]]]", InvalidInput, "must be a JSON object"),
+        (b'{"inputs": [[[1]]}', MalformedJSON, "not valid JSON"),
+        (b'{"inputs": [[[1]]', MalformedJSON, "never closed"),
+        (b'{"inputs": [[[1]]], "version": }', MalformedJSON, "not valid JSON outside inputs"),
+    ]
+    for raw, error, words in cases:
+        with pytest.raises(error, match=words):
+            split_or_refuse(raw, "inputs", "[")
+    rest, pieces = split_or_refuse(b'{"inputs": [[[1]], [[2, 3]]], "version": 2}', "inputs", "[")
+    assert rest == {"inputs": [], "version": 2} and pieces == [b"[[1]]", b"[[2, 3]]"]
+    with pytest.raises(MalformedJSON, match=r"inputs\[1\] is not valid JSON"):
+        list(LazySequences([b"[[1]]", b"[[1,]]"]))
+    with pytest.raises(MalformedJSON, match=r"steps\[4\] is not valid JSON"):
+        decode_element(b'{"session_id": }', "steps", 4)
+    with pytest.raises(InvalidInput, match="must be a JSON object \\(an entry\\)"):
+        split_or_refuse(b'{"steps": [{"session_id": "a"}, [1]]}', "steps", "{")
+
+
+def test_error_messages_quote_a_bounded_slice_of_the_body() -> None:
+    import pytest
+
+    from service.api.split import split_or_refuse
+    from service.core.errors import MalformedJSON
+
+    raw = b'{"inputs": [[[1]]], "note": "' + b"x" * 100_000 + b'\\q"}'  # an invalid escape far in
+    with pytest.raises(MalformedJSON) as caught:
+        split_or_refuse(raw, "inputs", "[")
+    assert len(caught.value.message) < 300
