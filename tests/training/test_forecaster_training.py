@@ -52,7 +52,10 @@ def test_seasonal_series_beats_naive_and_seasonal_naive(electricity: tuple[Path,
     metrics = manifest["metrics"]
     _beats_baselines(metrics)
     assert metrics["streaming"]["mae"] < 0.5 * metrics["seasonal_naive_336"]["mae"]
-    assert metrics["transform"]["chosen"] == "seasonal_diff"  # the best baseline on validation
+    choice = metrics["transform"]
+    scores = choice["baseline_validation_mae"]
+    assert choice["chosen"] == min(scores, key=scores.__getitem__) == "holt_winters_mult", scores  # best on validation
+    assert scores["holt_winters_mult"] < 0.9 * scores["seasonal_diff"], scores
 
 
 @pytest.mark.slow
@@ -65,11 +68,13 @@ def test_time_column_is_detected_and_sets_the_phase(electricity: tuple[Path, dic
     for row in (0, 1, 47, 48, 335, 336, 1000):
         assert config.clock.phase(seconds[row]) == row % 336
     # one packed history (count, "pending": the next reading's forecast interval with the
-    # default quantile levels' anomaly flags, the ring), then the phase the clock sets
-    assert config.state_names == ("h", "c", "history", "phase")
-    assert [s["name"] for s in manifest["config"]["extra_states"]] == ["history", "phase"]
+    # default quantile levels' anomaly flags, the ring), then the phase the clock sets, then the
+    # Holt-Winters formula's level and seasonal components (the baseline chosen)
+    assert config.state_names == ("h", "c", "history", "phase", "smoothed")
+    assert [s["name"] for s in manifest["config"]["extra_states"]] == ["history", "phase", "smoothed"]
     assert manifest["config"]["extra"]["forecaster"]["layout"] == LAYOUT
-    assert list(history_parts(config, config.initial_state(1))) == ["count", "pending", "ring", "phase"]
+    parts = ["count", "pending", "ring", "phase", "smoothed"]
+    assert list(history_parts(config, config.initial_state(1))) == parts
 
 
 @pytest.mark.slow
