@@ -78,14 +78,17 @@ def test_rest_steps_through_a_lossy_network(topology, series, whole):
 
 
 def test_pipelined_websocket_stream_through_a_lossy_network(topology, series, whole):
-    proxy = ChaosProxy(topology.nginx.port, seed=5, drop_request=0.005, drop_reply=0.02)
+    # Faults are drawn per socket read, and how many replies one read carries depends on how
+    # the server batches pipelined messages (and on the machine's load): the drop rate is set
+    # so that even with 16 replies per read a run sees several lost replies.
+    proxy = ChaosProxy(topology.nginx.port, seed=5, drop_request=0.005, drop_reply=0.05)
     with proxy, Client(proxy.url, retry=PATIENT) as client:
         session = client.session("demand", checkpoint_every=500)
         outputs = list(session.stream(series, window=16))  # one reading per message
         assert session.position == len(series)
         proxy.enabled = False
         assert final_position(topology, session.session_id) == len(series)
-    assert proxy.faults["reply_dropped"] >= 10, proxy.faults
+    assert proxy.faults["reply_dropped"] >= 5, proxy.faults
     # replies of applied messages were lost, and their outputs recovered, not re-applied
-    assert session.stats["reconnects"] >= 10 and session.stats["recomputed"] > 0, session.stats
+    assert session.stats["reconnects"] >= 5 and session.stats["recomputed"] > 0, session.stats
     assert_same(np.stack(outputs), whole)
