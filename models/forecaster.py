@@ -862,10 +862,12 @@ class Forecaster(nn.Module):
         return flags * seen, ahead[:, -1:]
 
     def features(self, x: Tensor, state: State) -> tuple[dict, State]:  # type: ignore[type-arg]
-        """Everything the graph derives from the readings and the history states, unscaled:
-        dy, e, warm, centred [B,T], base [B,T,H], columns [B,T,H,C], window_scale [B,T]; the
-        blocks the readout reads (dy_e, warm3, phase3 [B,T,n], column_block [B,T,C'H(+1)]); and
-        the new ring/count/phase states. Also used to fit the spec's constants.
+        """Everything the graph derives from the readings and the history states: dy, e (over
+        their training stds unless the model has a local scale; fit_spec reads them from a
+        probe whose stds are 1), warm, centred [B,T], base [B,T,H], columns [B,T,H,C] (raw),
+        window_scale [B,T]; the blocks the readout reads (dy_e, warm3, phase3 [B,T,n],
+        column_block [B,T,C'H(+1)] or, fused, readout_tail); and the new ring/count/phase
+        states. Also used to fit the spec's constants.
 
         Every lag feature is linear in the last K+1 readings, so one convolution over
         concat(ring, y) with a constant kernel (`_build_lag_tables`) yields all of them for every
@@ -909,8 +911,10 @@ class Forecaster(nn.Module):
                 parts["pending0"] = state[-1].transpose(0, 1)  # [B, 1, 4]
         lin = nn.functional.conv1d(padded3, self.lag_kernel, self.lag_bias).transpose(1, 2)  # [B, T, M]
         # Step numbers 1..T [B, T, 1]: the running sum of the constant-one channel (zero
-        # weights, bias 1: exactly 1), fewer graph nodes than a ones tensor shaped like y.
-        steps = lin[..., self.ch_one : self.ch_one + 1].cumsum(1)
+        # weights, bias 1: exactly 1), fewer graph nodes than a ones tensor shaped like y. The
+        # sum runs over every channel (the others unread) so that ONNX Runtime keeps one
+        # transpose of the convolution's output instead of adding one for this slice.
+        steps = lin.cumsum(1)[..., self.ch_one : self.ch_one + 1]
         count = torch.clamp(count3 + steps, max=float(k_ring + 1))  # readings seen incl. y_t
         masked = torch.where(count >= self.lag_needs, lin, 0.0)  # [B, T, M]
         parts["count"] = count  # [B, T, 1]
