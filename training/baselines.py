@@ -121,16 +121,18 @@ def mstl_origins(
     seasonal, _ = _decompose(y[:train_rows], seasons)
     ets = AutoETS(model="ZZN").fit(y[:train_rows] - seasonal)
     refresh = seasons[0]
-    for block in range(0, len(pairs), refresh):
-        origin = int(pairs[block])
-        seasonal, cycles = _decompose(y[: origin + 1], seasons)  # the history only
-        steps = np.arange(refresh + h)
-        future = cast(np.ndarray, sum(cycle[steps % len(cycle)] for cycle in cycles))
-        deseasonalised = y[: origin + 1] - seasonal
-        for row, t in enumerate(pairs[block : block + refresh], start=block):
-            k = int(t) - origin
-            history = np.concatenate([deseasonalised, y[origin + 1 : t + 1] - future[:k]])
-            yield row, ets, history, future[k : k + h]
+    steps = np.arange(refresh + h)
+    origin = -refresh  # no decomposition yet
+    future = deseasonalised = np.zeros(0)
+    for row, t in enumerate(int(p) for p in pairs):
+        if t - origin >= refresh:  # a new decomposition once per shortest season (pairs may skip)
+            origin = t
+            seasonal, cycles = _decompose(y[: origin + 1], seasons)  # the history only
+            future = cast(np.ndarray, sum(cycle[steps % len(cycle)] for cycle in cycles))
+            deseasonalised = y[: origin + 1] - seasonal
+        k = t - origin
+        history = np.concatenate([deseasonalised, y[origin + 1 : t + 1] - future[:k]])
+        yield row, ets, history, future[k : k + h]
 
 
 def _rolled(model: object, y: np.ndarray, pairs: np.ndarray, h: int) -> np.ndarray:

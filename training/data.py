@@ -172,6 +172,10 @@ class ForecastData:
     # [P, T*h] raw values the model adds back to its de-normalised output (training/transforms.py);
     # None: the head predicts the targets themselves.
     offset: np.ndarray | None = None
+    # validation and test origins left out because their reading or a target was filled
+    # (interpolated), not observed: `val` and `test` hold only the scored origins
+    excluded_val: int = 0
+    excluded_test: int = 0
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -198,7 +202,14 @@ def prepare_forecast(
     val_fraction: float = 0.15,
     test_fraction: float = 0.15,
     report: Callable[[str], None] = print,
+    filled_rows: Sequence[int] = (),
 ) -> ForecastData:
+    """Fill, split and pair a single-series table. `filled_rows`: rows the time axis had
+    missing and filled (training/seasons.fill_gaps). A validation or test origin whose reading or
+    any of whose targets was filled (those rows, or an empty target cell) is not scored, as for
+    many series (training/series.py): an interpolated value is a straight line between two
+    readings, easier than any real one, so scoring it flatters the model and every baseline.
+    Training pairs keep them (the filled series is what the model streams over)."""
     if not targets:
         raise TrainingError("forecasting needs at least one --target column")
     if horizon < 1 or window < 1:
@@ -207,9 +218,13 @@ def prepare_forecast(
     require_columns(frame, features, "feature")
     columns: dict[str, np.ndarray] = {}
     filled = 0
+    observed = np.ones(len(frame), dtype=bool)
+    observed[np.asarray(filled_rows, dtype=np.int64)] = False
     for column in dict.fromkeys([*features, *targets]):
         values = numeric_column(frame, column)
         filled += int(np.isnan(values).sum())
+        if column in targets:
+            observed &= ~np.isnan(values)
         columns[column] = fill_missing(values, column, report)
     x = np.stack([columns[c] for c in features], axis=1)
     tgt = np.stack([columns[c] for c in targets], axis=1)
@@ -225,6 +240,9 @@ def prepare_forecast(
     train = pairs[last < train_rows]
     val = pairs[(first >= train_rows) & (last < val_end)]
     test = pairs[first >= val_end]
+    scored = _scored(observed, pairs, horizon)
+    excluded_val, excluded_test = int((~scored[val]).sum()), int((~scored[test]).sum())
+    val, test = val[scored[val]], test[scored[test]]
     if len(train) < 2 * window or len(val) < 1 or len(test) < 1 or val_end < window:
         need = int(np.ceil((2 * window + horizon + 2 * horizon + 2) / (1 - val_fraction - test_fraction)))
         raise TrainingError(
@@ -244,7 +262,33 @@ def prepare_forecast(
         tuple(float(v) for v in out_mean),
         tuple(float(v) for v in out_std),
     )
-    return ForecastData(tuple(features), tuple(targets), horizon, x, tgt, y, train, val, test, train_rows, norm, filled)
+    if excluded_val or excluded_test:
+        report(
+            f"{excluded_test} test and {excluded_val} validation origin(s) have a filled (interpolated) reading "
+            "or target: not scored (the model and every baseline are scored on observed readings only)"
+        )
+    return ForecastData(
+        tuple(features),
+        tuple(targets),
+        horizon,
+        x,
+        tgt,
+        y,
+        train,
+        val,
+        test,
+        train_rows,
+        norm,
+        filled,
+        excluded_val=excluded_val,
+        excluded_test=excluded_test,
+    )
+
+
+def _scored(observed: np.ndarray, pairs: np.ndarray, horizon: int) -> np.ndarray:
+    """[P] bool: origin t's reading and its targets t+1..t+h were all observed."""
+    missing = np.concatenate([[0], np.cumsum(~observed)])  # missing[i]: unobserved rows before i
+    return (missing[pairs + horizon + 1] - missing[pairs]) == 0
 
 
 # -------------------------------------------------------------------------------- classification

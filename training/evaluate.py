@@ -80,6 +80,8 @@ def forecast_report(data: ForecastData, predictions: dict[str, np.ndarray], base
     report["best_baseline"] = min(names, key=lambda n: report[n]["mae"])
     report["best_naive_baseline"] = min(baselines.naive_names, key=lambda n: report[n]["mae"])
     report["test_pairs"] = len(pairs)
+    # test origins whose reading or a target was filled in (interpolated): left out for all
+    report["test_excluded_filled"] = int(getattr(data, "excluded_test", 0))
     report["test_origins"] = [int(pairs[0]), int(pairs[-1])]
     report["mase_scale"] = MASE_SCALE
     per_output = {}

@@ -145,11 +145,15 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             val_fraction=settings.val_fraction,
             test_fraction=settings.test_fraction,
             report=report,
+            filled_rows=time_info.filled_rows if time_info is not None else (),
+        )
+        unscored = (
+            f" ({data.excluded_test} test origin(s) with a filled reading not scored)" if data.excluded_test else ""
         )
         _log(
             settings,
             f"data: {len(frame)} rows -> {len(data.train)} train / {len(data.val)} validation / "
-            f"{len(data.test)} test pairs (chronological), {len(features)} feature(s) -> "
+            f"{len(data.test)} test pairs (chronological){unscored}, {len(features)} feature(s) -> "
             f"{len(data.output_names)} output(s)",
         )
         season_choice = season_finder.choose_seasons(

@@ -116,6 +116,9 @@ class TimeInfo:
     sorted_rows: bool = False  # the file was not in time order and was sorted
     first_out_of_order: int | None = None  # data row (1-based) of the first row out of order
     seconds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    # rows (after filling) that were missing from the file and filled by interpolation
+    # (fill_gaps): made-up readings, never scored (training/data.prepare_forecast)
+    filled_rows: tuple[int, ...] = field(default=(), repr=False)
 
     @property
     def regular(self) -> bool:
@@ -124,6 +127,7 @@ class TimeInfo:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.pop("seconds")
+        out.pop("filled_rows")
         out["first_iso"] = pd.Timestamp(self.first, unit="s", tz="UTC").isoformat()
         return out
 
@@ -266,6 +270,7 @@ def read_time(
         if filled is not None:
             frame, seconds, missing = filled
             info = _axis(str(column), seconds, detected=not explicit)
+            info.filled_rows = tuple(int(i) for i in np.searchsorted(seconds, missing))
             report(
                 f"time column {column!r} ({info.frequency}) misses {len(missing)} time(s), first "
                 f"{times.iso(missing[0])}: filled by linear interpolation between their neighbours"

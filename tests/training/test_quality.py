@@ -310,3 +310,44 @@ def test_bad_time_column_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     argv = ["train", "--data", str(SUNSPOTS), "--target", "sunactivity", "--time-column", "when", *FAST]
     assert main([*argv, "--repository", str(tmp_path)]) == 2
     assert "unknown time column(s) ['when']" in capsys.readouterr().err
+
+
+def test_filled_readings_are_not_scored_for_the_model_or_any_baseline() -> None:
+    """A trading-day file with holidays: the filled (interpolated) days are no test origin and
+    no target, for naive, seasonal naive and MSTL+AutoETS alike, and the report says how many
+    test origins were left out. Naive is scored on observed readings only (the straight line
+    through a holiday is easier than any real day)."""
+    from training.baselines import mstl_origins
+    from training.seasons import read_time
+
+    rng = np.random.default_rng(3)
+    days = pd.bdate_range("2020-01-01", periods=400)
+    close = 100 + np.cumsum(rng.normal(0, 1.0, 400)) + np.array([2.0, 1, 0, -1, -2])[days.dayofweek]
+    holidays = [40, 150, 345, 360, 361, 380]  # four in the test block (rows 340..)
+    kept = np.delete(np.arange(400), holidays)
+    frame = pd.DataFrame({"date": days[kept].strftime("%Y-%m-%d"), "close": close[kept]})
+    frame, info = read_time(frame, "", skip={"close"}, report=lambda m: None)
+    assert info is not None and info.filled_rows == tuple(holidays)
+    said: list[str] = []
+    data = prepare_forecast(
+        frame, ["close"], ["close"], horizon=1, window=8, report=said.append, filled_rows=info.filled_rows
+    )
+    whole_test = np.arange(340 - 1, 399)  # origins whose target is in the test block
+    # an origin is scored when its reading and its target were observed
+    expect = [t for t in whole_test if t not in holidays and t + 1 not in holidays]
+    assert data.test.tolist() == expect and data.excluded_test == len(whole_test) - len(expect) == 7
+    assert not set(holidays) & set(data.val.tolist()) and data.excluded_val == 0
+    assert any("7 test and 0 validation origin(s) have a filled" in m for m in said), said
+    baselines = compute_baselines(data, data.test, [5], report=lambda m: None)
+    report = evaluate.forecast_report(data, {"streaming": baselines.predictions["naive"]}, baselines)
+    observed_naive = np.mean([abs(frame["close"][t + 1] - frame["close"][t]) for t in expect])
+    assert report["naive"]["mae"] == pytest.approx(observed_naive)
+    assert report["test_excluded_filled"] == 7 and report["test_pairs"] == len(expect)
+    assert "mstl_autoets" in baselines.predictions, baselines.skipped
+    # MSTL+AutoETS rolled over origins with holes: one seasonal forecast per origin, past only
+    y = data.targets[:, 0].astype(np.float64)
+    sparse = list(mstl_origins(y, data.train_rows, [5], data.test, 1))
+    assert [row for row, *_ in sparse] == list(range(len(expect)))
+    assert all(
+        len(history) == t + 1 and np.shape(f) == (1,) for (_, _, history, f), t in zip(sparse, expect, strict=True)
+    )
