@@ -192,6 +192,7 @@ def stream_internal_error(rid: str) -> bytes:
 # ---------------------------------------------------------------------------- bulk steps
 
 BULK_FIELDS = frozenset({"session_id", "inputs", "position"})
+INT_EXACT = 2.0**53  # integers below this convert exactly to float64: alone or together, the same float32
 
 
 class EntryError:
@@ -255,6 +256,11 @@ def _together(inputs: list[Any], max_steps: int) -> np.ndarray | None:
     except ServiceError:
         return None
     if together.ndim != 3 or together.shape[1] == 0:
+        return None
+    if together.size and float(np.abs(together).max()) >= INT_EXACT:
+        # JSON integers this large convert differently alone (int64, or no number at all past
+        # int64's range) than among floats (through float64): such a batch is converted entry
+        # by entry, so each gets exactly what it gets alone.
         return None
     return together
 

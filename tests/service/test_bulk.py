@@ -15,6 +15,7 @@ from service.core.errors import InvalidInput, LimitExceeded, MalformedJSON
 from service.core.metrics import Metrics
 from service.core.services import Services
 from service.core.settings import Settings
+from service.core.validate import parse_steps
 from service.sessions.memory import MemorySessionStore
 from tests.support.models import raw_inputs
 
@@ -166,3 +167,27 @@ def test_a_large_body_decoded_entry_by_entry_equals_the_whole_decoding():
             assert "not valid JSON" in by_entry.value.message
         else:
             assert by_entry.value.body() == at_once.value.body()
+
+
+async def test_huge_integers_among_floats_convert_as_they_do_alone(repository, registry):
+    """Inputs converted together go through float64 when floats and integers mix; an integer
+    past 2**53 would then round differently from its own conversion (int64 straight to
+    float32), so such a batch is converted entry by entry: every entry gets what it gets
+    alone, its readings to the bit or its error (an integer past int64 is no number alone)."""
+    # 2**60 + 2**36 + 1 rounds to float32 upwards from the integer, to even through float64
+    mixed = [[[2**60 + 2**36 + 1, 1, 2]], [[0.5, 1.5, 2.5]], [[3, 4, 5]]]
+    items = codecs.bulk_requests([{"session_id": "s", "inputs": x} for x in mixed], 10)
+    for item, x in zip(items, mixed, strict=True):
+        assert isinstance(item, StepRequest)
+        alone = parse_steps(x, registry.get("lstm").config, 10)
+        converted = (
+            item.inputs
+            if isinstance(item.inputs, np.ndarray)
+            else parse_steps(item.inputs, registry.get("lstm").config, 10)
+        )
+        assert converted.tobytes() == alone.tobytes()
+    svc = services(repository, registry)
+    ids = [(await svc.sessions.create("lstm")).session_id for _ in range(2)]
+    entries = [{"session_id": ids[0], "inputs": [[0.5, 1.5, 2.5]]}, {"session_id": ids[1], "inputs": [[10**20, 0, 0]]}]
+    got = [orjson.loads(r) for r in await step_many(svc, "lstm", entries)]
+    assert got[0]["position"] == 1 and got[1]["status"] == 422 and "only numbers" in orjson.dumps(got[1]).decode()
