@@ -274,6 +274,60 @@ def step(start: float, steps: int, period_seconds: float) -> float:
     return moved
 
 
+MAX_FILLED = 0.1  # at most this share of a grid's times may be missing to be filled (training, client)
+
+
+def grid_positions(seconds: list[float], period_seconds: float) -> list[int] | None:
+    """Where each time (in order, the first at position 0) sits on the grid a series sampled
+    every `period_seconds` makes from its first time: position p is `step(first, p, period)`
+    (calendar months for monthly and longer periods, weekdays for business days). None when a
+    time is off that grid (more than a fifth of a calendar period, a fiftieth of another, away)
+    or two share a position (`off_grid` names the first such time). Positions missing from the
+    result are the series' gaps: training fills them (training/seasons.py `fill_gaps`) and the
+    client fills a frame's the same way, against the model's period."""
+    positions, bad = _grid(seconds, period_seconds)
+    return None if bad is not None else positions
+
+
+def off_grid(seconds: list[float], period_seconds: float) -> int | None:
+    """Index of the first time that is not on the grid of `grid_positions` (None: all are)."""
+    return _grid(seconds, period_seconds)[1]
+
+
+def _grid(seconds: list[float], period_seconds: float) -> tuple[list[int], int | None]:
+    if not seconds or period_seconds <= 0:
+        return [], 0
+    first = seconds[0]
+    business = is_business(period_seconds)
+    tolerance = (0.2 if business or _months(period_seconds) else 0.02) * period_seconds
+    origin = business_index(first) if business else 0
+    positions: list[int] = []
+    for i, t in enumerate(seconds):
+        p = business_index(t) - origin if business else math.floor((t - first) / period_seconds + 0.5)
+        if p < 0 or (positions and p <= positions[-1]):
+            return positions, i
+        try:
+            on_grid = step(first, p, period_seconds)
+        except TimeRangeError:
+            return positions, i
+        if abs(on_grid - t) > tolerance:
+            return positions, i
+        positions.append(p)
+    return positions, None
+
+
+def period_name(period_seconds: float) -> str:
+    """A sampling period in words: monthly, quarterly, yearly, business-daily, daily, hourly,
+    or its length (every 900 s)."""
+    if is_business(period_seconds):
+        return "business-daily"
+    named = {1: "monthly", 3: "quarterly", 12: "yearly"}.get(_months(period_seconds))
+    if named:
+        return named
+    plain = {DAY: "daily", 7 * DAY: "weekly", 3600.0: "hourly", 1800.0: "half-hourly", 60.0: "minutely"}
+    return plain.get(float(period_seconds), f"every {period_seconds:g} s")
+
+
 def check_forecastable(start: float, steps: int, period_seconds: float) -> None:
     """TimeRangeError unless the time `steps` periods after `start` (the last forecast of a
     request) is within years 1-9999. Checked before running a model, so a far-future start_time

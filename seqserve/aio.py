@@ -207,7 +207,13 @@ class AsyncClient:
         DatetimeIndex when it is None). The times are read as training reads a time column
         (models/times.py: `1949-01`, `31/01/1949`, `1990Q1`, epoch seconds, ...); rows out of
         time order are sorted by them (with a warning), as training sorted its file, and
-        duplicated times are refused naming the rows. The first time is sent as the start time
+        duplicated times are refused naming the rows. Times missing from the model's sampling
+        period (a month dropped, trading-day holidays, a daylight-saving hour) are filled as
+        training fills a file's gaps: the readings interpolated linearly between their
+        neighbours, with a warning naming how many (``result.attrs["filled"]`` lists their
+        times), so every row is labelled with its own time; times off the model's period (daily
+        rows for a monthly model) are refused, as is a frame missing more than a tenth of
+        them. The first time is sent as the start time
         (ISO 8601), so the model's clock is set and the service says what each forecast is for.
         Returns a DataFrame with one row per reading and one column per lead (the model's output
         names, ``y@t+1``..``y@t+h``), and for a model with quantile levels a column per lead and
@@ -239,6 +245,10 @@ class AsyncClient:
             raise ValueError(f"the DataFrame lacks the model's input column(s) {missing}")
         readings = frame[features].reset_index(drop=True)
         readings = readings.astype(np.float32)
+        filled: list[str] = []
+        period = model_period(described)
+        if period is not None:
+            readings, filled = fill_to_period(readings, seconds, period, name)
         outputs = await self.predict(
             name, readings.astype(np.float32), version=version, start_time=times.iso(float(seconds[0]))
         )
@@ -248,6 +258,7 @@ class AsyncClient:
         index = pd.DatetimeIndex([pd.Timestamp(row[0]) for row in stamps[0]], name="time")
         result = outputs.set_axis(index, axis=0)
         result.attrs["forecast_times"] = stamps[0]
+        result.attrs["filled"] = filled
         return result
 
     # Sessions
@@ -665,3 +676,48 @@ def frame_times(frame: Any, time_column: str | None) -> np.ndarray:
             f"duplicated times: rows {rows} are all at {times.iso(float(unique[first]))}; one row per time"
         )
     return np.asarray(seconds, dtype=np.float64)
+
+
+def model_period(described: Mapping[str, Any]) -> float | None:
+    """The sampling period a served model version was trained at (seconds; None: unknown):
+    `period_seconds`, or its clock's from a service that does not list it."""
+    period = described.get("period_seconds")
+    if period is None and isinstance(described.get("clock"), Mapping):
+        period = described["clock"].get("period_seconds")
+    return float(period) if isinstance(period, int | float) and period > 0 else None
+
+
+def fill_to_period(readings: Any, seconds: np.ndarray, period: float, name: str) -> tuple[Any, list[str]]:
+    """The readings (rows in time order at `seconds`) reindexed onto the model's period from the
+    first time, the missing times filled by linear interpolation between their neighbours, as
+    training fills a file's gaps (training/seasons.py `fill_gaps`, the same grid from
+    models/times.py), with a warning; and the ISO times filled. ValueError naming the first
+    row when a time is off that grid, or when more than times.MAX_FILLED of it is missing."""
+    what = f"model {name!r}'s {times.period_name(period)} period"
+    stamps = [float(t) for t in seconds]
+    positions = times.grid_positions(stamps, period)
+    if positions is None:
+        bad = times.off_grid(stamps, period)
+        assert bad is not None
+        raise ValueError(
+            f"the frame's times do not fit {what}: row {bad + 1} ({times.iso(stamps[bad])}) is not a whole "
+            f"number of periods after the first row ({times.iso(stamps[0])}); give rows sampled as the model was "
+            "trained"
+        )
+    size = positions[-1] + 1
+    missing = sorted(set(range(size)) - set(positions))
+    if not missing:
+        return readings, []
+    if len(missing) > times.MAX_FILLED * size:
+        raise ValueError(
+            f"the frame misses {len(missing)} of the {size} times of {what} from {times.iso(stamps[0])} to "
+            f"{times.iso(stamps[-1])}, more than training fills ({times.MAX_FILLED:.0%}); fill or trim the frame"
+        )
+    full = readings.set_axis(positions, axis=0).reindex(range(size)).interpolate(method="linear")
+    filled = [times.iso(times.step(stamps[0], p, period)) for p in missing]
+    warnings.warn(
+        f"forecast: the frame misses {len(missing)} time(s) of {what}, first {filled[0]}: filled by linear "
+        "interpolation between their neighbours, as training fills a file's gaps",
+        stacklevel=3,
+    )
+    return full.reset_index(drop=True).astype(np.float32), filled

@@ -284,7 +284,7 @@ def read_time(
     return frame, info
 
 
-MAX_FILLED = 0.1  # at most this share of a regular grid's times may be missing to be filled
+MAX_FILLED = times.MAX_FILLED  # at most this share of a regular grid's times may be missing to be filled
 
 
 def fill_gaps(
@@ -303,19 +303,15 @@ def fill_gaps(
         frequency, period = "business-daily", times.BUSINESS_DAY  # trading days: holidays are the gaps
     if frequency not in CANDIDATES:
         return None
-    calendar = period >= 28 * DAY or frequency == "business-daily"  # stepped by models/times.step
-    grid = [float(seconds[0])]
-    while grid[-1] < seconds[-1] and len(grid) <= len(seconds) * (1 + MAX_FILLED) + 1:
-        grid.append(times.step(float(seconds[0]), len(grid), period) if calendar else grid[0] + len(grid) * period)
-    positions = np.searchsorted(np.asarray(grid), seconds - (0.2 if calendar else 0.02) * period)
-    if positions[-1] >= len(grid) or len(set(positions.tolist())) != len(seconds):
+    found = times.grid_positions(seconds.tolist(), period)
+    if found is None:
         return None
-    tolerance = (0.2 if calendar else 0.02) * period
-    if not np.all(np.abs(np.asarray(grid)[positions] - seconds) <= tolerance):
+    size = found[-1] + 1
+    missing_at = sorted(set(range(size)) - set(found))
+    if not missing_at or len(missing_at) > MAX_FILLED * size:
         return None
-    missing_at = sorted(set(range(len(grid))) - set(positions.tolist()))
-    if not missing_at or len(missing_at) > MAX_FILLED * len(grid):
-        return None
+    grid = [times.step(float(seconds[0]), i, period) for i in range(size)]
+    positions = np.asarray(found)
     full = frame.set_axis(positions.tolist(), axis=0).reindex(range(len(grid)))
     for name in full.columns:
         if name == column:

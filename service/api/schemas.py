@@ -431,6 +431,10 @@ class ModelVersion(BaseModel):
     state_tensors: list[StateTensor] = Field(description="every state tensor, in graph order")
     state_bytes: int = Field(description="bytes of state one session holds")
     clock: dict | None = Field(None, description="how start_time sets the phase state; null: the model has none")
+    period_seconds: float | None = Field(
+        None,
+        description="the sampling period training found (seconds; business days 120960, months 2629746); null: unknown",
+    )
     gate: Gate | None = Field(None, description="the quality gate's verdict; null: none recorded (counts as promoted)")
     promoted: bool
     provider: str

@@ -222,6 +222,7 @@ class LoadedModel:
             ],
             "state_bytes": self.state_bytes,
             "clock": None if cfg.clock is None else dataclasses.asdict(cfg.clock),
+            "period_seconds": self.period_seconds,
             "gate": self.gate,
             "promoted": self.promoted,
             "provider": self.provider,

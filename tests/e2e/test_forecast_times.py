@@ -170,6 +170,27 @@ def test_client_forecast_reads_the_time_column_as_training_does(server: ServiceP
             api.forecast("sales", monthly.assign(month="soon"), time_column="month")
 
 
+def test_client_forecast_fills_missing_months_as_training_does(server: ServiceProcess, monthly: pd.DataFrame) -> None:
+    """Two months dropped from the frame: filled by linear interpolation against the model's
+    monthly period (with a warning naming how many), so the forecasts and their labels equal
+    those of the frame with those months filled in; the last row is still labelled for the
+    month after the last one. Daily rows for this monthly model are refused."""
+    gappy = monthly.drop(index=[10, 40]).reset_index(drop=True)
+    filled = monthly.copy()
+    for i in (10, 40):
+        filled.loc[i, "sales"] = (monthly["sales"][i - 1] + monthly["sales"][i + 1]) / 2
+    with Client(server.url) as api:
+        with pytest.warns(UserWarning, match=r"misses 2 time\(s\) of model 'sales''s monthly period, first 1990-11-01"):
+            frame = api.forecast("sales", gappy, time_column="month")
+        reference = api.forecast("sales", filled, time_column="month")
+        pd.testing.assert_frame_equal(frame, reference, check_exact=False, rtol=1e-6)
+        assert frame.index[-1] == pd.Timestamp("1996-01-01", tz="UTC")
+        assert frame.attrs["filled"] == ["1990-11-01T00:00:00Z", "1993-05-01T00:00:00Z"]
+        daily = monthly.iloc[:5].assign(month=pd.date_range("1990-01-01", periods=5, freq="D").strftime("%Y-%m-%d"))
+        with pytest.raises(ValueError, match="do not fit model 'sales''s monthly period: row 2"):
+            api.forecast("sales", daily, time_column="month")
+
+
 def _session(server: ServiceProcess, **body: object) -> str:
     created = httpx.post(f"{server.url}/v1/models/sales/sessions", json=body, timeout=30)
     assert created.status_code == 201, created.text

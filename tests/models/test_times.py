@@ -13,9 +13,12 @@ from models.times import (
     calendar_index,
     check_forecastable,
     forecast_times,
+    grid_positions,
     iso,
+    off_grid,
     parse_time,
     parse_times,
+    period_name,
     step,
 )
 
@@ -160,3 +163,30 @@ def test_business_days_index_weekdays_so_the_phase_is_the_weekday() -> None:
     assert calendar_index(parse_time("2024-01-06"), BUSINESS_DAY) == business_index(parse_time("2024-01-08"))
     assert calendar_index(parse_time("2024-01-07"), BUSINESS_DAY) == business_index(parse_time("2024-01-08"))
     assert business_index(parse_time("1969-12-29")) == 0 and business_index(parse_time("1969-12-26")) == -1
+
+
+def test_grid_positions_place_times_on_the_models_period_leaving_the_gaps() -> None:
+    """Months 1990-01..1990-12 with March and August dropped sit at 0, 1, 3, ...; trading days
+    with a Monday holiday skip one weekday (not three calendar days); an hourly series with
+    its daylight-saving hour absent skips one hour. The client fills these gaps as training
+    does, so the positions are what both agree on."""
+    months = [step(JAN_1990, i, MONTH) for i in range(12) if i not in (2, 7)]
+    assert grid_positions(months, MONTH) == [0, 1, 3, 4, 5, 6, 8, 9, 10, 11]
+    friday = parse_time("2020-01-10")
+    days = [friday, parse_time("2020-01-14"), parse_time("2020-01-15")]  # Monday 13th absent
+    assert grid_positions(days, BUSINESS_DAY) == [0, 2, 3]
+    hours = [JAN_1990 + 3600.0 * i for i in range(10) if i != 4]
+    assert grid_positions(hours, 3600.0) == [0, 1, 2, 3, 5, 6, 7, 8, 9]
+    assert period_name(MONTH) == "monthly" and period_name(BUSINESS_DAY) == "business-daily"
+
+
+def test_times_off_the_period_are_named() -> None:
+    """Daily rows for a monthly model, half an hour off an hourly grid, a Saturday among
+    trading days: not on the grid (None), and `off_grid` names the first such row."""
+    daily = [JAN_1990 + 86_400.0 * i for i in range(5)]
+    assert grid_positions(daily, MONTH) is None and off_grid(daily, MONTH) == 1
+    hours = [JAN_1990, JAN_1990 + 3600.0, JAN_1990 + 5400.0]
+    assert grid_positions(hours, 3600.0) is None and off_grid(hours, 3600.0) == 2
+    saturday = [parse_time("2020-01-10"), parse_time("2020-01-11")]
+    assert grid_positions(saturday, BUSINESS_DAY) is None and off_grid(saturday, BUSINESS_DAY) == 1
+    assert off_grid([JAN_1990, JAN_1990 + 3600.0], 3600.0) is None
