@@ -10,7 +10,11 @@ Accepted for one time (`parse_time`), all converted to unix seconds (UTC):
   (a time may follow): the day comes first when a first field is over 12, the month when a
   second one is; a column where neither is (`01/02/1949`, `01/03/1949`, ...) is day first when
   its first field never changes (monthly data written day/month/year) and month first
-  otherwise; one such value alone is ambiguous and refused (write it as ISO);
+  otherwise. Training records a column's order (`date_order`, the manifest's `time.day_first`)
+  and a start_time for that model is read in it (`parse_time(value, day_first)`: a value
+  contradicting it, `13/01/2012` for a month-first model, is refused naming the order); one
+  value alone without a recorded order is ambiguous and refused unless its fields are equal
+  (`01/01/2012`) or one is over 12;
 - month names: `Jan 1949`, `January 1949`, `1949 Jan`, `31 Jan 1949`, `31-Jan-1949`;
 - epoch seconds: a number (or a string of digits) from 1e8 on (1973 on), epoch milliseconds
   from 1e11 on. Smaller numbers are not times (step counters, values).
@@ -122,17 +126,24 @@ def _text(text: str, day_first: bool | None) -> float | None:
     if m := _DATE.match(text):
         return _iso(int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4))
     if m := _DMY.match(text):
-        first, second = int(m.group(1)), int(m.group(3))
+        first, second, year = int(m.group(1)), int(m.group(3)), int(m.group(4))
         if day_first is None:
             if first > 12:
                 day_first = True
-            elif second > 12:
-                day_first = False
+            elif second > 12 or first == second:
+                day_first = False  # 01/01/2012 is the same day in either order
             else:
                 raise TimeFormatError(
-                    f"{text!r} is ambiguous (day/month or month/day): write it as ISO, e.g. "
-                    f"{int(m.group(4)):04d}-{second:02d}-{first:02d} for day/month"
+                    f"{text!r} is ambiguous (day/month or month/day): write it as ISO, "
+                    f"{year:04d}-{second:02d}-{first:02d} if it is day/month/year or "
+                    f"{year:04d}-{first:02d}-{second:02d} if it is month/day/year"
                 )
+        elif (second if day_first else first) > 12:
+            order, example = ("day/month/year", "31/01/2012") if day_first else ("month/day/year", "01/31/2012")
+            raise TimeFormatError(
+                f"{text!r} is not {order}, the order of the dates this model was trained on "
+                f"(e.g. {example}): write it {order} or as ISO"
+            )
         day, month = (first, second) if day_first else (second, first)
         rest = f" {m.group(5)}" if m.group(5) else ""
         return _iso(int(m.group(4)), month, day, rest)
@@ -182,6 +193,16 @@ def day_first(values: list[str]) -> bool:
     if any(second > 12 for _, second in pairs):
         return False
     return len(pairs) > 1 and len({f for f, _ in pairs}) == 1 and len({s for _, s in pairs}) > 1
+
+
+def date_order(values: list[str]) -> bool | None:
+    """Whether a time column's day/month/year dates are day first (`day_first`); None when it
+    holds none. Training records it, so a start_time written like the training file's dates is
+    read in the same order."""
+    texts = [str(v).strip() for v in values]
+    if not any(_DMY.match(t) for t in texts):
+        return None
+    return day_first(texts)
 
 
 def parse_times(values: list[object]) -> list[float] | None:

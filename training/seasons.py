@@ -115,6 +115,9 @@ class TimeInfo:
     detected: bool  # found without --time-column
     sorted_rows: bool = False  # the file was not in time order and was sorted
     first_out_of_order: int | None = None  # data row (1-based) of the first row out of order
+    # The order of day/month/year dates in the column (True: 31/01/2012, False: 01/31/2012;
+    # None: none written so): the service reads a start_time for the model in it.
+    day_first: bool | None = None
     seconds: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     # rows (after filling) that were missing from the file and filled by interpolation
     # (fill_gaps): made-up readings, never scored (training/data.prepare_forecast)
@@ -276,6 +279,8 @@ def read_time(
                 f"{times.iso(missing[0])}: filled by linear interpolation between their neighbours"
             )
     info.sorted_rows, info.first_out_of_order = moved, first_bad
+    if not pd.api.types.is_numeric_dtype(frame[column]) and not pd.api.types.is_datetime64_any_dtype(frame[column]):
+        info.day_first = times.date_order([str(v) for v in frame[column]])
     if info.period_seconds is None:
         report(
             f"time column {column!r} is not regularly spaced ({info.frequency}): the model gets no phase "

@@ -54,12 +54,14 @@ def _json_object(value: Any) -> Any:
 
 
 def _start_time(value: Any) -> Any:
-    parse_start_time(value)  # InvalidInput with the ISO 8601 hint, naming the field; kept as sent
+    # InvalidInput with the formats, naming the field; kept as sent. A day/month/year date is
+    # read in the model's order once the model is known (service/core/predict.py, lifecycle.py).
+    parse_start_time(value, any_order=True)
     return value
 
 
 def _resume_time(value: Any) -> Any:
-    parse_start_time(value, "resume_time")  # the same formats as start_time, named as sent
+    parse_start_time(value, "resume_time", any_order=True)  # the same formats as start_time, named as sent
     return value
 
 

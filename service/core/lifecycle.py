@@ -95,8 +95,8 @@ class Sessions:
                 field="resume_time",
             )
         what = "start_time" if resume_time is None else "resume_time"
-        start = parse_start_time(start_time if resume_time is None else resume_time, what)
         model = self.registry.get(name, version)
+        start = parse_start_time(start_time if resume_time is None else resume_time, what, model.day_first)
         # The first reading's forecasts must be labellable (a stream may run on for longer).
         check_start_range(start, model.period_seconds, model.config.horizon, what)
         ttl_s = self._ttl(ttl)

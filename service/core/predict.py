@@ -89,7 +89,7 @@ def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
     if state is not None:
         initial = parse_state(state, model.config, len(sequences))
     else:
-        start = parse_start_time(start_time)
+        start = parse_start_time(start_time, day_first=model.day_first)
         longest = max((seq.shape[0] for seq in sequences), default=0)
         check_start_range(start, model.period_seconds, longest - 1 + model.config.horizon)
         initial = model.initial_state(len(sequences), start)

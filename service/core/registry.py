@@ -139,6 +139,14 @@ class LoadedModel:
         period = self.config.extra.get("period_seconds")
         return float(period) if isinstance(period, int | float) and period > 0 else None
 
+    @property
+    def day_first(self) -> bool | None:
+        """The order of the day/month/year dates the model was trained on (manifest.json's
+        `time.day_first`): a start_time written like them is read in it. None: not recorded."""
+        time = self.manifest.get("time") if isinstance(self.manifest, dict) else None
+        order = time.get("day_first") if isinstance(time, dict) else None
+        return order if isinstance(order, bool) else None
+
     def initial_state(self, batch: int, start_time: float | None = None) -> tuple[np.ndarray, ...]:
         """A fresh state, float32 [rows, batch, width] per tensor: each at its spec's `fill`,
         and the clock's phase set from `start_time` (unix seconds) when the model has one."""

@@ -33,6 +33,7 @@ default): the service has one priority level, and silently ignoring a priority w
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -129,7 +130,7 @@ def parse_options(params: Mapping[str, Any]) -> Options:
         if seq_id is not None and not start:
             raise Error("start_time is only taken with sequence_start (or without a sequence)", field="start_time")
         try:
-            start_seconds = parse_start_time(start_time)
+            parse_start_time(start_time, any_order=True)  # read in the model's order by `infer`
         except InvalidInput as exc:
             raise Error(exc.message, field="start_time") from None
     return Options(seq_id, start, end, position, timeout_s, start_time, start_seconds)
@@ -395,6 +396,12 @@ async def infer(
             field="start_time",
             fields=["state", "start_time"],
         )
+    if options.start_time is not None:
+        try:
+            seconds = parse_start_time(options.start_time, day_first=model.day_first)
+        except InvalidInput as exc:
+            raise Error(exc.message, field="start_time") from None
+        options = dataclasses.replace(options, start_seconds=seconds)
     if options.sequence_id is None:
         if options.timeout_s is None:
             return await _stateless(svc, model, arrays, options, wanted)

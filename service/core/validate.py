@@ -144,16 +144,30 @@ def parse_state(value: Any, config: ModelConfig, batch: int | None) -> tuple[np.
     return tuple(arrays)
 
 
-def parse_start_time(value: Any, what: str = "start_time") -> float | None:
+def parse_start_time(
+    value: Any, what: str = "start_time", day_first: bool | None = None, *, any_order: bool = False
+) -> float | None:
     """The time of a stream's first reading -> unix seconds (None when not given), in the formats
     training reads a time column in (models/times.py): ISO dates and date-times with or without
-    an offset (UTC without), `1949-01`, `2010/01/01 00:00`, quarters (`1990Q1`), years, epoch
-    seconds. Anything else is refused, naming the field and the formats."""
+    an offset (UTC without), `1949-01`, `2010/01/01 00:00`, quarters (`1990Q1`), years, month
+    names (`Jan 1949`, `1 Jan 1949`), day/month/year dates, epoch seconds. `day_first`: the
+    order of day/month/year dates the model was trained on (its manifest's `time.day_first`;
+    None: unknown, so `01/02/1949` alone is ambiguous). `any_order`: only check the value is a
+    time in some order (a request checked before its model is known; the model's order is
+    applied once it is). Anything else is refused, naming the field and the formats."""
     if value is None:
         return None
     try:
-        seconds = parse_time(value)
+        seconds = parse_time(value, day_first)
     except TimeFormatError as exc:
+        if not any_order:
+            raise InvalidInput(f"{what}: {exc}", field=what) from None
+        for order in (True, False):
+            try:
+                parse_time(value, order)
+                return None
+            except TimeFormatError:
+                pass
         raise InvalidInput(f"{what}: {exc}", field=what) from None
     if not FIRST <= seconds <= LAST:  # years 1-9999
         raise InvalidInput(f"{what} {str(value)[:64]!r} is out of range (years 1-9999)", field=what)

@@ -12,6 +12,7 @@ from models.times import (
     business_index,
     calendar_index,
     check_forecastable,
+    date_order,
     forecast_times,
     grid_positions,
     iso,
@@ -190,3 +191,23 @@ def test_times_off_the_period_are_named() -> None:
     saturday = [parse_time("2020-01-10"), parse_time("2020-01-11")]
     assert grid_positions(saturday, BUSINESS_DAY) is None and off_grid(saturday, BUSINESS_DAY) == 1
     assert off_grid([JAN_1990, JAN_1990 + 3600.0], 3600.0) is None
+
+
+def test_a_recorded_order_reads_slash_dates_and_refuses_the_other_order() -> None:
+    """A month-first model reads 01/02/2012 as 2 January and refuses 13/01/2012 naming the
+    order it expects (it was taken as day first before); a day-first model the reverse. A
+    date the same in either order (01/01/2012) needs no order; 01/02/2012 alone does, and the
+    error gives both ISO spellings (the old hint gave one, for the other order)."""
+    assert iso(parse_time("01/02/2012", day_first=False)) == "2012-01-02T00:00:00Z"
+    with pytest.raises(TimeFormatError, match=r"'13/01/2012' is not month/day/year.*01/31/2012"):
+        parse_time("13/01/2012", day_first=False)
+    with pytest.raises(TimeFormatError, match=r"'01/31/2012' is not day/month/year"):
+        parse_time("01/31/2012", day_first=True)
+    assert iso(parse_time("01/01/2012")) == "2012-01-01T00:00:00Z"
+    with pytest.raises(
+        TimeFormatError, match="2012-02-01 if it is day/month/year or 2012-01-02 if it is month/day/year"
+    ):
+        parse_time("01/02/2012")
+    assert date_order(["01/31/2012", "02/01/2012"]) is False
+    assert date_order(["31/01/2012", "01/02/2012"]) is True
+    assert date_order(["2012-01-31"]) is None

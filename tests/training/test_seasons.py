@@ -270,6 +270,19 @@ def test_a_few_missing_months_are_filled_and_the_model_keeps_its_clock() -> None
     assert info is not None and info.period_seconds is None and len(frame) == len(sparse)
 
 
+def test_the_order_of_slash_dates_is_recorded_for_the_service() -> None:
+    """A month-first file (01/31/2012) is read silently; its order goes into the manifest's
+    `time.day_first`, so the service reads a start_time written like the file in that order."""
+    days = pd.date_range("2012-01-01", periods=60, freq="D")
+    us = pd.DataFrame({"day": days.strftime("%m/%d/%Y"), "temp": np.arange(60.0)})
+    _, info = read_time(us, "", skip={"temp"}, report=quiet)
+    assert info is not None and info.day_first is False and info.to_dict()["day_first"] is False
+    _, info = read_time(us.assign(day=days.strftime("%d/%m/%Y")), "", skip={"temp"}, report=quiet)
+    assert info is not None and info.day_first is True
+    _, info = read_time(us.assign(day=days.strftime("%Y-%m-%d")), "", skip={"temp"}, report=quiet)
+    assert info is not None and info.day_first is None
+
+
 def test_trading_days_are_business_daily_with_holidays_filled() -> None:
     """Weekday-only readings are business-daily, not "daily with gaps": a complete run of
     weekdays is regular at once; two weekday holidays are filled like missing months, so the
