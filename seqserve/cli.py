@@ -201,6 +201,14 @@ def _train(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def add_repository(parser: Any, default: str | None, help: str = "model repository (default model_repository)") -> None:
+    """--model-repository DIR, the one spelling in help, and --repository as its alias: every
+    subcommand takes both (train once took only --repository, serve and models only the other;
+    training/cli.py declares train's the same way)."""
+    parser.add_argument("--model-repository", metavar="DIR", default=default, help=f"{help}; alias --repository")
+    parser.add_argument("--repository", dest="model_repository", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="seqserve", description=__doc__)
     parser.add_argument("--version", action="version", version=f"seqserve {version()}")
@@ -216,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--admin-port", type=int, help="admin API and /metrics port (SEQSERVE_ADMIN_PORT, default 8082; 0: any free)"
     )
     serve.add_argument("--admin-host", help="admin listener address (SEQSERVE_ADMIN_HOST, default: --host)")
-    serve.add_argument("--model-repository", help="model repository (SEQSERVE_MODEL_REPOSITORY)")
+    add_repository(serve, None, "model repository (SEQSERVE_MODEL_REPOSITORY)")
     serve.add_argument("--workers", type=int, help="worker processes (SEQSERVE_WORKERS)")
     serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     serve.set_defaults(func=_serve)
@@ -224,14 +232,14 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser(
         "models", help="list the models and versions in a repository: gate, ratio to the best baseline, default"
     )
-    models.add_argument("--model-repository", default="model_repository")
+    add_repository(models, "model_repository")
     models.add_argument("--json", action="store_true", help="the listing as JSON (every gate field and the path)")
     models.set_defaults(func=_models)
 
     verify = sub.add_parser(
         "verify", help="check every served file against the NumPy cell equations (whole and streamed)"
     )
-    verify.add_argument("--model-repository", default="model_repository")
+    add_repository(verify, "model_repository")
     verify.add_argument("--name", help="only this model")
     verify.set_defaults(func=_verify)
 

@@ -126,7 +126,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     out = parser.add_argument_group("output")
-    out.add_argument("--repository", metavar="DIR", help="model repository (default model_repository)")
+    # One spelling in help, as `seqserve serve|models|verify` take it; --repository its alias.
+    out.add_argument(
+        "--model-repository",
+        dest="repository",
+        metavar="DIR",
+        help="model repository (default model_repository); alias --repository",
+    )
+    out.add_argument("--repository", dest="repository", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     out.add_argument("--name", metavar="NAME", help="model name (default: the data file's stem)")
     out.add_argument("--preset", metavar="NAME", help="settings for a bundled dataset: electricity, vowels, ...")
     out.add_argument("--config", metavar="FILE", help="JSON object of flag values (keys like the flags)")
@@ -161,7 +168,10 @@ def _load_config(path: str) -> dict[str, Any]:
         raise TrainingError(f"cannot read config file {path}: {exc}") from exc
     if not isinstance(raw, dict):
         raise TrainingError(f"config file {path} must hold a JSON object of flag values")
-    return {key.replace("-", "_"): value for key, value in raw.items()}
+    values = {key.replace("-", "_"): value for key, value in raw.items()}
+    if "model_repository" in values and "repository" not in values:  # the flag's canonical spelling
+        values["repository"] = values.pop("model_repository")
+    return values
 
 
 def _normalise(values: dict[str, Any], source: str) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -165,3 +166,29 @@ def test_an_invalid_setting_is_named_without_a_traceback(tmp_path: Path) -> None
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("seqserve: invalid setting port (--port or SEQSERVE_PORT): ")
+
+
+@pytest.mark.parametrize("command", [["train", "--data", "x.csv"], ["serve"], ["models"], ["verify"]])
+@pytest.mark.parametrize("flag", ["--model-repository", "--repository"])
+def test_every_subcommand_takes_both_repository_spellings(command: list[str], flag: str) -> None:
+    """train took only --repository, serve and models only --model-repository: both are taken
+    everywhere, --model-repository the one spelling in help (naming its alias)."""
+    from seqserve.cli import build_parser
+
+    args = build_parser().parse_args([*command, flag, "/tmp/somewhere"])
+    dest = "repository" if command[0] == "train" else "model_repository"
+    assert getattr(args, dest) == "/tmp/somewhere"
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command[0]]
+    text = " ".join(sub.format_help().split())  # help wraps lines
+    assert "--model-repository DIR" in text and "alias --repository" in text
+    assert "--repository DIR" not in text
+
+
+def test_a_config_file_may_spell_the_repository_either_way(tmp_path: Path) -> None:
+    from training.cli import _load_config
+
+    for key in ("model-repository", "model_repository", "repository"):
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps({key: "/tmp/somewhere"}))
+        assert _load_config(str(path)) == {"repository": "/tmp/somewhere"}
