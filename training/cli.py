@@ -411,18 +411,21 @@ def train(args: argparse.Namespace) -> int:
         return 2
     held_back = [o for o in outcomes if not o.gate.get("promoted", True)]
     for outcome in held_back:
+        ties = bool(outcome.gate.get("ties_baseline"))
         print(
             f"seqserve train: warning: {outcome.name} v{outcome.version} was written but NOT promoted: "
-            f"{outcome.gate['reason']}. {default_note(settings.repository, outcome.name, outcome.version)}",
+            f"{outcome.gate['reason']}. {default_note(settings.repository, outcome.name, outcome.version, ties)}",
             file=sys.stderr,
         )
     return EXIT_NOT_PROMOTED if held_back else 0
 
 
-def default_note(repository: str, name: str, version: int) -> str:
+def default_note(repository: str, name: str, version: int, ties: bool = False) -> str:
     """What the service serves by default after an unpromoted `version` of `name` was written,
     by its rule (service/core/registry.py): the highest promoted version, else the highest
-    version with a warning. A version without a recorded gate (older files) counts as promoted."""
+    version with a warning. A version without a recorded gate (older files) counts as promoted.
+    `ties`: the version equals the naive baseline it was gated against, so retraining the same
+    way cannot help: the note says how to serve it anyway, or what could beat naive."""
     from models.repository import scan_repository
 
     versions: dict[int, bool] = {}
@@ -432,12 +435,20 @@ def default_note(repository: str, name: str, version: int) -> str:
             versions[entry.version] = not (isinstance(gate, dict) and gate.get("promoted") is False)
     versions[version] = False
     promoted = [v for v, ok in versions.items() if ok]
+    if ties:
+        advice = (
+            " To serve it anyway (that is, to serve the naive forecast): retrain with --allow-worse, or set "
+            f'"promoted": true in the gate of {name}/{version}/manifest.json and reload (no retraining). To '
+            "beat naive: more data, or a season the series has (--season N)."
+        )
+    else:
+        advice = " Retrain with --allow-worse to promote it."
     if promoted:
         return (
             f"The service keeps serving v{max(promoted)} (the highest promoted version) by default; "
-            f"v{version} is served when asked for by version. Retrain with --allow-worse to promote it."
+            f"v{version} is served when asked for by version.{advice}"
         )
     return (
         f"No version of {name} is promoted, so the service serves the highest, v{max(versions)}, by default "
-        "(with a warning in its log and model document). Retrain with --allow-worse to promote it."
+        f"(with a warning in its log and model document).{advice}"
     )

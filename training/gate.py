@@ -77,6 +77,21 @@ def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False, gate: 
         better = model > value
         comparison = f"test accuracy {model:.4f} {'>' if better else '<='} majority class {value:.4f}"
     what = "the best naive and statistical baselines" if gate == "statistical" else "the best naive baseline"
+    # A tie with the naive baseline it is gated against (one series): the version serves that
+    # baseline's forecast (validation chose the last-value formula, the network added nothing),
+    # so a retrain with the same data cannot pass; the reason says so instead of "retrain".
+    tie = (
+        task == "forecast"
+        and not better
+        and share is None
+        and str(metrics["best_naive_baseline"]) == baseline
+        and abs(model - value) <= abs(value) * TIE
+    )
+    if tie:
+        comparison += (
+            f" (a tie: the network learned nothing beyond {baseline} on this series, the baseline it is gated "
+            f"against; serving this version serves the {baseline} forecast)"
+        )
     if better:
         reason = f"beats {what}: {comparison}"
     elif allow_worse:
@@ -91,6 +106,7 @@ def decide(task: str, metrics: dict[str, Any], allow_worse: bool = False, gate: 
         "best_baseline": baseline,
         "best_baseline_value": value,
         **({"share_beaten": share} if share is not None else {}),
+        **({"ties_baseline": True} if tie else {}),
     }
 
 

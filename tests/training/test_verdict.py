@@ -135,3 +135,24 @@ def test_wide_file_reports_per_column_wins_and_gates_on_them(
     gate = manifest["gate"]
     assert gate["metric"] == "mase" and "share_beaten" in gate and "of series" in gate["reason"]
     assert gate["promoted"] == (gate["share_beaten"] >= 0.5 and gate["model"] < gate["best_baseline_value"])
+
+
+def test_a_tie_with_naive_says_the_version_is_naive_and_how_to_serve_it(tmp_path: Path) -> None:
+    """Validation chose the last-value formula: test MAE equals naive's to the last digit. The
+    gate still holds it back, but the reason says it learned nothing beyond naive (serving it
+    serves naive), and the trainer's note offers --allow-worse or the manifest edit (no
+    retraining) to serve it anyway, or more data / a season to beat naive, instead of
+    "Retrain with --allow-worse" alone."""
+    from training.cli import default_note
+
+    tie = decide("forecast", metrics(2.25342, 2.25342))
+    assert not tie["promoted"] and tie["ties_baseline"] is True
+    assert "learned nothing beyond naive on this series, the baseline it is gated against" in tie["reason"]
+    assert "serving this version serves the naive forecast" in tie["reason"]
+    worse = decide("forecast", metrics(2.5, 2.25342))
+    assert not worse["promoted"] and "ties_baseline" not in worse and "learned nothing" not in worse["reason"]
+    note = default_note(str(tmp_path), "daily", 1, ties=True)
+    assert "serve the naive forecast): retrain with --allow-worse" in note
+    assert '"promoted": true in the gate of daily/1/manifest.json and reload (no retraining)' in note
+    assert "more data, or a season" in note
+    assert "Retrain with --allow-worse to promote it" in default_note(str(tmp_path), "daily", 1)
