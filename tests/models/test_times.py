@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 
 from models.times import (
@@ -211,3 +213,22 @@ def test_a_recorded_order_reads_slash_dates_and_refuses_the_other_order() -> Non
     assert date_order(["01/31/2012", "02/01/2012"]) is False
     assert date_order(["31/01/2012", "01/02/2012"]) is True
     assert date_order(["2012-01-31"]) is None
+
+
+def test_every_start_time_example_docs_api_lists_is_accepted() -> None:
+    """docs/api.md's start_time section lists what is accepted, truthfully: every quoted example
+    parses (in some day/month order: the section explains which), and the formats a trial found
+    accepted but unlisted (month names, day-first dates, ISO without seconds) are listed."""
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "api.md").read_text()
+    section = text[text.index("### start_time") : text.index("It is taken by stateless predict")]
+    examples = re.findall(r'`"([^"`]+)"`', section)
+    assert {"Jan 1949", "1 Jan 1949", "31/01/1949", "01/31/1949", "2010-01-01T00:00", "Q1 1990"} <= set(examples)
+    for example in examples:
+        readings = []
+        for order in (None, True, False):
+            with contextlib.suppress(TimeFormatError):
+                readings.append(parse_time(example, order))
+        assert readings, f"docs/api.md lists {example!r} as a start_time, but it is refused"
