@@ -196,7 +196,11 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
 
         start = time.perf_counter()
         baselines = compute_baselines(
-            data, data.test, settings.season, statistical=settings.baselines == "full", report=report
+            data,
+            data.test,
+            settings.season,
+            statistical=settings.baselines == "full",
+            report=lambda message: _log(settings, message),
         )
         _log(
             settings,

@@ -351,3 +351,57 @@ def test_filled_readings_are_not_scored_for_the_model_or_any_baseline() -> None:
     assert all(
         len(history) == t + 1 and np.shape(f) == (1,) for (_, _, history, f), t in zip(sparse, expect, strict=True)
     )
+
+
+def test_mstl_decompositions_are_bounded_on_a_long_test_block() -> None:
+    """The electricity preset (605 test origins, seasons 48 and 336; day ahead 1297) keeps
+    decomposing its whole history every shortest season (13 times, ~48k readings); a year of hourly readings (1314
+    origins, seasons 24 and 168: 55 decompositions of ~8k readings) decomposes only the latest
+    readings at each refresh after the first, within the bound, and stays past-only."""
+    from training import baselines as b
+
+    assert b.decompose_window([48, 336], np.arange(3426, 4031)) is None
+    assert b.decompose_window([48, 336], np.arange(2687, 3984)) is None  # day ahead, Taylor's design
+    hourly = np.arange(7445, 8759)
+    window = b.decompose_window([24, 168], hourly)
+    assert window is not None and window >= 4 * 168 and 54 * window <= b.MAX_DECOMPOSED_ROWS
+    # On a short seasonal series: a window changes little, and nothing after an origin is read.
+    rng = np.random.default_rng(2)
+    t = np.arange(1200, dtype=float)
+    y = 20 + 0.01 * t + 5 * np.sin(2 * np.pi * t / 12) + 2 * np.sin(2 * np.pi * t / 48) + rng.normal(0, 0.3, 1200)
+    pairs = np.arange(999, 1199)
+    whole = b._mstl_autoets(y, 800, [12, 48], pairs, 1)
+    latest = b._mstl_autoets(y, 800, [12, 48], pairs, 1, window=200)
+    actual = y[pairs + 1]
+    assert np.abs(latest[:, 0] - actual).mean() < 1.1 * np.abs(whole[:, 0] - actual).mean()
+    assert not np.allclose(latest, whole)
+    later = y.copy()
+    later[1100:] += 100.0
+    again = b._mstl_autoets(later, 800, [12, 48], pairs, 1, window=200)
+    np.testing.assert_allclose(again[: 1100 - 999], latest[: 1100 - 999])
+
+
+def test_statistical_baselines_say_what_runs_and_stop_over_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each statistical baseline prints when it starts and where it is while it runs; one past
+    its time budget is left out and the report says "over budget", the naive ones stay."""
+    from training import baselines as b
+
+    rng = np.random.default_rng(1)
+    t = np.arange(240, dtype=float)
+    data = _data(50 + 10 * np.sin(2 * np.pi * t / 6) + rng.normal(0, 0.5, len(t)))
+    said: list[str] = []
+    monkeypatch.setattr(b, "PROGRESS_SECONDS", 0.0)
+    done = compute_baselines(data, data.test, [6], report=said.append)
+    assert {"mstl_autoets", "autoets", "autoarima"} <= set(done.predictions), done.skipped
+    for name in ("mstl_autoets", "autoets", "autoarima"):
+        assert f"baseline {name}: running over {len(data.test)} test origins" in "\n".join(said)
+        assert f"baseline {name}: 1 of {len(data.test)} test origins" in "\n".join(said), said
+    monkeypatch.setattr(b, "BASELINE_BUDGET_SECONDS", 0.0)
+    said.clear()
+    over = compute_baselines(data, data.test, [6], report=said.append)
+    assert set(over.predictions) == {"naive", "seasonal_naive_6"}
+    for name in ("mstl_autoets", "autoets", "autoarima"):
+        assert over.skipped[name].startswith("over budget: 0 of") or over.skipped[name].startswith("over budget: 1 of")
+        assert any(line.startswith(f"baseline {name} skipped: over budget") for line in said), said
+    report = evaluate.forecast_report(data, {"streaming": over.predictions["naive"]}, over)
+    assert report["best_baseline"] in over.naive_names and "over budget" in report["baselines_skipped"]["autoets"]
