@@ -356,6 +356,7 @@ def train_and_publish_global(settings: RunSettings, frame: Any = None, wide: lis
             "column": settings.time_column or None,
             "period_seconds": data.period_seconds,
             "frequency": frequency_of(data.period_seconds) if data.period_seconds else None,
+            "day_first": data.day_first,  # the service reads a start_time's slash dates in it
         },
         "seasons": choice.to_dict(),
         "wide": {"columns": wide, "as": "one series per target column, one global model"} if wide else None,

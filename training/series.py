@@ -100,6 +100,7 @@ class MultiSeriesData:
     filled: int
     dropped: dict[str, str]  # series key -> why it was left out
     period_seconds: float | None = None  # shared sampling period when the time axis is regular
+    day_first: bool | None = None  # order of the time column's day/month/year dates (None: none)
 
     @property
     def output_names(self) -> tuple[str, ...]:
@@ -304,7 +305,12 @@ def prepare_multiseries(
         series.append(Series(split.key, data, split.rows, observed[split.key], start))
     if not series:
         raise TrainingError("no series has a fully observed validation and test origin")
-    return MultiSeriesData(series_id, tuple(features), (target,), horizon, series, norm, filled, dropped, period)
+    order = None
+    if time_column and not pd.api.types.is_numeric_dtype(frame[time_column]):
+        from models.times import date_order
+
+        order = date_order([str(v) for v in frame[time_column]])
+    return MultiSeriesData(series_id, tuple(features), (target,), horizon, series, norm, filled, dropped, period, order)
 
 
 def _shared_period(splits: list[SeriesSplit], seconds: np.ndarray | None) -> float | None:

@@ -243,6 +243,7 @@ def test_long_file_without_series_id_trains_one_global_model(
     assert manifest["training_args"]["series_id"] == "shop"
     assert sorted(manifest["metrics"]["per_series"]) == ["s0", "s1", "s2"]
     assert manifest["time"]["frequency"] == "monthly" and manifest["seasons"]["setting"] == "auto"
+    assert manifest["time"]["day_first"] is None  # ISO months: no day/month order to keep
 
 
 def test_a_few_missing_months_are_filled_and_the_model_keeps_its_clock() -> None:

@@ -106,3 +106,18 @@ def test_bad_long_tables_are_refused() -> None:
     )
     with pytest.raises(TrainingError, match="missing"):
         prepare_multiseries(holes, "id", "value", time_column="year", report=print)
+
+
+def test_the_order_of_slash_dates_is_recorded_for_many_series_too() -> None:
+    """A long file with month-first dates: its order is kept (MultiSeriesData.day_first, the
+    manifest's time.day_first), so the service reads a start_time written like it in that order."""
+    days = pd.date_range("2012-01-01", periods=60, freq="D")
+    rng = np.random.default_rng(0)
+    frame = pd.concat(
+        pd.DataFrame({"id": key, "day": days.strftime("%m/%d/%Y"), "value": rng.normal(size=60).cumsum()})
+        for key in ("a", "b")
+    )
+    data = prepare_multiseries(frame, "id", "value", time_column="day", report=lambda _: None)
+    assert data.day_first is False
+    iso = frame.assign(day=days.strftime("%Y-%m-%d").tolist() * 2)
+    assert prepare_multiseries(iso, "id", "value", time_column="day", report=lambda _: None).day_first is None
