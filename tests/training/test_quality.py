@@ -109,6 +109,7 @@ def test_gate_compares_with_the_best_naive_baseline() -> None:
         "model": 4.0,
         "best_baseline": "seasonal_naive_7",
         "best_baseline_value": 4.0,
+        "ties_baseline": True,  # exactly the baseline's MAE: the gate says it serves that baseline
     }
     assert "does not beat" in worse["reason"]
     assert gate.decide("forecast", _forecast_metrics(3.9))["promoted"] is True  # MSTL is not the bar
