@@ -272,6 +272,12 @@ def statistical_forecasts(
     usable = _usable_seasons(seasons, train_rows)
     short = train_rows <= SHORT_SERIES_ROWS
     m = _ets_season(seasons, train_rows)
+    too_long = sorted({s for s in seasons if s > MAX_ETS_SEASON and 2 * s < train_rows})
+    if (short or not usable) and too_long:
+        report(
+            f"baselines autoets{', autoarima' if short else ''}: season(s) {too_long} longer than "
+            f"{MAX_ETS_SEASON} are not fitted by them (minutes per fit, or unsupported); season {m} used"
+        )
     plans: list[tuple[str, str, str, Callable[[np.ndarray, Progress], np.ndarray]]] = []
     if usable:
         window = decompose_window(usable, pairs)

@@ -406,3 +406,16 @@ def test_statistical_baselines_say_what_runs_and_stop_over_budget(monkeypatch: p
         assert any(line.startswith(f"baseline {name} skipped: over budget") for line in said), said
     report = evaluate.forecast_report(data, {"streaming": over.predictions["naive"]}, over)
     assert report["best_baseline"] in over.naive_names and "over budget" in report["baselines_skipped"]["autoets"]
+
+
+def test_autoets_and_autoarima_say_when_a_long_season_is_left_to_mstl() -> None:
+    """A short series with a season of 52 (weekly readings, yearly cycle): AutoETS and AutoARIMA
+    are fitted with their shortest season of at most 24 (here none: season 1), and the trainer
+    says so instead of silently fitting a non-seasonal model or spending minutes on season 52."""
+    rng = np.random.default_rng(6)
+    t = np.arange(400, dtype=float)
+    data = _data(10 + np.sin(2 * np.pi * t / 52) + rng.normal(0, 0.2, len(t)))
+    said: list[str] = []
+    done = compute_baselines(data, data.test, [52], report=said.append)
+    assert "autoarima" in done.predictions and "season 1" in done.descriptions["autoarima"]
+    assert any("season(s) [52] longer than 24" in line and "season 1 used" in line for line in said), said
