@@ -104,8 +104,20 @@ def publish_outcome(
         policy = "linear interpolation (edges: nearest value); refused above 20% per column"
         split: dict[str, Any]
         if isinstance(data, ForecastData):
-            split = {"train_pairs": len(data.train), "val_pairs": len(data.val), "test_pairs": len(data.test)}
+            split = {
+                "train_pairs": len(data.train),
+                "val_pairs": len(data.val),
+                "test_pairs": len(data.test),
+                # origins whose reading or a target was filled in: not scored (training/data.py)
+                "val_pairs_filled_not_scored": data.excluded_val,
+                "test_pairs_filled_not_scored": data.excluded_test,
+            }
             rows = len(data.features)
+            policy = (
+                "linear interpolation (edges: nearest value), as for times missing from a regular time column; "
+                "validation and test origins whose reading or targets were filled are not scored; refused above "
+                "20% per column"
+            )
         elif isinstance(data, MultiSeriesData):
             split = {
                 "within": "each series: chronological, its last part is its test block",

@@ -337,6 +337,10 @@ def test_business_day_file_trains_with_a_weekly_phase_and_labels_forecasts_on_tr
     assert code in (0, 3), capsys.readouterr().out
     manifest = json.loads((repo / "close" / "1" / "manifest.json").read_text())
     assert manifest["time"]["frequency"] == "business-daily"
+    # both holidays are in the training block: every validation and test origin is scored
+    split = manifest["data"]["split"]
+    assert split["test_pairs_filled_not_scored"] == manifest["metrics"]["test_excluded_filled"] == 0
+    assert split["val_pairs_filled_not_scored"] == 0 and split["test_pairs"] == manifest["metrics"]["test_pairs"]
     assert 5 in manifest["seasons"]["seasons"]
     config = ModelConfig.from_dict(manifest["config"])
     clock = config.clock
