@@ -6,7 +6,9 @@
 `--export` writes `plain.onnx` (the benchmark LSTM, 4 features), `forecaster.onnx` (bench/servers.py's
 forecaster: 2x64 LSTM, seasons 48/336, seasonal differencing, phase clock) and
 `forecaster_q.onnx` (the same with the default quantile levels, so also the anomaly rows: what
-`seqserve train --task forecast` produces today) into DIR. Export one DIR with an older checkout
+`seqserve train --task forecast` produces today) and `forecaster_hw.onnx` (the same network with the
+Holt-Winters baseline, additive seasons 48/336, constants fitted on the same synthetic series:
+what training picks for the default electricity model) into DIR. Export one DIR with an older checkout
 (`PYTHONPATH=<old checkout> python -m bench.graph_calls --export old`) and one with this one, then
 time them all in one process, interleaved in rounds, so "before" and "after" share the run's
 conditions. Each call is one row, one step, on a single-threaded session with every ONNX
@@ -33,7 +35,7 @@ from typing import Any
 import numpy as np
 
 QUANTILE_LEVELS = (0.025, 0.1, 0.5, 0.9, 0.975)
-FILES = ("plain.onnx", "forecaster.onnx", "forecaster_q.onnx")
+FILES = ("plain.onnx", "forecaster.onnx", "forecaster_q.onnx", "forecaster_hw.onnx")
 
 
 def export_all(out: Path) -> None:
@@ -68,6 +70,31 @@ def export_all(out: Path) -> None:
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     export_onnx(model, out / "forecaster_q.onnx")
+    export_holt_winters(out / "forecaster_hw.onnx")
+
+
+def export_holt_winters(path: Path) -> None:
+    """The Holt-Winters forecaster: bench/servers.py's forecaster with transform holt_winters."""
+    import torch
+
+    from models.config import Clock, ModelConfig
+    from models.export import export_onnx
+    from models.forecast_spec import make_spec
+    from models.forecaster import Forecaster, fit_spec, forecaster_config
+
+    spec = make_spec(target_index=0, num_features=1, horizon=1, seasons=(48, 336), transform="holt_winters", phase=True)
+    base = ModelConfig(
+        cell="lstm", input_size=1, hidden_size=64, num_layers=2, output_size=1, features=("load",),
+        outputs=("load@t+1",), horizon=1,
+    )  # fmt: skip
+    t = np.arange(3000, dtype=np.float64)
+    rng = np.random.default_rng(0)
+    series = (
+        1000 + 200 * np.sin(2 * np.pi * t / 48) + 80 * np.sin(2 * np.pi * t / 336) + 20 * rng.standard_normal(t.size)
+    )
+    config = fit_spec(forecaster_config(base, spec, Clock("phase", 1800.0, 0.0, spec.cycle)), series[:, None], 2000)
+    torch.manual_seed(0)
+    export_onnx(Forecaster(config).eval(), path)
 
 
 def _session(path: Path, profile_prefix: str | None = None) -> Any:
@@ -85,7 +112,9 @@ def _session(path: Path, profile_prefix: str | None = None) -> Any:
 
 def _feeds(session: Any) -> dict[str, np.ndarray]:
     """One row, one step: inputs of the declared shapes with batch and time set to 1; the
-    states at their zero/initial values except a mid-cycle phase and a full count."""
+    states at their zero/initial values except a mid-cycle phase and a full count (in the packed
+    history's first slot too: a streamed step of a session that has read its first readings,
+    the served case, which the Holt-Winters graph takes a shorter branch for)."""
     feeds: dict[str, np.ndarray] = {}
     for arg in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in arg.shape]
@@ -94,6 +123,10 @@ def _feeds(session: Any) -> dict[str, np.ndarray]:
             value[:] = 1000.0
         elif arg.name == "count0":
             value[:] = 1e6  # clamped by the graph to "full"
+        elif arg.name == "history0":
+            value[..., 0] = 1e6  # the packed layout's count: a session past its first readings
+        elif arg.name == "smoothed0":
+            value[..., 0] = 1000.0  # an initialised Holt-Winters level
         elif arg.name == "phase0":
             value[:] = 7.0
         feeds[arg.name] = value
