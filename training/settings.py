@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from models import forecast_spec
+
 
 @dataclass
 class RunSettings:
@@ -72,17 +74,7 @@ class RunSettings:
 
 
 FIELD_NAMES = {f.name for f in fields(RunSettings)}
-# Forecast target transforms (models/forecast_spec.py, training/transforms.py); auto chooses on validation.
-TRANSFORMS = [
-    "auto",
-    "none",
-    "diff",
-    "seasonal",
-    "seasonal_diff",
-    "revin",
-    "smooth",
-    "trend",
-    "holt_winters",
-    "holt_winters_mult",
-]
+# Forecast target transforms: the graph's own list (models/forecast_spec.py) and auto, which
+# chooses among them on validation.
+TRANSFORMS = ["auto", *forecast_spec.TRANSFORMS]
 EXIT_NOT_PROMOTED = 3  # a version was written but failed the quality gate (training/gate.py)
