@@ -408,11 +408,11 @@ def _local_level(n: int, seed: int, noise: float) -> np.ndarray:
     return 1000 + np.cumsum(rng.normal(0, 1.0, n)) + rng.normal(0, noise, n)
 
 
-def _smoother(alpha: float, horizon: int = 1, ring_rows: int = 300, y: np.ndarray | None = None) -> Forecaster:
-    values = _local_level(ring_rows, 0, 3.0) if y is None else y
-    spec = make_spec(target_index=0, num_features=1, horizon=horizon, seasons=(), transform="smooth", phase=False)
+def _fitted_one_series(transform: str, cell: str, horizon: int, values: np.ndarray) -> ModelConfig:
+    """A tiny one-feature forecaster config without seasons or phase, its formula fitted on `values`."""
+    spec = make_spec(target_index=0, num_features=1, horizon=horizon, seasons=(), transform=transform, phase=False)
     base = ModelConfig(
-        cell="gru",
+        cell=cell,
         input_size=1,
         hidden_size=4,
         output_size=horizon,
@@ -420,7 +420,12 @@ def _smoother(alpha: float, horizon: int = 1, ring_rows: int = 300, y: np.ndarra
         outputs=tuple(f"y@t+{k}" for k in range(1, horizon + 1)),
         horizon=horizon,
     )
-    config = fit_spec(forecaster_config(base, spec, None), values[:, None], len(values))
+    return fit_spec(forecaster_config(base, spec, None), values[:, None], len(values))
+
+
+def _smoother(alpha: float, horizon: int = 1, ring_rows: int = 300, y: np.ndarray | None = None) -> Forecaster:
+    values = _local_level(ring_rows, 0, 3.0) if y is None else y
+    config = _fitted_one_series("smooth", "gru", horizon, values)
     if alpha > 0:  # a given constant instead of the fitted one
         from dataclasses import replace
 
@@ -481,17 +486,7 @@ def test_old_spec_without_smoothing_constant_loads() -> None:
 def _trender(horizon: int = 3) -> Forecaster:
     rng = np.random.default_rng(3)
     values = 500 + np.cumsum(rng.normal(0.5, 1.0, 300))
-    spec = make_spec(target_index=0, num_features=1, horizon=horizon, seasons=(), transform="trend", phase=False)
-    base = ModelConfig(
-        cell="lstm",
-        input_size=1,
-        hidden_size=4,
-        output_size=horizon,
-        features=("y",),
-        outputs=tuple(f"y@t+{k}" for k in range(1, horizon + 1)),
-        horizon=horizon,
-    )
-    return Forecaster(fit_spec(forecaster_config(base, spec, None), values[:, None], len(values))).eval()
+    return Forecaster(_fitted_one_series("trend", "lstm", horizon, values)).eval()
 
 
 @pytest.mark.parametrize(("alpha", "beta", "phi"), [(0.3, 0.1, 0.9), (1.0, 0.5, 0.7), (0.1, 0.02, 0.98)])
