@@ -77,24 +77,11 @@ def export_holt_winters(path: Path) -> None:
     """The Holt-Winters forecaster: bench/servers.py's forecaster with transform holt_winters."""
     import torch
 
-    from models.config import Clock, ModelConfig
+    from bench.servers import bench_forecaster
     from models.export import export_onnx
-    from models.forecast_spec import make_spec
-    from models.forecaster import Forecaster, fit_spec, forecaster_config
 
-    spec = make_spec(target_index=0, num_features=1, horizon=1, seasons=(48, 336), transform="holt_winters", phase=True)
-    base = ModelConfig(
-        cell="lstm", input_size=1, hidden_size=64, num_layers=2, output_size=1, features=("load",),
-        outputs=("load@t+1",), horizon=1,
-    )  # fmt: skip
-    t = np.arange(3000, dtype=np.float64)
-    rng = np.random.default_rng(0)
-    series = (
-        1000 + 200 * np.sin(2 * np.pi * t / 48) + 80 * np.sin(2 * np.pi * t / 336) + 20 * rng.standard_normal(t.size)
-    )
-    config = fit_spec(forecaster_config(base, spec, Clock("phase", 1800.0, 0.0, spec.cycle)), series[:, None], 2000)
     torch.manual_seed(0)
-    export_onnx(Forecaster(config).eval(), path)
+    export_onnx(bench_forecaster("holt_winters"), path)
 
 
 def _session(path: Path, profile_prefix: str | None = None) -> Any:

@@ -12,8 +12,12 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
+
+if TYPE_CHECKING:  # torch only when a forecaster is built
+    from models.forecaster import Forecaster
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "bench"
@@ -52,23 +56,29 @@ FORECASTER_NAME = "forecaster"
 
 
 def export_bench_forecaster(repository: Path, name: str = FORECASTER_NAME) -> Path:
-    """What `seqserve train --task forecast` produces, at the benchmark model's size: the
-    project's forecaster (2-layer 64-hidden LSTM, one feature, one step ahead, daily and weekly
-    seasons of half-hourly data, seasonal differencing, a phase clock), its constants fitted on a
-    synthetic demand-like series, random weights (speed does not depend on them)."""
+    """What `seqserve train --task forecast` produces, at the benchmark model's size (see
+    bench_forecaster), exported into `repository` once."""
     path = Path(repository) / name / "1" / "model.onnx"
     if path.is_file():
         return path
+    from models.export import export_onnx
+
+    export_onnx(bench_forecaster(), path)
+    return path
+
+
+def bench_forecaster(transform: str = "seasonal_diff") -> Forecaster:
+    """The project's forecaster at the benchmark model's size (2-layer 64-hidden LSTM, one
+    feature, one step ahead, daily and weekly seasons of half-hourly data, the `transform`
+    formula, a phase clock), its constants fitted on a synthetic demand-like series, weights as
+    initialised (speed does not depend on them); a torch module in eval mode."""
     import numpy as np
 
     from models.config import Clock, ModelConfig
-    from models.export import export_onnx
     from models.forecast_spec import make_spec
     from models.forecaster import Forecaster, fit_spec, forecaster_config
 
-    spec = make_spec(
-        target_index=0, num_features=1, horizon=1, seasons=(48, 336), transform="seasonal_diff", phase=True
-    )
+    spec = make_spec(target_index=0, num_features=1, horizon=1, seasons=(48, 336), transform=transform, phase=True)
     base = ModelConfig(
         cell="lstm", input_size=1, hidden_size=64, num_layers=2, output_size=1, features=("load",),
         outputs=("load@t+1",), horizon=1,
@@ -80,8 +90,7 @@ def export_bench_forecaster(repository: Path, name: str = FORECASTER_NAME) -> Pa
     )
     clock = Clock("phase", 1800.0, 0.0, spec.cycle)
     config = fit_spec(forecaster_config(base, spec, clock), series[:, None], 2000)
-    export_onnx(Forecaster(config).eval(), path)
-    return path
+    return Forecaster(config).eval()
 
 
 def _seqserve_cmd(root: Path = ROOT) -> list[str]:
