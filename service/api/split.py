@@ -13,9 +13,8 @@ Anything this scan does not fully understand (`inputs` not an array of arrays, s
 between sequences, the key spelled twice, invalid JSON anywhere) is refused by
 `split_or_refuse` with a 4xx naming what is wrong, never decoded whole: a body the scan cannot
 split is malformed (no client writes one on purpose), and decoding it whole would bring back
-the stall this module exists to prevent (~1 s with the GIL held for 8 MB). `split_array`
-returns None for such a body instead (for callers that still want the whole decoder on
-bodies too small to stall anything).
+the stall this module exists to prevent (~1 s with the GIL held for 8 MB). Bodies too small to
+stall anything are not split at all: the caller decodes them whole.
 """
 
 from __future__ import annotations
@@ -33,22 +32,11 @@ _WS_OR_COMMA = np.zeros(256, bool)
 _WS_OR_COMMA[[ord(c) for c in " \t\r\n,"]] = True
 
 
-def split_inputs(raw: bytes) -> tuple[dict[str, Any], list[bytes]] | None:
-    """raw JSON object -> (the object with `inputs` replaced by [], each inputs[i] as bytes)."""
-    return split_array(raw, "inputs", "[")
-
-
-def split_array(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[bytes]] | None:
-    """raw JSON object -> (the object with the array `key` replaced by [], each of its elements
-    as bytes); every element must open with `opener` ("[" arrays, "{" objects). None for a
-    body the scan does not fully understand."""
-    found = _split(raw, key, opener)
-    return None if isinstance(found, ServiceError) else found
-
-
 def split_or_refuse(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[bytes]]:
-    """split_array, or the error (400 invalid JSON, 422 misshapen) that names why the body
-    cannot be split, raised without decoding the body whole."""
+    """raw JSON object -> (the object with the array `key` replaced by [], each of its elements
+    as bytes), every element opening with `opener` ("[" arrays, "{" objects); or the error
+    (400 invalid JSON, 422 misshapen) that names why the body cannot be split, raised without
+    decoding the body whole."""
     found = _split(raw, key, opener)
     if isinstance(found, ServiceError):
         raise found

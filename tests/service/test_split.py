@@ -1,5 +1,5 @@
 """Large predict bodies decoded sequence by sequence: the same result as decoding the whole
-body, or a refusal (None) that sends the caller to the ordinary decoder."""
+body, or a refusal (a 4xx naming why; None in the helpers below) instead of decoding it whole."""
 
 from __future__ import annotations
 
@@ -9,7 +9,21 @@ import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.api.split import LazySequences, split_array, split_inputs
+from service.api.split import LazySequences, split_or_refuse
+from service.core.errors import ServiceError
+
+
+def split_array(raw: bytes, key: str, opener: str) -> tuple[dict, list[bytes]] | None:
+    """split_or_refuse, a refusal as None."""
+    try:
+        return split_or_refuse(raw, key, opener)
+    except ServiceError:
+        return None
+
+
+def split_inputs(raw: bytes) -> tuple[dict, list[bytes]] | None:
+    return split_array(raw, "inputs", "[")
+
 
 numbers = st.one_of(st.integers(-1000, 1000), st.floats(-1e6, 1e6, allow_nan=False))
 sequences = st.lists(st.lists(st.lists(numbers, min_size=1, max_size=3), min_size=1, max_size=4), max_size=4)
@@ -111,11 +125,11 @@ def test_bulk_bodies_in_doubt_are_left_to_the_whole_decoder():
 
 
 def test_a_large_body_the_scan_cannot_split_is_refused_naming_why() -> None:
-    """split_or_refuse: what split_array leaves to the whole decoder becomes a 4xx that says
-    what is wrong, found without decoding the body whole."""
+    """split_or_refuse: a body the scan cannot split is a 4xx that says what is wrong, found
+    without decoding the body whole."""
     import pytest
 
-    from service.api.split import decode_element, split_or_refuse
+    from service.api.split import decode_element
     from service.core.errors import InvalidInput, MalformedJSON
 
     cases = [
