@@ -22,7 +22,7 @@ import orjson
 
 from service.api.streamed import CHUNK_BYTES, AsText, Rows, Streamed, chunked, json_body, pieces, whole
 from service.core import v2 as inference
-from service.core.engine import StepRequest, StepResult
+from service.core.engine import StepColumns, StepRequest, StepResult
 from service.core.errors import InvalidInput, ServiceError, echo, internal_error_body
 from service.core.logs import request_id
 from service.core.predict import step_times
@@ -282,9 +282,43 @@ def bulk_body(items: Sequence[StepRequest | EntryError], outcomes: Sequence[Step
     session id and the HTTP-equivalent status. Serialised by one orjson call for the whole
     batch (a seventh of the time of one call per entry, measured at 256 entries): the bytes
     are those of each entry's own encoding joined by commas, as orjson writes no spaces."""
-    results = iter(outcomes)
-    entries = [_bulk_entry(item, None if isinstance(item, EntryError) else next(results)) for item in items]
+    replies = _column_entries(outcomes) if isinstance(outcomes, StepColumns) else None
+    if replies is None:
+        results = iter(outcomes)
+        entries = [_bulk_entry(item, None if isinstance(item, EntryError) else next(results)) for item in items]
+    elif len(replies) == len(items):
+        entries = replies
+    else:
+        answers = iter(replies)
+        entries = [
+            orjson.Fragment(_bulk_item(item, None)) if isinstance(item, EntryError) else next(answers) for item in items
+        ]
     return orjson.dumps({"results": entries}, option=NUMPY)
+
+
+def _column_entries(columns: StepColumns) -> list[Any] | None:
+    """Each entry of a batch stepped as columns as the object serialised in its place: the
+    reply StepReplyJSON.fields gives its StepResult (the same keys in the same order, its row
+    of the outputs), built straight from the columns; None (each entry then encoded from its
+    StepResult) for another codec, or a model with quantile levels."""
+    model = columns.model
+    if not isinstance(columns.codec, StepReplyJSON) or model.extra_outputs:
+        return None
+    name, version = model.name, model.version
+    entries: list[Any] = [
+        {"session_id": sid, "model": name, "version": version, "position": position, "outputs": outputs}
+        for sid, position, outputs in zip(columns.session_ids, columns.positions, columns.outputs, strict=True)
+    ]
+    if columns.starts is not None:
+        readings = columns.outputs.shape[1]
+        for entry, start in zip(entries, columns.starts, strict=True):
+            if start is not None:
+                times = step_times(model, start, entry["position"] - readings, readings)
+                if times is not None:
+                    entry["forecast_times"] = times
+    for k, outcome in columns.overrides.items():
+        entries[k] = _bulk_entry(StepRequest(columns.session_ids[k], None), outcome)
+    return entries
 
 
 def _bulk_entry(item: StepRequest | EntryError, outcome: StepResult | Exception | None) -> Any:
@@ -302,7 +336,12 @@ def bulk_reply(
     """`bulk_body`, or the same bytes streamed when the replies hold at least `min_values`
     output values in all (0: never): each entry encoded as its turn comes, and let go once
     written."""
-    values = sum(o.outputs.size for o in outcomes if isinstance(o, StepResult))
+    if isinstance(outcomes, StepColumns):
+        done = (o for o in outcomes.overrides.values() if isinstance(o, StepResult))
+        stepped = len(outcomes) - len(outcomes.overrides)
+        values = outcomes.outputs[0].size * stepped + sum(o.outputs.size for o in done)
+    else:
+        values = sum(o.outputs.size for o in outcomes if isinstance(o, StepResult))
     if not 0 < min_values <= values:
         return bulk_body(items, outcomes)
     return Streamed(chunked(_bulk_pieces(list(items), list(outcomes), min_values)))

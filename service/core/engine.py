@@ -16,6 +16,17 @@ How a batch is applied:
   4. each record moves past its run (position, state, reply history, a fresh write token) and
      all records are written with a check-and-set on the position they were loaded at.
 
+The columnar path: a batch of distinct sessions each stepped once, with no stated position and
+inputs of one shape (the bulk route's common case), whose sessions the store hands out as one
+batch of one model version (SessionStore.load_columns), goes through steps 1-4 as arrays:
+positions and states from the store, one model call, new write tokens, one check-and-set write
+of all (save_columns), and the results as columns (StepColumns), with the model, graph, shape
+and reply-size checks made once for the batch. Anything else (several requests on a session,
+positions, mixed models, any check or the model call failing, a session the store will not
+hand out) is applied by the general path above, from the start and under the same locks, so
+every answer and error is the one it gives; nothing is written before the write. Sessions whose
+write lost its check-and-set are planned again by the general path.
+
 Retry-safety: a client that did not see a reply resends the same inputs with the same
 `position`. If one of the session's recent positioned steps (the last `replay_window`) was
 applied at that position with inputs that hash the same, its reply is answered again and
@@ -57,9 +68,9 @@ import logging
 import operator
 import os
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, overload
 
 import numpy as np
 
@@ -215,6 +226,81 @@ class _Run:
 
 Outcome = StepResult | Exception
 _SHAPE = operator.attrgetter("shape")
+_SESSION = operator.attrgetter("session_id")
+_POSITION = operator.attrgetter("position")
+_INPUTS = operator.attrgetter("inputs")
+
+
+class StepColumns(Sequence[Outcome]):
+    """The outcomes of a batch applied by the columnar path, in request order: the sessions'
+    new positions, outputs [sessions, T, O] and states [rows, sessions, width] as arrays, and
+    `overrides` for entries answered otherwise (a refused write: its error, or its general-path
+    result). A StepResult is built only for an entry read one by one; a transport that
+    encodes columns (service.api.codecs.bulk_body) never asks for one."""
+
+    __slots__ = ("codec", "model", "outputs", "overrides", "positions", "session_ids", "starts", "state")
+
+    def __init__(
+        self,
+        session_ids: list[str],
+        model: LoadedModel,
+        positions: list[int],
+        outputs: np.ndarray,
+        state: tuple[np.ndarray, ...],
+        starts: list[float | None] | None,
+        codec: ReplyCodec,
+    ) -> None:
+        self.session_ids = session_ids
+        self.model = model
+        self.positions = positions  # after the step
+        self.outputs = outputs
+        self.state = state
+        self.starts = starts  # None: no session has a start time
+        self.codec = codec
+        self.overrides: dict[int, Outcome] = {}
+
+    def __len__(self) -> int:
+        return len(self.session_ids)
+
+    @overload
+    def __getitem__(self, index: int) -> Outcome: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Outcome]: ...
+
+    def __getitem__(self, index: int | slice) -> Outcome | list[Outcome]:
+        if isinstance(index, slice):
+            return [self[k] for k in range(*index.indices(len(self)))]
+        if index < 0:
+            index += len(self)
+        outcome = self.overrides.get(index)
+        if outcome is not None:
+            return outcome
+        return StepResult(
+            self.session_ids[index],
+            self.model,
+            self.positions[index],
+            self.outputs[index],
+            tuple(s[:, index, :] for s in self.state),
+            start=None if self.starts is None else self.starts[index],
+            codec=self.codec,
+        )
+
+    def __iter__(self) -> Iterator[Outcome]:
+        return (self[k] for k in range(len(self)))
+
+
+def _uniform(requests: Sequence[StepRequest]) -> tuple[list[str], list[np.ndarray]] | None:
+    """(session ids, inputs) when the batch fits the columnar path: distinct sessions, no
+    stated position, inputs already arrays of one 2-D shape (a bulk body's rows converted
+    together); else None. Checked with C loops (attrgetter, set), no Python step per request."""
+    ids = list(map(_SESSION, requests))
+    if len(set(ids)) != len(ids) or list(map(_POSITION, requests)).count(None) != len(ids):
+        return None
+    inputs = list(map(_INPUTS, requests))
+    if set(map(type, inputs)) != {np.ndarray} or len(set(map(_SHAPE, inputs))) != 1 or inputs[0].ndim != 2:
+        return None
+    return ids, inputs
 
 
 def _stacked(states: list[tuple[np.ndarray, ...]], shapes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
@@ -266,10 +352,22 @@ class Engine:
 
     async def apply(
         self, requests: Sequence[StepRequest], *, model: str | None = None, owner: str = ""
-    ) -> list[Outcome]:
+    ) -> Sequence[Outcome]:
         """Apply `requests` (any sessions; one session's requests apply in their order) and
         return, in request order, each one's result or its error: a ServiceError, or for a
         bug hit by one item of a larger batch, the exception itself (already logged)."""
+        if len(requests) > 1:
+            uniform = _uniform(requests)
+            if uniform is not None:
+                ids, inputs = uniform
+                async with self.locks.hold_all(ids):
+                    columns = await self._apply_columns(requests, ids, inputs, model, owner)
+                    if columns is not None:
+                        return columns
+                    everything: list[Outcome | None] = [None] * len(requests)
+                    runs_ = [_Run(sid, [k]) for k, sid in enumerate(ids)]
+                    await self._apply_locked(requests, runs_, everything, model, owner)
+                return everything  # type: ignore[return-value]  # every slot is filled
         results: list[Outcome | None] = [None] * len(requests)
         runs: dict[str, _Run] = {}
         for i, request in enumerate(requests):
@@ -287,6 +385,66 @@ class Engine:
             async with self.locks.hold_all(runs) if len(runs) > 1 else self.locks.hold(next(iter(runs))):
                 await self._apply_locked(requests, list(runs.values()), results, model, owner)
         return results  # type: ignore[return-value]  # every slot is filled
+
+    # ------------------------------------------------------------------------ the columnar path
+
+    async def _apply_columns(
+        self, requests: Sequence[StepRequest], ids: list[str], inputs: list[np.ndarray], model: str | None, owner: str
+    ) -> StepColumns | None:
+        """The locked batch applied as columns (see the module's docstring), or None with
+        nothing written when any part of it is unusual: the general path then applies it."""
+        columns = await self.store.load_columns(ids, owner)
+        if columns is None or (model is not None and columns.model != model):
+            return None
+        try:
+            loaded = self.registry.get(columns.model, columns.version)
+        except ServiceError:
+            return None
+        if columns.fingerprint and columns.fingerprint != loaded.fingerprint:
+            return None
+        if tuple((s.shape[0], s.shape[2]) for s in columns.state) != loaded.state_shapes:
+            return None
+        length, features = inputs[0].shape
+        if not 0 < length <= self.settings.max_steps_per_request:
+            return None
+        try:
+            check_features(features, loaded.config, "inputs")
+        except ServiceError:
+            return None
+        if len(ids) * length * loaded.output_width > self.settings.max_response_values:
+            return None
+        stacked = np.stack(inputs)
+        if stacked.dtype != np.float32:
+            stacked = stacked.astype(np.float32)
+        try:
+            outputs, state = await self.batcher_for(loaded).run(stacked, columns.state)
+        except Exception:  # retried by the general path, run by run: only its cause fails
+            return None
+        errors = await self.store.save_columns(columns, length, state, new_tokens(len(ids)))
+        result = StepColumns(
+            ids, loaded, [p + length for p in columns.positions], outputs, state, columns.starts, self.replies
+        )
+        written = outputs
+        if errors.count(None) != len(errors):
+            again = [k for k, error in enumerate(errors) if isinstance(error, PositionConflict)]
+            for k, error in enumerate(errors):
+                if error is not None and not isinstance(error, PositionConflict):
+                    result.overrides[k] = error  # the store is down, the session gone: as _write
+            keep = [k for k, error in enumerate(errors) if error is None]
+            written = outputs[keep]
+            if again:  # another writer was first: planned again from the record it left
+                redo = [requests[k] for k in again]
+                answers: list[Outcome | None] = [None] * len(redo)
+                runs = [_Run(r.session_id, [j]) for j, r in enumerate(redo)]
+                await self._apply_locked(redo, runs, answers, model, owner)
+                for k, answer in zip(again, answers, strict=True):
+                    result.overrides[k] = answer  # type: ignore[assignment]  # every slot is filled
+        if len(written):
+            if self.on_steps is not None:
+                self.on_steps(loaded.key, len(written) * length)
+            if self.on_outputs is not None and loaded.anomaly:
+                self.on_outputs(loaded, written.reshape(-1, written.shape[-1]))
+        return result
 
     # ------------------------------------------------------------------------ one locked batch
 

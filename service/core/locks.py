@@ -3,8 +3,9 @@ arrival order; different sessions run in parallel. Across processes the store's 
 on the position does the same job.
 
 A lock that nobody holds does not exist: taking it is one dict insert (a bulk request takes
-hundreds at once), and only a caller that finds it held waits, on a future of its own, in a
-queue the holder hands the lock down on release."""
+hundreds at once: when none of them is held, all in one C call), and only a caller that finds
+it held waits, on a future of its own, in a queue (made then) the holder hands the lock down
+on release."""
 
 from __future__ import annotations
 
@@ -18,20 +19,24 @@ class KeyedLocks:
     """One FIFO lock per key, dropped when nobody holds or waits for it."""
 
     def __init__(self) -> None:
-        self._queues: dict[str, deque[asyncio.Future[None]]] = {}  # held keys -> their waiters
+        # held keys -> their waiters (None until one waits)
+        self._queues: dict[str, deque[asyncio.Future[None]] | None] = {}
 
     def try_acquire(self, key: str) -> bool:
         """Take the lock if nobody holds it (never waits)."""
         if key in self._queues:
             return False
-        self._queues[key] = deque()
+        self._queues[key] = None
         return True
 
     async def acquire(self, key: str) -> None:
-        queue = self._queues.get(key)
-        if queue is None:
-            self._queues[key] = deque()
+        queues = self._queues
+        if key not in queues:
+            queues[key] = None
             return
+        queue = queues[key]
+        if queue is None:
+            queue = queues[key] = deque()
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         queue.append(waiter)
         try:
@@ -45,7 +50,7 @@ class KeyedLocks:
 
     def release(self, key: str) -> None:
         queue = self._queues[key]
-        while queue:
+        while queue:  # None or empty: nobody waits
             waiter = queue.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # the key stays held, by the next in line
@@ -67,12 +72,17 @@ class KeyedLocks:
         held: list[str] = []
         queues = self._queues
         try:
-            for key in sorted(keys):
-                if key in queues:
-                    await self.acquire(key)
-                else:  # try_acquire, inline: a bulk request takes hundreds
-                    queues[key] = deque()
-                held.append(key)
+            wanted = dict.fromkeys(keys)
+            if queues.keys().isdisjoint(wanted):  # none held: all taken at once, nothing awaited
+                queues.update(wanted)
+                held = list(wanted)
+            else:
+                for key in sorted(wanted):
+                    if key in queues:
+                        await self.acquire(key)
+                    else:  # try_acquire, inline: a bulk request takes hundreds
+                        queues[key] = None
+                    held.append(key)
             yield
         finally:
             for key in held:

@@ -161,6 +161,23 @@ class SessionRecord:
 _RECORD_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(SessionRecord)))
 
 
+@dataclass(slots=True)
+class Columns:
+    """A batch of sessions as arrays, for the bulk route's common case (service.core.engine's
+    columnar path): every session of one model version, graph and owner, each stepped once
+    with no stated position. What a store hands out from `load_columns` and takes back in
+    `save_columns`; nothing per session but the ids and the store's own `handles`."""
+
+    session_ids: list[str]
+    model: str
+    version: int
+    fingerprint: str
+    positions: list[int]  # each session's position as loaded
+    starts: list[float | None] | None  # each session's start time; None when no session has one
+    state: tuple[np.ndarray, ...]  # per state tensor [rows, sessions, width]: the model's layout
+    handles: list[Any]  # the store's per-session objects (entries, cached records) for the save
+
+
 @dataclass(frozen=True, slots=True)
 class Quota:
     """Session limits a create must respect, checked by the store atomically with the write
@@ -241,6 +258,21 @@ class SessionStore(abc.ABC):
         """Bulk steps: save(record, expected_position) for each; None or the error, in order."""
         results = await asyncio.gather(*(self.save(r, p) for r, p in items), return_exceptions=True)
         return [None if r is None else _domain(r) for r in results]
+
+    async def load_columns(self, session_ids: list[str], owner: str) -> Columns | None:
+        """Distinct sessions as one Columns batch, their idle expiry refreshed as a load does,
+        or None (nothing changed) unless every one is live, `owner`'s, of one model version,
+        graph and state layout and (for a shared store) held current enough to plan from: the
+        engine then takes its general path. A store without a columnar path always says None."""
+        return None
+
+    async def save_columns(
+        self, columns: Columns, length: int, state: tuple[np.ndarray, ...], tokens: list[str]
+    ) -> list[ServiceError | None]:
+        """save() of every session of `columns` moved `length` steps on to `state` (per tensor
+        [rows, sessions, width]) with write tokens `tokens`, each a check-and-set on the
+        position it was loaded at: None or the error per session, in order, as save_many."""
+        raise NotImplementedError(f"{type(self).__name__} has no columnar path")
 
     @abc.abstractmethod
     async def count(self) -> int: ...

@@ -20,8 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
+import operator
 import time
 from collections import Counter, OrderedDict
+from typing import cast
 
 import numpy as np
 
@@ -34,7 +36,17 @@ from service.core.errors import (
     SessionNotFound,
     TooManySessions,
 )
-from service.sessions.base import NO_QUOTA, LastStep, Quota, SessionRecord, SessionStore, gone, shown, too_many
+from service.sessions.base import (
+    NO_QUOTA,
+    Columns,
+    LastStep,
+    Quota,
+    SessionRecord,
+    SessionStore,
+    gone,
+    shown,
+    too_many,
+)
 
 BLOCK = 1024
 TOMBSTONES = 10_000
@@ -96,20 +108,57 @@ class StatePool:
     def gather(self, slots: list[int]) -> list[tuple[np.ndarray, ...]]:
         """read() of many slots (a bulk step): one fancy-index copy per block touched, then a
         view per state tensor of each row, instead of a copy and a tuple built per slot."""
-        index = np.fromiter(slots, np.intp, len(slots))
-        if len(self._blocks) == 1:
-            rows = self._blocks[0][index]
-        else:
-            rows = np.empty((len(slots), *self.shape), np.float32)
-            blocks = index // BLOCK
-            for b in np.unique(blocks).tolist():
-                picked = blocks == b
-                rows[picked] = self._blocks[b][index[picked] % BLOCK]
+        rows = self._rows(slots)
         if self.uniform:
             return list(zip(*(rows[:, k] for k in range(self.shape[0])), strict=True))
         return list(
             zip(*(rows[:, start:stop].reshape(len(slots), *shape) for start, stop, shape in self._bounds), strict=True)
         )
+
+    def _rows(self, slots: list[int]) -> np.ndarray:
+        """The slots' rows [n, *shape], copied by one fancy index per block touched."""
+        index = np.fromiter(slots, np.intp, len(slots))
+        if len(self._blocks) == 1:
+            return self._blocks[0][index]
+        rows = np.empty((len(slots), *self.shape), np.float32)
+        blocks = index // BLOCK
+        for b in np.unique(blocks).tolist():
+            picked = blocks == b
+            rows[picked] = self._blocks[b][index[picked] % BLOCK]
+        return rows
+
+    def gather_columns(self, slots: list[int]) -> tuple[np.ndarray, ...]:
+        """The slots' states laid out as a model call takes them: per state tensor [rows,
+        slots, width], contiguous (a columnar bulk step: no object per slot)."""
+        rows = self._rows(slots)
+        if self.uniform:
+            return tuple(np.ascontiguousarray(rows.transpose(1, 2, 0, 3)))
+        n = len(slots)
+        return tuple(
+            np.ascontiguousarray(rows[:, start:stop].reshape(n, *shape).transpose(1, 0, 2))
+            for start, stop, shape in self._bounds
+        )
+
+    def scatter_columns(self, slots: list[int], state: tuple[np.ndarray, ...]) -> None:
+        """The inverse of gather_columns: per state tensor [rows, slots, width] written to
+        distinct slots, one fancy-index assignment per block touched."""
+        n = len(slots)
+        if self.uniform:
+            rows = np.stack(state).transpose(2, 0, 1, 3)  # [n, tensors, rows, width]
+        else:
+            rows = np.empty((n, *self.shape), np.float32)
+            for (start, stop, _), array in zip(self._bounds, state, strict=True):
+                rows[:, start:stop] = array.transpose(1, 0, 2).reshape(n, stop - start)
+        if rows.shape != (n, *self.shape):
+            raise ValueError(f"states of shape {rows.shape[1:]} do not fit slots of {self.shape}")
+        index = np.fromiter(slots, np.intp, n)
+        if len(self._blocks) == 1:
+            self._blocks[0][index] = rows
+            return
+        blocks = index // BLOCK
+        for b in np.unique(blocks).tolist():
+            picked = blocks == b
+            self._blocks[b][index[picked] % BLOCK] = rows[picked]
 
     def scatter(self, slots: list[int], states: list[tuple[np.ndarray, ...]]) -> None:
         """write() of many slots: the states stacked once (C loops), one fancy-index
@@ -159,6 +208,14 @@ class _Entry:
         self.start = record.start
         self.pool = pool
         self.slot = slot
+
+
+# What a columnar load reads of each entry: one tuple per entry, compared in C.
+_KIND = operator.attrgetter("pool", "model", "version", "fingerprint", "owner")
+_EXPIRES = operator.attrgetter("expires_at")
+_POSITION = operator.attrgetter("position")
+_SLOT = operator.attrgetter("slot")
+_START = operator.attrgetter("start")
 
 
 class MemorySessionStore(SessionStore):
@@ -273,6 +330,83 @@ class MemorySessionStore(SessionStore):
         for pool, slots, states in by_pool.values():
             pool.scatter(slots, states)
         return results
+
+    async def load_columns(self, session_ids: list[str], owner: str) -> Columns | None:
+        """The columnar load (SessionStore.load_columns): the entries looked up and checked
+        together (one tuple per entry compared, in C), touched as a load touches them, their
+        states gathered as the model's arrays; None, touching nothing, when any is missing,
+        expired, another owner's or of another kind (the engine's general path answers it)."""
+        found = list(map(self._entries.get, session_ids))
+        if not found or None in found:
+            return None
+        entries = cast(list[_Entry], found)
+        kind = _KIND(entries[0])
+        if kind[4] != owner or len(set(map(_KIND, entries))) != 1:
+            return None
+        now = time.time()
+        if min(map(_EXPIRES, entries)) <= now:
+            return None
+        pool: StatePool = kind[0]
+        moved, mine = self._entries.move_to_end, self._by_owner[owner].move_to_end
+        for sid, entry in zip(session_ids, entries, strict=True):
+            entry.expires_at = now + entry.ttl
+            moved(sid)
+            mine(sid)
+        starts = list(map(_START, entries))
+        return Columns(
+            session_ids,
+            kind[1],
+            kind[2],
+            kind[3],
+            list(map(_POSITION, entries)),
+            None if starts.count(None) == len(starts) else starts,
+            pool.gather_columns(list(map(_SLOT, entries))),
+            entries,
+        )
+
+    async def save_columns(
+        self, columns: Columns, length: int, state: tuple[np.ndarray, ...], tokens: list[str]
+    ) -> list[ServiceError | None]:
+        """The columnar save: each entry checked as save() checks it (still this session's
+        entry, at the position it was loaded at, live), updated as save() updates it, and the
+        states of those that pass written by one scatter."""
+        now = time.time()
+        get = self._entries.get
+        entries: list[_Entry] = columns.handles
+        ids, positions = columns.session_ids, columns.positions
+        results: list[ServiceError | None] = [
+            None if get(sid) is e and e.position == at and e.expires_at > now else self._refusal(sid, at, now)
+            for sid, e, at in zip(ids, entries, positions, strict=True)
+        ]
+        passed = results.count(None) == len(results)
+        moved = self._entries.move_to_end
+        mine = self._by_owner[entries[0].owner].move_to_end if entries[0].owner in self._by_owner else None
+        for sid, entry, at, token, error in zip(ids, entries, positions, tokens, results, strict=True):
+            if error is not None:
+                continue
+            entry.position = at + length
+            entry.token = token
+            entry.expires_at = now + entry.ttl
+            moved(sid)
+            mine(sid)  # type: ignore[misc]  # an owner with a live entry is listed
+        pool: StatePool = entries[0].pool
+        if passed:
+            pool.scatter_columns(list(map(_SLOT, entries)), state)
+        else:
+            keep = [k for k, error in enumerate(results) if error is None]
+            if keep:
+                pool.scatter_columns([entries[k].slot for k in keep], tuple(s[:, keep] for s in state))
+        return results
+
+    def _refusal(self, session_id: str, expected_position: int, now: float) -> ServiceError:
+        """Why a columnar save of this session is refused: what _check raises for it."""
+        try:
+            entry = self._live_entry(session_id, now)
+        except ServiceError as exc:
+            return exc
+        return PositionConflict(
+            f"session is at position {entry.position}, not {expected_position}", position=entry.position
+        )
 
     def _load(self, session_id: str, now: float) -> SessionRecord:
         entry = self._touch(session_id, now)

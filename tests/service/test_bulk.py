@@ -11,7 +11,7 @@ import pytest
 from service.api import codecs
 from service.api.sessions import _decode_bulk
 from service.core.engine import StepRequest
-from service.core.errors import InvalidInput, LimitExceeded, MalformedJSON
+from service.core.errors import InvalidInput, LimitExceeded, MalformedJSON, ServiceError
 from service.core.metrics import Metrics
 from service.core.services import Services
 from service.core.settings import Settings
@@ -191,3 +191,97 @@ async def test_huge_integers_among_floats_convert_as_they_do_alone(repository, r
     entries = [{"session_id": ids[0], "inputs": [[0.5, 1.5, 2.5]]}, {"session_id": ids[1], "inputs": [[10**20, 0, 0]]}]
     got = [orjson.loads(r) for r in await step_many(svc, "lstm", entries)]
     assert got[0]["position"] == 1 and got[1]["status"] == 422 and "only numbers" in orjson.dumps(got[1]).decode()
+
+
+@pytest.fixture(scope="module")
+def forecaster_repository(tmp_path_factory: pytest.TempPathFactory):
+    """A forecaster: state tensors of several shapes (h, a ring, a count, a phase) and a clock,
+    so replies carry forecast_times for sessions created with a start time."""
+    from tests.support.models import export_forecaster
+
+    root = tmp_path_factory.mktemp("bulk-columns")
+    export_forecaster(root, "fc", 1, "gru", seed=2)
+    return root
+
+
+async def bulk_body(svc: Services, model: str, entries: list) -> tuple[bytes, object]:
+    items = codecs.bulk_requests(entries, svc.settings.max_steps_per_request)
+    outcomes = await svc.engine.apply([i for i in items if isinstance(i, StepRequest)], model=model)
+    return codecs.bulk_body(items, outcomes), outcomes
+
+
+async def single_bytes(svc: Services, model: str, entry: dict) -> bytes:
+    """What the same entry sent alone answers, as a bulk entry's bytes (its error with the id)."""
+    sid = entry.get("session_id")
+    if not isinstance(sid, str) or not entry.keys() <= codecs.BULK_FIELDS:
+        (item,) = codecs.bulk_requests([entry], svc.settings.max_steps_per_request)
+        return codecs._bulk_item(item, None)
+    try:
+        return (await svc.engine.step(StepRequest(sid, entry["inputs"], entry.get("position")), model=model)).payload
+    except ServiceError as exc:
+        return orjson.dumps({"session_id": sid, "status": exc.status, **exc.body()})
+
+
+@pytest.mark.parametrize("which", ["lstm", "fc"])
+async def test_columnar_and_general_batches_answer_single_steps_byte_for_byte(
+    which, repository, registry, forecaster_repository
+):
+    """The columnar path (distinct sessions, one reading each, no position) and the general
+    path (positions, a replay, a session twice, a missing one, another model's) answer, body
+    for body, exactly what the same entries sent one by one to a twin service answer, and
+    leave the same positions and bit-identical states; entries refused before the engine
+    stay in their place either way."""
+    from service.core.engine import StepColumns
+    from service.core.registry import ModelRegistry
+    from service.sessions.memory import MemorySessionStore
+
+    if which == "fc":
+        settings = Settings(model_repository=forecaster_repository)
+        registry = ModelRegistry(settings)
+        registry.load_all()
+        features, starts = 2, ["2024-01-01T00:00:00Z", None, "2024-03-01T12:00:00Z", None, None]
+    else:
+        settings, features, starts = Settings(model_repository=repository), 3, [None] * 5
+    twins = [
+        Services(settings, Metrics(), registry, MemorySessionStore(1000), ThreadPoolExecutor(1), codecs.STEP_REPLY)
+        for _ in range(2)
+    ]
+    bulk, single = twins
+    sids = [f"s{k}" for k in range(5)]
+    for svc in twins:
+        for sid, start in zip(sids, starts, strict=True):
+            await svc.sessions.create(which, request_id=sid, start_time=start)
+    other = "other"
+    for svc in twins:  # another model's session (the lstm one's twin is a gru)
+        await svc.sessions.create("gru" if which == "lstm" else which, request_id=other)
+    rng = np.random.default_rng(7)
+
+    def reading(steps: int = 1) -> list:
+        return rng.normal(size=(steps, features)).astype(np.float32).tolist()
+
+    columnar = [{"session_id": sid, "inputs": reading()} for sid in sids]
+    columnar.insert(2, {"inputs": reading()})  # refused before the engine: keeps its place
+    columnar.append({"session_id": sids[0] + "x", "inputs": reading(), "colour": 1})
+    general = [
+        {"session_id": sids[0], "inputs": reading(), "position": 1},
+        {"session_id": sids[1], "inputs": reading(2)},
+        {"session_id": sids[1], "inputs": reading()},  # the same session again
+        {"session_id": "nope", "inputs": reading()},
+        {"session_id": sids[3], "inputs": reading(), "position": 7},  # a conflict
+        {"session_id": sids[4], "inputs": reading()},
+    ]
+    if which == "lstm":
+        general.append({"session_id": other, "inputs": reading()})  # 422: another model's
+    retried = [dict(general[0]), {"session_id": sids[2], "inputs": reading()}]  # a replay among steps
+    rounds = [(columnar, StepColumns), (general, list), (retried, list), (columnar, StepColumns)]
+    for entries, path in rounds:
+        body, outcomes = await bulk_body(bulk, which, entries)
+        assert type(outcomes) is path
+        expected = [await single_bytes(single, which, entry) for entry in entries]
+        assert body == b'{"results":[' + b",".join(expected) + b"]}"
+        assert (b'"forecast_times"' in body) is (which == "fc")
+    for sid in sids:
+        a, b = await bulk.store.load(sid), await single.store.load(sid)
+        assert a.position == b.position
+        assert all(x.tobytes() == y.tobytes() for x, y in zip(a.state, b.state, strict=True))
+    assert (await bulk.store.load(sids[0])).position == 3
