@@ -11,7 +11,13 @@ Key layout, per session id ID (PREFIX defaults to `seqserve:`; set `?prefix=...`
         history   the recent positioned steps, for answering a client's retry (base.encode_history:
                   per step its digest and its outputs or pre-step state, bounded by
                   SEQSERVE_REPLAY_MAX_BYTES)
-        tokens    the tokens of the last TOKEN_WINDOW writes, each "<32 hex>=<20-digit position>;"
+        tokens    write tokens, each "<32 hex>=<20-digit position>;": the last TOKEN_WINDOW as of the
+                  last fold, and
+        tokens_new  those written since (fewer than scripts/save.lua's FOLD, 8): a save appends its
+                  token here and folds these into `tokens` every FOLD-th write (a short string to
+                  extend instead of the whole ring to rewrite: Redis CPU); together they hold the
+                  tokens of at least the last TOKEN_WINDOW writes (hashes written by older versions
+                  have `tokens` only, still read)
         owner     owner id of the API key that created it ("" without keys)
         start     unix seconds of the reading at position 0 (repr of a float), only when the
                   session was created with a start time; written by the create script only

@@ -17,7 +17,15 @@ import pytest
 import redis
 
 from service.core.errors import PositionConflict, SessionExpired, SessionNotFound, StoreUnavailable
-from service.sessions.base import LastStep, SessionRecord, decode_history, encode_history, new_session_id, new_token
+from service.sessions.base import (
+    TOKEN_WINDOW,
+    LastStep,
+    SessionRecord,
+    decode_history,
+    encode_history,
+    new_session_id,
+    new_token,
+)
 from service.sessions.redis import RedisSessionStore, SessionExists, split_url
 from tests.support.redis import RedisProcess
 from tests.support.servers import free_port
@@ -432,6 +440,65 @@ def test_hash_in_the_older_layout_is_still_read(server: RedisProcess, prefix: st
     loaded = run(go())
     assert [s.shape for s in loaded.state] == [(2, 16), (2, 16)]
     assert same_bytes(loaded.state, record.state)
+
+
+def test_a_resent_save_is_recognised_while_fewer_than_the_window_of_writes_followed(
+    server: RedisProcess, prefix: str
+) -> None:
+    """The save script records write tokens in two fields (the newest few, folded into the ring
+    every few writes): after every write, each of the last TOKEN_WINDOW saves sent again is
+    answered "applied, at the position it wrote", and nothing changes; a save that expects the
+    current position is written."""
+    record = make_record()
+
+    async def go() -> tuple[tuple[np.ndarray, ...], SessionRecord]:
+        store = store_for(server.url, prefix, cache_bytes=0)
+        try:
+            await store.create(record)
+            keys = [f"{prefix}s:{{{record.session_id}}}", f"{prefix}x:{{{record.session_id}}}"]
+            sent: list[list] = []
+            for n in range(1, 3 * TOKEN_WINDOW + 2):
+                step = await store.load(record.session_id)
+                step.position, step.token = n, new_token()
+                step.state = tuple(s + n for s in step.state)
+                sent.append(store._save_args(step, n - 1))
+                assert await store._save(store._redis, keys, sent[-1]) == [1, n]
+                for k in range(max(1, n - TOKEN_WINDOW + 1), n + 1):
+                    assert await store._save(store._redis, keys, sent[k - 1]) == [1, k], (n, k)
+            return step.state, await store.load(record.session_id)
+        finally:
+            await store.close()
+
+    written, final = run(go())
+    assert final.position == 3 * TOKEN_WINDOW + 1 and same_bytes(final.state, written)
+
+
+def test_tokens_recorded_by_the_previous_save_script_are_still_recognised(server: RedisProcess, prefix: str) -> None:
+    """A hash whose tokens an older release wrote (the whole ring in `tokens`, no `tokens_new`):
+    a save it applied, sent again, is answered "applied"; the next save is written."""
+    record = make_record()
+    token = new_token()
+
+    async def go() -> list:
+        store = store_for(server.url, prefix, cache_bytes=0)
+        try:
+            await store.create(record)
+            key = f"{prefix}s:{{{record.session_id}}}"
+            keys = [key, f"{prefix}x:{{{record.session_id}}}"]
+            older = "".join(f"{new_token()}={p:020d};" for p in range(1, 5)) + f"{token}={5:020d};"
+            await store._redis.hset(key, mapping={"position": 5, "tokens": older})
+            step = await store.load(record.session_id)
+            step.position, step.token = 5, token
+            again = await store._save(store._redis, keys, store._save_args(step, 4))
+            step.position, step.token = 6, new_token()
+            written = await store._save(store._redis, keys, store._save_args(step, 5))
+            step.position, step.token = 6, token
+            still = await store._save(store._redis, keys, store._save_args(step, 4))
+            return [again, written, still]
+        finally:
+            await store.close()
+
+    assert run(go()) == [[1, 5], [1, 6], [1, 5]]
 
 
 def test_a_burst_wider_than_the_pool_waits_for_connections(server: RedisProcess, prefix: str) -> None:

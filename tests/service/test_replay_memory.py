@@ -25,7 +25,7 @@ from tests.support.tier import starts
 SESSIONS = 16
 STEPS = 4  # positioned steps per session: the whole replay window
 LENGTH = 400  # time steps per request: 400 x 48 float32 outputs = 76.8 KB per reply (raw)
-# Per session beyond its state and the replay budget: about 1.7 KB of write tokens, the fields,
+# Per session beyond its state and the replay budget: 1.7-2.1 KB of write tokens, the fields,
 # the expiry marker and Redis's own per-key bookkeeping (docs/scaling.md measures ~2.2 KB for
 # an idle session of the default model, state included).
 OVERHEAD = 4096
