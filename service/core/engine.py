@@ -91,7 +91,7 @@ from service.core.predict import step_times
 from service.core.registry import LoadedModel, ModelRegistry
 from service.core.settings import Settings
 from service.core.validate import check_features, check_reply_size, parse_steps
-from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown
+from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown, stack_states
 
 log = logging.getLogger("seqserve.errors")
 BACKOFF_SECONDS = 0.001  # the first pause after a lost check-and-set; doubled per round ...
@@ -301,17 +301,6 @@ def _uniform(requests: Sequence[StepRequest]) -> tuple[list[str], list[np.ndarra
     if set(map(type, inputs)) != {np.ndarray} or len(set(map(_SHAPE, inputs))) != 1 or inputs[0].ndim != 2:
         return None
     return ids, inputs
-
-
-def _stacked(states: list[tuple[np.ndarray, ...]], shapes: Sequence[tuple[int, int]]) -> tuple[np.ndarray, ...]:
-    """Sessions' states [rows, width] per tensor -> per tensor [rows, sessions, width]. When
-    every tensor has one shape (h and c), one np.array call stacks them all (a C loop, a
-    third of np.stack's time per session) and one transposed copy lays them out."""
-    if len(shapes) > 1 and len(set(shapes)) == 1:
-        together = np.array(states, np.float32)  # [sessions, tensors, rows, width]
-        laid = np.ascontiguousarray(together.transpose(1, 2, 0, 3))  # [tensors, rows, sessions, width]
-        return tuple(laid)
-    return tuple(np.stack([state[k] for state in states], axis=1) for k in range(len(shapes)))
 
 
 class Engine:
@@ -722,7 +711,7 @@ class Engine:
             state = tuple(s[:, None, :] for s in group[0].record.state)
         else:
             inputs = np.stack([r.steps[0] if len(r.steps) == 1 else np.concatenate(r.steps) for r in group])
-            state = _stacked([r.record.state for r in group], loaded.state_shapes)
+            state = stack_states([r.record.state for r in group], loaded.state_shapes)
         outputs, new_state = await self.batcher_for(loaded).run(inputs, state)
         tokens = new_tokens(len(group)) if len(group) > 1 else [os.urandom(TOKEN_CHARS // 2).hex()]
         # Per row, as views (made in C): its outputs [L, O] and its final state tensors.

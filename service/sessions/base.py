@@ -161,6 +161,23 @@ class SessionRecord:
 _RECORD_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(SessionRecord)))
 
 
+def stack_states(states: list[tuple[np.ndarray, ...]], shapes: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, ...]:
+    """Sessions' states [rows, width] per tensor (each of `shapes`) -> per tensor [rows,
+    sessions, width]. When every tensor has one shape (h and c), one np.array call stacks them
+    all (a C loop, a third of np.stack's time per session) and one transposed copy lays them
+    out. ValueError when a session's tensors are not of `shapes`."""
+    if len(shapes) > 1 and len(set(shapes)) == 1:
+        together = np.array(states, np.float32)  # [sessions, tensors, rows, width]
+        if together.shape[1:] != (len(shapes), *shapes[0]):
+            raise ValueError(f"states of shape {together.shape[1:]} are not of {shapes}")
+        laid = np.ascontiguousarray(together.transpose(1, 2, 0, 3))  # [tensors, rows, sessions, width]
+        return tuple(laid)
+    stacked = tuple(np.stack([state[k] for state in states], axis=1) for k in range(len(shapes)))
+    if tuple((s.shape[0], s.shape[2]) for s in stacked) != shapes:
+        raise ValueError(f"states are not of {shapes}")
+    return stacked
+
+
 @dataclass(slots=True)
 class Columns:
     """A batch of sessions as arrays, for the bulk route's common case (service.core.engine's

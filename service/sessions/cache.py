@@ -17,11 +17,14 @@ expired session is always looked up in the store (which says 410 or 404).
 
 from __future__ import annotations
 
+import operator
 import time
 from collections import OrderedDict
+from typing import Any
 
 from service.sessions.base import SessionRecord
 
+_EXPIRES = operator.attrgetter("expires_at")
 ENTRY_OVERHEAD = 400  # bytes of Python objects per entry beyond its arrays and replies (measured ~350)
 
 
@@ -68,6 +71,49 @@ class RecordCache:
         self._entries.move_to_end(session_id)
         self.hits += 1
         return record.copy()
+
+    def peek_many(self, session_ids: list[str]) -> list[SessionRecord] | None:
+        """The cached records of all `session_ids` themselves, not copies (a columnar bulk step
+        only reads them, and writes back through `stepped`), each made the most recent; None,
+        with nothing changed or counted, when any is missing or past its idle expiry."""
+        found = list(map(self._entries.get, session_ids))
+        if not found or None in found:
+            return None
+        records: list[SessionRecord] = [entry[0] for entry in found]  # type: ignore[index]  # none is None
+        if min(map(_EXPIRES, records)) <= time.time():
+            return None
+        move = self._entries.move_to_end
+        for sid in session_ids:
+            move(sid)
+        self.hits += len(records)
+        return records
+
+    def stepped(
+        self,
+        records: list[SessionRecord],
+        positions: list[int],
+        states: list[tuple[Any, ...]],
+        tokens: list[str],
+        keep: list[int] | None = None,
+    ) -> None:
+        """Records from `peek_many` (those at `keep`, or all) as their columnar save wrote
+        them: moved to `positions` and `states` by the writes `tokens`, their idle expiry
+        refreshed. Updated in place (the same shapes and history: the same bytes held) while
+        still cached, else cached anew as a copy, as put() would."""
+        now = time.time()
+        entries = self._entries
+        for k in range(len(records)) if keep is None else keep:
+            record = records[k]
+            entry = entries.get(record.session_id)
+            current = entry is not None and entry[0] is record
+            if not current:  # replaced or dropped meanwhile (a load, an eviction): cached anew
+                record = record.copy()
+            record.position, record.state, record.token = positions[k], states[k], tokens[k]
+            record.expires_at = now + record.ttl_seconds
+            if current:
+                entries.move_to_end(record.session_id)
+            else:
+                self.put(record)
 
     def put(self, record: SessionRecord) -> None:
         """Remember `record` as the store holds it now (a copy: the caller keeps changing its own)."""

@@ -637,3 +637,58 @@ def test_batched_loads_and_saves_answer_what_one_by_one_answers(server: RedisPro
             await store.close()
 
     run(go())
+
+
+def test_columnar_save_is_a_check_and_set_per_session_safe_to_send_again(own_server: RedisProcess, prefix: str) -> None:
+    """The bulk route's columnar save (load_columns from the record cache, save_columns as one
+    script call packed in C): each session written as save() writes it; the same save sent
+    again is recognised by its tokens; a session another writer moved is refused with the
+    record it holds now while the others are written; a frozen Redis answers 503 for all, and
+    the store's connections are sound afterwards (the timed-out one was closed, not reused)."""
+    records = [make_record(seed=k, owner="o") for k in range(4)]
+    ids = [r.session_id for r in records]
+
+    async def go():
+        store = store_for(own_server.url, prefix, socket_timeout=0.3)
+        try:
+            for record in records:
+                await store.create(record)
+            assert await store.load_columns(ids, "another owner") is None
+            columns = await store.load_columns(ids, "o")
+            assert columns is not None and columns.positions == [0, 0, 0, 0]
+            moved = tuple(s + 1 for s in columns.state)  # [rows, sessions, width]
+            tokens = [new_token() for _ in ids]
+            assert await store.save_columns(columns, 3, moved, tokens) == [None] * 4
+            assert await store.save_columns(columns, 3, moved, tokens) == [None] * 4  # sent again
+            for k, sid in enumerate(ids):
+                stored = await store.load(sid)
+                assert stored.position == 3 and same_bytes(stored.state, tuple(s[:, k] for s in moved))
+            other = await store.load(ids[2])  # another replica steps one session
+            other.position, other.token = 4, new_token()
+            await store.save(other, 3)
+            columns = await store.load_columns(ids, "o")
+            assert columns is not None and columns.positions == [3, 3, 4, 3]
+            store._cache._entries[ids[1]][0].position = 2  # type: ignore[attr-defined]  # a stale copy
+            columns = await store.load_columns(ids, "o")
+            assert columns is not None
+            answers = await store.save_columns(columns, 1, columns.state, [new_token() for _ in ids])
+            assert answers[0] is None and answers[2:] == [None, None]
+            assert isinstance(answers[1], PositionConflict) and answers[1].current.position == 3  # type: ignore[attr-defined]
+            assert [(await store.load(sid)).position for sid in ids] == [4, 3, 5, 4]
+            columns = await store.load_columns(ids, "o")
+            assert columns is not None
+            os.kill(own_server.proc.pid, signal.SIGSTOP)
+            try:
+                answers = await store.save_columns(columns, 1, columns.state, [new_token() for _ in ids])
+            finally:
+                os.kill(own_server.proc.pid, signal.SIGCONT)
+            assert all(isinstance(a, StoreUnavailable) for a in answers)
+            positions = [(await store.load(sid)).position for sid in ids]
+            assert positions in ([4, 3, 5, 4], [5, 4, 6, 5])  # applied whole or not at all
+            columns = await store.load_columns(ids, "o")
+            assert columns is not None
+            assert await store.save_columns(columns, 1, columns.state, [new_token() for _ in ids]) == [None] * 4
+        finally:
+            await store.close()
+
+    run(go())

@@ -19,8 +19,8 @@ import pytest
 import redis
 
 from service.api import codecs
-from service.core.engine import StepRequest
-from service.core.errors import SessionExpired, SessionNotFound
+from service.core.engine import StepRequest, StepResult
+from service.core.errors import ServiceError, SessionExpired, SessionNotFound
 from service.core.metrics import Metrics
 from service.core.services import Services, build_services
 from service.core.settings import Settings
@@ -312,6 +312,59 @@ async def test_bulk_over_redis_equals_single_steps_byte_for_byte(replicas, tmp_p
             payload = outcomes[k].payload  # type: ignore[union-attr]
             assert payload.replace(ids_a[k].encode(), sid.encode()) == one.payload
         assert got[6]["status"] == 404 and got[7]["status"] == 409
+
+
+@pytest.mark.e2e
+async def test_columnar_bulk_over_redis_equals_single_steps_byte_for_byte(replicas) -> None:  # type: ignore[no-untyped-def]
+    """Bulk batches of one reading per session without positions go through the columnar path
+    once the sessions are cached (general path before, and for a batch with a position or a
+    missing session); a session another replica advanced meanwhile is refused by the save and
+    planned again from the record it answers. Every body equals, byte for byte, what single
+    steps of twin sessions answer, and the records in Redis match the twins'."""
+    from service.core.engine import StepColumns
+
+    a, b = replicas
+    ids_a = [(await a.sessions.create("count")).session_id for _ in range(5)]
+    ids_b = [(await b.sessions.create("count")).session_id for _ in range(5)]
+    a.store._cache.clear()  # type: ignore[attr-defined]  # the first batch loads them
+
+    async def twin(entry: dict) -> bytes:
+        sid = entry["session_id"]
+        other = ids_b[ids_a.index(sid)] if sid in ids_a else sid
+        try:
+            reply = await b.engine.step(StepRequest(other, entry["inputs"], entry.get("position")), model="count")
+        except ServiceError as exc:
+            return orjson.dumps({"session_id": sid, "status": exc.status, **exc.body()})
+        return reply.payload.replace(other.encode(), sid.encode())
+
+    def batch(round_: int) -> list[dict]:
+        return [{"session_id": sid, "inputs": [[float(k + round_)]]} for k, sid in enumerate(ids_a)]
+
+    stale = batch(9)[1:2]  # another replica steps ids_a[1] (and its twin) behind a's cache
+    mixed = [
+        *batch(4),
+        {"session_id": ids_a[0], "inputs": [[1.0]], "position": 99},
+        {"session_id": "gone", "inputs": [[1.0]]},
+    ]
+    rounds = [(batch(0), list), (batch(1), StepColumns), ("stale", None), (batch(2), StepColumns), (mixed, list)]
+    for entries, path in rounds:
+        if entries == "stale":
+            await b.engine.step(StepRequest(ids_a[1], stale[0]["inputs"]))
+            await b.engine.step(StepRequest(ids_b[1], stale[0]["inputs"]))
+            continue
+        items = codecs.bulk_requests(entries, a.settings.max_steps_per_request)
+        outcomes = await a.engine.apply([i for i in items if isinstance(i, StepRequest)], model="count")
+        assert type(outcomes) is path
+        if entries == rounds[3][0]:  # the stale copy's save was refused, and planned again
+            assert list(outcomes.overrides) == [1]  # type: ignore[attr-defined]
+        body = codecs.bulk_body(items, outcomes)
+        assert body == b'{"results":[' + b",".join([await twin(e) for e in entries]) + b"]}"
+    assert isinstance(outcomes[1], StepResult) and outcomes[1].position == 5  # type: ignore[union-attr]
+    for sa, sb in zip(ids_a, ids_b, strict=True):
+        ra, rb = await a.store.load(sa), await b.store.load(sb)
+        assert ra.position == rb.position and all(
+            x.tobytes() == y.tobytes() for x, y in zip(ra.state, rb.state, strict=True)
+        )
 
 
 @pytest.mark.e2e
