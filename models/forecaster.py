@@ -1166,15 +1166,22 @@ def _fit_trend(spec: ForecastSpec, trains: list[np.ndarray]) -> tuple[float, flo
     return best
 
 
-def fit_smoothing(spec: ForecastSpec, targets: list[np.ndarray]) -> ForecastSpec:
+def fit_smoothing(spec: ForecastSpec, targets: list[np.ndarray], warm: bool = False) -> ForecastSpec:
     """The spec with its Holt-Winters constants fitted on the training targets (one array per
     series, in the graph's units: logs for a log spec): models/holt_winters.fit, Taylor's least
-    squares of the AR-adjusted one-step error."""
+    squares of the AR-adjusted one-step error. `warm`: start from the spec's own constants (a
+    refit on more rows) instead of searching the grid."""
     from dataclasses import replace
 
     from models import holt_winters
 
-    fitted = holt_winters.fit(targets, spec.seasons, spec.transform == "holt_winters_mult", spec.level_std)
+    multiplicative = spec.transform == "holt_winters_mult"
+    start = (
+        holt_winters.Smoothing(spec.seasons, multiplicative, spec.hw_alpha, spec.hw_gamma, spec.hw_phi, spec.level_std)
+        if warm
+        else None
+    )
+    fitted = holt_winters.fit(targets, spec.seasons, multiplicative, spec.level_std, start=start)
     return replace(spec, hw_alpha=fitted.alpha, hw_gamma=fitted.gamma, hw_phi=fitted.phi)
 
 

@@ -225,11 +225,19 @@ def log_choice(settings: Any, data: ForecastData) -> dict[str, Any]:
 
 
 def choose_transform(
-    settings: Any, data: ForecastData, cell: str, axis: TimeAxis | None, logs: dict[str, Any] | None = None
+    settings: Any,
+    data: ForecastData,
+    cell: str,
+    axis: TimeAxis | None,
+    logs: dict[str, Any] | None = None,
+    built: dict[tuple[str, bool], tuple[ModelConfig, float | None]] | None = None,
 ) -> tuple[str, bool, dict[str, float]]:
     """(transform, log, validation MAE of each candidate): `--transform` as given, or for auto
     the baseline with the lowest validation MAE; where logs are offered (`logs`, log_choice)
-    each baseline also in logs (its key suffixed LOG_SUFFIX), and with `--log yes` only so."""
+    each baseline also in logs (its key suffixed LOG_SUFFIX), and with `--log yes` only so.
+    `built`, when given, receives each candidate's fitted config and start time keyed by
+    (transform, log): the chosen one is then trained as it is instead of being fitted again
+    (a Holt-Winters fit of a long series takes seconds)."""
     from models.forecaster import Forecaster
     from training.forecast_loop import stream_forecasts
 
@@ -248,6 +256,8 @@ def choose_transform(
                 continue  # multiplicative seasons in logs: what additive ones in logs already are
             try:
                 config, start = build_config(settings, data, cell, transform, axis, log)
+                if built is not None:
+                    built[(transform, log)] = (config, start)
             except TrainingError:
                 if asked != "auto" or transform not in HW_TRANSFORMS:  # Holt-Winters: skipped on too short a block
                     raise
@@ -272,12 +282,13 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
     if logs["setting"] == "auto" and logs.get("season"):
         said = "offered" if logs["offered"] else "not offered"
         report(f"logs {said}: {logs['reason']} over {logs['cycles']} cycles of {logs['season']}")
-    transform, log, scores = choose_transform(settings, data, cell, axis, logs)
+    built: dict[tuple[str, bool], tuple[ModelConfig, float | None]] = {}
+    transform, log, scores = choose_transform(settings, data, cell, axis, logs, built)
     if scores:
         listing = ", ".join(f"{t} {v:.4g}" for t, v in scores.items())
         chosen = transform + (LOG_SUFFIX if log else "")
         report(f"transform {chosen} chosen on validation MAE of the baselines ({listing})")
-    config, start = build_config(settings, data, cell, transform, axis, log)
+    config, start = built.get((transform, log)) or build_config(settings, data, cell, transform, axis, log)
     loop.seed_everything(settings.seed, settings.threads)
     model = Forecaster(config)
     history = forecast_loop.train_forecaster(model, data, loop_settings(settings), start)
@@ -342,7 +353,8 @@ def refit_formula(model: Any, data: ForecastData) -> tuple[Any, dict[str, Any]]:
     """A version that serves its Holt-Winters formula, with the formula's constants refitted on
     every row before the test block (training and validation), as Taylor fitted his on all the
     weeks before the ones he tested on: validation has done its part (choosing the formula and
-    judging the network), and a statistical model uses all the history it has. The other
+    judging the network), and a statistical model uses all the history it has. The search starts
+    from the training block's constants (one polish, not a new grid search). The other
     constants, the heads and the calibration stay as they are (the quantiles are offsets from the
     point forecast, so they follow it). Returns the new model and what changed."""
     from models.forecaster import Forecaster, fit_smoothing, forecaster_config, work_units
@@ -350,7 +362,7 @@ def refit_formula(model: Any, data: ForecastData) -> tuple[Any, dict[str, Any]]:
     spec = model.spec
     rows = int(data.test[0]) + 1 if len(data.test) else len(data.features)
     target = work_units(spec, data.features[:rows, spec.target_index])
-    new_spec = fit_smoothing(spec, [target])
+    new_spec = fit_smoothing(spec, [target], warm=True)  # from the training block's constants
     refitted = Forecaster(forecaster_config(model.config, new_spec, model.config.clock))
     refitted.load_state_dict(model.state_dict())
     refitted.eval()

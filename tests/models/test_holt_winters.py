@@ -80,3 +80,31 @@ def test_fit_finds_the_least_squares_constants() -> None:
 def test_too_short_a_block_is_refused() -> None:
     with pytest.raises(ValueError, match="more than 14 training readings"):
         hw.fit([np.arange(14.0)], SEASONS, False)
+
+
+@pytest.mark.parametrize("multiplicative", [False, True])
+def test_many_constants_in_one_pass_equal_one_set_at_a_time(multiplicative: bool) -> None:
+    """The fit's grid pass (K sets of constants over the series at once) gives each set's own
+    one-step errors."""
+    rng = np.random.default_rng(2)
+    y = pattern(150, multiplicative) + rng.normal(0, 2.0, 150) + np.linspace(0, 10, 150)
+    model = hw.Smoothing(SEASONS, multiplicative, 0.0, (0.0, 0.0), 0.0, float(y.std()))
+    alphas = np.array([0.0, 0.05, 0.3, 1.0])
+    gammas = np.array([[0.0, 0.0], [0.1, 0.6], [0.5, 0.02], [1.0, 1.0]])
+    many = hw.one_step_errors_many(y, model, alphas, gammas)
+    assert many.shape == (150 - 12, 4)
+    for k in range(4):
+        one = hw.Smoothing(SEASONS, multiplicative, float(alphas[k]), tuple(gammas[k]), 0.0, model.unit)
+        np.testing.assert_allclose(many[:, k], hw.one_step_errors(y, one), rtol=1e-9, atol=1e-9)
+
+
+def test_a_refit_starts_from_the_constants_it_is_given() -> None:
+    """`start` replaces the grid: fitted again from its own result, the fit stays there."""
+    rng = np.random.default_rng(4)
+    y = pattern(300, False) + np.cumsum(rng.normal(0, 0.3, 300)) + rng.normal(0, 1.0, 300)
+    first = hw.fit([y], SEASONS, False, float(y.std()))
+    again = hw.fit([y], SEASONS, False, float(y.std()), start=first)
+    weights = [float(np.abs(np.diff(y)).mean())]
+    sse = [hw.adjusted_sse([hw.one_step_errors(y, f)], f.phi, weights) for f in (first, again)]
+    assert sse[1] <= sse[0] + 1e-12
+    np.testing.assert_allclose([again.alpha, *again.gamma], [first.alpha, *first.gamma], atol=0.01)
