@@ -16,6 +16,9 @@ origins as the model's own evaluation, so the numbers side by side compare like 
     the data up to the origin).
   A statistical model that fails or is not installed is left out and the reason is recorded;
   the naive baselines are always there.
+
+`start` runs the statistical ones of a long series in a worker process, so that they take no
+wall-clock time of their own beside the network's training (one core each).
 """
 
 from __future__ import annotations
@@ -362,3 +365,122 @@ def compute_baselines(
     if statistical:
         statistical_forecasts(data, pairs, seasons, baselines, report)
     return baselines
+
+
+# Series of at least this many rows have their statistical baselines computed in a worker process
+# while the network trains (`start`): MSTL over a long seasonal series takes tens of seconds, as
+# long as the training itself, and the two need one core each. Shorter series' baselines take a
+# second or two, less than starting the worker (which imports statsforecast afresh).
+BACKGROUND_MIN_ROWS = 2000
+
+
+class Pending:
+    """Baselines being computed: `result()` waits for them (once) and replays, through the
+    caller's report, the lines the worker would have printed. A worker whose result is never
+    asked for (training failed) is stopped when this object goes away."""
+
+    def __init__(
+        self,
+        baselines: Baselines,
+        report: Callable[[str], None],
+        worker: Any = None,
+        connection: Any = None,
+        fallback: Callable[[], None] | None = None,
+    ) -> None:
+        import weakref
+
+        self._baselines, self._report = baselines, report
+        self._worker, self._connection, self._fallback = worker, connection, fallback
+        if worker is not None:
+            weakref.finalize(self, _stop, worker, connection)
+
+    def result(self) -> Baselines:
+        if self._worker is None:
+            return self._baselines
+        worker, self._worker = self._worker, None
+        try:
+            status, payload = self._connection.recv()
+        except (EOFError, OSError) as exc:  # the worker died (killed, out of memory)
+            status, payload = "error", f"{type(exc).__name__}: worker exited with code {worker.exitcode}"
+        _stop(worker, self._connection)
+        if status != "ok":
+            self._report(f"baselines: the worker process failed ({payload}); computing them here")
+            assert self._fallback is not None
+            self._fallback()
+            return self._baselines
+        statistical, lines = payload
+        for line in lines:
+            self._report(line)
+        for name, prediction in statistical.predictions.items():
+            self._baselines.add(name, prediction, statistical.descriptions[name], statistical.seconds.get(name, 0.0))
+        self._baselines.skipped.update(statistical.skipped)
+        return self._baselines
+
+
+def _stop(worker: Any, connection: Any) -> None:
+    connection.close()
+    if worker.is_alive():
+        worker.terminate()
+    worker.join(timeout=5)
+
+
+def _statistical_in_worker(connection: Any, data: ForecastData, pairs: np.ndarray, seasons: list[int]) -> None:
+    """statistical_forecasts in a worker process; sends ("ok", (baselines, the lines it
+    reported)) or ("error", why) back."""
+    lines: list[str] = []
+    out = Baselines()
+    try:
+        statistical_forecasts(data, pairs, seasons, out, lines.append)
+        connection.send(("ok", (out, lines)))
+    except Exception as exc:  # sent back: the parent computes them itself and says why
+        connection.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        connection.close()
+
+
+def start(
+    data: ForecastData,
+    pairs: np.ndarray,
+    seasons: Sequence[int],
+    *,
+    statistical: bool = True,
+    background: bool = True,
+    report: Callable[[str], None] = print,
+) -> Pending:
+    """`compute_baselines`, with the statistical baselines of a long series (BACKGROUND_MIN_ROWS)
+    started in a worker process when `background` and this process may use two cores: the caller
+    trains meanwhile and calls `result()` when it needs them. The naive ones are computed here at
+    once. Otherwise everything is computed before returning."""
+    if not (statistical and background and len(data.targets) >= BACKGROUND_MIN_ROWS and _cores() >= 2):
+        return Pending(compute_baselines(data, pairs, seasons, statistical=statistical, report=report), report)
+    import multiprocessing
+
+    baselines = compute_baselines(data, pairs, seasons, statistical=False, report=report)
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter, not a fork of torch's threads
+    receive, send = context.Pipe(duplex=False)
+    worker = context.Process(
+        target=_statistical_in_worker,
+        args=(send, data, np.asarray(pairs), [int(s) for s in seasons]),
+        name="seqserve-baselines",
+        daemon=True,
+    )
+    worker.start()
+    send.close()  # the worker holds its end: recv() then sees EOF if it dies
+    report("baselines: the statistical ones run in a worker process while the network trains")
+    return Pending(
+        baselines,
+        report,
+        worker,
+        receive,
+        fallback=lambda: statistical_forecasts(data, pairs, seasons, baselines, report),
+    )
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    import os
+
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

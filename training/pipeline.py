@@ -191,22 +191,34 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
         _check_distributable(settings, data, ctx)
     baselines = None
     times = None if time_info is None else np.round(time_info.seconds * 1e9).astype("int64").astype("datetime64[ns]")
+    pending = None
+    origins = 0
     if isinstance(data, ForecastData) and ctx.is_main:
-        from training.baselines import compute_baselines
+        from training import baselines as baseline_models
 
-        start = time.perf_counter()
-        baselines = compute_baselines(
+        started, origins = time.perf_counter(), len(data.test)
+        # The statistical baselines of a long series run in a worker process while the network
+        # trains (not under torchrun, whose ranks have the cores); collected before evaluation.
+        pending = baseline_models.start(
             data,
             data.test,
             settings.season,
             statistical=settings.baselines == "full",
+            background=not ctx.enabled,
             report=lambda message: _log(settings, message),
         )
-        _log(
-            settings,
-            f"baselines: {', '.join(baselines.predictions)} on {len(data.test)} test origins "
-            f"({time.perf_counter() - start:.1f}s)",
-        )
+
+    def collect() -> Any:
+        nonlocal baselines, pending
+        if pending is not None:
+            baselines, pending = pending.result(), None
+            assert baselines is not None
+            _log(
+                settings,
+                f"baselines: {', '.join(baselines.predictions)} on {origins} test origins "
+                f"({time.perf_counter() - started:.1f}s since they started)",
+            )
+        return baselines
 
     device = loop.pick_device()
     cells = ["lstm", "gru"] if settings.cell == "both" else [settings.cell]
@@ -219,8 +231,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             if not ctx.is_main:
                 _log(settings, f"{cell}: trained {history.steps_run} steps in {history.seconds:.1f}s; rank 0 publishes")
                 continue
-            assert baselines is not None
-            outcome = _evaluate_forecast(model, data, settings, history, cell, baselines, times)
+            outcome = _evaluate_forecast(model, data, settings, history, cell, collect(), times)
             outcome.metrics["transform"] = model.transform_choice
             outcome.record = _time_record(time_info, season_choice)
             _finish(settings, outcomes, outcome, history, model, cell)
@@ -244,8 +255,7 @@ def train_and_publish(settings: RunSettings) -> list[Outcome]:
             if not ctx.is_main:
                 _log(settings, f"{cell}: trained in {history.seconds:.1f}s; rank 0 publishes")
                 continue
-            assert baselines is not None
-            outcome = _evaluate_forecast(model, shaped, settings, history, cell, baselines, times)
+            outcome = _evaluate_forecast(model, shaped, settings, history, cell, collect(), times)
             outcome.metrics["transform"] = {
                 "setting": settings.transform,
                 "chosen": transform,

@@ -419,3 +419,34 @@ def test_autoets_and_autoarima_say_when_a_long_season_is_left_to_mstl() -> None:
     done = compute_baselines(data, data.test, [52], report=said.append)
     assert "autoarima" in done.predictions and "season 1" in done.descriptions["autoarima"]
     assert any("season(s) [52] longer than 24" in line and "season 1 used" in line for line in said), said
+
+
+def test_statistical_baselines_in_a_worker_process_equal_those_computed_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`start` on a long series runs the statistical baselines in a worker process (the network
+    trains meanwhile): the same forecasts and lines as computing them here; a worker that dies
+    is replaced by computing them here, and the report says so."""
+    from training import baselines as b
+
+    rng = np.random.default_rng(3)
+    t = np.arange(240, dtype=float)
+    data = _data(50 + 10 * np.sin(2 * np.pi * t / 6) + rng.normal(0, 0.5, len(t)))
+    here = compute_baselines(data, data.test, [6], report=lambda m: None)
+    monkeypatch.setattr(b, "BACKGROUND_MIN_ROWS", 100)
+    monkeypatch.setattr(b, "_cores", lambda: 2)
+    said: list[str] = []
+    pending = b.start(data, data.test, [6], report=said.append)
+    assert pending._worker is not None and "worker process" in said[0]
+    there = pending.result()
+    assert list(there.predictions) == list(here.predictions) and {"mstl_autoets", "autoets"} <= set(there.predictions)
+    for name, prediction in here.predictions.items():
+        np.testing.assert_allclose(there.predictions[name], prediction)
+    assert any(line.startswith("baseline autoarima: done in") for line in said), said
+    assert pending.result() is there  # collected once
+    said.clear()
+    dying = b.start(data, data.test, [6], report=said.append)
+    dying._worker.terminate()
+    rescued = dying.result()
+    assert any("worker process failed" in line for line in said), said
+    np.testing.assert_allclose(rescued.predictions["autoets"], here.predictions["autoets"])
+    monkeypatch.setattr(b, "_cores", lambda: 1)  # one core: nothing to gain, computed here
+    assert b.start(data, data.test, [6], report=lambda m: None)._worker is None
