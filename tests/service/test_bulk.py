@@ -285,3 +285,33 @@ async def test_columnar_and_general_batches_answer_single_steps_byte_for_byte(
         assert a.position == b.position
         assert all(x.tobytes() == y.tobytes() for x, y in zip(a.state, b.state, strict=True))
     assert (await bulk.store.load(sids[0])).position == 3
+
+
+def test_inputs_converted_together_equal_each_entry_converted_alone():
+    """convert_together's flattening (C loops, one numpy call) gives every entry the bits its
+    own conversion gives, or declines (None: each entry is then converted, and refused, alone)."""
+    from service.core.validate import as_array
+
+    converted = [
+        [[[0.1, 2, -3.5]], [[1, 2, 3]]],  # floats and integers
+        [[[1, 2, 3], [4, 5, 6]], [[7, 8, 9], [0, 0, 0]]],  # integers only (int64 alone)
+        [[[2**53 - 1, 0.5, 1]], [[16777217, 2, 3]]],  # the largest exact integer; one float32 rounds
+        [[[1e-46, 1e15 + 0.5, -0.0]], [[1, 2, 3]]],  # underflow, rounding, a signed zero
+        [[[], []], [[], []]],  # no features (the engine names it)
+    ]
+    declined = [
+        [[[True, 1, 2]], [[1, 2, 3]]],  # a boolean is no reading
+        [[[1, 2]], [[1, 2, 3]]],  # ragged
+        [[[1e39, 1, 2]], [[1, 2, 3]]],  # past float32
+        [[[3.4e38, 1, 2]], [[1, 2, 3]]],  # large values: converted alone, as integers would be
+        [[[2**53, 1, 2]], [[1, 2, 3]]],  # an integer that converts differently among floats
+        [[[10**400, 1, 2]], [[1, 2, 3]]],  # past float64
+        [[1, 2, 3], [[1, 2, 3]]],  # not [time][features]
+        [[[[1], [2], [3]]], [[[1], [2], [3]]]],  # one level too deep
+    ]
+    for inputs in converted:
+        together = codecs._together(inputs, 100)
+        assert together is not None and together.dtype == np.float32
+        for row, entry in zip(together, inputs, strict=True):
+            assert row.tobytes() == as_array(entry, "inputs").tobytes()
+    assert all(codecs._together(inputs, 100) is None for inputs in declined)
