@@ -13,7 +13,8 @@ divided by the steps the service counted (bench/capacity.py's transport_costs):
 
 Round trips, commands and bytes per step depend on the code, not on the machine's load; CPU
 does. Single steps from 8 streams show the cache at work (each stream's session is served by
-one replica: after the first step, one save per step).
+one replica: after the first step, one save per step, and the saves of steps that finish
+together, one model batch, go as one script call).
 """
 
 from __future__ import annotations

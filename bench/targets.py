@@ -194,6 +194,8 @@ def _redis_targets(redis_rows: list[dict]) -> list[Target]:
         ("round_trips_per_step", "Redis round trips per step (8 HTTP streams): <= 1.1", 1.1),
         ("ops_per_step", "Redis commands per step (8 HTTP streams): <= 5", 5.0),
         ("bytes_per_step", "Redis network bytes per step (8 HTTP streams): <= 2,000", 2000.0),
+        # the redis-server process's CPU time, idle subtracted: depends on the machine's load
+        ("cpu_us_per_step", "Redis CPU per step (8 HTTP streams): <= 50 µs", 50.0),
     ):
         t = Target(20, text, limit, "max")
         value = row["redis"].get(key) if row else None

@@ -249,6 +249,9 @@ class RedisSessionStore(SessionStore):
         self._save_sha = save.sha  # for pipelined saves (save_many)
         self._save, self._create = self._writer(save), self._writer(Script("create"))
         self._active = 0
+        # saves asked for in this event-loop turn, sent together (save), and those being sent
+        self._pending: list[tuple[SessionRecord, int, asyncio.Future[ServiceError | None]]] = []
+        self._sending: set[asyncio.Task[None]] = set()
         self._usage: dict[tuple[str, int], int] = {}
         self._unavailable_since: float | None = None
         self._refresher: asyncio.Task[None] | None = None
@@ -506,6 +509,61 @@ class RedisSessionStore(SessionStore):
         return None
 
     async def save(self, record: SessionRecord, expected_position: int) -> None:
+        """One session's save; saves asked for in the same event-loop turn (the steps of one
+        model batch finish together) are sent together, as save_many sends a bulk request's: one
+        script call for all (a cluster: one pipeline per master) instead of one per session,
+        which is what Redis spends most of a step's CPU on (a read, a reply, an AOF write and a
+        wake-up per call). Each save is the same check-and-set with its own token and gets its
+        own answer; nothing waits for a batch to fill (the batch is sent in the same turn)."""
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[ServiceError | None] = loop.create_future()
+        self._pending.append((record, expected_position, answer))
+        if len(self._pending) == 1:
+            loop.call_soon(self._send_pending)
+        error = await answer
+        if error is not None:
+            raise error
+
+    def _send_pending(self) -> None:
+        items, self._pending = self._pending, []
+        task = asyncio.get_running_loop().create_task(self._save_pending(items))
+        self._sending.add(task)
+        task.add_done_callback(self._sending.discard)
+
+    async def _save_pending(self, items: list[tuple[SessionRecord, int, asyncio.Future[ServiceError | None]]]) -> None:
+        """Save what `save` gathered and answer each caller (a caller that went away is not
+        answered; its save is still completed, so the cache stays true)."""
+        try:
+            if len(items) == 1:
+                record, expected, _ = items[0]
+                errors = await self._save_each([(record, expected)])
+            else:
+                errors = await self.save_many([(record, expected) for record, expected, _ in items])
+        except asyncio.CancelledError:
+            for _, _, answer in items:
+                answer.cancel()
+            raise
+        except Exception as exc:  # not a ServiceError (those are answers): each caller raises it
+            for _, _, answer in items:
+                if not answer.done():
+                    answer.set_exception(exc)
+            return
+        for (_, _, answer), error in zip(items, errors, strict=True):
+            if not answer.done():
+                answer.set_result(error)
+
+    async def _save_each(self, items: list[tuple[SessionRecord, int]]) -> list[ServiceError | None]:
+        """Each save as its own script call (also where a batch could not be answered whole)."""
+        results = await asyncio.gather(*(self._save_one(r, p) for r, p in items), return_exceptions=True)
+        out: list[ServiceError | None] = []
+        for result in results:
+            if isinstance(result, ServiceError) or result is None:
+                out.append(result)
+            else:
+                raise result
+        return out
+
+    async def _save_one(self, record: SessionRecord, expected_position: int) -> None:
         args = self._save_args(record, expected_position)
         keys = self._keys(record.session_id)
         # Safe to re-send, also after a timeout: the script recognises this save by its token.
@@ -576,7 +634,7 @@ class RedisSessionStore(SessionStore):
         save is recognised by its token). Items the pipeline could not answer (a script not
         cached yet, an error reply) are saved one by one (same token: safe)."""
         if len(items) < 2:
-            return await SessionStore.save_many(self, items)
+            return await self._save_each(items)
         for record, _ in items:  # a save re-sent alone below must carry the same token
             if len(record.token) != TOKEN_CHARS:
                 record.token = new_token()
@@ -598,14 +656,14 @@ class RedisSessionStore(SessionStore):
             replies = await self._call("save_many", run, attempts=SAVE_ATTEMPTS, timeouts=1)
         except StoreUnavailable as exc:
             if self.pipelines_span_nodes:  # one master down fails all: each alone (same tokens)
-                return await SessionStore.save_many(self, items)
+                return await self._save_each(items)
             for record, _ in items:
                 self._cache.drop(record.session_id)
             return [exc] * len(items)
         out: list[ServiceError | None] = []
         for (record, expected), reply in zip(items, replies, strict=True):
             if isinstance(reply, Exception):  # the script not cached yet, a refused write: mapped there
-                out.extend(await SessionStore.save_many(self, [(record, expected)]))
+                out.extend(await self._save_each([(record, expected)]))
             else:
                 out.append(self._saved(record, expected, reply))
         return out
@@ -633,7 +691,7 @@ class RedisSessionStore(SessionStore):
                 self._cache.drop(record.session_id)
             return [exc] * len(items)
         except rex.ResponseError:
-            return await SessionStore.save_many(self, items)
+            return await self._save_each(items)
         return [self._saved(record, expected, reply) for (record, expected), reply in zip(items, replies, strict=True)]
 
     async def load_columns(self, session_ids: list[str], owner: str) -> Columns | None:
@@ -717,7 +775,7 @@ class RedisSessionStore(SessionStore):
                 self._cache.drop(sid)
             return [exc] * n
         except rex.ResponseError:  # none is expected: each saved alone, with the same token
-            return await SessionStore.save_many(self, self._column_records(columns, length, state, tokens))
+            return await self._save_each(self._column_records(columns, length, state, tokens))
         replies = [reply for part in parts for reply in part]
         rows = list(zip(*(list(s.transpose(1, 0, 2)) for s in state), strict=True))
         codes = [reply[0] for reply in replies]
@@ -868,6 +926,8 @@ class RedisSessionStore(SessionStore):
             self._refresher = asyncio.create_task(self._refresh_forever())
 
     async def close(self) -> None:
+        if self._sending:  # saves under way finish first
+            await asyncio.gather(*self._sending, return_exceptions=True)
         if self._refresher is not None:
             self._refresher.cancel()
             with contextlib.suppress(asyncio.CancelledError):

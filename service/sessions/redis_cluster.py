@@ -99,7 +99,7 @@ from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from service.core.errors import ServiceError, StoreUnavailable
-from service.sessions.base import NO_QUOTA, Quota, SessionRecord, SessionStore, too_many
+from service.sessions.base import NO_QUOTA, Quota, SessionRecord, too_many
 from service.sessions.redis import RedisSessionStore, Script, ScriptCall, _ms
 
 T = TypeVar("T")
@@ -474,7 +474,7 @@ class RedisClusterSessionStore(RedisSessionStore):
         with `wait_replicas`, each save alone, sent to its master concurrently, each followed by
         its own WAIT on the master's connection."""
         if self.wait_replicas:
-            return await SessionStore.save_many(self, items)
+            return await self._save_each(items)
         return await super().save_many(items)
 
     # -- health

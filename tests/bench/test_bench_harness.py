@@ -56,7 +56,10 @@ def test_targets_from_one_run() -> None:
         if key not in best or r["steps_per_s"] > best[key]["steps_per_s"]:
             best[key] = r
     redis_rows = [
-        {"mode": "steps", "redis": {"round_trips_per_step": 1.01, "ops_per_step": 5.0, "bytes_per_step": 2400}}
+        {
+            "mode": "steps",
+            "redis": {"round_trips_per_step": 1.01, "ops_per_step": 5.0, "bytes_per_step": 2400, "cpu_us_per_step": 51},
+        }
     ]
     result = _by_text(targets.evaluate(list(best.values()), rounds, redis_rows))
     eight = result["No regression: 8 HTTP streams within 5% of the baseline commit"]
@@ -74,6 +77,7 @@ def test_targets_from_one_run() -> None:
     assert result["Redis round trips per step (8 HTTP streams): <= 1.1"]["status"] == "MET"
     assert result["Redis commands per step (8 HTTP streams): <= 5"]["status"] == "MET"
     assert result["Redis network bytes per step (8 HTTP streams): <= 2,000"]["status"] == "MISSED"
+    assert result["Redis CPU per step (8 HTTP streams): <= 50 µs"]["status"] == "MISSED"
     forecaster = next(t for t in result.values() if t["text"].startswith("The forecaster"))
     assert forecaster["status"] == "NOT MEASURED"
     lines = targets.render(targets.evaluate(list(best.values()), rounds))

@@ -692,3 +692,62 @@ def test_columnar_save_is_a_check_and_set_per_session_safe_to_send_again(own_ser
             await store.close()
 
     run(go())
+
+
+def test_saves_asked_for_together_are_one_script_call_each_answered_as_alone(server: RedisProcess, prefix: str) -> None:
+    """Saves that callers ask for in the same event-loop turn (the steps of one model batch)
+    go to Redis as one script call; each caller gets what its own save answers (written, a
+    conflict carrying the stored record, not found), and a save alone is the plain script."""
+    records = [make_record(seed=k) for k in range(4)]
+    raw = redis.Redis(port=server.port)
+
+    def calls() -> dict[str, int]:
+        stats = raw.info("commandstats")
+        return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in ("evalsha", "eval", "hset")}
+
+    async def go():
+        store = store_for(server.url, prefix, cache_bytes=0)
+        try:
+            for record in records:
+                await store.create(record)
+            steps = [await store.load(r.session_id) for r in records]
+            for k, step in enumerate(steps):
+                step.position, step.token = 1, new_token()
+                step.state = tuple(s + k for s in step.state)
+            stale = make_record(seed=7)  # another replica's idea of records[1]: a conflict
+            stale.session_id, stale.created_at, stale.position = records[1].session_id, records[1].created_at, 1
+            await store.save(steps[1], 0)
+            raw.script_flush()  # the batch: one EVALSHA, answered NOSCRIPT, then sent whole (EVAL)
+            before = calls()
+            answers = await asyncio.gather(
+                store.save(steps[0], 0),
+                store.save(stale, 0),
+                store.save(make_record(seed=3), 0),
+                store.save(steps[2], 0),
+                store.save(steps[3], 0),
+                return_exceptions=True,
+            )
+            together = {name: n - before[name] for name, n in calls().items()}
+            assert together == {"evalsha": 1, "eval": 1, "hset": 3}, together
+            assert answers[0] is None and answers[3:] == [None, None]
+            assert isinstance(answers[1], PositionConflict) and answers[1].details["position"] == 1
+            assert answers[1].current is not None and same_bytes(answers[1].current.state, steps[1].state)  # type: ignore[attr-defined]
+            assert isinstance(answers[2], SessionNotFound)
+            for step in (steps[0], steps[2], steps[3]):
+                again = await store.load(step.session_id)
+                assert again.position == 1 and same_bytes(again.state, step.state)
+            # a save alone: the save script itself, not the batch wrapper (the server forgot
+            # both: the one sent comes back as NOSCRIPT and is sent whole, and so cached)
+            raw.script_flush()
+            before = calls()
+            steps[0].position, steps[0].token = 2, new_token()
+            await store.save(steps[0], 1)
+            assert {name: n - before[name] for name, n in calls().items()} == {"evalsha": 1, "eval": 1, "hset": 1}
+            assert raw.script_exists(store._save.sha, store._save_batch.sha) == [True, False]  # type: ignore[attr-defined]
+        finally:
+            await store.close()
+
+    try:
+        run(go())
+    finally:
+        raw.close()
