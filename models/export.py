@@ -10,14 +10,22 @@ The legacy TorchScript exporter (dynamo=False) emits one native ONNX LSTM/GRU no
 which ONNX Runtime runs as a fused kernel. Every export is checked before it is accepted:
 the onnx checker, then ONNX Runtime against torch on random inputs of several batch sizes and
 lengths (length 1 included, as streaming uses it). A disagreement raises ExportError.
+
+A forecaster with the robust state update (models/forecast_spec.py) exports one pass of its
+graph (`Forecaster._robust_pass`, the target as the state takes it as an extra input) and wraps
+it (`_fixed_point`): the pass from the raw readings, then an ONNX Loop that reruns the pass from
+the readings the last one took until they come back unchanged. The Loop's condition is false
+from the start for nearly every call (nothing far outside), so a streamed step runs one pass
+and a Loop node that does nothing.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -60,6 +68,120 @@ class _FlatSignature(nn.Module):
         return _graph_outputs(self.model, x, tuple(state))
 
 
+class _RobustPass(nn.Module):
+    """One pass of a robust forecaster (`Forecaster._robust_pass`), positional for the exporter."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor, cleaned: Tensor, *state: Tensor) -> tuple[Tensor, ...]:
+        point, states, quantiles, anomaly, taken = self.model._robust_pass(x, cleaned, tuple(state))  # type: ignore[operator]
+        return (point, *states, quantiles, anomaly, taken)
+
+
+def _rename(graph: Any, rename: Callable[[str], str]) -> None:
+    """Rename every value `graph`'s nodes read or write, its inputs and outputs, into its
+    nodes' subgraphs too (an ONNX If or Loop of the Holt-Winters recursion): `rename` says how
+    (names it keeps: the outer scope's)."""
+    for node in graph.node:
+        node.input[:] = [rename(n) if n else n for n in node.input]
+        node.output[:] = [rename(n) if n else n for n in node.output]
+        if node.name:
+            node.name = rename(node.name)
+        for attr in node.attribute:
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                _rename(sub, rename)
+                for value in [*sub.input, *sub.output]:
+                    value.name = rename(value.name)
+    del graph.value_info[:]
+
+
+def _fixed_point(proto: Any, config: ModelConfig, target: int) -> Any:
+    """The pass graph `proto` (inputs input, cleaned, states; outputs `graph_output_names`,
+    taken) wrapped as the served graph (inputs input, states): the pass on the raw target
+    column, then a Loop of passes while the readings taken change (at most T more: pass p gets
+    every step before p right)."""
+    import copy
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = proto.graph
+    outer = {i.name for i in graph.initializer} | {i.name for i in graph.input if i.name != "cleaned"}
+    outs = [o.name for o in graph.output]  # graph_output_names, then "taken"
+    body = copy.deepcopy(graph)
+    del body.initializer[:], body.input[:], body.output[:]
+    _rename(body, lambda n: n if n in outer else f"pass/{n}")
+    first = copy.deepcopy(graph)
+    _rename(first, lambda n: f"first/{n}" if n in outs else n)
+
+    def value(name: str, like: Any = None, elem: int = TensorProto.FLOAT) -> Any:
+        if like is None:
+            return helper.make_tensor_value_info(name, elem, [])
+        dims = [d.dim_param or d.dim_value or None for d in like.type.tensor_type.shape.dim]
+        return helper.make_tensor_value_info(name, like.type.tensor_type.elem_type, dims)
+
+    def changed(new: str, old: str, prefix: str) -> list[Any]:
+        """Nodes computing the bool scalar `<prefix>changed`: any reading taken differs."""
+        return [
+            helper.make_node("Equal", [new, old], [f"{prefix}same"]),
+            helper.make_node("Cast", [f"{prefix}same"], [f"{prefix}same_f"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMin", [f"{prefix}same_f"], [f"{prefix}all_same"], keepdims=0),
+            helper.make_node("Less", [f"{prefix}all_same", "robust/one"], [f"{prefix}changed"]),
+        ]
+
+    order = [graph.output[-1], *graph.output[:-1]]  # taken first, as the body returns them
+    carried = [value(f"pass/{o.name}", o) for o in order]
+    body_graph = helper.make_graph(
+        [*body.node, *changed("pass/taken", "pass/cleaned", "pass/")],
+        "robust_pass",
+        [
+            value("pass/iteration", elem=TensorProto.INT64),
+            value("pass/condition", elem=TensorProto.BOOL),
+            value("pass/cleaned", graph.output[-1]),
+            *(value(f"pass/previous/{n}", o) for n, o in zip(outs[:-1], graph.output[:-1], strict=True)),
+        ],
+        [value("pass/changed", elem=TensorProto.BOOL), *carried],
+    )
+    constants = [
+        helper.make_tensor("robust/one", TensorProto.FLOAT, [], [1.0]),
+        helper.make_tensor("robust/time_axis", TensorProto.INT64, [], [1]),
+    ]
+    if config.input_size == 1:
+        source = [helper.make_node("Identity", ["input"], ["cleaned"])]
+    else:
+        source = [helper.make_node("Slice", ["input", "robust/start", "robust/end", "robust/axis"], ["cleaned"])]
+        constants += [
+            helper.make_tensor("robust/start", TensorProto.INT64, [1], [target]),
+            helper.make_tensor("robust/end", TensorProto.INT64, [1], [target + 1]),
+            helper.make_tensor("robust/axis", TensorProto.INT64, [1], [2]),
+        ]
+    nodes = [
+        *source,
+        *first.node,
+        *changed("first/taken", "cleaned", "first/"),
+        helper.make_node("Shape", ["input"], ["robust/shape"]),
+        helper.make_node("Gather", ["robust/shape", "robust/time_axis"], ["robust/steps"], axis=0),
+        helper.make_node(
+            "Loop",
+            ["robust/steps", "first/changed", "first/taken", *(f"first/{n}" for n in outs[:-1])],
+            ["robust/taken", *outs[:-1]],
+            body=body_graph,
+        ),
+    ]
+    main = helper.make_graph(
+        nodes,
+        graph.name,
+        [i for i in graph.input if i.name != "cleaned"],
+        list(graph.output[:-1]),
+        [*graph.initializer, *constants],
+    )
+    model = helper.make_model(main, opset_imports=list(proto.opset_import), ir_version=proto.ir_version)
+    model.producer_name, model.producer_version = proto.producer_name, proto.producer_version
+    return onnx.shape_inference.infer_shapes(model)
+
+
 def _graph_outputs(model: nn.Module, x: Tensor, state: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
     """Every graph output in `graph_output_names` order: forecasts, states, then any extras."""
     own = getattr(model, "graph_outputs", None)
@@ -94,18 +216,28 @@ def export_onnx(
     for name in config.extra_outputs:
         dynamic_axes[name] = batch_time
 
+    robust = bool(getattr(model, "robust", False))
+    names_in, names_out = input_names(config), graph_output_names(config)
+    wrapper: nn.Module = _FlatSignature(model).eval()
+    example: tuple[Tensor, ...] = (x, *state)
+    if robust:  # one pass, wrapped in its fixed point below
+        wrapper = _RobustPass(model).eval()
+        target = int(model.spec.target_index)  # type: ignore[union-attr,arg-type]
+        example = (x, x[:, :, target : target + 1], *state)
+        names_in, names_out = [names_in[0], "cleaned", *names_in[1:]], [*names_out, "taken"]
+        dynamic_axes["cleaned"] = dynamic_axes["taken"] = batch_time
+
     buffer = io.BytesIO()
     # The exporter warns about fixed batch sizes for RNNs; our states are graph inputs with a
     # dynamic batch axis, which is the remedy it suggests, and parity below proves it.
-    wrapper = _FlatSignature(model).eval()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper,
-            (x, *state),
+            example,
             buffer,  # type: ignore[arg-type]  # a file object is accepted; torch's hint names only paths
-            input_names=input_names(config),
-            output_names=graph_output_names(config),
+            input_names=names_in,
+            output_names=names_out,
             dynamic_axes=dynamic_axes,
             opset_version=OPSET,
             do_constant_folding=True,
@@ -115,6 +247,8 @@ def export_onnx(
     # mode (dropout off), as served.
     model.eval()
     proto = onnx.load_from_string(buffer.getvalue())
+    if robust:
+        proto = _fixed_point(proto, config, target)
     entries = {METADATA_KEY: config.to_json(), **(metadata or {})}
     for key, value in entries.items():
         prop = proto.metadata_props.add()

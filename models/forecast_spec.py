@@ -17,6 +17,20 @@ Terms (y is the target's raw reading, t the reading just received):
        and phase [1, B, 1] on its own (the clock writes it at a session's start). Fewer graph
        inputs and outputs (each costs about as much as several small nodes per call), and the
        lag convolution reads concat(history, y) directly (zero weights on count and pending).
+    3  layout 2, and a model with the anomaly levels keeps a robust state update (below): its
+       history is [count, pending, run, ring], `run` the far readings in a row (capped at
+       `robust_run`). Without the anomaly levels the same tensors as layout 2.
+- robust state update (layout 3 with the anomaly levels): a reading far outside the interval
+  forecast for it, |y - c95| > robust_margin x h95 (c95, h95 the 95 % interval's centre and
+  half-width in the pending state, the anomaly score's terms; once the session has read its
+  whole ring, so that the forecast had every lag), enters the state (ring, seasonal
+  and smoothing baselines, RNN input) as the 80 % interval's centre instead, kept within the
+  range of the K readings before it as the state took them (so the state stays within the
+  range of the readings: a model with poor forecasts cannot feed on its own forecasts), unless it is the
+  robust_run-th far reading in a row (or a later one of that run): a level shift is accepted
+  from then on. Its anomaly flag and score are still the raw reading's. The rule depends on the
+  bounds forecast one step earlier, which depend on the readings that entered the state, so a
+  chunk is cleaned to a fixed point (models/forecaster.py `Forecaster.graph_outputs`).
 - transform: the baseline the network corrects, per lead k (all in raw units):
     none           the training mean (the network sees levels; for series without trend)
     diff           y_t (last value)
@@ -104,9 +118,16 @@ SHORT_LAGS = (1, 2, 3)
 MAX_BLOCKS = 14  # one-hot "day of week" style blocks when long/short season ratio is this or less
 HARMONICS = 2
 MAX_CYCLE = 100_000
-LAYOUT = 2  # the state layout new forecasters are built with (see the module docstring)
-LAYOUTS = (1, 2)
+LAYOUT = 3  # the state layout new forecasters are built with (see the module docstring)
+LAYOUTS = (1, 2, 3)
 PENDING = 4  # values of the `pending` part (anomaly levels' bounds, forecast for the next reading)
+# The robust state update of layout 3 (module docstring): a reading beyond ROBUST_MARGIN 95 %
+# half-widths from the interval's centre is replaced in the state, up to ROBUST_RUN - 1 in a row.
+# With Gaussian errors the 95 % half-width is 1.96 sigma, so the margin is 3.9 sigma: about 1 in
+# 10,000 ordinary readings; a reading ten times the level is hundreds of half-widths out.
+# Figures on real series in docs/quality.md.
+ROBUST_MARGIN = 2.0
+ROBUST_RUN = 3
 
 
 class SpecError(ValueError):
@@ -152,6 +173,11 @@ class ForecastSpec:
     quantile_shift: tuple[tuple[float, ...], ...] = ()
     # State layout (module docstring); 1 for manifests written before layouts were recorded.
     layout: int = 1
+    # The robust state update (module docstring; layout 3, models with the anomaly levels): the
+    # margin in 95 % half-widths and the far readings in a row that are accepted. 0: none (the
+    # manifests written before it).
+    robust_margin: float = 0.0
+    robust_run: int = 0
 
     # ------------------------------------------------------------------ derived
     @property
@@ -206,14 +232,23 @@ class ForecastSpec:
             return 0
         return 1 if self.transform == "diff" else 1 + len(self.seasons) * self.horizon
 
+    def robust(self, anomaly: bool) -> bool:
+        """Whether a model with these specs (`anomaly`: it has the anomaly levels) keeps the
+        robust state update (module docstring)."""
+        return anomaly and self.layout >= 3 and self.robust_run > 0
+
     def history_slots(self, anomaly: bool) -> dict[str, tuple[int, int]]:
-        """Layout 2: where count, pending (with `anomaly`) and ring sit on the packed history
-        state's last axis, as [start, end) pairs; the width is the ring's end."""
-        pending = PENDING if anomaly else 0
+        """Layouts 2 and 3: where count, pending (with `anomaly`), run (robust) and ring sit
+        on the packed history state's last axis, as [start, end) pairs; the width is the ring's end."""
         slots = {"count": (0, 1)}
-        if pending:
-            slots["pending"] = (1, 1 + pending)
-        slots["ring"] = (1 + pending, 1 + pending + self.ring)
+        end = 1
+        if anomaly:
+            slots["pending"] = (end, end + PENDING)
+            end += PENDING
+        if self.robust(anomaly):
+            slots["run"] = (end, end + 1)
+            end += 1
+        slots["ring"] = (end, end + self.ring)
         return slots
 
     def column_valid(self, lead: int, column: int) -> bool:
@@ -232,7 +267,13 @@ class ForecastSpec:
         data["quantile_shift"] = tuple(tuple(row) for row in data.get("quantile_shift", ()))
         if data.get("layout", 1) not in LAYOUTS:
             raise SpecError(f"forecaster state layout {data['layout']!r} is not one of {LAYOUTS} (a newer seqserve?)")
-        return cls(**data)
+        spec = cls(**data)
+        if spec.robust_run and (spec.layout < 3 or spec.robust_run < 1 or spec.robust_margin <= 0):
+            raise SpecError(
+                f"robust state update (margin {spec.robust_margin}, run {spec.robust_run}) needs layout 3, "
+                "a positive margin and run"
+            )
+        return spec
 
 
 def make_spec(
@@ -300,6 +341,8 @@ def make_spec(
         smooth_window=window,
         layout=layout,
         log=log,
+        robust_margin=ROBUST_MARGIN if layout >= 3 else 0.0,
+        robust_run=ROBUST_RUN if layout >= 3 else 0,
     )
 
 

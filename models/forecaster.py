@@ -58,6 +58,9 @@ LOCAL_EPS_STD = 1e-6
 # Phase inputs come from a constant table of every phase's row (one lookup per call) while it
 # holds at most this many numbers (1 MiB); longer cycles compute them in the graph instead.
 PHASE_TABLE_MAX = 1 << 18
+# Readings torch takes at a time with the robust state update (`Forecaster._robust`): a far
+# reading costs one more pass over its block, not over the whole sequence.
+ROBUST_BLOCK = 256
 
 
 def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec, ...]:
@@ -79,7 +82,11 @@ def history_states(spec: ForecastSpec, anomaly: bool = False) -> tuple[StateSpec
         parts = [f"readings seen (capped at {spec.ring + 1})"]
         if anomaly:
             parts.append("quantiles " + ", ".join(str(q) for q in PENDING_LEVELS) + " forecast for the next reading")
-        parts.append(f"the last {spec.ring} raw readings of the target, oldest first")
+        if spec.robust(anomaly):
+            parts.append(f"far-outside readings in a row (capped at {spec.robust_run}; robust state update)")
+            parts.append(f"the last {spec.ring} readings of the target as the state took them, oldest first")
+        else:
+            parts.append(f"the last {spec.ring} raw readings of the target, oldest first")
         doc = "packed: " + "; ".join(parts)
         own = (phase,) if spec.cycle else ()
         return (
@@ -164,7 +171,7 @@ def quantile_bias(levels: tuple[float, ...]) -> np.ndarray:
 def history_parts(config: ModelConfig, state: Sequence[Any]) -> dict[str, Any]:
     """The forecaster's own parts of a state tuple (torch tensors or NumPy arrays, h and c
     first), whatever its layout: ring [1, B, K], count [1, B, 1], phase [1, B, 1] (with a
-    cycle), pending [1, B, 4] (with anomaly levels). Views where the layout packs them, so
+    cycle), pending [1, B, 4] (with anomaly levels), run [1, B, 1] (robust). Views where the layout packs them, so
     writing into one writes into the state."""
     spec = spec_of(config)
     if spec is None:
@@ -302,6 +309,8 @@ class Forecaster(nn.Module):
     phase_table: torch.Tensor
     quantile_accumulate: torch.Tensor
     quantile_shift: torch.Tensor
+    run_prefix: torch.Tensor
+    target_mask: torch.Tensor
     quantile_block: torch.Tensor
     lead_expand: torch.Tensor
     anomaly_select: torch.Tensor
@@ -344,6 +353,13 @@ class Forecaster(nn.Module):
         nn.init.zeros_(self.head.bias)
         h, c = spec.horizon, len(spec.columns)
         levels = config.quantiles
+        self.robust = spec.robust(config.anomaly)
+        if self.robust:  # the run-length prefix (`_robust_pass`): slot i is true when run0 >= k - 1 - i
+            prefix = torch.arange(spec.robust_run - 1, 0, -1, dtype=torch.float32).reshape(1, -1, 1)
+            self.register_buffer("run_prefix", prefix, persistent=False)
+            mask = torch.zeros(spec.num_features, dtype=torch.bool)
+            mask[spec.target_index] = True
+            self.register_buffer("target_mask", mask, persistent=False)
         if levels:
             # A second head after the point head (the reference finds them in this order).
             self.quantile_head = nn.Linear(config.hidden_size, h * len(levels))
@@ -703,6 +719,8 @@ class Forecaster(nn.Module):
             pending = np.sort(spec.level_mean + spec.level_std * rng.standard_normal((1, batch, 4)), axis=-1)
             pending = np.exp(pending) if spec.log else pending
             parts["pending"][...] = pending[..., [1, 0, 2, 3]]
+        if self.robust:
+            parts["run"][...] = rng.integers(0, spec.robust_run + 1, (1, batch, 1))
         return [*out, *own]
 
     def random_input(self, batch: int, steps: int, rng: np.random.Generator) -> np.ndarray:
@@ -744,9 +762,14 @@ class Forecaster(nn.Module):
     ) -> tuple[Tensor, State, tuple[Tensor, ...]]:
         """Forecasts and new state; with `extras` (and quantile levels) also the quantiles and
         the anomaly rows of every reading (forecast_spec's docstring; ANOMALY_COLUMNS). The
-        quantiles are computed either way when the model carries the `pending` state."""
+        quantiles are computed either way when the model carries the `pending` state. A robust
+        model (forecast_spec's docstring) takes the readings through its robust state update in
+        eval mode, as served; in training mode (the point network's training steps) it reads
+        them as they are, so the point network trains as it would without the anomaly levels."""
         if state is None:
             state = self.init_state(x.shape[0], x.device)
+        if self.robust and not self.training:  # training steps read the readings as they are
+            return self._robust(x, state)
         point, top, scale, parts, new_cell, new_state = self.readout(x, state)
         if not self.config.quantiles or not (extras or self.config.anomaly):
             return self.raw(point), (*new_cell, *new_state), ()
@@ -758,6 +781,98 @@ class Forecaster(nn.Module):
         ahead = self.raw(flat @ self.anomaly_select)  # the next reading's anomaly bounds, [B, T, 4]
         anomaly, pending = self._anomaly(self._target3(x), ahead, parts["pending0"], parts["count"])
         return point, (*new_cell, *self.pack_state(parts, pending)), (quantiles, anomaly)
+
+    def _robust(self, x: Tensor, state: State) -> tuple[Tensor, State, tuple[Tensor, ...]]:
+        """`predict` with the robust state update (forecast_spec's docstring), ROBUST_BLOCK
+        readings at a time (`_robust_block`), each block from the state the last one left."""
+        blocks = [self._robust_block(x[:, :ROBUST_BLOCK], state)]
+        for a in range(ROBUST_BLOCK, x.shape[1], ROBUST_BLOCK):
+            blocks.append(self._robust_block(x[:, a : a + ROBUST_BLOCK], blocks[-1][1]))
+        if len(blocks) == 1:
+            point, states, quantiles, anomaly, _ = blocks[0]
+            return point, states, (quantiles, anomaly)
+        point = torch.cat([b[0] for b in blocks], dim=1)
+        quantiles = torch.cat([b[2] for b in blocks], dim=1)
+        anomaly = torch.cat([b[3] for b in blocks], dim=1)
+        return point, blocks[-1][1], (quantiles, anomaly)
+
+    def _robust_block(self, x: Tensor, state: State) -> tuple[Tensor, State, Tensor, Tensor, Tensor]:
+        """`_robust_pass` at its fixed point: the readings as the state takes them, found by
+        passes of the vectorised graph, then that pass's outputs (and the readings taken).
+
+        Which readings are replaced at step t depends on the bounds forecast at t - 1, which
+        depend on the readings taken before t, so a chunk is a recursion. Each pass starts from
+        the readings the previous one took: pass p gets every step before p right, so they stop
+        changing after at most T + 1 passes, and the pass whose readings come back unchanged
+        computed exactly what one reading at a time computes. A chunk with nothing far outside
+        (but, perhaps, its first reading, which the pending state alone decides) takes one
+        pass; each far reading whose replacement moves a later far one's bounds, one more. The
+        exported graph runs whole chunks the same way with an ONNX Loop (models/export.py);
+        torch takes long sequences in blocks (`_robust`), so a far reading costs a block's
+        pass, not the sequence's."""
+        cleaned = self._target3(x)
+        for _ in range(x.shape[1] + 1):
+            out = self._robust_pass(x, cleaned, state)
+            if torch.equal(out[-1], cleaned):
+                break
+            cleaned = out[-1]
+        return out
+
+    def cleaned(self, x: Tensor, state: State | None = None) -> Tensor:
+        """x [B, T, F] with the target column as the state takes it (the robust state update;
+        x itself for other models): what `readout` must read to see the served states."""
+        if not self.robust:
+            return x
+        if state is None:
+            state = self.init_state(x.shape[0], x.device)
+        taken = []
+        for a in range(0, x.shape[1], ROBUST_BLOCK):
+            _, state, _, _, block = self._robust_block(x[:, a : a + ROBUST_BLOCK], state)
+            taken.append(block)
+        return self._with_target(x, torch.cat(taken, dim=1))
+
+    def _with_target(self, x: Tensor, target: Tensor) -> Tensor:
+        """x [B, T, F] with its target column replaced by `target` [B, T, 1]."""
+        return target if self.spec.num_features == 1 else torch.where(self.target_mask, target, x)
+
+    def _robust_pass(self, x: Tensor, cleaned: Tensor, state: State) -> tuple[Tensor, State, Tensor, Tensor, Tensor]:
+        """One pass of `_robust`: the graph run on x with the target taken as `cleaned`
+        [B, T, 1] -> (forecasts, new state, quantiles, anomaly rows of the raw readings, the
+        readings the state takes given this pass's bounds [B, T, 1]).
+
+        A far reading (|score| > robust_margin, once the session is warm: its ring full, so the
+        forecast had every lag) extends the run of far readings in a
+        row, min(run, k) with k = robust_run: the sum over j = 1..k of "the last j readings
+        were all far", the state's run standing for the readings before the chunk (slot i of
+        `run_prefix`). While that run is under k it is replaced by the 80 % interval's centre
+        kept within the range of the K readings before it as the state took them (a sliding
+        max pool): the state never leaves the range of the readings, so a model whose
+        forecasts are poor does not feed on them (forecasts replacing readings unbounded made
+        models with random heads diverge to infinity)."""
+        spec = self.spec
+        raw_y = self._target3(x)
+        point, top, scale, parts, new_cell, _ = self.readout(self._with_target(x, cleaned), state)
+        flat = self._quantiles_flat(top, point, scale, parts.get("quantile_raw"))
+        quantiles = self.raw(flat.reshape(flat.shape[0], flat.shape[1], spec.horizon, -1))
+        ahead = self.raw(flat @ self.anomaly_select)  # the next reading's anomaly bounds, [B, T, 4]
+        before = torch.cat([parts["pending0"], ahead[:, :-1]], dim=1)
+        anomaly, score, centre80 = self._flag_rows(raw_y, before, parts["count"])
+        warm = parts["count"] >= float(spec.ring + 1)  # every lag available: no warm-up forecast
+        far = ((score.abs() > spec.robust_margin) & warm).to(raw_y.dtype)
+        run, window = far, far
+        k = spec.robust_run
+        if k > 1:
+            padded = torch.cat([(parts["run0"] >= self.run_prefix).to(raw_y.dtype), far], dim=1)  # [B, k-1+T, 1]
+            for j in range(1, k):
+                window = window * padded[:, k - 1 - j : -j]
+                run = run + window
+        window = parts["before_each"]
+        high = nn.functional.max_pool1d(window, spec.ring, 1).transpose(1, 2)  # [B, T, 1]
+        low = -nn.functional.max_pool1d(-window, spec.ring, 1).transpose(1, 2)
+        centre80 = torch.minimum(torch.maximum(centre80, low), high)
+        take = torch.where((far > 0.0) & (run < float(k)), centre80, raw_y)
+        new_state = self.pack_state(parts, ahead[:, -1:], run[:, -1:])
+        return self.raw(point), (*new_cell, *new_state), quantiles, anomaly, take
 
     def readout(self, x: Tensor, state: State) -> tuple[Tensor, Tensor, Tensor, dict, State, State]:  # type: ignore[type-arg]
         """(point forecasts [B, T, H], the top layer's output after dropout [B, T, hidden], the
@@ -852,6 +967,11 @@ class Forecaster(nn.Module):
         no earlier one (count < 2) has seen = 0 and zeros. The score is the reading's distance
         from the 95 % interval's centre in its half-widths (|score| > 1: outside)."""
         before = torch.cat([pending0, ahead[:, :-1]], dim=1)  # PENDING_LEVELS order
+        return self._flag_rows(y, before, count)[0], ahead[:, -1:]
+
+    def _flag_rows(self, y: Tensor, before: Tensor, count: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(anomaly rows [B, T, 4], score [B, T, 1], the 80 % interval's centre [B, T, 1]) of
+        readings `y` against the bounds forecast for them, `before` [B, T, 4] (`_anomaly`)."""
         # Both intervals' centres and half-widths, (80 %, 95 %) each, by one MatMul (halving is exact)
         centre_half = before @ self.interval_halves
         centre = centre_half[..., :2]
@@ -859,7 +979,7 @@ class Forecaster(nn.Module):
         distance = (y - centre) / half
         seen = (count >= 2.0).to(y.dtype)
         flags = torch.cat([seen, (distance.abs() > 1.0).to(y.dtype), distance[..., 1:]], dim=-1)
-        return flags * seen, ahead[:, -1:]
+        return flags * seen, distance[..., 1:], centre[..., :1]
 
     def features(self, x: Tensor, state: State) -> tuple[dict, State]:  # type: ignore[type-arg]
         """Everything the graph derives from the readings and the history states: dy, e (over
@@ -898,7 +1018,12 @@ class Forecaster(nn.Module):
             padded3 = padded.unsqueeze(1) if spec.log else raw3
             count3 = raw3[:, :, :1]  # [B, 1, 1]
             if self.config.anomaly:
-                parts["pending0"] = raw3[:, :, 1:lead]  # [B, 1, 4]
+                slots = spec.history_slots(True)
+                parts["pending0"] = raw3[:, :, slots["pending"][0] : slots["pending"][1]]  # [B, 1, 4]
+                if self.robust:
+                    parts["run0"] = raw3[:, :, slots["run"][0] : slots["run"][1]]  # [B, 1, 1]
+                    # the ring, then the chunk's readings but its last: the K readings before each step
+                    parts["before_each"] = raw3[:, :, slots["ring"][0] : -1]  # [B, 1, K + T - 1]
             full = padded[:, lead:]  # [B, K+T], only read by the window transforms
             count0 = history[:, :1]  # [B, 1], likewise
         else:
@@ -1007,15 +1132,17 @@ class Forecaster(nn.Module):
             parts["phase_next"] = (unknown if self.phase_lookup else torch.where(start >= 0, phase, -1.0))[:, -1]
         return parts, self.pack_state(parts)
 
-    def pack_state(self, parts: dict, pending: Tensor | None = None) -> State:  # type: ignore[type-arg]
+    def pack_state(self, parts: dict, pending: Tensor | None = None, run: Tensor | None = None) -> State:  # type: ignore[type-arg]
         """The new history states in the spec's layout, from the last step's ring and count
-        (layout 2: [B, 1, n] each; layout 1: [B, n]), phase [B, 1] and the new pending
-        [B, 1, 4] (with anomaly levels; without it, a layout-2 history keeps the old pending,
-        as only `features` callers see it)."""
+        (layout 2: [B, 1, n] each; layout 1: [B, n]), phase [B, 1], the new pending [B, 1, 4]
+        (with anomaly levels) and run [B, 1, 1] (robust); without them, a packed history keeps
+        the old ones, as only `features` callers see it."""
         if self.spec.layout >= 2:
             own = [parts["count_next"]]
             if self.config.anomaly:
                 own.append(parts["pending0"] if pending is None else pending)
+            if self.robust:
+                own.append(parts["run0"] if run is None else run)
             packed: State = (torch.cat([*own, parts["ring_next"]], dim=2).transpose(0, 1),)
         else:
             packed = (parts["ring_next"].unsqueeze(0), parts["count_next"].unsqueeze(0))

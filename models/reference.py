@@ -246,16 +246,23 @@ class ForecasterReference:
         smoothing = spec.smoothing
         smoothed = [own["smoothed"][0, b].copy() for b in range(batch)] if smoothing is not None else []
         pending = [own["pending"][0, b].copy() for b in range(batch)] if cfg.anomaly else []
+        robust = spec.robust(cfg.anomaly)
+        runs = [float(own["run"][0, b, 0]) for b in range(batch)] if robust else []
         out = np.zeros((batch, steps, spec.horizon))
         quantiles = np.zeros((batch, steps, spec.horizon, len(levels)))
         anomaly = np.zeros((batch, steps, 4))
+        taken = x.copy()  # the readings as the state takes them (the robust state update replaces some)
         for t in range(steps):
             inputs, extras = [], []
             for b in range(batch):
-                rnn_in, extra = self._step_features(spec, x[b, t], rings[b], counts[b], phases[b])
+                if robust:
+                    taken[b, t, spec.target_index], runs[b] = self._robust_take(
+                        spec, x[b, t, spec.target_index], pending[b], counts[b] >= spec.ring, runs[b], rings[b]
+                    )
+                rnn_in, extra = self._step_features(spec, taken[b, t], rings[b], counts[b], phases[b])
                 if smoothing is not None:  # the Holt-Winters formula once its longest season is read
                     seen = min(counts[b] + 1, spec.ring + 1)
-                    raw = np.array([*rings[b][-smoothing.span :], x[b, t, spec.target_index]], dtype=np.float64)
+                    raw = np.array([*rings[b][-smoothing.span :], taken[b, t, spec.target_index]], dtype=np.float64)
                     if spec.log:  # the formula runs in the graph's units (forecast_spec's docstring)
                         raw = np.log(np.maximum(raw, spec.log_floor))
                     reading = float(raw[-1])
@@ -271,7 +278,7 @@ class ForecasterReference:
                         extra = (hw.forecast(smoothed[b], error, spec.horizon, smoothing), *extra[1:])
                 inputs.append(rnn_in)
                 extras.append(extra)
-                rings[b] = [*rings[b][1:], x[b, t, spec.target_index]]
+                rings[b] = [*rings[b][1:], taken[b, t, spec.target_index]]
                 counts[b] = min(counts[b] + 1, spec.ring + 1)
                 if spec.cycle:  # any negative phase is unknown and carried on as -1
                     phases[b] = (phases[b] + 1) % spec.cycle if phases[b] >= 0 else -1.0
@@ -306,9 +313,10 @@ class ForecasterReference:
             "count": np.array(counts)[None, :, None],
             "phase": np.array(phases)[None, :, None],
             "pending": np.array(pending).reshape(1, batch, -1),
+            "run": np.array(runs).reshape(1, batch, -1),
         }
         if spec.layout >= 2:
-            packed = ["count", *(["pending"] if cfg.anomaly else []), "ring"]
+            packed = ["count", *(["pending"] if cfg.anomaly else []), *(["run"] if robust else []), "ring"]
             final.append(np.concatenate([ends[name] for name in packed], axis=-1))
             final += [ends["phase"]] if spec.cycle else []
             final += [np.array(smoothed)[None]] if smoothing is not None else []
@@ -354,6 +362,25 @@ class ForecasterReference:
                     offset = 0.0  # the median is the point forecast, shifted
                 q[k, j] = point[k] + unit[k] * (offset + used[j])
         return q
+
+    @staticmethod
+    def _robust_take(
+        spec: Any, reading: float, pending: np.ndarray, warm: bool, run: float, ring: list[float]
+    ) -> tuple[float, float]:
+        """(the reading as the state takes it, the far readings in a row after it): a reading
+        more than robust_margin 95 % half-widths from the interval's centre is far (`warm`:
+        the session had read its whole ring before it); while it
+        makes a run shorter than robust_run it is taken as the 80 % interval's centre, kept
+        within the range of the `ring` (the K readings before it, as taken; forecast_spec's
+        docstring)."""
+        lo80, lo95, hi80, hi95 = pending
+        half = max(0.5 * (hi95 - lo95), 1e-6 * spec.level_std)
+        far = warm and abs(reading - 0.5 * (lo95 + hi95)) / half > spec.robust_margin
+        if not far:
+            return reading, 0.0
+        run = min(run + 1.0, float(spec.robust_run))
+        centre = min(max(0.5 * (lo80 + hi80), min(ring)), max(ring))
+        return (centre if run < spec.robust_run else reading), run
 
     @staticmethod
     def _flag(reading: float, pending: np.ndarray, seen: bool, level_std: float) -> np.ndarray:

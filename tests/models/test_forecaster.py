@@ -317,7 +317,7 @@ def test_a_manifest_without_a_layout_is_the_first_layout() -> None:
     del data["layout"]
     assert ForecastSpec.from_dict(data) == spec
     with pytest.raises(SpecError, match="layout"):
-        ForecastSpec.from_dict({**data, "layout": 3})
+        ForecastSpec.from_dict({**data, "layout": 4})
 
 
 @pytest.mark.parametrize("layout", [1, LAYOUT])

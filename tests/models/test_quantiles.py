@@ -218,3 +218,146 @@ def test_bad_levels_are_refused(levels: tuple[float, ...]) -> None:
         ModelConfig(cell="lstm", input_size=1, hidden_size=4, output_size=1, quantiles=levels)
     with pytest.raises(ConfigError, match="regression"):
         ModelConfig(cell="lstm", input_size=1, hidden_size=4, output_size=2, head="classification", quantiles=(0.5,))
+
+
+# ------------------------------------------------------------------ robust state update
+
+
+def seasonal(n: int, seed: int = 0) -> np.ndarray:
+    """[n, 1]: one season of 12 with Gaussian noise, in the thousands: the seasonal_diff formula's
+    errors are then Gaussian, so its untrained band is about right."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    return (5000 + 400 * np.sin(2 * np.pi * t / 12) + 30 * rng.standard_normal(n))[:, None]
+
+
+def _sane(layout: int = LAYOUT, transform: str = "seasonal_diff") -> Forecaster:
+    """A forecaster that answers its formula (zero point head) with the untrained quantile
+    head's Gaussian band in residual units: on `seasonal` readings, intervals that cover the
+    noise, so ordinary readings are rarely flagged, as a trained model's are."""
+    from models.config import ModelConfig
+    from models.forecast_spec import make_spec
+    from models.forecaster import fit_spec, forecaster_config
+
+    spec = make_spec(
+        target_index=0, num_features=1, horizon=1, seasons=(12,), transform=transform, phase=False, layout=layout
+    )
+    base = ModelConfig(cell="gru", input_size=1, hidden_size=4, output_size=1, quantiles=DEFAULT_QUANTILES)
+    return Forecaster(fit_spec(forecaster_config(base, spec, None), seasonal(400), 400)).eval()
+
+
+def _flags(model: Forecaster, x: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        _, _, (_, anomaly) = model.graph_outputs(torch.from_numpy(x.astype(np.float32)), model.init_state(1))
+    return anomaly.numpy()[0]
+
+
+@pytest.mark.parametrize("transform", ["seasonal_diff", "diff"])
+def test_one_spike_gives_one_alert(transform: str) -> None:
+    """A reading ten times too large is flagged; the ordinary readings after it are not (at
+    most one of the next 11 at 95 %), where a model whose state takes the spike as it is (the
+    layout before the robust update) flags several of them."""
+    x = seasonal(300, seed=4)[None]
+    robust, old = _sane(transform=transform), _sane(2, transform)
+    assert robust.robust and not old.robust
+    # the spike where none of the 24 ordinary readings after it (two seasons) is flagged without it
+    quiet = _flags(robust, x)[:, 2] == 1.0
+    p = next(p for p in range(100, 270) if not quiet[p + 1 : p + 25].any())
+    spiked = x.copy()
+    spiked[0, p, 0] *= 10
+    flags = _flags(robust, spiked)
+    assert flags[p, 2] == 1.0 and flags[p, 3] > 100.0  # flagged, and scored from the raw reading
+    assert (flags[p + 1 : p + 12, 2] == 1.0).sum() <= 1
+    assert (flags[p + 1 : p + 25, 2] == 1.0).sum() <= 1
+    if transform == "seasonal_diff":  # the defect this fixes (a last-value formula forgets at once)
+        assert (_flags(old, spiked)[p + 1 : p + 25, 2] == 1.0).sum() >= 2
+    with torch.no_grad():  # the state took the spike as a plausible reading, the next ones as they are
+        taken = robust.cleaned(torch.from_numpy(spiked.astype(np.float32)))[0, :, 0].numpy()
+    assert taken[p] < 2 * x[0, p, 0]
+    np.testing.assert_array_equal(taken[p + 1 :], spiked[0, p + 1 :, 0].astype(np.float32))
+
+
+def test_a_level_shift_is_accepted_after_robust_run_readings() -> None:
+    """Every reading from 150 on 30 % higher: the first robust_run - 1 are replaced, the next
+    are taken as they are, and once the state holds the new level the flags stop."""
+    model = _sane(transform="diff")
+    k = model.spec.robust_run
+    x = seasonal(240, seed=4)[None]
+    x[0, 150:, 0] += 3000.0  # about eight 95 % half-widths of the last-value formula
+    flags = _flags(model, x)
+    assert (flags[150 : 150 + k, 2] == 1.0).all()  # the shift's first readings are all flagged
+    assert flags[150 + k + 1 : 200, 2].mean() <= 0.1  # and then it is the level
+    with torch.no_grad():
+        tensor = torch.from_numpy(x.astype(np.float32))
+        taken = model.cleaned(tensor)[0, :, 0].numpy()
+        _, state, _ = model.graph_outputs(tensor, model.init_state(1))
+    replaced = np.nonzero(taken != x[0, :, 0].astype(np.float32))[0]
+    assert replaced.tolist() == list(range(150, 150 + k - 1))
+    assert history_parts(model.config, state)["run"].item() == 0.0  # the run ended
+
+
+def test_robust_update_streams_in_chunks_like_the_whole_sequence(tmp_path: Path) -> None:
+    """With readings replaced (spikes, a shift, a run of far readings across chunk cuts): ONNX
+    Runtime whole == ONNX Runtime in random chunks (and one reading at a time) == torch == the
+    NumPy reference, for outputs, quantiles, anomaly rows and the carried state."""
+    model = _sane()
+    path = tmp_path / "robust.onnx"
+    export_onnx(model, path)
+    x = seasonal(200, seed=6)[None]
+    x[0, [60, 61, 130], 0] *= 10
+    x[0, 95, 0] *= 0.1
+    x[0, 160:, 0] *= 1.4
+    with torch.no_grad():
+        tensor = torch.from_numpy(x.astype(np.float32))
+        taken = model.cleaned(tensor)[0, :, 0].numpy()
+        y, new_state, extras = model.graph_outputs(tensor, model.init_state(1))
+    assert (taken != x[0, :, 0].astype(np.float32)).sum() >= 5  # the robust path is exercised
+    torch_out = {"output": y.numpy(), "quantiles": extras[0].numpy(), "anomaly": extras[1].numpy()}
+    config = model.config
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    start = list(config.initial_state(1))
+    whole = run_onnx(session, config, x, start)
+    reference = load_reference(path).run_all(x)
+    for name in ("output", "quantiles", "anomaly"):
+        assert np.abs(whole[name] - torch_out[name]).max() <= tolerance(torch_out[name]), name
+        assert np.abs(reference[name] - whole[name]).max() <= tolerance(whole[name]), name
+    np.testing.assert_array_equal(reference["anomaly"][..., :3], whole["anomaly"][..., :3])
+    for a, b, c in zip(whole["state"], new_state, reference["state"], strict=True):
+        assert np.abs(a - b.numpy()).max() <= tolerance(b.numpy())
+        assert np.abs(a - c).max() <= tolerance(c)
+    rng = np.random.default_rng(0)
+    cuts = sorted({60, 61, 161, *rng.choice(np.arange(1, 200), size=10, replace=False).tolist()})
+    for bounds in (list(zip([0, *cuts], [*cuts, 200], strict=True)), [(t, t + 1) for t in range(200)]):
+        state, pieces = start, {name: [] for name in ("output", "quantiles", "anomaly")}
+        for a, b in bounds:
+            got = run_onnx(session, config, x[:, a:b], state)
+            state = got["state"]
+            for name in pieces:
+                pieces[name].append(got[name])
+        for name, parts in pieces.items():
+            streamed = np.concatenate(parts, axis=1)
+            assert np.abs(streamed - whole[name]).max() <= tolerance(whole[name]), name
+        np.testing.assert_array_equal(np.concatenate(pieces["anomaly"], axis=1)[..., :3], whole["anomaly"][..., :3])
+        for a_, b_ in zip(state, whole["state"], strict=True):
+            assert np.abs(a_ - b_).max() <= tolerance(b_)
+
+
+def test_robust_layout_keeps_a_run_slot_and_other_models_unchanged() -> None:
+    """Layout 3 adds the run of far readings to an anomaly model's packed history (after
+    pending); a model without the anomaly levels has layout 2's states and computes the same
+    numbers bit for bit; a layout-2 anomaly model (a manifest written before) is not robust."""
+    robust = _sane()
+    slots = robust.spec.history_slots(True)
+    assert list(slots) == ["count", "pending", "run", "ring"] and slots["run"] == (5, 6)
+    assert "run" in history_parts(robust.config, robust.config.initial_state(1))
+    old = _sane(2)
+    assert not old.robust and "run" not in old.spec.history_slots(True)
+    assert old.config.state_shapes(1)[1][2] == robust.config.state_shapes(1)[1][2] - 1  # (h, history)
+    plain = [make_forecaster("gru", "seasonal_diff", 2, layout=layout) for layout in (2, LAYOUT)]
+    assert plain[0].config.state_specs == plain[1].config.state_specs
+    x = torch.from_numpy(series(120, seed=2)[None].astype(np.float32))
+    x[0, 80, 0] *= 10
+    with torch.no_grad():
+        outs = [m.graph_outputs(x, m.init_state(1)) for m in plain]
+    assert torch.equal(outs[0][0], outs[1][0])
+    assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1], strict=True))
