@@ -195,3 +195,21 @@ def test_calibration_scores_pool_the_training_block_at_validation_level() -> Non
     # training residuals all zero: no ratio, validation scores alone
     still, ratio = calibration_scores(raw_val, val, raw_train, _readout(np.zeros((4000, 2))))
     assert np.isnan(ratio) and np.array_equal(still, alone)
+
+
+def test_readouts_stream_the_readings_as_the_served_state_takes_them() -> None:
+    """A robust model's calibration streams read a far-off reading as its state would (replaced
+    by the robust state update), and the rest as they are; other models' streams are left alone."""
+    from tests.models.test_quantiles import _sane, seasonal
+    from training.calibrate import served_segments
+    from training.forecast_loop import Segment
+
+    x = seasonal(200, seed=1).astype(np.float32)
+    x[120, 0] *= 10
+    segment = Segment(x, np.zeros((199, 1)), 150, np.arange(150, 199))
+    robust, old = _sane(), _sane(2)
+    served, replaced = served_segments(robust, [segment])
+    assert replaced == 1 and served[0].x[120, 0] < 2 * x[119, 0]
+    np.testing.assert_array_equal(np.delete(served[0].x, 120, axis=0), np.delete(x, 120, axis=0))
+    same, none = served_segments(old, [segment])
+    assert none == 0 and same[0] is segment
