@@ -214,9 +214,8 @@ def bulk_requests(entries: list[Any], max_steps: int, each: bool = False) -> lis
     [N, T, F] array, in one numpy call; otherwise each entry is converted by the engine, which
     names its own precise error. `each` (a large body, in the codec thread): each entry's
     inputs converted by its own numpy call, so the GIL is given up between entries."""
-    plain = None if each else _plain_requests(entries)
+    plain = None if each else _plain_requests(entries, max_steps)
     if plain is not None:
-        convert_together(plain, max_steps)
         return plain  # type: ignore[return-value]  # a list of requests is a list of items
     items: list[StepRequest | EntryError] = []
     for entry in entries:
@@ -245,10 +244,11 @@ def bulk_requests(entries: list[Any], max_steps: int, each: bool = False) -> lis
 _SESSION_ID, _INPUTS = itemgetter("session_id"), itemgetter("inputs")
 
 
-def _plain_requests(entries: list[Any]) -> list[StepRequest] | None:
+def _plain_requests(entries: list[Any], max_steps: int) -> list[StepRequest] | None:
     """The entries as step requests when every one is exactly {session_id: string, inputs}
     (the common bulk body), checked and built by C loops (map, set) instead of a Python step
-    per entry; None for anything else, which bulk_requests then reads entry by entry."""
+    per entry, their inputs converted together when uniform (convert_together); None for
+    anything else, which bulk_requests then reads entry by entry."""
     if not entries or set(map(type, entries)) != {dict} or set(map(len, entries)) != {2}:
         return None
     try:
@@ -258,7 +258,8 @@ def _plain_requests(entries: list[Any]) -> list[StepRequest] | None:
         return None
     if set(map(type, ids)) != {str}:
         return None
-    return list(map(StepRequest, ids, inputs))
+    together = _together(inputs, max_steps)
+    return list(map(StepRequest, ids, inputs if together is None else together))
 
 
 def convert_together(requests: Sequence[StepRequest], max_steps: int) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from service.api import codecs
 from service.api.sessions import _decode_bulk
+from service.api.streamed import Streamed
 from service.core.engine import StepRequest
 from service.core.errors import InvalidInput, LimitExceeded, MalformedJSON, ServiceError
 from service.core.metrics import Metrics
@@ -280,6 +281,8 @@ async def test_columnar_and_general_batches_answer_single_steps_byte_for_byte(
         expected = [await single_bytes(single, which, entry) for entry in entries]
         assert body == b'{"results":[' + b",".join(expected) + b"]}"
         assert (b'"forecast_times"' in body) is (which == "fc")
+        streamed = codecs.bulk_reply(codecs.bulk_requests(entries, 100), outcomes, min_values=1)  # type: ignore[arg-type]
+        assert isinstance(streamed, Streamed) and streamed.join() == body  # written entry by entry: the same bytes
     for sid in sids:
         a, b = await bulk.store.load(sid), await single.store.load(sid)
         assert a.position == b.position
