@@ -7,6 +7,7 @@ training/global_run.py), so neither imports the other for it.
 
 from __future__ import annotations
 
+import math
 import platform
 import time
 from dataclasses import dataclass, field
@@ -162,8 +163,7 @@ def publish_outcome(
                 "best_is_last": getattr(history, "best_is_last", None),
                 "distributed": getattr(history, "distributed", None) or None,
                 "stopped_early": history.stopped_early,
-                "train_loss": history.train_loss,
-                "val_loss": history.val_loss,
+                **loss_record(history),
                 "parameters": model.num_parameters(),
                 "inference_us_per_step": round(outcome.inference_us_per_step, 2),
                 "onnx_parity_max_abs_error": outcome.parity_error,
@@ -247,3 +247,22 @@ def comparison_table(outcomes: list[Outcome], task: str) -> str:
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)) for row in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def loss_record(history: Any) -> dict[str, Any]:
+    """The loss curves as strict JSON: an evaluation with no training loss is written null, with why.
+
+    The step loop evaluates the untrained network once before its first step (the validation loss
+    that later evaluations must beat), so that evaluation has no training loss; it is kept as NaN
+    in memory (the loss plot skips it) but NaN is not JSON, so strict parsers would reject the
+    manifest.
+    """
+    train = [float(v) if math.isfinite(v) else None for v in history.train_loss]
+    val = [float(v) if math.isfinite(v) else None for v in history.val_loss]
+    record: dict[str, Any] = {"train_loss": train, "val_loss": val}
+    if train and train[0] is None:
+        record["train_loss_note"] = (
+            "train_loss[0] is null: evaluation 0 is the network before any training step "
+            "(its validation loss is the one to beat), so it has no training loss"
+        )
+    return record

@@ -94,3 +94,18 @@ def test_failed_build_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(TrainingError):
         publish(tmp_path, "other", broken)
     assert snapshot(tmp_path) == before
+
+
+def test_loss_curves_are_strict_json() -> None:
+    """The step loop's evaluation 0 has no training loss (NaN in memory): the manifest writes it
+    null with the reason, because strict JSON parsers reject NaN."""
+    from training.forecast_loop import StepHistory
+    from training.publish import loss_record
+
+    history = StepHistory(train_loss=[float("nan"), 0.5, 0.25], val_loss=[1.5, 1.25, 1.0])
+    record = loss_record(history)
+    text = json.dumps(record, allow_nan=False)  # raises on NaN / Infinity
+    assert json.loads(text)["train_loss"] == [None, 0.5, 0.25]
+    assert record["val_loss"] == [1.5, 1.25, 1.0]
+    assert "train_loss[0] is null" in record["train_loss_note"]
+    assert "train_loss_note" not in loss_record(StepHistory(train_loss=[0.5], val_loss=[1.0]))
