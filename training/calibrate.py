@@ -26,7 +26,7 @@ The robust state update (models/forecast_spec.py: a reading far outside its inte
 state as the forecast) is what serving runs, so the readouts the head is fitted and calibrated
 on read the readings as the state would take them (`served_segments`), replaced by the model
 before calibration (its untrained head's Gaussian band in residual units: a reading beyond
-2 x 1.96 = 3.9 training residual units is far); the test scores stream the served graph itself.
+5 x 1.96 = 9.8 training residual units is far); the test scores stream the served graph itself.
 
 Scores (test block, streamed from row 0 as a session sees it): coverage of the central 80 % and
 95 % intervals, the mean scaled interval score (MSIS, Gneiting & Raftery 2007 as in M4: width
