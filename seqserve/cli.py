@@ -89,9 +89,16 @@ def _ratio(manifest: dict[str, Any]) -> str:
     `verdict` (every baseline, statistical ones included), else the gate's ratio, else the
     gate's two numbers; '-' where an older manifest has none of them."""
     verdict, gate = manifest.get("verdict"), manifest.get("gate")
-    for record in (verdict, gate):
-        if isinstance(record, dict) and (ratio := _number(record.get("ratio_to_best_baseline"))) is not None:
-            return f"{ratio:.3f} {record.get('metric', '?')} vs {record.get('best_baseline', '?')}"
+    # The gate's ratio is against `ratio_baseline` (every baseline's best), not the gate's own
+    # `best_baseline` (the naive one it was decided against); an older gate record without it
+    # cannot say which, so its two numbers are used instead.
+    for record, name in ((verdict, "best_baseline"), (gate, "ratio_baseline")):
+        if (
+            isinstance(record, dict)
+            and name in record
+            and (ratio := _number(record.get("ratio_to_best_baseline"))) is not None
+        ):
+            return f"{ratio:.3f} {record.get('metric', '?')} vs {record.get(name, '?')}"
     if not isinstance(gate, dict):
         return "-"
     model, baseline = _number(gate.get("model")), _number(gate.get("best_baseline_value"))

@@ -15,8 +15,10 @@ And how it compares with the baselines fitted next to it: `ratio_to_best_baselin
 over the best baseline's on the same test origins: below 1 is better), the best statistical
 model and its ratio, and a `warning` when a statistical baseline beats the model.
 
-Manifest shape (`verdict`, top level; also copied into `gate` as `verdict` (the text) and
-`ratio_to_best_baseline`, so `seqserve models` and the ONNX metadata carry them):
+Manifest shape (`verdict`, top level; also copied into `gate` as `verdict` (the text),
+`ratio_to_best_baseline` and the baseline that ratio is against, `ratio_baseline` and
+`ratio_baseline_value`, so `seqserve models` and the ONNX metadata carry them; the gate's own
+`best_baseline` is the one it was decided against, often a naive one, so the ratio names its own):
 
     {"text": str, "learned": bool | None, "serves_formula": bool | None,
      "formula": str | None, "formula_description": str | None,
@@ -127,12 +129,16 @@ def lines(verdict: dict[str, Any]) -> list[str]:
 
 def attach_verdict(outcome: Any, learned: dict[str, Any] | None, settings: Any, cell: str) -> None:
     """The verdict in words (training/verdict.py): printed, in the manifest (`verdict`) and, as
-    text and ratio, in the gate record."""
+    text and ratio, in the gate record. The ratio is against the best of every baseline, which is
+    not the gate's `best_baseline` (the best naive one) when a statistical model is better, so the
+    gate record names the ratio's baseline and value next to it: each pair of fields agrees."""
     from training import distributed
 
     verdict = forecast_verdict(outcome.metrics, learned)
     outcome.record["verdict"] = verdict
     outcome.gate["verdict"] = verdict["text"]
     outcome.gate["ratio_to_best_baseline"] = verdict["ratio_to_best_baseline"]
+    outcome.gate["ratio_baseline"] = verdict["best_baseline"]
+    outcome.gate["ratio_baseline_value"] = verdict["best_baseline_value"]
     for line in lines(verdict):
         distributed.context().say(f"{cell}: {line}")

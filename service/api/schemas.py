@@ -411,6 +411,11 @@ class Gate(BaseModel):
     model: float | None = None
     best_baseline: str | None = None
     best_baseline_value: float | None = None
+    # the baseline `ratio_to_best_baseline` is against (the best of every baseline; `best_baseline`
+    # is the one the gate was decided against)
+    ratio_to_best_baseline: float | None = None
+    ratio_baseline: str | None = None
+    ratio_baseline_value: float | None = None
 
 
 class ModelVersion(BaseModel):

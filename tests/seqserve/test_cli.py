@@ -192,3 +192,16 @@ def test_a_config_file_may_spell_the_repository_either_way(tmp_path: Path) -> No
         path = tmp_path / "config.json"
         path.write_text(json.dumps({key: "/tmp/somewhere"}))
         assert _load_config(str(path)) == {"repository": "/tmp/somewhere"}
+
+
+def test_models_ratio_names_the_baseline_it_is_against() -> None:
+    """The gate is decided against the best naive baseline, but its ratio is against the best of
+    every baseline: the RATIO column names that one (ratio_baseline), never the gate's own."""
+    from seqserve.cli import _ratio
+
+    gated = {**gate(True, 1.112, 2.466), "ratio_to_best_baseline": 1.188}
+    assert _ratio({"gate": {**gated, "ratio_baseline": "autoarima", "ratio_baseline_value": 0.936}}) == (
+        "1.188 mae vs autoarima"
+    )
+    # an older record (ratio without its baseline's name): the gate's own two numbers, which agree
+    assert _ratio({"gate": gated}) == f"{1.112 / 2.466:.3f} mae vs seasonal_naive_48"

@@ -156,3 +156,20 @@ def test_a_tie_with_naive_says_the_version_is_naive_and_how_to_serve_it(tmp_path
     assert '"promoted": true in the gate of daily/1/manifest.json and reload (no retraining)' in note
     assert "more data, or a season" in note
     assert "Retrain with --allow-worse to promote it" in default_note(str(tmp_path), "daily", 1)
+
+
+def test_gate_record_names_the_baseline_its_ratio_is_against() -> None:
+    """A statistical baseline better than the best naive one: the gate keeps the naive one it was
+    decided against and names the ratio's own baseline and value, so each pair of fields agrees."""
+    from types import SimpleNamespace
+
+    from training.verdict import attach_verdict
+
+    m = metrics(1.112, 2.466, autoets=0.936, formula=1.112)
+    m["best_baseline"] = "autoets"
+    outcome = SimpleNamespace(metrics=m, record={}, gate=decide("forecast", m))
+    attach_verdict(outcome, {**LEARNED, "serves_formula": True}, None, "lstm")
+    g = outcome.gate
+    assert g["best_baseline"] == "naive" and g["model"] / g["best_baseline_value"] == pytest.approx(1.112 / 2.466)
+    assert g["ratio_baseline"] == "autoets" and g["ratio_baseline_value"] == 0.936
+    assert g["ratio_to_best_baseline"] == pytest.approx(g["model"] / g["ratio_baseline_value"], abs=1e-3)
