@@ -101,7 +101,14 @@ def _feeds(session: Any) -> dict[str, np.ndarray]:
     """One row, one step: inputs of the declared shapes with batch and time set to 1; the
     states at their zero/initial values except a mid-cycle phase and a full count (in the packed
     history's first slot too: a streamed step of a session that has read its first readings,
-    the served case, which the Holt-Winters graph takes a shorter branch for)."""
+    the served case, which the Holt-Winters graph takes a shorter branch for); with anomaly
+    levels, pending bounds around the reading (an ordinary reading: one pass of a graph with the
+    robust state update, where a far-off one takes a second)."""
+    from models.config import METADATA_KEY, ModelConfig
+    from models.forecaster import spec_of
+
+    config = ModelConfig.from_json(session.get_modelmeta().custom_metadata_map[METADATA_KEY])
+    spec = spec_of(config) if config.extra.get("forecaster") else None
     feeds: dict[str, np.ndarray] = {}
     for arg in session.get_inputs():
         shape = [d if isinstance(d, int) else 1 for d in arg.shape]
@@ -112,6 +119,9 @@ def _feeds(session: Any) -> dict[str, np.ndarray]:
             value[:] = 1e6  # clamped by the graph to "full"
         elif arg.name == "history0":
             value[..., 0] = 1e6  # the packed layout's count: a session past its first readings
+            if spec is not None and config.anomaly and spec.layout >= 2:  # lo80, lo95, hi80, hi95
+                a, b = spec.history_slots(True)["pending"]
+                value[..., a:b] = (950.0, 900.0, 1050.0, 1100.0)
         elif arg.name == "smoothed0":
             value[..., 0] = 1000.0  # an initialised Holt-Winters level
         elif arg.name == "phase0":
