@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from fastapi import Request
 
-from service.core.errors import MalformedJSON
+from service.core.errors import MalformedJSON, json_problem
 
 
 async def read_json(request: Request) -> Any:
@@ -27,7 +27,7 @@ def parse_json(raw: bytes | str, what: str = "request body") -> Any:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
+        raise MalformedJSON(f"{what} is not valid JSON: {json_problem(exc, raw)}") from None
 
 
 def json_response_bytes(data: Any) -> bytes:

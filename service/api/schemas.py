@@ -24,8 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, TypeAdapter, 
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from service.core.errors import InvalidInput, MalformedJSON, ServiceError, echo
-from service.core.validate import parse_start_time
+from service.core.errors import InvalidInput, MalformedJSON, ServiceError, echo, json_problem
+from service.core.validate import MAX_POSITION, parse_start_time
 
 # Examples name the model `make run` trains by default: `electricity`, one feature (half-hourly
 # demand in MW) and a clock set from `start_time`. Every body example below is accepted by a
@@ -182,7 +182,7 @@ class StepRequest(TypedDict):
         {"inputs": [[22262.0]], "position": 0}, {"inputs": [[22262.0], [21756.0]]}
     )
     inputs: Required[Annotated[StepsInput, Field(description="[time][features], one or more steps in raw units")]]
-    position: NotRequired[Annotated[int | None, Field(ge=0, description=POSITION_DOC)]]
+    position: NotRequired[Annotated[int | None, Field(ge=0, le=MAX_POSITION, description=POSITION_DOC)]]
 
 
 class BulkStep(TypedDict):
@@ -192,7 +192,7 @@ class BulkStep(TypedDict):
     __pydantic_config__ = _config()  # type: ignore[misc]
     session_id: Required[str]
     inputs: Required[Annotated[StepsInput, Field(description="[time][features], one or more steps in raw units")]]
-    position: NotRequired[Annotated[int | None, Field(ge=0, description=POSITION_DOC)]]
+    position: NotRequired[Annotated[int | None, Field(ge=0, le=MAX_POSITION, description=POSITION_DOC)]]
 
 
 class BulkStepRequest(TypedDict):
@@ -320,7 +320,7 @@ def parse(
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"{what} is not valid JSON: {exc}") from None
+        raise MalformedJSON(f"{what} is not valid JSON: {json_problem(exc, raw)}") from None
     return validate(shape, value, what, error)
 
 
@@ -337,7 +337,7 @@ def validate(
 
 def _problem(shape: type, exc: ValidationError, what: str, error_type: type[ServiceError]) -> ServiceError:
     fields = shape.__annotations__
-    errors = exc.errors(include_url=False, include_input=False, include_context=False)
+    errors = exc.errors(include_url=False, include_context=False)
     unknown = [str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1]
     if unknown:
         return error_type(f"{what} has unknown fields {echo(sorted(unknown))}; allowed: {sorted(fields)}")
@@ -350,6 +350,20 @@ def _problem(shape: type, exc: ValidationError, what: str, error_type: type[Serv
     hint = f" ({description})" if description else ""
     if error["type"] == "missing":
         return error_type(f"{where} is required{hint}", field=where)
+    bounds = _bounds(shape, str(loc[0])) if len(loc) == 1 else None
+    given = error.get("input")
+    if bounds is not None and (
+        error["type"] in ("greater_than_equal", "less_than_equal")
+        or (error["type"] == "int_type" and isinstance(given, float) and (given.is_integer() or abs(given) == INF))
+    ):
+        # 10**30 arrives as the float 1e+30 (JSON integers past 64 bits): out of range, not "not an integer"
+        low, high = bounds
+        return error_type(
+            f"{where} {echo(given)} is out of range: it must be an integer from {low} to {high}{hint}",
+            field=where,
+            min=low,
+            max=high,
+        )
     message = str(error["msg"]).replace("Input should be", "must be")
     for python, json in JSON_WORDS:
         message = message.replace(python, json)
@@ -367,6 +381,18 @@ JSON_WORDS = (
     ("a valid number", "a number"),
     ("a valid string", "a string"),
 )
+
+
+INF = float("inf")
+
+
+def _bounds(shape: type, name: str) -> tuple[int, int] | None:
+    """An integer field's [minimum, maximum] from the request's JSON schema, when it has both."""
+    field = request_schema(shape).get("properties", {}).get(name, {})
+    for option in [field, *field.get("anyOf", [])]:
+        if option.get("type") == "integer" and "minimum" in option and "maximum" in option:
+            return int(option["minimum"]), int(option["maximum"])
+    return None
 
 
 def _description(shape: type, name: str) -> str | None:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.core.errors import InvalidInput, MalformedJSON, ServiceError
+from service.core.errors import InvalidInput, MalformedJSON, ServiceError, json_problem
 
 _WS_OR_COMMA = np.zeros(256, bool)
 _WS_OR_COMMA[[ord(c) for c in " \t\r\n,"]] = True
@@ -82,7 +82,7 @@ def _split(raw: bytes, key: str, opener: str) -> tuple[dict[str, Any], list[byte
     try:
         rest = orjson.loads(raw[:start] + _PLACEHOLDER + raw[end + 1 :])
     except orjson.JSONDecodeError as exc:
-        return MalformedJSON(f"request body is not valid JSON outside {key}: {_bounded(str(exc))}")
+        return MalformedJSON(f"request body is not valid JSON outside {key}: {_bounded(json_problem(exc, raw))}")
     # The key spelled another way after this one (`"\u0069nputs"`): orjson would keep the
     # last one; refused rather than guessed.
     if not isinstance(rest, dict) or rest.get(key) != _PLACEHOLDER_TEXT:
@@ -152,7 +152,7 @@ def decode_element(piece: bytes, key: str, index: int) -> Any:
     try:
         return orjson.loads(piece)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"{key}[{index}] is not valid JSON: {_bounded(str(exc))}") from None
+        raise MalformedJSON(f"{key}[{index}] is not valid JSON: {_bounded(json_problem(exc, piece))}") from None
 
 
 def give_back_memory() -> None:

@@ -69,7 +69,7 @@ from service.api.schemas import ErrorBody, body_schema, optional_body_schema
 from service.api.streamed import Streamed
 from service.core import triton
 from service.core import v2 as inference
-from service.core.errors import MalformedJSON, echo
+from service.core.errors import MalformedJSON, echo, json_problem
 from service.core.v2 import InferenceRequestError, parse_version
 
 router = APIRouter(tags=["v2"])
@@ -191,7 +191,8 @@ async def _read_request(request: Request) -> tuple[dict[str, Any], bytes]:
     try:
         body = orjson.loads(json_part)
     except orjson.JSONDecodeError as exc:
-        raise MalformedJSON(f"inference request is not valid JSON: {exc}") from None
+        where = "" if header is None else f" (the first {len(json_part)} bytes, Inference-Header-Content-Length)"
+        raise MalformedJSON(f"inference request{where} is not valid JSON: {json_problem(exc, json_part)}") from None
     return schemas.validate(schemas.InferenceRequest, body, "inference request", Error), binary
 
 

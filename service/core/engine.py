@@ -84,13 +84,14 @@ from service.core.errors import (
     ServiceError,
     SessionExpired,
     SessionNotFound,
+    echo,
     refused,
 )
 from service.core.locks import KeyedLocks
 from service.core.predict import step_times
 from service.core.registry import LoadedModel, ModelRegistry
 from service.core.settings import Settings
-from service.core.validate import check_features, check_reply_size, parse_steps
+from service.core.validate import MAX_POSITION, check_features, check_reply_size, parse_steps
 from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown, stack_states
 
 log = logging.getLogger("seqserve.errors")
@@ -170,8 +171,24 @@ def new_tokens(count: int) -> list[str]:
 
 
 def check_position(position: Any) -> None:
-    if position is not None and (not isinstance(position, int) or isinstance(position, bool) or position < 0):
-        raise InvalidInput("position must be a non-negative integer", field="position")
+    """A client's expected position: an integer in [0, MAX_POSITION]. A number out of that range
+    (10**30 arrives as the float 1e+30, JSON integers past 64 bits are read as floats) is said to
+    be out of range, not to be "not an integer"."""
+    if position is None:
+        return
+    if (
+        isinstance(position, bool)
+        or not isinstance(position, int | float)
+        or (isinstance(position, float) and not (position.is_integer() or abs(position) == float("inf")))
+    ):
+        raise InvalidInput(f"position must be an integer from 0 to {MAX_POSITION}", field="position")
+    if not (isinstance(position, int) and 0 <= position <= MAX_POSITION):
+        raise InvalidInput(
+            f"position {echo(position)} is out of range: it must be an integer from 0 to {MAX_POSITION}",
+            field="position",
+            min=0,
+            max=MAX_POSITION,
+        )
 
 
 def not_found(session_id: str) -> SessionNotFound:

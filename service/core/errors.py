@@ -69,6 +69,26 @@ def _echo(value: Any, depth: int) -> str:
 REFUSALS: collections.Counter[str] = collections.Counter()
 
 
+def json_problem(exc: Exception, raw: bytes | str) -> str:
+    """What is wrong with a body the JSON parser refused, in the client's terms. orjson says
+    "str is not valid UTF-8: surrogates not allowed" for bytes that are not UTF-8 text
+    (binary data sent as JSON, a wrong Inference-Header-Content-Length): that is said, with
+    the offending byte and where it is; any other message is the parser's (line, column and
+    character), which is already in those terms."""
+    text = str(exc)
+    if "UTF-8" not in text:
+        return text
+    if isinstance(raw, bytes | bytearray | memoryview):
+        try:
+            bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as bad:
+            byte = bytes(raw)[bad.start]
+            return (
+                f"it is not UTF-8 text (byte 0x{byte:02x} at offset {bad.start} is not valid UTF-8; JSON must be UTF-8)"
+            )
+    return "it is not valid UTF-8 text (JSON must be UTF-8)"
+
+
 def refused(limit: str) -> None:
     """Count one refusal by `limit` (a setting's name, e.g. "max_response_bytes")."""
     REFUSALS[limit] += 1

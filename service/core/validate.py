@@ -17,6 +17,9 @@ from models.times import FIRST, LAST, TimeFormatError, TimeRangeError, check_for
 from service.core.errors import InvalidInput, LimitExceeded, PayloadTooLarge
 
 F32_MAX = float(np.finfo(np.float32).max)
+# A session's position is kept exactly by every store (Redis scripts count in doubles): an
+# integer from 0 to 2**53 - 1. A JSON integer beyond the 64-bit range reaches us as a float.
+MAX_POSITION = 2**53 - 1
 
 
 def as_array(value: Any, what: str) -> np.ndarray:
@@ -26,17 +29,40 @@ def as_array(value: Any, what: str) -> np.ndarray:
         array = np.asarray(value)
     except (ValueError, TypeError):
         raise InvalidInput(f"{what} is ragged: every row must have the same length", field=what) from None
-    if array.dtype.kind not in "fiu":
-        if array.dtype.kind == "b" or array.dtype == object:
-            raise InvalidInput(f"{what} must hold only numbers", field=what)
-        raise InvalidInput(f"{what} must hold only numbers (found {array.dtype.kind!r} values)", field=what)
-    if _holds_bool(value, array.ndim):
-        raise InvalidInput(f"{what} must hold only numbers (found true/false)", field=what)
+    if array.dtype.kind not in "fiu" or _holds_bool(value, array.ndim):
+        raise InvalidInput(f"{what} must hold only numbers, found {_first_non_number(value, array.ndim)}", field=what)
     # Range-check before the cast (float32 overflow would turn into inf with a warning);
     # cheaper than a np.errstate context on every request.
     if array.dtype.kind == "f" and array.size and not (np.isfinite(array).all() and np.abs(array).max() <= F32_MAX):
         raise InvalidInput(f"{what} holds NaN, infinite or out-of-range values", field=what)
     return array.astype(np.float32)
+
+
+def _first_non_number(value: list[Any], depth: int) -> str:
+    """The first value of a (shape-checked) nested list that is not a number, described in JSON
+    terms: 'a string ("NaN")', 'null', 'true'. Only on the error path."""
+    flat: Any = value
+    for _ in range(max(depth, 1) - 1):
+        flat = chain.from_iterable(flat)
+    for item in flat:
+        if isinstance(item, bool) or item is None:
+            return {None: "null", True: "true", False: "false"}[item]
+        if isinstance(item, str):
+            quoted = item if len(item) <= 40 else item[:37] + "..."
+            try:
+                number = float(item)
+            except ValueError:
+                return f'a string ("{quoted}")'
+            if number != number or number in (float("inf"), float("-inf")):
+                return f'a string ("{quoted}"): JSON has no NaN or infinity, and a reading must be a finite number'
+            return f'a string ("{quoted}"): send numbers unquoted'
+        if isinstance(item, list):
+            return "an array nested deeper than the expected shape"
+        if isinstance(item, dict):
+            return "an object"
+        if not isinstance(item, int | float):
+            return f"a {type(item).__name__}"
+    return "a value that is not a number"
 
 
 def _holds_bool(value: list[Any], depth: int) -> bool:

@@ -41,7 +41,14 @@ def test_every_body_example_passes_its_own_validation() -> None:
     [
         ({"inputs": [[1.0]], "position": "0"}, "position must be an integer"),
         ({"inputs": [[1.0]], "position": True}, "position must be an integer"),
-        ({"inputs": [[1.0]], "position": -1}, "position must be greater than or equal to 0"),
+        (
+            {"inputs": [[1.0]], "position": -1},
+            "position -1 is out of range: it must be an integer from 0 to 9007199254740991",
+        ),
+        (
+            {"inputs": [[1.0]], "position": 1e30},
+            "position 1e+30 is out of range: it must be an integer from 0 to 9007199254740991",
+        ),
         ({"inputs": [[1.0]], "extra": 1}, "unknown fields ['extra']"),
         ({"position": 0}, "inputs is required"),
         ([1, 2], "must be a JSON object"),

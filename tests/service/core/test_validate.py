@@ -23,7 +23,11 @@ def test_parse_steps_gives_float32_contiguous():
         ([], "non-empty"),
         ([[["a"]]], "numbers"),
         ([[1, 2, None]], "numbers"),
-        ([[1, 2, True]], "true/false"),
+        ([[1, 2, True]], "must hold only numbers, found true"),
+        ([[1, 2, None]], "must hold only numbers, found null"),
+        ([[1, 2, "NaN"]], r'must hold only numbers, found a string \("NaN"\): JSON has no NaN'),
+        ([[1, 2, "3.5"]], r'found a string \("3.5"\): send numbers unquoted'),
+        ([[1, 2, "abc"]], r'found a string \("abc"\)$'),
         ([[1e39, 0, 0]], "infinite"),
         ([[float("nan"), 0, 0]], "NaN"),
         ("x", "JSON array"),
@@ -68,3 +72,38 @@ def test_one_feature_is_singular():
     with pytest.raises(InvalidInput) as err:
         parse_steps([[1.0, 2.0]], one, 10)
     assert str(err.value) == "inputs: each step needs 1 feature ['demand'], got 2"
+
+
+def test_a_non_number_is_named_in_json_terms_not_numpy_dtype_codes():
+    """A client never sees a NumPy dtype code ('U', 'O'): the first offending value is named."""
+    for value in ([[1.0, 2.0, "NaN"]], [[1.0, 2.0, 3.0], [1.0, 2.0, "x"]], [[None, 1, 2]], [[{}, 1, 2]]):
+        with pytest.raises(InvalidInput) as info:
+            parse_steps(value, CFG, 10)
+        assert "'U'" not in info.value.message and "found " in info.value.message, info.value.message
+
+
+@pytest.mark.parametrize("position", [10**30, 1e30, 2**53, -1, float("inf")])
+def test_position_out_of_range_is_said_with_the_range(position):
+    """WebSocket and bulk steps are checked by the engine: 10**30 arrives as the float 1e+30."""
+    from service.core.engine import check_position
+
+    with pytest.raises(InvalidInput) as info:
+        check_position(position)
+    assert "is out of range: it must be an integer from 0 to 9007199254740991" in info.value.message
+    check_position(2**53 - 1)
+    for bad in (0.5, "0", True):
+        with pytest.raises(InvalidInput, match="must be an integer from 0 to"):
+            check_position(bad)
+
+
+def test_a_body_that_is_not_utf8_is_said_so_in_the_clients_terms():
+    import orjson
+
+    from service.core.errors import json_problem
+
+    raw = b"\x00\xff" * 3
+    with pytest.raises(orjson.JSONDecodeError) as info:
+        orjson.loads(raw)
+    said = json_problem(info.value, raw)
+    assert said == "it is not UTF-8 text (byte 0xff at offset 1 is not valid UTF-8; JSON must be UTF-8)"
+    assert "surrogates" not in said
