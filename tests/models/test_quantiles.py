@@ -27,6 +27,8 @@ CASES = [  # cell, transform, horizon, layers, levels, local scale (or "log": fo
     ("lstm", "none", 2, 1, (0.1, 0.5), False),
     # the first state layout (a `pending` tensor of its own), as models exported before it was recorded
     ("lstm", "seasonal_diff", 2, 1, DEFAULT_QUANTILES, False, 1),
+    # the packed layout before the robust state update (no run slot; readings enter the state as they are)
+    ("gru", "diff", 2, 1, DEFAULT_QUANTILES, False, 2),
 ]
 
 
