@@ -92,6 +92,21 @@ Z_CALENDAR = 1.645  # one-sided 95 %: only a positive correlation confirms a sea
 Z_VALUES = 3.0
 MIN_CYCLES = 2  # full cycles of a season in the training block
 MAX_SEASON = 10_000
+# Seasons that are a year (daily 365, business-daily 261, weekly 52): a yearly cycle moves a
+# reading little from one step to the next, so the difference autocorrelation of daily readings
+# does not see it under the day-to-day noise (a daily temperature: acf 0.00 at lag 365). When
+# that test drops one, it is tested again on the series' means over twelfths of the year
+# (months): whether their month-to-month changes depend on the month (`_block_evidence`), a
+# second look held to BLOCKS_ALPHA.
+YEARLY = frozenset({365, 261, 52})
+BLOCKS_PER_CYCLE = 12
+BLOCKS_ALPHA = 0.005
+# A cycle from the values alone when no lag's autocorrelation clears its bound (a cycle of 9-10
+# years in 80 yearly values: the difference autocorrelations at the shorter lags are large too,
+# so Bartlett's bound is far above the peak): a periodogram peak tested against its neighbours.
+PERIODOGRAM_ALPHA = 0.01  # over all the periods tested (Bonferroni)
+PERIODOGRAM_BAND = 5  # ordinates each side of the peak, past its immediate neighbours
+MIN_PERIOD = 2.5
 
 
 class LongFormat(TrainingError):
@@ -158,6 +173,15 @@ class SeasonChoice:
             if "series_confirming" in e:
                 parts.append(
                     f"{season}: confirmed on {e['series_confirming']} of {e['series']} series -> {e['verdict']}"
+                )
+            elif "f" in e:
+                parts.append(
+                    f"{season}: F {e['f']:.1f}, p {e['p']:.2g} vs {e['alpha']:g} on {e['on']} -> {e['verdict']}"
+                )
+            elif "p" in e:
+                parts.append(
+                    f"{season}: peak at period {e['period']:g}, {e['ratio']:.1f}x its neighbours, p {e['p']:.2g} "
+                    f"vs {e['alpha']:g} -> {e['verdict']}"
                 )
             elif "acf" in e:
                 parts.append(f"{season}: acf {e['acf']:.2f} vs bound {e['bound']:.2f} -> {e['verdict']}")
@@ -485,6 +509,11 @@ def choose_seasons(
                 "bound": round(bound, 4),
                 "verdict": "kept" if ok else "dropped",
             }
+            if not ok and season in YEARLY:
+                blocks = _block_evidence(y, season)
+                if blocks is not None:
+                    evidence[str(season)] = blocks
+                    ok = blocks["verdict"] == "kept"
             if ok:
                 kept.append(season)
         if kept:
@@ -508,7 +537,111 @@ def choose_seasons(
     }
     if ok:
         return SeasonChoice("auto", [best], "values", list(candidates), evidence)
+    cycle = periodogram_cycle(y)
+    if cycle is not None:
+        lag, found = cycle
+        evidence[f"{lag} (periodogram)"] = found
+        if found["verdict"] == "kept":
+            return SeasonChoice("auto", [lag], "values", list(candidates), evidence)
     return SeasonChoice("auto", [], "none", list(candidates), evidence)
+
+
+def _block_evidence(y: np.ndarray, season: int) -> dict[str, Any] | None:
+    """A yearly `season` tested on the means of the series over twelfths of it (see YEARLY):
+    the differences of those means grouped by their place in the cycle (the month), a one-way
+    analysis of variance: F of the twelve group means against the spread within them, kept
+    when its p-value is below BLOCKS_ALPHA. Differences, so that a trend or a random walk gives
+    no month effect. None when the series holds fewer than MIN_CYCLES full cycles."""
+    from scipy import stats
+
+    cycles = len(y) // season
+    if cycles < MIN_CYCLES:
+        return None
+    used = y[: cycles * season]
+    block = (np.arange(len(used)) * BLOCKS_PER_CYCLE) // season  # twelve blocks per cycle, 30-31 days each
+    means = np.bincount(block, weights=used) / np.bincount(block)
+    diffs = np.diff(means)
+    place = (np.arange(1, len(means)) % BLOCKS_PER_CYCLE).astype(np.int64)
+    count = np.bincount(place, minlength=BLOCKS_PER_CYCLE)
+    group = np.bincount(place, weights=diffs, minlength=BLOCKS_PER_CYCLE) / np.maximum(count, 1)
+    within = float(np.sum((diffs - group[place]) ** 2))
+    between = float(np.sum(count * (group - diffs.mean()) ** 2))
+    df_between, df_within = BLOCKS_PER_CYCLE - 1, len(diffs) - BLOCKS_PER_CYCLE
+    if df_within < 1 or within <= 1e-12 * max(between, 1e-300):
+        return None
+    f = (between / df_between) / (within / df_within)
+    p = float(stats.f.sf(f, df_between, df_within))
+    return {
+        "f": round(f, 3),
+        "p": float(f"{p:.3g}"),
+        "alpha": BLOCKS_ALPHA,
+        "on": f"month-to-month changes of {len(means)} means over twelfths of the season",
+        "verdict": "kept" if p < BLOCKS_ALPHA else "dropped",
+    }
+
+
+def periodogram_cycle(y: np.ndarray) -> tuple[int, dict[str, Any]] | None:
+    """The dominant cycle of a series from its values alone, with its evidence, or None when
+    the series is too short to test one (fewer than 3 cycles of MIN_PERIOD).
+
+    The series less its straight-line trend is prewhitened by its lag-1 autoregression (a
+    random walk or an AR(1), whose spectra fall smoothly, become about white); the periodogram
+    ordinate of each period between MIN_PERIOD and a third of the series is compared with the
+    mean of PERIODOGRAM_BAND ordinates on each side past its immediate neighbours (where a
+    period between two Fourier frequencies also shows): under a spectrum without a peak the ratio
+    is F(2, 2 x band)-distributed. The most significant period is kept when its p-value times the
+    number of periods tested is below PERIODOGRAM_ALPHA; the season is its period (refined
+    between the Fourier frequencies) rounded, where the difference autocorrelation must be
+    positive."""
+    from scipy import stats
+
+    y = np.asarray(y, dtype=np.float64)
+    n = len(y)
+    t = np.arange(n, dtype=np.float64)
+    x = y - np.polyval(np.polyfit(t, y, 1), t)
+    den = float(np.dot(x[:-1], x[:-1]))
+    phi = float(np.clip(np.dot(x[1:], x[:-1]) / den, -0.99, 0.99)) if den > 0 else 0.0
+    r = x[1:] - phi * x[:-1]
+    r = r - r.mean()
+    m = len(r)
+    power = np.abs(np.fft.rfft(r)) ** 2
+    freq = np.fft.rfftfreq(m)
+    last = len(power) - (2 if m % 2 == 0 else 1)  # the Nyquist ordinate (even length) is left out
+    tested = [j for j in range(1, last + 1) if MIN_PERIOD <= 1.0 / freq[j] <= n / 3]
+    best: tuple[float, int, float, int] | None = None
+    for j in tested:
+        band = [i for d in range(2, PERIODOGRAM_BAND + 2) for i in (j - d, j + d) if 1 <= i <= last]
+        if len(band) < 3:
+            continue
+        noise = float(np.mean(power[band]))
+        if noise <= 0:
+            continue
+        ratio = float(power[j] / noise)
+        p = float(stats.f.sf(ratio, 2, 2 * len(band)))
+        if best is None or p < best[0]:
+            best = (p, j, ratio, len(band))
+    if best is None:
+        return None
+    p, j, ratio, _ = best
+    adjusted = min(1.0, p * len(tested))
+    # The period between the Fourier frequencies: the peak of the periodogram zero-padded
+    # sixteen-fold, within one Fourier step of the ordinate found.
+    fine = np.abs(np.fft.rfft(r, 16 * m)) ** 2
+    near = np.arange(max(1, 16 * j - 16), min(len(fine) - 1, 16 * j + 16) + 1)
+    period = 16.0 * m / float(near[int(np.argmax(fine[near]))])
+    lag = round(period)
+    if lag < 2 or lag > (n - 1) // MIN_CYCLES:
+        return None
+    acf = _acf(np.diff(y), lag)
+    ok = adjusted < PERIODOGRAM_ALPHA and acf[lag] > 0
+    return lag, {
+        "period": round(period, 2),
+        "ratio": round(ratio, 2),
+        "p": float(f"{adjusted:.3g}"),
+        "alpha": PERIODOGRAM_ALPHA,
+        "acf": round(float(acf[lag]), 4),
+        "verdict": "kept" if ok else "dropped",
+    }
 
 
 def choose_for_many(trains: list[np.ndarray], period_seconds: float | None) -> SeasonChoice:

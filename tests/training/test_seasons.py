@@ -131,6 +131,55 @@ def test_without_a_time_column_the_season_comes_from_the_values() -> None:
     assert seasons_of(monthly(120).drop(columns="month"), "sales") == ([12], "values")
 
 
+def daily_years(years: float, yearly: float, seed: int) -> pd.DataFrame:
+    """Daily readings like a day's maximum temperature: a yearly cycle of amplitude `yearly`
+    (0: none) under day-to-day AR(1) weather, no weekly effect."""
+    rng = np.random.default_rng(seed)
+    n = int(365.25 * years)
+    weather = np.zeros(n)
+    for t in range(1, n):
+        weather[t] = 0.7 * weather[t - 1] + rng.normal(0, 2.5)
+    y = 15 + yearly * np.sin(2 * np.pi * np.arange(n) / 365.25) + weather
+    return pd.DataFrame({"date": pd.date_range("2012-01-01", periods=n, freq="D").strftime("%Y-%m-%d"), "y": y})
+
+
+def test_daily_series_over_years_finds_the_yearly_season_on_monthly_means() -> None:
+    """The day-to-day differences do not show a yearly cycle under the weather (acf ~0 at lag
+    365); its month-to-month changes do. Weather without a cycle, or a random walk, finds none."""
+    frame, info = read_time(daily_years(4.3, 8.0, 1), "", skip={"y"}, report=quiet)
+    y = frame["y"].to_numpy(float)
+    choice = choose_seasons(y[: int(0.7 * len(y))], info)
+    assert choice.seasons == [365] and choice.source == "calendar", choice.describe()
+    evidence = choice.evidence["365"]
+    assert evidence["verdict"] == "kept" and evidence["p"] < 0.005 and "twelfths" in evidence["on"]
+    assert "365: F" in choice.describe()
+    for seed in (2, 3):
+        frame, info = read_time(daily_years(4.3, 0.0, seed), "", skip={"y"}, report=quiet)
+        y = frame["y"].to_numpy(float)
+        assert choose_seasons(y[: int(0.7 * len(y))], info).seasons == []
+        walk = np.cumsum(np.random.default_rng(seed).normal(size=len(y)))
+        assert choose_seasons(walk[: int(0.7 * len(y))], info).seasons == []
+
+
+def test_a_cycle_from_the_values_alone_is_found_by_its_periodogram_peak() -> None:
+    """80 values without dates with a cycle of 9.6 steps (a population cycle in yearly counts):
+    the difference autocorrelations at the shorter lags are large too, so no lag clears
+    Bartlett's bound; the periodogram's peak against its neighbours does. Noise, a random walk
+    and an AR(1) find none."""
+    rng = np.random.default_rng(0)
+    t = np.arange(80)
+    choice = choose_seasons(5 + 2 * np.sin(2 * np.pi * t / 9.6) + rng.normal(0, 1, 80), None)
+    assert choice.seasons == [10] and choice.source == "values", choice.describe()
+    evidence = choice.evidence["10 (periodogram)"]
+    assert evidence["verdict"] == "kept" and evidence["p"] < 0.01 and 9 < evidence["period"] < 10.5
+    assert "peak at period" in choice.describe()
+    ar = np.zeros(80)
+    for k in range(1, 80):
+        ar[k] = 0.6 * ar[k - 1] + rng.normal()
+    for y in (rng.normal(size=80), rng.normal(size=80).cumsum(), ar, 0.1 * t + rng.normal(size=80)):
+        assert choose_seasons(y, None).seasons == []
+
+
 def test_off_and_given_are_taken_as_said() -> None:
     y = monthly(120)["sales"].to_numpy()
     assert choose_seasons(y, None, setting="off").seasons == []
