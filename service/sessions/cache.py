@@ -75,7 +75,8 @@ class RecordCache:
     def peek_many(self, session_ids: list[str]) -> list[SessionRecord] | None:
         """The cached records of all `session_ids` themselves, not copies (a columnar bulk step
         only reads them, and writes back through `stepped`), each made the most recent; None,
-        with nothing changed or counted, when any is missing or past its idle expiry."""
+        with nothing changed, when any is missing or past its idle expiry. Not counted as hits:
+        the caller counts them (`hits`) once it uses them."""
         found = list(map(self._entries.get, session_ids))
         if not found or None in found:
             return None
@@ -85,7 +86,6 @@ class RecordCache:
         move = self._entries.move_to_end
         for sid in session_ids:
             move(sid)
-        self.hits += len(records)
         return records
 
     def stepped(

@@ -716,6 +716,7 @@ class RedisSessionStore(SessionStore):
         except ValueError:
             return None
         starts = list(map(_START, records))
+        self._cache.hits += len(records)  # (a batch declined here is looked up again, and counted, by the engine)
         return Columns(
             session_ids,
             kind[0],

@@ -653,9 +653,11 @@ def test_columnar_save_is_a_check_and_set_per_session_safe_to_send_again(own_ser
         try:
             for record in records:
                 await store.create(record)
+            hits = store._cache.hits  # type: ignore[attr-defined]
             assert await store.load_columns(ids, "another owner") is None
             columns = await store.load_columns(ids, "o")
             assert columns is not None and columns.positions == [0, 0, 0, 0]
+            assert store._cache.hits == hits + 4  # type: ignore[attr-defined]  # the declined batch counted none
             moved = tuple(s + 1 for s in columns.state)  # [rows, sessions, width]
             tokens = [new_token() for _ in ids]
             assert await store.save_columns(columns, 3, moved, tokens) == [None] * 4
