@@ -421,6 +421,25 @@ def test_autoets_and_autoarima_say_when_a_long_season_is_left_to_mstl() -> None:
     assert any("season(s) [52] longer than 24" in line and "season 1 used" in line for line in said), said
 
 
+def test_autoarima_search_is_bounded_for_seasons_of_24_and_more() -> None:
+    """AutoARIMA's default search over a season of 24 took minutes on a 1,000-row hourly series;
+    from season 24 on it runs a restricted search by design, says so, and still reports its
+    forecasts (orders within the bounds)."""
+    from training import baselines as b
+
+    rng = np.random.default_rng(8)
+    t = np.arange(300, dtype=float)
+    data = _data(40 + 5 * np.sin(2 * np.pi * t / 24) + rng.normal(0, 0.5, len(t)))
+    said: list[str] = []
+    done = compute_baselines(data, data.test, [24], report=said.append)
+    assert "autoarima" in done.predictions, done.skipped
+    assert "restricted search" in done.descriptions["autoarima"], done.descriptions["autoarima"]
+    assert any(line.startswith("baseline autoarima: running") and "season 24 >= 24" in line for line in said), said
+    [model] = [m for key, m in b._FITTED.items() if key[0] == "AutoARIMA" and key[1] == 24]
+    p, q, big_p, big_q = model.model_["arma"][:4]  # type: ignore[attr-defined]
+    assert p <= 2 and q <= 2 and big_p <= 1 and big_q <= 1 and p + q + big_p + big_q <= 4
+
+
 def test_statistical_baselines_in_a_worker_process_equal_those_computed_here(monkeypatch: pytest.MonkeyPatch) -> None:
     """`start` on a long series runs the statistical baselines in a worker process (the network
     trains meanwhile): the same forecasts and lines as computing them here; a worker that dies
