@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -31,6 +31,16 @@ ANOMALY_COLUMNS = ("seen", "outside_80", "outside_95", "score")
 
 class ConfigError(ValueError):
     """A model config that cannot describe a working model."""
+
+
+@dataclass(frozen=True)
+class PositiveTarget:
+    """A model that accepts only positive readings of one input column (its target): `reason`
+    says why, e.g. "forecasts in logs" (models/forecast_spec.py positive_reason)."""
+
+    index: int
+    name: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -180,6 +190,30 @@ class ModelConfig:
     def quantile_keys(self) -> tuple[str, ...]:
         """The levels as the wire names them ("0.025", "0.1", ...): shortest exact decimal."""
         return tuple(repr(float(q)) for q in self.quantiles)
+
+    @property
+    def positive_target(self) -> PositiveTarget | None:
+        """The input column that must be positive, or None. Written by training as
+        `extra["positive_target"]`; a manifest written before that is read from its forecaster
+        spec (`log`, the multiplicative Holt-Winters transform), so older models are checked too."""
+        cached = self.__dict__.get("_positive_target", False)
+        if cached is not False:
+            return cast("PositiveTarget | None", cached)
+        found: PositiveTarget | None = None
+        given = self.extra.get("positive_target")
+        spec = self.extra.get("forecaster")
+        if isinstance(given, dict):
+            found = PositiveTarget(int(given["index"]), str(given["name"]), str(given["reason"]))
+        elif isinstance(spec, dict):
+            from models.forecast_spec import positive_reason
+
+            reason = positive_reason(bool(spec.get("log", False)), str(spec.get("transform", "")))
+            index = int(spec.get("target_index", 0))
+            if reason is not None and 0 <= index < self.input_size:
+                name = self.features[index] if self.features else f"column {index}"
+                found = PositiveTarget(index, name, reason)
+        object.__setattr__(self, "_positive_target", found)  # frozen: computed once per config
+        return found
 
     @property
     def state_specs(self) -> tuple[StateSpec, ...]:

@@ -132,6 +132,21 @@ ROBUST_MARGIN = 5.0
 ROBUST_RUN = 3
 
 
+def positive_reason(log: bool, transform: str) -> str | None:
+    """Why a forecaster accepts only positive readings of its target, or None when it takes any.
+    In logs a reading r is read as ln(max(r, log_floor)): 0 or a negative reading becomes a
+    level near ln(log_floor) and wrecks the state (the next forecasts near 0, the following
+    ordinary readings flagged as anomalies). Multiplicative seasons divide by the level: a
+    level of 0 turns the seasonal factors into garbage (point and quantiles disagree, negative
+    quantiles). The service refuses such readings instead (service/core/validate.py)."""
+    reasons = []
+    if log:
+        reasons.append("forecasts in logs")
+    if transform == "holt_winters_mult":
+        reasons.append("forecasts with multiplicative seasons")
+    return " and ".join(reasons) or None
+
+
 class SpecError(ValueError):
     """Settings that cannot make a forecaster (the message names the problem)."""
 
@@ -182,6 +197,11 @@ class ForecastSpec:
     robust_run: int = 0
 
     # ------------------------------------------------------------------ derived
+    @property
+    def positive_reason(self) -> str | None:
+        """Why only positive target readings are accepted (None: any finite reading is)."""
+        return positive_reason(self.log, self.transform)
+
     @property
     def other_features(self) -> tuple[int, ...]:
         return tuple(i for i in range(self.num_features) if i != self.target_index)

@@ -115,6 +115,11 @@ def forecaster_config(base: ModelConfig, spec: ForecastSpec, clock: Clock | None
     if base.quantiles and spec.quantile_shift and len(spec.quantile_shift[0]) != len(base.quantiles):
         raise ValueError(f"{len(spec.quantile_shift[0])} quantile shifts for {len(base.quantiles)} levels")
     extra = {**base.extra, "forecaster": spec.to_dict(), "transform": spec.transform}
+    extra.pop("positive_target", None)
+    if spec.positive_reason is not None:  # what the service checks every reading of the target against
+        names = base.features
+        name = names[spec.target_index] if len(names) > spec.target_index else f"column {spec.target_index}"
+        extra["positive_target"] = {"index": spec.target_index, "name": name, "reason": spec.positive_reason}
     states = history_states(spec, base.anomaly)
     return replace(base, extra=extra, extra_states=states, clock=clock if spec.cycle else None)
 

@@ -464,6 +464,11 @@ class ModelVersion(BaseModel):
     state_tensors: list[StateTensor] = Field(description="every state tensor, in graph order")
     state_bytes: int = Field(description="bytes of state one session holds")
     clock: dict | None = Field(None, description="how start_time sets the phase state; null: the model has none")
+    positive_target: dict | None = Field(
+        None,
+        description="{index, name, reason}: the input column whose readings must be positive (the model forecasts "
+        "in logs or with multiplicative seasons; 0 or a negative reading is refused, 422); null: any finite reading",
+    )
     period_seconds: float | None = Field(
         None,
         description="the sampling period training found (seconds; business days 120960, months 2629746); null: unknown",

@@ -91,7 +91,7 @@ from service.core.locks import KeyedLocks
 from service.core.predict import step_times
 from service.core.registry import LoadedModel, ModelRegistry
 from service.core.settings import Settings
-from service.core.validate import MAX_POSITION, check_features, check_reply_size, parse_steps
+from service.core.validate import MAX_POSITION, check_features, check_positive, check_reply_size, parse_steps
 from service.sessions.base import TOKEN_CHARS, LastStep, SessionRecord, SessionStore, shown, stack_states
 
 log = logging.getLogger("seqserve.errors")
@@ -415,6 +415,8 @@ class Engine:
             return None
         try:
             check_features(features, loaded.config, "inputs")
+            for array in inputs if loaded.config.positive_target is not None else ():
+                check_positive(array, loaded.config, "inputs")  # refused entry by entry by the general path
         except ServiceError:
             return None
         if len(ids) * length * loaded.output_width > self.settings.max_response_values:
@@ -558,7 +560,7 @@ class Engine:
         for i in run.items:
             request = requests[i]
             try:
-                steps = self._steps(request.inputs, config)
+                steps = self._steps(request.inputs, config, run.loaded.name)
             except ServiceError as exc:
                 results[i] = exc
                 continue
@@ -664,11 +666,12 @@ class Engine:
         kept.reverse()
         return tuple(kept)
 
-    def _steps(self, inputs: Any, config: Any) -> np.ndarray:
-        """The request's readings as float32 [T, F], checked against the session's model."""
+    def _steps(self, inputs: Any, config: Any, model: str = "") -> np.ndarray:
+        """The request's readings as float32 [T, F], checked against the session's model (its
+        feature count and input domain: a refused step changes nothing in the session)."""
         limit = self.settings.max_steps_per_request
         if not isinstance(inputs, np.ndarray):
-            return parse_steps(inputs, config, limit)
+            return parse_steps(inputs, config, limit, model=model)
         if inputs.ndim != 2 or inputs.shape[0] == 0:
             raise InvalidInput(
                 f"inputs must be a non-empty [time][features] array; got shape {list(inputs.shape)}", field="inputs"
@@ -681,6 +684,7 @@ class Engine:
                 max=limit,
             )
         check_features(inputs.shape[1], config, "inputs")
+        check_positive(inputs, config, "inputs", model)
         return inputs if inputs.dtype == np.float32 else inputs.astype(np.float32)
 
     async def _compute(self, runs: list[_Run], results: list[Outcome | None], single: bool) -> None:

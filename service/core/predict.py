@@ -79,7 +79,7 @@ def prepare(svc: Services, name: str, body: Mapping[str, Any]) -> Prediction:
     model = svc.registry.get(name, body.get("version"))
     settings = svc.settings
     inputs: Sequence[Any] = body["inputs"]
-    sequences = parse_batch(inputs, model.config, settings.max_batch_size, settings.max_steps_per_request)
+    sequences = parse_batch(inputs, model.config, settings.max_batch_size, settings.max_steps_per_request, model.name)
     steps, outputs = sum(seq.shape[0] for seq in sequences), model.output_width
     figures = f"{len(sequences)} sequences, {steps:,} steps in all x {outputs} output values per step"
     check_reply_size(steps * outputs, settings.max_response_values, figures)

@@ -231,6 +231,7 @@ class LoadedModel:
             "state_bytes": self.state_bytes,
             "clock": None if cfg.clock is None else dataclasses.asdict(cfg.clock),
             "period_seconds": self.period_seconds,
+            "positive_target": None if cfg.positive_target is None else dataclasses.asdict(cfg.positive_target),
             "gate": self.gate,
             "promoted": self.promoted,
             "provider": self.provider,

@@ -54,7 +54,7 @@ from service.core.errors import (
 )
 from service.core.lifecycle import Sessions
 from service.core.registry import LoadedModel, ModelRegistry
-from service.core.validate import check_reply_size, check_start_range, parse_start_time
+from service.core.validate import check_positive, check_reply_size, check_start_range, parse_start_time
 from service.sessions.base import SessionRecord
 
 if TYPE_CHECKING:
@@ -295,6 +295,8 @@ def check_inputs(arrays: dict[str, np.ndarray], model: LoadedModel) -> None:
             raise Error(f"input '{name}' holds NaN, infinite or out-of-range values", field=name)
     if "input" not in arrays:
         raise Error(f"input tensor 'input' is required: FP32 [batch, time, {cfg.input_size}]", field="input")
+    if arrays["input"].ndim == 3:
+        check_positive(arrays["input"], cfg, "input", model.name, Error)
     batch = arrays["input"].shape[0]
     state_names = model.input_names[1:]
     given = [n for n in state_names if n in arrays]

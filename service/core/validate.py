@@ -14,7 +14,7 @@ import numpy as np
 
 from models.config import ModelConfig
 from models.times import FIRST, LAST, TimeFormatError, TimeRangeError, check_forecastable, parse_time
-from service.core.errors import InvalidInput, LimitExceeded, PayloadTooLarge
+from service.core.errors import InvalidInput, LimitExceeded, PayloadTooLarge, ServiceError
 
 F32_MAX = float(np.finfo(np.float32).max)
 # A session's position is kept exactly by every store (Redis scripts count in doubles): an
@@ -74,8 +74,8 @@ def _holds_bool(value: list[Any], depth: int) -> bool:
     return bool in set(map(type, flat))
 
 
-def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "inputs") -> np.ndarray:
-    """[time][features] -> float32 [T, F]."""
+def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "inputs", model: str = "") -> np.ndarray:
+    """[time][features] -> float32 [T, F], checked against the model's input domain."""
     if isinstance(value, list) and len(value) > max_steps:
         raise LimitExceeded(
             f"{what} has {len(value)} steps; at most {max_steps} per request (max_steps_per_request)",
@@ -90,7 +90,33 @@ def parse_steps(value: Any, config: ModelConfig, max_steps: int, what: str = "in
             field=what,
         )
     check_features(array.shape[1], config, what)
+    check_positive(array, config, what, model)
     return np.ascontiguousarray(array)
+
+
+def check_positive(
+    array: np.ndarray, config: ModelConfig, what: str, model: str = "", error: type[ServiceError] = InvalidInput
+) -> None:
+    """Refuse 0 and negative readings of the target of a model that accepts only positive ones
+    (it forecasts in logs or with multiplicative seasons: models/forecast_spec.py
+    positive_reason), before anything runs: such a reading would wreck a session's state or
+    give forecasts and quantiles that disagree. `array` is [time][features] or
+    [batch][time][features]; the message names the first offending element."""
+    domain = config.positive_target
+    if domain is None or not array.size:
+        return
+    column = array[..., domain.index]
+    if bool((column > 0).all()):
+        return
+    at = np.unravel_index(int(np.flatnonzero(~(column > 0))[0]), column.shape)
+    where = what + "".join(f"[{int(i)}]" for i in at) + f"[{domain.index}]"
+    who = f"model {model}" if model else "this model"
+    raise error(
+        f"{where}: {who} {domain.reason} and accepts only positive values of {domain.name}; got {float(column[at]):g}",
+        field=what,
+        target=domain.name,
+        domain="positive",
+    )
 
 
 def check_reply_size(values: int, limit: int, figures: str) -> None:
@@ -117,7 +143,7 @@ def check_features(count: int, config: ModelConfig, what: str) -> None:
         )
 
 
-def parse_batch(value: Any, config: ModelConfig, max_batch: int, max_steps: int) -> list[np.ndarray]:
+def parse_batch(value: Any, config: ModelConfig, max_batch: int, max_steps: int, model: str = "") -> list[np.ndarray]:
     """[batch][time][features] -> list of [T_i, F]; sequences may differ in length."""
     if not isinstance(value, list) or not value:
         raise InvalidInput("inputs must be a non-empty [batch][time][features] array", field="inputs")
@@ -128,7 +154,7 @@ def parse_batch(value: Any, config: ModelConfig, max_batch: int, max_steps: int)
             limit="max_batch_size",
             max=max_batch,
         )
-    return [parse_steps(seq, config, max_steps, f"inputs[{i}]") for i, seq in enumerate(value)]
+    return [parse_steps(seq, config, max_steps, f"inputs[{i}]", model) for i, seq in enumerate(value)]
 
 
 def parse_state(value: Any, config: ModelConfig, batch: int | None) -> tuple[np.ndarray, ...]:

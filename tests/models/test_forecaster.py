@@ -563,3 +563,36 @@ def test_any_negative_phase_is_unknown_and_carried_on_as_minus_one(
             assert history_parts(model.config, after)["phase"].item() == -1.0
         answers.append(y_o)
     assert np.array_equal(answers[0], answers[1]) and np.array_equal(answers[0], answers[2])
+
+
+@pytest.mark.parametrize(
+    ("transform", "log", "reason"),
+    [
+        ("holt_winters", True, "forecasts in logs"),
+        ("holt_winters_mult", False, "forecasts with multiplicative seasons"),
+        ("holt_winters", False, None),
+        ("seasonal_diff", False, None),
+    ],
+)
+def test_the_config_says_when_only_positive_target_readings_are_accepted(
+    transform: str, log: bool, reason: str | None
+) -> None:
+    """A forecaster in logs or with multiplicative seasons writes `positive_target` into its
+    config (the service refuses 0 and negatives of that column); the same is derived from the
+    spec of a config written before (the key removed), so older manifests are checked too."""
+    spec = make_spec(target_index=1, num_features=2, horizon=1, seasons=(4,), transform=transform, phase=False, log=log)
+    base = ModelConfig(cell="gru", input_size=2, hidden_size=4, output_size=1, features=("x", "sales"))
+    config = forecaster_config(base, spec, None)
+    if reason is None:
+        assert "positive_target" not in config.extra and config.positive_target is None
+        return
+    assert config.extra["positive_target"] == {"index": 1, "name": "sales", "reason": reason}
+    older = ModelConfig.from_dict(
+        {**config.to_dict(), "extra": {k: v for k, v in config.extra.items() if k != "positive_target"}}
+    )
+    assert older.positive_target == config.positive_target
+    assert (older.positive_target.index, older.positive_target.name, older.positive_target.reason) == (
+        1,
+        "sales",
+        reason,
+    )

@@ -20,7 +20,7 @@ from onnx import TensorProto, helper
 from models.config import METADATA_KEY, ModelConfig, Normalization
 
 
-def counting_config(width: int = 2) -> ModelConfig:
+def counting_config(width: int = 2, extra: dict | None = None) -> ModelConfig:
     return ModelConfig(
         cell="gru",
         input_size=1,
@@ -30,10 +30,11 @@ def counting_config(width: int = 2) -> ModelConfig:
         features=("reading",),
         outputs=("count", "sum"),
         normalization=Normalization.identity(1, 2),
+        extra=dict(extra or {}),
     )
 
 
-def counting_graph(width: int = 2) -> onnx.ModelProto:
+def counting_graph(width: int = 2, extra: dict | None = None) -> onnx.ModelProto:
     """`width` > 2 pads the state with zeros (a model with another state layout)."""
     const = helper.make_tensor
     nodes = [
@@ -70,15 +71,17 @@ def counting_graph(width: int = 2) -> onnx.ModelProto:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, counting_config(width).to_json()
+    entry.key, entry.value = METADATA_KEY, counting_config(width, extra).to_json()
     onnx.checker.check_model(model)
     return model
 
 
-def export_counting(repository: Path, name: str = "count", version: int = 1, width: int = 2) -> Path:
+def export_counting(
+    repository: Path, name: str = "count", version: int = 1, width: int = 2, extra: dict | None = None
+) -> Path:
     path = repository / name / str(version) / "model.onnx"
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(counting_graph(width), str(path))
+    onnx.save(counting_graph(width, extra), str(path))
     return path
 
 

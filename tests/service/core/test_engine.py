@@ -25,6 +25,9 @@ from tests.support.counting import export_counting
 async def svc(tmp_path: Path) -> AsyncIterator[Services]:
     export_counting(tmp_path / "repo", "count", 1)
     export_counting(tmp_path / "repo", "other", 1)
+    # a model that accepts only positive readings (as one forecasting in logs; the form a
+    # manifest written before `positive_target` has: derived from the forecaster spec)
+    export_counting(tmp_path / "repo", "logs", 1, extra=LOGS)
     services = build_services(
         Settings(model_repository=tmp_path / "repo", inline_max_cost=0, replay_window=4), Metrics(), STEP_REPLY
     )
@@ -63,6 +66,9 @@ def wrap_batchers(svc: Services, wrap) -> None:  # type: ignore[no-untyped-def]
         return batcher
 
     svc.engine.batcher_for = for_model
+
+
+LOGS = {"forecaster": {"log": True, "transform": "holt_winters", "target_index": 0}}
 
 
 async def new_session(svc: Services, model: str = "count", owner: str = "") -> str:
@@ -434,3 +440,31 @@ async def test_a_batch_whose_replies_exceed_the_reply_limit_is_refused_whole(tmp
     finally:
         await svc.store.close()
         svc.executor.shutdown(wait=True)
+
+
+async def test_a_reading_outside_the_models_positive_domain_is_refused_and_changes_nothing(svc: Services) -> None:
+    """A model forecasting in logs: 0 or a negative reading of its target is a 422 naming the
+    domain, on the single step (JSON or array inputs), in a batch on one session and in a bulk
+    batch over sessions (per item); the refused step neither advances nor changes the session,
+    and a retry of the applied step before it is still answered from the record."""
+    a, b = await new_session(svc, "logs"), await new_session(svc, "logs")
+    await svc.engine.step(StepRequest(a, [[2.0], [3.0]]))
+    for inputs in ([[0.0]], [[4.0], [-5.0]], np.array([[0.0]], np.float32)):
+        with pytest.raises(InvalidInput) as info:
+            await svc.engine.step(StepRequest(a, inputs, position=2))
+        assert "model logs forecasts in logs and accepts only positive values of reading; got " in info.value.message
+        assert info.value.details["target"] == "reading" and info.value.details["domain"] == "positive"
+        assert await truth(svc, a) == (2, 5.0)
+        assert (await svc.sessions.get(a)).position == 2
+    out = await svc.engine.apply([StepRequest(a, [[-1.0]]), StepRequest(a, [[1.0]], position=2)])
+    assert isinstance(out[0], InvalidInput) and isinstance(out[1], StepResult) and out[1].position == 3
+    bulk = await svc.engine.apply(
+        [StepRequest(a, np.array([[0.0]], np.float32)), StepRequest(b, np.array([[6.0]], np.float32))]
+    )
+    assert isinstance(bulk[0], InvalidInput) and isinstance(bulk[1], StepResult)
+    assert await truth(svc, a) == (3, 6.0) and await truth(svc, b) == (1, 6.0)
+    again = await svc.engine.step(StepRequest(a, [[1.0]], position=2))  # the retry of the applied step
+    assert again.position == 3 and await truth(svc, a) == (3, 6.0)
+    other = await new_session(svc)  # a model without the domain takes 0 and negatives
+    await svc.engine.step(StepRequest(other, [[0.0], [-5.0]]))
+    assert await truth(svc, other) == (2, -5.0)

@@ -107,3 +107,24 @@ def test_a_body_that_is_not_utf8_is_said_so_in_the_clients_terms():
     said = json_problem(info.value, raw)
     assert said == "it is not UTF-8 text (byte 0xff at offset 1 is not valid UTF-8; JSON must be UTF-8)"
     assert "surrogates" not in said
+
+
+def test_a_model_forecasting_in_logs_refuses_zero_and_negative_readings_of_its_target():
+    """The domain comes from the config: explicit (`positive_target`, written by training) or,
+    for an older manifest, derived from its forecaster spec; other columns are not checked."""
+    from dataclasses import replace
+
+    from service.core.validate import check_positive
+
+    explicit = replace(CFG, extra={"positive_target": {"index": 1, "name": "orders", "reason": "forecasts in logs"}})
+    assert parse_steps([[-1, 2, -3]], explicit, 10).shape == (1, 3)
+    with pytest.raises(InvalidInput) as info:
+        parse_batch([[[0, 2, 0]], [[1, 2, 3], [1, 0, 3]]], explicit, 8, 10, "elec")
+    assert info.value.message == (
+        "inputs[1][1][1]: model elec forecasts in logs and accepts only positive values of orders; got 0"
+    )
+    old = replace(CFG, extra={"forecaster": {"log": False, "transform": "holt_winters_mult", "target_index": 0}})
+    with pytest.raises(InvalidInput, match="multiplicative seasons and accepts only positive values of temp; got -5"):
+        check_positive(np.array([[[1, 1, 1], [-5, 1, 1]]], np.float32), old, "input")
+    plain = replace(CFG, extra={"forecaster": {"log": False, "transform": "holt_winters", "target_index": 0}})
+    assert plain.positive_target is None and parse_steps([[0, 0, 0]], plain, 10).shape == (1, 3)
