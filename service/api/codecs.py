@@ -31,7 +31,7 @@ from service.core.logs import request_id
 from service.core.predict import step_times
 from service.core.registry import LoadedModel
 from service.core.v2 import DATATYPE, InferenceRequestError
-from service.core.validate import as_array
+from service.core.validate import as_array, first_non_number, holds_bool
 
 log = logging.getLogger("seqserve.errors")
 NUMPY = orjson.OPT_SERIALIZE_NUMPY
@@ -471,8 +471,10 @@ def tensor_array(
         array = np.asarray(data)
     except (ValueError, TypeError):
         raise Error(f"input '{name}': data must be a flat array of numbers", field=name) from None
-    if array.dtype.kind not in "fiu":
-        raise Error(f"input '{name}': data must hold only numbers (FP32)", field=name)
+    if array.dtype.kind not in "fiu" or holds_bool(data, 1):  # true/false are not readings
+        raise Error(
+            f"input '{name}': data must hold only numbers (FP32), found {first_non_number(data, 1)}", field=name
+        )
     if array.size != count:
         raise Error(
             f"input '{name}': shape {shape} needs {count} value{'' if count == 1 else 's'}, data has {array.size}",

@@ -29,8 +29,8 @@ def as_array(value: Any, what: str) -> np.ndarray:
         array = np.asarray(value)
     except (ValueError, TypeError):
         raise InvalidInput(f"{what} is ragged: every row must have the same length", field=what) from None
-    if array.dtype.kind not in "fiu" or _holds_bool(value, array.ndim):
-        raise InvalidInput(f"{what} must hold only numbers, found {_first_non_number(value, array.ndim)}", field=what)
+    if array.dtype.kind not in "fiu" or holds_bool(value, array.ndim):
+        raise InvalidInput(f"{what} must hold only numbers, found {first_non_number(value, array.ndim)}", field=what)
     # Range-check before the cast (float32 overflow would turn into inf with a warning);
     # cheaper than a np.errstate context on every request.
     if array.dtype.kind == "f" and array.size and not (np.isfinite(array).all() and np.abs(array).max() <= F32_MAX):
@@ -38,7 +38,7 @@ def as_array(value: Any, what: str) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def _first_non_number(value: list[Any], depth: int) -> str:
+def first_non_number(value: list[Any], depth: int) -> str:
     """The first value of a (shape-checked) nested list that is not a number, described in JSON
     terms: 'a string ("NaN")', 'null', 'true'. Only on the error path."""
     flat: Any = value
@@ -65,7 +65,7 @@ def _first_non_number(value: list[Any], depth: int) -> str:
     return "a value that is not a number"
 
 
-def _holds_bool(value: list[Any], depth: int) -> bool:
+def holds_bool(value: list[Any], depth: int) -> bool:
     """numpy reads true/false as 1/0 when mixed with numbers; JSON booleans are not readings.
     One C-level pass over the (already shape-checked) nested lists, ~30 ns per value."""
     flat: Any = value

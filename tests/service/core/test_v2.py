@@ -79,6 +79,10 @@ async def test_decode_inputs(services) -> None:
         codecs.decode_inputs([spec], b"", model, 16, 1)
     with pytest.raises(BadRequest, match="batch 1; at most 0"):
         codecs.decode_inputs([spec], b"", model, 0, 100)
+    for value, found in (("NaN", 'a string \\("NaN"\\)'), (None, "null"), (True, "true")):
+        bad = {**spec, "data": [value, *spec["data"][1:]]}
+        with pytest.raises(BadRequest, match=f"data must hold only numbers \\(FP32\\), found {found}"):
+            codecs.decode_inputs([bad], b"", model, 16, 100)
     with pytest.raises(BadRequest, match="no input claims"):
         codecs.decode_inputs([binary], x.tobytes() + b"1234", model, 16, 100)
 
