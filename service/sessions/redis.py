@@ -44,7 +44,8 @@ Every operation is one round trip. load, save, create and delete are Lua scripts
 `.lua` file each in service/sessions/scripts/ (the cluster store runs the same files), sent as
 EVALSHA, falling back to EVAL, which also caches the script, when the server does not know it
 (e.g. after a restart):
-  - load: HGETALL + PEXPIRE of both keys, or a code saying "expired" / "not found".
+  - load: the fields a step reads (HMGET: not the write tokens) + PEXPIRE of both keys, or a
+    code saying "expired" / "not found".
   - save: check-and-set on the position. A save whose token is among the recorded tokens was
     applied already (its reply was lost and it is sent again, by this module or by the Redis
     client) and is reported as done, with the position it wrote. Otherwise it writes only if
