@@ -112,7 +112,12 @@ function metricTable(metrics, gate) {
     const tr = el("tr", {
       class: (r.baseline ? "" : "model-row") + (r.name === bestName ? " best" : ""),
       "data-row": r.name,
-    }, el("td", { text: label + (r.name === bestName ? " ★" : "") }));
+    }, el("td", {
+      text: label + (r.name === bestName ? " ★" : ""),
+      // the gate's baseline is the best *naive* one; the verdict's ratio names its own (best of all)
+      ...(r.name === bestName && gate && gate.best_baseline
+        ? { title: "the naive baseline the quality gate was decided against" } : {}),
+    }));
     for (const c of columns) {
       const v = r.numbers[c];
       tr.append(el("td", { class: "num", "data-metric": c, "data-value": v === undefined ? "" : String(v), text: fmt(v) }));

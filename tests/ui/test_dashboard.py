@@ -69,6 +69,9 @@ def test_page_lists_models_with_the_api_numbers(page, ui_server):
     ]
     assert sorted(shown) == sorted([*e[:2], _js_number(e[2])] for e in expected)
     assert demand.locator("tr.best").get_attribute("data-row") == "naive"
+    assert demand.locator("tr.best td").first.get_attribute("title") == (
+        "the naive baseline the quality gate was decided against"
+    )
     # what training found and learned, in words (manifest seasons, time, verdict)
     assert demand.locator("[data-testid=seasons]").inner_text() == (
         "Seasons: [48, 336] found from the sampling period · time column timestamp, half-hourly"
