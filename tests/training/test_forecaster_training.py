@@ -1,7 +1,8 @@
 """The history-state forecaster trained from the CLI with default flags (only --data, --target,
 --season, plus a small step budget): it beats naive and every seasonal naive at one step on a
-seasonal series (electricity) and a trending one (co2), served from the exported file with and
-without a start_time; deeper models with dropout export and pass parity."""
+seasonal series (electricity: the session's shared training of it, tests/training/conftest.py,
+small network, --transform auto) and a trending one (co2), served from the exported file with
+and without a start_time; deeper models with dropout export and pass parity."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from models.config import ModelConfig
 from models.export import input_names, output_names
 from models.forecast_spec import LAYOUT
 from models.forecaster import history_parts
-from tests.support.tier import starts
+from training.pipeline import Outcome
 
 from .conftest import CO2, ELECTRICITY, SUNSPOTS, settings_from
 
@@ -41,9 +42,12 @@ def _beats_baselines(metrics: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-@starts("a training run to quality")
-def electricity(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    return _train(tmp_path_factory.mktemp("elec"), ELECTRICITY, "demand_mw", "48,336")
+def electricity(forecast_run: tuple[Path, list[Outcome]]) -> tuple[Path, dict]:
+    """The LSTM of the session's electricity training (tests/training/conftest.py: seasons 48
+    and 336, the time column, --transform auto), not a second training of the same series."""
+    repo, _ = forecast_run
+    entry = repo / "elec-lstm" / "1"
+    return entry, json.loads((entry / "manifest.json").read_text())
 
 
 @pytest.mark.slow
