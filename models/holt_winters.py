@@ -138,7 +138,11 @@ def forecast(state: np.ndarray, e: float, horizon: int, model: Smoothing) -> np.
 def one_step_errors(y: np.ndarray, model: Smoothing) -> np.ndarray:
     """The one-step errors e_t of a series read from its first reading, for t >= span
     (before the AR adjustment); empty when the series is not longer than `span`. The same
-    recursion as `step`, written with circular Python lists: fitting calls it hundreds of times."""
+    recursion as `step`, with the same floating-point operations in the same order (so the same
+    bits): fitting calls it thousands of times, so each season's ring is a Python list that grows
+    by the component just written (the component for time t is the one written s readings
+    earlier: index i of the list at the i-th reading), and the common cases of one and two
+    seasons are written out."""
     y = np.asarray(y, dtype=np.float64)
     span = model.span
     if len(y) <= span:
@@ -148,36 +152,67 @@ def one_step_errors(y: np.ndarray, model: Smoothing) -> np.ndarray:
     rings: list[list[float]] = []
     offset = 1
     for s in model.seasons:
-        rings.append([float(v) for v in state[offset : offset + s]])
+        rings.append(state[offset : offset + s].tolist())
         offset += s
-    heads = [0] * len(rings)  # index of each ring's oldest slot
     alpha, gamma, mult = model.alpha, model.gamma, model.multiplicative
+    keep = 1 - alpha
     floor = EPS * model.unit
     m = len(rings)
     values = y[span:].tolist()
     errors = [0.0] * len(values)
-    for i, value in enumerate(values):
-        old = [rings[j][heads[j]] for j in range(m)]
-        if mult:
-            together = 1.0
-            for o in old:
-                together *= o
-            errors[i] = value - level * together
-            level = alpha * value / max(together, EPS) + (1 - alpha) * level
-            for j in range(m):
-                others = 1.0
-                for q in range(m):
-                    if q != j:
-                        others *= old[q]
-                rings[j][heads[j]] = gamma[j] * value / max(level * others, floor) + (1 - gamma[j]) * old[j]
-        else:
-            together = sum(old)
-            errors[i] = value - level - together
-            level = alpha * (value - together) + (1 - alpha) * level
-            for j in range(m):
-                rings[j][heads[j]] = gamma[j] * (value - level - (together - old[j])) + (1 - gamma[j]) * old[j]
-        for j in range(m):
-            heads[j] = heads[j] + 1 if heads[j] + 1 < len(rings[j]) else 0
+    if m == 2:
+        c0, c1 = rings
+        g0, g1 = gamma
+        k0, k1 = 1 - g0, 1 - g1
+        for i, value in enumerate(values):
+            o0, o1 = c0[i], c1[i]
+            if mult:
+                together = o0 * o1
+                errors[i] = value - level * together
+                level = alpha * value / max(together, EPS) + keep * level
+                c0.append(g0 * value / max(level * o1, floor) + k0 * o0)
+                c1.append(g1 * value / max(level * o0, floor) + k1 * o1)
+            else:
+                together = o0 + o1
+                errors[i] = value - level - together
+                level = alpha * (value - together) + keep * level
+                c0.append(g0 * (value - level - (together - o0)) + k0 * o0)
+                c1.append(g1 * (value - level - (together - o1)) + k1 * o1)
+    elif m == 1:
+        (c0,) = rings
+        (g0,) = gamma
+        k0 = 1 - g0
+        for i, value in enumerate(values):
+            o0 = c0[i]
+            if mult:
+                errors[i] = value - level * o0
+                level = alpha * value / max(o0, EPS) + keep * level
+                c0.append(g0 * value / max(level, floor) + k0 * o0)
+            else:
+                errors[i] = value - level - o0
+                level = alpha * (value - o0) + keep * level
+                c0.append(g0 * (value - level) + k0 * o0)
+    else:
+        for i, value in enumerate(values):
+            old = [ring[i] for ring in rings]
+            if mult:
+                together = 1.0
+                for o in old:
+                    together *= o
+                errors[i] = value - level * together
+                level = alpha * value / max(together, EPS) + keep * level
+                for j in range(m):
+                    others = 1.0
+                    for q in range(m):
+                        if q != j:
+                            others *= old[q]
+                    rings[j].append(gamma[j] * value / max(level * others, floor) + (1 - gamma[j]) * old[j])
+            else:
+                together = sum(old)
+                errors[i] = value - level - together
+                level = alpha * (value - together) + keep * level
+                for j in range(m):
+                    rings[j].append(gamma[j] * (value - level - (together - old[j])) + (1 - gamma[j]) * old[j])
     return np.asarray(errors)
 
 

@@ -37,17 +37,22 @@ def test_exact_seasonal_pattern_is_forecast_exactly_whatever_the_constants(multi
     assert np.abs(hw.one_step_errors(y, model)).max() < 1e-9
 
 
+@pytest.mark.parametrize("seasons", [SEASONS, (12,), (3, 4, 12), ()])
 @pytest.mark.parametrize("multiplicative", [False, True])
-def test_fast_errors_and_restart_states_equal_the_step_recursion(multiplicative: bool) -> None:
+def test_fast_errors_and_restart_states_equal_the_step_recursion(
+    multiplicative: bool, seasons: tuple[int, ...]
+) -> None:
+    """one_step_errors writes out one and two seasons and loops over more: each equals `step`."""
     rng = np.random.default_rng(0)
     y = pattern(200, multiplicative) + rng.normal(0, 2.0, 200) + np.linspace(0, 20, 200)
-    model = hw.Smoothing(SEASONS, multiplicative, 0.2, (0.1, 0.3), 0.5, float(y.std()))
-    state = hw.initial(y[:12], SEASONS, multiplicative, model.unit)
+    model = hw.Smoothing(seasons, multiplicative, 0.2, (0.1, 0.3, 0.05)[: len(seasons)], 0.5, float(y.std()))
+    span = model.span
+    state = hw.initial(y[:span], seasons, multiplicative, model.unit)
     errors = []
     before = hw.states_before(y, model)
-    assert before.shape == (201, model.width) and not before[:12].any()
-    np.testing.assert_array_equal(before[12], state)
-    for t in range(12, 200):
+    assert before.shape == (201, model.width) and not before[:span].any()
+    np.testing.assert_array_equal(before[span], state)
+    for t in range(span, 200):
         state, error = hw.step(state, float(y[t]), model)
         errors.append(error)
         np.testing.assert_allclose(before[t + 1], state, rtol=1e-12)
