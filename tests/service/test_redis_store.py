@@ -757,11 +757,12 @@ def test_saves_asked_for_together_are_one_script_call_each_answered_as_alone(ser
 
 def test_a_load_answers_every_field_but_the_write_tokens(server: RedisProcess, prefix: str) -> None:
     """The load script answers each field of the hash a step reads, i.e. all of them but the
-    write tokens and the marker's expiry (only the save script reads those): a field added to
-    the hash and not to load.lua's list fails here."""
+    write tokens and the marker's expiry (only the save script reads those), and a save's
+    conflict answers the same: a field added to the hash and not to the scripts' lists fails
+    here."""
     record = make_record(owner="o1", start=1_700_000_000.5)
 
-    async def go() -> tuple[set[bytes], set[bytes], SessionRecord]:
+    async def go() -> tuple[set[bytes], set[bytes], SessionRecord, list, list]:
         store = store_for(server.url, prefix, cache_bytes=0)
         try:
             await store.create(record)
@@ -773,12 +774,16 @@ def test_a_load_answers_every_field_but_the_write_tokens(server: RedisProcess, p
             keys = [f"{prefix}s:{{{record.session_id}}}", f"{prefix}x:{{{record.session_id}}}"]
             reply = await store._load(store._redis, keys, [store.tombstone_ms])
             stored = set(await store._redis.hkeys(keys[0]))
-            return set(reply[::2]), stored, await store.load(record.session_id)
+            stale = await store.load(record.session_id)
+            stale.position, stale.token = 10, new_token()
+            conflict = await store._save(store._redis, keys, store._save_args(stale, 8))
+            return set(reply[::2]), stored, await store.load(record.session_id), conflict, reply
         finally:
             await store.close()
 
-    answered, stored, loaded = run(go())
+    answered, stored, loaded, conflict, reply = run(go())
     assert {b"tokens", b"tokens_new", b"marked_until"} <= stored
     assert answered == stored - {b"tokens", b"tokens_new", b"marked_until"}
+    assert conflict[:2] == [0, 9] and conflict[2] == reply  # a conflict answers the same fields
     assert loaded.position == 9 and loaded.owner == "o1" and loaded.start == 1_700_000_000.5
     assert loaded.history == (LastStep(8, bytes([9]) * 16, b"out"),)

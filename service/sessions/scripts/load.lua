@@ -3,7 +3,8 @@
 -- Returns the fields a step reads as a flat field/value list (HGETALL's form, fields the hash
 -- lacks left out), or 1 (no such session) / {2, owner} (expired). The write tokens are not
 -- among them (only the save script reads them): Redis hashes every byte of each string a
--- script reads, and the token ring is the largest field after the state.
+-- script reads, and the token ring is the largest field after the state. save.lua answers a
+-- conflict with the same fields (its own copy of the list).
 local FIELDS = {
   'model', 'version', 'fingerprint', 'position', 'ttl_ms', 'created_at', 'shape', 'state', 'history',
   'owner', 'start', 'last_before', 'last_digest', 'last_response',

@@ -1,13 +1,13 @@
 -- Save a step: a check-and-set on the position, recognising a re-sent save by its token.
 -- KEYS: hash, marker. ARGV: expected, position, state, ttl_ms, tombstone_ms, token, history,
 --       created_at, token window (entries), now (the writer's clock, ms since the epoch).
--- Returns {1, position} written (or written before by this very save), {0, stored, hash}
--- conflict (the hash as HGETALL's flat list: the caller plans the step again from it, no load
--- needed), {-1} not found, {-2} expired. A write is three commands: HMGET, HSET, PEXPIRE; the
--- expiry marker is set again (SET) only when it would otherwise outlive the hash by less than
--- half the tombstone time (`marked_until` in the hash: when it expires), i.e. about once per
--- tombstone_ms / 2 of a session's life, so an expired session is told apart from a deleted one
--- for between half and all of the tombstone time.
+-- Returns {1, position} written (or written before by this very save), {0, stored, record}
+-- conflict (the fields load.lua answers, as a flat field/value list: the caller plans the step
+-- again from it, no load needed), {-1} not found, {-2} expired. A write is three commands:
+-- HMGET, HSET, PEXPIRE; the expiry marker is set again (SET) only when it would otherwise
+-- outlive the hash by less than half the tombstone time (`marked_until` in the hash: when it
+-- expires), i.e. about once per tombstone_ms / 2 of a session's life, so an expired session is
+-- told apart from a deleted one for between half and all of the tombstone time.
 --
 -- Write tokens: each entry "<32 hex>=<20-digit position>;" (54 bytes). The newest writes are
 -- appended to `tokens_new` (fewer than FOLD entries); every FOLD-th write folds them into
@@ -43,7 +43,20 @@ if not current or position == expected then
     return {1, tonumber(string.sub(tokens, at + 33, at + 52))}
   end
   if not current then
-    return {0, tonumber(f[1]), redis.call('HGETALL', KEYS[1])}
+    -- the fields load.lua answers (the same list: not the write tokens), in HGETALL's form
+    local names = {
+      'model', 'version', 'fingerprint', 'position', 'ttl_ms', 'created_at', 'shape', 'state', 'history',
+      'owner', 'start', 'last_before', 'last_digest', 'last_response',
+    }
+    local v = redis.call('HMGET', KEYS[1], unpack(names))
+    local h = {}
+    for i = 1, #names do
+      if v[i] then
+        h[#h + 1] = names[i]
+        h[#h + 1] = v[i]
+      end
+    end
+    return {0, tonumber(f[1]), h}
   end
 end
 local entry = ARGV[6] .. '=' .. string.format('%020d', position) .. ';'
