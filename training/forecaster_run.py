@@ -28,6 +28,7 @@ import pandas as pd
 from models.config import Clock, ModelConfig
 from models.forecast_spec import HOLT_WINTERS as HW_TRANSFORMS
 from models.forecast_spec import SpecError, make_spec
+from training import choice
 from training.configs import model_config
 from training.data import ForecastData, TrainingError
 
@@ -63,13 +64,13 @@ def loop_settings(settings: Any, **overrides: Any) -> ForecastTrainSettings:
 # Holt-Winters (a level and seasonal components smoothed over many seasons, additive or, for a
 # positive series, multiplicative: Taylor's double-seasonal model for half-hourly load).
 AUTO_TRANSFORMS = ("none", "diff", "smooth", "trend", "seasonal", "seasonal_diff", "holt_winters", "holt_winters_mult")
-# The trained network replaces its formula only when it lowers the validation MAE by at least
-# MIN_VALIDATION_GAIN and the paired per-origin gain (|formula error| - |network error|) is
-# MIN_VALIDATION_Z standard errors above zero: a smaller or noisier gain on the validation origins
-# (which also chose the checkpoint, among many) is not evidence, and the formula is then the honest answer
-# (models/forecaster.py: a zero head answers exactly its baseline).
-MIN_VALIDATION_GAIN = 0.02
-MIN_VALIDATION_Z = 2.5  # the checkpoint was picked as the best of many on these origins: above the usual 2
+# The trained network replaces its formula only when its validation advantage is significant
+# (training/choice.py: a material gain, the HLN-corrected Diebold-Mariano test on the per-origin
+# loss differences, and a sign test that it is better at most origins); otherwise the formula, the
+# simpler candidate, is the honest answer (models/forecaster.py: a zero head answers exactly its
+# baseline). The names below are kept for the manifest's `learned` figures.
+MIN_VALIDATION_GAIN = choice.MIN_GAIN
+MIN_VALIDATION_Z = choice.MIN_DM
 FORMULAS = {
     "none": "the training mean",
     "diff": "the last value (naive)",
@@ -296,19 +297,20 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
     segment = forecast_loop.Segment.of(data, start)
     model_err = forecast_loop.validation_errors(model, [segment])
     formula_err = forecast_loop.validation_errors(Forecaster(config).eval(), [segment])
-    formula_val, best_val = float(formula_err.mean()), float(model_err.mean())
-    gain = 1.0 - best_val / formula_val if formula_val > 0 else 0.0
-    z = _paired_z(formula_err - model_err)
-    serves_formula = history.best_step == 0 or gain < MIN_VALIDATION_GAIN or z < MIN_VALIDATION_Z
+    evidence = choice.network_choice(
+        formula_err, model_err, len(data.val), horizon=int(config.horizon), best_step=int(history.best_step)
+    )
+    formula_val, best_val = evidence["formula_mae"], evidence["network_mae"]
+    gain = float(evidence["gain"])
+    z = evidence["dm"]
+    serves_formula = not evidence["network"]
+    if history.best_step != 0:
+        report(f"the network's best checkpoint (step {history.best_step}): {evidence['text']}")
     if serves_formula and history.best_step != 0:
         with torch.no_grad():  # the zero point head: exactly the formula (other heads kept)
             model.head.weight.zero_()
             model.head.bias.zero_()
-        report(
-            f"the network's best checkpoint (step {history.best_step}) lowered the validation MAE by "
-            f"{100 * gain:.1f} % (z {z:.2f}); not clearly better (needs {100 * MIN_VALIDATION_GAIN:.0f} % and z "
-            f">= {MIN_VALIDATION_Z}): this version serves the formula ({formula_description(model.spec)})"
-        )
+        report(f"this version serves the formula ({formula_description(model.spec)})")
     model.eval()
     model.start_time = start
     model.calibration = {}
@@ -339,10 +341,11 @@ def train(settings: Any, data: ForecastData, frame: pd.DataFrame, cell: str, rep
         "formula_validation_mae": formula_val,
         "best_validation_mae": best_val,
         "validation_gain": round(gain, 6),
-        "validation_gain_z": round(z, 3),
+        "validation_gain_z": z,
         "min_validation_gain": MIN_VALIDATION_GAIN,
         "min_validation_z": MIN_VALIDATION_Z,
         "best_step": int(history.best_step),
+        "evidence": evidence,
     }
     if refit:
         model.learned["formula_refit"] = refit
@@ -373,17 +376,6 @@ def refit_formula(model: Any, data: ForecastData) -> tuple[Any, dict[str, Any]]:
         return {"alpha": s.hw_alpha, "gamma": list(s.hw_gamma), "phi": s.hw_phi}
 
     return refitted, {"rows": rows, "before": constants(spec), "after": constants(new_spec)}
-
-
-def _paired_z(gain: np.ndarray) -> float:
-    """Mean over its standard error of a per-origin gain (inf for a constant positive gain)."""
-    if gain.size < 2:
-        return 0.0
-    spread = float(gain.std(ddof=1))
-    mean = float(gain.mean())
-    if spread <= 1e-12:
-        return float("inf") if mean > 0 else 0.0
-    return mean / (spread / np.sqrt(gain.size))
 
 
 def predictions(model: Any, data: ForecastData, pairs: np.ndarray, window: int) -> dict[str, np.ndarray]:

@@ -7,8 +7,8 @@ a served formula for a trained network:
 
 - "the network improved on its baseline (<formula>) by X % on test", or
 - "the network did not improve on its baseline; this version serves the formula (<formula>)"
-  (training/forecaster_run.py restores the zero head when the validation gain is below
-  MIN_VALIDATION_GAIN), or
+  (training/forecaster_run.py restores the zero head when the network's validation advantage is
+  not significant, training/choice.py), or
 - "the network improved on its baseline on validation but not on test: X % worse than ...".
 
 And how it compares with the baselines fitted next to it: `ratio_to_best_baseline` (model error
@@ -26,7 +26,12 @@ Manifest shape (`verdict`, top level; also copied into `gate` as `verdict` (the 
      "improvement_pct": float | None,
      "best_baseline": str, "best_baseline_value": float, "ratio_to_best_baseline": float,
      "best_statistical": str | None, "best_statistical_value": float | None,
-     "ratio_to_best_statistical": float | None, "warning": str | None}
+     "ratio_to_best_statistical": float | None, "warning": str | None,
+     "validation_choice": dict | None}
+
+`validation_choice` is training/choice.py's evidence for serving the network or the formula
+(gain, origins, HLN-DM and sign-test p-values, and its sentence in `text`); None where training
+did not compare them (the network never moved, or not a forecaster).
 """
 
 from __future__ import annotations
@@ -66,6 +71,7 @@ def forecast_verdict(metrics: dict[str, Any], learned: dict[str, Any] | None) ->
         "model": model,
         "formula_value": None,
         "improvement_pct": None,
+        "validation_choice": (learned or {}).get("evidence"),
     }
     if learned is not None and formula is not None:
         formula_value = float(formula[metric])
@@ -119,6 +125,9 @@ def forecast_verdict(metrics: dict[str, Any], learned: dict[str, Any] | None) ->
 def lines(verdict: dict[str, Any]) -> list[str]:
     """What the CLI prints: the verdict, the ratio to the best baseline, the warning if any."""
     out = [f"verdict: {verdict['text']}"]
+    evidence = verdict.get("validation_choice")
+    if evidence:
+        out.append(f"validation: {evidence['text']}")
     ratio = verdict.get("ratio_to_best_baseline")
     if ratio is not None:
         out.append(f"ratio to the best baseline ({verdict['best_baseline']}): {ratio:.3f} ({verdict['metric']})")
