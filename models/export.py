@@ -123,12 +123,13 @@ def _fixed_point(proto: Any, config: ModelConfig, target: int) -> Any:
         return helper.make_tensor_value_info(name, like.type.tensor_type.elem_type, dims)
 
     def changed(new: str, old: str, prefix: str) -> list[Any]:
-        """Nodes computing the bool scalar `<prefix>changed`: any reading taken differs."""
+        """Nodes computing the bool scalar `<prefix>changed`: any reading taken differs, as the
+        sum of the differences' magnitudes is not 0 (with gradual underflow x - y is 0 only when
+        x == y; a NaN or infinite one counts as changed, the trip count bounds the Loop)."""
         return [
-            helper.make_node("Equal", [new, old], [f"{prefix}same"]),
-            helper.make_node("Cast", [f"{prefix}same"], [f"{prefix}same_f"], to=TensorProto.FLOAT),
-            helper.make_node("ReduceMin", [f"{prefix}same_f"], [f"{prefix}all_same"], keepdims=0),
-            helper.make_node("Less", [f"{prefix}all_same", "robust/one"], [f"{prefix}changed"]),
+            helper.make_node("Sub", [new, old], [f"{prefix}moved"]),
+            helper.make_node("ReduceL1", [f"{prefix}moved"], [f"{prefix}moved_sum"], keepdims=0),
+            helper.make_node("Cast", [f"{prefix}moved_sum"], [f"{prefix}changed"], to=TensorProto.BOOL),
         ]
 
     order = [graph.output[-1], *graph.output[:-1]]  # taken first, as the body returns them
@@ -145,7 +146,6 @@ def _fixed_point(proto: Any, config: ModelConfig, target: int) -> Any:
         [value("pass/changed", elem=TensorProto.BOOL), *carried],
     )
     constants = [
-        helper.make_tensor("robust/one", TensorProto.FLOAT, [], [1.0]),
         helper.make_tensor("robust/time_axis", TensorProto.INT64, [], [1]),
     ]
     if config.input_size == 1:

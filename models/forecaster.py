@@ -863,7 +863,8 @@ class Forecaster(nn.Module):
         before = torch.cat([parts["pending0"], ahead[:, :-1]], dim=1)
         anomaly, score, centre80 = self._flag_rows(raw_y, before, parts["count"])
         warm = parts["count"] >= float(spec.ring + 1)  # every lag available: no warm-up forecast
-        far = ((score.abs() > spec.robust_margin) & warm).to(raw_y.dtype)
+        far_flag = (score.abs() > spec.robust_margin) & warm
+        far = far_flag.to(raw_y.dtype)
         run, window = far, far
         k = spec.robust_run
         if k > 1:
@@ -875,7 +876,7 @@ class Forecaster(nn.Module):
         high = nn.functional.max_pool1d(window, spec.ring, 1).transpose(1, 2)  # [B, T, 1]
         low = -nn.functional.max_pool1d(-window, spec.ring, 1).transpose(1, 2)
         centre80 = torch.minimum(torch.maximum(centre80, low), high)
-        take = torch.where((far > 0.0) & (run < float(k)), centre80, raw_y)
+        take = torch.where(far_flag & (run < float(k)), centre80, raw_y)
         new_state = self.pack_state(parts, ahead[:, -1:], run[:, -1:])
         return self.raw(point), (*new_cell, *new_state), quantiles, anomaly, take
 
