@@ -469,3 +469,15 @@ def test_statistical_baselines_in_a_worker_process_equal_those_computed_here(mon
     np.testing.assert_allclose(rescued.predictions["autoets"], here.predictions["autoets"])
     monkeypatch.setattr(b, "_cores", lambda: 1)  # one core: nothing to gain, computed here
     assert b.start(data, data.test, [6], report=lambda m: None)._worker is None
+
+
+def test_a_long_seasonal_series_keeps_autoets_beside_mstl() -> None:
+    """Over 1000 training rows with a season, AutoETS is fitted beside MSTL+AutoETS (not AutoARIMA):
+    the report's best baseline is then the better of the two, as a user would compare."""
+    rng = np.random.default_rng(8)
+    t = np.arange(1500, dtype=float)
+    data = _data(20 + 3 * np.sin(2 * np.pi * t / 6) + np.cumsum(rng.normal(0, 0.3, len(t))))
+    assert data.train_rows > 1000
+    done = compute_baselines(data, data.test[:12], [6], report=lambda m: None)
+    assert {"mstl_autoets", "autoets"} <= set(done.predictions) and "autoarima" not in done.predictions
+    assert "season 6" in done.descriptions["autoets"]
