@@ -47,7 +47,9 @@ def train(tmp_path: Path, *extra: str, calm: float = 1.0) -> dict:
 @pytest.fixture(scope="module")
 @starts("a training run to quality")
 def noisy(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    return train(tmp_path_factory.mktemp("noisy"), "--horizon", "2")
+    # the formula --transform auto picks on this series, given (the same model, metrics and
+    # intervals): choosing it is tested elsewhere and took a fifth of this training
+    return train(tmp_path_factory.mktemp("noisy"), "--horizon", "2", "--transform", "holt_winters_mult")
 
 
 @pytest.mark.slow
@@ -129,7 +131,8 @@ def test_widths_follow_the_state_where_the_noise_does(tmp_path: Path) -> None:
 
 @pytest.mark.slow  # trains a model
 def test_quantiles_none_trains_a_point_model(tmp_path: Path) -> None:
-    manifest = train(tmp_path, "--quantiles", "none", "--epochs", "1")
+    # the formula given: which one --transform auto would pick is not what this test is about
+    manifest = train(tmp_path, "--quantiles", "none", "--epochs", "1", "--transform", "seasonal_diff")
     config = ModelConfig.from_dict(manifest["config"])
     assert config.extra_outputs == () and "pending" not in history_parts(config, config.initial_state(1))
     assert config.quantiles == ()
