@@ -72,12 +72,13 @@ def test_time_column_is_detected_and_sets_the_phase(electricity: tuple[Path, dic
     for row in (0, 1, 47, 48, 335, 336, 1000):
         assert config.clock.phase(seconds[row]) == row % 336
     # one packed history (count, "pending": the next reading's forecast interval with the
-    # default quantile levels' anomaly flags, the ring), then the phase the clock sets, then the
-    # Holt-Winters formula's level and seasonal components (the baseline chosen)
+    # default quantile levels' anomaly flags, "run": the far readings in a row the robust update
+    # has replaced (layout 3), the ring), then the phase the clock sets, then the Holt-Winters
+    # formula's level and seasonal components (the baseline chosen)
     assert config.state_names == ("h", "c", "history", "phase", "smoothed")
     assert [s["name"] for s in manifest["config"]["extra_states"]] == ["history", "phase", "smoothed"]
     assert manifest["config"]["extra"]["forecaster"]["layout"] == LAYOUT
-    parts = ["count", "pending", "ring", "phase", "smoothed"]
+    parts = ["count", "pending", "run", "ring", "phase", "smoothed"]
     assert list(history_parts(config, config.initial_state(1))) == parts
 
 
