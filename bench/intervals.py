@@ -171,6 +171,7 @@ def served_quantiles(entry: Path, data: Any, start_time: float | None) -> tuple[
     """[test, H, Q] quantiles from the exported file, one session from row 0 (as served)."""
     import onnxruntime as ort
 
+    from models.chunks import run_in_time_chunks
     from models.config import ModelConfig
     from models.export import graph_output_names, input_names
 
@@ -178,9 +179,16 @@ def served_quantiles(entry: Path, data: Any, start_time: float | None) -> tuple[
     session = ort.InferenceSession(str(entry / "model.onnx"), providers=["CPUExecutionProvider"])
     end = int(data.test[-1]) + 1
     x = data.features[:end].astype(np.float32)[None]
-    feeds = dict(zip(input_names(config), [x, *config.initial_state(1, start_time)], strict=True))
-    outputs = dict(zip(graph_output_names(config), session.run(graph_output_names(config), feeds), strict=True))
-    return outputs["quantiles"][0][data.test].astype(np.float64), config.quantiles
+    names = graph_output_names(config)
+    at = names.index("quantiles")
+
+    def call(inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        got = session.run(names, dict(zip(input_names(config), [inputs, *state], strict=True)))
+        return got[at], tuple(got[1:at])
+
+    # in the chunks the service feeds it (a robust forecaster's fixed point is bounded by its chunk)
+    quantiles, _ = run_in_time_chunks(call, x, config.initial_state(1, start_time), 0, config.max_chunk_steps)
+    return quantiles[0][data.test].astype(np.float64), config.quantiles
 
 
 def statsforecast_quantiles(data: Any, seasons: list[int], kind: str) -> np.ndarray:

@@ -192,6 +192,20 @@ class ModelConfig:
         return tuple(repr(float(q)) for q in self.quantiles)
 
     @property
+    def max_chunk_steps(self) -> int:
+        """The most time steps one call of this model's graph should take (0: any): a forecaster
+        with the robust state update solves a chunk as a fixed point whose cost grows with the
+        square of its length (models/forecast_spec.py ROBUST_CHUNK_STEPS); models/chunks.py feeds
+        longer work in chunks of this many, carrying the state, which gives the same numbers."""
+        spec = self.extra.get("forecaster")
+        if not isinstance(spec, dict) or not self.anomaly:
+            return 0
+        from models.forecast_spec import ROBUST_CHUNK_STEPS
+
+        robust = int(spec.get("layout", 1)) >= 3 and int(spec.get("robust_run", 0)) > 0
+        return ROBUST_CHUNK_STEPS if robust else 0
+
+    @property
     def positive_target(self) -> PositiveTarget | None:
         """The input column that must be positive, or None. Written by training as
         `extra["positive_target"]`; a manifest written before that is read from its forecaster

@@ -130,6 +130,12 @@ PENDING = 4  # values of the `pending` part (anomaly levels' bounds, forecast fo
 # put the same reading out again (validation MAE 120 -> 170); ordinary tail readings must stay.
 ROBUST_MARGIN = 5.0
 ROBUST_RUN = 3
+# The most readings a robust forecaster's graph is given in one call by the service and the
+# evaluations (models/chunks.py): its fixed point takes one more pass over the whole chunk for
+# each far reading that moves a later one's bounds, so a chunk of T readings can cost T passes of
+# T steps (1,600 readings with every third one ten times too large: 64 s in one call). In chunks
+# carrying the state, the same numbers, and at most this many passes of this many steps a chunk.
+ROBUST_CHUNK_STEPS = 32
 
 
 def positive_reason(log: bool, transform: str) -> str | None:

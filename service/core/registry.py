@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from models.chunks import run_in_time_chunks
 from models.config import METADATA_KEY, ConfigError, ModelConfig
 from models.fileio import call_with_timeout, read_file
 from models.repository import MAX_MODEL_BYTES, RepositoryEntry, scan_repository
@@ -98,6 +99,7 @@ class LoadedModel:
         # What a session's state is bound to: this exact graph (file) and its state layout.
         self.fingerprint = f"{self.file_hash[:32]}/{layout}"
         self._fresh = self.config.initial_state(1)  # shared, read-only: copied by every user
+        self.max_chunk_steps = self.config.max_chunk_steps  # 0: any (models/chunks.py)
         # A model with quantile levels also outputs "quantiles" [B, T, O, Q] (and "anomaly"
         # [B, T, 4]); run() packs them after the forecasts into one [B, T, width] array, so
         # batching, the engine and the replay record carry them unchanged, and the codecs split
@@ -165,8 +167,10 @@ class LoadedModel:
         than `max_chunk_elements` rows x steps runs as consecutive time chunks, each starting
         from the state the previous one ended in: the recurrence is the same, so the result
         is the one-call result, while ONNX Runtime's intermediate buffers (gates for every
-        step of every row) stay bounded by the setting instead of growing with the request."""
-        return run_in_time_chunks(self._call, inputs, state, self.max_chunk_elements)
+        step of every row) stay bounded by the setting instead of growing with the request.
+        A forecaster with the robust state update also runs at most `config.max_chunk_steps`
+        steps a call: its fixed point's cost grows with the square of a call's length."""
+        return run_in_time_chunks(self._call, inputs, state, self.max_chunk_elements, self.max_chunk_steps)
 
     def _call(self, inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
         feeds = {"input": inputs}
@@ -248,27 +252,6 @@ def read_model_file(entry: RepositoryEntry, timeout: float) -> bytes:
     except OSError as exc:
         reason = exc.strerror if exc.strerror else str(exc)
         raise ModelLoadError(f"{entry.name} v{entry.version}: cannot read model.onnx: {reason}") from exc
-
-
-Runner = Callable[[np.ndarray, tuple[np.ndarray, ...]], tuple[np.ndarray, tuple[np.ndarray, ...]]]
-
-
-def run_in_time_chunks(
-    run: Runner, inputs: np.ndarray, state: tuple[np.ndarray, ...], max_elements: int
-) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
-    """`run` over [B, T, F] in chunks of at most max_elements // B steps, carrying the state."""
-    batch, steps = inputs.shape[0], inputs.shape[1]
-    chunk = max(1, max_elements // max(batch, 1)) if max_elements > 0 else steps
-    if steps <= chunk:
-        return run(inputs, state)
-    outputs: np.ndarray | None = None
-    for start in range(0, steps, chunk):
-        part, state = run(np.ascontiguousarray(inputs[:, start : start + chunk]), state)
-        if outputs is None:
-            outputs = np.empty((batch, steps, *part.shape[2:]), part.dtype)
-        outputs[:, start : start + part.shape[1]] = part
-    assert outputs is not None
-    return outputs, state
 
 
 def _session(

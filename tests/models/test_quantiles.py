@@ -363,3 +363,38 @@ def test_robust_layout_keeps_a_run_slot_and_other_models_unchanged() -> None:
         outs = [m.graph_outputs(x, m.init_state(1)) for m in plain]
     assert torch.equal(outs[0][0], outs[1][0])
     assert all(torch.equal(a, b) for a, b in zip(outs[0][1], outs[1][1], strict=True))
+
+
+def test_robust_models_are_fed_in_bounded_chunks_with_the_same_numbers(tmp_path: Path) -> None:
+    """Every third reading ten times too large: in one call the fixed point takes a pass per far
+    reading over the whole chunk (cost growing with the square of its length); models/chunks.py
+    feeds a robust model at most ROBUST_CHUNK_STEPS readings a call, carrying the state, and gets
+    the one call's numbers. Models without the robust update are not limited."""
+    from models.chunks import run_in_time_chunks
+    from models.forecast_spec import ROBUST_CHUNK_STEPS
+
+    model, old = _sane(), _sane(2)
+    assert model.config.max_chunk_steps == ROBUST_CHUNK_STEPS and old.config.max_chunk_steps == 0
+    path = tmp_path / "robust.onnx"
+    export_onnx(model, path)
+    config = model.config
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = seasonal(160, seed=2)[None].astype(np.float32)
+    x[0, 40::3, 0] *= 10
+    names = graph_output_names(config)
+    lengths: list[int] = []
+
+    def call(inputs: np.ndarray, state: tuple[np.ndarray, ...]) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+        lengths.append(inputs.shape[1])
+        got = session.run(names, dict(zip(input_names(config), [inputs, *state], strict=True)))
+        packed = np.concatenate([got[0], got[-1]], axis=-1)  # forecasts and anomaly rows
+        return packed, tuple(got[1 : 1 + len(config.state_names)])
+
+    chunked, chunked_state = run_in_time_chunks(call, x, tuple(config.initial_state(1)), 0, config.max_chunk_steps)
+    assert max(lengths) == ROBUST_CHUNK_STEPS and len(lengths) == 5
+    whole = run_onnx(session, config, x, list(config.initial_state(1)))
+    assert (whole["anomaly"][0, 40::3, 2] == 1.0).all()  # the far readings are flagged
+    np.testing.assert_array_equal(chunked[..., -4:-1], whole["anomaly"][..., :3])
+    assert np.abs(chunked[..., :1] - whole["output"]).max() <= tolerance(whole["output"])
+    for a, b in zip(chunked_state, whole["state"], strict=True):
+        assert np.abs(a - b).max() <= tolerance(b)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.core.registry import ModelRegistry, run_in_time_chunks
+from models.chunks import run_in_time_chunks
+from service.core.registry import ModelRegistry
 from service.core.settings import Settings
 from tests.support.models import raw_inputs
 
