@@ -151,7 +151,11 @@ class StatePool:
                 rows[:, start:stop] = array.transpose(1, 0, 2).reshape(n, stop - start)
         if rows.shape != (n, *self.shape):
             raise ValueError(f"states of shape {rows.shape[1:]} do not fit slots of {self.shape}")
-        index = np.fromiter(slots, np.intp, n)
+        self._put(slots, rows)
+
+    def _put(self, slots: list[int], rows: np.ndarray) -> None:
+        """rows [n, *shape] into distinct `slots`: one fancy-index assignment per block touched."""
+        index = np.fromiter(slots, np.intp, len(slots))
         if len(self._blocks) == 1:
             self._blocks[0][index] = rows
             return
@@ -176,14 +180,7 @@ class StatePool:
             for slot, row in zip(slots, rows, strict=True):
                 self.row(slot)[...] = row
             return
-        index = np.fromiter(slots, np.intp, n)
-        if len(self._blocks) == 1:
-            self._blocks[0][index] = rows
-            return
-        blocks = index // BLOCK
-        for b in np.unique(blocks).tolist():
-            picked = blocks == b
-            self._blocks[b][index[picked] % BLOCK] = rows[picked]
+        self._put(slots, rows)
 
 
 class _Entry:
