@@ -200,10 +200,9 @@ class ModelConfig:
         spec = self.extra.get("forecaster")
         if not isinstance(spec, dict) or not self.anomaly:
             return 0
-        from models.forecast_spec import ROBUST_CHUNK_STEPS
+        from models.forecast_spec import ROBUST_CHUNK_STEPS, ForecastSpec
 
-        robust = int(spec.get("layout", 1)) >= 3 and int(spec.get("robust_run", 0)) > 0
-        return ROBUST_CHUNK_STEPS if robust else 0
+        return ROBUST_CHUNK_STEPS if ForecastSpec.from_dict(spec).robust(self.anomaly) else 0
 
     @property
     def positive_target(self) -> PositiveTarget | None:

@@ -195,6 +195,11 @@ class Columns:
     handles: list[Any]  # the store's per-session objects (entries, cached records) for the save
 
 
+def known_starts(starts: list[float | None]) -> list[float | None] | None:
+    """`Columns.starts` from each session's start time: None when no session has one."""
+    return None if starts.count(None) == len(starts) else starts
+
+
 @dataclass(frozen=True, slots=True)
 class Quota:
     """Session limits a create must respect, checked by the store atomically with the write

@@ -44,6 +44,7 @@ from service.sessions.base import (
     SessionRecord,
     SessionStore,
     gone,
+    known_starts,
     shown,
     too_many,
 )
@@ -349,14 +350,13 @@ class MemorySessionStore(SessionStore):
             entry.expires_at = now + entry.ttl
             moved(sid)
             mine(sid)
-        starts = list(map(_START, entries))
         return Columns(
             session_ids,
             kind[1],
             kind[2],
             kind[3],
             list(map(_POSITION, entries)),
-            None if starts.count(None) == len(starts) else starts,
+            known_starts(list(map(_START, entries))),
             pool.gather_columns(list(map(_SLOT, entries))),
             entries,
         )

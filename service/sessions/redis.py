@@ -113,6 +113,7 @@ from service.sessions.base import (
     decode_history,
     encode_history,
     gone,
+    known_starts,
     new_token,
     old_reply_outputs,
     shown,
@@ -716,7 +717,6 @@ class RedisSessionStore(SessionStore):
             stacked = stack_states(states, tuple((s.shape[0], s.shape[1]) for s in states[0]))
         except ValueError:
             return None
-        starts = list(map(_START, records))
         self._cache.hits += len(records)  # (a batch declined here is looked up again, and counted, by the engine)
         return Columns(
             session_ids,
@@ -724,7 +724,7 @@ class RedisSessionStore(SessionStore):
             kind[1],
             kind[2],
             list(map(_POSITION, records)),
-            None if starts.count(None) == len(starts) else starts,
+            known_starts(list(map(_START, records))),
             stacked,
             records,
         )
